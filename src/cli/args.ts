@@ -1,0 +1,53 @@
+import { PetriError } from '../errors.js';
+
+export interface OptionSpec {
+  /** Long name without dashes. */
+  name: string;
+  short?: string;
+  /** Takes a value (`--memory 64m`, `--memory=64m`). */
+  value?: boolean;
+  /** May be given more than once; values collect into an array. */
+  multiple?: boolean;
+}
+
+export interface ParsedArgs {
+  options: Record<string, string | boolean | string[]>;
+  /** Everything from the first non-option argument (or after `--`) on. */
+  rest: string[];
+}
+
+/**
+ * Parses `[options] [--] ARGS…` the way `docker run` does: options end at the
+ * first argument that is not one, so the command's own flags pass through.
+ */
+export function parseArgs(command: string, argv: string[], specs: OptionSpec[]): ParsedArgs {
+  const options: ParsedArgs['options'] = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    if (arg === '--') return { options, rest: argv.slice(i + 1) };
+    if (!arg.startsWith('-') || arg === '-') return { options, rest: argv.slice(i) };
+    const long = arg.startsWith('--');
+    const eq = long ? arg.indexOf('=') : -1;
+    const key = long ? arg.slice(2, eq < 0 ? undefined : eq) : arg.slice(1, 2);
+    const spec = specs.find((s) => (long ? s.name === key : s.short === key));
+    if (!spec)
+      throw new PetriError(
+        `petri ${command}: unknown option ${long ? `--${key}` : `-${key}`} (see petri ${command} --help)`,
+      );
+    let value: string | boolean = true;
+    if (spec.value) {
+      if (long && eq >= 0) value = arg.slice(eq + 1);
+      else if (!long && arg.length > 2) value = arg.slice(2);
+      else {
+        const next = argv[++i];
+        if (next === undefined) throw new PetriError(`petri ${command}: option ${arg} needs a value`);
+        value = next;
+      }
+    } else if (eq >= 0) {
+      throw new PetriError(`petri ${command}: option --${key} takes no value`);
+    }
+    if (spec.multiple) options[spec.name] = [...((options[spec.name] as string[] | undefined) ?? []), String(value)];
+    else options[spec.name] = value;
+  }
+  return { options, rest: [] };
+}

@@ -1,0 +1,3 @@
+export { PetriError } from './errors.js';
+export * from './runtime/index.js';
+export { formatDuration, parseCpus, parseDuration, parseSize } from './util/units.js';

@@ -1,0 +1,308 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { PetriError, withCleanupError } from '../errors.js';
+import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
+import type { ContainerOptions, ExecOptions } from './options.js';
+import { containerDir } from './paths.js';
+import { type ContainerRecord, selfIdentity, writeRecord } from './record.js';
+import { RunnerProcess, type Stdio } from './runner-process.js';
+import { createSpec, type OciProcess, type OciSpec } from './spec.js';
+import { sweepOnce } from './sweep.js';
+
+export type ContainerState = 'created' | 'running' | 'exited' | 'removed';
+
+export interface ExitResult {
+  exitCode: number;
+  /** The signal number that killed the command, if one did. */
+  signal: number | null;
+  oomKilled: boolean;
+  timedOut: boolean;
+  durationMs: number;
+}
+
+export interface StdioOptions {
+  stdin?: Stdio;
+  stdout?: Stdio;
+  stderr?: Stdio;
+}
+
+/** A process started with `exec`: its streams and its result. */
+export interface ExecProcess {
+  stdin: Writable | null;
+  stdout: Readable | null;
+  stderr: Readable | null;
+  result: Promise<{ exitCode: number; signal: number | null; durationMs: number }>;
+}
+
+/**
+ * One container: created (record, bundle, cgroups), started (petri-runner),
+ * exited, removed. Operations check the state and name it when it is wrong.
+ */
+export class Container {
+  readonly id: string;
+  readonly name: string;
+  readonly dir: string;
+  readonly spec: OciSpec;
+  stdin: Writable | null = null;
+  stdout: Readable | null = null;
+  stderr: Readable | null = null;
+  private currentState: ContainerState = 'created';
+  private readonly cgroups: ContainerCgroups;
+  private readonly record: ContainerRecord;
+  private readonly options: ContainerOptions;
+  private runner: RunnerProcess | undefined;
+  private result: Promise<ExitResult> | undefined;
+  private timedOut = false;
+
+  private constructor(id: string, options: ContainerOptions) {
+    this.id = id;
+    this.name = options.name ?? id;
+    this.options = options;
+    this.dir = containerDir(id);
+    const mode = detectCgroupMode();
+    const lower = typeof options.rootfs === 'string' ? [options.rootfs] : options.rootfs;
+    if (lower.length === 0) throw new PetriError('cannot create a container without a root filesystem');
+    const inPlace = options.rootfsInPlace === true;
+    if (inPlace && lower.length !== 1) throw new PetriError('rootfsInPlace needs exactly one root directory');
+    this.spec = createSpec(options, {
+      id,
+      rootPath: inPlace ? (lower[0] as string) : join(this.dir, 'rootfs'),
+      ...(inPlace ? {} : { overlay: { lower, upper: join(this.dir, 'upper'), work: join(this.dir, 'work') } }),
+      cgroupMount: mode === 'v2',
+    });
+    mkdirSync(this.dir, { recursive: false });
+    try {
+      this.cgroups = createCgroups(
+        id,
+        {
+          memory: options.memory,
+          pids: options.pids,
+          cpus: options.cpus,
+          devices: this.spec.linux.resources.devices,
+        },
+        mode,
+      );
+      this.record = {
+        id,
+        name: this.name,
+        createdAt: new Date().toISOString(),
+        owner: selfIdentity(),
+        cgroupDirs: this.cgroups.dirs,
+        state: 'created',
+      };
+      writeRecord(this.dir, this.record);
+      if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
+      writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
+    } catch (error) {
+      rmSync(this.dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  /** Creates a container (nothing runs yet). Sweeps what crashed petri processes left, once per process. */
+  static create(options: ContainerOptions): Container {
+    checkRoot();
+    validateOptions(options);
+    sweepOnce();
+    for (let attempt = 0; ; attempt++) {
+      const id = randomBytes(6).toString('hex');
+      try {
+        return new Container(id, options);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST' && attempt < 3) continue;
+        throw error;
+      }
+    }
+  }
+
+  get state(): ContainerState {
+    return this.currentState;
+  }
+
+  /** Host pid of the container's PID 1 while it runs. */
+  get pid(): number | undefined {
+    return this.runner?.pid;
+  }
+
+  /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
+  async start(io: StdioOptions = {}): Promise<void> {
+    this.expectState('start', ['created']);
+    this.currentState = 'running';
+    const startedAt = performance.now();
+    const args = ['run'];
+    if (this.options.init === false) args.push('--no-init');
+    for (const dir of this.cgroups.dirs) args.push('--cgroup', dir);
+    if (this.cgroups.deviceBpfDir) args.push('--device-bpf', this.cgroups.deviceBpfDir);
+    args.push(this.dir);
+    const runner = new RunnerProcess(args, [io.stdin ?? 'ignore', io.stdout ?? 'pipe', io.stderr ?? 'pipe']);
+    this.runner = runner;
+    this.stdin = runner.child.stdin;
+    this.stdout = runner.child.stdout;
+    this.stderr = runner.child.stderr;
+    let timer: NodeJS.Timeout | undefined;
+    if (this.options.timeoutMs) {
+      timer = setTimeout(() => {
+        this.timedOut = true;
+        runner.kill();
+      }, this.options.timeoutMs);
+    }
+    this.result = runner.exited.then((exit) => {
+      if (timer) clearTimeout(timer);
+      this.currentState = 'exited';
+      return {
+        exitCode: exit.exitCode,
+        signal: exit.signal,
+        oomKilled: this.cgroups.oomKilled(),
+        timedOut: this.timedOut,
+        durationMs: Math.round(performance.now() - startedAt),
+      };
+    });
+    try {
+      await runner.started;
+    } catch {
+      const exit = await runner.exited;
+      await this.result;
+      throw Object.assign(
+        new PetriError(
+          `cannot start container ${this.id}: ${exit.error ?? `petri-runner exited with ${exit.exitCode}`}`,
+        ),
+        { exitCode: exit.exitCode },
+      );
+    }
+    this.record.state = 'running';
+    this.record.initPid = runner.pid;
+  }
+
+  /** Waits for the command to end. */
+  wait(): Promise<ExitResult> {
+    if (!this.result) this.expectState('wait for', ['running', 'exited']);
+    return this.result as Promise<ExitResult>;
+  }
+
+  /** Sends a signal to the command (SIGKILL kills the whole container at once). */
+  kill(signal: NodeJS.Signals | number = 'SIGKILL'): void {
+    this.expectState('kill', ['running']);
+    const number = typeof signal === 'number' ? signal : signalNumber(signal);
+    if (number === 9) this.runner?.kill();
+    else this.runner?.signal(number);
+  }
+
+  /** Runs another process inside the running container, with the container's security profile. */
+  exec(command: string[], options: ExecOptions & StdioOptions = {}): ExecProcess {
+    this.expectState('exec in', ['running']);
+    if (command.length === 0) throw new PetriError(`cannot exec in container ${this.id}: no command given`);
+    const processSpec: OciProcess = {
+      ...this.spec.process,
+      args: command,
+      cwd: options.workdir ?? this.spec.process.cwd,
+      env: mergeEnv(this.spec.process.env, options.env),
+    };
+    if (options.user) {
+      const root = options.user.uid === 0;
+      const caps = this.spec.process.capabilities.bounding;
+      processSpec.user = {
+        uid: options.user.uid,
+        gid: options.user.gid,
+        additionalGids: options.user.additionalGids ?? [],
+      };
+      processSpec.capabilities = {
+        ...processSpec.capabilities,
+        effective: root ? caps : [],
+        permitted: root ? caps : [],
+      };
+    }
+    const args = ['exec', '--pid', String(this.runner?.pid), '--config', join(this.dir, 'config.json')];
+    for (const dir of this.cgroups.dirs) args.push('--cgroup', dir);
+    args.push('--process', JSON.stringify(processSpec));
+    const startedAt = performance.now();
+    const runner = new RunnerProcess(args, [
+      options.stdin ?? 'ignore',
+      options.stdout ?? 'pipe',
+      options.stderr ?? 'pipe',
+    ]);
+    return {
+      stdin: runner.child.stdin,
+      stdout: runner.child.stdout,
+      stderr: runner.child.stderr,
+      result: runner.exited.then((exit) => {
+        if (exit.error !== undefined && runner.pid === undefined) {
+          throw Object.assign(new PetriError(`cannot exec in container ${this.id}: ${exit.error}`), {
+            exitCode: exit.exitCode,
+          });
+        }
+        return { exitCode: exit.exitCode, signal: exit.signal, durationMs: Math.round(performance.now() - startedAt) };
+      }),
+    };
+  }
+
+  /** Kills what still runs and removes the container's cgroups and directory. */
+  async remove(): Promise<void> {
+    if (this.currentState === 'removed') return;
+    if (this.currentState === 'running') {
+      this.runner?.kill();
+      await this.result;
+    }
+    this.currentState = 'removed';
+    let failure: unknown;
+    try {
+      await this.cgroups.remove();
+    } catch (error) {
+      failure = error;
+    }
+    try {
+      rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
+    } catch (error) {
+      failure = failure ? withCleanupError(failure, error) : error;
+    }
+    if (failure) {
+      throw new PetriError(`cannot remove container ${this.id}: ${(failure as Error).message}`, { cause: failure });
+    }
+  }
+
+  private expectState(action: string, allowed: ContainerState[]): void {
+    if (!allowed.includes(this.currentState)) {
+      throw new PetriError(`cannot ${action} container ${this.id}: it is ${this.currentState}`, { code: 'ESTATE' });
+    }
+  }
+}
+
+function mergeEnv(base: string[], extra: Record<string, string> = {}): string[] {
+  const env = new Map(base.map((entry) => [entry.slice(0, entry.indexOf('=')), entry] as const));
+  for (const [key, value] of Object.entries(extra)) env.set(key, `${key}=${value}`);
+  return [...env.values()];
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  const number = (constants.signals as Record<string, number>)[signal];
+  if (number === undefined) throw new PetriError(`unknown signal "${signal}"`);
+  return number;
+}
+
+function checkRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new PetriError('petri must run as root to create containers (namespaces, mounts, cgroups); try sudo');
+  }
+}
+
+function validateOptions(options: ContainerOptions): void {
+  if (!Array.isArray(options.command) || options.command.length === 0) {
+    throw new PetriError('no command given: pass the command to run in the container');
+  }
+  for (const [key, value] of [
+    ['memory', options.memory],
+    ['pids', options.pids],
+  ] as const) {
+    if (value !== undefined && (!Number.isSafeInteger(value) || value <= 0)) {
+      throw new PetriError(`invalid ${key} limit ${value}: expected a positive integer`);
+    }
+  }
+  if (options.cpus !== undefined && !(options.cpus > 0)) {
+    throw new PetriError(`invalid cpus ${options.cpus}: expected a positive number like 0.5`);
+  }
+  if (options.workdir !== undefined && !options.workdir.startsWith('/')) {
+    throw new PetriError(`invalid working directory "${options.workdir}": it must be an absolute path`);
+  }
+}

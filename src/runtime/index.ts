@@ -1,0 +1,10 @@
+export { ALL_CAPABILITIES, capabilityMask, DEFAULT_CAPABILITIES, resolveCapabilities } from './capabilities.js';
+export { type CgroupMode, detectCgroupMode } from './cgroups/index.js';
+export { Container, type ContainerState, type ExecProcess, type ExitResult, type StdioOptions } from './container.js';
+export type { ContainerOptions, ExecOptions } from './options.js';
+export { containerDir, containersDir, petriRoot } from './paths.js';
+export { type RunResult, runContainer } from './run.js';
+export { runnerPath } from './runner-binary.js';
+export { createSpec, type OciSpec } from './spec.js';
+export { sweepContainers } from './sweep.js';
+export { parseUlimit } from './ulimits.js';

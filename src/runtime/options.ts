@@ -1,0 +1,42 @@
+/** What a caller asks of a container; `createSpec` turns it into an OCI runtime spec. */
+export interface ContainerOptions {
+  /** Root filesystem: a directory used as the overlay's lower layer (layers top first), never written to. */
+  rootfs: string | string[];
+  /** Mount `rootfs` (one directory) directly instead of an overlay: writes then change it. */
+  rootfsInPlace?: boolean;
+  command: string[];
+  /** Name shown by `petri ps`; defaults to the id. */
+  name?: string;
+  env?: Record<string, string>;
+  workdir?: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  hostname?: string;
+  umask?: number;
+  /** Run petri's init as PID 1 (default), or the command itself (`false`, like `docker run` without `--init`). */
+  init?: boolean;
+  /** Memory limit in bytes (swap is not allowed beyond it). */
+  memory?: number;
+  pids?: number;
+  cpus?: number;
+  capAdd?: string[];
+  capDrop?: string[];
+  privileged?: boolean;
+  noNewPrivileges?: boolean;
+  readonlyRootfs?: boolean;
+  /** tmpfs mounts: path → mount options (`size=64m,mode=1777`). */
+  tmpfs?: Record<string, string>;
+  binds?: { source: string; target: string; readonly?: boolean }[];
+  /** Lowered resource limits, like `--ulimit nofile=1024:1024`. Raising is refused. */
+  ulimits?: { name: string; soft: number; hard: number }[];
+  /** `none` (default): own network namespace with only `lo`. `host`: share the host's network. */
+  network?: 'none' | 'host';
+  labels?: Record<string, string>;
+  /** Kill the container after this many milliseconds; the result says `timedOut`. */
+  timeoutMs?: number;
+}
+
+export interface ExecOptions {
+  env?: Record<string, string>;
+  workdir?: string;
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+}

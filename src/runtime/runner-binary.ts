@@ -1,0 +1,78 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PetriError } from '../errors.js';
+import { petriRoot } from './paths.js';
+
+const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+let cached: string | undefined;
+
+/**
+ * The path of a `petri-runner` that fits this machine: `$PETRI_RUNNER`, the one
+ * `npm run build` left in `build/`, or one compiled on first use with `cc` into
+ * `$PETRI_ROOT/runner/<source hash>/` (a registry install has the C sources only).
+ */
+export function runnerPath(): string {
+  if (cached) return cached;
+  const override = process.env.PETRI_RUNNER;
+  if (override) {
+    if (!isExecutable(override)) throw new PetriError(`PETRI_RUNNER=${override} is not an executable file`);
+    cached = override;
+    return cached;
+  }
+  const prebuilt = join(packageRoot, 'build', 'petri-runner');
+  if (isExecutable(prebuilt)) {
+    cached = prebuilt;
+    return cached;
+  }
+  cached = buildRunner();
+  return cached;
+}
+
+function buildRunner(): string {
+  const sourceDir = join(packageRoot, 'runner');
+  if (!existsSync(sourceDir)) {
+    throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
+  }
+  const files = readdirSync(sourceDir)
+    .filter((f) => f.endsWith('.c') || f.endsWith('.h'))
+    .sort();
+  const hash = createHash('sha256');
+  for (const file of files) hash.update(file).update(readFileSync(join(sourceDir, file)));
+  const out = join(petriRoot(), 'runner', `${process.arch}-${hash.digest('hex').slice(0, 16)}`, 'petri-runner');
+  if (isExecutable(out)) return out;
+  mkdirSync(dirname(out), { recursive: true });
+  const cc = process.env.CC || 'cc';
+  const tmp = `${out}.${process.pid}.tmp`;
+  try {
+    execFileSync(
+      cc,
+      ['-O2', '-Wall', '-Wextra', '-o', tmp, ...files.filter((f) => f.endsWith('.c')).map((f) => join(sourceDir, f))],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') {
+      throw new PetriError(
+        `cannot build petri-runner: no C compiler "${cc}" found; install one (apt-get install gcc) or set CC`,
+      );
+    }
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? '')
+      .trim()
+      .split('\n')[0];
+    throw new PetriError(`cannot build petri-runner with ${cc}: ${stderr}`, { cause: error });
+  }
+  renameSync(tmp, out);
+  return out;
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,54 @@
+import { readdirSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { killCgroups, removeCgroups } from './cgroups/index.js';
+import { containersDir } from './paths.js';
+import { ownerAlive, readRecord } from './record.js';
+
+let swept = false;
+
+/** Sweeps once per process, in the background of the first container's creation. */
+export function sweepOnce(): void {
+  if (swept) return;
+  swept = true;
+  void sweepContainers().catch(() => {});
+}
+
+/**
+ * Removes what petri processes that died (crash, SIGKILL) left behind: their
+ * containers' processes are already gone with the runner (PDEATHSIG), and their
+ * mounts with its mount namespace; the cgroups and the directory remain.
+ * Returns the ids it removed.
+ */
+export async function sweepContainers(root?: string): Promise<string[]> {
+  const dir = containersDir(root);
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const id of entries) {
+    const path = join(dir, id);
+    const record = readRecord(path);
+    if (record) {
+      if (record.keep && record.state === 'exited') continue;
+      if (ownerAlive(record.owner)) continue;
+      killCgroups(record.cgroupDirs);
+      await removeCgroups(record.cgroupDirs);
+    } else if (!olderThan(path, 60_000)) {
+      continue; // being created right now by another process
+    }
+    rmSync(path, { recursive: true, force: true });
+    removed.push(id);
+  }
+  return removed;
+}
+
+function olderThan(path: string, ms: number): boolean {
+  try {
+    return Date.now() - statSync(path).mtimeMs > ms;
+  } catch {
+    return false;
+  }
+}
