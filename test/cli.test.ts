@@ -1,0 +1,83 @@
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { beforeAll, expect, it } from 'vitest';
+import { describeKernel, isRoot } from './helpers/kernel.js';
+import { busyboxRootfs } from './helpers/rootfs.js';
+
+const petri = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+const run = (args: string[], options: { input?: string; uid?: number } = {}) =>
+  spawnSync(process.execPath, [petri, ...args], { encoding: 'utf8', timeout: 20_000, ...options });
+
+it('prints usage and version without root', () => {
+  const help = run(['--help']);
+  expect(help.status).toBe(0);
+  expect(help.stdout).toContain('usage: petri <command>');
+  expect(run(['run', '--help']).stdout).toContain('--rootfs DIR');
+  expect(run(['version']).stdout).toMatch(/^petri \d+\.\d+\.\d+\n$/);
+  const unknown = run(['frobnicate']);
+  expect(unknown.status).toBe(125);
+  expect(unknown.stderr).toBe('petri: unknown command "frobnicate" (see petri --help)\n');
+});
+
+describeKernel('petri run', () => {
+  let rootfs: string;
+  beforeAll(async () => {
+    rootfs = await busyboxRootfs();
+  });
+
+  it('streams output and exits with the command code', () => {
+    const result = run(['run', '--rootfs', rootfs, '--', 'sh', '-c', 'echo out; echo err >&2; exit 3']);
+    expect(result).toMatchObject({ status: 3, stdout: 'out\n', stderr: 'err\n' });
+  });
+
+  it('applies options: env, workdir, user, hostname, limits, stdin', () => {
+    const result = run(
+      ['run', '--rootfs', rootfs, '-e', 'A=1', '-w', '/tmp', '-u', '1000:1000', '--hostname', 'h1', '-m', '64m',
+        '--pids', '32', '--cpus', '0.5', '-i', 'sh', '-c', 'echo $A $(pwd) $(id -u):$(id -g) $(hostname); cat'],
+      { input: 'from stdin\n' },
+    );
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toBe('1 /tmp 1000:1000 h1\nfrom stdin\n');
+    expect(result.status).toBe(0);
+  });
+
+  it('exits 128+N when a signal kills the command, 124 on timeout', () => {
+    expect(run(['run', '--rootfs', rootfs, 'sh', '-c', 'kill -9 $$']).status).toBe(137);
+    const timedOut = run(['run', '--rootfs', rootfs, '--timeout', '200ms', 'sleep', '10']);
+    expect(timedOut.status).toBe(124);
+    expect(timedOut.stderr).toMatch(/^petri: container [0-9a-f]{12} timed out after 200ms and was killed\n$/);
+  });
+
+  it('never writes to the root filesystem directory', () => {
+    const result = run(['run', '--rootfs', rootfs, 'sh', '-c', 'echo x > /written && rm /probe && ls /written']);
+    expect(result.status).toBe(0);
+    expect(run(['run', '--rootfs', rootfs, 'ls', '/probe']).status).toBe(0);
+    expect(run(['run', '--rootfs', rootfs, 'ls', '/written']).status).toBe(1);
+  });
+
+  it.each([
+    [['run', '--rootfs', '/nonexistent', 'true'], 'petri: petri run: root filesystem /nonexistent does not exist or is not a directory'],
+    [['run', '--rootfs', '{rootfs}'], 'petri: petri run: no command given (petri run --rootfs DIR -- CMD [ARGS…])'],
+    [['run', 'true'], 'petri: petri run: --rootfs DIR is required (the root filesystem to run in)'],
+    [['run', '--rootfs', '{rootfs}', '--frob', 'true'], 'petri: petri run: unknown option --frob (see petri run --help)'],
+    [['run', '--rootfs', '{rootfs}', '-m', '12q', 'true'], 'petri: invalid memory limit "12q": expected a number with an optional unit b, k, m or g (like 64m)'],
+    [['run', '--rootfs', '{rootfs}', '--timeout', 'soon', 'true'], 'petri: invalid timeout "soon": expected a duration like 500ms, 10s, 1m30s or 2h'],
+    [['run', '--rootfs', '{rootfs}', '--cpus', '-1', 'true'], 'petri: invalid cpus "-1": expected a positive number like 0.5 or 2'],
+    [['run', '--rootfs', '{rootfs}', '--ulimit', 'nofile=1:999999999999', 'true'], 'petri: cannot raise ulimit nofile to 999999999999: petri only lowers limits'],
+    [['run', '--rootfs', '{rootfs}', 'no-such-command'], 'petri: cannot start container'],
+  ])('gives bad input one clear line: %j', (args, message) => {
+    const result = run(args.map((a) => a.replace('{rootfs}', rootfs)));
+    expect(result.status).not.toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr.split('\n').filter(Boolean)).toHaveLength(1);
+    expect(result.stderr.startsWith(message)).toBe(true);
+  });
+
+  it.skipIf(!isRoot)('refuses to run without root, saying so', () => {
+    const result = run(['run', '--rootfs', rootfs, 'true'], { uid: 65534 });
+    expect(result.stderr).toBe(
+      'petri: petri must run as root to create containers (namespaces, mounts, cgroups); try sudo\n',
+    );
+    expect(result.status).toBe(125);
+  });
+});

@@ -1,0 +1,81 @@
+import { readlinkSync } from 'node:fs';
+import { expect, it } from 'vitest';
+import { Container } from '../src/runtime/index.js';
+import { describeKernel } from './helpers/kernel.js';
+import type { ProbeReport } from './helpers/probe.js';
+import { busyboxRootfs } from './helpers/rootfs.js';
+
+async function collect(stream: NodeJS.ReadableStream | null): Promise<string> {
+  let text = '';
+  for await (const chunk of stream ?? []) text += chunk;
+  return text;
+}
+
+describeKernel('exec into a running container', () => {
+  it('joins the same namespaces and cgroups, under the same security profile', async () => {
+    const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
+    try {
+      await container.start();
+      const proc = container.exec(['/probe', 'report'], { env: { FROM_EXEC: '1' }, workdir: '/tmp' });
+      const [out, result] = await Promise.all([collect(proc.stdout), proc.result]);
+      expect(result.exitCode).toBe(0);
+      const report = JSON.parse(out) as ProbeReport;
+      for (const ns of ['mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup']) {
+        expect(report.nsInodes[ns], ns).toBe(readlinkSync(`/proc/${container.pid}/ns/${ns}`));
+      }
+      expect(report.status.CapEff).toBe('00000000a80425fb');
+      expect(report.status.Seccomp).toBe('2');
+      expect(report.env).toContain('FROM_EXEC=1');
+      expect(report.cwd).toBe('/tmp');
+      expect(report.pids).toContain(1);
+      expect(report.cgroup.every((line) => line.endsWith(':/'))).toBe(true);
+    } finally {
+      await container.remove();
+    }
+  });
+
+  it('runs as another user, and reports exit codes', async () => {
+    const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
+    try {
+      await container.start();
+      const id = container.exec(['id', '-u'], { user: { uid: 1000, gid: 1000 } });
+      expect((await collect(id.stdout)).trim()).toBe('1000');
+      expect((await container.exec(['sh', '-c', 'exit 7']).result).exitCode).toBe(7);
+      await expect(container.exec(['no-such-tool']).result).rejects.toThrow(/not found/);
+    } finally {
+      await container.remove();
+    }
+  });
+
+  it('checks the state: no exec into an exited or removed container, with the state in the error', async () => {
+    const container = Container.create({ rootfs: await busyboxRootfs(), command: ['true'] });
+    expect(() => container.exec(['true'])).toThrow(`cannot exec in container ${container.id}: it is created`);
+    await container.start();
+    await container.wait();
+    expect(() => container.exec(['true'])).toThrow(`cannot exec in container ${container.id}: it is exited`);
+    await container.remove();
+    expect(() => container.exec(['true'])).toThrow(`cannot exec in container ${container.id}: it is removed`);
+    await expect(container.start()).rejects.toThrow('it is removed');
+  });
+
+  it('stops the command with SIGTERM under init, which PID 1 itself would ignore', async () => {
+    const rootfs = await busyboxRootfs();
+    const withInit = Container.create({ rootfs, command: ['sleep', '30'] });
+    const asPid1 = Container.create({ rootfs, command: ['sleep', '30'], init: false });
+    try {
+      await Promise.all([withInit.start(), asPid1.start()]);
+      withInit.kill('SIGTERM');
+      asPid1.kill('SIGTERM');
+      const result = await withInit.wait();
+      expect(result).toMatchObject({ exitCode: 143, signal: 15 });
+      expect(result.durationMs).toBeLessThan(5000);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(asPid1.state).toBe('running');
+      asPid1.kill();
+      expect(await asPid1.wait()).toMatchObject({ exitCode: 137, signal: 9 });
+    } finally {
+      await withInit.remove();
+      await asPid1.remove();
+    }
+  });
+});
