@@ -1,6 +1,6 @@
 // The probe itself, run directly on the host (no container needed).
 import { type SpawnSyncOptions, spawn, spawnSync } from 'node:child_process';
-import { readFileSync, readlinkSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -24,18 +24,11 @@ function json(stdout: string): Record<string, unknown> {
   return JSON.parse(lines[0] ?? '') as Record<string, unknown>;
 }
 
-const ATTEMPTS = [
-  'mount', 'umount', 'unshareUser', 'unshareNet', 'cloneUser', 'sysrq', 'sysWrite',
-  'procSysWrite', 'initModule', 'finitModule', 'kexecLoad', 'bpf', 'perfEventOpen',
-  'userfaultfd', 'keyctl', 'addKey', 'swapoff', 'reboot', 'acct', 'settimeofday',
-  'clockSettime', 'pivotRoot', 'openByHandleAt', 'proc1Exe', 'proc1ExeLink', 'procKcore',
-  'mknodDisk', 'setns',
-];
-const MASKED = [
-  '/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/scsi',
-  '/proc/acpi', '/sys/firmware', '/proc/asound', '/proc/latency_stats', '/proc/timer_stats',
-  '/sys/devices/virtual/powercap',
-];
+const ATTEMPTS = `mount umount unshareUser unshareNet cloneUser sysrq sysWrite procSysWrite initModule
+  finitModule kexecLoad bpf perfEventOpen userfaultfd keyctl addKey swapoff reboot acct settimeofday
+  clockSettime pivotRoot openByHandleAt proc1Exe proc1ExeLink procKcore mknodDisk setns`.split(/\s+/);
+const MASKED = `/proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/scsi /proc/acpi
+  /sys/firmware /proc/asound /proc/latency_stats /proc/timer_stats /sys/devices/virtual/powercap`.split(/\s+/);
 
 describe('probe report', () => {
   it('prints one JSON object describing the process', () => {
