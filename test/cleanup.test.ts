@@ -19,7 +19,9 @@ describeKernel('cleanup after a harness dies', () => {
       console.log(JSON.stringify(containers.map((c) => ({ id: c.id, pid: c.pid }))));
       setInterval(() => {}, 1000);
     `;
-    const harness = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const harness = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const line = await new Promise<string>((resolve, reject) => {
       harness.stdout.once('data', (chunk) => resolve(String(chunk)));
       harness.once('exit', (code) => reject(new Error(`harness exited ${code}`)));
@@ -30,11 +32,14 @@ describeKernel('cleanup after a harness dies', () => {
     await new Promise((resolve) => harness.once('exit', resolve));
 
     // The runners die with their parent (PDEATHSIG) and take the PID namespaces with them.
-    for (let i = 0; i < 50 && started.some(({ pid }) => existsSync(`/proc/${pid}`)); i++) {
+    // (Dead but not yet reaped by this machine's own PID 1 is dead: state Z.)
+    for (let i = 0; i < 100 && started.some(({ pid }) => running(pid)); i++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    for (const { pid } of started) expect(existsSync(`/proc/${pid}`), `init ${pid} still runs`).toBe(false);
-    const sleepers = readdirSync('/proc').filter((p) => /^\d+$/.test(p) && readComm(p) === 'probe-sleeper');
+    for (const { pid } of started) expect(running(pid), `init ${pid} still runs`).toBe(false);
+    const sleepers = readdirSync('/proc').filter(
+      (p) => /^\d+$/.test(p) && readComm(p) === 'probe-sleeper' && running(Number(p)),
+    );
     expect(sleepers).toEqual([]);
 
     // Records and cgroups stay until a later petri process sweeps them.
@@ -47,6 +52,15 @@ describeKernel('cleanup after a harness dies', () => {
     }
   });
 });
+
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 function readComm(pid: string): string {
   try {

@@ -32,8 +32,29 @@ describeKernel('petri run', () => {
 
   it('applies options: env, workdir, user, hostname, limits, stdin', () => {
     const result = run(
-      ['run', '--rootfs', rootfs, '-e', 'A=1', '-w', '/tmp', '-u', '1000:1000', '--hostname', 'h1', '-m', '64m',
-        '--pids', '32', '--cpus', '0.5', '-i', 'sh', '-c', 'echo $A $(pwd) $(id -u):$(id -g) $(hostname); cat'],
+      [
+        'run',
+        '--rootfs',
+        rootfs,
+        '-e',
+        'A=1',
+        '-w',
+        '/tmp',
+        '-u',
+        '1000:1000',
+        '--hostname',
+        'h1',
+        '-m',
+        '64m',
+        '--pids',
+        '32',
+        '--cpus',
+        '0.5',
+        '-i',
+        'sh',
+        '-c',
+        'echo $A $(pwd) $(id -u):$(id -g) $(hostname); cat',
+      ],
       { input: 'from stdin\n' },
     );
     expect(result.stderr).toBe('');
@@ -56,14 +77,32 @@ describeKernel('petri run', () => {
   });
 
   it.each([
-    [['run', '--rootfs', '/nonexistent', 'true'], 'petri: petri run: root filesystem /nonexistent does not exist or is not a directory'],
+    [
+      ['run', '--rootfs', '/nonexistent', 'true'],
+      'petri: petri run: root filesystem /nonexistent does not exist or is not a directory',
+    ],
     [['run', '--rootfs', '{rootfs}'], 'petri: petri run: no command given (petri run --rootfs DIR -- CMD [ARGS…])'],
     [['run', 'true'], 'petri: petri run: --rootfs DIR is required (the root filesystem to run in)'],
-    [['run', '--rootfs', '{rootfs}', '--frob', 'true'], 'petri: petri run: unknown option --frob (see petri run --help)'],
-    [['run', '--rootfs', '{rootfs}', '-m', '12q', 'true'], 'petri: invalid memory limit "12q": expected a number with an optional unit b, k, m or g (like 64m)'],
-    [['run', '--rootfs', '{rootfs}', '--timeout', 'soon', 'true'], 'petri: invalid timeout "soon": expected a duration like 500ms, 10s, 1m30s or 2h'],
-    [['run', '--rootfs', '{rootfs}', '--cpus', '-1', 'true'], 'petri: invalid cpus "-1": expected a positive number like 0.5 or 2'],
-    [['run', '--rootfs', '{rootfs}', '--ulimit', 'nofile=1:999999999999', 'true'], 'petri: cannot raise ulimit nofile to 999999999999: petri only lowers limits'],
+    [
+      ['run', '--rootfs', '{rootfs}', '--frob', 'true'],
+      'petri: petri run: unknown option --frob (see petri run --help)',
+    ],
+    [
+      ['run', '--rootfs', '{rootfs}', '-m', '12q', 'true'],
+      'petri: invalid memory limit "12q": expected a number with an optional unit b, k, m or g (like 64m)',
+    ],
+    [
+      ['run', '--rootfs', '{rootfs}', '--timeout', 'soon', 'true'],
+      'petri: invalid timeout "soon": expected a duration like 500ms, 10s, 1m30s or 2h',
+    ],
+    [
+      ['run', '--rootfs', '{rootfs}', '--cpus', '-1', 'true'],
+      'petri: invalid cpus "-1": expected a positive number like 0.5 or 2',
+    ],
+    [
+      ['run', '--rootfs', '{rootfs}', '--ulimit', 'nofile=1:999999999999', 'true'],
+      'petri: cannot raise ulimit nofile to 999999999999: petri only lowers limits',
+    ],
     [['run', '--rootfs', '{rootfs}', 'no-such-command'], 'petri: cannot start container'],
   ])('gives bad input one clear line: %j', (args, message) => {
     const result = run(args.map((a) => a.replace('{rootfs}', rootfs)));

@@ -7,9 +7,27 @@ describeKernel('attempts to get out of a default container fail', () => {
   it('is denied by seccomp, capabilities and read-only mounts', async () => {
     const { attempts } = await probeReport();
     const denied = [
-      'mount', 'umount', 'unshareUser', 'unshareNet', 'cloneUser', 'initModule', 'finitModule', 'kexecLoad', 'bpf',
-      'perfEventOpen', 'userfaultfd', 'keyctl', 'addKey', 'swapoff', 'reboot', 'acct', 'settimeofday',
-      'clockSettime', 'pivotRoot', 'openByHandleAt', 'setns',
+      'mount',
+      'umount',
+      'unshareUser',
+      'unshareNet',
+      'cloneUser',
+      'initModule',
+      'finitModule',
+      'kexecLoad',
+      'bpf',
+      'perfEventOpen',
+      'userfaultfd',
+      'keyctl',
+      'addKey',
+      'swapoff',
+      'reboot',
+      'acct',
+      'settimeofday',
+      'clockSettime',
+      'pivotRoot',
+      'openByHandleAt',
+      'setns',
     ];
     for (const attempt of denied) expect(attempts[attempt], attempt).toBe('EPERM');
     // Read-only where the kernel has the file (this CI kernel has no /proc/sysrq-trigger at all).

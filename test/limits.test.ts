@@ -26,7 +26,11 @@ describeKernel(`cgroup limits (cgroup ${safeMode()})`, () => {
   });
 
   it('writes the CPU quota and throttles to it', async () => {
-    const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'spin', '150'], cpus: 0.25 });
+    const container = Container.create({
+      rootfs: await busyboxRootfs(),
+      command: ['/probe', 'spin', '150'],
+      cpus: 0.25,
+    });
     try {
       const mode = detectCgroupMode();
       const quota =

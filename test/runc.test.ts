@@ -65,7 +65,9 @@ describeKernel('the same bundle under runc', () => {
       spawnSync('runc', ['delete', '--force', runcId]);
       await container.remove();
       rmSync(bundle, { recursive: true, force: true });
-      for (const hier of detectCgroupMode() === 'v2' ? [''] : ['memory', 'pids', 'devices', 'cpu', 'freezer', 'unified', 'systemd', 'blkio', 'cpuset', 'cpuacct']) {
+      for (const hier of detectCgroupMode() === 'v2'
+        ? ['']
+        : ['memory', 'pids', 'devices', 'cpu', 'freezer', 'unified', 'systemd', 'blkio', 'cpuset', 'cpuacct']) {
         const dir = join('/sys/fs/cgroup', hier, 'ptest-runc');
         if (existsSync(dir)) {
           try {

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { capabilityMask, DEFAULT_CAPABILITIES, resolveCapabilities } from '../src/runtime/capabilities.js';
+import {
+  ALL_CAPABILITIES,
+  capabilityMask,
+  DEFAULT_CAPABILITIES,
+  resolveCapabilities,
+} from '../src/runtime/capabilities.js';
 import { defaultSeccompProfile } from '../src/runtime/seccomp-profile.js';
 import { createSpec } from '../src/runtime/spec.js';
 
@@ -14,8 +19,16 @@ describe('capabilities', () => {
     expect(resolveCapabilities(['NET_ADMIN'], ['chown'])).not.toContain('CAP_CHOWN');
     expect(resolveCapabilities([], ['ALL'])).toEqual([]);
     expect(resolveCapabilities(['SYS_PTRACE'], ['ALL'])).toEqual(['CAP_SYS_PTRACE']);
-    expect(resolveCapabilities([], [], true)).toHaveLength(41);
+    expect(resolveCapabilities([], [], true, ALL_CAPABILITIES)).toHaveLength(41);
     expect(() => resolveCapabilities(['FLY'])).toThrow('unknown capability "FLY"');
+  });
+  it('never asks for a capability petri itself lacks', () => {
+    const without = ALL_CAPABILITIES.filter((c) => c !== 'CAP_SYS_RESOURCE');
+    expect(resolveCapabilities([], [], true, without)).toHaveLength(40);
+    expect(resolveCapabilities(['ALL'], [], false, without)).not.toContain('CAP_SYS_RESOURCE');
+    expect(() => resolveCapabilities(['SYS_RESOURCE'], [], false, without)).toThrow(
+      'cannot add capability CAP_SYS_RESOURCE: petri itself does not hold it here',
+    );
   });
 });
 
@@ -23,9 +36,27 @@ describe('seccomp profile', () => {
   it('denies what Docker denies a default root container', () => {
     const denied = defaultSeccompProfile(DEFAULT_CAPABILITIES).syscalls[0]?.names ?? [];
     for (const name of [
-      'kexec_load', 'init_module', 'finit_module', 'bpf', 'perf_event_open', 'userfaultfd', 'keyctl', 'add_key',
-      'request_key', 'unshare', 'mount', 'umount2', 'pivot_root', 'swapon', 'swapoff', 'reboot', 'acct',
-      'settimeofday', 'clock_settime', 'open_by_handle_at', 'setns',
+      'kexec_load',
+      'init_module',
+      'finit_module',
+      'bpf',
+      'perf_event_open',
+      'userfaultfd',
+      'keyctl',
+      'add_key',
+      'request_key',
+      'unshare',
+      'mount',
+      'umount2',
+      'pivot_root',
+      'swapon',
+      'swapoff',
+      'reboot',
+      'acct',
+      'settimeofday',
+      'clock_settime',
+      'open_by_handle_at',
+      'setns',
     ]) {
       expect(denied, name).toContain(name);
     }
@@ -59,7 +90,12 @@ describe('createSpec', () => {
     expect(spec.linux.maskedPaths).toContain('/proc/kcore');
     expect(spec.linux.readonlyPaths).toContain('/proc/sysrq-trigger');
     expect(spec.mounts.map((m) => m.destination)).toEqual([
-      '/proc', '/dev', '/dev/pts', '/sys', '/dev/mqueue', '/dev/shm',
+      '/proc',
+      '/dev',
+      '/dev/pts',
+      '/sys',
+      '/dev/mqueue',
+      '/dev/shm',
     ]);
     expect(spec.process.env).toContain('PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin');
     expect(spec.linux.seccomp).toBeDefined();

@@ -1,7 +1,7 @@
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 import { describeKernel } from './helpers/kernel.js';
 
@@ -13,25 +13,33 @@ const skip = insideVm ? 'already inside the VM' : !existsSync(v2vm) ? `no ${v2vm
 const V2_SUITES = ['test/limits.test.ts', 'test/runtime.test.ts', 'test/exec.test.ts', 'test/escape.test.ts'];
 
 describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-hosted runners)', () => {
-  it.skipIf(skip !== undefined)(`runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`, () => {
-    const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
-    try {
-      const command = [
-        'export PETRI_IN_V2VM=1',
-        `node_modules/.bin/vitest run --reporter=verbose --reporter=json --outputFile=${out}/report.json ${V2_SUITES.join(' ')}`,
-      ].join('; ');
-      const vm = spawnSync(v2vm, ['--out', out, command], { encoding: 'utf8', timeout: 25 * 60_000 });
-      const log = `${vm.stdout}\n${vm.stderr}`;
-      expect(vm.status, log.slice(-4000)).toBe(0);
-      const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
-      const titles: string[] = report.testResults.flatMap((file: { assertionResults: { fullName: string; status: string }[] }) =>
-        file.assertionResults.map((test) => `${test.status} ${test.fullName}`),
-      );
-      expect(titles.filter((t) => !t.startsWith('passed')), log.slice(-4000)).toEqual([]);
-      expect(titles.some((t) => t.includes('cgroup limits (cgroup v2)'))).toBe(true);
-      expect(report.numPassedTests).toBeGreaterThan(10);
-    } finally {
-      rmSync(out, { recursive: true, force: true });
-    }
-  }, 30 * 60_000);
+  it.skipIf(skip !== undefined)(
+    `runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`,
+    () => {
+      const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
+      try {
+        const command = [
+          'export PETRI_IN_V2VM=1',
+          `node_modules/.bin/vitest run --reporter=verbose --reporter=json --outputFile=${out}/report.json ${V2_SUITES.join(' ')}`,
+        ].join('; ');
+        const vm = spawnSync(v2vm, ['--out', out, command], { encoding: 'utf8', timeout: 25 * 60_000 });
+        const log = `${vm.stdout}\n${vm.stderr}`;
+        expect(vm.status, log.slice(-4000)).toBe(0);
+        const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+        const titles: string[] = report.testResults.flatMap(
+          (file: { assertionResults: { fullName: string; status: string }[] }) =>
+            file.assertionResults.map((test) => `${test.status} ${test.fullName}`),
+        );
+        expect(
+          titles.filter((t) => !t.startsWith('passed')),
+          log.slice(-4000),
+        ).toEqual([]);
+        expect(titles.some((t) => t.includes('cgroup limits (cgroup v2)'))).toBe(true);
+        expect(report.numPassedTests).toBeGreaterThan(10);
+      } finally {
+        rmSync(out, { recursive: true, force: true });
+      }
+    },
+    30 * 60_000,
+  );
 });

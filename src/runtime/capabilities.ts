@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { PetriError } from '../errors.js';
 
 /** Every capability Linux knows, in bit order (CAP_CHOWN = 0 … CAP_CHECKPOINT_RESTORE = 40). */
@@ -74,15 +75,45 @@ export function normalizeCapability(name: string): string {
   return full;
 }
 
-/** Docker's rule: start from the defaults, add, then drop (`ALL` adds or drops everything). */
-export function resolveCapabilities(add: string[] = [], drop: string[] = [], privileged = false): string[] {
-  if (privileged) return [...ALL_CAPABILITIES];
+/**
+ * Docker's rule: start from the defaults, add, then drop (`ALL` adds or drops
+ * everything). "All" means all that petri itself holds: a sandbox may lack some
+ * (CAP_SYS_RESOURCE on some CI machines), and asking for one of those by name is an error.
+ */
+export function resolveCapabilities(
+  add: string[] = [],
+  drop: string[] = [],
+  privileged = false,
+  available: readonly string[] = ownBoundingSet(),
+): string[] {
+  if (privileged) return ALL_CAPABILITIES.filter((c) => available.includes(c));
   const adds = add.map(normalizeCapability);
   const drops = drop.map(normalizeCapability);
-  let caps = adds.includes('ALL') ? ([...ALL_CAPABILITIES] as string[]) : [...DEFAULT_CAPABILITIES, ...adds];
+  for (const cap of adds) {
+    if (cap !== 'ALL' && !available.includes(cap)) {
+      throw new PetriError(`cannot add capability ${cap}: petri itself does not hold it here`);
+    }
+  }
+  let caps: string[] = adds.includes('ALL') ? [...ALL_CAPABILITIES] : [...DEFAULT_CAPABILITIES, ...adds];
   if (drops.includes('ALL')) caps = adds.filter((c) => c !== 'ALL');
-  caps = caps.filter((c) => !drops.includes(c));
+  caps = caps.filter((c) => !drops.includes(c) && available.includes(c));
   return ALL_CAPABILITIES.filter((c) => caps.includes(c));
+}
+
+let bounding: string[] | undefined;
+
+/** The capabilities in this process's bounding set (/proc/self/status CapBnd). */
+export function ownBoundingSet(): string[] {
+  if (bounding) return bounding;
+  let mask = (1n << BigInt(ALL_CAPABILITIES.length)) - 1n;
+  try {
+    const match = /^CapBnd:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'));
+    if (match) mask = BigInt(`0x${match[1]}`);
+  } catch {
+    // not Linux: keep every capability
+  }
+  bounding = ALL_CAPABILITIES.filter((_, bit) => (mask >> BigInt(bit)) & 1n);
+  return bounding;
 }
 
 /** The capability mask as /proc/self/status prints it (CapEff: 00000000a80425fb). */

@@ -6,7 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { PetriError, withCleanupError } from '../errors.js';
 import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
-import { containerDir } from './paths.js';
+import { containerDir, containersDir } from './paths.js';
 import { type ContainerRecord, selfIdentity, writeRecord } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
@@ -73,7 +73,8 @@ export class Container {
       ...(inPlace ? {} : { overlay: { lower, upper: join(this.dir, 'upper'), work: join(this.dir, 'work') } }),
       cgroupMount: mode === 'v2',
     });
-    mkdirSync(this.dir, { recursive: false });
+    ensureContainersDir();
+    mkdirSync(this.dir);
     try {
       this.cgroups = createCgroups(
         id,
@@ -267,6 +268,14 @@ export class Container {
       throw new PetriError(`cannot ${action} container ${this.id}: it is ${this.currentState}`, { code: 'ESTATE' });
     }
   }
+}
+
+let containersDirReady = false;
+
+function ensureContainersDir(): void {
+  if (containersDirReady) return;
+  mkdirSync(containersDir(), { recursive: true, mode: 0o700 });
+  containersDirReady = true;
 }
 
 function mergeEnv(base: string[], extra: Record<string, string> = {}): string[] {
