@@ -23,7 +23,8 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
           `node_modules/.bin/vitest run --reporter=verbose --reporter=json --outputFile=${out}/report.json ${V2_SUITES.join(' ')}`,
         ].join('; ');
         const vm = spawnSync(v2vm, ['--out', out, command], { encoding: 'utf8', timeout: 25 * 60_000 });
-        const log = `${vm.stdout}\n${vm.stderr}`;
+        const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
+      const log = `${vm.stdout}\n${vm.stderr}\n${vitestLog}`;
         expect(vm.status, log.slice(-4000)).toBe(0);
         const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
         const titles: string[] = report.testResults.flatMap(

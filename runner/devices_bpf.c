@@ -1,0 +1,129 @@
+/* devices_bpf.c: linux.resources.devices -> BPF_PROG_TYPE_CGROUP_DEVICE
+ * program, attached to a cgroup v2 directory with BPF_F_ALLOW_MULTI.
+ * Rules are evaluated last to first and the first match decides (later
+ * rules win, as with runc's emulator); no match denies. An allow rule
+ * matches when it grants every requested access; a deny rule matches when
+ * it denies any of them. */
+#define _GNU_SOURCE
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/bpf.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define INSN(c, d, s, o, i) ((struct bpf_insn){ .code = (c), .dst_reg = (d), .src_reg = (s), .off = (o), .imm = (i) })
+#define LDX_W(d, s, o) INSN(BPF_LDX | BPF_MEM | BPF_W, d, s, o, 0)
+#define MOV32_REG(d, s) INSN(BPF_ALU | BPF_MOV | BPF_X, d, s, 0, 0)
+#define MOV64_IMM(d, i) INSN(BPF_ALU64 | BPF_MOV | BPF_K, d, 0, 0, i)
+#define AND32_IMM(d, i) INSN(BPF_ALU | BPF_AND | BPF_K, d, 0, 0, i)
+#define RSH32_IMM(d, i) INSN(BPF_ALU | BPF_RSH | BPF_K, d, 0, 0, i)
+#define JNE32_IMM(d, i, o) INSN(BPF_JMP32 | BPF_JNE | BPF_K, d, 0, o, i)
+#define JEQ32_IMM(d, i, o) INSN(BPF_JMP32 | BPF_JEQ | BPF_K, d, 0, o, i)
+#define EXIT() INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)
+
+#define ACC_ALL (BPF_DEVCG_ACC_MKNOD | BPF_DEVCG_ACC_READ | BPF_DEVCG_ACC_WRITE)
+
+static long sys_bpf(int cmd, union bpf_attr *attr)
+{
+	return syscall(SYS_bpf, cmd, attr, sizeof *attr);
+}
+
+int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
+{
+	/* 5 prologue + at most 9 per rule + 2 epilogue */
+	struct bpf_insn *p = calloc(7 + 9 * s->ndevices, sizeof *p);
+	size_t n = 0;
+	int complete = 0;
+	if (!p)
+		return rerr_set(e, ENOMEM, "device filter");
+	/* r2 = access, r3 = type, r4 = major, r5 = minor */
+	p[n++] = LDX_W(BPF_REG_2, BPF_REG_1, 0);
+	p[n++] = MOV32_REG(BPF_REG_3, BPF_REG_2);
+	p[n++] = AND32_IMM(BPF_REG_3, 0xffff);
+	p[n++] = RSH32_IMM(BPF_REG_2, 16);
+	p[n++] = LDX_W(BPF_REG_4, BPF_REG_1, 4);
+	p[n++] = LDX_W(BPF_REG_5, BPF_REG_1, 8);
+	for (size_t i = s->ndevices; i-- > 0;) {
+		const struct device_rule *r = &s->devices[i];
+		size_t jumps[4], nj = 0;
+		if (r->type != 'a') {
+			jumps[nj++] = n;
+			p[n++] = JNE32_IMM(BPF_REG_3, r->type == 'b' ? BPF_DEVCG_DEV_BLOCK : BPF_DEVCG_DEV_CHAR, 0);
+		}
+		if ((r->access & ACC_ALL) != ACC_ALL) {
+			p[n++] = MOV32_REG(BPF_REG_1, BPF_REG_2);
+			if (r->allow) {
+				p[n++] = AND32_IMM(BPF_REG_1, (int32_t)(~r->access & ACC_ALL));
+				jumps[nj++] = n;
+				p[n++] = JNE32_IMM(BPF_REG_1, 0, 0);
+			} else {
+				p[n++] = AND32_IMM(BPF_REG_1, (int32_t)r->access);
+				jumps[nj++] = n;
+				p[n++] = JEQ32_IMM(BPF_REG_1, 0, 0);
+			}
+		}
+		if (r->major >= 0) {
+			jumps[nj++] = n;
+			p[n++] = JNE32_IMM(BPF_REG_4, (int32_t)(uint32_t)r->major, 0);
+		}
+		if (r->minor >= 0) {
+			jumps[nj++] = n;
+			p[n++] = JNE32_IMM(BPF_REG_5, (int32_t)(uint32_t)r->minor, 0);
+		}
+		p[n++] = MOV64_IMM(BPF_REG_0, r->allow ? 1 : 0);
+		p[n++] = EXIT();
+		for (size_t j = 0; j < nj; j++)
+			p[jumps[j]].off = (int16_t)(n - jumps[j] - 1);
+		if (nj == 0) { /* matches everything: the rest is unreachable */
+			complete = 1;
+			break;
+		}
+	}
+	if (!complete) { /* no rule matched: deny */
+		p[n++] = MOV64_IMM(BPF_REG_0, 0);
+		p[n++] = EXIT();
+	}
+
+	union bpf_attr attr;
+	char log[4096];
+	memset(&attr, 0, sizeof attr);
+	log[0] = 0;
+	attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
+	attr.insns = (uint64_t)(uintptr_t)p;
+	attr.insn_cnt = (uint32_t)n;
+	attr.license = (uint64_t)(uintptr_t) "GPL";
+	int prog = (int)sys_bpf(BPF_PROG_LOAD, &attr);
+	if (prog < 0 && (errno == EACCES || errno == EINVAL)) {
+		/* Load again with the verifier log for the message. */
+		attr.log_buf = (uint64_t)(uintptr_t)log;
+		attr.log_size = sizeof log;
+		attr.log_level = 1;
+		prog = (int)sys_bpf(BPF_PROG_LOAD, &attr);
+	}
+	int err = errno;
+	free(p);
+	if (prog < 0)
+		return rerr_set(e, err, "load the device filter%s%s", log[0] ? ": " : "", log);
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		err = errno;
+		close(prog);
+		return rerr_set(e, err, "open cgroup %s", dir);
+	}
+	memset(&attr, 0, sizeof attr);
+	attr.target_fd = (uint32_t)dfd;
+	attr.attach_bpf_fd = (uint32_t)prog;
+	attr.attach_type = BPF_CGROUP_DEVICE;
+	attr.attach_flags = BPF_F_ALLOW_MULTI;
+	int r = (int)sys_bpf(BPF_PROG_ATTACH, &attr);
+	err = errno;
+	close(dfd);
+	close(prog);
+	if (r < 0)
+		return rerr_set(e, err, "attach the device filter to %s", dir);
+	return 0;
+}

@@ -1,0 +1,120 @@
+/* exec.c: run a process in a running container: join its cgroups, then its
+ * namespaces through a pidfd (setns), fork, and apply the process spec with
+ * the container's seccomp filter. */
+#define _GNU_SOURCE
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+struct child {
+	const struct process_spec *proc;
+	const struct spec *s;
+	int err_wr, err_rd, sigfd, ctlfd;
+	pid_t self;
+	const sigset_t *orig;
+};
+
+/* The process, on its own stack (CLONE_VM|CLONE_VFORK, like posix_spawn);
+ * only per-task state is changed before execve. */
+static int child_main(void *arg)
+{
+	const struct child *c = arg;
+	close(c->err_rd);
+	close(c->sigfd);
+	if (c->ctlfd >= 0)
+		close(c->ctlfd);
+	/* Die with the exec supervisor. Our parent is outside the PID
+	 * namespace (getppid() == 0) or, without one, is self. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+		_exit(EXIT_SETUP);
+	/* Not ptrace-able from the container until execve. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	pid_t pp = getppid();
+	if (pp != 0 && pp != c->self)
+		_exit(EXIT_SETUP);
+	process_exec(c->proc, c->s->has_seccomp ? &c->s->seccomp : NULL, c->err_wr, c->orig);
+}
+
+int exec_main(const struct exec_opts *o)
+{
+	struct rerr e;
+	struct spec s;
+	struct process_spec proc;
+	size_t len;
+	memset(&e, 0, sizeof e);
+
+	char *text = read_whole_file(o->config, &len, &e);
+	if (!text || spec_parse(text, len, &s, &e) < 0 ||
+	    spec_parse_process_text(o->process_json, strlen(o->process_json), &proc, &e) < 0)
+		goto fail;
+
+	/* Like runc exec: what the process leaves out comes from the container. */
+	if (!proc.has_caps) {
+		proc.has_caps = s.proc.has_caps;
+		memcpy(proc.caps, s.proc.caps, sizeof proc.caps);
+	}
+	if (!proc.has_nnp)
+		proc.no_new_privs = s.proc.no_new_privs;
+	if (!proc.nrlimits) {
+		proc.rlimits = s.proc.rlimits;
+		proc.nrlimits = s.proc.nrlimits;
+	}
+
+	int pidfd = (int)syscall(SYS_pidfd_open, o->pid, 0);
+	if (pidfd < 0) {
+		rerr_set(&e, errno, "pidfd_open %d", (int)o->pid);
+		goto fail;
+	}
+	if (join_cgroups(o->cgroups, o->ncgroups, getpid(), &e) < 0)
+		goto fail;
+	int nsflags = s.ns_flags & (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
+	if (nsflags && setns(pidfd, nsflags) < 0) {
+		rerr_set(&e, errno, "setns to the namespaces of pid %d", (int)o->pid);
+		goto fail;
+	}
+	close(pidfd);
+
+	sigset_t set, orig;
+	sigemptyset(&set);
+	for (size_t i = 0; i < n_forwarded_signals; i++)
+		sigaddset(&set, forwarded_signals[i]);
+	sigaddset(&set, SIGCHLD);
+	int sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	sigaddset(&set, SIGPIPE);
+	if (sigfd < 0 || sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
+		rerr_set(&e, errno, "signalfd");
+		goto fail;
+	}
+	int errp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0) {
+		rerr_set(&e, errno, "pipe");
+		goto fail;
+	}
+	struct child c = { &proc, &s, errp[1], errp[0], sigfd, o->ctlfd, getpid(), &orig };
+	size_t stack_size = 256 * 1024;
+	char *stack = malloc(stack_size);
+	pid_t pid = stack ? clone(child_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &c) : -1;
+	if (pid < 0) {
+		rerr_set(&e, stack ? errno : ENOMEM, "start the process");
+		goto fail;
+	}
+	close(errp[1]);
+	return supervise(pid, o->ctlfd, errp[0], -1, sigfd);
+fail:
+	event_error(o->ctlfd, e.msg);
+	return e.code ? e.code : EXIT_SETUP;
+}

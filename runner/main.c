@@ -1,0 +1,495 @@
+/* main.c: argument parsing, the sealed re-exec, the `run` supervisor
+ * (clone, cgroups, device filter, poll loop over signalfd, control socket
+ * and error pipe) and the events. PROTOCOL.md is the interface. */
+#define _GNU_SOURCE
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SEALED_ENV "_PETRI_RUNNER_SEALED"
+
+const int forwarded_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
+const size_t n_forwarded_signals = sizeof forwarded_signals / sizeof forwarded_signals[0];
+
+static int g_ctlfd = -1;
+char *g_arg_start;
+size_t g_arg_len;
+
+/* --- events --- */
+
+static void emit(int ctlfd, const char *line, size_t len)
+{
+	if (ctlfd >= 0)
+		(void)write_all(ctlfd, line, len);
+}
+
+void event_started(int ctlfd, pid_t pid)
+{
+	char buf[64];
+	int n = snprintf(buf, sizeof buf, "{\"event\":\"started\",\"pid\":%d}\n", (int)pid);
+	emit(ctlfd, buf, (size_t)n);
+}
+
+void event_error(int ctlfd, const char *msg)
+{
+	if (ctlfd < 0) {
+		fprintf(stderr, "petri-runner: %s\n", msg);
+		return;
+	}
+	char buf[64 + 6 * sizeof ((struct rerr *)0)->msg];
+	size_t n = (size_t)snprintf(buf, sizeof buf, "{\"event\":\"error\",\"message\":\"");
+	for (const unsigned char *p = (const unsigned char *)msg; *p && n < sizeof buf - 16; p++) {
+		if (*p == '"' || *p == '\\') {
+			buf[n++] = '\\';
+			buf[n++] = (char)*p;
+		} else if (*p < 0x20) {
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "\\u%04x", *p);
+		} else {
+			buf[n++] = (char)*p;
+		}
+	}
+	memcpy(buf + n, "\"}\n", 3);
+	emit(ctlfd, buf, n + 3);
+}
+
+int status_exit_code(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return EXIT_SETUP;
+}
+
+void event_exit(int ctlfd, int status)
+{
+	char buf[96];
+	int n;
+	if (WIFSIGNALED(status))
+		n = snprintf(buf, sizeof buf, "{\"event\":\"exit\",\"exitCode\":%d,\"signal\":%d}\n",
+			     128 + WTERMSIG(status), WTERMSIG(status));
+	else
+		n = snprintf(buf, sizeof buf, "{\"event\":\"exit\",\"exitCode\":%d,\"signal\":null}\n",
+			     status_exit_code(status));
+	emit(ctlfd, buf, (size_t)n);
+}
+
+static int fail_setup(const struct rerr *e)
+{
+	event_error(g_ctlfd, e->msg);
+	return e->code ? e->code : EXIT_SETUP;
+}
+
+/* --- sealed re-exec (CVE-2019-5736 class) --- */
+
+static int reexec_sealed(char **argv, struct rerr *e)
+{
+	if (getenv(SEALED_ENV)) {
+		unsetenv(SEALED_ENV);
+		return 0;
+	}
+	int src = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (src < 0)
+		return rerr_set(e, errno, "open /proc/self/exe");
+	struct stat st;
+	if (fstat(src, &st) < 0)
+		return rerr_set(e, errno, "stat /proc/self/exe");
+	int mfd = memfd_create("petri-runner", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (mfd < 0)
+		return rerr_set(e, errno, "memfd_create");
+	off_t left = st.st_size;
+	while (left > 0) {
+		ssize_t n = sendfile(mfd, src, NULL, (size_t)left);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return rerr_set(e, errno, "copy /proc/self/exe to a memfd");
+		}
+		if (n == 0)
+			return rerr_set(e, EIO, "copy /proc/self/exe to a memfd: short copy");
+		left -= n;
+	}
+	close(src);
+	if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+		return rerr_set(e, errno, "seal the memfd");
+	if (setenv(SEALED_ENV, "1", 1) < 0)
+		return rerr_set(e, errno, "setenv");
+	fexecve(mfd, argv, environ);
+	return rerr_set(e, errno, "execute the sealed copy");
+}
+
+/* --- cgroups --- */
+
+int join_cgroups(const char **dirs, size_t n, pid_t pid, struct rerr *e)
+{
+	char pidbuf[24], path[4096];
+	snprintf(pidbuf, sizeof pidbuf, "%d", (int)pid);
+	for (size_t i = 0; i < n; i++) {
+		snprintf(path, sizeof path, "%s/cgroup.procs", dirs[i]);
+		if (write_string_file(path, pidbuf, e) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+/* --- the supervisor loop (run and exec) --- */
+
+static void handle_control(int ctlfd, pid_t child, char *buf, size_t *len, int *open_)
+{
+	ssize_t n = read(ctlfd, buf + *len, 255 - *len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return;
+	if (n <= 0) {
+		/* The harness is gone: kill the container. */
+		kill(child, SIGKILL);
+		*open_ = 0;
+		return;
+	}
+	*len += (size_t)n;
+	buf[*len] = 0;
+	char *line = buf, *nl;
+	while ((nl = memchr(line, '\n', (size_t)(buf + *len - line)))) {
+		*nl = 0;
+		if (nl > line && nl[-1] == '\r')
+			nl[-1] = 0;
+		if (strcmp(line, "kill") == 0) {
+			kill(child, SIGKILL);
+		} else if (strncmp(line, "signal ", 7) == 0) {
+			char *end;
+			long sig = strtol(line + 7, &end, 10);
+			if (end != line + 7 && sig > 0 && sig < 65)
+				kill(child, (int)sig);
+		}
+		line = nl + 1;
+	}
+	*len = (size_t)(buf + *len - line);
+	memmove(buf, line, *len);
+	if (*len >= 255) /* an overlong line: drop it */
+		*len = 0;
+}
+
+int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
+{
+	struct rerr rec;
+	size_t reclen = 0;
+	int err_open = 1, ctl_open = ctlfd >= 0, status = 0, reaped = 0;
+	char ctlbuf[256];
+	size_t ctllen = 0;
+	memset(&rec, 0, sizeof rec);
+
+	while (!reaped) {
+		struct pollfd pfd[3];
+		int np = 0, ierr = -1, ictl = -1;
+		pfd[np].fd = sigfd;
+		pfd[np++].events = POLLIN;
+		if (err_open) {
+			ierr = np;
+			pfd[np].fd = err_rd;
+			pfd[np++].events = POLLIN;
+		}
+		if (ctl_open) {
+			ictl = np;
+			pfd[np].fd = ctlfd;
+			pfd[np++].events = POLLIN;
+		}
+		if (poll(pfd, (nfds_t)np, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			kill(child, SIGKILL);
+			break;
+		}
+		/* The error pipe first: its EOF (exec done) precedes the exit. */
+		if (ierr >= 0 && pfd[ierr].revents) {
+			ssize_t n = read(err_rd, (char *)&rec + reclen, sizeof rec - reclen);
+			if (n > 0) {
+				reclen += (size_t)n;
+			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+				err_open = 0;
+				if (reclen == 0)
+					event_started(ctlfd, child);
+			}
+		}
+		if (ictl >= 0 && pfd[ictl].revents)
+			handle_control(ctlfd, child, ctlbuf, &ctllen, &ctl_open);
+		if (pfd[0].revents) {
+			struct signalfd_siginfo si[8];
+			ssize_t n = read(sigfd, si, sizeof si);
+			for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof si[0]; i++) {
+				if (si[i].ssi_signo == SIGCHLD)
+					continue;
+				kill(child, (int)si[i].ssi_signo);
+			}
+			pid_t r = waitpid(child, &status, WNOHANG);
+			if (r == child)
+				reaped = 1;
+		}
+	}
+	if (!reaped) {
+		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	/* Collect what is left of the error record (all writers are gone). */
+	if (err_open) {
+		for (;;) {
+			ssize_t n = read(err_rd, (char *)&rec + reclen, sizeof rec - reclen);
+			if (n > 0) {
+				reclen += (size_t)n;
+				continue;
+			}
+			if (n < 0 && errno == EINTR)
+				continue;
+			break;
+		}
+	}
+	if (reclen >= offsetof(struct rerr, msg) + 1) {
+		rec.msg[sizeof rec.msg - 1] = 0;
+		event_error(ctlfd, rec.msg);
+		return rec.code ? rec.code : EXIT_SETUP;
+	}
+	if (status_rd >= 0) {
+		int cmd_status;
+		ssize_t n;
+		do
+			n = read(status_rd, &cmd_status, sizeof cmd_status);
+		while (n < 0 && errno == EINTR);
+		if (n == (ssize_t)sizeof cmd_status)
+			status = cmd_status; /* else init died without reporting */
+	}
+	event_exit(ctlfd, status);
+	return status_exit_code(status);
+}
+
+/* Blocks the forwarded signals, SIGCHLD and SIGPIPE; returns a signalfd for
+ * the first two. */
+static int setup_signals(sigset_t *orig, struct rerr *e)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	for (size_t i = 0; i < n_forwarded_signals; i++)
+		sigaddset(&set, forwarded_signals[i]);
+	sigaddset(&set, SIGCHLD);
+	int fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	sigaddset(&set, SIGPIPE);
+	if (sigprocmask(SIG_BLOCK, &set, orig) < 0)
+		return rerr_set(e, errno, "sigprocmask");
+	if (fd < 0)
+		return rerr_set(e, errno, "signalfd");
+	return fd;
+}
+
+/* --- run --- */
+
+struct run_opts {
+	int no_init;
+	int ctlfd;
+	const char **cgroups;
+	size_t ncgroups;
+	const char *device_bpf;
+	const char *bundle;
+};
+
+static int cmd_run(struct run_opts *o)
+{
+	struct rerr e;
+	struct spec s;
+	char path[4096];
+	size_t len;
+	sigset_t orig;
+	memset(&e, 0, sizeof e);
+
+	snprintf(path, sizeof path, "%s/config.json", o->bundle);
+	char *text = read_whole_file(path, &len, &e);
+	if (!text)
+		return fail_setup(&e);
+	if (spec_parse(text, len, &s, &e) < 0 || spec_resolve_paths(&s, o->bundle, &e) < 0)
+		return fail_setup(&e);
+	if (o->device_bpf && devices_bpf_attach(&s, o->device_bpf, &e) < 0)
+		return fail_setup(&e);
+
+	int sigfd = setup_signals(&orig, &e);
+	if (sigfd < 0)
+		return fail_setup(&e);
+	int syncp[2], errp[2], statp[2] = { -1, -1 };
+	if (pipe2(syncp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || (!o->no_init && pipe2(statp, O_CLOEXEC) < 0)) {
+		rerr_set(&e, errno, "pipe");
+		return fail_setup(&e);
+	}
+	struct child_args a = {
+		.spec = &s, .sync_fd = syncp[0], .err_fd = errp[1], .status_fd = statp[1],
+		.no_init = o->no_init, .orig_mask = &orig,
+	};
+	a.close_fds[a.nclose++] = syncp[1];
+	a.close_fds[a.nclose++] = errp[0];
+	a.close_fds[a.nclose++] = sigfd;
+	if (statp[0] >= 0)
+		a.close_fds[a.nclose++] = statp[0];
+	if (o->ctlfd >= 0)
+		a.close_fds[a.nclose++] = o->ctlfd;
+
+	int flags = s.ns_flags & ~CLONE_NEWCGROUP;
+	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, 0, 0, 0, 0);
+	if (pid < 0) {
+		rerr_set(&e, errno, "clone");
+		return fail_setup(&e);
+	}
+	if (pid == 0)
+		container_child(&a);
+
+	close(syncp[0]);
+	close(errp[1]);
+	if (statp[1] >= 0)
+		close(statp[1]);
+	if (join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return fail_setup(&e);
+	}
+	if (write_all(syncp[1], "x", 1) < 0) {
+		rerr_set(&e, errno, "start the container");
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		return fail_setup(&e);
+	}
+	close(syncp[1]);
+	return supervise(pid, o->ctlfd, errp[0], statp[0], sigfd);
+}
+
+static int usage(void)
+{
+	fputs("usage: petri-runner run [--no-init] [--control-fd N] [--cgroup DIR]... [--device-bpf DIR] BUNDLE\n"
+	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
+	      "                         [--control-fd N] [--cgroup DIR]...\n"
+	      "       petri-runner version\n",
+	      stderr);
+	return EXIT_SETUP;
+}
+
+static int parse_int(const char *s, int *out)
+{
+	char *end;
+	long v;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < 0 || v > 0x7fffffff)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct rerr e;
+	memset(&e, 0, sizeof e);
+	if (argc < 2)
+		return usage();
+	g_arg_start = argv[0];
+	for (int i = 0; i < argc; i++) {
+		if (argv[i] != g_arg_start + g_arg_len) { /* not contiguous: leave it */
+			g_arg_len = 0;
+			break;
+		}
+		g_arg_len += strlen(argv[i]) + 1;
+	}
+	if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+		printf("petri-runner %s\n", PETRI_RUNNER_VERSION);
+		return 0;
+	}
+	int is_run = strcmp(argv[1], "run") == 0, is_exec = strcmp(argv[1], "exec") == 0;
+	if (!is_run && !is_exec)
+		return usage();
+
+	/* Die with the harness; check it did not die already. */
+	pid_t ppid = getppid();
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != ppid)
+		return EXIT_SETUP;
+
+	struct run_opts ro = { 0, -1, NULL, 0, NULL, NULL };
+	struct exec_opts eo = { 0, NULL, NULL, -1, NULL, 0 };
+	const char **cgroups = calloc((size_t)argc + 1, sizeof *cgroups);
+	size_t ncg = 0;
+	int ctlfd = -1;
+	if (!cgroups)
+		return EXIT_SETUP;
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		if (strcmp(a, "--no-init") == 0 && is_run) {
+			ro.no_init = 1;
+		} else if (strcmp(a, "--control-fd") == 0 && val) {
+			if (parse_int(val, &ctlfd) < 0 || fcntl(ctlfd, F_GETFD) < 0) {
+				fprintf(stderr, "petri-runner: bad --control-fd %s\n", val);
+				return EXIT_SETUP;
+			}
+			i++;
+		} else if (strcmp(a, "--cgroup") == 0 && val) {
+			cgroups[ncg++] = val;
+			i++;
+		} else if (strcmp(a, "--device-bpf") == 0 && val && is_run) {
+			ro.device_bpf = val;
+			i++;
+		} else if (strcmp(a, "--pid") == 0 && val && is_exec) {
+			int pid;
+			if (parse_int(val, &pid) < 0 || pid == 0) {
+				fprintf(stderr, "petri-runner: bad --pid %s\n", val);
+				return EXIT_SETUP;
+			}
+			eo.pid = pid;
+			i++;
+		} else if (strcmp(a, "--config") == 0 && val && is_exec) {
+			eo.config = val;
+			i++;
+		} else if (strcmp(a, "--process") == 0 && val && is_exec) {
+			eo.process_json = val;
+			i++;
+		} else if (a[0] != '-' && is_run && !ro.bundle) {
+			ro.bundle = a;
+		} else {
+			return usage();
+		}
+	}
+	g_ctlfd = ctlfd;
+	if (is_run && !ro.bundle)
+		return usage();
+	if (is_exec && (!eo.pid || !eo.config || !eo.process_json))
+		return usage();
+
+	if (reexec_sealed(argv, &e) < 0)
+		return fail_setup(&e);
+	/* From here on the control fd must not leak into the container. */
+	if (ctlfd >= 0)
+		fcntl(ctlfd, F_SETFD, FD_CLOEXEC);
+
+	if (is_run) {
+		/* The process must be in the device filter's cgroup too. */
+		if (ro.device_bpf) {
+			size_t i;
+			for (i = 0; i < ncg && strcmp(cgroups[i], ro.device_bpf) != 0; i++)
+				;
+			if (i == ncg)
+				cgroups[ncg++] = ro.device_bpf;
+		}
+		ro.ctlfd = ctlfd;
+		ro.cgroups = cgroups;
+		ro.ncgroups = ncg;
+		return cmd_run(&ro);
+	}
+	eo.ctlfd = ctlfd;
+	eo.cgroups = cgroups;
+	eo.ncgroups = ncg;
+	return exec_main(&eo);
+}

@@ -1,0 +1,108 @@
+/* runner.h: shared declarations of petri-runner. */
+#ifndef PETRI_RUNNER_H
+#define PETRI_RUNNER_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "spec.h"
+
+#define PETRI_RUNNER_VERSION "0.1.0"
+
+/* Exit codes (PROTOCOL.md). */
+#define EXIT_SETUP 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+
+/* An error as passed up the call chain (crun style): the errno and a
+ * message naming the step and path, already including strerror(errnum).
+ * This exact struct is also what a child writes to the error pipe. */
+struct rerr {
+	int code;   /* exit code for the runner: 125, 126, 127 */
+	int errnum; /* errno, or 0 */
+	char msg[1024];
+};
+
+/* Fill e: msg = formatted text + ": " + strerror(errnum) (when errnum != 0).
+ * code = 125. Always returns -1. */
+int rerr_set(struct rerr *e, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Same, with an explicit exit code. */
+int rerr_setc(struct rerr *e, int code, int errnum, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* util.c */
+int write_all(int fd, const void *buf, size_t len);
+char *read_whole_file(const char *path, size_t *len, struct rerr *e);
+int write_string_file(const char *path, const char *s, struct rerr *e);
+/* Child side: send e over the error pipe and _exit(e->code). */
+__attribute__((noreturn)) void child_fail(int errfd, const struct rerr *e);
+
+/* events (main.c) */
+void event_started(int ctlfd, pid_t pid);
+void event_error(int ctlfd, const char *msg);
+void event_exit(int ctlfd, int status);
+/* Turns a wait status into the runner's exit code (128+N for signal N). */
+int status_exit_code(int status);
+
+/* The runner's argv area (main.c), renamed in init so that the container
+ * does not see host paths in /proc/1/cmdline. */
+extern char *g_arg_start;
+extern size_t g_arg_len;
+
+/* The signals the supervisor and init forward. */
+extern const int forwarded_signals[];
+extern const size_t n_forwarded_signals;
+
+/* mounts.c: the mount namespace (host side until pivot_root, then inside). */
+int setup_rootfs(const struct spec *s, struct rerr *e);
+
+/* container.c: the first child (clone). Never returns. */
+struct child_args {
+	const struct spec *spec;
+	int sync_fd;   /* read end: supervisor wrote the cgroups */
+	int err_fd;    /* CLOEXEC error pipe (write end) */
+	int status_fd; /* init -> supervisor wait status (write end), -1 with --no-init */
+	int no_init;
+	const sigset_t *orig_mask;
+	int close_fds[8]; /* the supervisor's own fds */
+	int nclose;
+};
+__attribute__((noreturn)) void container_child(const struct child_args *a);
+
+/* init.c: PID 1. Never returns. */
+__attribute__((noreturn)) void init_main(const struct spec *s, int err_fd, int status_fd, const sigset_t *orig_mask);
+
+/* process.c: apply the process spec and execve. Never returns; on failure
+ * writes the error to err_fd and exits with its code. */
+__attribute__((noreturn)) void process_exec(const struct process_spec *p, const struct seccomp_prog *filter,
+					   int err_fd, const sigset_t *orig_mask);
+
+/* caps.c */
+int caps_bounding(uint64_t keep, int *last, struct rerr *e);
+int caps_set(uint64_t eff, uint64_t prm, uint64_t inh, struct rerr *e);
+int caps_ambient(uint64_t amb, struct rerr *e);
+int caps_drop_all(struct rerr *e);
+
+/* devices_bpf.c */
+int devices_bpf_attach(const struct spec *s, const char *cgroup_dir, struct rerr *e);
+
+/* exec.c */
+struct exec_opts {
+	pid_t pid;
+	const char *config;
+	const char *process_json;
+	int ctlfd;
+	const char **cgroups;
+	size_t ncgroups;
+};
+int exec_main(const struct exec_opts *o);
+
+/* supervisor helpers (main.c) */
+/* Waits for child (init, the command, or the exec'd process): forwards
+ * signals, reads the control socket, emits the events; returns the exit
+ * code for the runner. status_rd: init's report pipe, or -1. */
+int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd);
+int join_cgroups(const char **dirs, size_t n, pid_t pid, struct rerr *e);
+
+#endif
