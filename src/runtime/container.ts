@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { PetriError, withCleanupError } from '../errors.js';
+import { randomHex, removeTree } from '../util/fs.js';
 import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir } from './paths.js';
@@ -98,7 +98,7 @@ export class Container {
       if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
       writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
     } catch (error) {
-      rmSync(this.dir, { recursive: true, force: true });
+      removeTree(this.dir);
       throw error;
     }
   }
@@ -109,7 +109,7 @@ export class Container {
     validateOptions(options);
     sweepOnce();
     for (let attempt = 0; ; attempt++) {
-      const id = randomBytes(6).toString('hex');
+      const id = randomHex(6);
       try {
         return new Container(id, options);
       } catch (error) {
@@ -254,7 +254,7 @@ export class Container {
       failure = error;
     }
     try {
-      rmSync(this.dir, { recursive: true, force: true, maxRetries: 3 });
+      removeTree(this.dir);
     } catch (error) {
       failure = failure ? withCleanupError(failure, error) : error;
     }

@@ -1,5 +1,6 @@
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { removeTree } from '../util/fs.js';
 import { killCgroups, removeCgroups } from './cgroups/index.js';
 import { containersDir } from './paths.js';
 import { ownerAlive, readRecord } from './record.js';
@@ -39,7 +40,7 @@ export async function sweepContainers(root?: string): Promise<string[]> {
     } else if (!olderThan(path, 60_000)) {
       continue; // being created right now by another process
     }
-    rmSync(path, { recursive: true, force: true });
+    removeTree(path);
     removed.push(id);
   }
   return removed;
