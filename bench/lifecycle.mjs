@@ -39,10 +39,23 @@ let runcSeq = 0;
 const contenders = {
   petri: () => runContainer({ rootfs, command: ['/bin/true'] }).then(check),
   'petri --no-init': () => runContainer({ rootfs, command: ['/bin/true'], init: false }).then(check),
-  runc: have('runc') ? () => exec('runc', ['run', '--bundle', bundle, `pbench-${process.pid}-${runcSeq++}`]) : undefined,
+  runc: have('runc')
+    ? () => exec('runc', ['run', '--bundle', bundle, `pbench-${process.pid}-${runcSeq++}`])
+    : undefined,
   bwrap: have('bwrap')
     ? () =>
-        exec('bwrap', ['--unshare-all', '--die-with-parent', '--ro-bind', rootfs, '/', '--proc', '/proc', '--dev', '/dev', '/bin/true'])
+        exec('bwrap', [
+          '--unshare-all',
+          '--die-with-parent',
+          '--ro-bind',
+          rootfs,
+          '/',
+          '--proc',
+          '/proc',
+          '--dev',
+          '/dev',
+          '/bin/true',
+        ])
     : undefined,
 };
 
@@ -68,10 +81,14 @@ for (const [name, fn] of Object.entries(contenders)) {
 const cliRuns = Math.min(SEQUENTIAL, 30);
 const nodeZero = medianOf(cliRuns, () => spawnSync(process.execPath, ['-e', '0']));
 const petriCli = medianOf(cliRuns, () =>
-  spawnSync(process.execPath, [join(top, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, '/bin/true'], { stdio: 'ignore' }),
+  spawnSync(process.execPath, [join(top, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, '/bin/true'], {
+    stdio: 'ignore',
+  }),
 );
 
-console.log(`\nlifecycle create → run /bin/true → removed, ${SEQUENTIAL} sequential, ${PARALLEL} at concurrency ${CONCURRENCY}`);
+console.log(
+  `\nlifecycle create → run /bin/true → removed, ${SEQUENTIAL} sequential, ${PARALLEL} at concurrency ${CONCURRENCY}`,
+);
 console.log('contender          median    p90   100@4 total');
 for (const [name, r] of Object.entries(results)) {
   console.log(`${name.padEnd(16)} ${fmt(r.median)} ${fmt(r.p90)} ${fmt(r.parallelMs).padStart(12)}`);
@@ -83,7 +100,8 @@ if (results.runc) console.log(`  petri / runc  median: ${(p.median / results.run
 console.log(`  petri 100 containers at concurrency 4: ${fmt(p.parallelMs)}  (target < 2000 ms)`);
 const cliCost = petriCli - nodeZero;
 console.log(`  petri run CLI: ${fmt(petriCli)} wall, node -e 0 ${fmt(nodeZero)}, own cost ${fmt(cliCost)}`);
-if (results.runc) console.log(`  petri run own cost / runc median: ${(cliCost / results.runc.median).toFixed(2)}  (target ≤ 1)`);
+if (results.runc)
+  console.log(`  petri run own cost / runc median: ${(cliCost / results.runc.median).toFixed(2)}  (target ≤ 1)`);
 
 rmSync(work, { recursive: true, force: true });
 
@@ -140,4 +158,3 @@ function percentile(values, q) {
 function fmt(ms) {
   return `${ms.toFixed(1)}ms`.padStart(8);
 }
-

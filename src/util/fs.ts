@@ -13,7 +13,10 @@ export function removeTree(path: string): void {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;
-    if (code === 'ENOTDIR') return unlinkSync(path);
+    if (code === 'ENOTDIR') {
+      unlinkSync(path);
+      return;
+    }
     throw error;
   }
   for (const entry of entries) {
