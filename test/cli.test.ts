@@ -112,6 +112,21 @@ describeKernel('petri run', () => {
     expect(result.stderr.startsWith(message)).toBe(true);
   });
 
+  it('names PETRI_ROOT and the fix when overlayfs cannot use it', () => {
+    // A private mount namespace with PETRI_ROOT on an overlay (which cannot hold an overlay's upper dir).
+    const script = [
+      'set -e; d=$(mktemp -d /tmp/ptest-ovl-XXXXXX); mkdir $d/l $d/u $d/w $d/m',
+      'mount -t overlay o -o lowerdir=$d/l,upperdir=$d/u,workdir=$d/w $d/m',
+      `PETRI_ROOT=$d/m/state ${process.execPath} ${petri} run --rootfs ${rootfs} true || echo "exit=$?"`,
+      'umount $d/m; rm -rf $d',
+    ].join('\n');
+    const result = spawnSync('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], { encoding: 'utf8' });
+    expect(result.stderr).toMatch(
+      /^petri: cannot start container [0-9a-f]{12}: mount overlay on \S+: Invalid argument: \S+\/m\/state is on a filesystem overlayfs cannot use .*; set PETRI_ROOT to a directory on ext4, xfs, btrfs or tmpfs\n$/,
+    );
+    expect(result.stdout).toBe('exit=125\n');
+  });
+
   it.skipIf(!isRoot)('refuses to run without root, saying so', () => {
     const result = run(['run', '--rootfs', rootfs, 'true'], { uid: 65534 });
     expect(result.stderr).toBe(

@@ -15,7 +15,8 @@ describeKernel('an installed package without a prebuilt runner', () => {
     // What `npm install petri` gives: dist/ and the runner's C sources, no build/.
     pkg = mkdtempSync(join(tmpdir(), 'ptest-pkg-'));
     state = mkdtempSync(join(tmpdir(), 'ptest-state-'));
-    for (const part of ['dist', 'runner', 'package.json']) cpSync(join(top, part), join(pkg, part), { recursive: true });
+    for (const part of ['dist', 'runner', 'package.json'])
+      cpSync(join(top, part), join(pkg, part), { recursive: true });
     symlinkSync(join(top, 'node_modules'), join(pkg, 'node_modules'));
   });
   afterAll(() => {
@@ -26,11 +27,15 @@ describeKernel('an installed package without a prebuilt runner', () => {
   it('compiles petri-runner on first use into the state directory, and uses it', async () => {
     const rootfs = await busyboxRootfs();
     const env = { ...process.env, PETRI_ROOT: state };
-    const run = spawnSync(process.execPath, [join(pkg, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, 'echo', 'built'], {
-      encoding: 'utf8',
-      env,
-      timeout: 60_000,
-    });
+    const run = spawnSync(
+      process.execPath,
+      [join(pkg, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, 'echo', 'built'],
+      {
+        encoding: 'utf8',
+        env,
+        timeout: 60_000,
+      },
+    );
     expect(run.stderr).toBe('');
     expect(run).toMatchObject({ status: 0, stdout: 'built\n' });
     const [dir] = readdirSync(join(state, 'runner'));

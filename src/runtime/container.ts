@@ -6,7 +6,7 @@ import { PetriError, withCleanupError } from '../errors.js';
 import { randomHex, removeTree } from '../util/fs.js';
 import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
-import { containerDir, containersDir } from './paths.js';
+import { containerDir, containersDir, petriRoot } from './paths.js';
 import { type ContainerRecord, selfIdentity, writeRecord } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
@@ -166,12 +166,8 @@ export class Container {
     } catch {
       const exit = await runner.exited;
       await this.result;
-      throw Object.assign(
-        new PetriError(
-          `cannot start container ${this.id}: ${exit.error ?? `petri-runner exited with ${exit.exitCode}`}`,
-        ),
-        { exitCode: exit.exitCode },
-      );
+      const reason = explainSetupError(exit.error ?? `petri-runner exited with ${exit.exitCode}`);
+      throw Object.assign(new PetriError(`cannot start container ${this.id}: ${reason}`), { exitCode: exit.exitCode });
     }
     this.record.state = 'running';
     this.record.initPid = runner.pid;
@@ -268,6 +264,17 @@ export class Container {
       throw new PetriError(`cannot ${action} container ${this.id}: it is ${this.currentState}`, { code: 'ESTATE' });
     }
   }
+}
+
+/** Adds the fix to setup errors whose cause is the host rather than the container. */
+function explainSetupError(message: string): string {
+  if (/^mount overlay on .*: No such device/.test(message)) {
+    return `${message}: this kernel has no overlayfs (modprobe overlay, or a kernel with CONFIG_OVERLAY_FS)`;
+  }
+  if (/^mount overlay on /.test(message)) {
+    return `${message}: ${petriRoot()} is on a filesystem overlayfs cannot use for a container's writable layer (overlayfs itself, NFS, FAT?); set PETRI_ROOT to a directory on ext4, xfs, btrfs or tmpfs`;
+  }
+  return message;
 }
 
 let containersDirReady = false;
