@@ -81,7 +81,7 @@ for (const [name, fn] of Object.entries(contenders)) {
 const cliRuns = Math.min(SEQUENTIAL, 30);
 const nodeZero = medianOf(cliRuns, () => spawnSync(process.execPath, ['-e', '0']));
 const petriCli = medianOf(cliRuns, () =>
-  spawnSync(process.execPath, [join(top, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, '/bin/true'], {
+  spawnSync(process.execPath, [join(top, 'dist/cli/main.js'), 'run', '--rm', '--rootfs', rootfs, '/bin/true'], {
     stdio: 'ignore',
   }),
 );

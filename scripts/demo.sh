@@ -13,5 +13,5 @@ if [ ! -x "$rootfs/bin/busybox" ]; then
   echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
 fi
 set -x
-node dist/cli/main.js run --rootfs "$rootfs" --memory 64m --pids 64 --hostname demo -- \
+node dist/cli/main.js run --rm --rootfs "$rootfs" --memory 64m --pids 64 --hostname demo -- \
   sh -c 'echo "hello from $(hostname), PID $$ under $(cat /proc/1/comm)"; grep -E "^(CapEff|Seccomp)" /proc/self/status; ls /written 2>&1; touch /written'

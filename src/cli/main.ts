@@ -3,12 +3,16 @@ import { errorLine, PetriError } from '../errors.js';
 
 const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise<number> }>> = {
   run: () => import('./run.js'),
+  ps: () => import('./ps.js'),
+  rm: () => import('./rm.js'),
 };
 
 const USAGE = `usage: petri <command> [options]
 
 commands:
-  run       run a command in a throwaway container
+  run       run a command in a container
+  ps        list containers
+  rm        remove containers
   version   print petri's version
 
 petri <command> --help shows a command's options.`;

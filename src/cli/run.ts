@@ -41,8 +41,9 @@ signal N killed it, 124 when --timeout killed it).
 
 options:
   --rootfs DIR           root filesystem directory (required until images land)
-  --rm                   remove the container when it exits (currently always done)
-  --name NAME            a name for the container
+  --rm                   remove the container when it exits (otherwise it is kept
+                         until petri rm, like docker run)
+  --name NAME            a unique name for the container
   -m, --memory SIZE      memory limit, like 64m or 1g (no swap beyond it)
   --pids N               limit on processes and threads (alias --pids-limit)
   --cpus N               CPU quota in CPUs, like 0.5
@@ -96,7 +97,7 @@ export async function main(argv: string[]): Promise<number> {
     return result.exitCode;
   } finally {
     process.off('SIGINT', onInt).off('SIGTERM', onTerm).off('SIGHUP', onHup);
-    await container.remove();
+    if (!containerOptions.keep || container.state !== 'exited') await container.remove();
   }
 }
 
@@ -122,6 +123,7 @@ function toContainerOptions(options: Record<string, string | boolean | string[]>
     rootfs,
     command,
     name: str('name'),
+    keep: options.rm !== true,
     env: parseEnv(list('env')),
     workdir: str('workdir'),
     user: user === undefined ? undefined : parseUser(user),

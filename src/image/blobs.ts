@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants, createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
 import { copyFile, link, readFile, rename, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -91,22 +92,31 @@ export class BlobStore {
     if (want.digest !== undefined) validateDigest(want.digest);
     const temp = join(this.blobsDir, tempName());
     try {
-      if (options.link) await link(path, temp).catch(() => copyFile(path, temp, constants.COPYFILE_FICLONE));
-      else await copyFile(path, temp, constants.COPYFILE_FICLONE);
+      if (options.link) {
+        await link(path, temp).catch(() => copyFile(path, temp, constants.COPYFILE_FICLONE));
+        // A link keeps the file's old mtime; the blob's grace period before a prune starts now.
+        const now = new Date();
+        await utimes(temp, now, now);
+      } else {
+        await copyFile(path, temp, constants.COPYFILE_FICLONE);
+      }
     } catch (error) {
       await removeQuietly(temp);
       throw new PetriError(`cannot bring ${path} into the image store: ${errorLine(error)}`, { cause: error });
     }
-    const hashing = new HashingStream();
+    // Hash the store's own copy: unless linked, what lands in the store is what was hashed.
+    const hash = createHash('sha256');
+    let size = 0;
     try {
-      await pipeline(createReadStream(temp), hashing, async function* (source) {
-        for await (const _ of source);
-      });
+      for await (const chunk of createReadStream(temp)) {
+        hash.update(chunk as Buffer);
+        size += (chunk as Buffer).length;
+      }
     } catch (error) {
       await removeQuietly(temp);
       throw error;
     }
-    return this.#verifyAndCommit(temp, { digest: hashing.digest, size: hashing.size }, want);
+    return this.#verifyAndCommit(temp, { digest: `sha256:${hash.digest('hex')}`, size }, want);
   }
 
   /** A blob's content, verified against its digest. */

@@ -7,7 +7,7 @@ import { randomHex, removeTree } from '../util/fs.js';
 import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir, petriRoot } from './paths.js';
-import { type ContainerRecord, selfIdentity, writeRecord } from './record.js';
+import { type ContainerRecord, listRecords, selfIdentity, writeRecord } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
@@ -93,6 +93,10 @@ export class Container {
         owner: selfIdentity(),
         cgroupDirs: this.cgroups.dirs,
         state: 'created',
+        command: options.command,
+        lower,
+        ...(options.keep ? { keep: true } : {}),
+        ...(options.image ? { image: options.image.ref, imageId: options.image.id } : {}),
       };
       writeRecord(this.dir, this.record);
       if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
@@ -108,6 +112,7 @@ export class Container {
     checkRoot();
     validateOptions(options);
     sweepOnce();
+    if (options.name !== undefined) checkNameFree(options.name);
     for (let attempt = 0; ; attempt++) {
       const id = randomHex(6);
       try {
@@ -150,16 +155,18 @@ export class Container {
         runner.kill();
       }, this.options.timeoutMs);
     }
-    this.result = runner.exited.then((exit) => {
+    this.result = runner.exited.then(async (exit) => {
       if (timer) clearTimeout(timer);
-      this.currentState = 'exited';
-      return {
+      if (this.currentState === 'running') this.currentState = 'exited';
+      const result = {
         exitCode: exit.exitCode,
         signal: exit.signal,
         oomKilled: this.cgroups.oomKilled(),
         timedOut: this.timedOut,
         durationMs: Math.round(performance.now() - startedAt),
       };
+      if (this.options.keep && this.currentState === 'exited') await this.settleKept(result);
+      return result;
     });
     try {
       await runner.started;
@@ -171,6 +178,17 @@ export class Container {
     }
     this.record.state = 'running';
     this.record.initPid = runner.pid;
+    if (this.options.keep && this.currentState === 'running') writeRecord(this.dir, this.record);
+  }
+
+  /** A kept container that exited: no processes, no cgroups; its record and upper dir stay. */
+  private async settleKept(result: Omit<ExitResult, 'durationMs'>): Promise<void> {
+    await this.cgroups.remove();
+    this.record.state = 'exited';
+    delete this.record.initPid;
+    const { exitCode, signal, oomKilled, timedOut } = result;
+    this.record.exit = { exitCode, signal, oomKilled, timedOut, finishedAt: new Date().toISOString() };
+    writeRecord(this.dir, this.record);
   }
 
   /** Waits for the command to end. */
@@ -263,6 +281,20 @@ export class Container {
     if (!allowed.includes(this.currentState)) {
       throw new PetriError(`cannot ${action} container ${this.id}: it is ${this.currentState}`, { code: 'ESTATE' });
     }
+  }
+}
+
+function checkNameFree(name: string): void {
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) {
+    throw new PetriError(
+      `invalid container name "${name}": use letters, digits, _ . and -, starting with a letter or digit`,
+    );
+  }
+  const holder = listRecords().find((record) => record.name === name);
+  if (holder) {
+    throw new PetriError(
+      `the container name "${name}" is already in use by container ${holder.id}; remove it first (petri rm ${name})`,
+    );
   }
 }
 

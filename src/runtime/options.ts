@@ -5,8 +5,12 @@ export interface ContainerOptions {
   /** Mount `rootfs` (one directory) directly instead of an overlay: writes then change it. */
   rootfsInPlace?: boolean;
   command: string[];
-  /** Name shown by `petri ps`; defaults to the id. */
+  /** Name shown by `petri ps`; defaults to the id. Unique among containers. */
   name?: string;
+  /** Keep the exited container (its upper dir and record) until it is removed, like `docker run` without `--rm`. */
+  keep?: boolean;
+  /** The image the root filesystem comes from, for `petri ps` and commits. */
+  image?: { ref: string; id: string };
   env?: Record<string, string>;
   workdir?: string;
   user?: { uid: number; gid: number; additionalGids?: number[] };

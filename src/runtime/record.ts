@@ -1,5 +1,6 @@
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { containersDir } from './paths.js';
 
 /** What a container leaves on disk, so that any later petri process can find and clean it. */
 export interface ContainerRecord {
@@ -14,6 +15,14 @@ export interface ContainerRecord {
   initPid?: number;
   /** Keep the container after it exits (until `petri rm`); otherwise it is removed. */
   keep?: boolean;
+  /** The image it runs (as the user named it) and its ID, when it came from one. */
+  image?: string;
+  imageId?: string;
+  command: string[];
+  /** The read-only layers under its upper dir, top first. */
+  lower: string[];
+  /** How the command ended, once it has. */
+  exit?: { exitCode: number; signal: number | null; oomKilled: boolean; timedOut: boolean; finishedAt: string };
 }
 
 export function recordPath(dir: string): string {
@@ -32,6 +41,22 @@ export function readRecord(dir: string): ContainerRecord | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Every container record under `$PETRI_ROOT/containers`, oldest first. */
+export function listRecords(): ContainerRecord[] {
+  let ids: string[];
+  try {
+    ids = readdirSync(containersDir());
+  } catch {
+    return [];
+  }
+  const records: ContainerRecord[] = [];
+  for (const id of ids) {
+    const record = readRecord(join(containersDir(), id));
+    if (record) records.push(record);
+  }
+  return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
 }
 
 let ownStartTime: number | undefined;

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { removeTree } from '../util/fs.js';
 import { killCgroups, removeCgroups } from './cgroups/index.js';
 import { containersDir } from './paths.js';
-import { ownerAlive, readRecord } from './record.js';
+import { ownerAlive, readRecord, writeRecord } from './record.js';
 
 let swept = false;
 
@@ -37,6 +37,20 @@ export async function sweepContainers(root?: string): Promise<string[]> {
       if (ownerAlive(record.owner)) continue;
       killCgroups(record.cgroupDirs);
       await removeCgroups(record.cgroupDirs);
+      if (record.keep) {
+        // Kept on purpose: it stays, as a container that exited when its petri process died.
+        record.state = 'exited';
+        delete record.initPid;
+        record.exit = {
+          exitCode: 137,
+          signal: 9,
+          oomKilled: false,
+          timedOut: false,
+          finishedAt: new Date().toISOString(),
+        };
+        writeRecord(path, record);
+        continue;
+      }
     } else if (!olderThan(path, 60_000)) {
       continue; // being created right now by another process
     }

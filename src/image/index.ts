@@ -1,0 +1,7 @@
+export type { BlobInfo, ExpectedBlob } from './blobs.js';
+export { HashingStream, isDigest, sha256Digest, VerifyingStream, validateDigest } from './digest.js';
+export { withIndexLock } from './lock.js';
+export { DEFAULT_GRACE_MS, type PruneOptions, type PruneResult } from './prune.js';
+export { DEFAULT_TAG, type ImageReference, parseReference } from './reference.js';
+export { ImageStore, type NewImage } from './store.js';
+export * from './types.js';
