@@ -96,7 +96,8 @@ describeKernel('petri run', () => {
       ['run', '--rm', '--rootfs', '{rootfs}'],
       'petri: petri run: no command given (petri run --rootfs DIR -- CMD [ARGS…])',
     ],
-    [['run', '--rm', 'true'], 'petri: petri run: --rootfs DIR is required (the root filesystem to run in)'],
+    [['run', '--rm', 'no-such-image'], 'petri: no such image: no-such-image'],
+    [['run', '--rm'], 'petri: petri run: no image given (petri run IMAGE [CMD…], or petri run --rootfs DIR CMD…)'],
     [
       ['run', '--rm', '--rootfs', '{rootfs}', '--frob', 'true'],
       'petri: petri run: unknown option --frob (see petri run --help)',

@@ -71,6 +71,14 @@ describe('CLI argument parsing', () => {
       rest: ['--rm'],
     });
   });
+  it('takes options after arguments for other commands', () => {
+    expect(
+      parseArgs('commit', ['box', 'img:1', '-m', 'msg', '--', '-x'], [{ name: 'message', short: 'm', value: true }]),
+    ).toEqual({
+      options: { message: 'msg' },
+      rest: ['box', 'img:1', '-x'],
+    });
+  });
   it('names unknown options and missing values', () => {
     expect(() => parseArgs('run', ['--nope'], specs)).toThrow('petri run: unknown option --nope');
     expect(() => parseArgs('run', ['-m'], specs)).toThrow('petri run: option -m needs a value');

@@ -17,15 +17,26 @@ export interface ParsedArgs {
 }
 
 /**
- * Parses `[options] [--] ARGS…` the way `docker run` does: options end at the
- * first argument that is not one, so the command's own flags pass through.
+ * Parses a command line. For `run`, the way `docker run` does: options end at
+ * the first argument that is not one, so the container command's own flags pass
+ * through. For the other commands options may come anywhere (`--` ends them).
  */
-export function parseArgs(command: string, argv: string[], specs: OptionSpec[]): ParsedArgs {
+export function parseArgs(
+  command: string,
+  argv: string[],
+  specs: OptionSpec[],
+  { interspersed = command !== 'run' }: { interspersed?: boolean } = {},
+): ParsedArgs {
   const options: ParsedArgs['options'] = {};
+  const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
-    if (arg === '--') return { options, rest: argv.slice(i + 1) };
-    if (!arg.startsWith('-') || arg === '-') return { options, rest: argv.slice(i) };
+    if (arg === '--') return { options, rest: [...positional, ...argv.slice(i + 1)] };
+    if (!arg.startsWith('-') || arg === '-') {
+      if (!interspersed) return { options, rest: argv.slice(i) };
+      positional.push(arg);
+      continue;
+    }
     const long = arg.startsWith('--');
     const eq = long ? arg.indexOf('=') : -1;
     const key = long ? arg.slice(2, eq < 0 ? undefined : eq) : arg.slice(1, 2);
@@ -49,5 +60,5 @@ export function parseArgs(command: string, argv: string[], specs: OptionSpec[]):
     if (spec.multiple) options[spec.name] = [...((options[spec.name] as string[] | undefined) ?? []), String(value)];
     else options[spec.name] = value;
   }
-  return { options, rest: [] };
+  return { options, rest: positional };
 }

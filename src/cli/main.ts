@@ -5,6 +5,16 @@ const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise
   run: () => import('./run.js'),
   ps: () => import('./ps.js'),
   rm: () => import('./rm.js'),
+  images: () => import('./images.js'),
+  inspect: () => import('./inspect.js'),
+  tag: () => import('./tag.js'),
+  rmi: () => import('./rmi.js'),
+  prune: () => import('./prune.js'),
+  import: () => import('./image-commands.js').then((m) => ({ main: m.importMain })),
+  save: () => import('./image-commands.js').then((m) => ({ main: m.saveMain })),
+  load: () => import('./image-commands.js').then((m) => ({ main: m.loadMain })),
+  commit: () => import('./container-commands.js').then((m) => ({ main: m.commitMain })),
+  diff: () => import('./container-commands.js').then((m) => ({ main: m.diffMain })),
 };
 
 const USAGE = `usage: petri <command> [options]
@@ -13,6 +23,16 @@ commands:
   run       run a command in a container
   ps        list containers
   rm        remove containers
+  commit    make an image from a container's changes
+  diff      list a container's changes
+  images    list images
+  inspect   show an image or container as JSON
+  tag       name an image
+  rmi       remove image names
+  import    make an image from a root filesystem directory or tarball
+  save      write images to a docker/OCI archive
+  load      read images from a docker/OCI archive
+  prune     remove unused content and leftovers
   version   print petri's version
 
 petri <command> --help shows a command's options.`;
@@ -34,11 +54,22 @@ async function main(argv: string[]): Promise<number> {
   return (await load()).main(rest);
 }
 
+// A command whose work stopped without finishing (a promise nothing will settle) must not exit 0.
+let settled = false;
+process.on('exit', () => {
+  if (!settled) {
+    process.stderr.write('petri: internal error: the command stopped before it finished\n');
+    process.exitCode = 125;
+  }
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
+    settled = true;
     process.exitCode = code;
   },
   (error: unknown) => {
+    settled = true;
     if (error instanceof PetriError) {
       process.stderr.write(`petri: ${errorLine(error)}\n`);
     } else {

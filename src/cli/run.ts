@@ -8,6 +8,7 @@ import { type OptionSpec, parseArgs } from './args.js';
 
 const OPTIONS: OptionSpec[] = [
   { name: 'rootfs', value: true },
+  { name: 'entrypoint', value: true },
   { name: 'rm' },
   { name: 'name', value: true },
   { name: 'memory', short: 'm', value: true },
@@ -33,14 +34,17 @@ const OPTIONS: OptionSpec[] = [
   { name: 'help' },
 ];
 
-export const HELP = `usage: petri run --rootfs DIR [options] [--] CMD [ARGS…]
+export const HELP = `usage: petri run [options] IMAGE [CMD [ARGS…]]
+       petri run --rootfs DIR [options] [--] CMD [ARGS…]
 
-Runs CMD in a throwaway container whose root is an overlay on DIR (DIR itself is
+Runs a command in a container from IMAGE (its Entrypoint/Cmd, Env, WorkingDir
+and User applied, like docker run) or whose root is an overlay on DIR (DIR is
 never written), streams its output and exits with its exit code (128+N when a
 signal N killed it, 124 when --timeout killed it).
 
 options:
-  --rootfs DIR           root filesystem directory (required until images land)
+  --rootfs DIR           run on a root filesystem directory instead of an image
+  --entrypoint CMD       replace the image's Entrypoint ("" clears it)
   --rm                   remove the container when it exits (otherwise it is kept
                          until petri rm, like docker run)
   --name NAME            a unique name for the container
@@ -49,7 +53,7 @@ options:
   --cpus N               CPU quota in CPUs, like 0.5
   -e, --env K=V          set an environment variable (K alone copies it from petri's)
   -w, --workdir DIR      working directory inside the container
-  -u, --user UID[:GID]   numeric user and group to run as
+  -u, --user USER[:GROUP]  user and group (names from the image, or numbers)
   --hostname NAME        container hostname (default: the short id)
   --timeout DURATION     kill the whole container after 500ms, 10s, 1m…
   -i, --interactive      pass petri's stdin to the command (otherwise /dev/null)
@@ -71,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return 0;
   }
-  const containerOptions = toContainerOptions(options, rest);
+  const containerOptions = await toContainerOptions(options, rest);
   const container = Container.create(containerOptions);
   const forward = (signal: NodeJS.Signals) => {
     if (container.state === 'running') container.kill(signal);
@@ -101,15 +105,47 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function toContainerOptions(options: Record<string, string | boolean | string[]>, command: string[]): ContainerOptions {
+async function toContainerOptions(
+  options: Record<string, string | boolean | string[]>,
+  rest: string[],
+): Promise<ContainerOptions> {
+  const str = (key: string) => (typeof options[key] === 'string' ? (options[key] as string) : undefined);
+  const rootfs = str('rootfs');
+  if (rootfs !== undefined) {
+    if (!existsSync(rootfs) || !statSync(rootfs).isDirectory()) {
+      throw new PetriError(`petri run: root filesystem ${rootfs} does not exist or is not a directory`);
+    }
+    if (rest.length === 0) throw new PetriError('petri run: no command given (petri run --rootfs DIR -- CMD [ARGS…])');
+    const user = str('user');
+    return { ...commonOptions(options), rootfs, command: rest, user: user === undefined ? undefined : parseUser(user) };
+  }
+  const [image, ...command] = rest;
+  if (image === undefined) {
+    throw new PetriError('petri run: no image given (petri run IMAGE [CMD…], or petri run --rootfs DIR CMD…)');
+  }
+  const [{ ImageStore }, { LayerCache }, { imageContainerOptions }] = await Promise.all([
+    import('../image/store.js'),
+    import('../snapshot/layers.js'),
+    import('../harness/image-run.js'),
+  ]);
+  const { env, ...common } = commonOptions(options);
+  const entrypoint = str('entrypoint');
+  return imageContainerOptions(ImageStore.open(), new LayerCache(), image, {
+    ...common,
+    command,
+    env,
+    ...(entrypoint !== undefined ? { entrypoint: entrypoint === '' ? [] : [entrypoint] } : {}),
+    user: str('user'),
+    workdir: str('workdir'),
+  });
+}
+
+/** The options that do not depend on where the root filesystem comes from. */
+type CommonOptions = Omit<ContainerOptions, 'rootfs' | 'command' | 'user'> & { env: Record<string, string> };
+
+function commonOptions(options: Record<string, string | boolean | string[]>): CommonOptions {
   const str = (key: string) => (typeof options[key] === 'string' ? (options[key] as string) : undefined);
   const list = (key: string) => (options[key] as string[] | undefined) ?? [];
-  const rootfs = str('rootfs');
-  if (!rootfs) throw new PetriError('petri run: --rootfs DIR is required (the root filesystem to run in)');
-  if (!existsSync(rootfs) || !statSync(rootfs).isDirectory()) {
-    throw new PetriError(`petri run: root filesystem ${rootfs} does not exist or is not a directory`);
-  }
-  if (command.length === 0) throw new PetriError('petri run: no command given (petri run --rootfs DIR -- CMD [ARGS…])');
   const network = str('network');
   if (network !== undefined && network !== 'none' && network !== 'host') {
     throw new PetriError(`petri run: invalid --network "${network}": expected none or host`);
@@ -118,15 +154,11 @@ function toContainerOptions(options: Record<string, string | boolean | string[]>
   const memory = str('memory');
   const cpus = str('cpus');
   const timeout = str('timeout');
-  const user = str('user');
   return {
-    rootfs,
-    command,
     name: str('name'),
     keep: options.rm !== true,
     env: parseEnv(list('env')),
     workdir: str('workdir'),
-    user: user === undefined ? undefined : parseUser(user),
     hostname: str('hostname'),
     memory: memory === undefined ? undefined : parseSize(memory, 'memory limit'),
     pids: pids === undefined ? undefined : parsePids(pids),

@@ -64,7 +64,8 @@ export class BlobStore {
     return this.#commit(temp, { digest, size: buffer.length });
   }
 
-  async writeBlobStream(stream: Readable, expected: ExpectedBlob = {}): Promise<BlobInfo> {
+  /** Writes a stream (a Readable, or any async iterable of bytes) as a blob. */
+  async writeBlobStream(stream: Readable | AsyncIterable<Uint8Array>, expected: ExpectedBlob = {}): Promise<BlobInfo> {
     if (expected.digest !== undefined) validateDigest(expected.digest);
     const temp = join(this.blobsDir, tempName());
     const hashing = new HashingStream();

@@ -1,5 +1,5 @@
 import { lstatSync, readlinkSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { PetriError } from '../errors.js';
 
 /** Like the kernel's limit on symlinks followed while resolving one path. */
@@ -33,7 +33,8 @@ export function cleanEntryPath(name: string): string {
  * directories). The final component is never followed. `root` must be an
  * absolute path without symlinks that nothing else writes to meanwhile.
  */
-export function resolveInRoot(root: string, name: string): string {
+export function resolveInRoot(rootDir: string, name: string): string {
+  const root = resolve(rootDir);
   const parts = cleanEntryPath(name).split('/');
   const last = parts.pop();
   if (!last) return root;

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import tar from 'tar-stream';
+import tar, { type Header } from 'tar-stream';
 
 /** PAX keys whose values are raw bytes (extended attributes, as GNU tar and Go's archive/tar write them). */
 export const XATTR_PAX_PREFIX = 'SCHILY.xattr.';
@@ -12,7 +12,7 @@ interface HeaderCodec {
 }
 
 /** A tar header as tar-stream reads and writes it, with the PAX records its typings leave out. */
-export type TarHeader = tar.Headers & { pax?: PaxRecords | null };
+export type TarHeader = Omit<Header, 'pax'> & { pax?: PaxRecords | null };
 
 let patched = false;
 

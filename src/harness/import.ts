@@ -1,0 +1,89 @@
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { PassThrough, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import { PetriError } from '../errors.js';
+import { parseReference } from '../image/reference.js';
+import type { ImageStore } from '../image/store.js';
+import { type ImageConfig, MEDIA_TYPES } from '../image/types.js';
+import { writeLayer } from '../snapshot/layer-from-dir.js';
+import type { CommitResult } from './commit.js';
+
+/**
+ * Makes a one-layer image from a root filesystem directory or a tarball
+ * (plain or gzip), like `docker import`.
+ */
+export async function importRootfs(
+  store: ImageStore,
+  source: string,
+  ref: string,
+  options: { message?: string; changes?: string[] } = {},
+): Promise<CommitResult> {
+  const tag = parseReference(ref).ref;
+  if (!existsSync(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  let layer: { digest: string; size: number; mediaType: string; diffId: string };
+  if (statSync(source).isDirectory()) {
+    const stream = new PassThrough();
+    const stored = store.writeBlobStream(stream);
+    const { diffId } = await writeLayer(source, stream, sourceEpoch());
+    const blob = await stored;
+    layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
+  } else {
+    const gzip = startsWithGzip(source);
+    const blob = await store.writeBlobStream(createReadStream(source));
+    const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
+    layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
+  }
+  const created = new Date().toISOString();
+  const config: ImageConfig = {
+    created,
+    architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+    os: 'linux',
+    config: {},
+    rootfs: { type: 'layers', diff_ids: [layer.diffId] },
+    history: [
+      { created, created_by: `petri import ${source}`, ...(options.message ? { comment: options.message } : {}) },
+    ],
+  };
+  if (options.changes?.length) {
+    const { applyChanges } = await import('../image/changes.js');
+    config.config = applyChanges(config.config, options.changes);
+  }
+  const { manifest, configDigest } = await store.writeImage({
+    config,
+    layers: [{ mediaType: layer.mediaType, digest: layer.digest, size: layer.size }],
+  });
+  await store.tag(tag, manifest);
+  return { id: configDigest, manifestDigest: manifest.digest, tags: [tag] };
+}
+
+function sourceEpoch(): { sourceDateEpoch?: number } {
+  return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
+}
+
+function startsWithGzip(file: string): boolean {
+  const head = Buffer.alloc(2);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, head, 0, 2, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return head[0] === 0x1f && head[1] === 0x8b;
+}
+
+async function uncompressedDigest(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(
+    createReadStream(file),
+    createGunzip(),
+    new Writable({
+      write(chunk, _encoding, callback) {
+        hash.update(chunk);
+        callback();
+      },
+    }),
+  );
+  return `sha256:${hash.digest('hex')}`;
+}

@@ -1,0 +1,153 @@
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Transform, type Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Pack } from 'tar-stream';
+import { PetriError } from '../errors.js';
+import { type ScanEntry, scanTree } from './scan.js';
+import { type TarHeader, tarStream, XATTR_PAX_PREFIX } from './tar-pax.js';
+import { OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX } from './whiteouts.js';
+
+export interface WriteLayerOptions {
+  /** Clamp every mtime to this (seconds since the epoch), like SOURCE_DATE_EPOCH: reproducible layers. */
+  sourceDateEpoch?: number;
+}
+
+/** The most a ustar header holds for uid/gid (7 octal digits); above it they go into PAX records. */
+const USTAR_MAX_ID = 0o777777;
+const OPAQUE_VALUE = Buffer.from('y').toString('base64');
+
+/**
+ * Writes `upperDir` (a container's overlay upper dir, or a plain root filesystem)
+ * as an OCI layer tar to `out` (which is ended): overlay whiteouts become
+ * `.wh.NAME` files, opaque directories get a `.wh..wh..opq` entry, hard links
+ * stay links, device nodes, fifos and symlinks are kept, owners are numeric,
+ * xattrs (but overlayfs' own) become PAX `SCHILY.xattr.*` records. Entries come
+ * in a fixed order (depth first, by name) with no user/group names or atimes, so
+ * the same tree with mtimes clamped by `sourceDateEpoch` gives the same digest.
+ * Returns the diffID and size of the tar. Sockets are skipped, as Docker does.
+ */
+export async function writeLayer(
+  upperDir: string,
+  out: Writable,
+  options: WriteLayerOptions = {},
+): Promise<{ diffId: string; size: number }> {
+  const entries = await scanTree(upperDir);
+  const pack = tarStream().pack();
+  const hash = createHash('sha256');
+  let size = 0;
+  const counter = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      hash.update(chunk);
+      size += chunk.length;
+      callback(null, chunk);
+    },
+  });
+  const writing = pipeline(pack as unknown as NodeJS.ReadableStream, counter, out);
+  writing.catch(() => {}); // awaited below
+  try {
+    await addEntries(pack, upperDir, entries, options.sourceDateEpoch);
+    pack.finalize();
+    await writing;
+  } catch (error) {
+    pack.destroy(error as Error);
+    await writing.catch(() => {});
+    if (error instanceof PetriError) throw error;
+    throw new PetriError(`cannot write ${upperDir} as a layer: ${(error as Error).message}`, { cause: error });
+  }
+  return { diffId: `sha256:${hash.digest('hex')}`, size };
+}
+
+async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch: number | undefined): Promise<void> {
+  const firstPathOfInode = new Map<number, string>();
+  for (const entry of entries) {
+    const mtime = new Date((epoch === undefined ? entry.mtime : Math.min(entry.mtime, epoch)) * 1000);
+    const base: TarHeader = { ...emptyHeader(entry.path, mtime), ...ids(entry), mode: entry.mode };
+    const pax = xattrRecords(entry);
+    if (pax) base.pax = { ...base.pax, ...pax };
+    switch (entry.type) {
+      case 'c':
+      case 'b':
+        if (entry.type === 'c' && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
+          const parent = dirname(entry.path);
+          await add(pack, emptyHeader(join(parent === '.' ? '' : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          break;
+        }
+        await add(pack, {
+          ...base,
+          type: entry.type === 'c' ? 'character-device' : 'block-device',
+          devmajor: entry.rdev[0],
+          devminor: entry.rdev[1],
+        });
+        break;
+      case 'p':
+        await add(pack, { ...base, type: 'fifo' });
+        break;
+      case 'd':
+        await add(pack, { ...base, name: `${entry.path}/`, type: 'directory' });
+        if (entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE) {
+          await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
+        }
+        break;
+      case 'l':
+        await add(pack, { ...base, type: 'symlink', linkname: entry.link ?? '' });
+        break;
+      case 'f': {
+        const first = entry.nlink > 1 ? firstPathOfInode.get(entry.ino) : undefined;
+        if (first !== undefined) {
+          await add(pack, { ...base, type: 'link', linkname: first });
+          break;
+        }
+        if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
+        await addFile(pack, { ...base, type: 'file', size: entry.size }, join(root, entry.path));
+        break;
+      }
+      default:
+        break; // sockets
+    }
+  }
+}
+
+function emptyHeader(name: string, mtime: Date): TarHeader {
+  return { name, mtime, type: 'file', size: 0, mode: 0, uid: 0, gid: 0 } as TarHeader;
+}
+
+function nameOf(entry: ScanEntry): string {
+  return entry.path.slice(entry.path.lastIndexOf('/') + 1);
+}
+
+function ids(entry: ScanEntry): Pick<TarHeader, 'uid' | 'gid' | 'pax'> {
+  if (entry.uid <= USTAR_MAX_ID && entry.gid <= USTAR_MAX_ID) return { uid: entry.uid, gid: entry.gid };
+  return { uid: 0, gid: 0, pax: { uid: String(entry.uid), gid: String(entry.gid) } };
+}
+
+function xattrRecords(entry: ScanEntry): Record<string, string> | undefined {
+  const names = Object.keys(entry.xattrs ?? {})
+    .filter((name) => !name.startsWith(OVERLAY_XATTR_PREFIX))
+    .sort();
+  if (names.length === 0) return undefined;
+  const records: Record<string, string> = {};
+  for (const name of names) {
+    records[`${XATTR_PAX_PREFIX}${name}`] = Buffer.from(entry.xattrs?.[name] ?? '', 'base64').toString('latin1');
+  }
+  return records;
+}
+
+function add(pack: Pack, header: TarHeader): Promise<void> {
+  return new Promise((resolve, reject) => {
+    pack.entry(header as Parameters<Pack['entry']>[0], (error) => (error ? reject(error) : resolve()));
+  });
+}
+
+/** Adds a regular file's content, read without following a symlink put in its place. */
+async function addFile(pack: Pack, header: TarHeader, path: string): Promise<void> {
+  let finish!: (error?: Error | null) => void;
+  const done = new Promise<void>((resolve, reject) => {
+    finish = (error) => (error ? reject(error) : resolve());
+  });
+  const sink = pack.entry(header as Parameters<Pack['entry']>[0], (error) => finish(error));
+  const file = (await open(path, constants.O_RDONLY | constants.O_NOFOLLOW)).createReadStream();
+  await Promise.all([pipeline(file, sink as unknown as NodeJS.WritableStream), done]);
+}

@@ -1,0 +1,189 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { PetriError } from '../errors.js';
+import { petriRoot } from '../runtime/paths.js';
+import { randomHex, removeTree } from '../util/fs.js';
+import { unpackLayer } from './unpack.js';
+
+/** One layer of an image, as the image store hands it over (base layer first). */
+export interface LayerSource {
+  /** Digest of the (compressed) blob. */
+  digest: string;
+  mediaType: string;
+  /** Digest of the uncompressed archive, from the image config's `rootfs.diff_ids`. */
+  diffId: string;
+  /** Opens the blob. */
+  open: () => Readable;
+}
+
+/** An unpacked layer in the cache (`meta.json`, plus where it is). */
+export interface LayerRecord {
+  chainId: string;
+  diffId: string;
+  /** Chain ID of the layer below, null for a base layer. */
+  parent: string | null;
+  /** Size of the uncompressed archive in bytes. */
+  size: number;
+  /** The unpacked tree: an overlay lowerdir. */
+  dir: string;
+}
+
+const DIGEST = /^sha256:[0-9a-f]{64}$/;
+const TEMP_PREFIX = '.tmp-';
+
+/** OCI chain IDs: chainID(L0) = diffID(L0); chainID(Ln) = sha256(chainID(Ln-1) + " " + diffID(Ln)). */
+export function chainIds(diffIds: readonly string[]): string[] {
+  const ids: string[] = [];
+  for (const diffId of diffIds) {
+    const parent = ids.at(-1);
+    ids.push(
+      parent === undefined ? diffId : `sha256:${createHash('sha256').update(`${parent} ${diffId}`).digest('hex')}`,
+    );
+  }
+  return ids;
+}
+
+/**
+ * Unpacked layers, shared by every container and build step:
+ * `<dir>/<chain ID hex>/fs` (the tree) and `meta.json`. A layer is unpacked once,
+ * into a temporary directory renamed into place when complete, so a directory
+ * that exists is whole; when two processes unpack the same layer at once, both
+ * succeed and the slower one discards its copy. The directory is root's only
+ * (0700): unpacked layers hold other images' setuid programs.
+ */
+export class LayerCache {
+  readonly dir: string;
+  readonly #pending = new Map<string, Promise<string>>();
+
+  constructor(dir = join(petriRoot(), 'layers')) {
+    this.dir = dir;
+  }
+
+  /** Unpacks what is missing of `layers` (base first); returns their trees top first, as overlay lowerdirs. */
+  async prepare(layers: readonly LayerSource[]): Promise<string[]> {
+    for (const layer of layers) {
+      if (!DIGEST.test(layer.diffId)) {
+        throw new PetriError(`layer ${layer.digest} has a bad diffID "${layer.diffId}": the image config is broken`);
+      }
+    }
+    const ids = chainIds(layers.map((layer) => layer.diffId));
+    const dirs: string[] = [];
+    for (const [i, layer] of layers.entries())
+      dirs.push(await this.#ensure(layer, ids[i] as string, ids[i - 1] ?? null));
+    return dirs.reverse();
+  }
+
+  /** The tree of an unpacked layer, or undefined when it is not in the cache. */
+  path(chainId: string): string | undefined {
+    const top = join(this.dir, hexOf(chainId));
+    return existsSync(join(top, 'meta.json')) ? join(top, 'fs') : undefined;
+  }
+
+  /** Every unpacked layer. */
+  list(): LayerRecord[] {
+    const records: LayerRecord[] = [];
+    for (const name of this.#names()) {
+      if (name.startsWith(TEMP_PREFIX)) continue;
+      try {
+        const meta = JSON.parse(readFileSync(join(this.dir, name, 'meta.json'), 'utf8')) as Omit<LayerRecord, 'dir'>;
+        records.push({ ...meta, dir: join(this.dir, name, 'fs') });
+      } catch {
+        // not a layer (or one being removed)
+      }
+    }
+    return records;
+  }
+
+  /** Removes these layers (the caller knows none is in use), and what crashed unpacks left. */
+  remove(chainIds: readonly string[]): void {
+    for (const chainId of chainIds) {
+      const top = join(this.dir, hexOf(chainId));
+      const doomed = join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+      try {
+        renameSync(top, doomed); // gone at once for everyone; then removed at leisure
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw error;
+      }
+      removeTree(doomed);
+    }
+    this.#sweep();
+  }
+
+  #ensure(layer: LayerSource, chainId: string, parent: string | null): Promise<string> {
+    const done = this.path(chainId);
+    if (done) return Promise.resolve(done);
+    let pending = this.#pending.get(chainId);
+    if (!pending) {
+      pending = this.#unpack(layer, chainId, parent).finally(() => this.#pending.delete(chainId));
+      this.#pending.set(chainId, pending);
+    }
+    return pending;
+  }
+
+  async #unpack(layer: LayerSource, chainId: string, parent: string | null): Promise<string> {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    this.#sweep();
+    const top = join(this.dir, hexOf(chainId));
+    const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+    mkdirSync(temp, { mode: 0o700 });
+    try {
+      let result: { diffId: string; size: number };
+      try {
+        result = await unpackLayer(layer.open(), layer.mediaType, join(temp, 'fs'));
+      } catch (error) {
+        throw new PetriError(`cannot unpack layer ${layer.digest}: ${(error as Error).message}`, { cause: error });
+      }
+      if (result.diffId !== layer.diffId) {
+        throw new PetriError(
+          `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`,
+        );
+      }
+      const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
+      writeFileSync(join(temp, 'meta.json'), `${JSON.stringify(meta)}\n`);
+      try {
+        renameSync(temp, top);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if ((code !== 'EEXIST' && code !== 'ENOTEMPTY') || !this.path(chainId)) throw error;
+        removeTree(temp); // another process was quicker: its copy is as good as ours
+      }
+    } catch (error) {
+      removeTree(temp);
+      throw error;
+    }
+    return join(top, 'fs');
+  }
+
+  /** Removes temporary directories whose process is gone. */
+  #sweep(): void {
+    for (const name of this.#names()) {
+      const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length).split('-')[0]) : 0;
+      if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree(join(this.dir, name));
+    }
+  }
+
+  #names(): string[] {
+    try {
+      return readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+  }
+}
+
+function hexOf(chainId: string): string {
+  if (!DIGEST.test(chainId)) throw new PetriError(`"${chainId}" is not a layer chain ID (sha256:<64 hex digits>)`);
+  return chainId.slice('sha256:'.length);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,192 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  chownSync,
+  createReadStream,
+  createWriteStream,
+  linkSync,
+  lutimesSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { FsOps } from '../src/snapshot/fsops.js';
+import { diffUpper, type ScanEntry, scanTree, unpackLayer, writeLayer } from '../src/snapshot/index.js';
+import { type TarHeader, tarStream } from '../src/snapshot/tar-pax.js';
+import { describeKernel } from './helpers/kernel.js';
+
+const CAPABILITY = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+const BINARY = Buffer.from([0, 1, 2, 0xff, 0x80, 0x0a, 0x3d]);
+const b64 = (bytes: Buffer | string) => Buffer.from(bytes).toString('base64');
+
+/** A tree with every kind of entry petri carries; all mtimes `mtime` (seconds). */
+async function makeTree(root: string, mtime: number): Promise<void> {
+  const fsops = new FsOps();
+  mkdirSync(join(root, 'bin'), { recursive: true });
+  writeFileSync(join(root, 'bin/su'), '#!/bin/sh\n', { mode: 0o4755 });
+  mkdirSync(join(root, 'home/user'), { recursive: true, mode: 0o700 });
+  writeFileSync(join(root, 'home/user/file'), 'data');
+  chownSync(join(root, 'home/user'), 1000, 1000);
+  chownSync(join(root, 'home/user/file'), 1000, 1001);
+  await fsops.setxattr(join(root, 'home/user/file'), 'user.note', Buffer.from('text'));
+  await fsops.setxattr(join(root, 'home/user/file'), 'trusted.bin', BINARY);
+  await fsops.setxattr(join(root, 'home/user/file'), 'security.capability', CAPABILITY);
+  mkdirSync(join(root, 'lib'));
+  writeFileSync(join(root, 'lib/a'), 'shared');
+  linkSync(join(root, 'lib/a'), join(root, 'lib/b'));
+  symlinkSync('a', join(root, 'lib/link'));
+  mkdirSync(join(root, 'dev'));
+  await fsops.mknod(join(root, 'dev/tty0'), 'c', 4, 0, 0o620);
+  await fsops.mknod(join(root, 'dev/sda'), 'b', 8, 0, 0o660);
+  mkdirSync(join(root, 'run'));
+  await fsops.mknod(join(root, 'run/fifo'), 'p', 0, 0, 0o600);
+  writeFileSync(join(root, 'big'), 'big uid');
+  chownSync(join(root, 'big'), 300_000, 300_001);
+  await fsops.close();
+  for (const entry of (await scanTree(root)).reverse()) {
+    const path = join(root, entry.path);
+    if (entry.type === 'l') lutimesSync(path, mtime, mtime);
+    else utimesSync(path, mtime, mtime);
+  }
+}
+
+/** What must survive a round trip (inodes compared as hard-link groups). */
+function comparable(entries: ScanEntry[]) {
+  const firstOfInode = new Map<number, string>();
+  return entries.map(({ ino, size, ...rest }) => {
+    if (!firstOfInode.has(ino)) firstOfInode.set(ino, rest.path);
+    return { ...rest, size: rest.type === 'd' ? 0 : size, sameAs: firstOfInode.get(ino) };
+  });
+}
+
+async function writeTo(dir: string, file: string, epoch?: number) {
+  const out = createWriteStream(file);
+  return writeLayer(dir, out, epoch === undefined ? {} : { sourceDateEpoch: epoch });
+}
+
+async function tarEntries(file: string): Promise<TarHeader[]> {
+  const headers: TarHeader[] = [];
+  const extract = tarStream().extract();
+  createReadStream(file).pipe(extract as unknown as NodeJS.WritableStream);
+  for await (const entry of extract) {
+    headers.push(entry.header as TarHeader);
+    entry.resume();
+  }
+  return headers;
+}
+
+describeKernel('writeLayer and diffUpper', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ptest-commit-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('round-trips a tree: dir -> layer tar -> unpack -> the same tree', async () => {
+    const src = join(dir, 'src');
+    await makeTree(src, 1_650_000_000);
+    const tar = join(dir, 'layer.tar');
+    const written = await writeTo(src, tar);
+    const bytes = readFileSync(tar);
+    expect(written).toEqual({
+      diffId: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
+      size: bytes.length,
+    });
+
+    const out = join(dir, 'out');
+    expect(await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out)).toEqual(written);
+    const before = comparable(await scanTree(src));
+    expect(comparable(await scanTree(out))).toEqual(before);
+    expect(before.find((e) => e.path === 'lib/b')?.sameAs).toBe('lib/a');
+    expect(before.find((e) => e.path === 'home/user/file')?.xattrs?.['security.capability']).toBe(b64(CAPABILITY));
+
+    // GNU tar reads it the same way (binary xattrs, big ids, devices, hard links).
+    const gnu = join(dir, 'gnu');
+    mkdirSync(gnu);
+    execFileSync('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-xpf', tar, '-C', gnu]);
+    const byGnu = comparable(await scanTree(gnu));
+    const pick = (entries: typeof before, path: string) => entries.find((e) => e.path === path);
+    for (const path of ['home/user/file', 'big', 'lib/b', 'dev/sda', 'bin/su', 'run/fifo']) {
+      expect(pick(byGnu, path)).toEqual(pick(before, path));
+    }
+  });
+
+  it('turns overlay whiteouts and opaque dirs into OCI ones, and back', async () => {
+    const upper = join(dir, 'upper');
+    mkdirSync(join(upper, 'a'), { recursive: true });
+    mkdirSync(join(upper, 'o'));
+    writeFileSync(join(upper, 'o/new'), 'n');
+    const fsops = new FsOps();
+    await fsops.whiteout(join(upper, 'a/gone'));
+    await fsops.opaque(join(upper, 'o'));
+    await fsops.close();
+    const tar = join(dir, 'layer.tar');
+    await writeTo(upper, tar, 1_000_000_000);
+    const headers = await tarEntries(tar);
+    expect(headers.map((h) => h.name)).toEqual(['a/', 'a/.wh.gone', 'o/', 'o/.wh..wh..opq', 'o/new']);
+    expect(headers.find((h) => h.name === 'a/.wh.gone')).toMatchObject({ type: 'file', size: 0 });
+    expect(headers.every((h) => !Object.keys(h.pax ?? {}).some((k) => k.includes('overlay')))).toBe(true);
+    expect(headers.every((h) => h.uname === '' && h.gname === '')).toBe(true);
+
+    const out = join(dir, 'out');
+    await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out);
+    const tree = new Map((await scanTree(out)).map((e) => [e.path, e]));
+    expect(tree.get('a/gone')).toMatchObject({ type: 'c', rdev: [0, 0] });
+    expect(tree.get('o')?.xattrs).toEqual({ 'trusted.overlay.opaque': b64('y') });
+  });
+
+  it('gives the same digest for the same change made at different times', async () => {
+    const epoch = 1_700_000_000;
+    const [one, two] = [join(dir, 'one'), join(dir, 'two')];
+    await makeTree(one, epoch + 100);
+    await makeTree(two, epoch + 5000);
+    const first = await writeTo(one, join(dir, 'one.tar'), epoch);
+    const second = await writeTo(two, join(dir, 'two.tar'), epoch);
+    expect(second.diffId).toBe(first.diffId);
+    const headers = await tarEntries(join(dir, 'one.tar'));
+    expect(headers.every((h) => h.mtime.getTime() <= epoch * 1000)).toBe(true);
+    // Without the clamp the times show, and the digests differ.
+    expect((await writeTo(one, join(dir, 'three.tar'))).diffId).not.toBe(first.diffId);
+  });
+
+  it('lists changes like docker diff', async () => {
+    const [base, mid, upper] = [join(dir, 'base'), join(dir, 'mid'), join(dir, 'upper')];
+    const files = (root: string, paths: string[]) => {
+      for (const path of paths) {
+        mkdirSync(join(root, path, '..'), { recursive: true });
+        if (!path.endsWith('/')) writeFileSync(join(root, path), path);
+      }
+    };
+    files(base, ['etc/passwd', 'etc/hostname', 'etc/motd', 'usr/bin/ls', 'var/log/', 'srv/old']);
+    files(mid, ['etc/issue']);
+    files(upper, ['etc/passwd', 'etc/new', 'etc/motd', 'etc/issue', 'opt/app/file', 'var/log/x', 'srv/new']);
+    const fsops = new FsOps();
+    await fsops.whiteout(join(mid, 'etc/motd')); // deleted in the middle layer: new again on top
+    await fsops.whiteout(join(upper, 'etc/hostname'));
+    await fsops.opaque(join(upper, 'srv'));
+    await fsops.close();
+    expect(await diffUpper(upper, [mid, base])).toEqual([
+      { kind: 'C', path: '/etc' },
+      { kind: 'D', path: '/etc/hostname' },
+      { kind: 'C', path: '/etc/issue' },
+      { kind: 'A', path: '/etc/motd' },
+      { kind: 'A', path: '/etc/new' },
+      { kind: 'C', path: '/etc/passwd' },
+      { kind: 'A', path: '/opt' },
+      { kind: 'A', path: '/opt/app' },
+      { kind: 'A', path: '/opt/app/file' },
+      { kind: 'C', path: '/srv' },
+      { kind: 'A', path: '/srv/new' },
+      { kind: 'C', path: '/var' },
+      { kind: 'C', path: '/var/log' },
+      { kind: 'A', path: '/var/log/x' },
+    ]);
+  });
+});
