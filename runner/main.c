@@ -374,6 +374,8 @@ static int usage(void)
 	fputs("usage: petri-runner run [--no-init] [--control-fd N] [--cgroup DIR]... [--device-bpf DIR] BUNDLE\n"
 	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
 	      "                         [--control-fd N] [--cgroup DIR]...\n"
+	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
+	      "       petri-runner scan DIR\n"
 	      "       petri-runner version\n",
 	      stderr);
 	return EXIT_SETUP;
@@ -409,6 +411,10 @@ int main(int argc, char **argv)
 		printf("petri-runner %s\n", PETRI_RUNNER_VERSION);
 		return 0;
 	}
+	if (strcmp(argv[1], "fsops") == 0)
+		return argc == 2 ? fsops_main() : usage();
+	if (strcmp(argv[1], "scan") == 0)
+		return argc == 3 ? scan_main(argv[2]) : usage();
 	int is_run = strcmp(argv[1], "run") == 0, is_exec = strcmp(argv[1], "exec") == 0;
 	if (!is_run && !is_exec)
 		return usage();

@@ -98,6 +98,10 @@ struct exec_opts {
 };
 int exec_main(const struct exec_opts *o);
 
+/* fsops.c: `fsops` (JSON ops on stdin) and `scan DIR`; both return the exit code. */
+int fsops_main(void);
+int scan_main(const char *dir);
+
 /* supervisor helpers (main.c) */
 /* Waits for child (init, the command, or the exec'd process): forwards
  * signals, reads the control socket, emits the events; returns the exit

@@ -160,7 +160,7 @@ describeKernel('writeLayer and diffUpper', () => {
     const [base, mid, upper] = [join(dir, 'base'), join(dir, 'mid'), join(dir, 'upper')];
     const files = (root: string, paths: string[]) => {
       for (const path of paths) {
-        mkdirSync(join(root, path, '..'), { recursive: true });
+        mkdirSync(path.endsWith('/') ? join(root, path) : join(root, path, '..'), { recursive: true });
         if (!path.endsWith('/')) writeFileSync(join(root, path), path);
       }
     };

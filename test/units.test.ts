@@ -71,6 +71,13 @@ describe('CLI argument parsing', () => {
       rest: ['--rm'],
     });
   });
+  it('expands bundled short flags', () => {
+    const flags = [
+      { name: 'all', short: 'a' },
+      { name: 'quiet', short: 'q' },
+    ];
+    expect(parseArgs('ps', ['-aq'], flags)).toEqual({ options: { all: true, quiet: true }, rest: [] });
+  });
   it('takes options after arguments for other commands', () => {
     expect(
       parseArgs('commit', ['box', 'img:1', '-m', 'msg', '--', '-x'], [{ name: 'message', short: 'm', value: true }]),

@@ -58,6 +58,7 @@ describeKernel('unpackLayer', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   const regular: Item[] = [
+    { name: './', type: 'directory', mode: 0o751 },
     { name: 'etc/', type: 'directory', mode: 0o755 },
     {
       name: 'etc/hello',
@@ -121,6 +122,7 @@ describeKernel('unpackLayer', () => {
       expect(tree.get('bin/su')).toMatchObject({ type: 'f', mode: 0o4755 });
       expect(tree.get('tmp')).toMatchObject({ type: 'd', mode: 0o1777, mtime: 1_400_000_000 });
       expect(tree.get('etc')).toMatchObject({ type: 'd', mode: 0o755, mtime: 1_600_000_000 });
+      expect(statSync(target).mode & 0o7777).toBe(0o751);
     });
   }
 
@@ -138,6 +140,15 @@ describeKernel('unpackLayer', () => {
       'trusted.bin': b64(BINARY),
       'security.capability': b64(CAPABILITY),
     });
+  });
+
+  it('reports corrupt and truncated archives', async () => {
+    const tar = await tarOf([{ name: 'f', body: 'x'.repeat(3000) }]);
+    const gzip = zlib.gzipSync(tar);
+    gzip[20] = (gzip[20] as number) ^ 0xff;
+    await expect(unpack(gzip, join(dir, 'a'))).rejects.toThrow(/cannot unpack a layer .* into .*: /);
+    await expect(unpack(tar.subarray(0, 1024), join(dir, 'b'))).rejects.toThrow(/Unexpected end of data/);
+    await expect(unpack(Buffer.from('not a tar at all'.repeat(64)), join(dir, 'c'))).rejects.toThrow(/Invalid tar/);
   });
 
   it('refuses zstd clearly where Node.js cannot decompress it, and unpacks it where it can', async () => {

@@ -29,15 +29,23 @@ export function parseArgs(
 ): ParsedArgs {
   const options: ParsedArgs['options'] = {};
   const positional: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string;
-    if (arg === '--') return { options, rest: [...positional, ...argv.slice(i + 1)] };
+  const args = [...argv];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (arg === '--') return { options, rest: [...positional, ...args.slice(i + 1)] };
     if (!arg.startsWith('-') || arg === '-') {
-      if (!interspersed) return { options, rest: argv.slice(i) };
+      if (!interspersed) return { options, rest: args.slice(i) };
       positional.push(arg);
       continue;
     }
     const long = arg.startsWith('--');
+    // Bundled short flags, like `ps -aq`: expand when the first one takes no value.
+    const first = long ? undefined : specs.find((s) => s.short === arg[1]);
+    if (first && !first.value && arg.length > 2) {
+      args.splice(i, 1, ...[...arg.slice(1)].map((c) => `-${c}`));
+      i--;
+      continue;
+    }
     const eq = long ? arg.indexOf('=') : -1;
     const key = long ? arg.slice(2, eq < 0 ? undefined : eq) : arg.slice(1, 2);
     const spec = specs.find((s) => (long ? s.name === key : s.short === key));
@@ -50,7 +58,7 @@ export function parseArgs(
       if (long && eq >= 0) value = arg.slice(eq + 1);
       else if (!long && arg.length > 2) value = arg.slice(2);
       else {
-        const next = argv[++i];
+        const next = args[++i];
         if (next === undefined) throw new PetriError(`petri ${command}: option ${arg} needs a value`);
         value = next;
       }

@@ -21,7 +21,7 @@ const OPAQUE_VALUE = Buffer.from('y').toString('base64');
 
 /**
  * Writes `upperDir` (a container's overlay upper dir, or a plain root filesystem)
- * as an OCI layer tar to `out` (which is ended): overlay whiteouts become
+ * as an OCI layer tar to `out` (ended when done, destroyed on failure): overlay whiteouts become
  * `.wh.NAME` files, opaque directories get a `.wh..wh..opq` entry, hard links
  * stay links, device nodes, fifos and symlinks are kept, owners are numeric,
  * xattrs (but overlayfs' own) become PAX `SCHILY.xattr.*` records. Entries come
@@ -34,7 +34,13 @@ export async function writeLayer(
   out: Writable,
   options: WriteLayerOptions = {},
 ): Promise<{ diffId: string; size: number }> {
-  const entries = await scanTree(upperDir);
+  let entries: ScanEntry[];
+  try {
+    entries = await scanTree(upperDir);
+  } catch (error) {
+    out.destroy(error as Error);
+    throw error;
+  }
   const pack = tarStream().pack();
   const hash = createHash('sha256');
   let size = 0;
@@ -137,7 +143,10 @@ function xattrRecords(entry: ScanEntry): Record<string, string> | undefined {
 
 function add(pack: Pack, header: TarHeader): Promise<void> {
   return new Promise((resolve, reject) => {
-    pack.entry(header as Parameters<Pack['entry']>[0], (error) => (error ? reject(error) : resolve()));
+    const callback = (error?: Error | null) => (error ? reject(error) : resolve());
+    // An empty regular file still needs its (empty) content, or tar-stream waits for it.
+    if (header.type === 'file') pack.entry(header as Parameters<Pack['entry']>[0], Buffer.alloc(0), callback);
+    else pack.entry(header as Parameters<Pack['entry']>[0], callback);
   });
 }
 

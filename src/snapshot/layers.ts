@@ -134,7 +134,7 @@ export class LayerCache {
       try {
         result = await unpackLayer(layer.open(), layer.mediaType, join(temp, 'fs'));
       } catch (error) {
-        throw new PetriError(`cannot unpack layer ${layer.digest}: ${(error as Error).message}`, { cause: error });
+        throw new PetriError(`layer ${layer.digest}: ${(error as Error).message}`, { cause: error });
       }
       if (result.diffId !== layer.diffId) {
         throw new PetriError(

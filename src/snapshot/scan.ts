@@ -40,10 +40,8 @@ export async function scanTree(dir: string): Promise<ScanEntry[]> {
     child.once('error', reject);
     child.once('close', (code) => resolve(code));
   });
-  const entries: ScanEntry[] = [];
-  for await (const line of createInterface({ input: child.stdout })) {
-    if (line) entries.push(JSON.parse(line) as ScanEntry);
-  }
+  const lines: string[] = [];
+  for await (const line of createInterface({ input: child.stdout })) if (line) lines.push(line);
   const code = await closed.catch((error: Error) => {
     throw new PetriError(`cannot start petri-runner scan: ${error.message}`);
   });
@@ -51,5 +49,5 @@ export async function scanTree(dir: string): Promise<ScanEntry[]> {
     const why = stderr.trim().replace(/^petri-runner: /, '') || `petri-runner scan exited with ${code}`;
     throw new PetriError(`cannot read the directory tree ${dir}: ${why}`);
   }
-  return entries;
+  return lines.map((line) => JSON.parse(line) as ScanEntry);
 }

@@ -24,6 +24,7 @@ const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
  * size, for the caller to check against the image's diffID.
  */
 export async function unpackLayer(blob: Readable, mediaType: string, target: string): Promise<UnpackResult> {
+  const writer = new EntryWriter(target);
   const { stream, compression } = await sniff(blob);
   const hash = createHash('sha256');
   let size = 0;
@@ -37,16 +38,28 @@ export async function unpackLayer(blob: Readable, mediaType: string, target: str
   const extract = tarStream().extract();
   const stages: NodeJS.ReadWriteStream[] = [];
   if (compression === 'gzip') stages.push(zlib.createGunzip());
-  if (compression === 'zstd') stages.push(zstdDecompressor(mediaType));
+  if (compression === 'zstd') {
+    try {
+      stages.push(zstdDecompressor(mediaType));
+    } catch (error) {
+      stream.destroy();
+      throw error;
+    }
+  }
   const feeding = pipeline([stream, ...stages, counter, extract as unknown as NodeJS.WritableStream]);
   feeding.catch(() => {}); // awaited below; a failure also ends the entries loop
-  const writer = new EntryWriter(target);
   try {
     for await (const entry of extract) await writer.write(entry.header as TarHeader, entry as unknown as Readable);
     await feeding;
     writer.finish();
-  } catch (error) {
+  } catch (caught) {
     blob.destroy();
+    // A broken archive or stream also breaks the entry being written: report the cause.
+    const fed = await feeding.then(
+      () => undefined,
+      (error: NodeJS.ErrnoException) => error,
+    );
+    const error = fed && fed.code !== 'ERR_STREAM_PREMATURE_CLOSE' ? fed : caught;
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot unpack a layer (${mediaType}) into ${target}: ${(error as Error).message}`, {
       cause: error,
