@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -13,6 +13,23 @@ const ok = (...args: string[]) => {
   if (result.status !== 0) throw new Error(`petri ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
   return result.stdout;
 };
+function podmanCgroups(): string[] {
+  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
+  return roots.map((root) => join(root, 'libpod_parent')).filter((dir) => existsSync(dir));
+}
+
+/** Removes a cgroup and its child cgroups, deepest first, as long as no process is in them. */
+function removeEmptyCgroup(dir: string): void {
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) removeEmptyCgroup(join(dir, entry.name));
+  }
+  try {
+    rmdirSync(dir);
+  } catch {
+    // still in use: not ours to remove
+  }
+}
+
 const havePodman = spawnSync('podman', ['--version']).status === 0;
 
 /** The change the round trip carries: a file written, a file deleted, a directory replaced. */
@@ -22,10 +39,14 @@ const EXPECTED = 'new\nls: /etc/group: No such file or directory\nonly\nprobe-ok
 
 describeKernel('images: import, run, commit, diff, save, load', () => {
   let work: string;
+  let podmanCgroupsBefore: string[];
   beforeAll(() => {
     work = mkdtempSync(join(tmpdir(), 'ptest-images-'));
+    podmanCgroupsBefore = podmanCgroups();
   });
   afterAll(() => {
+    // podman (cgroupfs manager) leaves its empty libpod_parent cgroups behind: remove the ones it made here.
+    for (const dir of podmanCgroups().filter((d) => !podmanCgroupsBefore.includes(d))) removeEmptyCgroup(dir);
     run('rm', '-f', 'ptest-rt');
     run('rmi', '-f', 'ptest/base:1', 'ptest/committed:1', 'ptest/from-podman:1', 'localhost/ptest/podman-made:1');
     rmSync(work, { recursive: true, force: true });

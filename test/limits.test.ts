@@ -58,7 +58,8 @@ describeKernel(`cgroup limits (cgroup ${safeMode()})`, () => {
   });
 
   it('kills the whole container, grandchildren too, on timeout', async () => {
-    const result = await runProbe(['tree'], { timeoutMs: 300 });
+    // Long enough for `tree` to start its processes even in the slow v2 VM.
+    const result = await runProbe(['tree'], { timeoutMs: process.env.PETRI_IN_V2VM ? 6000 : 1000 });
     expect(result.timedOut).toBe(true);
     expect(result.signal).toBe(9);
     expect(result.stdout).toContain('tree ready');
