@@ -5,15 +5,15 @@
 //  3. committing a container with 100 MB of changes vs `podman commit` of the same change (target ≤ 1×).
 // Needs root and /bin/busybox; podman is optional (left out when missing).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { createReadStream, mkdirSync, mkdtempSync, rmSync, symlinkSync, cpSync, writeFileSync } from 'node:fs';
+import { cpSync, createReadStream, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Container, runContainer } from '../dist/index.js';
-import { ImageStore } from '../dist/image/store.js';
-import { LayerCache, unpackLayer } from '../dist/snapshot/index.js';
-import { importRootfs } from '../dist/harness/import.js';
 import { commitContainer } from '../dist/harness/commit.js';
 import { imageContainerOptions } from '../dist/harness/image-run.js';
+import { importRootfs } from '../dist/harness/import.js';
+import { ImageStore } from '../dist/image/store.js';
+import { Container, runContainer } from '../dist/index.js';
+import { LayerCache, unpackLayer } from '../dist/snapshot/index.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const work = mkdtempSync(join(tmpdir(), 'pbench-img-'));
@@ -66,13 +66,43 @@ try {
   let podmanMs;
   if (spawnSync('podman', ['--version']).status === 0) {
     const podman = (...args) =>
-      execFileSync('podman', ['--root', join(work, 'pm'), '--runroot', join(work, 'pmrun'), '--storage-driver', 'overlay',
-        '--cgroup-manager', 'cgroupfs', '--events-backend', 'none', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+      execFileSync(
+        'podman',
+        [
+          '--root',
+          join(work, 'pm'),
+          '--runroot',
+          join(work, 'pmrun'),
+          '--storage-driver',
+          'overlay',
+          '--cgroup-manager',
+          'cgroupfs',
+          '--events-backend',
+          'none',
+          ...args,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
     const archive = join(work, 'base.tar');
     execFileSync(process.execPath, [petri, 'save', tag, '-o', archive]);
     podman('load', '-i', archive);
-    podman('run', '--name', 'pbench', '--runtime', 'runc', '--network', 'none', '--ulimit', 'nofile=1024:1024',
-      '--ulimit', 'nproc=1024:1024', tag, 'sh', '-c', change);
+    podman(
+      'run',
+      '--name',
+      'pbench',
+      '--runtime',
+      'runc',
+      '--network',
+      'none',
+      '--ulimit',
+      'nofile=1024:1024',
+      '--ulimit',
+      'nproc=1024:1024',
+      tag,
+      'sh',
+      '-c',
+      change,
+    );
     const p = performance.now();
     podman('commit', 'pbench', 'pbench/podman-committed');
     podmanMs = performance.now() - p;
@@ -89,7 +119,9 @@ try {
 console.log('\nimages benchmark (medians)');
 for (const [name, ours, anchor, target] of results) {
   const ratio = anchor ? (ours / anchor).toFixed(2) : 'n/a (anchor missing)';
-  console.log(`  ${name}: petri ${ours.toFixed(1)}ms, anchor ${anchor ? `${anchor.toFixed(1)}ms` : '-'}, ratio ${ratio} (target ≤ ${target})`);
+  console.log(
+    `  ${name}: petri ${ours.toFixed(1)}ms, anchor ${anchor ? `${anchor.toFixed(1)}ms` : '-'}, ratio ${ratio} (target ≤ ${target})`,
+  );
 }
 
 async function median(n, fn) {
