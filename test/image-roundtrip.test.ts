@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -77,6 +77,46 @@ describeKernel('images: import, run, commit, diff, save, load', () => {
     expect(ok('load', '-i', archive)).toBe('Loaded image: ptest/committed:1\n');
     expect(JSON.parse(ok('inspect', 'ptest/committed:1'))[0].Id).toBe(inspected.Id);
     expect(ok('run', '--rm', 'ptest/committed:1', 'sh', '-c', SHOW)).toBe(EXPECTED);
+  });
+
+  it('imports a tarball, commits a running container, and prune keeps what a container uses', async () => {
+    const rootfs = await busyboxRootfs();
+    const tarball = join(work, 'rootfs.tar.gz');
+    spawnSync('tar', ['-C', rootfs, '-czf', tarball, '.']);
+    ok('import', tarball, 'ptest/from-tar:1', '-c', 'USER tester');
+    expect(ok('run', '--rm', 'ptest/from-tar:1', 'sh', '-c', 'id -un; echo $HOME')).toBe('tester\n/home/tester\n');
+
+    // A running container: commit sees what it wrote so far.
+    const bg = spawn(process.execPath, [
+      petri,
+      'run',
+      '--rm',
+      '--name',
+      'ptest-live',
+      '-u',
+      'root',
+      'ptest/from-tar:1',
+      'sh',
+      '-c',
+      'echo live > /live; sleep 30',
+    ]);
+    for (let i = 0; i < 100 && !run('ps').stdout.includes('ptest-live'); i++)
+      await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 200));
+    ok('commit', 'ptest-live', 'ptest/live:1');
+    expect(ok('run', '--rm', 'ptest/live:1', 'cat', '/live')).toBe('live\n');
+
+    // prune while the container runs and its image has no name any more: its layers stay.
+    expect(run('rmi', 'ptest/from-tar:1').stderr).toBe(
+      'petri: unable to remove image ptest/from-tar:1: container ptest-live uses it; remove the container first (petri rm ptest-live) or force it with -f\n',
+    );
+    ok('rmi', '-f', 'ptest/from-tar:1');
+    ok('prune');
+    expect(run('ps').stdout).toContain('ptest-live');
+    expect(ok('run', '--rm', 'ptest/live:1', 'cat', '/live')).toBe('live\n');
+    ok('rm', '-f', 'ptest-live');
+    await new Promise((resolve) => bg.on('exit', resolve));
+    run('rmi', 'ptest/live:1');
   });
 
   it.skipIf(!havePodman)('writes archives podman loads and runs, and loads what podman saves [needs podman]', () => {

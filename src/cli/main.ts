@@ -1,5 +1,9 @@
 #!/usr/bin/env node
+import module from 'node:module';
 import { errorLine, PetriError } from '../errors.js';
+
+// Node 22+: keep compiled code between runs (a leaner start for every petri command); absent on Node 20.
+(module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
 
 const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise<number> }>> = {
   run: () => import('./run.js'),
