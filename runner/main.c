@@ -300,8 +300,45 @@ struct run_opts {
 	const char **cgroups;
 	size_t ncgroups;
 	const char *device_bpf;
+	const char *clone_into;
 	const char *bundle;
 };
+
+/* struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2), spelled out so
+ * that linux/sched.h need not be mixed with glibc's sched.h. */
+struct clone3_args {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+
+/* Creates the first child with clone3(CLONE_INTO_CGROUP) when cgfd >= 0 (no
+ * migration afterwards, so no cgroup_threadgroup_rwsem write lock), else, or
+ * when the kernel has no clone3 / CLONE_INTO_CGROUP, with plain clone;
+ * *joined tells which. Fork semantics either way (no new stack). */
+static pid_t clone_child(unsigned long flags, int cgfd, int *joined)
+{
+	*joined = 0;
+	if (cgfd >= 0) {
+		struct clone3_args ca;
+		memset(&ca, 0, sizeof ca);
+		ca.flags = (uint64_t)flags | CLONE_INTO_CGROUP;
+		ca.exit_signal = SIGCHLD;
+		ca.cgroup = (uint64_t)cgfd;
+		long r = syscall(SYS_clone3, &ca, sizeof ca);
+		if (r >= 0) {
+			*joined = 1;
+			return (pid_t)r;
+		}
+		if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
+			return -1;
+	}
+	return (pid_t)syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+}
 
 static int cmd_run(struct run_opts *o)
 {
@@ -341,20 +378,36 @@ static int cmd_run(struct run_opts *o)
 	if (o->ctlfd >= 0)
 		a.close_fds[a.nclose++] = o->ctlfd;
 
+	int cgfd = -1, joined = 0;
+	if (o->clone_into) {
+		cgfd = open(o->clone_into, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (cgfd < 0) {
+			rerr_set(&e, errno, "open cgroup %s", o->clone_into);
+			return fail_setup(&e);
+		}
+		a.close_fds[a.nclose++] = cgfd;
+	}
+
 	int flags = s.ns_flags & ~CLONE_NEWCGROUP;
-	pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)flags | SIGCHLD, 0, 0, 0, 0);
+	pid_t pid = clone_child((unsigned long)flags, cgfd, &joined);
 	if (pid < 0) {
-		rerr_set(&e, errno, "clone");
+		if (cgfd >= 0)
+			rerr_set(&e, errno, "clone3 into cgroup %s", o->clone_into);
+		else
+			rerr_set(&e, errno, "clone");
 		return fail_setup(&e);
 	}
 	if (pid == 0)
 		container_child(&a);
 
+	if (cgfd >= 0)
+		close(cgfd);
 	close(syncp[0]);
 	close(errp[1]);
 	if (statp[1] >= 0)
 		close(statp[1]);
-	if (join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0) {
+	if ((o->clone_into && !joined && join_cgroups(&o->clone_into, 1, pid, &e) < 0) ||
+	    join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		return fail_setup(&e);
@@ -371,7 +424,8 @@ static int cmd_run(struct run_opts *o)
 
 static int usage(void)
 {
-	fputs("usage: petri-runner run [--no-init] [--control-fd N] [--cgroup DIR]... [--device-bpf DIR] BUNDLE\n"
+	fputs("usage: petri-runner run [--no-init] [--control-fd N] [--clone-into DIR] [--cgroup DIR]...\n"
+	      "                        [--device-bpf DIR] BUNDLE\n"
 	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
 	      "                         [--control-fd N] [--cgroup DIR]...\n"
 	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
@@ -424,7 +478,7 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != ppid)
 		return EXIT_SETUP;
 
-	struct run_opts ro = { 0, -1, NULL, 0, NULL, NULL };
+	struct run_opts ro = { 0, -1, NULL, 0, NULL, NULL, NULL };
 	struct exec_opts eo = { 0, NULL, NULL, -1, NULL, 0 };
 	const char **cgroups = calloc((size_t)argc + 1, sizeof *cgroups);
 	size_t ncg = 0;
@@ -444,6 +498,9 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--cgroup") == 0 && val) {
 			cgroups[ncg++] = val;
+			i++;
+		} else if (strcmp(a, "--clone-into") == 0 && val && is_run) {
+			ro.clone_into = val;
 			i++;
 		} else if (strcmp(a, "--device-bpf") == 0 && val && is_run) {
 			ro.device_bpf = val;
@@ -481,8 +538,9 @@ int main(int argc, char **argv)
 		fcntl(ctlfd, F_SETFD, FD_CLOEXEC);
 
 	if (is_run) {
-		/* The process must be in the device filter's cgroup too. */
-		if (ro.device_bpf) {
+		/* The process must be in the device filter's cgroup too (it is
+		 * already when that is the --clone-into one). */
+		if (ro.device_bpf && !(ro.clone_into && strcmp(ro.clone_into, ro.device_bpf) == 0)) {
 			size_t i;
 			for (i = 0; i < ncg && strcmp(cgroups[i], ro.device_bpf) != 0; i++)
 				;

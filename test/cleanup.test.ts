@@ -48,7 +48,8 @@ describeKernel('cleanup after a harness dies', () => {
     for (const id of removed) expect(started.map((s) => s.id)).toContain(id);
     for (const { id } of started) {
       expect(existsSync(join(containersDir(), id))).toBe(false);
-      expect(existsSync(`/sys/fs/cgroup/devices/petri/${id}`) || existsSync(`/sys/fs/cgroup/petri/${id}`)).toBe(false);
+      for (const hier of ['', 'unified/', 'devices/'])
+        expect(existsSync(`/sys/fs/cgroup/${hier}petri/${id}`)).toBe(false);
     }
   });
 });

@@ -140,8 +140,10 @@ export class Container {
     const startedAt = performance.now();
     const args = ['run'];
     if (this.options.init === false) args.push('--no-init');
-    for (const dir of this.cgroups.dirs) args.push('--cgroup', dir);
-    if (this.cgroups.deviceBpfDir) args.push('--device-bpf', this.cgroups.deviceBpfDir);
+    const { cloneIntoDir, deviceBpfDir } = this.cgroups;
+    if (cloneIntoDir) args.push('--clone-into', cloneIntoDir);
+    for (const dir of this.cgroups.dirs) if (dir !== cloneIntoDir) args.push('--cgroup', dir);
+    if (deviceBpfDir) args.push('--device-bpf', deviceBpfDir);
     args.push(this.dir);
     const runner = new RunnerProcess(args, [io.stdin ?? 'ignore', io.stdout ?? 'pipe', io.stderr ?? 'pipe']);
     this.runner = runner;

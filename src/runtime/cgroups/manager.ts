@@ -14,9 +14,16 @@ export interface CgroupLimits {
 /** A container's cgroups, in every hierarchy it uses. */
 export interface ContainerCgroups {
   readonly mode: CgroupMode;
-  /** Every directory the container's processes join (the runner's `--cgroup` args). */
+  /** Every directory the container's processes join (`exec`'s `--cgroup` args; the record's list). */
   readonly dirs: string[];
-  /** The cgroup v2 directory that gets the eBPF device program (pure v2 only). */
+  /**
+   * The cgroup v2 directory (one of `dirs`) the container's first process is
+   * created in with clone3(CLONE_INTO_CGROUP) (the runner's `--clone-into`):
+   * no migration, so no wait for cgroup_threadgroup_rwsem. The container's dir
+   * on v2, the unified one on hybrid hosts; none on pure v1.
+   */
+  readonly cloneIntoDir?: string;
+  /** The cgroup v2 directory that gets the eBPF device program (v2 and hybrid). */
   readonly deviceBpfDir?: string;
   /** Whether the kernel's OOM killer killed a process of this container. */
   oomKilled(): boolean;
@@ -50,6 +57,13 @@ function createV2(id: string, limits: CgroupLimits, created: string[]): Containe
     enableControllers(parent);
   });
   created.push(dir);
+  // Another petri process may have made the parent and not yet enabled its
+  // controllers: then this dir has no limit files (opening one gives EACCES).
+  const wanted = [limits.memory && 'memory.max', limits.pids && 'pids.max', limits.cpus && 'cpu.max'];
+  if (wanted.some((file) => file && !existsSync(`${dir}/${file}`))) {
+    enableControllers(CGROUP_ROOT);
+    enableControllers(parent);
+  }
   if (limits.memory) {
     write(dir, 'memory.max', String(limits.memory));
     tryWrite(`${dir}/memory.swap.max`, '0');
@@ -59,6 +73,7 @@ function createV2(id: string, limits: CgroupLimits, created: string[]): Containe
   return {
     mode: 'v2',
     dirs: [dir],
+    cloneIntoDir: dir,
     deviceBpfDir: dir,
     oomKilled: () => readKeyed(`${dir}/memory.events`, 'oom_kill') > 0,
     kill: () => killCgroups([dir]),
@@ -74,8 +89,13 @@ function createV1(id: string, limits: CgroupLimits, mode: CgroupMode, created: s
     created.push(dir);
     return dir;
   };
-  const devices = dirFor('devices');
-  writeDeviceRulesV1(devices, limits.devices);
+  // Hybrid hosts: the unified (v2) hierarchy holds the container from its
+  // first instruction (clone3 CLONE_INTO_CGROUP), enforces the device
+  // allowlist (eBPF) and kills (cgroup.kill); v1 cgroups only for the limits
+  // asked, as joining one means a migration (cgroup_threadgroup_rwsem).
+  // Pure v1: the devices cgroup for the allowlist, the freezer for killing.
+  const unified = mode === 'hybrid' ? dirFor('unified') : undefined;
+  if (!unified) writeDeviceRulesV1(dirFor('devices'), limits.devices);
   let memory: string | undefined;
   if (limits.memory) {
     memory = dirFor('memory');
@@ -90,13 +110,12 @@ function createV1(id: string, limits: CgroupLimits, mode: CgroupMode, created: s
     write(cpu, 'cpu.cfs_period_us', String(CPU_PERIOD));
     write(cpu, 'cpu.cfs_quota_us', String(Math.round(limits.cpus * CPU_PERIOD)));
   }
-  // Killing: the v2 hierarchy's cgroup.kill on hybrid hosts, the freezer on pure v1.
-  if (mode === 'hybrid') dirFor(`unified`);
-  else if (existsSync(`${CGROUP_ROOT}/freezer`)) dirFor('freezer');
+  if (!unified && existsSync(`${CGROUP_ROOT}/freezer`)) dirFor('freezer');
   const dirs = [...created];
   return {
     mode,
     dirs,
+    ...(unified ? { cloneIntoDir: unified, deviceBpfDir: unified } : {}),
     oomKilled: () => (memory ? readKeyed(`${memory}/memory.oom_control`, 'oom_kill') > 0 : false),
     kill: () => killCgroups(dirs),
     remove: () => removeCgroups(dirs),
