@@ -44,9 +44,15 @@ describeKernel('images: import, run, commit, diff, save, load', () => {
     work = mkdtempSync(join(tmpdir(), 'ptest-images-'));
     podmanCgroupsBefore = podmanCgroups();
   });
-  afterAll(() => {
+  afterAll(async () => {
     // podman (cgroupfs manager) leaves its empty libpod_parent cgroups behind: remove the ones it made here.
-    for (const dir of podmanCgroups().filter((d) => !podmanCgroupsBefore.includes(d))) removeEmptyCgroup(dir);
+    // (conmon may still be leaving its cgroup for a moment.)
+    for (let i = 0; i < 30; i++) {
+      const left = podmanCgroups().filter((d) => !podmanCgroupsBefore.includes(d));
+      if (left.length === 0) break;
+      for (const dir of left) removeEmptyCgroup(dir);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     run('rm', '-f', 'ptest-rt');
     run('rmi', '-f', 'ptest/base:1', 'ptest/committed:1', 'ptest/from-podman:1', 'localhost/ptest/podman-made:1');
     rmSync(work, { recursive: true, force: true });

@@ -180,7 +180,7 @@ export class Container {
     }
     this.record.state = 'running';
     this.record.initPid = runner.pid;
-    if (this.options.keep && this.currentState === 'running') writeRecord(this.dir, this.record);
+    if (this.currentState === 'running') writeRecord(this.dir, this.record);
   }
 
   /** A kept container that exited: no processes, no cgroups; its record and upper dir stay. */
