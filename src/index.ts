@@ -1,3 +1,11 @@
 export { PetriError } from './errors.js';
+export { type CommitOptions, type CommitResult, commitContainer } from './harness/commit.js';
+export { imageContainerOptions, imageLayers } from './harness/image-run.js';
+export { importRootfs } from './harness/import.js';
+export { loadArchive } from './image/archive/load.js';
+export { saveImages } from './image/archive/save.js';
+export { ImageStore } from './image/store.js';
+export { findContainer, listContainers, removeContainer } from './runtime/containers.js';
 export * from './runtime/index.js';
+export { LayerCache } from './snapshot/layers.js';
 export { formatDuration, parseCpus, parseDuration, parseSize } from './util/units.js';

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { PetriError } from '../errors.js';
 import { applyChanges } from '../image/changes.js';
+import { imageArchitecture } from '../image/platform.js';
 import { parseReference } from '../image/reference.js';
 import type { ImageStore } from '../image/store.js';
 import { type ContainerConfig, type ImageConfig, MEDIA_TYPES, type StoredImage } from '../image/types.js';
@@ -59,7 +60,7 @@ export async function commitContainer(
   const config: ImageConfig = {
     created,
     ...(options.author ? { author: options.author } : {}),
-    architecture: base?.config.architecture ?? goArch(),
+    architecture: base?.config.architecture ?? imageArchitecture(),
     os: 'linux',
     config: applyChanges(mergedConfig(base, spec, container.command, options.labels), options.changes ?? []),
     rootfs: { type: 'layers', diff_ids: [...(base?.config.rootfs.diff_ids ?? []), diffId] },
@@ -103,8 +104,4 @@ function mergedConfig(
     ...(from.User || uid !== 0 ? { User: from.User && !/^\d/.test(from.User) ? from.User : `${uid}:${gid}` } : {}),
     Labels: { ...from.Labels, ...labels },
   };
-}
-
-function goArch(): string {
-  return process.arch === 'x64' ? 'amd64' : process.arch;
 }

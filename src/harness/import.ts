@@ -4,6 +4,7 @@ import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { PetriError } from '../errors.js';
+import { imageArchitecture } from '../image/platform.js';
 import { parseReference } from '../image/reference.js';
 import type { ImageStore } from '../image/store.js';
 import { type ImageConfig, MEDIA_TYPES } from '../image/types.js';
@@ -38,7 +39,7 @@ export async function importRootfs(
   const created = new Date().toISOString();
   const config: ImageConfig = {
     created,
-    architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+    architecture: imageArchitecture(),
     os: 'linux',
     config: {},
     rootfs: { type: 'layers', diff_ids: [layer.diffId] },

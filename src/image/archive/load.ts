@@ -4,6 +4,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { PetriError } from '../../errors.js';
+import { imageArchitecture } from '../platform.js';
 import type { ImageStore } from '../store.js';
 import {
   type Descriptor,
@@ -105,8 +106,8 @@ async function loadOci(store: ImageStore, files: Map<string, Entry>, file: strin
     let manifestDescriptor = descriptor;
     if (descriptor.mediaType === MEDIA_TYPES.ociIndex || descriptor.mediaType === MEDIA_TYPES.dockerManifestList) {
       const nested = await store.readJson<ImageIndex>(descriptor.digest);
-      const pick = nested.manifests.find((m) => !m.platform || m.platform.architecture === goArch());
-      if (!pick) throw new PetriError(`cannot load ${file}: no image for ${goArch()} in its index`);
+      const pick = nested.manifests.find((m) => !m.platform || m.platform.architecture === imageArchitecture());
+      if (!pick) throw new PetriError(`cannot load ${file}: no image for ${imageArchitecture()} in its index`);
       manifestDescriptor = { ...pick, annotations: descriptor.annotations };
     }
     const manifest = await store.readJson<ImageManifest>(manifestDescriptor.digest);
@@ -158,8 +159,4 @@ function maybeGunzip(file: string): Readable {
   }
   const input = createReadStream(file);
   return head[0] === 0x1f && head[1] === 0x8b ? input.pipe(createGunzip()) : input;
-}
-
-function goArch(): string {
-  return process.arch === 'x64' ? 'amd64' : process.arch;
 }
