@@ -355,6 +355,10 @@ out:
 	return r;
 }
 
+static int mount_overlay_root(const struct spec *s, struct rerr *e);
+
+/* Deep images: short lower dir names relative to a base directory keep the
+ * option string under a page on every kernel (as Docker's overlay2 "l/" links do). */
 static int mount_root(const struct spec *s, struct rerr *e)
 {
 	if (!s->ovl_lower) {
@@ -362,6 +366,25 @@ static int mount_root(const struct spec *s, struct rerr *e)
 			return rerr_set(e, errno, "bind mount root %s", s->root);
 		return 0;
 	}
+	if (!s->ovl_lowerbase)
+		return mount_overlay_root(s, e);
+	int cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (cwd < 0)
+		return rerr_set(e, errno, "open the current directory");
+	if (chdir(s->ovl_lowerbase) < 0) {
+		int err = errno;
+		close(cwd);
+		return rerr_set(e, err, "chdir to overlay lower base %s", s->ovl_lowerbase);
+	}
+	int r = mount_overlay_root(s, e);
+	if (fchdir(cwd) < 0 && r == 0)
+		r = rerr_set(e, errno, "return from overlay lower base");
+	close(cwd);
+	return r;
+}
+
+static int mount_overlay_root(const struct spec *s, struct rerr *e)
+{
 	size_t n = strlen(s->ovl_lower) + 64 + (s->ovl_upper ? strlen(s->ovl_upper) + strlen(s->ovl_work) : 0);
 	char *data = malloc(n);
 	if (!data)

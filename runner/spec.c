@@ -394,6 +394,7 @@ int spec_parse(const char *text, size_t len, struct spec *s, struct rerr *e)
 	s->ovl_lower = json_str(ann, "org.petri.rootfs.lower");
 	s->ovl_upper = json_str(ann, "org.petri.rootfs.upper");
 	s->ovl_work = json_str(ann, "org.petri.rootfs.work");
+	s->ovl_lowerbase = json_str(ann, "org.petri.rootfs.lowerbase");
 	if (s->ovl_lower && !s->ovl_lower[0])
 		s->ovl_lower = NULL;
 	if (s->ovl_lower && (!!s->ovl_upper != !!s->ovl_work))

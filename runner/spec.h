@@ -77,6 +77,7 @@ struct spec {
 	struct device_rule *devices;
 	size_t ndevices;
 	const char *ovl_lower, *ovl_upper, *ovl_work;
+	const char *ovl_lowerbase; /* relative lower dirs are resolved from here */
 };
 
 /* Parses config.json text into s. */

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -11,6 +11,9 @@ import { type ContainerRecord, listRecords, selfIdentity, writeRecord } from './
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
+
+/** Longer lower-dir lists go through short links (a mount's options must fit in a page). */
+const MAX_LOWER_OPTION = 2048;
 
 export type ContainerState = 'created' | 'running' | 'exited' | 'removed';
 
@@ -67,10 +70,21 @@ export class Container {
     if (lower.length === 0) throw new PetriError('cannot create a container without a root filesystem');
     const inPlace = options.rootfsInPlace === true;
     if (inPlace && lower.length !== 1) throw new PetriError('rootfsInPlace needs exactly one root directory');
+    const deep = !inPlace && lower.join(':').length > MAX_LOWER_OPTION;
     this.spec = createSpec(options, {
       id,
       rootPath: inPlace ? (lower[0] as string) : join(this.dir, 'rootfs'),
-      ...(inPlace ? {} : { overlay: { lower, upper: join(this.dir, 'upper'), work: join(this.dir, 'work') } }),
+      ...(inPlace
+        ? {}
+        : {
+            overlay: {
+              // Deep images: short names, linked from the container's `l/` dir, keep the option under a page.
+              lower: deep ? lower.map((_, i) => i.toString(36)) : lower,
+              upper: join(this.dir, 'upper'),
+              work: join(this.dir, 'work'),
+              ...(deep ? { lowerBase: join(this.dir, 'l') } : {}),
+            },
+          }),
       cgroupMount: mode === 'v2',
     });
     ensureContainersDir();
@@ -100,6 +114,10 @@ export class Container {
       };
       writeRecord(this.dir, this.record);
       if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
+      if (deep) {
+        mkdirSync(join(this.dir, 'l'));
+        lower.forEach((dir, i) => symlinkSync(dir, join(this.dir, 'l', i.toString(36))));
+      }
       writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
     } catch (error) {
       removeTree(this.dir);

@@ -93,7 +93,7 @@ export interface SpecContext {
   /** The directory the container sees as `/`. */
   rootPath: string;
   /** Overlay layers: the runner mounts them on rootPath inside the container's mount namespace. */
-  overlay?: { lower: string[]; upper: string; work: string };
+  overlay?: { lower: string[]; upper: string; work: string; lowerBase?: string };
   /** Mount the cgroup2 filesystem at /sys/fs/cgroup (pure cgroup v2 hosts, like Docker there). */
   cgroupMount: boolean;
 }
@@ -130,6 +130,7 @@ export function createSpec(options: ContainerOptions, context: SpecContext): Oci
     annotations['org.petri.rootfs.lower'] = context.overlay.lower.join(':');
     annotations['org.petri.rootfs.upper'] = context.overlay.upper;
     annotations['org.petri.rootfs.work'] = context.overlay.work;
+    if (context.overlay.lowerBase) annotations['org.petri.rootfs.lowerbase'] = context.overlay.lowerBase;
   }
   for (const [key, value] of Object.entries(options.labels ?? {})) annotations[key] = value;
   return {
