@@ -5,7 +5,18 @@
 //  3. committing a container with 100 MB of changes vs `podman commit` of the same change (target ≤ 1×).
 // Needs root and /bin/busybox; podman is optional (left out when missing).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, createReadStream, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { commitContainer } from '../dist/harness/commit.js';
@@ -64,6 +75,7 @@ try {
   const commitMs = performance.now() - t;
   await container.remove();
   let podmanMs;
+  const podmanCgroupsBefore = cgroupsNamed('libpod_parent');
   if (spawnSync('podman', ['--version']).status === 0) {
     const podman = (...args) =>
       execFileSync(
@@ -108,6 +120,7 @@ try {
     podmanMs = performance.now() - p;
     podman('rm', '-f', 'pbench');
     podman('system', 'reset', '--force');
+    removeNewCgroups('libpod_parent', podmanCgroupsBefore);
   }
   results.push(['commit 100 MB of changes vs podman commit', commitMs, podmanMs, 1]);
 } finally {
@@ -122,6 +135,27 @@ for (const [name, ours, anchor, target] of results) {
   console.log(
     `  ${name}: petri ${ours.toFixed(1)}ms, anchor ${anchor ? `${anchor.toFixed(1)}ms` : '-'}, ratio ${ratio} (target ≤ ${target})`,
   );
+}
+
+function cgroupsNamed(name) {
+  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
+  return roots.map((root) => join(root, name)).filter((dir) => existsSync(dir));
+}
+
+/** podman (cgroupfs manager) leaves empty cgroups behind: remove the ones this run made. */
+function removeNewCgroups(name, before) {
+  for (const dir of cgroupsNamed(name).filter((d) => !before.includes(d))) {
+    for (const child of readdirSync(dir, { withFileTypes: true })) {
+      if (child.isDirectory()) {
+        try {
+          rmdirSync(join(dir, child.name));
+        } catch {}
+      }
+    }
+    try {
+      rmdirSync(dir);
+    } catch {}
+  }
 }
 
 async function median(n, fn) {
