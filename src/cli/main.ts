@@ -19,6 +19,7 @@ const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise
   load: () => import('./image-commands.js').then((m) => ({ main: m.loadMain })),
   commit: () => import('./container-commands.js').then((m) => ({ main: m.commitMain })),
   diff: () => import('./container-commands.js').then((m) => ({ main: m.diffMain })),
+  dockerfile: () => import('./dockerfile.js'),
 };
 
 const USAGE = `usage: petri <command> [options]
@@ -37,6 +38,7 @@ commands:
   save      write images to a docker/OCI archive
   load      read images from a docker/OCI archive
   prune     remove unused content and leftovers
+  dockerfile  parse a Dockerfile and print its instructions (dockerfile parse [--json] FILE)
   version   print petri's version
 
 petri <command> --help shows a command's options.`;

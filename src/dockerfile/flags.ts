@@ -57,7 +57,10 @@ export function parseDuration(flag: string, text: string): number {
     pos = part.lastIndex;
   }
   if (pos !== text.length || text.length === 0) {
-    throw new InstructionError(`--${flag}=${text} is not a duration: use a number with a unit, like 30s or 1m30s`, text);
+    throw new InstructionError(
+      `--${flag}=${text} is not a duration: use a number with a unit, like 30s or 1m30s`,
+      text,
+    );
   }
   if (total > 0 && total < 1) throw new InstructionError(`--${flag}=${text} is less than 1ms`, text);
   return total;

@@ -10,6 +10,8 @@ interface Base<K extends string, F, A> {
   flags: F;
   args: A;
   heredocs: Heredoc[];
+  /** The flag words and arguments as written (continuations joined), for display. */
+  source: { flags: string[]; args: string };
 }
 
 /** A command in shell form (`cmd` is one string run by the SHELL) or exec form (`cmd` is argv). */

@@ -10,10 +10,11 @@ interface Spec {
   usage: string;
   flags?: Record<string, FlagKind>;
   /** Returns the typed flags and arguments; throws InstructionError. */
-  parse(node: Node, flags: FlagValues, escape: string): { flags?: object; args: object };
+  parse(node: Node, flags: FlagValues, escapeChar: string): { flags?: object; args: object };
 }
 
-const missing = (node: Node) => new InstructionError(`${node.keyword} needs arguments: ${SPECS[node.keyword as Keyword].usage}`);
+const missing = (node: Node) =>
+  new InstructionError(`${node.keyword} needs arguments: ${SPECS[node.keyword as Keyword].usage}`);
 const whitespaceWords = (text: string) => text.split(/\s+/).filter((w) => w !== '');
 
 /** Exec form when the arguments are a JSON string array; a JSON array of other things is an error, like BuildKit. */
@@ -38,12 +39,13 @@ function commandLine(node: Node, allowEmptyExec: boolean): CommandLine {
 }
 
 /** ENV and LABEL: `K=V K2="v 2"`, or the legacy `K V…` (one pair, the value is the rest of the line). */
-function nameValues(node: Node, escape: string): { pairs: KeyValue[] } {
-  const words = splitWords(node.args, escape);
+function nameValues(node: Node, escapeChar: string): { pairs: KeyValue[] } {
+  const words = splitWords(node.args, escapeChar);
   if (words.length === 0) throw missing(node);
   if (!(words[0] as string).includes('=')) {
     const [key, value] = node.args.split(/\s+(.*)/s) as [string, string | undefined];
-    if (!value) throw new InstructionError(`${node.keyword} ${key} has no value: ${SPECS[node.keyword as Keyword].usage}`, key);
+    if (!value)
+      throw new InstructionError(`${node.keyword} ${key} has no value: ${SPECS[node.keyword as Keyword].usage}`, key);
     return { pairs: [{ key, value }] };
   }
   const pairs = words.map((word) => {
@@ -124,7 +126,8 @@ const SPECS: Record<Keyword, Spec> = {
   SHELL: {
     usage: 'SHELL ["EXECUTABLE", "PARAMETERS"…]',
     parse(node) {
-      if (!node.json) throw new InstructionError(`SHELL takes a JSON array: ${SPECS.SHELL.usage}`, node.args.split(/\s/)[0]);
+      if (!node.json)
+        throw new InstructionError(`SHELL takes a JSON array: ${SPECS.SHELL.usage}`, node.args.split(/\s/)[0]);
       if (node.json.length === 0) throw missing(node);
       return { args: { shell: node.json } };
     },
@@ -146,8 +149,8 @@ const SPECS: Record<Keyword, Spec> = {
   LABEL: { usage: 'LABEL KEY=VALUE…', parse: (node, _f, esc) => ({ args: nameValues(node, esc) }) },
   ARG: {
     usage: 'ARG NAME[=DEFAULT]…',
-    parse(node, _flags, escape) {
-      const words = splitWords(node.args, escape);
+    parse(node, _flags, escapeChar) {
+      const words = splitWords(node.args, escapeChar);
       if (words.length === 0) throw missing(node);
       const args = words.map((word) => {
         const eq = word.indexOf('=');
@@ -180,7 +183,13 @@ const SPECS: Record<Keyword, Spec> = {
   },
   HEALTHCHECK: {
     usage: 'HEALTHCHECK NONE or HEALTHCHECK [--interval=…] [--timeout=…] [--retries=N] CMD COMMAND',
-    flags: { interval: 'string', timeout: 'string', 'start-period': 'string', 'start-interval': 'string', retries: 'string' },
+    flags: {
+      interval: 'string',
+      timeout: 'string',
+      'start-period': 'string',
+      'start-interval': 'string',
+      retries: 'string',
+    },
     parse(node, flags) {
       const [type = '', rest = ''] = node.args.split(/\s+(.*)/s);
       if (type.toUpperCase() === 'NONE') {
@@ -189,7 +198,10 @@ const SPECS: Record<Keyword, Spec> = {
       }
       if (type.toUpperCase() !== 'CMD') {
         const hint = type === '' ? SPECS.HEALTHCHECK.usage : `use CMD or NONE${didYouMean(type, ['CMD', 'NONE'])}`;
-        throw new InstructionError(`HEALTHCHECK needs CMD or NONE${type ? `, not ${type}` : ''}: ${hint}`, type || undefined);
+        throw new InstructionError(
+          `HEALTHCHECK needs CMD or NONE${type ? `, not ${type}` : ''}: ${hint}`,
+          type || undefined,
+        );
       }
       if (rest === '') throw new InstructionError(`HEALTHCHECK CMD needs a command: ${SPECS.HEALTHCHECK.usage}`);
       const typed: Record<string, number> = {};
@@ -214,14 +226,14 @@ const SPECS: Record<Keyword, Spec> = {
   },
   ONBUILD: {
     usage: 'ONBUILD INSTRUCTION',
-    parse(node, _flags, escape) {
+    parse(node, _flags, escapeChar) {
       if (node.args === '') throw missing(node);
       const trigger = nodeFromLine(node.args, node.line, node.lines);
       if (['ONBUILD', 'FROM', 'MAINTAINER'].includes(trigger.keyword)) {
         const word = node.args.split(/\s/)[0];
         throw new InstructionError(`${trigger.keyword} cannot be an ONBUILD trigger: use another instruction`, word);
       }
-      return { args: { expression: node.args, instruction: typeInstruction(trigger, escape) } };
+      return { args: { expression: node.args, instruction: typeInstruction(trigger, escapeChar) } };
     },
   },
 };
@@ -229,14 +241,14 @@ const SPECS: Record<Keyword, Spec> = {
 export const KEYWORDS = Object.keys(SPECS) as Keyword[];
 
 /** Types one node; errors are InstructionErrors that the caller locates. */
-export function typeInstruction(node: Node, escape: string): Instruction {
+export function typeInstruction(node: Node, escapeChar: string): Instruction {
   const spec = SPECS[node.keyword as Keyword] as Spec | undefined;
   if (!spec) {
     const word = node.original.split(/\s/)[0] as string;
     throw new InstructionError(`unknown instruction ${word}${didYouMean(node.keyword, KEYWORDS)}`, word);
   }
   const flags = parseFlags(node.keyword, node.flags, spec.flags ?? {});
-  const typed = spec.parse(node, flags, escape);
+  const typed = spec.parse(node, flags, escapeChar);
   return {
     keyword: node.keyword,
     line: node.line,
@@ -245,5 +257,6 @@ export function typeInstruction(node: Node, escape: string): Instruction {
     flags: typed.flags ?? {},
     args: typed.args,
     heredocs: node.heredocs,
+    source: { flags: node.flags, args: node.args },
   } as Instruction;
 }

@@ -88,7 +88,11 @@ export function parseMount(text: string, index: number): Mount {
   if (!TYPES.includes(type)) {
     throw new InstructionError(`unknown mount type ${type}: use ${TYPES.join(', ')}${didYouMean(type, TYPES)}`, type);
   }
-  const mount: Mount = { type, target: raw.target ?? raw.dst ?? raw.destination ?? '', readonly: type === 'bind' };
+  const mount: Mount = {
+    type,
+    target: raw.target ?? raw.dst ?? raw.destination ?? '',
+    readonly: type !== 'cache' && type !== 'tmpfs',
+  };
   const source = raw.source ?? raw.src;
   if (source !== undefined) mount.source = source;
   for (const key of ['from', 'id', 'size', 'env'] as const) if (raw[key] !== undefined) mount[key] = raw[key];
@@ -105,9 +109,10 @@ export function parseMount(text: string, index: number): Mount {
     mount.sharing = raw.sharing as Mount['sharing'];
   } else if (type === 'cache') mount.sharing = 'shared';
   if (type === 'secret') {
-    if (!mount.id && !mount.target) throw new InstructionError(`--mount=${text}: a secret mount needs id or target`);
-    mount.id ??= mount.target.split('/').at(-1) as string;
-    if (!mount.target) mount.target = `/run/secrets/${mount.id}`;
+    if (!mount.id && !mount.target && !mount.source)
+      throw new InstructionError(`--mount=${text}: a secret mount needs id or target`);
+    mount.id ??= mount.source ?? (mount.target.split('/').at(-1) as string);
+    if (!mount.target) mount.target = `/run/secrets/${mount.id.split('/').at(-1)}`;
   } else if (type === 'ssh') {
     mount.id ??= 'default';
     if (!mount.target) mount.target = `/run/buildkit/ssh_agent.${index}`;

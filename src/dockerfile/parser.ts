@@ -76,13 +76,13 @@ export function nodeFromLine(text: string, line: number, rawLines: string[]): No
 
 /**
  * Splits a Dockerfile into nodes the way BuildKit's parser does: comments and
- * empty lines between instructions are dropped; a line ending in the escape
+ * empty lines between instructions are dropped; a line ending in the escapeChar
  * character continues on the next one, skipping comment and empty lines inside
  * the continuation; RUN/COPY/ADD lines with `<<WORD` read heredoc bodies.
  */
-export function parseNodes(text: string, escape: string, file: string): Node[] {
+export function parseNodes(text: string, escapeChar: string, file: string): Node[] {
   const lines = text.replace(/^\uFEFF/, '').split('\n');
-  const esc = escape.replace(/[\\`]/g, '\\$&');
+  const esc = escapeChar.replace(/[\\`]/g, '\\$&');
   const continuation = new RegExp(`${esc}[ \\t]*$`);
   const trimContinuation = (line: string): [string, boolean] => {
     const match = continuation.exec(line);

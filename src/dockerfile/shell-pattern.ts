@@ -1,11 +1,11 @@
 /** Shell glob patterns (`*`, `?`, `[a-z]`, `[!x]`, `\x`) as regular expression source. */
-export function globToRegex(pattern: string, escape = '\\'): string {
+export function globToRegex(pattern: string, escapeChar = '\\'): string {
   let out = '';
   for (let i = 0; i < pattern.length; i++) {
     const ch = pattern[i] as string;
     if (ch === '*') out += '[\\s\\S]*';
     else if (ch === '?') out += '[\\s\\S]';
-    else if (ch === escape && i + 1 < pattern.length) out += escapeRegex(pattern[++i] as string);
+    else if (ch === escapeChar && i + 1 < pattern.length) out += escapeRegex(pattern[++i] as string);
     else if (ch === '[') {
       const end = pattern.indexOf(']', i + 2);
       if (end < 0) {

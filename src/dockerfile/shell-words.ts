@@ -1,10 +1,11 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: shell words like ${VAR}, not template strings
 import { InstructionError } from './errors.js';
 import { removePrefix, removeSuffix, replacePattern } from './shell-pattern.js';
 
 /** Variables for expansion; a key that is absent is unset, `''` is set and empty. */
 export type Env = Readonly<Record<string, string | undefined>>;
 export interface ShellOptions {
-  /** The Dockerfile's escape character (default `\`). */
+  /** The Dockerfile's escapeChar character (default `\`). */
   escape?: string;
 }
 
@@ -41,7 +42,7 @@ class Lexer {
   constructor(
     private readonly text: string,
     private readonly env: Env,
-    private readonly escape: string,
+    private readonly escapeChar: string,
   ) {}
 
   /** Reads until one of `stops` (consumed) or the end; reports which stop ended it. */
@@ -62,7 +63,7 @@ class Lexer {
         raw = false;
       } else {
         this.pos++;
-        if (ch === this.escape) {
+        if (ch === this.escapeChar) {
           if (this.pos >= this.text.length) break;
           part = this.text[this.pos++] as string;
         } else {
@@ -98,10 +99,10 @@ class Lexer {
         continue;
       }
       this.pos++;
-      if (ch === this.escape) {
+      if (ch === this.escapeChar) {
         const next = this.text[this.pos];
         if (next === undefined) continue;
-        if (next === '"' || next === '$' || next === this.escape) {
+        if (next === '"' || next === '$' || next === this.escapeChar) {
           value += next;
           this.pos++;
           continue;
@@ -131,7 +132,7 @@ class Lexer {
     this.pos++;
     if (this.text[this.pos] !== '{') {
       const ch = this.text[this.pos];
-      if (ch === undefined || !/[A-Za-z_]/.test(ch) && !SPECIAL.includes(ch)) return '$';
+      if (ch === undefined || (!/[A-Za-z_]/.test(ch) && !SPECIAL.includes(ch))) return '$';
       return this.lookup(this.name()) ?? '';
     }
     this.pos++;

@@ -6,8 +6,8 @@
 
 const isSpace = (ch: string) => /\s/.test(ch);
 
-/** Splits on unquoted whitespace; quotes and escape characters stay in the words. */
-export function splitWords(text: string, escape: string): string[] {
+/** Splits on unquoted whitespace; quotes and escapeChar characters stay in the words. */
+export function splitWords(text: string, escapeChar: string): string[] {
   const words: string[] = [];
   let word = '';
   let inWord = false;
@@ -16,7 +16,7 @@ export function splitWords(text: string, escape: string): string[] {
     let ch = text[pos] as string;
     if (quote) {
       if (ch === quote) quote = '';
-      else if (ch === escape && quote !== "'" && pos + 1 < text.length) {
+      else if (ch === escapeChar && quote !== "'" && pos + 1 < text.length) {
         word += ch;
         ch = text[++pos] as string;
       }
@@ -31,7 +31,7 @@ export function splitWords(text: string, escape: string): string[] {
     }
     inWord = true;
     if (ch === "'" || ch === '"') quote = ch;
-    else if (ch === escape) {
+    else if (ch === escapeChar) {
       if (pos + 1 === text.length) continue;
       word += ch;
       ch = text[++pos] as string;
