@@ -116,7 +116,7 @@ export class Container {
       if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
       if (deep) {
         mkdirSync(join(this.dir, 'l'));
-        lower.forEach((dir, i) => symlinkSync(dir, join(this.dir, 'l', i.toString(36))));
+        for (const [i, dir] of lower.entries()) symlinkSync(dir, join(this.dir, 'l', i.toString(36)));
       }
       writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
     } catch (error) {
