@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, openSync, readSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, statSync } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
@@ -9,6 +9,7 @@ import { parseReference } from '../image/reference.js';
 import type { ImageStore } from '../image/store.js';
 import { type ImageConfig, MEDIA_TYPES } from '../image/types.js';
 import { writeLayer } from '../snapshot/layer-from-dir.js';
+import { isGzipFile } from '../util/fs.js';
 import type { CommitResult } from './commit.js';
 
 /**
@@ -31,7 +32,7 @@ export async function importRootfs(
     const blob = await stored;
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
-    const gzip = startsWithGzip(source);
+    const gzip = isGzipFile(source);
     const blob = await store.writeBlobStream(createReadStream(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
@@ -61,17 +62,6 @@ export async function importRootfs(
 
 function sourceEpoch(): { sourceDateEpoch?: number } {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
-}
-
-function startsWithGzip(file: string): boolean {
-  const head = Buffer.alloc(2);
-  const fd = openSync(file, 'r');
-  try {
-    readSync(fd, head, 0, 2, 0);
-  } finally {
-    closeSync(fd);
-  }
-  return head[0] === 0x1f && head[1] === 0x8b;
 }
 
 async function uncompressedDigest(file: string): Promise<string> {

@@ -1,11 +1,11 @@
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Transform, type Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Pack } from 'tar-stream';
 import { PetriError } from '../errors.js';
+import { HashingStream } from '../image/digest.js';
 import { type ScanEntry, scanTree } from './scan.js';
 import { type TarHeader, tarStream, XATTR_PAX_PREFIX } from './tar-pax.js';
 import { OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX } from './whiteouts.js';
@@ -42,15 +42,7 @@ export async function writeLayer(
     throw error;
   }
   const pack = tarStream().pack();
-  const hash = createHash('sha256');
-  let size = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
-      size += chunk.length;
-      callback(null, chunk);
-    },
-  });
+  const counter = new HashingStream();
   const writing = pipeline(pack as unknown as NodeJS.ReadableStream, counter, out);
   writing.catch(() => {}); // awaited below
   try {
@@ -63,7 +55,7 @@ export async function writeLayer(
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot write ${upperDir} as a layer: ${(error as Error).message}`, { cause: error });
   }
-  return { diffId: `sha256:${hash.digest('hex')}`, size };
+  return { diffId: counter.digest, size: counter.size };
 }
 
 async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch: number | undefined): Promise<void> {

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { PetriError } from '../errors.js';
+import { HashingStream } from '../image/digest.js';
 import { EntryWriter } from './entry-writer.js';
 import { type TarHeader, tarStream } from './tar-pax.js';
 
@@ -26,15 +26,7 @@ const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 export async function unpackLayer(blob: Readable, mediaType: string, target: string): Promise<UnpackResult> {
   const writer = new EntryWriter(target);
   const { stream, compression } = await sniff(blob);
-  const hash = createHash('sha256');
-  let size = 0;
-  const counter = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
-      size += chunk.length;
-      callback(null, chunk);
-    },
-  });
+  const counter = new HashingStream();
   const extract = tarStream().extract();
   const stages: NodeJS.ReadWriteStream[] = [];
   if (compression === 'gzip') stages.push(zlib.createGunzip());
@@ -67,7 +59,7 @@ export async function unpackLayer(blob: Readable, mediaType: string, target: str
   } finally {
     await writer.close();
   }
-  return { diffId: `sha256:${hash.digest('hex')}`, size };
+  return { diffId: counter.digest, size: counter.size };
 }
 
 /** Reads the first bytes to tell the compression, and gives back a stream of all of them. */

@@ -52,3 +52,15 @@ export function randomHex(bytes: number): string {
   }
   return buffer.toString('hex');
 }
+
+/** Whether a file starts with gzip's magic bytes. */
+export function isGzipFile(path: string): boolean {
+  const head = Buffer.alloc(2);
+  const fd = openSync(path, 'r');
+  try {
+    readSync(fd, head, 0, 2, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return head[0] === 0x1f && head[1] === 0x8b;
+}

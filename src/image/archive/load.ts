@@ -1,9 +1,10 @@
-import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import tar from 'tar-stream';
 import { PetriError } from '../../errors.js';
+import { isGzipFile } from '../../util/fs.js';
 import { imageArchitecture } from '../platform.js';
 import type { ImageStore } from '../store.js';
 import {
@@ -150,13 +151,6 @@ function sniffGzip(source: Readable): { stream: Readable; gzip: () => boolean } 
 
 /** `docker save | gzip` archives are accepted too. */
 function maybeGunzip(file: string): Readable {
-  const head = Buffer.alloc(2);
-  const fd = openSync(file, 'r');
-  try {
-    readSync(fd, head, 0, 2, 0);
-  } finally {
-    closeSync(fd);
-  }
   const input = createReadStream(file);
-  return head[0] === 0x1f && head[1] === 0x8b ? input.pipe(createGunzip()) : input;
+  return isGzipFile(file) ? input.pipe(createGunzip()) : input;
 }
