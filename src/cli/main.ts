@@ -7,6 +7,7 @@ import { errorLine, PetriError } from '../errors.js';
 
 const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise<number> }>> = {
   run: () => import('./run.js'),
+  build: () => import('./build.js'),
   ps: () => import('./ps.js'),
   rm: () => import('./rm.js'),
   images: () => import('./images.js'),
@@ -26,6 +27,7 @@ const USAGE = `usage: petri <command> [options]
 
 commands:
   run       run a command in a container
+  build     build an image from a Dockerfile
   ps        list containers
   rm        remove containers
   commit    make an image from a container's changes

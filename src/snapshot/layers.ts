@@ -112,6 +112,49 @@ export class LayerCache {
     this.#sweep();
   }
 
+  /**
+   * A fresh working directory on the cache's filesystem (so that `adopt` can
+   * rename it into place), removed by the next sweep if this process dies.
+   */
+  workDir(): string {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+    mkdirSync(temp, { mode: 0o700 });
+    return temp;
+  }
+
+  /**
+   * Moves `tree` (an overlay upper dir whose layer was just written, with this
+   * diffID) into the cache as the layer above `parent`, so that the steps that
+   * use it next need not unpack it. Returns the layer's tree, which is the
+   * existing one when the cache has it already.
+   */
+  adopt(tree: string, layer: { diffId: string; size: number }, parent: string | null): string {
+    const chainId = parent === null ? layer.diffId : (chainIds([parent, layer.diffId])[1] as string);
+    const done = this.path(chainId);
+    if (done) {
+      removeTree(tree);
+      return done;
+    }
+    const temp = this.workDir();
+    try {
+      renameSync(tree, join(temp, 'fs'));
+      writeFileSync(join(temp, 'meta.json'), `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}\n`);
+      try {
+        renameSync(temp, join(this.dir, hexOf(chainId)));
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if ((code !== 'EEXIST' && code !== 'ENOTEMPTY') || !this.path(chainId)) throw error;
+        removeTree(temp);
+      }
+    } catch (error) {
+      removeTree(temp);
+      removeTree(tree);
+      throw error;
+    }
+    return join(this.dir, hexOf(chainId), 'fs');
+  }
+
   #ensure(layer: LayerSource, chainId: string, parent: string | null): Promise<string> {
     const done = this.path(chainId);
     if (done) return Promise.resolve(done);

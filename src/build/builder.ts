@@ -1,0 +1,1083 @@
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { join, posix, resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { IgnoreMatcher, readDockerignore } from '../dockerfile/dockerignore.js';
+import {
+  type Dockerfile,
+  DockerfileError,
+  expandInstruction,
+  type Instruction,
+  type Mount,
+  parseDockerfile,
+  processWord,
+  type Stage,
+} from '../dockerfile/index.js';
+import { closest } from '../dockerfile/suggest.js';
+import { errorLine, PetriError } from '../errors.js';
+import { readFromLayers } from '../harness/image-run.js';
+import { resolveUser } from '../image/apply-config.js';
+import { imageArchitecture } from '../image/platform.js';
+import { parseReference } from '../image/reference.js';
+import { ImageStore } from '../image/store.js';
+import { type ContainerConfig, type HistoryEntry, type ImageConfig, MEDIA_TYPES } from '../image/types.js';
+import { Container } from '../runtime/container.js';
+import type { ContainerOptions } from '../runtime/options.js';
+import { writeLayer } from '../snapshot/layer-from-dir.js';
+import { chainIds, LayerCache } from '../snapshot/layers.js';
+import { removeTree } from '../util/fs.js';
+import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
+import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
+import { type CopyRequest, copyInto, hashSelection, selectSources } from './copy.js';
+import type { BuildEvent } from './events.js';
+import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
+
+export interface BuildOptions {
+  /** The build context directory. */
+  context: string;
+  /** The Dockerfile's path (default: `Dockerfile` in the context). */
+  dockerfile?: string;
+  /** Names to tag the image with (`name[:tag]`). */
+  tags?: string[];
+  buildArgs?: Record<string, string>;
+  /** The stage to build (default: the last). */
+  target?: string;
+  /** Run every step, ignoring (but refreshing) the cache. */
+  noCache?: boolean;
+  /** `RUN --mount=type=secret,id=ID`: ID → a file on the host. Never part of a cache key or a layer. */
+  secrets?: Record<string, string>;
+  /** Default: the store under PETRI_ROOT. */
+  store?: ImageStore;
+  layers?: LayerCache;
+  cache?: BuildCache;
+  onEvent?: (event: BuildEvent) => void;
+}
+
+export interface BuildResult {
+  /** The image ID (config digest). */
+  id: string;
+  manifestDigest: string;
+  tags: string[];
+}
+
+/** Build args every Dockerfile may use without declaring them; they are left out of cache keys, as in BuildKit. */
+const PROXY_ARGS = [
+  'HTTP_PROXY',
+  'http_proxy',
+  'HTTPS_PROXY',
+  'https_proxy',
+  'FTP_PROXY',
+  'ftp_proxy',
+  'NO_PROXY',
+  'no_proxy',
+  'ALL_PROXY',
+  'all_proxy',
+];
+const DEFAULT_SHELL = ['/bin/sh', '-c'];
+const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** A stage's state between instructions: its filesystem (layers and their cache key) and its config. */
+interface State {
+  /** Cache key of the filesystem: changes only with the steps that make layers. */
+  fsKey: string;
+  layers: LayerRef[];
+  config: ContainerConfig;
+  history: HistoryEntry[];
+  architecture: string;
+  os: string;
+  variant?: string;
+  created: string;
+  /** ARGs declared in the stage so far, with their values (undefined: declared, no value). */
+  args: Map<string, string | undefined>;
+  /** CMD was set in this stage (a later ENTRYPOINT keeps it). */
+  cmdSet?: boolean;
+  author?: string;
+}
+
+interface StageRun {
+  stage: Stage;
+  label: string;
+  promise?: Promise<State>;
+}
+
+/** Builds an image from a Dockerfile and a context, like `docker build` with BuildKit. */
+export async function buildImage(options: BuildOptions): Promise<BuildResult> {
+  return new Builder(options).build();
+}
+
+class Builder {
+  readonly #options: BuildOptions;
+  readonly #store: ImageStore;
+  readonly #layers: LayerCache;
+  readonly #cache: BuildCache;
+  readonly #file: string;
+  readonly #contextDir: string;
+  readonly #emit: (event: BuildEvent) => void;
+  readonly #epoch: number;
+  #dockerfile!: Dockerfile;
+  #context!: FsView;
+  #stages: StageRun[] = [];
+  #metaArgs = new Map<string, string | undefined>();
+  #usedArgs = new Set<string>();
+  #nextStep = 1;
+  #workDirs: string[] = [];
+
+  constructor(options: BuildOptions) {
+    this.#options = options;
+    this.#store = options.store ?? ImageStore.open();
+    this.#layers = options.layers ?? new LayerCache();
+    this.#cache = options.cache ?? new BuildCache();
+    this.#contextDir = resolve(options.context);
+    this.#file = options.dockerfile ?? join(this.#contextDir, 'Dockerfile');
+    this.#emit = options.onEvent ?? (() => {});
+    const epoch = process.env.SOURCE_DATE_EPOCH;
+    this.#epoch = epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+  }
+
+  async build(): Promise<BuildResult> {
+    const started = Date.now();
+    const tags = (this.#options.tags ?? []).map((tag) => parseReference(tag).ref);
+    this.#readInputs();
+    try {
+      const target = this.#targetStage();
+      const needed = this.#plan(target);
+      for (const index of needed) this.#startStage(index);
+      // Every needed stage runs now; a failure in any fails the build.
+      const results = await Promise.allSettled(needed.map((index) => this.#stages[index]?.promise));
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+      const state = await (this.#stages[target.index]?.promise as Promise<State>);
+      this.#warnUnusedArgs();
+      const result = await this.#writeImage(state, tags);
+      this.#emit({ type: 'image', ...result, durationMs: Date.now() - started });
+      return result;
+    } finally {
+      for (const dir of this.#workDirs) removeTree(dir);
+    }
+  }
+
+  #readInputs(): void {
+    if (!existsSync(this.#contextDir) || !lstatSync(this.#contextDir).isDirectory()) {
+      throw new PetriError(`the build context ${this.#options.context} is not a directory`);
+    }
+    let text: string;
+    try {
+      text = readFileSync(this.#file, 'utf8');
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errorLine(error);
+      throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
+    }
+    this.#dockerfile = parseDockerfile(text, { file: this.#file });
+    const ignore = new IgnoreMatcher(readDockerignore(this.#contextDir, this.#file));
+    this.#context = new ContextView(this.#contextDir, ignore);
+    this.#stages = this.#dockerfile.stages.map((stage) => ({ stage, label: stage.name ?? `stage-${stage.index}` }));
+    const platform = platformArgs();
+    for (const [key, value] of Object.entries(platform)) this.#metaArgs.set(key, value);
+    for (const arg of this.#dockerfile.metaArgs) {
+      const expanded = expandInstruction(arg, this.#argEnv(this.#metaArgs), this.#expandOptions());
+      for (const { key, value } of expanded.args.args) {
+        const given = this.#options.buildArgs?.[key];
+        if (given !== undefined) this.#usedArgs.add(key);
+        this.#metaArgs.set(key, given ?? value);
+      }
+    }
+  }
+
+  #expandOptions() {
+    return { escape: this.#dockerfile.directives.escape, file: this.#file };
+  }
+
+  #argEnv(args: Map<string, string | undefined>): Record<string, string> {
+    const env: Record<string, string> = {};
+    for (const [key, value] of args) if (value !== undefined) env[key] = value;
+    return env;
+  }
+
+  #targetStage(): Stage {
+    const stages = this.#dockerfile.stages;
+    const name = this.#options.target;
+    if (name === undefined) return stages.at(-1) as Stage;
+    const stage = stages.find((s) => s.name === name.toLowerCase());
+    if (!stage) {
+      const names = stages.flatMap((s) => (s.name ? [s.name] : []));
+      const near = closest(name.toLowerCase(), names);
+      throw new PetriError(
+        `target stage "${name}" could not be found${near ? `: did you mean "${near}"?` : names.length ? ` (stages: ${names.join(', ')})` : ': the Dockerfile names no stages (FROM IMAGE AS NAME)'}`,
+      );
+    }
+    return stage;
+  }
+
+  /** The stage a FROM or `--from` names, if any: a stage name (before `before`), or a stage number for `--from`. */
+  #stageNamed(name: string, before: number, allowIndex: boolean): Stage | undefined {
+    const lower = name.toLowerCase();
+    const stages = this.#dockerfile.stages;
+    const byName = stages.find((s) => s.name === lower && s.index < before);
+    if (byName) return byName;
+    if (allowIndex && /^\d+$/.test(name)) {
+      const stage = stages[Number(name)];
+      if (!stage || stage.index >= before) {
+        throw new PetriError(`--from=${name}: stage ${name} does not come before this one (or does not exist)`);
+      }
+      return stage;
+    }
+    return undefined;
+  }
+
+  /** The stages `target` needs (itself included), in Dockerfile order. */
+  #plan(target: Stage): number[] {
+    const needed = new Set<number>();
+    const visit = (stage: Stage) => {
+      if (needed.has(stage.index)) return;
+      needed.add(stage.index);
+      for (const dep of this.#dependencies(stage)) visit(dep);
+    };
+    visit(target);
+    return [...needed].sort((a, b) => a - b);
+  }
+
+  #dependencies(stage: Stage): Stage[] {
+    const env = this.#argEnv(this.#metaArgs);
+    const word = (text: string) => {
+      try {
+        return processWord(text, env, { escape: this.#dockerfile.directives.escape });
+      } catch {
+        return text;
+      }
+    };
+    const deps: Stage[] = [];
+    const from = this.#stageNamed(word(stage.from.args.image), stage.index, false);
+    if (from) deps.push(from);
+    for (const instruction of stage.instructions) {
+      const refs: string[] = [];
+      if (instruction.keyword === 'COPY' && instruction.flags.from) refs.push(instruction.flags.from);
+      if (instruction.keyword === 'RUN') {
+        for (const mount of instruction.flags.mounts ?? []) if (mount.from) refs.push(mount.from);
+      }
+      for (const ref of refs) {
+        const dep = this.#stageNamed(word(ref), stage.index, true);
+        if (dep) deps.push(dep);
+      }
+    }
+    return deps;
+  }
+
+  #startStage(index: number): Promise<State> {
+    const run = this.#stages[index] as StageRun;
+    if (!run.promise) {
+      run.promise = this.#buildStage(run);
+      run.promise.catch(() => {}); // awaited by whoever needs it
+    }
+    return run.promise;
+  }
+
+  async #buildStage(run: StageRun): Promise<State> {
+    const { stage } = run;
+    const total = stage.instructions.length + 1;
+    const from = expandInstruction(stage.from, this.#argEnv(this.#metaArgs), this.#expandOptions());
+    const imageName = from.args.image;
+    let state = await this.#step(
+      run,
+      1,
+      total,
+      `FROM ${imageName}${stage.name ? ` AS ${stage.name}` : ''}`,
+      from,
+      async () => {
+        const base = await this.#baseState(imageName, stage.index);
+        return { state: base, cached: false, quiet: true };
+      },
+    );
+    const triggers = state.config.OnBuild ?? [];
+    if (triggers.length > 0) {
+      state = { ...state, config: { ...state.config, OnBuild: null as unknown as undefined } };
+      delete state.config.OnBuild;
+      for (const trigger of triggers) {
+        const parsed = parseDockerfile(`FROM scratch\n${trigger}\n`, { file: `${imageName} ONBUILD` });
+        const instruction = parsed.stages[0]?.instructions[0];
+        if (!instruction) continue;
+        state = await this.#step(run, 1, total, `ONBUILD ${trigger}`, instruction, (id) =>
+          this.#apply(state, instruction, run, id),
+        );
+      }
+    }
+    for (const [i, instruction] of stage.instructions.entries()) {
+      const current = state;
+      const text = `${instruction.keyword} ${displayArgs(instruction)}`;
+      state = await this.#step(run, i + 2, total, text, instruction, (id) =>
+        this.#apply(current, instruction, run, id),
+      );
+    }
+    return state;
+  }
+
+  async #step(
+    run: StageRun,
+    index: number,
+    total: number,
+    text: string,
+    instruction: Instruction,
+    body: (stepId: number) => Promise<{ state: State; cached: boolean; quiet?: boolean }>,
+  ): Promise<State> {
+    const id = this.#nextStep++;
+    const started = Date.now();
+    const base = { type: 'step' as const, id, stage: run.label, index, total, text: oneLine(text) };
+    this.#emit({ ...base, status: 'start' });
+    try {
+      const result = await body.call(this, id);
+      this.#emit({ ...base, status: result.cached ? 'cached' : 'done', durationMs: Date.now() - started });
+      return result.state;
+    } catch (error) {
+      const located =
+        error instanceof PetriError && !(error instanceof DockerfileError)
+          ? new PetriError(
+              `${this.#file}:${instruction.line}: ${instruction.keyword}: ${error.message.replace(`${instruction.keyword} failed: `, '')}`,
+              {
+                code: error.code,
+                cause: error,
+              },
+            )
+          : error;
+      this.#emit({ ...base, status: 'error', durationMs: Date.now() - started, error: errorLine(located) });
+      throw located;
+    }
+  }
+
+  async #baseState(name: string, index: number): Promise<State> {
+    const args = new Map<string, string | undefined>();
+    if (name === 'scratch') {
+      const created = new Date(this.#epoch * 1000).toISOString();
+      return {
+        fsKey: cacheKey('', { from: 'scratch' }),
+        layers: [],
+        config: { Env: [`PATH=${DEFAULT_PATH}`] },
+        history: [],
+        architecture: imageArchitecture(),
+        os: 'linux',
+        created,
+        args,
+      };
+    }
+    const stage = this.#stageNamed(name, index, false);
+    if (stage) {
+      const parent = await this.#startStage(stage.index);
+      return { ...parent, args, cmdSet: false };
+    }
+    let image: Awaited<ReturnType<ImageStore['resolve']>>;
+    try {
+      image = await this.#store.resolve(name);
+    } catch (error) {
+      throw new PetriError(
+        `base image ${name} is not in petri's image store (${errorLine(error)}): build it (petri build -t ${name} …), load it (petri load) or import it first`,
+        { cause: error },
+      );
+    }
+    const layers = image.manifest.layers.map((layer, i) => ({
+      digest: layer.digest,
+      size: layer.size,
+      mediaType: layer.mediaType,
+      diffId: image.config.rootfs.diff_ids[i] as string,
+    }));
+    return {
+      fsKey: cacheKey('', { from: image.id }),
+      layers,
+      config: structuredClone(image.config.config ?? {}),
+      history: [...(image.config.history ?? [])],
+      architecture: image.config.architecture,
+      os: image.config.os,
+      ...(image.config.variant ? { variant: image.config.variant } : {}),
+      created: image.config.created ?? new Date(0).toISOString(),
+      args,
+    };
+  }
+
+  /** What variables an instruction expands with: the stage's ARGs, then its ENV over them. */
+  #expansionEnv(state: State): Record<string, string> {
+    return { ...this.#argEnv(state.args), ...Object.fromEntries(envMap(state.config)) };
+  }
+
+  async #apply(
+    state: State,
+    raw: Instruction,
+    run: StageRun,
+    stepId: number,
+  ): Promise<{ state: State; cached: boolean }> {
+    const instruction = expandInstruction(raw, this.#expansionEnv(state), this.#expandOptions());
+    const meta = (config: ContainerConfig, createdBy: string, extra: Partial<State> = {}) => ({
+      state: {
+        ...state,
+        ...extra,
+        config,
+        history: [...state.history, { created: state.created, created_by: createdBy, empty_layer: true }],
+      },
+      cached: false,
+    });
+    const c = state.config;
+    switch (instruction.keyword) {
+      case 'ARG': {
+        const args = new Map(state.args);
+        for (const { key, value } of instruction.args.args) {
+          const given = this.#options.buildArgs?.[key];
+          if (given !== undefined) this.#usedArgs.add(key);
+          const inherited = value === undefined && this.#metaArgs.has(key) ? this.#metaArgs.get(key) : undefined;
+          args.set(key, given ?? value ?? inherited);
+        }
+        return { state: { ...state, args }, cached: false };
+      }
+      case 'ENV': {
+        const pairs = instruction.args.pairs.map(({ key, value }) => [key, value] as [string, string]);
+        return meta(withEnv(c, pairs), `ENV ${pairs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+      }
+      case 'LABEL': {
+        const labels = { ...c.Labels };
+        for (const { key, value } of instruction.args.pairs) labels[key] = value;
+        return meta(
+          { ...c, Labels: labels },
+          `LABEL ${instruction.args.pairs.map((p) => `${p.key}=${p.value}`).join(' ')}`,
+        );
+      }
+      case 'MAINTAINER':
+        return meta(c, `MAINTAINER ${instruction.args.name}`, { author: instruction.args.name });
+      case 'EXPOSE': {
+        const ports = { ...c.ExposedPorts };
+        for (const port of exposedPorts(instruction.args.ports)) ports[port] = {};
+        return meta({ ...c, ExposedPorts: ports }, `EXPOSE map[${Object.keys(ports).join(' ')}]`);
+      }
+      case 'VOLUME': {
+        const volumes = { ...c.Volumes };
+        for (const path of instruction.args.paths) {
+          if (path.trim() === '') throw new PetriError('VOLUME specified can not be an empty string');
+          volumes[path] = {};
+        }
+        return meta({ ...c, Volumes: volumes }, `VOLUME [${instruction.args.paths.join(' ')}]`);
+      }
+      case 'STOPSIGNAL':
+        return meta({ ...c, StopSignal: instruction.args.signal }, `STOPSIGNAL ${instruction.args.signal}`);
+      case 'USER':
+        return meta({ ...c, User: instruction.args.user }, `USER ${instruction.args.user}`);
+      case 'SHELL':
+        return meta({ ...c, Shell: instruction.args.shell }, `SHELL [${instruction.args.shell.join(' ')}]`);
+      case 'ONBUILD':
+        return meta(
+          { ...c, OnBuild: [...(c.OnBuild ?? []), instruction.args.expression] },
+          `ONBUILD ${instruction.args.expression}`,
+        );
+      case 'CMD': {
+        const cmd = this.#command(state, instruction.args);
+        return meta({ ...c, Cmd: cmd }, `CMD [${cmd.map((a) => JSON.stringify(a)).join(' ')}]`, { cmdSet: true });
+      }
+      case 'ENTRYPOINT': {
+        const entrypoint = this.#command(state, instruction.args);
+        // Like Docker: a new ENTRYPOINT drops the Cmd inherited from the base image.
+        const config = { ...c, Entrypoint: entrypoint };
+        if (!state.cmdSet) config.Cmd = null;
+        return meta(config, `ENTRYPOINT [${entrypoint.map((a) => JSON.stringify(a)).join(' ')}]`);
+      }
+      case 'HEALTHCHECK': {
+        const { flags, args } = instruction;
+        const ns = (ms: number | undefined) => (ms === undefined ? undefined : ms * 1_000_000);
+        const healthcheck: NonNullable<ContainerConfig['Healthcheck']> & { StartInterval?: number } = {
+          Test: args.test,
+        };
+        if (args.test[0] !== 'NONE') {
+          if (flags.interval !== undefined) healthcheck.Interval = ns(flags.interval) as number;
+          if (flags.timeout !== undefined) healthcheck.Timeout = ns(flags.timeout) as number;
+          if (flags.startPeriod !== undefined) healthcheck.StartPeriod = ns(flags.startPeriod) as number;
+          if (flags.startInterval !== undefined) healthcheck.StartInterval = ns(flags.startInterval) as number;
+          if (flags.retries !== undefined) healthcheck.Retries = flags.retries;
+        }
+        return meta({ ...c, Healthcheck: healthcheck }, `HEALTHCHECK ${JSON.stringify(args.test)}`);
+      }
+      case 'WORKDIR':
+        return this.#workdir(state, instruction.args.path);
+      case 'RUN':
+        return this.#run(state, instruction, run, stepId);
+      case 'COPY':
+      case 'ADD':
+        return this.#copy(state, instruction, run);
+      case 'FROM':
+        throw new PetriError('FROM inside a stage');
+    }
+  }
+
+  /** CMD/ENTRYPOINT/RUN argv: exec form as written, shell form through the stage's SHELL. */
+  #command(state: State, args: { cmd: string[]; prependShell: boolean }): string[] {
+    return args.prependShell ? [...(state.config.Shell ?? DEFAULT_SHELL), args.cmd.join(' ')] : args.cmd;
+  }
+
+  /** The lower dirs of a state's filesystem (top first), unpacking what the layer cache lacks. */
+  async #lower(state: State): Promise<string[]> {
+    return this.#layers.prepare(
+      state.layers.map((layer) => ({
+        digest: layer.digest,
+        mediaType: layer.mediaType,
+        diffId: layer.diffId,
+        open: () => this.#store.openBlob(layer.digest),
+      })),
+    );
+  }
+
+  #workDir(): string {
+    const dir = this.#layers.workDir();
+    this.#workDirs.push(dir);
+    return dir;
+  }
+
+  /**
+   * A step that may make a layer: its key is the filesystem's key plus `step`;
+   * on a hit the recorded layer is reused (nothing runs, nothing is written),
+   * else `make` fills a fresh upper dir, which becomes the layer unless empty.
+   */
+  async #layerStep(
+    state: State,
+    step: object,
+    createdBy: string,
+    make: (lower: string[], upper: string) => Promise<void>,
+    extra: Partial<State> = {},
+  ): Promise<{ state: State; cached: boolean }> {
+    const key = cacheKey(state.fsKey, step);
+    let record = this.#options.noCache ? undefined : this.#cache.get(key);
+    if (record?.layer && !this.#store.hasBlob(record.layer.digest)) record = undefined;
+    const cached = record !== undefined;
+    if (!record) {
+      const lower = await this.#lower(state);
+      const work = this.#workDir();
+      const upper = join(work, 'upper');
+      mkdirSync(upper);
+      await make(lower, upper);
+      const layer = readdirSync(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+      const created = new Date(Date.now()).toISOString();
+      record = {
+        layer,
+        created: this.#epoch ? new Date(this.#epoch * 1000).toISOString() : created,
+        createdBy,
+      } satisfies CacheRecord;
+      this.#cache.set(key, record);
+    }
+    const entry: HistoryEntry = { created: record.created, created_by: createdBy };
+    if (!record.layer) entry.empty_layer = true;
+    return {
+      state: {
+        ...state,
+        ...extra,
+        fsKey: key,
+        layers: record.layer ? [...state.layers, record.layer] : state.layers,
+        history: [...state.history, entry],
+        created: record.created,
+      },
+      cached,
+    };
+  }
+
+  async #commitLayer(state: State, upper: string): Promise<LayerRef> {
+    const stream = new PassThrough();
+    const stored = this.#store.writeBlobStream(stream);
+    stored.catch(() => {});
+    const { diffId, size } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
+    const blob = await stored;
+    const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
+    this.#layers.adopt(upper, { diffId, size }, parent);
+    return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
+  }
+
+  async #workdir(state: State, path: string): Promise<{ state: State; cached: boolean }> {
+    const dir = resolveWorkdir(state.config.WorkingDir, path);
+    const config = { ...state.config, WorkingDir: dir };
+    const user = state.config.User ?? '';
+    return this.#layerStep(
+      state,
+      { op: 'WORKDIR', dir, user },
+      `WORKDIR ${dir}`,
+      async (lower, upper) => {
+        const owner = user ? resolveUser(user, (p) => readFromLayers(lower, p)) : { uid: 0, gid: 0 };
+        makeDirs(new LayeredView(lower), upper, dir, owner);
+      },
+      { config },
+    );
+  }
+
+  async #sourceView(
+    from: string | undefined,
+    run: StageRun,
+  ): Promise<{ view: FsView; key: string; preserveOwner: boolean }> {
+    if (from === undefined) return { view: this.#context, key: 'context', preserveOwner: false };
+    const stage = this.#stageNamed(from, run.stage.index, true);
+    let source: State;
+    if (stage) source = await this.#startStage(stage.index);
+    else source = await this.#baseState(from, -1);
+    return { view: new LayeredView(await this.#lower(source)), key: source.fsKey, preserveOwner: true };
+  }
+
+  async #copy(
+    state: State,
+    instruction: Extract<Instruction, { keyword: 'COPY' | 'ADD' }>,
+    run: StageRun,
+  ): Promise<{ state: State; cached: boolean }> {
+    const { flags, args } = instruction;
+    const from = instruction.keyword === 'COPY' ? instruction.flags.from : undefined;
+    const source = await this.#sourceView(from, run);
+    const env = this.#expansionEnv(state);
+    const inline = instruction.heredocs.map((h) => ({
+      name: h.name,
+      content: h.expand ? expandHeredoc(h.content, env) : h.content,
+    }));
+    const workdir = state.config.WorkingDir || '/';
+    const chmod = flags.chmod === undefined ? undefined : parseMode(flags.chmod);
+    const request: CopyRequest = {
+      from: source.view,
+      sources: args.sources,
+      inline,
+      dest: args.dest,
+      workdir,
+      ...(chmod === undefined ? {} : { chmod }),
+      ...(flags.exclude ? { exclude: flags.exclude } : {}),
+      ...(instruction.keyword === 'COPY' && instruction.flags.parents ? { parents: true } : {}),
+      preserveOwner: source.preserveOwner,
+      ...(instruction.keyword === 'ADD' ? { add: true } : {}),
+    };
+    let lowerForOwner: string[] | undefined;
+    if (flags.chown !== undefined) {
+      // Names resolve in the destination's /etc/passwd and /etc/group; numbers need no lookup.
+      if (!/^\d+(:\d+)?$/.test(flags.chown)) lowerForOwner = await this.#lower(state);
+      request.chown = parseChown(flags.chown, lowerForOwner);
+    }
+    const entries = await selectSources(request);
+    const step = {
+      op: instruction.keyword,
+      source: source.key,
+      content: hashSelection(entries),
+      inline,
+      dest: args.dest,
+      workdir,
+      chown: request.chown ?? null,
+      chmod: chmod ?? null,
+      exclude: flags.exclude ?? [],
+      parents: request.parents ?? false,
+    };
+    const createdBy = `${instruction.keyword} ${displayArgs(instruction)} # buildkit`;
+    return this.#layerStep(state, step, createdBy, (lower, upper) => copyInto(request, entries, lower, upper));
+  }
+
+  async #run(
+    state: State,
+    instruction: Extract<Instruction, { keyword: 'RUN' }>,
+    run: StageRun,
+    stepId: number,
+  ): Promise<{ state: State; cached: boolean }> {
+    const { args, flags, heredocs } = instruction;
+    const shell = state.config.Shell ?? DEFAULT_SHELL;
+    let command: string[];
+    const scripts: { target: string; content: string }[] = [];
+    const only = heredocs.length === 1 ? heredocs[0] : undefined;
+    const quoted = only ? new RegExp(`^<<-?(["']?)${escapeRegExp(only.name)}\\1$`) : undefined;
+    if (only && args.prependShell && quoted?.test(args.cmd.join(' ').trim())) {
+      // `RUN <<EOF`: the body is the script (a file run directly when it has a #! line).
+      const body = (heredocs[0] as { content: string }).content;
+      if (body.startsWith('#!')) {
+        const target = `/dev/.petri-heredoc-${scripts.length}`;
+        scripts.push({ target, content: body });
+        command = [target];
+      } else command = [...shell, body];
+    } else if (heredocs.length > 0 && args.prependShell) {
+      // The heredocs feed the command: the shell reads them from the script itself.
+      const script = [args.cmd.join(' '), ...heredocs.map((h) => `${h.content}${h.name}`)].join('\n');
+      command = [...shell, script];
+    } else command = this.#command(state, args);
+
+    const workdir = state.config.WorkingDir || '/';
+    const network = flags.network === 'none' ? 'none' : 'host';
+    const runEnv = new Map<string, string>();
+    const keyEnv: string[] = [];
+    for (const [key, value] of state.args) {
+      if (value !== undefined) runEnv.set(key, value);
+    }
+    for (const key of PROXY_ARGS) {
+      const value = this.#options.buildArgs?.[key];
+      if (value !== undefined && !state.args.has(key)) {
+        runEnv.set(key, value);
+        this.#usedArgs.add(key);
+      }
+    }
+    for (const [key, value] of envMap(state.config)) runEnv.set(key, value);
+    for (const [key, value] of runEnv)
+      if (!PROXY_ARGS.includes(key) || state.args.has(key)) keyEnv.push(`${key}=${value}`);
+
+    const mounts = flags.mounts ?? [];
+    const mountKeys: object[] = [];
+    for (const mount of mounts) mountKeys.push(await this.#mountKey(mount, run, state));
+    const step = {
+      op: 'RUN',
+      command,
+      scripts,
+      env: keyEnv.sort(),
+      user: state.config.User ?? '',
+      workdir,
+      mounts: mountKeys,
+      network,
+      security: flags.security ?? 'sandbox',
+    };
+    const createdBy = `RUN ${command.join(' ')} # buildkit`;
+    return this.#layerStep(state, step, createdBy, async (lower, upper) => {
+      await this.#runContainer(state, {
+        stepId,
+        command,
+        scripts,
+        env: runEnv,
+        workdir,
+        network,
+        mounts,
+        run,
+        lower,
+        upper,
+        privileged: flags.security === 'insecure',
+      });
+    });
+  }
+
+  async #mountKey(mount: Mount, run: StageRun, state: State): Promise<object> {
+    switch (mount.type) {
+      case 'cache':
+        return { type: 'cache', target: mount.target, id: mount.id ?? mount.target, readonly: mount.readonly };
+      case 'tmpfs':
+        return { type: 'tmpfs', target: mount.target, size: mount.size ?? null };
+      case 'secret':
+        return { type: 'secret', target: mount.target ?? null, id: mount.id ?? null };
+      case 'ssh':
+        throw new PetriError('RUN --mount=type=ssh is not supported by petri: use a secret mount');
+      case 'bind': {
+        const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
+        const source = await this.#sourceView(expanded, run);
+        const entries = await selectSources({
+          from: source.view,
+          sources: [mount.source ?? '/'],
+          dest: '/',
+          workdir: '/',
+          preserveOwner: true,
+        });
+        return {
+          type: 'bind',
+          target: mount.target,
+          from: source.key,
+          content: hashSelection(entries),
+          readonly: mount.readonly,
+        };
+      }
+    }
+  }
+
+  async #runContainer(
+    state: State,
+    job: {
+      stepId: number;
+      command: string[];
+      scripts: { target: string; content: string }[];
+      env: Map<string, string>;
+      workdir: string;
+      network: 'none' | 'host';
+      mounts: Mount[];
+      run: StageRun;
+      lower: string[];
+      upper: string;
+      privileged: boolean;
+    },
+  ): Promise<void> {
+    const { lower } = job;
+    const readFile = (p: string) => readFromLayers(lower, p);
+    const user = resolveUser(state.config.User || undefined, readFile);
+    const env = Object.fromEntries(job.env);
+    if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
+    if (env.HOME === undefined && user.home) env.HOME = user.home;
+    const work = this.#workDir();
+    const binds: NonNullable<ContainerOptions['binds']> = [];
+    const tmpfs: Record<string, string> = {};
+    for (const [i, script] of job.scripts.entries()) {
+      const file = join(work, `script-${i}`);
+      writeFileSync(file, script.content, { mode: 0o755 });
+      binds.push({ source: file, target: script.target, readonly: true });
+    }
+    const mountTargets: string[] = [];
+    for (const [i, mount] of job.mounts.entries()) {
+      const target = posix.resolve(
+        job.workdir,
+        mount.target ?? (mount.type === 'secret' ? `/run/secrets/${mount.id}` : ''),
+      );
+      if (mount.type === 'cache') {
+        const dir = this.#cache.mountDir(mount.id ?? target, {
+          uid: mount.uid ?? 0,
+          gid: mount.gid ?? 0,
+          mode: mount.mode ?? 0o755,
+        });
+        binds.push({ source: dir, target, readonly: mount.readonly });
+      } else if (mount.type === 'tmpfs') {
+        tmpfs[target] = mount.size ? `size=${mount.size}` : '';
+      } else if (mount.type === 'secret') {
+        const id = mount.id ?? posix.basename(target);
+        const file = this.#options.secrets?.[id];
+        if (file === undefined) {
+          if (mount.required)
+            throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
+          continue;
+        }
+        const copy = join(work, `secret-${i}`);
+        writeFileSync(copy, readFileSync(file), { mode: mount.mode ?? 0o400 });
+        chownSync(copy, mount.uid ?? 0, mount.gid ?? 0);
+        if (mount.env) env[mount.env] = readFileSync(file, 'utf8');
+        if (mount.target !== undefined || !mount.env) binds.push({ source: copy, target, readonly: true });
+        else continue;
+      } else if (mount.type === 'bind') {
+        const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
+        const source = await this.#sourceView(expanded, job.run);
+        const dir = join(work, `bind-${i}`);
+        mkdirSync(dir);
+        const request: CopyRequest = {
+          from: source.view,
+          sources: [mount.source ?? '/'],
+          dest: '/',
+          workdir: '/',
+          preserveOwner: true,
+        };
+        await copyInto(request, await selectSources(request), [], dir);
+        // A file (not a directory) is bound as itself.
+        const single = readdirSync(dir);
+        const file = single.length === 1 ? join(dir, single[0] as string) : undefined;
+        const isFile =
+          file !== undefined &&
+          mount.source !== undefined &&
+          !lstatSync(file).isDirectory() &&
+          source.view.lstat(cleanRel(mount.source))?.isDirectory() === false;
+        binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
+      }
+      mountTargets.push(target);
+    }
+    mountTargets.push(...job.scripts.map((s) => s.target));
+
+    const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+    const container = Container.create({
+      rootfs: root,
+      command: job.command,
+      env,
+      workdir: job.workdir,
+      user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+      hostname: 'buildkitsandbox',
+      network: job.network,
+      keep: true,
+      binds,
+      tmpfs,
+      ...(job.privileged ? { privileged: true } : {}),
+    });
+    const tail: string[] = [];
+    try {
+      // The streams exist once start() is called; read them before it resolves (a quick command may be done by then).
+      const starting = container.start({ stdin: 'ignore' });
+      const id = job.stepId;
+      const pump = (stream: NodeJS.ReadableStream | null, name: 'stdout' | 'stderr') =>
+        new Promise<void>((done) => {
+          if (!stream) return done();
+          stream.on('data', (chunk: Buffer) => {
+            const data = chunk.toString('utf8');
+            for (const line of data.split('\n')) if (line !== '') tail.push(line);
+            if (tail.length > 10) tail.splice(0, tail.length - 10);
+            this.#emit({ type: 'output', id, stream: name, data });
+          });
+          stream.on('end', () => done());
+          stream.on('close', () => done());
+          stream.on('error', () => done());
+        });
+      const pumps = Promise.all([pump(container.stdout, 'stdout'), pump(container.stderr, 'stderr')]);
+      await starting;
+      const exit = await container.wait();
+      await pumps;
+      if (exit.exitCode !== 0 || exit.signal !== null) {
+        const how = exit.signal !== null ? `signal ${exit.signal}` : `exit code: ${exit.exitCode}`;
+        throw new PetriError(
+          `process "${job.command.join(' ')}" did not complete successfully: ${how}${tail.length ? ` (last output: ${tail.slice(-3).join(' | ')})` : ''}`,
+          { code: 'ERUN' },
+        );
+      }
+      const upper = join(container.dir, 'upper');
+      removeMountpoints(upper, lower, mountTargets);
+      moveContents(upper, job.upper);
+    } finally {
+      await container.remove();
+    }
+  }
+
+  #emptyDir(work: string): string {
+    const dir = join(work, 'empty-root');
+    mkdirSync(dir, { recursive: true });
+    return dir;
+  }
+
+  #warnUnusedArgs(): void {
+    const unused = Object.keys(this.#options.buildArgs ?? {}).filter(
+      (key) => !this.#usedArgs.has(key) && !this.#metaArgs.has(key),
+    );
+    if (unused.length > 0) {
+      this.#emit({ type: 'warning', message: `one or more build-args [${unused.sort().join(' ')}] were not consumed` });
+    }
+  }
+
+  async #writeImage(state: State, tags: string[]): Promise<BuildResult> {
+    const config: ImageConfig = {
+      created: state.created,
+      ...(state.author ? { author: state.author } : {}),
+      architecture: state.architecture,
+      os: state.os,
+      ...(state.variant ? { variant: state.variant } : {}),
+      config: state.config,
+      rootfs: { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) },
+      history: state.history,
+    };
+    const layers = state.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size }));
+    const { manifest, configDigest } = await this.#store.writeImage({ config, layers });
+    for (const tag of tags) await this.#store.tag(tag, manifest);
+    return { id: configDigest, manifestDigest: manifest.digest, tags };
+  }
+}
+
+function platformArgs(): Record<string, string> {
+  const arch = imageArchitecture();
+  const platform = `linux/${arch}`;
+  return {
+    TARGETPLATFORM: platform,
+    TARGETOS: 'linux',
+    TARGETARCH: arch,
+    TARGETVARIANT: '',
+    BUILDPLATFORM: platform,
+    BUILDOS: 'linux',
+    BUILDARCH: arch,
+    BUILDVARIANT: '',
+  };
+}
+
+function displayArgs(instruction: Instruction): string {
+  const { flags, args } = instruction.source;
+  return [...flags, args].filter((s) => s !== '').join(' ');
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function oneLine(text: string): string {
+  const line = text.replace(/\s*\n\s*/g, ' ');
+  return line.length > 200 ? `${line.slice(0, 197)}...` : line;
+}
+
+function parseMode(text: string): number {
+  if (!/^[0-7]{1,4}$/.test(text)) throw new PetriError(`invalid --chmod=${text}: expected an octal mode such as 755`);
+  return Number.parseInt(text, 8);
+}
+
+/** `--chown=user[:group]`: names from the destination's passwd/group files; a lone user means gid = uid, like Docker. */
+function parseChown(text: string, lower: string[] | undefined): { uid: number; gid: number } {
+  const [userPart = '', groupPart] = text.split(':');
+  const read = (path: string) => (lower ? readFromLayers(lower, path) : undefined);
+  const lookup = (file: string, name: string, what: string): number => {
+    if (/^\d+$/.test(name)) return Number(name);
+    const line = (read(file) ?? '').split('\n').find((l) => l.split(':')[0] === name);
+    const id = line?.split(':')[2];
+    if (id === undefined || !/^\d+$/.test(id)) {
+      throw new PetriError(`--chown=${text}: no ${what} named ${name} in the image's ${file}`);
+    }
+    return Number(id);
+  };
+  if (userPart === '') throw new PetriError(`invalid --chown=${text}: expected USER[:GROUP]`);
+  const uid = lookup('/etc/passwd', userPart, 'user');
+  const gid = groupPart === undefined || groupPart === '' ? uid : lookup('/etc/group', groupPart, 'group');
+  return { uid, gid };
+}
+
+/** Creates `dir` (absolute) in `upper`: components that exist below are copied up with their metadata, new ones 0755. */
+function makeDirs(view: FsView, upper: string, dir: string, owner: { uid: number; gid: number }): void {
+  const parts = dir.split('/').filter(Boolean);
+  let rel = '';
+  let created = false;
+  for (const [i, part] of parts.entries()) {
+    rel = rel ? `${rel}/${part}` : part;
+    const stat = view.lstat(rel);
+    if (stat?.isDirectory() && !created) {
+      if (i === parts.length - 1) return; // exists already: no layer
+      continue;
+    }
+    if (stat && !stat.isDirectory()) {
+      throw new PetriError(`cannot make the directory /${rel}: a file is in the way in the image`);
+    }
+    if (!created) {
+      // Copy up the existing parents so the layer has them with their metadata.
+      let parentRel = '';
+      for (const parent of parts.slice(0, i)) {
+        parentRel = parentRel ? `${parentRel}/${parent}` : parent;
+        const ps = view.lstat(parentRel) as NonNullable<ReturnType<FsView['lstat']>>;
+        const path = join(upper, parentRel);
+        mkdirSync(path);
+        chownSync(path, ps.uid, ps.gid);
+        chmodSync(path, ps.mode & 0o7777);
+        utimesSync(path, ps.atime, ps.mtime);
+      }
+    }
+    created = true;
+    const path = join(upper, rel);
+    mkdirSync(path, { mode: 0o755 });
+    chmodSync(path, 0o755);
+    if (i === parts.length - 1) chownSync(path, owner.uid, owner.gid);
+  }
+}
+
+/** Removes the mountpoints the runtime made for a RUN's mounts (and the parents it made for them) from its upper dir. */
+function removeMountpoints(upper: string, lower: string[], targets: string[]): void {
+  const view = new LayeredView(lower);
+  for (const target of targets) {
+    let rel = target.replace(/^\/+/, '');
+    while (rel !== '' && rel !== '.') {
+      if (view.lstat(rel)) break; // it was in the image: keep what the command did to it
+      const path = join(upper, rel);
+      try {
+        const stat = lstatSync(path);
+        if (stat.isDirectory()) {
+          if (readdirSync(path).length > 0) break;
+          rmdirSync(path);
+        } else if (stat.isFile() && stat.size === 0) unlinkSync(path);
+        else break;
+      } catch {
+        break;
+      }
+      rel = posix.dirname(rel);
+    }
+  }
+}
+
+/** Moves every entry of `from` into the (empty) directory `to` (copying, with cp -a, across filesystems). */
+function moveContents(from: string, to: string): void {
+  for (const name of readdirSync(from)) {
+    try {
+      renameSync(join(from, name), join(to, name));
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      const copied = spawnSync('cp', ['-a', '--', join(from, name), join(to, name)], { encoding: 'utf8' });
+      if (copied.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied.stderr.trim()}`);
+    }
+  }
+  const stat = lstatSync(from);
+  chmodSync(to, stat.mode & 0o7777);
+}
+
+/** A heredoc body's variables (`$VAR`, `${VAR}`), quotes untouched, like BuildKit's heredoc expansion. */
+function expandHeredoc(text: string, env: Record<string, string>): string {
+  return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match, a, b) => {
+    if (match === '\\$') return '$';
+    return env[(a ?? b) as string] ?? '';
+  });
+}

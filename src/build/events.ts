@@ -1,0 +1,21 @@
+/** What a build reports while it runs: `petri build --progress` renders these; `--progress json` prints them. */
+export type BuildEvent =
+  | {
+      type: 'step';
+      /** Step number, unique in the build (BuildKit's `#N`). */
+      id: number;
+      /** Stage name (`AS name`) or `stage-N`. */
+      stage: string;
+      /** Position in the stage (FROM is 1) and the stage's length. */
+      index: number;
+      total: number;
+      /** The instruction as written, variables expanded where Docker expands them. */
+      text: string;
+      status: 'start' | 'cached' | 'done' | 'error';
+      durationMs?: number;
+      /** For `error`: the one-line reason. */
+      error?: string;
+    }
+  | { type: 'output'; id: number; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'warning'; message: string }
+  | { type: 'image'; id: string; manifestDigest: string; tags: string[]; durationMs: number };

@@ -1,0 +1,104 @@
+import { resolve } from 'node:path';
+import { errorLine, PetriError } from '../errors.js';
+import { type OptionSpec, parseArgs } from './args.js';
+
+export const HELP = `usage: petri build [options] CONTEXT
+
+Builds an image from a Dockerfile and a context directory, like docker build
+with BuildKit: only the stages the target needs are built, independent stages
+in parallel, each step cached (a fully cached build runs nothing and writes no
+layer). Progress goes to stderr; the image ID is printed on stdout.
+
+  -t, --tag NAME[:TAG]     name the image (repeatable)
+  -f, --file FILE          the Dockerfile (default: CONTEXT/Dockerfile)
+      --build-arg K[=V]    set a build arg; K alone takes V from the environment (repeatable)
+      --target STAGE       build this stage instead of the last
+      --no-cache           run every step, ignoring the cache
+      --secret id=ID,src=FILE
+                           a secret for RUN --mount=type=secret,id=ID (repeatable);
+                           never stored in a layer or a cache key
+      --progress MODE      auto (default: tty on a terminal, else plain), plain, tty, json, quiet
+  -q, --quiet              same as --progress quiet
+Set SOURCE_DATE_EPOCH to choose the time in layers and history (default: 0,
+so the same inputs give the same layer digests on any machine).
+`;
+
+const SPECS: OptionSpec[] = [
+  { name: 'tag', short: 't', value: true, multiple: true },
+  { name: 'file', short: 'f', value: true },
+  { name: 'build-arg', value: true, multiple: true },
+  { name: 'target', value: true },
+  { name: 'no-cache' },
+  { name: 'secret', value: true, multiple: true },
+  { name: 'progress', value: true },
+  { name: 'quiet', short: 'q' },
+  { name: 'help' },
+];
+
+const MODES = ['auto', 'plain', 'tty', 'json', 'quiet'] as const;
+
+export async function main(argv: string[]): Promise<number> {
+  const { options, rest } = parseArgs('build', argv, SPECS);
+  if (options.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (rest.length !== 1) throw new PetriError('petri build: expected one CONTEXT directory (see petri build --help)');
+  const asked = (options.progress as string | undefined) ?? 'auto';
+  if (!(MODES as readonly string[]).includes(asked)) {
+    throw new PetriError(`petri build: invalid --progress ${asked}: expected one of ${MODES.join(', ')}`);
+  }
+  const progress = options.quiet ? 'quiet' : asked;
+  const buildArgs: Record<string, string> = {};
+  for (const arg of (options['build-arg'] as string[] | undefined) ?? []) {
+    const eq = arg.indexOf('=');
+    const key = eq < 0 ? arg : arg.slice(0, eq);
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+      throw new PetriError(`petri build: invalid --build-arg ${arg}: expected NAME=VALUE`);
+    }
+    const value = eq < 0 ? process.env[key] : arg.slice(eq + 1);
+    if (value !== undefined) buildArgs[key] = value;
+  }
+  const secrets: Record<string, string> = {};
+  for (const spec of (options.secret as string[] | undefined) ?? []) {
+    const fields = Object.fromEntries(
+      spec.split(',').map((field) => {
+        const eq = field.indexOf('=');
+        return eq < 0 ? [field, ''] : [field.slice(0, eq), field.slice(eq + 1)];
+      }),
+    );
+    const id = fields.id;
+    const src = fields.src ?? fields.source;
+    if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
+    secrets[id] = resolve(src);
+  }
+  const [{ buildImage }, { progressRenderer }, { ImageStore }, { LayerCache }] = await Promise.all([
+    import('../build/builder.js'),
+    import('../build/progress.js'),
+    import('../image/store.js'),
+    import('../snapshot/layers.js'),
+  ]);
+  const render = progressRenderer(progress as (typeof MODES)[number], process.stderr);
+  let result: Awaited<ReturnType<typeof buildImage>>;
+  try {
+    result = await buildImage({
+      context: rest[0] as string,
+      ...(typeof options.file === 'string' ? { dockerfile: resolve(options.file) } : {}),
+      tags: (options.tag as string[] | undefined) ?? [],
+      buildArgs,
+      ...(typeof options.target === 'string' ? { target: options.target } : {}),
+      noCache: options['no-cache'] === true,
+      secrets,
+      store: ImageStore.open(),
+      layers: new LayerCache(),
+      onEvent: render,
+    });
+  } catch (error) {
+    // Like docker build: a build that fails (a step, the Dockerfile, the context) exits 1.
+    if (!(error instanceof PetriError)) throw error;
+    process.stderr.write(`petri: ${errorLine(error)}\n`);
+    return 1;
+  }
+  process.stdout.write(`${result.id}\n`);
+  return 0;
+}

@@ -1,0 +1,300 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile variables like ${VAR}, not template strings
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { describeKernel } from './helpers/kernel.js';
+
+const petriBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+const fixtures = join(import.meta.dirname, '..', 'fixtures', 'build');
+
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+interface StepEvent {
+  type: 'step';
+  id: number;
+  stage: string;
+  index: number;
+  text: string;
+  status: string;
+}
+
+describeKernel('petri build: fixtures, cache, output', () => {
+  let work: string;
+  let root: string;
+  const petri = (...args: string[]): Result => {
+    const r = spawnSync(process.execPath, [petriBin, ...args], {
+      encoding: 'utf8',
+      timeout: 120_000,
+      env: { ...process.env, PETRI_ROOT: root },
+    });
+    return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  };
+  const ok = (...args: string[]): string => {
+    const r = petri(...args);
+    if (r.status !== 0) throw new Error(`petri ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    return r.stdout;
+  };
+  const ctx = (name: string) => join(work, name);
+  /** Builds with JSON progress; returns the image ID and the step events. */
+  const build = (context: string, ...args: string[]) => {
+    const r = petri('build', '--progress', 'json', ...args, context);
+    if (r.status !== 0) throw new Error(`petri build ${context} exited ${r.status}: ${r.stderr}`);
+    const events = r.stderr
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { type: string });
+    return { id: r.stdout.trim(), events, steps: events.filter((e): e is StepEvent => e.type === 'step') };
+  };
+  const sh = (image: string, script: string) => ok('run', '--rm', image, 'sh', '-c', script);
+  const inspect = (image: string) => JSON.parse(ok('inspect', image))[0];
+  const finished = (steps: StepEvent[]) => steps.filter((s) => s.status !== 'start');
+  /** The steps that make layers (metadata steps only change the config). */
+  const fsSteps = (steps: StepEvent[]) => finished(steps).filter((s) => /^(RUN|COPY|ADD|WORKDIR)\b/.test(s.text));
+  const blobCount = () => readdirSync(join(root, 'images', 'blobs', 'sha256')).length;
+
+  beforeAll(() => {
+    work = mkdtempSync(join(tmpdir(), 'ptest-build-'));
+    root = join(work, 'root');
+    cpSync(fixtures, work, { recursive: true, verbatimSymlinks: true });
+    copyFileSync('/bin/busybox', join(ctx('busybox'), 'busybox'));
+    ok('build', '-q', '-t', 'petri-fixture/busybox', ctx('busybox'));
+  });
+  afterAll(() => {
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('builds a busybox base from scratch: its applets, users and Cmd', () => {
+    expect(sh('petri-fixture/busybox', 'ls /bin/ls && id -un && cat /etc/group | wc -l')).toBe('/bin/ls\nroot\n2\n');
+    const image = inspect('petri-fixture/busybox');
+    expect(image.Config.Cmd).toEqual(['sh']);
+    expect(image.RootFS.Layers).toHaveLength(4);
+    expect(image.History.map((h: { created_by: string }) => h.created_by)).toContain(
+      'RUN /bin/busybox --install -s /bin # buildkit',
+    );
+  });
+
+  it('multi-stage: builds only what the target needs, independent stages at once, COPY --from by name and index', () => {
+    const { steps } = build(ctx('multi-stage'), '-t', 'ptest/multi');
+    expect(sh('ptest/multi', 'cat /app/out.txt /app/tool.txt; head -1 /app/app.sh')).toBe(
+      'built by 0 in /src\ntool\n#!/bin/sh\n',
+    );
+    expect(steps.some((s) => s.stage === 'unused')).toBe(false);
+    // `tools` starts before `build` has finished: they run in parallel.
+    const toolsStart = steps.findIndex((s) => s.stage === 'tools' && s.status === 'start');
+    const buildDone = steps.findLastIndex((s) => s.stage === 'build' && s.status !== 'start');
+    expect(toolsStart).toBeGreaterThanOrEqual(0);
+    expect(toolsStart).toBeLessThan(buildDone);
+
+    build(ctx('multi-stage'), '--target', 'build', '-t', 'ptest/multi-build');
+    expect(sh('ptest/multi-build', 'cat /src/out.txt; ls /app 2>&1 || true')).toBe(
+      'built by 0 in /src\nls: /app: No such file or directory\n',
+    );
+    expect(inspect('ptest/multi-build').Config.WorkingDir).toBe('/src');
+  });
+
+  it('heredocs: RUN scripts (with and without #!), COPY bodies expanded or literal, several per line', () => {
+    build(ctx('heredocs'), '-t', 'ptest/heredocs');
+    expect(sh('ptest/heredocs', 'cd /out && for f in run script copied literal two; do cat $f.txt; done')).toBe(
+      'hello world\nshebang /dev/.petri-heredoc-0\ncopied world\nliteral ${NAME}\nfirst\nsecond\n',
+    );
+  });
+
+  it('RUN mounts: a cache mount persists across builds, tmpfs, bind from the context, --network=none; none of them lands in the image', () => {
+    build(ctx('cache-mount'), '-t', 'ptest/mounts', '--build-arg', 'RUN_ID=1');
+    expect(
+      sh(
+        'ptest/mounts',
+        'cat /count.txt /tmpfs.txt /bound.txt /netdevs.txt; ls -A /var/cache/app /scratch /mnt 2>&1; true',
+      ),
+    ).toBe(
+      '1\nx\nbound content\n1\nls: /var/cache/app: No such file or directory\nls: /scratch: No such file or directory\nls: /mnt: No such file or directory\n',
+    );
+    const second = build(ctx('cache-mount'), '-t', 'ptest/mounts', '--build-arg', 'RUN_ID=2');
+    expect(sh('ptest/mounts', 'cat /count.txt')).toBe('2\n');
+    // The cache mount's step re-ran because RUN_ID changed, not because of the mount.
+    expect(fsSteps(second.steps)[0]?.status).toBe('done');
+    const third = build(ctx('cache-mount'), '-t', 'ptest/mounts', '--build-arg', 'RUN_ID=2');
+    expect(fsSteps(third.steps).every((s) => s.status === 'cached')).toBe(true);
+  });
+
+  it('.dockerignore: patterns, ! exceptions, ** and directories', () => {
+    build(ctx('dockerignore'), '-t', 'ptest/ignore');
+    expect(sh('ptest/ignore', 'cd /ctx && find . | sort')).toBe(
+      '.\n./.dockerignore\n./a.txt\n./keep.log\n./sub\n./sub/deep\n./sub/deep/data.txt\n',
+    );
+  });
+
+  it('ARG and ENV: defaults, global ARGs, --build-arg, ${VAR:-x} and ${VAR:+x}, expansion in WORKDIR, COPY and LABEL', () => {
+    build(ctx('args-env'), '-t', 'ptest/args');
+    expect(sh('ptest/args', 'pwd; cat args.txt world.txt')).toBe(
+      '/opt/world\nhello world|fallback|alt|hello|world\nworld file\n',
+    );
+    build(ctx('args-env'), '-t', 'ptest/args2', '--build-arg', 'TARGET=moon', '--build-arg', 'GREETING=hi');
+    expect(sh('ptest/args2', 'pwd; cat args.txt moon.txt')).toBe(
+      '/opt/moon\nhi moon|fallback|alt|hi|moon\nmoon file\n',
+    );
+    const image = inspect('ptest/args2');
+    expect(image.Config.Labels).toEqual({ greeting: 'hi' });
+    expect(image.Config.Env).toContain('MESSAGE=hi moon');
+  });
+
+  it('USER and WORKDIR: RUN as the user, WORKDIR created for it, COPY --chown by name and --chmod', () => {
+    build(ctx('user-workdir'), '-t', 'ptest/user');
+    expect(sh('ptest/user', 'cd /home/app/work && cat uid.txt pwd.txt home.txt /stat.txt')).toBe(
+      '1000\n/home/app/work\n/home/app\n1000:1000 755\n1000:1000 644\n0:0 600\n',
+    );
+    expect(inspect('ptest/user').Config.User).toBe('root');
+  });
+
+  it('ONBUILD: triggers run in the child build, with the child context, and are not inherited further', () => {
+    build(ctx('onbuild/parent'), '-t', 'petri-fixture/onbuild-parent');
+    expect(inspect('petri-fixture/onbuild-parent').Config.OnBuild).toHaveLength(2);
+    build(ctx('onbuild/child'), '-t', 'ptest/onbuild-child');
+    expect(sh('ptest/onbuild-child', 'cat /app/onbuild.txt')).toBe('from child context\nchild\n');
+    expect(inspect('ptest/onbuild-child').Config.OnBuild ?? []).toEqual([]);
+  });
+
+  it('metadata instructions set the image config like docker build', () => {
+    build(ctx('metadata'), '-t', 'ptest/meta');
+    const image = inspect('ptest/meta');
+    expect(image.Author).toBe('fixtures@petri');
+    expect(image.Config).toMatchObject({
+      Labels: { 'org.example.name': 'metadata fixture', version: '1' },
+      ExposedPorts: { '80/tcp': {}, '443/tcp': {}, '53/udp': {} },
+      Volumes: { '/data': {}, '/logs': {} },
+      StopSignal: 'SIGTERM',
+      Healthcheck: { Test: ['CMD', 'true'], Interval: 5e9, Timeout: 2e9, Retries: 3 },
+      Shell: ['/bin/sh', '-ec'],
+      Entrypoint: ['/bin/echo'],
+      Cmd: ['hello'],
+    });
+    expect(ok('run', '--rm', 'ptest/meta')).toBe('hello\n');
+  });
+
+  it('ADD extracts a local tar, COPY semantics: directory contents, several sources, wildcards, file renames, --exclude', () => {
+    build(ctx('add-tar'), '-t', 'ptest/add');
+    expect(sh('ptest/add', 'cat /opt/dir/file.txt /opt/plain.txt; ls /opt')).toBe(
+      'in archive\nplain\ndir\nplain.txt\n',
+    );
+    build(ctx('copy-semantics'), '-t', 'ptest/copy');
+    expect(
+      sh(
+        'ptest/copy',
+        'cd / && find dst many wild excluded | sort && cat renamed.txt && readlink wild/link || echo nolink',
+      ),
+    ).toBe(
+      'dst\ndst/nested\ndst/nested/n.txt\ndst/top.txt\ndst/x.skip\nexcluded\nexcluded/nested\nexcluded/nested/n.txt\nexcluded/top.txt\nmany\nmany/a.txt\nmany/b.txt\nwild\nwild/a.txt\nwild/b.txt\na\nnolink\n',
+    );
+  });
+
+  it('cache: a rebuild runs nothing and writes nothing; touching a file changes nothing; a content change rebuilds that step and what follows', () => {
+    const first = build(ctx('multi-stage'), '-t', 'ptest/cache');
+    const blobs = blobCount();
+    const again = build(ctx('multi-stage'), '-t', 'ptest/cache');
+    expect(again.id).toBe(first.id);
+    expect(again.events.some((e) => e.type === 'output')).toBe(false);
+    expect(fsSteps(again.steps).length).toBe(7);
+    expect(fsSteps(again.steps).every((s) => s.status === 'cached')).toBe(true);
+    expect(blobCount()).toBe(blobs);
+
+    const future = new Date(Date.now() + 3_600_000);
+    utimesSync(join(ctx('multi-stage'), 'app.sh'), future, future);
+    expect(build(ctx('multi-stage'), '-t', 'ptest/cache').id).toBe(first.id);
+
+    writeFileSync(join(ctx('multi-stage'), 'app.sh'), '#!/bin/sh\necho changed\n');
+    const changed = build(ctx('multi-stage'), '-t', 'ptest/cache');
+    const status = (stage: string, prefix: string) =>
+      finished(changed.steps).find((s) => s.stage === stage && s.text.startsWith(prefix))?.status;
+    expect(status('build', 'WORKDIR')).toBe('cached');
+    expect(status('build', 'COPY app.sh')).toBe('done');
+    expect(status('build', 'RUN')).toBe('done');
+    expect(status('tools', 'RUN')).toBe('cached');
+    expect(sh('ptest/cache', 'cat /app/out.txt')).toBe('changed\n');
+  });
+
+  it('cache: changing an ARG rebuilds from its first use; --no-cache runs everything and gives the same layer digests', () => {
+    const dir = join(work, 'arg-cache');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'FROM petri-fixture/busybox\nRUN echo one > /one\nARG V=1\nRUN echo $V > /v\nRUN echo after > /after\n',
+    );
+    build(dir, '-t', 'ptest/argcache');
+    const changed = build(dir, '-t', 'ptest/argcache', '--build-arg', 'V=2');
+    expect(finished(changed.steps).map((s) => `${s.text.split(' ').slice(0, 3).join(' ')}:${s.status}`)).toEqual([
+      'FROM petri-fixture/busybox:done',
+      'RUN echo one:cached',
+      'ARG V=1:done',
+      'RUN echo $V:done',
+      'RUN echo after:done',
+    ]);
+    const layers = inspect('ptest/argcache').RootFS.Layers;
+    const cold = build(dir, '-t', 'ptest/argcache', '--build-arg', 'V=2', '--no-cache');
+    expect(finished(cold.steps).filter((s) => s.status === 'cached')).toEqual([]);
+    expect(inspect('ptest/argcache').RootFS.Layers).toEqual(layers);
+  });
+
+  it('secrets: mounted for the step, never in the image or the cache key', () => {
+    const dir = join(work, 'secret');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'token'), 's3cret');
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'FROM petri-fixture/busybox\nRUN --mount=type=secret,id=tok test "$(cat /run/secrets/tok)" = s3cret && echo ok > /checked\n',
+    );
+    build(dir, '-t', 'ptest/secret', '--secret', `id=tok,src=${join(dir, 'token')}`);
+    expect(sh('ptest/secret', 'cat /checked; ls /run/secrets 2>&1 || true')).toBe(
+      'ok\nls: /run/secrets: No such file or directory\n',
+    );
+  });
+
+  it('plain progress: BuildKit-like step lines, CACHED and DONE; a failing RUN shows its command, exit code and last output', () => {
+    const dir = join(work, 'failing');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'FROM petri-fixture/busybox\nRUN echo first line && echo to stderr >&2 && exit 3\n',
+    );
+    const r = petri('build', '--progress', 'plain', dir);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/^#1 \[stage-0 1\/2\] FROM petri-fixture\/busybox$/m);
+    expect(r.stderr).toMatch(/^#2 \[stage-0 2\/2\] RUN echo first line && echo to stderr >&2 && exit 3$/m);
+    expect(r.stderr).toMatch(/^#2 \d+\.\d{3} first line$/m);
+    expect(r.stderr).toMatch(/^#2 \d+\.\d{3} to stderr$/m);
+    expect(r.stderr).toMatch(
+      /^petri: .*Dockerfile:2: RUN: process "\/bin\/sh -c echo first line && echo to stderr >&2 && exit 3" did not complete successfully: exit code: 3/m,
+    );
+    const cached = petri('build', '--progress', 'plain', ctx('heredocs'));
+    expect(cached.status).toBe(0);
+    expect(cached.stderr).toMatch(/^#\d+ CACHED$/m);
+    expect(cached.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+  });
+
+  it('bad input: one clear line each, nothing built', () => {
+    const dir = join(work, 'bad');
+    mkdirSync(dir);
+    const expectError = (dockerfile: string, args: string[], pattern: RegExp) => {
+      writeFileSync(join(dir, 'Dockerfile'), dockerfile);
+      const r = petri('build', '-q', ...args, dir);
+      expect(r.status).not.toBe(0);
+      expect(r.stderr).toMatch(pattern);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    };
+    expectError('FROM ptest/not-there\n', [], /^petri: .*base image ptest\/not-there is not in petri's image store/);
+    expectError(
+      'FROM scratch AS one\n',
+      ['--target', 'onw'],
+      /target stage "onw" could not be found: did you mean "one"\?/,
+    );
+    expectError('FROM petri-fixture/busybox\nCOPY missing.txt /\n', [], /Dockerfile:2: COPY: .*missing\.txt/);
+    expectError('FORM scratch\n', [], /did you mean FROM/i);
+    expectError('FROM scratch\n', ['--progress', 'fancy'], /invalid --progress fancy/);
+    expect(petri('build', join(dir, 'nope')).stderr).toMatch(/build context .* is not a directory/);
+  });
+});
