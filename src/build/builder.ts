@@ -41,7 +41,7 @@ import { chainIds, LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
-import { type CopyRequest, copyInto, hashSelection, selectSources } from './copy.js';
+import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 
@@ -105,6 +105,13 @@ interface State {
   /** CMD was set in this stage (a later ENTRYPOINT keeps it). */
   cmdSet?: boolean;
   author?: string;
+}
+
+/** Where files are copied or bound from; `key` identifies its content (a stage's filesystem key, or `context`). */
+interface Source {
+  view: () => Promise<FsView>;
+  key: string;
+  preserveOwner: boolean;
 }
 
 interface StageRun {
@@ -608,16 +615,55 @@ class Builder {
     );
   }
 
-  async #sourceView(
-    from: string | undefined,
-    run: StageRun,
-  ): Promise<{ view: FsView; key: string; preserveOwner: boolean }> {
-    if (from === undefined) return { view: this.#context, key: 'context', preserveOwner: false };
+  /** Where COPY --from / RUN --mount from read: the context, or a stage's or image's filesystem (unpacked only when read). */
+  async #sourceView(from: string | undefined, run: StageRun): Promise<Source> {
+    if (from === undefined) {
+      const view = this.#context;
+      return { view: async () => view, key: 'context', preserveOwner: false };
+    }
     const stage = this.#stageNamed(from, run.stage.index, true);
     let source: State;
     if (stage) source = await this.#startStage(stage.index);
     else source = await this.#baseState(from, -1);
-    return { view: new LayeredView(await this.#lower(source)), key: source.fsKey, preserveOwner: true };
+    let view: Promise<FsView> | undefined;
+    return {
+      view: () => {
+        view ??= this.#lower(source).then((lower) => new LayeredView(lower));
+        return view;
+      },
+      key: source.fsKey,
+      preserveOwner: true,
+    };
+  }
+
+  /**
+   * The files a COPY or bind mount selects, and their content hash (the cache
+   * key's part). The hash of a selection from a stage or image is remembered
+   * under the stage's key, so a cached build does not read that filesystem.
+   */
+  async #selection(
+    source: Source,
+    request: Omit<CopyRequest, 'from'>,
+  ): Promise<{ hash: string; request: () => Promise<CopyRequest>; entries: () => Promise<SelectedEntry[]> }> {
+    let full: Promise<CopyRequest> | undefined;
+    let entries: Promise<SelectedEntry[]> | undefined;
+    const getRequest = () => {
+      full ??= source.view().then((from) => ({ ...request, from }));
+      return full;
+    };
+    const getEntries = () => {
+      entries ??= getRequest().then(selectSources);
+      return entries;
+    };
+    if (source.key === 'context')
+      return { hash: hashSelection(await getEntries()), request: getRequest, entries: getEntries };
+    const key = cacheKey(source.key, { selection: request });
+    let hash = this.#options.noCache ? undefined : this.#cache.getSelection(key);
+    if (hash === undefined) {
+      hash = hashSelection(await getEntries());
+      this.#cache.setSelection(key, hash);
+    }
+    return { hash, request: getRequest, entries: getEntries };
   }
 
   async #copy(
@@ -635,8 +681,7 @@ class Builder {
     }));
     const workdir = state.config.WorkingDir || '/';
     const chmod = flags.chmod === undefined ? undefined : parseMode(flags.chmod);
-    const request: CopyRequest = {
-      from: source.view,
+    const request: Omit<CopyRequest, 'from'> = {
       sources: args.sources,
       inline,
       dest: args.dest,
@@ -647,17 +692,16 @@ class Builder {
       preserveOwner: source.preserveOwner,
       ...(instruction.keyword === 'ADD' ? { add: true } : {}),
     };
-    let lowerForOwner: string[] | undefined;
     if (flags.chown !== undefined) {
       // Names resolve in the destination's /etc/passwd and /etc/group; numbers need no lookup.
-      if (!/^\d+(:\d+)?$/.test(flags.chown)) lowerForOwner = await this.#lower(state);
-      request.chown = parseChown(flags.chown, lowerForOwner);
+      const lower = /^\d+(:\d+)?$/.test(flags.chown) ? undefined : await this.#lower(state);
+      request.chown = parseChown(flags.chown, lower);
     }
-    const entries = await selectSources(request);
+    const selection = await this.#selection(source, request);
     const step = {
       op: instruction.keyword,
       source: source.key,
-      content: hashSelection(entries),
+      content: selection.hash,
       inline,
       dest: args.dest,
       workdir,
@@ -667,7 +711,9 @@ class Builder {
       parents: request.parents ?? false,
     };
     const createdBy = `${instruction.keyword} ${displayArgs(instruction)} # buildkit`;
-    return this.#layerStep(state, step, createdBy, (lower, upper) => copyInto(request, entries, lower, upper));
+    return this.#layerStep(state, step, createdBy, async (lower, upper) =>
+      copyInto(await selection.request(), await selection.entries(), lower, upper),
+    );
   }
 
   async #run(
@@ -759,8 +805,7 @@ class Builder {
       case 'bind': {
         const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
         const source = await this.#sourceView(expanded, run);
-        const entries = await selectSources({
-          from: source.view,
+        const selection = await this.#selection(source, {
           sources: [mount.source ?? '/'],
           dest: '/',
           workdir: '/',
@@ -770,7 +815,7 @@ class Builder {
           type: 'bind',
           target: mount.target,
           from: source.key,
-          content: hashSelection(entries),
+          content: selection.hash,
           readonly: mount.readonly,
         };
       }
@@ -842,7 +887,7 @@ class Builder {
         const dir = join(work, `bind-${i}`);
         mkdirSync(dir);
         const request: CopyRequest = {
-          from: source.view,
+          from: await source.view(),
           sources: [mount.source ?? '/'],
           dest: '/',
           workdir: '/',
@@ -856,7 +901,7 @@ class Builder {
           file !== undefined &&
           mount.source !== undefined &&
           !lstatSync(file).isDirectory() &&
-          source.view.lstat(cleanRel(mount.source))?.isDirectory() === false;
+          request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
         binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
       }
       mountTargets.push(target);

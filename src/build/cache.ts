@@ -1,5 +1,14 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import { randomHex } from '../util/fs.js';
@@ -64,13 +73,41 @@ export class BuildCache {
     renameSync(temp, this.#path(key));
   }
 
+  /**
+   * The content hash of files selected from a stage or image (whose filesystem
+   * never changes for a given key), so that a cached build need not unpack or
+   * read that filesystem again to compute a COPY --from key.
+   */
+  getSelection(key: string): string | undefined {
+    try {
+      return readFileSync(join(this.dir, 'selections', key.replace(/^sha256:/, '')), 'utf8');
+    } catch {
+      return undefined;
+    }
+  }
+
+  setSelection(key: string, hash: string): void {
+    const dir = join(this.dir, 'selections');
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const temp = join(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+    writeFileSync(temp, hash);
+    renameSync(temp, join(dir, key.replace(/^sha256:/, '')));
+  }
+
   /** The directory of a cache mount, created on first use with the mount's owner and mode. */
   mountDir(id: string, owner: { uid: number; gid: number; mode: number }): string {
     const dir = join(this.dir, 'mounts', createHash('sha256').update(id).digest('hex').slice(0, 32));
-    try {
-      mkdirSync(dir, { recursive: true, mode: owner.mode });
-    } catch {
-      // exists
+    if (!existsSync(dir)) {
+      mkdirSync(join(this.dir, 'mounts'), { recursive: true, mode: 0o700 });
+      const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
+      mkdirSync(temp);
+      chownSync(temp, owner.uid, owner.gid);
+      chmodSync(temp, owner.mode);
+      try {
+        renameSync(temp, dir);
+      } catch {
+        rmdirSync(temp); // another build made it first
+      }
     }
     return dir;
   }
