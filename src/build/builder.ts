@@ -34,10 +34,8 @@ import { imageArchitecture } from '../image/platform.js';
 import { parseReference } from '../image/reference.js';
 import { ImageStore } from '../image/store.js';
 import { type ContainerConfig, type HistoryEntry, type ImageConfig, MEDIA_TYPES } from '../image/types.js';
-import { Container } from '../runtime/container.js';
 import type { ContainerOptions } from '../runtime/options.js';
-import { writeLayer } from '../snapshot/layer-from-dir.js';
-import { chainIds, LayerCache } from '../snapshot/layers.js';
+import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
@@ -128,7 +126,7 @@ export async function buildImage(options: BuildOptions): Promise<BuildResult> {
 class Builder {
   readonly #options: BuildOptions;
   readonly #store: ImageStore;
-  readonly #layers: LayerCache;
+  #layers: LayerCache | undefined;
   readonly #cache: BuildCache;
   readonly #file: string;
   readonly #contextDir: string;
@@ -145,7 +143,7 @@ class Builder {
   constructor(options: BuildOptions) {
     this.#options = options;
     this.#store = options.store ?? ImageStore.open();
-    this.#layers = options.layers ?? new LayerCache();
+    this.#layers = options.layers;
     this.#cache = options.cache ?? new BuildCache();
     this.#contextDir = resolve(options.context);
     this.#file = options.dockerfile ?? join(this.#contextDir, 'Dockerfile');
@@ -526,7 +524,7 @@ class Builder {
 
   /** The lower dirs of a state's filesystem (top first), unpacking what the layer cache lacks. */
   async #lower(state: State): Promise<string[]> {
-    return this.#layers.prepare(
+    return (await this.#layerCache()).prepare(
       state.layers.map((layer) => ({
         digest: layer.digest,
         mediaType: layer.mediaType,
@@ -536,8 +534,17 @@ class Builder {
     );
   }
 
-  #workDir(): string {
-    const dir = this.#layers.workDir();
+  /** The layer cache, loaded on first use (a fully cached build never needs it). */
+  async #layerCache(): Promise<LayerCache> {
+    if (!this.#layers) {
+      const { LayerCache } = await import('../snapshot/layers.js');
+      this.#layers = new LayerCache();
+    }
+    return this.#layers;
+  }
+
+  async #workDir(): Promise<string> {
+    const dir = (await this.#layerCache()).workDir();
     this.#workDirs.push(dir);
     return dir;
   }
@@ -560,7 +567,7 @@ class Builder {
     const cached = record !== undefined;
     if (!record) {
       const lower = await this.#lower(state);
-      const work = this.#workDir();
+      const work = await this.#workDir();
       const upper = join(work, 'upper');
       mkdirSync(upper);
       await make(lower, upper);
@@ -592,10 +599,12 @@ class Builder {
     const stream = new PassThrough();
     const stored = this.#store.writeBlobStream(stream);
     stored.catch(() => {});
+    const { writeLayer } = await import('../snapshot/layer-from-dir.js');
     const { diffId, size } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
     const blob = await stored;
+    const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-    this.#layers.adopt(upper, { diffId, size }, parent);
+    (await this.#layerCache()).adopt(upper, { diffId, size }, parent);
     return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
   }
 
@@ -844,7 +853,7 @@ class Builder {
     const env = Object.fromEntries(job.env);
     if (env.PATH === undefined) env.PATH = DEFAULT_PATH;
     if (env.HOME === undefined && user.home) env.HOME = user.home;
-    const work = this.#workDir();
+    const work = await this.#workDir();
     const binds: NonNullable<ContainerOptions['binds']> = [];
     const tmpfs: Record<string, string> = {};
     for (const [i, script] of job.scripts.entries()) {
@@ -909,6 +918,7 @@ class Builder {
     mountTargets.push(...job.scripts.map((s) => s.target));
 
     const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+    const { Container } = await import('../runtime/container.js');
     const container = Container.create({
       rootfs: root,
       command: job.command,

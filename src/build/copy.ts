@@ -22,7 +22,7 @@ import zlib from 'node:zlib';
 import { cleanPath, goMatch, hasWildcards, IgnoreMatcher } from '../dockerfile/dockerignore.js';
 import { PetriError } from '../errors.js';
 import { FsOps } from '../snapshot/fsops.js';
-import { type TarHeader, tarStream, XATTR_PAX_PREFIX } from '../snapshot/tar-pax.js';
+import type { TarHeader } from '../snapshot/tar-pax.js';
 import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../snapshot/whiteouts.js';
 import { removeTree } from '../util/fs.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
@@ -751,6 +751,8 @@ class UpperWriter implements FsView {
     const stages: NodeJS.ReadWriteStream[] = [];
     if (entry.archive === 'gzip') stages.push(zlib.createGunzip());
     if (entry.archive === 'zstd') stages.push(zstdDecompress() as NodeJS.ReadWriteStream);
+    // tar-stream is loaded only when an archive is extracted: a cached build never needs it.
+    const { tarStream } = await import('../snapshot/tar-pax.js');
     const extract = tarStream().extract();
     const input = createReadStream(entry.hostPath as string);
     const feeding = pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]);
@@ -881,6 +883,7 @@ class UpperWriter implements FsView {
 
   /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
   async #xattrs(path: string, header: TarHeader): Promise<void> {
+    const { XATTR_PAX_PREFIX } = await import('../snapshot/tar-pax.js');
     for (const [key, value] of Object.entries(header.pax ?? {})) {
       if (!key.startsWith(XATTR_PAX_PREFIX)) continue;
       const name = key.slice(XATTR_PAX_PREFIX.length);

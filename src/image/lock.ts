@@ -1,5 +1,4 @@
 import { join } from 'node:path';
-import { lock } from 'proper-lockfile';
 import { errorLine, PetriError } from '../errors.js';
 
 /** A lock held longer than this without its holder refreshing it (every STALE_MS/4) is taken as abandoned. */
@@ -23,6 +22,8 @@ export async function withIndexLock<T>(dir: string, fn: () => T | Promise<T>): P
   const lockfilePath = indexLockPath(dir);
   let compromised: Error | undefined;
   let release: () => Promise<void>;
+  // Loaded on first use: commands that only read the store never need it.
+  const { lock } = await import('proper-lockfile');
   try {
     release = await lock(dir, {
       lockfilePath,

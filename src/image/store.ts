@@ -74,6 +74,8 @@ export class ImageStore extends BlobStore {
     const name = tagRef(ref);
     const descriptor = typeof manifest === 'string' ? (await this.#find(manifest)).descriptor : manifest;
     validateDigest(descriptor.digest, 'manifest digest');
+    // Already so (a rebuild that changed nothing): no lock, no write.
+    if (readIndex(this.dir).manifests.some((e) => refName(e) === name && e.digest === descriptor.digest)) return;
     await withIndexLock(this.dir, async () => {
       await this.#checkComplete(name, descriptor);
       const index = readIndex(this.dir);
