@@ -14,7 +14,7 @@ export function removeTree(path: string): void {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') return;
     if (code === 'ENOTDIR') {
-      unlinkSync(path);
+      unlinkQuietly(path);
       return;
     }
     throw error;
@@ -22,10 +22,19 @@ export function removeTree(path: string): void {
   for (const entry of entries) {
     const child = join(path, entry.name);
     if (entry.isDirectory()) removeTree(child);
-    else unlinkSync(child);
+    else unlinkQuietly(child);
   }
   try {
     rmdirSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+/** Unlinks a file that another remover may have removed first. */
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
