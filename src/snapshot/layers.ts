@@ -139,7 +139,10 @@ export class LayerCache {
     const temp = this.workDir();
     try {
       renameSync(tree, join(temp, 'fs'));
-      writeFileSync(join(temp, 'meta.json'), `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}\n`);
+      writeFileSync(
+        join(temp, 'meta.json'),
+        `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}\n`,
+      );
       try {
         renameSync(temp, join(this.dir, hexOf(chainId)));
       } catch (error) {
