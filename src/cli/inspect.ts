@@ -65,6 +65,9 @@ async function inspectOne(store: ImageStore, ref: string): Promise<unknown> {
         WorkingDir: spec.process.cwd,
         User: spec.process.user,
         Hostname: spec.hostname,
+        Labels: Object.fromEntries(
+          Object.entries(spec.annotations ?? {}).filter(([key]) => !key.startsWith('org.petri.')),
+        ),
       },
       GraphDriver: {
         Name: 'overlay',

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { PetriError, withCleanupError } from '../errors.js';
 import { randomHex, removeTree } from '../util/fs.js';
-import { type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
+import { type CgroupMode, type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir, petriRoot } from './paths.js';
 import { type ContainerRecord, listRecords, selfIdentity, writeRecord } from './record.js';
@@ -38,6 +38,8 @@ export interface ExecProcess {
   stdout: Readable | null;
   stderr: Readable | null;
   result: Promise<{ exitCode: number; signal: number | null; durationMs: number }>;
+  /** SIGKILLs the process (its own children stay, reaped by the container's init). */
+  kill(): void;
 }
 
 /**
@@ -53,7 +55,8 @@ export class Container {
   stdout: Readable | null = null;
   stderr: Readable | null = null;
   private currentState: ContainerState = 'created';
-  private readonly cgroups: ContainerCgroups;
+  private cgroups: ContainerCgroups;
+  private readonly cgroupMode: CgroupMode;
   private readonly record: ContainerRecord;
   private readonly options: ContainerOptions;
   private runner: RunnerProcess | undefined;
@@ -65,7 +68,7 @@ export class Container {
     this.name = options.name ?? id;
     this.options = options;
     this.dir = containerDir(id);
-    const mode = detectCgroupMode();
+    this.cgroupMode = detectCgroupMode();
     const lower = typeof options.rootfs === 'string' ? [options.rootfs] : options.rootfs;
     if (lower.length === 0) throw new PetriError('cannot create a container without a root filesystem');
     const inPlace = options.rootfsInPlace === true;
@@ -85,21 +88,12 @@ export class Container {
               ...(deep ? { lowerBase: join(this.dir, 'l') } : {}),
             },
           }),
-      cgroupMount: mode === 'v2',
+      cgroupMount: this.cgroupMode === 'v2',
     });
     ensureContainersDir();
     mkdirSync(this.dir);
     try {
-      this.cgroups = createCgroups(
-        id,
-        {
-          memory: options.memory,
-          pids: options.pids,
-          cpus: options.cpus,
-          devices: this.spec.linux.resources.devices,
-        },
-        mode,
-      );
+      this.cgroups = this.createCgroups();
       this.record = {
         id,
         name: this.name,
@@ -125,6 +119,11 @@ export class Container {
     }
   }
 
+  private createCgroups(): ContainerCgroups {
+    const { memory, pids, cpus } = this.options;
+    return createCgroups(this.id, { memory, pids, cpus, devices: this.spec.linux.resources.devices }, this.cgroupMode);
+  }
+
   /** Creates a container (nothing runs yet). Sweeps what crashed petri processes left, once per process. */
   static create(options: ContainerOptions): Container {
     checkRoot();
@@ -146,6 +145,11 @@ export class Container {
     return this.currentState;
   }
 
+  /** The cgroup directories its processes join, in every hierarchy it uses (they change on a kept container's restart). */
+  get cgroupDirs(): string[] {
+    return this.cgroups.dirs;
+  }
+
   /** Host pid of the container's PID 1 while it runs. */
   get pid(): number | undefined {
     return this.runner?.pid;
@@ -155,7 +159,7 @@ export class Container {
   async start(io: StdioOptions = {}): Promise<void> {
     this.expectState('start', ['created']);
     this.currentState = 'running';
-    const startedAt = performance.now();
+    const startedAt = monotonicMs();
     const args = ['run'];
     if (this.options.init === false) args.push('--no-init');
     const { cloneIntoDir, deviceBpfDir } = this.cgroups;
@@ -183,7 +187,7 @@ export class Container {
         signal: exit.signal,
         oomKilled: this.cgroups.oomKilled(),
         timedOut: this.timedOut,
-        durationMs: Math.round(performance.now() - startedAt),
+        durationMs: Math.round(monotonicMs() - startedAt),
       };
       if (this.options.keep && this.currentState === 'exited') await this.settleKept(result);
       return result;
@@ -201,6 +205,23 @@ export class Container {
     if (this.currentState === 'running') writeRecord(this.dir, this.record);
   }
 
+  /**
+   * Starts an exited container again, like `docker start`: the same id, bundle
+   * and writable layer (a kept container gets its cgroups back first).
+   */
+  async restart(io: StdioOptions = {}): Promise<void> {
+    this.expectState('restart', ['exited']);
+    await this.result;
+    if (this.options.keep) {
+      this.cgroups = this.createCgroups();
+      this.record.cgroupDirs = this.cgroups.dirs;
+      delete this.record.exit;
+    }
+    this.currentState = 'created';
+    this.timedOut = false;
+    await this.start(io);
+  }
+
   /** A kept container that exited: no processes, no cgroups; its record and upper dir stay. */
   private async settleKept(result: Omit<ExitResult, 'durationMs'>): Promise<void> {
     await this.cgroups.remove();
@@ -209,6 +230,17 @@ export class Container {
     const { exitCode, signal, oomKilled, timedOut } = result;
     this.record.exit = { exitCode, signal, oomKilled, timedOut, finishedAt: new Date().toISOString() };
     writeRecord(this.dir, this.record);
+  }
+
+  /**
+   * Lets this process end while the container runs (its runner's pipes no
+   * longer hold the event loop): the container then dies with the runner.
+   */
+  unref(): void {
+    const child = this.runner?.child;
+    if (!child) return;
+    child.unref();
+    for (const stream of child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
   }
 
   /** Waits for the command to end. */
@@ -228,49 +260,14 @@ export class Container {
   /** Runs another process inside the running container, with the container's security profile. */
   exec(command: string[], options: ExecOptions & StdioOptions = {}): ExecProcess {
     this.expectState('exec in', ['running']);
-    if (command.length === 0) throw new PetriError(`cannot exec in container ${this.id}: no command given`);
-    const processSpec: OciProcess = {
-      ...this.spec.process,
-      args: command,
-      cwd: options.workdir ?? this.spec.process.cwd,
-      env: mergeEnv(this.spec.process.env, options.env),
+    const target = {
+      id: this.id,
+      dir: this.dir,
+      spec: this.spec,
+      pid: this.runner?.pid,
+      cgroupDirs: this.cgroups.dirs,
     };
-    if (options.user) {
-      const root = options.user.uid === 0;
-      const caps = this.spec.process.capabilities.bounding;
-      processSpec.user = {
-        uid: options.user.uid,
-        gid: options.user.gid,
-        additionalGids: options.user.additionalGids ?? [],
-      };
-      processSpec.capabilities = {
-        ...processSpec.capabilities,
-        effective: root ? caps : [],
-        permitted: root ? caps : [],
-      };
-    }
-    const args = ['exec', '--pid', String(this.runner?.pid), '--config', join(this.dir, 'config.json')];
-    for (const dir of this.cgroups.dirs) args.push('--cgroup', dir);
-    args.push('--process', JSON.stringify(processSpec));
-    const startedAt = performance.now();
-    const runner = new RunnerProcess(args, [
-      options.stdin ?? 'ignore',
-      options.stdout ?? 'pipe',
-      options.stderr ?? 'pipe',
-    ]);
-    return {
-      stdin: runner.child.stdin,
-      stdout: runner.child.stdout,
-      stderr: runner.child.stderr,
-      result: runner.exited.then((exit) => {
-        if (exit.error !== undefined && runner.pid === undefined) {
-          throw Object.assign(new PetriError(`cannot exec in container ${this.id}: ${exit.error}`), {
-            exitCode: exit.exitCode,
-          });
-        }
-        return { exitCode: exit.exitCode, signal: exit.signal, durationMs: Math.round(performance.now() - startedAt) };
-      }),
-    };
+    return execInContainer(target, command, options);
   }
 
   /** Kills what still runs and removes the container's cgroups and directory. */
@@ -337,6 +334,68 @@ function ensureContainersDir(): void {
   containersDirReady = true;
 }
 
+/** What `exec` needs of a running container: also enough for one another petri process runs (a reused one). */
+export interface ExecTarget {
+  id: string;
+  dir: string;
+  spec: OciSpec;
+  /** Host pid of its init. */
+  pid: number | undefined;
+  cgroupDirs: string[];
+}
+
+/** Runs a process in a running container (joining its namespaces and cgroups), with the container's security profile. */
+export function execInContainer(
+  target: ExecTarget,
+  command: string[],
+  options: ExecOptions & StdioOptions = {},
+): ExecProcess {
+  if (command.length === 0) throw new PetriError(`cannot exec in container ${target.id}: no command given`);
+  const processSpec: OciProcess = {
+    ...target.spec.process,
+    args: command,
+    cwd: options.workdir ?? target.spec.process.cwd,
+    env: mergeEnv(target.spec.process.env, options.env),
+  };
+  if (options.user) {
+    const root = options.user.uid === 0;
+    const caps = target.spec.process.capabilities.bounding;
+    processSpec.user = {
+      uid: options.user.uid,
+      gid: options.user.gid,
+      additionalGids: options.user.additionalGids ?? [],
+    };
+    processSpec.capabilities = {
+      ...processSpec.capabilities,
+      effective: root ? caps : [],
+      permitted: root ? caps : [],
+    };
+  }
+  const args = ['exec', '--pid', String(target.pid), '--config', join(target.dir, 'config.json')];
+  for (const dir of target.cgroupDirs) args.push('--cgroup', dir);
+  args.push('--process', JSON.stringify(processSpec));
+  const startedAt = monotonicMs();
+  const runner = new RunnerProcess(args, [
+    options.stdin ?? 'ignore',
+    options.stdout ?? 'pipe',
+    options.stderr ?? 'pipe',
+  ]);
+  return {
+    stdin: runner.child.stdin,
+    stdout: runner.child.stdout,
+    stderr: runner.child.stderr,
+    kill: () => runner.kill(),
+    result: runner.exited.then((exit) => {
+      if (exit.error !== undefined && runner.pid === undefined) {
+        throw Object.assign(new PetriError(`cannot exec in container ${target.id}: ${exit.error}`), {
+          exitCode: exit.exitCode,
+        });
+      }
+      return { exitCode: exit.exitCode, signal: exit.signal, durationMs: Math.round(monotonicMs() - startedAt) };
+    }),
+  };
+}
+
 function mergeEnv(base: string[], extra: Record<string, string> = {}): string[] {
   const env = new Map(base.map((entry) => [entry.slice(0, entry.indexOf('=')), entry] as const));
   for (const [key, value] of Object.entries(extra)) env.set(key, `${key}=${value}`);
@@ -347,6 +406,12 @@ function signalNumber(signal: NodeJS.Signals): number {
   const number = (constants.signals as Record<string, number>)[signal];
   if (number === undefined) throw new PetriError(`unknown signal "${signal}"`);
   return number;
+}
+
+/** Milliseconds from a monotonic clock (the `performance` global loads perf_hooks on first use). */
+function monotonicMs(): number {
+  const [seconds, nanoseconds] = process.hrtime();
+  return seconds * 1e3 + nanoseconds / 1e6;
 }
 
 function checkRoot(): void {

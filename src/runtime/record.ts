@@ -73,7 +73,7 @@ export function ownerAlive(owner: { pid: number; startTime: number }): boolean {
   return startTime !== undefined && startTime === owner.startTime;
 }
 
-function processStartTime(pid: number): number | undefined {
+export function processStartTime(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Field 22 (starttime); the command name (field 2) may hold spaces and parentheses.
