@@ -8,6 +8,8 @@ import { errorLine, PetriError } from '../errors.js';
 const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise<number> }>> = {
   run: () => import('./run.js'),
   build: () => import('./build.js'),
+  test: () => import('./test.js'),
+  repro: () => import('./repro.js'),
   ps: () => import('./ps.js'),
   rm: () => import('./rm.js'),
   images: () => import('./images.js'),
@@ -28,6 +30,8 @@ const USAGE = `usage: petri <command> [options]
 commands:
   run       run a command in a container
   build     build an image from a Dockerfile
+  test      run petri.config.*'s test jobs in parallel containers, keep the failed ones
+  repro     open a failed test job's container again (shell, re-run, or docker commands)
   ps        list containers
   rm        remove containers
   commit    make an image from a container's changes
