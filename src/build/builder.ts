@@ -33,7 +33,13 @@ import { resolveUser } from '../image/apply-config.js';
 import { imageArchitecture } from '../image/platform.js';
 import { parseReference } from '../image/reference.js';
 import { ImageStore } from '../image/store.js';
-import { type ContainerConfig, type HistoryEntry, type ImageConfig, MEDIA_TYPES } from '../image/types.js';
+import {
+  type ContainerConfig,
+  type HistoryEntry,
+  type ImageConfig,
+  MEDIA_TYPES,
+  type StoredImage,
+} from '../image/types.js';
 import type { ContainerOptions } from '../runtime/options.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
@@ -57,12 +63,22 @@ export interface BuildOptions {
   noCache?: boolean;
   /** `RUN --mount=type=secret,id=ID`: ID → a file on the host. Never part of a cache key or a layer. */
   secrets?: Record<string, string>;
+  /**
+   * An image named by FROM, COPY --from or RUN --mount from= that is not in the
+   * store is pulled from its registry (`missing`, the default); `always` pulls
+   * it even when it is there (a tag that moved); `never` only uses the store.
+   */
+  pull?: PullPolicy;
+  /** Registries a pull may reach over plain HTTP or with any TLS certificate (`--insecure-registry`). */
+  insecureRegistries?: string[];
   /** Default: the store under PETRI_ROOT. */
   store?: ImageStore;
   layers?: LayerCache;
   cache?: BuildCache;
   onEvent?: (event: BuildEvent) => void;
 }
+
+export type PullPolicy = 'missing' | 'always' | 'never';
 
 export interface BuildResult {
   /** The image ID (config digest). */
@@ -139,6 +155,7 @@ class Builder {
   #usedArgs = new Set<string>();
   #nextStep = 1;
   #workDirs: string[] = [];
+  #pulls = new Map<string, Promise<StoredImage>>();
 
   constructor(options: BuildOptions) {
     this.#options = options;
@@ -300,8 +317,8 @@ class Builder {
       total,
       `FROM ${imageName}${stage.name ? ` AS ${stage.name}` : ''}`,
       from,
-      async () => {
-        const base = await this.#baseState(imageName, stage.index);
+      async (stepId) => {
+        const base = await this.#baseState(imageName, stage.index, stepId);
         return { state: base, cached: false, quiet: true };
       },
     );
@@ -360,7 +377,7 @@ class Builder {
     }
   }
 
-  async #baseState(name: string, index: number): Promise<State> {
+  async #baseState(name: string, index: number, stepId?: number): Promise<State> {
     const args = new Map<string, string | undefined>();
     if (name === 'scratch') {
       const created = new Date(this.#epoch * 1000).toISOString();
@@ -380,15 +397,7 @@ class Builder {
       const parent = await this.#startStage(stage.index);
       return { ...parent, args, cmdSet: false };
     }
-    let image: Awaited<ReturnType<ImageStore['resolve']>>;
-    try {
-      image = await this.#store.resolve(name);
-    } catch (error) {
-      throw new PetriError(
-        `base image ${name} is not in petri's image store (${errorLine(error)}): build it (petri build -t ${name} …), load it (petri load) or import it first`,
-        { cause: error },
-      );
-    }
+    const image = await this.#baseImage(name, stepId);
     const layers = image.manifest.layers.map((layer, i) => ({
       digest: layer.digest,
       size: layer.size,
@@ -406,6 +415,61 @@ class Builder {
       created: image.config.created ?? new Date(0).toISOString(),
       args,
     };
+  }
+
+  /** An image from the store, pulled from its registry first as the pull policy says (each name once per build). */
+  async #baseImage(name: string, stepId: number | undefined): Promise<StoredImage> {
+    const policy = this.#options.pull ?? 'missing';
+    let missing: unknown;
+    if (policy !== 'always') {
+      try {
+        return await this.#store.resolve(name);
+      } catch (error) {
+        missing = error;
+      }
+      const absent = missing instanceof PetriError && missing.code === 'ENOIMAGE';
+      if (policy === 'never' || !absent) {
+        throw new PetriError(
+          `base image ${name} is not in petri's image store (${errorLine(missing)}): build it (petri build -t ${name} …), load it (petri load) or import it first`,
+          { cause: missing },
+        );
+      }
+    }
+    let pulled = this.#pulls.get(name);
+    if (!pulled) {
+      pulled = this.#pull(name, stepId);
+      this.#pulls.set(name, pulled);
+    }
+    try {
+      return await pulled;
+    } catch (error) {
+      if (policy === 'always') {
+        throw new PetriError(`base image ${name} could not be pulled (--pull always): ${errorLine(error)}`, {
+          cause: error,
+        });
+      }
+      throw new PetriError(
+        `base image ${name} is not in petri's image store (${errorLine(missing)}) and pulling it failed (${errorLine(error)}): build it (petri build -t ${name} …), load it (petri load), import it or pull it first`,
+        { cause: error },
+      );
+    }
+  }
+
+  async #pull(name: string, stepId: number | undefined): Promise<StoredImage> {
+    const { pullImage } = await import('../image/registry/pull.js');
+    const say = (data: string) => {
+      if (stepId !== undefined) this.#emit({ type: 'output', id: stepId, stream: 'stderr', data: `${data}\n` });
+    };
+    const result = await pullImage(this.#store, name, {
+      insecureRegistries: this.#options.insecureRegistries ?? [],
+      onProgress: (event) => {
+        if (event.type === 'resolved') say(`pulling ${event.reference} (${event.digest})`);
+        else if (event.type === 'blob' && event.status === 'done') say(`${event.digest.slice(7, 19)}: downloaded`);
+        else if (event.type === 'retry') say(`${event.digest.slice(7, 19)}: retrying: ${event.reason}`);
+        else if (event.type === 'warning') this.#emit({ type: 'warning', message: event.message });
+      },
+    });
+    return result.image;
   }
 
   /** What variables an instruction expands with: the stage's ARGs, then its ENV over them. */

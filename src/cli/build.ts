@@ -18,6 +18,11 @@ layer). Progress goes to stderr; the image ID is printed on stdout.
                            a secret for RUN --mount=type=secret,id=ID (repeatable);
                            never stored in a layer or a cache key
       --progress MODE      auto (default: tty on a terminal, else plain), plain, tty, json, quiet
+      --pull POLICY        base images (FROM, COPY --from) not in the store: missing (default:
+                           pull them), always (pull even when there), never (store only);
+                           --pull alone, as in docker build, is always
+      --insecure-registry HOST
+                           allow plain HTTP or any TLS certificate for HOST when pulling (repeatable)
   -q, --quiet              same as --progress quiet
 Set SOURCE_DATE_EPOCH to choose the time in layers and history (default: 0,
 so the same inputs give the same layer digests on any machine).
@@ -31,14 +36,26 @@ const SPECS: OptionSpec[] = [
   { name: 'no-cache' },
   { name: 'secret', value: true, multiple: true },
   { name: 'progress', value: true },
+  { name: 'pull', value: true },
+  { name: 'insecure-registry', value: true, multiple: true },
   { name: 'quiet', short: 'q' },
   { name: 'help' },
 ];
 
 const MODES = ['auto', 'plain', 'tty', 'json', 'quiet'] as const;
+const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 
 export async function main(argv: string[]): Promise<number> {
   const { options, rest } = parseArgs('build', argv, SPECS);
+  let pull = options.pull as string | undefined;
+  // `docker build --pull CONTEXT`: a bare --pull took the context as its value.
+  if (pull !== undefined && rest.length === 0 && !(PULL_POLICIES as readonly string[]).includes(pull)) {
+    rest.push(pull);
+    pull = 'always';
+  }
+  if (pull !== undefined && !(PULL_POLICIES as readonly string[]).includes(pull)) {
+    throw new PetriError(`petri build: invalid --pull ${pull}: expected one of ${PULL_POLICIES.join(', ')}`);
+  }
   if (options.help) {
     process.stdout.write(HELP);
     return 0;
@@ -89,6 +106,8 @@ export async function main(argv: string[]): Promise<number> {
       ...(typeof options.target === 'string' ? { target: options.target } : {}),
       noCache: options['no-cache'] === true,
       secrets,
+      ...(pull ? { pull: pull as (typeof PULL_POLICIES)[number] } : {}),
+      insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
       store: ImageStore.open(),
       layers: new LayerCache(),
       onEvent: render,

@@ -9,7 +9,15 @@ import { withIndexLock } from './lock.js';
 import { type PruneOptions, type PruneResult, pruneBlobs } from './prune.js';
 import { isIndexType, referencedBlobs } from './reachable.js';
 import { parseReference, tagRef } from './reference.js';
-import { type Descriptor, type ImageConfig, type ImageManifest, MEDIA_TYPES, type StoredImage } from './types.js';
+import { familiarRef } from './registry/name.js';
+import {
+  type Descriptor,
+  type ImageConfig,
+  type ImageManifest,
+  INDEX_DIGEST_ANNOTATION,
+  MEDIA_TYPES,
+  type StoredImage,
+} from './types.js';
 
 export interface NewImage {
   config: ImageConfig;
@@ -81,6 +89,26 @@ export class ImageStore extends BlobStore {
       const index = readIndex(this.dir);
       index.manifests = index.manifests.filter((entry) => refName(entry) !== name);
       index.manifests.push(namedEntry(descriptor, name));
+      writeIndex(this.dir, index);
+    });
+  }
+
+  /**
+   * Keeps a manifest in the index without a name (an image pulled by digest),
+   * unless an unnamed entry for it is there already. Checked like `tag`.
+   */
+  async record(manifest: Descriptor): Promise<void> {
+    validateDigest(manifest.digest, 'manifest digest');
+    const present = (entry: Descriptor) => entry.digest === manifest.digest && refName(entry) === undefined;
+    if (readIndex(this.dir).manifests.some(present)) return;
+    await withIndexLock(this.dir, async () => {
+      await this.#checkComplete(manifest.digest, manifest);
+      const index = readIndex(this.dir);
+      if (index.manifests.some(present)) return;
+      const entry: Descriptor = { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.size };
+      if (manifest.platform) entry.platform = manifest.platform;
+      if (manifest.annotations) entry.annotations = manifest.annotations;
+      index.manifests.push(entry);
       writeIndex(this.dir, index);
     });
   }
@@ -177,9 +205,18 @@ export class ImageStore extends BlobStore {
     if (reference?.digest) {
       const byDigest = entries.find((entry) => entry.descriptor.digest === reference.digest);
       if (byDigest) return byDigest;
+      // A pulled image whose manifest was chosen from a multi-platform index with this digest.
+      const fromIndex = readIndex(this.dir).manifests.find(
+        (d) => d.annotations?.[INDEX_DIGEST_ANNOTATION] === reference.digest,
+      );
+      const byIndex = fromIndex && entries.find((entry) => entry.descriptor.digest === fromIndex.digest);
+      if (byIndex) return byIndex;
     } else if (reference) {
-      const byTag = entries.find((entry) => entry.tags.includes(reference.ref));
-      if (byTag) return { ...byTag, byTag: reference.ref };
+      // `docker.io/library/busybox:1` names what a pull stored as `busybox:1`.
+      for (const name of new Set([reference.ref, familiarRef(text) ?? reference.ref])) {
+        const byTag = entries.find((entry) => entry.tags.includes(name));
+        if (byTag) return { ...byTag, byTag: name };
+      }
     }
     const prefix = /^(?:sha256:)?([a-f0-9]{4,63})$/.exec(text)?.[1];
     if (prefix) {

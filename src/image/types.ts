@@ -17,6 +17,9 @@ export const MEDIA_TYPES = {
 /** The annotation an OCI layout's index.json uses to name a manifest (`busybox:local`). */
 export const REF_NAME_ANNOTATION = 'org.opencontainers.image.ref.name';
 
+/** On an index.json entry of a pulled image: the multi-platform index its manifest was chosen from. */
+export const INDEX_DIGEST_ANNOTATION = 'org.petri.image.index';
+
 export interface Descriptor {
   mediaType: string;
   /** `sha256:<64 hex>` */
