@@ -27,6 +27,7 @@ const int forwarded_signals[] = { SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIG
 const size_t n_forwarded_signals = sizeof forwarded_signals / sizeof forwarded_signals[0];
 
 static int g_ctlfd = -1;
+pid_t g_forwarder;
 char *g_arg_start;
 size_t g_arg_len;
 
@@ -183,6 +184,17 @@ static void handle_control(int ctlfd, pid_t child, char *buf, size_t *len, int *
 		*len = 0;
 }
 
+/* The published ports close with the container, before its exit is reported. */
+static void stop_forwarder(void)
+{
+	if (g_forwarder <= 0)
+		return;
+	kill(g_forwarder, SIGKILL);
+	while (waitpid(g_forwarder, NULL, 0) < 0 && errno == EINTR)
+		;
+	g_forwarder = 0;
+}
+
 int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 {
 	struct rerr rec;
@@ -243,6 +255,7 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 			;
 	}
+	stop_forwarder();
 	/* Collect what is left of the error record (all writers are gone). */
 	if (err_open) {
 		for (;;) {
@@ -302,6 +315,10 @@ struct run_opts {
 	const char *device_bpf;
 	const char *clone_into;
 	const char *bundle;
+	struct publish *publish;
+	size_t npublish;
+	struct attach *attach;
+	size_t nattach;
 };
 
 /* struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2), spelled out so
@@ -406,16 +423,31 @@ static int cmd_run(struct run_opts *o)
 	close(errp[1]);
 	if (statp[1] >= 0)
 		close(statp[1]);
+	/* Ports are bound after the clone, so that the container never holds them. */
 	if ((o->clone_into && !joined && join_cgroups(&o->clone_into, 1, pid, &e) < 0) ||
-	    join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0) {
+	    join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0 ||
+	    (o->nattach && network_attach(pid, o->attach, o->nattach, &e) < 0) ||
+	    (o->npublish && publish_bind(o->publish, o->npublish, &e) < 0)) {
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 		return fail_setup(&e);
+	}
+	if (o->npublish) {
+		event_ports(o->ctlfd, o->publish, o->npublish);
+		g_forwarder = forwarder_start(pid, o->publish, o->npublish, &orig, &e);
+		publish_close(o->publish, o->npublish);
+		if (g_forwarder < 0) {
+			g_forwarder = 0;
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			return fail_setup(&e);
+		}
 	}
 	if (write_all(syncp[1], "x", 1) < 0) {
 		rerr_set(&e, errno, "start the container");
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
+		stop_forwarder();
 		return fail_setup(&e);
 	}
 	close(syncp[1]);
@@ -425,7 +457,9 @@ static int cmd_run(struct run_opts *o)
 static int usage(void)
 {
 	fputs("usage: petri-runner run [--no-init] [--control-fd N] [--clone-into DIR] [--cgroup DIR]...\n"
-	      "                        [--device-bpf DIR] BUNDLE\n"
+	      "                        [--device-bpf DIR] [--publish [HOST:]PORT]... [--network PID:ADDR/PREFIX]...\n"
+	      "                        BUNDLE\n"
+	      "       petri-runner network [--control-fd N] [--address ADDR/PREFIX]\n"
 	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
 	      "                         [--control-fd N] [--cgroup DIR]...\n"
 	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
@@ -470,7 +504,8 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "scan") == 0)
 		return argc == 3 ? scan_main(argv[2]) : usage();
 	int is_run = strcmp(argv[1], "run") == 0, is_exec = strcmp(argv[1], "exec") == 0;
-	if (!is_run && !is_exec)
+	int is_network = strcmp(argv[1], "network") == 0;
+	if (!is_run && !is_exec && !is_network)
 		return usage();
 
 	/* Die with the harness; check it did not die already. */
@@ -478,12 +513,15 @@ int main(int argc, char **argv)
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != ppid)
 		return EXIT_SETUP;
 
-	struct run_opts ro = { 0, -1, NULL, 0, NULL, NULL, NULL };
+	struct run_opts ro = { 0, -1, NULL, 0, NULL, NULL, NULL, NULL, 0, NULL, 0 };
+	const char *address = NULL;
 	struct exec_opts eo = { 0, NULL, NULL, -1, NULL, 0 };
 	const char **cgroups = calloc((size_t)argc + 1, sizeof *cgroups);
 	size_t ncg = 0;
 	int ctlfd = -1;
-	if (!cgroups)
+	ro.publish = calloc((size_t)argc, sizeof *ro.publish);
+	ro.attach = calloc((size_t)argc, sizeof *ro.attach);
+	if (!cgroups || !ro.publish || !ro.attach)
 		return EXIT_SETUP;
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
@@ -501,6 +539,23 @@ int main(int argc, char **argv)
 			i++;
 		} else if (strcmp(a, "--clone-into") == 0 && val && is_run) {
 			ro.clone_into = val;
+			i++;
+		} else if (strcmp(a, "--publish") == 0 && val && is_run) {
+			if (parse_publish(val, &ro.publish[ro.npublish]) < 0) {
+				fprintf(stderr, "petri-runner: bad --publish %s: expected PORT or HOST_PORT:PORT\n", val);
+				return EXIT_SETUP;
+			}
+			ro.npublish++;
+			i++;
+		} else if (strcmp(a, "--network") == 0 && val && is_run) {
+			if (parse_attach(val, &ro.attach[ro.nattach]) < 0) {
+				fprintf(stderr, "petri-runner: bad --network %s: expected PID:ADDR/PREFIX\n", val);
+				return EXIT_SETUP;
+			}
+			ro.nattach++;
+			i++;
+		} else if (strcmp(a, "--address") == 0 && val && is_network) {
+			address = val;
 			i++;
 		} else if (strcmp(a, "--device-bpf") == 0 && val && is_run) {
 			ro.device_bpf = val;
@@ -526,6 +581,11 @@ int main(int argc, char **argv)
 		}
 	}
 	g_ctlfd = ctlfd;
+	if (is_network) {
+		if (ctlfd >= 0)
+			fcntl(ctlfd, F_SETFD, FD_CLOEXEC);
+		return network_main(ctlfd, address);
+	}
 	if (is_run && !ro.bundle)
 		return usage();
 	if (is_exec && (!eo.pid || !eo.config || !eo.process_json))

@@ -102,6 +102,40 @@ int exec_main(const struct exec_opts *o);
 int fsops_main(void);
 int scan_main(const char *dir);
 
+/* forward.c: published ports (run --publish). */
+struct publish {
+	int container_port;
+	int host_port; /* 0: any free port (then the one bound) */
+	int fd;        /* the listening socket on 127.0.0.1, or -1 */
+};
+/* "CONTAINER" or "HOST:CONTAINER"; -1 when malformed. */
+int parse_publish(const char *arg, struct publish *p);
+/* Binds and listens on 127.0.0.1 (host network namespace) for each. */
+int publish_bind(struct publish *p, size_t n, struct rerr *e);
+void publish_close(struct publish *p, size_t n);
+void event_ports(int ctlfd, const struct publish *p, size_t n);
+/* Forks the forwarder into the network namespace of container_pid; returns its pid. */
+pid_t forwarder_start(pid_t container_pid, const struct publish *p, size_t n, const sigset_t *orig_mask,
+		      struct rerr *e);
+/* The forwarder of the running container (0: none): supervise kills and reaps
+ * it once the container has ended, before the exit event. */
+extern pid_t g_forwarder;
+
+/* network.c: petri networks (a bridge in a network namespace a holder keeps). */
+struct attach {
+	pid_t holder;   /* the `petri-runner network` process keeping the bridge's namespace */
+	uint32_t addr;  /* the container's IPv4 address, network order */
+	int prefix;
+};
+int parse_cidr(const char *s, uint32_t *addr, int *prefix);
+/* "PID:ADDR/PREFIX"; -1 when malformed. */
+int parse_attach(const char *arg, struct attach *a);
+/* `petri-runner network`: returns the exit code. */
+int network_main(int ctlfd, const char *address);
+/* Attaches the container to each network (eth0, eth1, ...); the caller's
+ * network namespace is the same afterwards. */
+int network_attach(pid_t container, const struct attach *a, size_t n, struct rerr *e);
+
 /* supervisor helpers (main.c) */
 /* Waits for child (init, the command, or the exec'd process): forwards
  * signals, reads the control socket, emits the events; returns the exit

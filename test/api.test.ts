@@ -654,7 +654,7 @@ describeKernel('StartedContainer: exec, copy, commit, stop, restart, dispose', (
     expect(gone(id)).toBe(true);
   });
 
-  it('getIpAddress: no networks yet, said plainly', async () => {
+  it('getIpAddress: a container on no network says so', async () => {
     await using c = await container().start();
     expect(c.getNetworkNames()).toEqual([]);
     expect(() => c.getIpAddress('bridge')).toThrow(`container ${c.getName()} is not on network "bridge"`);

@@ -1,5 +1,6 @@
 import type { Container, ExecProcess, ExitResult } from '../runtime/container.js';
 import type { ExecOptions } from '../runtime/options.js';
+import type { PortMapping } from '../runtime/record.js';
 import type { OciSpec } from '../runtime/spec.js';
 import type { LogBuffer } from './logs.js';
 
@@ -16,6 +17,8 @@ export interface ContainerHandle {
   readonly pid: number | undefined;
   readonly running: boolean;
   readonly cgroupDirs: string[];
+  /** Its published ports while it runs (host ports on 127.0.0.1). */
+  readonly ports: readonly PortMapping[];
   /** Starts it (again, after it ended), its output going to `logs`; resolves once the command runs. */
   start(logs: LogBuffer): Promise<void>;
   /** The end of the current run. */
@@ -61,6 +64,10 @@ export class LocalHandle implements ContainerHandle {
 
   get cgroupDirs(): string[] {
     return this.container.cgroupDirs;
+  }
+
+  get ports(): readonly PortMapping[] {
+    return this.container.ports;
   }
 
   async start(logs: LogBuffer): Promise<void> {

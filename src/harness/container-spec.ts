@@ -43,6 +43,8 @@ export interface ContainerSpec {
   capDrop: string[];
   privileged: boolean;
   extraHosts: ExtraHost[];
+  /** Exposed TCP ports and the host port each is published on (0: any free one). */
+  ports: { container: number; host: number }[];
   healthCheck?: HealthCheck;
 }
 
@@ -54,7 +56,9 @@ export async function containerOptions(
   extra: Partial<ContainerOptions> = {},
 ): Promise<ContainerOptions> {
   const binds = [...spec.binds];
-  if (spec.extraHosts.length > 0) binds.push({ source: HOSTS_FILE, target: '/etc/hosts', readonly: false });
+  if (spec.extraHosts.length > 0 || (extra.networks?.length ?? 0) > 0) {
+    binds.push({ source: HOSTS_FILE, target: '/etc/hosts', readonly: false });
+  }
   return imageContainerOptions(store, layers, spec.image, {
     ...extra,
     labels: { ...spec.labels, ...extra.labels },
@@ -73,6 +77,7 @@ export async function containerOptions(
     capAdd: spec.capAdd,
     capDrop: spec.capDrop,
     privileged: spec.privileged,
+    ports: spec.ports,
   });
 }
 

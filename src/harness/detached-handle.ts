@@ -8,7 +8,7 @@ import { detectCgroupMode, killCgroups } from '../runtime/cgroups/index.js';
 import { type ExecProcess, type ExitResult, execInContainer } from '../runtime/container.js';
 import { removeContainer } from '../runtime/containers.js';
 import type { ExecOptions } from '../runtime/options.js';
-import { processStartTime, readRecord, writeRecord } from '../runtime/record.js';
+import { type PortMapping, processStartTime, readRecord, writeRecord } from '../runtime/record.js';
 import { runnerPath } from '../runtime/runner-binary.js';
 import type { OciSpec } from '../runtime/spec.js';
 import { processRuns } from './cleanup.js';
@@ -58,6 +58,9 @@ export interface DetachedInfo {
   lower: readonly string[];
   cgroupDirs: string[];
   initPid?: number;
+  /** The ports asked for (`host` 0: any), and those published while it runs. */
+  publish?: { container: number; host: number }[];
+  ports?: PortMapping[];
 }
 
 /**
@@ -95,6 +98,10 @@ export class DetachedHandle implements ContainerHandle {
     return this.#info.cgroupDirs;
   }
 
+  get ports(): readonly PortMapping[] {
+    return this.running ? (this.#info.ports ?? []) : [];
+  }
+
   async start(logs: LogBuffer): Promise<void> {
     if (!this.running) await this.#spawn();
     const pid = this.#info.initPid as number;
@@ -117,6 +124,7 @@ export class DetachedHandle implements ContainerHandle {
     const events = keeper.stdout;
     let error: string | undefined;
     let pid: number | undefined;
+    let ports: PortMapping[] = [];
     let buffered = '';
     await new Promise<void>((resolve) => {
       events.setEncoding('utf8');
@@ -126,8 +134,9 @@ export class DetachedHandle implements ContainerHandle {
           const line = buffered.slice(0, i);
           buffered = buffered.slice(i + 1);
           try {
-            const event = JSON.parse(line) as { event: string; pid?: number; message?: string };
+            const event = JSON.parse(line) as { event: string; pid?: number; message?: string; ports?: PortMapping[] };
             if (event.event === 'started') pid = event.pid;
+            if (event.event === 'ports') ports = event.ports ?? [];
             if (event.event === 'error') error = event.message;
           } catch {
             // not an event
@@ -154,9 +163,11 @@ export class DetachedHandle implements ContainerHandle {
     record.owner = { pid: keeper.pid, startTime };
     record.state = 'running';
     record.initPid = pid;
+    if (ports.length > 0) record.ports = ports;
+    else delete record.ports;
     delete record.exit;
     writeRecord(this.dir, record);
-    this.#info = { ...this.#info, initPid: pid, cgroupDirs: record.cgroupDirs };
+    this.#info = { ...this.#info, initPid: pid, cgroupDirs: record.cgroupDirs, ports };
   }
 
   /** What `Container.start` passes the runner, from the record: the cgroups and the bundle. */
@@ -169,6 +180,7 @@ export class DetachedHandle implements ContainerHandle {
     if (cloneInto) args.push('--clone-into', cloneInto);
     for (const dir of dirs) if (dir !== cloneInto) args.push('--cgroup', dir);
     if (cloneInto) args.push('--device-bpf', cloneInto);
+    for (const port of this.#info.publish ?? []) args.push('--publish', `${port.host}:${port.container}`);
     args.push(this.dir);
     return args;
   }

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PetriError } from '../errors.js';
 import { ImageStore } from '../image/store.js';
@@ -9,6 +10,7 @@ import { type ContainerHandle, LocalHandle } from './container-handle.js';
 import { type ContainerSpec, containerOptions, prepare, stopSignal } from './container-spec.js';
 import { GenericContainerBuilder } from './dockerfile-container.js';
 import { HealthMonitor, resolveHealthCheck } from './health-check.js';
+import { HostsFile, StartedNetwork } from './network.js';
 import { startReused } from './reuse.js';
 import { StartedContainer } from './started-container.js';
 import type {
@@ -20,6 +22,7 @@ import type {
   FileToCopy,
   HealthCheck,
   Labels,
+  PortWithOptionalBinding,
   ResourcesQuota,
   TmpFs,
   Ulimits,
@@ -39,7 +42,7 @@ export interface GenericContainerOptions {
 /**
  * A container to start from an image in petri's store, configured with
  * testcontainers-node's builder methods (each checks its value at once) and
- * started with `start()`. Ports and networks are not there yet.
+ * started with `start()`.
  */
 export class GenericContainer {
   /** Builds the image from a Dockerfile first: `.withBuildArgs(…).build(tag?)` gives the GenericContainer. */
@@ -54,6 +57,8 @@ export class GenericContainer {
   protected startupTimeout: number | undefined;
   protected logConsumer: ((stream: Readable) => unknown) | undefined;
   protected reuse = false;
+  protected networks: StartedNetwork[] = [];
+  protected networkAliases: string[] = [];
   protected autoRemove = true;
 
   constructor(image: string, options: GenericContainerOptions = {}) {
@@ -79,6 +84,7 @@ export class GenericContainer {
       capDrop: [],
       privileged: false,
       extraHosts: [],
+      ports: [],
     };
     this.store = options.store;
     this.layers = options.layers;
@@ -124,6 +130,40 @@ export class GenericContainer {
 
   withHostname(hostname: string): this {
     this.spec.hostname = check.hostname('withHostname', hostname);
+    return this;
+  }
+
+  /**
+   * Publishes TCP ports on the host's 127.0.0.1: `5432` (or `"5432/tcp"`) on a
+   * free port, which `getMappedPort(5432)` gives once started, or
+   * `{ container: 5432, host: 15432 }` on that one. The runner forwards each
+   * connection into the container's network namespace, to its 127.0.0.1 (or
+   * ::1); nothing of the host's network configuration changes. The default wait
+   * strategy then waits until the exposed ports listen in the container.
+   */
+  withExposedPorts(...ports: PortWithOptionalBinding[]): this {
+    for (const port of check.exposedPorts('withExposedPorts', ports)) {
+      this.spec.ports = [...this.spec.ports.filter((p) => p.container !== port.container), port];
+    }
+    return this;
+  }
+
+  /**
+   * Puts the container on a petri network (`await new Network().start()`),
+   * instead of its own loopback only: the others there reach it by its name,
+   * its hostname and its aliases.
+   */
+  withNetwork(network: StartedNetwork): this {
+    if (!(network instanceof StartedNetwork)) {
+      throw check.invalid('withNetwork', 'network', network, 'a started network (await new Network().start())');
+    }
+    this.networks = [network];
+    return this;
+  }
+
+  /** More names the container has on its networks. */
+  withNetworkAliases(...aliases: string[]): this {
+    for (const alias of aliases) this.networkAliases.push(check.hostname('withNetworkAliases', alias, 'alias'));
     return this;
   }
 
@@ -250,6 +290,11 @@ export class GenericContainer {
   async start(): Promise<StartedContainer> {
     const store = this.store ?? ImageStore.open();
     const layers = this.layers ?? new LayerCache();
+    if (this.networks.length > 0 && this.reuse) {
+      throw new PetriError('withReuse() cannot be combined with withNetwork(): a network ends with its process', {
+        code: 'EINVAL',
+      });
+    }
     const image = await store.resolve(this.spec.image);
     if (this.reuse) {
       return startReused(this.spec, image, {
@@ -260,20 +305,48 @@ export class GenericContainer {
         wrap: (handle) => this.#wrap(handle, store, image, true),
       });
     }
-    const options = await containerOptions(this.spec, store, layers, { keep: !this.autoRemove });
-    const container = Container.create(options);
-    const started = this.#wrap(new LocalHandle(container, options.rootfs as string[]), store, image, false);
+    const addresses = this.networks.map((network) => ({ network, ip: network.allocate() }));
+    const release = () => {
+      for (const { network, ip } of addresses) network.release(ip);
+    };
+    let options: Awaited<ReturnType<typeof containerOptions>>;
+    let container: Container;
+    try {
+      options = await containerOptions(this.spec, store, layers, {
+        keep: !this.autoRemove,
+        ...(addresses.length > 0
+          ? { networks: addresses.map(({ network, ip }) => ({ holderPid: network.holderPid, address: `${ip}/24` })) }
+          : {}),
+      });
+      container = Container.create(options);
+    } catch (error) {
+      release();
+      throw error;
+    }
+    const started = this.#wrap(new LocalHandle(container, options.rootfs as string[]), store, image, false, addresses);
     try {
       await prepare(this.spec, container.dir, options.rootfs as string[]);
+      if (addresses.length > 0) {
+        const hosts = new HostsFile(join(container.dir, 'hosts'), this.spec.extraHosts);
+        const names = [...new Set([container.name, container.spec.hostname, ...this.networkAliases])];
+        for (const { network, ip } of addresses) network.join(container.id, { ip, names, hosts });
+      }
       await started.run(true);
     } catch (error) {
       await started.remove().catch(() => {});
+      release();
       throw error;
     }
     return started;
   }
 
-  #wrap(handle: ContainerHandle, store: ImageStore, image: StoredImage, reused: boolean): StartedContainer {
+  #wrap(
+    handle: ContainerHandle,
+    store: ImageStore,
+    image: StoredImage,
+    reused: boolean,
+    networks: { network: StartedNetwork; ip: string }[] = [],
+  ): StartedContainer {
     const healthCheck = resolveHealthCheck(this.spec.healthCheck, image.config.config?.Healthcheck);
     return new StartedContainer({
       handle,
@@ -282,9 +355,11 @@ export class GenericContainer {
       labels: { ...this.spec.labels },
       waitStrategy: this.waitStrategy,
       startupTimeout: this.startupTimeout,
+      exposedPorts: this.spec.ports.map((port) => port.container),
       stopSignal: stopSignal(image),
       autoRemove: this.autoRemove,
       reused,
+      networks,
       ...(healthCheck
         ? {
             health: (container: StartedContainer) =>

@@ -73,6 +73,7 @@ export async function startReused(
       dir: container.dir,
       lower,
       cgroupDirs: container.cgroupDirs,
+      publish: (options.ports ?? []).map((port) => ({ container: port.container, host: port.host ?? 0 })),
     });
     try {
       await context.prepare(container.dir, lower);

@@ -17,6 +17,7 @@ import { whileFrozen } from './freeze.js';
 import { type FsView, LayeredView, RootView, resolveParent } from './fs-view.js';
 import type { HealthMonitor } from './health-check.js';
 import { LogBuffer } from './logs.js';
+import type { StartedNetwork } from './network.js';
 import { StoppedContainer } from './stopped-container.js';
 import type {
   CommitOptions,
@@ -43,6 +44,10 @@ export interface StartedContainerInit {
   labels: Labels;
   waitStrategy: WaitStrategy;
   startupTimeout: number | undefined;
+  /** The networks it is on, with its address on each. */
+  networks: { network: StartedNetwork; ip: string }[];
+  /** The container ports given to withExposedPorts, in order. */
+  exposedPorts: number[];
   stopSignal: NodeJS.Signals;
   autoRemove: boolean;
   reused: boolean;
@@ -117,14 +122,56 @@ export class StartedContainer implements AsyncDisposable {
     return { ...this.#init.labels };
   }
 
-  /** The networks it is on: none yet (a container has its own loopback interface only). */
-  getNetworkNames(): string[] {
-    return [];
+  /**
+   * The host port (on `getHost()`, 127.0.0.1) that container port `port`
+   * (`5432` or `"5432/tcp"`) is published on. A restart may publish it on another
+   * one (unless it was given a fixed host port), as with Docker.
+   */
+  getMappedPort(port: number | `${number}/tcp`, protocol = 'tcp'): number {
+    if (typeof protocol !== 'string' || protocol.toLowerCase() !== 'tcp') {
+      throw check.invalid('getMappedPort', 'protocol', protocol, 'tcp: petri forwards TCP only');
+    }
+    const wanted = check.port('getMappedPort', port);
+    const found = this.#handle.ports.find((mapping) => mapping.container === wanted);
+    if (found) return found.host;
+    const exposed = this.#exposed();
+    const reason = exposed.includes(wanted)
+      ? 'it is not running'
+      : exposed.length > 0
+        ? `it exposes only ${exposed.join(', ')}; add withExposedPorts(${wanted})`
+        : `it exposes no ports; add withExposedPorts(${wanted})`;
+    throw new PetriError(`container ${this.getName()} has no mapped port for ${wanted}: ${reason}`, {
+      code: 'ENOPORT',
+    });
   }
 
+  /** The host port of the first port given to withExposedPorts. */
+  getFirstMappedPort(): number {
+    const first = this.#exposed()[0];
+    if (first === undefined) {
+      throw new PetriError(`container ${this.getName()} has no mapped ports: it exposes none (withExposedPorts)`, {
+        code: 'ENOPORT',
+      });
+    }
+    return this.getMappedPort(first);
+  }
+
+  #exposed(): number[] {
+    return this.#init.exposedPorts;
+  }
+
+  /** The names of the networks it is on (withNetwork). */
+  getNetworkNames(): string[] {
+    return this.#init.networks.map(({ network }) => network.getName());
+  }
+
+  /** Its address on a network it is on (by the network's name). */
   getIpAddress(networkName: string): string {
+    const found = this.#init.networks.find(({ network }) => network.getName() === networkName);
+    if (found) return found.ip;
+    const on = this.getNetworkNames();
     throw new PetriError(
-      `container ${this.getName()} is not on network "${networkName}": it has only its own loopback interface (petri networks are not there yet)`,
+      `container ${this.getName()} is not on network "${networkName}": ${on.length ? `it is on ${on.join(', ')}` : 'it is on no network (withNetwork), only its own loopback interface'}`,
       { code: 'ENONETWORK' },
     );
   }
@@ -319,6 +366,7 @@ export class StartedContainer implements AsyncDisposable {
     if (this.#removed) return;
     this.#removed = true;
     this.#health?.stop();
+    for (const { network } of this.#init.networks) network.leave(this.getId());
     this.#releaseRoot();
     try {
       await keepAlive(this.#handle.remove());
@@ -399,7 +447,8 @@ export class StartedContainer implements AsyncDisposable {
       exited,
       logs: this.#logs,
       health: this.#health,
-      exposedPorts: [],
+      exposedPorts: this.#init.exposedPorts,
+      mappedPort: (port) => handle.ports.find((mapping) => mapping.container === port)?.host,
       exec: (command) => this.#exec(command, {}),
     };
   }

@@ -66,6 +66,16 @@ export interface HealthCheck {
 
 export type HealthCheckStatus = 'none' | 'starting' | 'healthy' | 'unhealthy';
 
+/** A container port published on a given host port (on 127.0.0.1); `protocol` may only be `tcp`. */
+export interface PortWithBinding {
+  container: number;
+  host: number;
+  protocol?: 'tcp';
+}
+
+/** `5432`, `"5432/tcp"`, or `{ container: 5432, host: 15432 }` (testcontainers' forms; TCP only). */
+export type PortWithOptionalBinding = number | `${number}/tcp` | PortWithBinding;
+
 export interface ExtraHost {
   host: string;
   ipAddress: string;

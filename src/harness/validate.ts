@@ -12,6 +12,7 @@ import type {
   FileToCopy,
   HealthCheck,
   Labels,
+  PortWithOptionalBinding,
   ResourcesQuota,
   TmpFs,
   Ulimits,
@@ -284,4 +285,40 @@ export function healthCheck(option: string, value: unknown): HealthCheck {
     throw invalid(option, 'retries', check.retries, 'a non-negative integer');
   }
   return { ...check };
+}
+
+const PORT_EXPECTED = 'a TCP port number from 1 to 65535, "5432/tcp", or { container: 5432, host: 15432 }';
+
+/** A container port: a number or `"5432/tcp"` (petri forwards TCP only). */
+export function port(option: string, value: unknown, what = 'port'): number {
+  let number: unknown = value;
+  if (typeof value === 'string') {
+    const match = /^(\d+)(?:\/(tcp|udp|sctp))?$/i.exec(value.trim());
+    if (match?.[2] && match[2].toLowerCase() !== 'tcp') {
+      throw invalid(option, what, value, 'a TCP port: petri forwards TCP only');
+    }
+    number = match ? Number(match[1]) : Number.NaN;
+  }
+  if (!Number.isInteger(number) || (number as number) < 1 || (number as number) > 65535) {
+    throw invalid(option, what, value, 'a TCP port number from 1 to 65535 (or "5432/tcp")');
+  }
+  return number as number;
+}
+
+/** withExposedPorts: each port with the host port it is published on (0: any free port). */
+export function exposedPorts(option: string, values: unknown[]): { container: number; host: number }[] {
+  return values.map((value: unknown) => {
+    if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      const { container, host, protocol } = value as Exclude<PortWithOptionalBinding, number | string>;
+      if (protocol !== undefined && String(protocol).toLowerCase() !== 'tcp') {
+        throw invalid(option, 'protocol', protocol, 'tcp: petri forwards TCP only');
+      }
+      if (!Number.isInteger(host) || host < 1 || host > 65535) {
+        throw invalid(option, 'host port', host, 'a TCP port number from 1 to 65535');
+      }
+      return { container: port(option, container, 'container port'), host };
+    }
+    if (typeof value !== 'number' && typeof value !== 'string') throw invalid(option, 'port', value, PORT_EXPECTED);
+    return { container: port(option, value), host: 0 };
+  });
 }

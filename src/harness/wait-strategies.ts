@@ -1,11 +1,13 @@
 import { readFileSync } from 'node:fs';
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PetriError } from '../errors.js';
 import type { ExitResult } from '../runtime/container.js';
 import type { HealthMonitor } from './health-check.js';
 import type { LogBuffer } from './logs.js';
 import type { ExecResult } from './types.js';
-import { invalid, milliseconds } from './validate.js';
+import { port as checkPort, invalid, milliseconds } from './validate.js';
 
 /** What a wait strategy sees of the container it waits for. */
 export interface WaitTarget {
@@ -16,8 +18,10 @@ export interface WaitTarget {
   readonly exited: Promise<ExitResult>;
   readonly logs: LogBuffer;
   readonly health: HealthMonitor | undefined;
-  /** Ports the container exposes (none until port forwarding comes). */
+  /** Ports the container exposes (withExposedPorts). */
   readonly exposedPorts: readonly number[];
+  /** The host port (on 127.0.0.1) a container port is published on while it runs. */
+  mappedPort(port: number): number | undefined;
   exec(command: string[]): Promise<ExecResult>;
 }
 
@@ -261,6 +265,227 @@ export function listeningPorts(pid: number): number[] {
   return [...ports].sort((a, b) => a - b);
 }
 
+/** What one HTTP attempt got. */
+type HttpOutcome = { status: number; statusText: string; body: string } | { error: string };
+
+const MAX_BODY = 1 << 20;
+
+/**
+ * Requests `path` through the host port an exposed container port is
+ * published on, every 100 ms, until the answer's status is 200 (or what
+ * forStatusCode / forStatusCodeMatching accept) and, with
+ * forResponsePredicate, its body satisfies the predicate. Plain HTTP unless
+ * usingTls().
+ */
+export class HttpWaitStrategy extends WaitStrategy {
+  readonly path: string;
+  readonly port: number;
+  #statuses: number[] = [];
+  #statusPredicates: ((status: number) => boolean)[] = [];
+  #bodyPredicate: ((body: string) => boolean | Promise<boolean>) | undefined;
+  #method = 'GET';
+  #headers: Record<string, string> = {};
+  #readTimeout = 1000;
+  #tls = false;
+  #insecure = false;
+  #interval = 100;
+
+  /** `options.abortOnContainerExit` is accepted for testcontainers' sake: petri always stops waiting when the container exits. */
+  constructor(path: string, port: number | `${number}/tcp`, _options: { abortOnContainerExit?: boolean } = {}) {
+    super();
+    if (typeof path !== 'string' || !path.startsWith('/')) {
+      throw invalid('Wait.forHttp', 'path', path, 'a path starting with "/", like "/health"');
+    }
+    this.path = path;
+    this.port = checkPort('Wait.forHttp', port);
+  }
+
+  /** Accepts this status (several calls: any of them). Default: 200. */
+  forStatusCode(statusCode: number): this {
+    if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
+      throw invalid('forStatusCode', 'status code', statusCode, 'an HTTP status from 100 to 599');
+    }
+    this.#statuses.push(statusCode);
+    return this;
+  }
+
+  /** Accepts the statuses for which `predicate` returns true. */
+  forStatusCodeMatching(predicate: (statusCode: number) => boolean): this {
+    if (typeof predicate !== 'function') {
+      throw invalid('forStatusCodeMatching', 'predicate', predicate, 'a function of the status code');
+    }
+    this.#statusPredicates.push(predicate);
+    return this;
+  }
+
+  /** Also requires the body (as UTF-8 text) to satisfy `predicate`. */
+  forResponsePredicate(predicate: (body: string) => boolean | Promise<boolean>): this {
+    if (typeof predicate !== 'function') {
+      throw invalid('forResponsePredicate', 'predicate', predicate, 'a function of the response body');
+    }
+    this.#bodyPredicate = predicate;
+    return this;
+  }
+
+  withMethod(method: string): this {
+    if (typeof method !== 'string' || !/^[A-Za-z]+$/.test(method)) {
+      throw invalid('withMethod', 'method', method, 'an HTTP method, like "GET" or "POST"');
+    }
+    this.#method = method.toUpperCase();
+    return this;
+  }
+
+  withHeaders(headers: Record<string, string>): this {
+    if (typeof headers !== 'object' || headers === null || Array.isArray(headers)) {
+      throw invalid('withHeaders', 'headers', headers, 'an object of header names to values');
+    }
+    for (const [name, value] of Object.entries(headers)) {
+      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+        throw invalid('withHeaders', 'header name', name, 'a token like X-Request-Id');
+      }
+      if (typeof value !== 'string' || /[\r\n\0]/.test(value)) {
+        throw invalid('withHeaders', `value of ${name}`, value, 'a string without line breaks');
+      }
+      this.#headers[name] = value;
+    }
+    return this;
+  }
+
+  withBasicCredentials(username: string, password: string): this {
+    if (typeof username !== 'string' || typeof password !== 'string' || username.includes(':')) {
+      throw invalid('withBasicCredentials', 'credentials', username, 'a user name without ":" and a password');
+    }
+    this.#headers.Authorization = `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
+    return this;
+  }
+
+  /** How long one attempt may take (default 1 s). */
+  withReadTimeout(ms: number): this {
+    this.#readTimeout = milliseconds('withReadTimeout', ms, 'timeout');
+    return this;
+  }
+
+  /** HTTPS instead of HTTP; the certificate is verified unless allowInsecure(). */
+  usingTls(): this {
+    this.#tls = true;
+    return this;
+  }
+
+  allowInsecure(): this {
+    this.#insecure = true;
+    return this;
+  }
+
+  describe(): string {
+    const scheme = this.#tls ? 'HTTPS' : 'HTTP';
+    const statuses = this.#statuses.length ? this.#statuses.join(' or ') : this.#statusPredicates.length ? '' : '200';
+    const expect = [
+      statuses ? `status ${statuses}` : '',
+      this.#statusPredicates.length ? 'a status the predicate accepts' : '',
+    ]
+      .filter(Boolean)
+      .join(' or ');
+    const body = this.#bodyPredicate ? ' and a body the predicate accepts' : '';
+    return `${scheme} ${this.#method} ${this.path} on port ${this.port} to answer with ${expect}${body}`;
+  }
+
+  #statusOk(status: number): boolean {
+    if (this.#statuses.length === 0 && this.#statusPredicates.length === 0) return status === 200;
+    return this.#statuses.includes(status) || this.#statusPredicates.some((predicate) => predicate(status));
+  }
+
+  async waitUntilReady(target: WaitTarget, signal: AbortSignal, progress: WaitProgress): Promise<void> {
+    if (!target.exposedPorts.includes(this.port)) {
+      const exposed = target.exposedPorts.length ? `it exposes ${target.exposedPorts.join(', ')}` : 'it exposes none';
+      throw new WaitFailure(`port ${this.port} is not exposed (${exposed}): add withExposedPorts(${this.port})`);
+    }
+    let attempts = 0;
+    while (!signal.aborted) {
+      const hostPort = target.mappedPort(this.port);
+      if (hostPort === undefined)
+        throw new WaitFailure(`port ${this.port} is not published (is the container running?)`);
+      const outcome = await this.#attempt(hostPort, signal);
+      if (signal.aborted) return;
+      attempts++;
+      let seen: string;
+      if ('error' in outcome) {
+        seen = outcome.error;
+      } else if (!this.#statusOk(outcome.status)) {
+        seen = `status ${outcome.status}${outcome.statusText ? ` ${outcome.statusText}` : ''}${bodyExcerpt(outcome.body)}`;
+      } else if (this.#bodyPredicate && !(await this.#bodyPredicate(outcome.body))) {
+        seen = `status ${outcome.status}, but the body did not satisfy the predicate${bodyExcerpt(outcome.body)}`;
+      } else {
+        return;
+      }
+      progress.text = `${attempts} attempt${attempts > 1 ? 's' : ''} to 127.0.0.1:${hostPort}, the last got ${seen}`;
+      await sleep(this.#interval, undefined, { signal }).catch(() => {});
+    }
+  }
+
+  #attempt(hostPort: number, signal: AbortSignal): Promise<HttpOutcome> {
+    const request = this.#tls ? httpsRequest : httpRequest;
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = (outcome: HttpOutcome) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(outcome);
+      };
+      const headers: OutgoingHttpHeaders = { ...this.#headers };
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port: hostPort,
+          path: this.path,
+          method: this.#method,
+          headers,
+          agent: false,
+          signal,
+          ...(this.#tls ? { rejectUnauthorized: !this.#insecure, servername: 'localhost' } : {}),
+        },
+        (response: IncomingMessage) => {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          response.on('data', (chunk: Buffer) => {
+            if (size < MAX_BODY) chunks.push(chunk);
+            size += chunk.length;
+          });
+          response.on('end', () =>
+            finish({
+              status: response.statusCode ?? 0,
+              statusText: response.statusMessage ?? '',
+              body: Buffer.concat(chunks).toString('utf8'),
+            }),
+          );
+          response.on('error', (error) => finish({ error: describeHttpError(error) }));
+        },
+      );
+      const timer = setTimeout(() => {
+        finish({ error: `no answer within ${this.#readTimeout}ms` });
+        req.destroy();
+      }, this.#readTimeout);
+      req.on('error', (error) => finish({ error: describeHttpError(error) }));
+      req.end();
+    });
+  }
+}
+
+function describeHttpError(error: Error): string {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code === 'ECONNRESET' || error.message === 'socket hang up') {
+    return 'the connection closed without an answer (nothing listens on the port in the container?)';
+  }
+  if (code === 'ECONNREFUSED') return 'connection refused';
+  return error.message;
+}
+
+function bodyExcerpt(body: string): string {
+  const text = body.trim().replace(/\s+/g, ' ');
+  if (!text) return '';
+  return `: ${text.length > 120 ? `${text.slice(0, 117)}...` : text}`;
+}
+
 /** Waits for all of `strategies` at once; the first that fails fails them all. */
 export class CompositeWaitStrategy extends WaitStrategy {
   constructor(readonly strategies: WaitStrategy[]) {
@@ -323,6 +548,9 @@ export const Wait = {
   forOneShotStartup: () => new OneShotStartupWaitStrategy(),
   /** The ports given, else the container's exposed ports, else any listening TCP port. */
   forListeningPorts: (...ports: number[]) => new HostPortWaitStrategy(ports, true),
+  /** An HTTP request through the host port `port` is published on (withExposedPorts): see HttpWaitStrategy. */
+  forHttp: (path: string, port: number | `${number}/tcp`, options?: { abortOnContainerExit?: boolean }) =>
+    new HttpWaitStrategy(path, port, options),
   forAll: (strategies: WaitStrategy[]) => new CompositeWaitStrategy(strategies),
 };
 

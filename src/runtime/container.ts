@@ -7,7 +7,7 @@ import { randomHex, removeTree } from '../util/fs.js';
 import { type CgroupMode, type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir, petriRoot } from './paths.js';
-import { type ContainerRecord, listRecords, selfIdentity, writeRecord } from './record.js';
+import { type ContainerRecord, listRecords, type PortMapping, selfIdentity, writeRecord } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
@@ -104,6 +104,9 @@ export class Container {
         command: options.command,
         lower,
         ...(options.keep ? { keep: true } : {}),
+        ...(options.ports?.length
+          ? { publish: options.ports.map((p) => ({ container: p.container, host: p.host ?? 0 })) }
+          : {}),
         ...(options.image ? { image: options.image.ref, imageId: options.image.id } : {}),
       };
       writeRecord(this.dir, this.record);
@@ -155,6 +158,11 @@ export class Container {
     return this.runner?.pid;
   }
 
+  /** The published ports of the current run (host ports on 127.0.0.1), once started. */
+  get ports(): PortMapping[] {
+    return this.currentState === 'running' ? (this.runner?.ports ?? []) : [];
+  }
+
   /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
   async start(io: StdioOptions = {}): Promise<void> {
     this.expectState('start', ['created']);
@@ -166,6 +174,10 @@ export class Container {
     if (cloneIntoDir) args.push('--clone-into', cloneIntoDir);
     for (const dir of this.cgroups.dirs) if (dir !== cloneIntoDir) args.push('--cgroup', dir);
     if (deviceBpfDir) args.push('--device-bpf', deviceBpfDir);
+    for (const port of this.options.ports ?? []) args.push('--publish', `${port.host ?? 0}:${port.container}`);
+    for (const network of this.options.networks ?? []) {
+      args.push('--network', `${network.holderPid}:${network.address}`);
+    }
     args.push(this.dir);
     const runner = new RunnerProcess(args, [io.stdin ?? 'ignore', io.stdout ?? 'pipe', io.stderr ?? 'pipe']);
     this.runner = runner;
@@ -202,6 +214,7 @@ export class Container {
     }
     this.record.state = 'running';
     this.record.initPid = runner.pid;
+    if (runner.ports.length > 0) this.record.ports = runner.ports;
     if (this.currentState === 'running') writeRecord(this.dir, this.record);
   }
 
@@ -227,9 +240,15 @@ export class Container {
     await this.cgroups.remove();
     this.record.state = 'exited';
     delete this.record.initPid;
+    delete this.record.ports;
     const { exitCode, signal, oomKilled, timedOut } = result;
     this.record.exit = { exitCode, signal, oomKilled, timedOut, finishedAt: new Date().toISOString() };
-    writeRecord(this.dir, this.record);
+    try {
+      writeRecord(this.dir, this.record);
+    } catch (error) {
+      // `petri rm -f` in another process removed the container meanwhile: nothing left to record.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
   }
 
   /**
@@ -434,6 +453,14 @@ function validateOptions(options: ContainerOptions): void {
   }
   if (options.cpus !== undefined && !(options.cpus > 0)) {
     throw new PetriError(`invalid cpus ${options.cpus}: expected a positive number like 0.5`);
+  }
+  for (const port of options.ports ?? []) {
+    const valid = (n: unknown, min: number) => Number.isInteger(n) && (n as number) >= min && (n as number) <= 65535;
+    if (!valid(port?.container, 1) || (port.host !== undefined && !valid(port.host, 0))) {
+      throw new PetriError(
+        `invalid port ${JSON.stringify(port)}: expected { container, host? } with TCP port numbers (host 0: any free port)`,
+      );
+    }
   }
   if (options.workdir !== undefined && !options.workdir.startsWith('/')) {
     throw new PetriError(`invalid working directory "${options.workdir}": it must be an absolute path`);

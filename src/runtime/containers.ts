@@ -4,7 +4,7 @@ import { PetriError } from '../errors.js';
 import { removeTree } from '../util/fs.js';
 import { killCgroups, removeCgroups } from './cgroups/index.js';
 import { containerDir } from './paths.js';
-import { type ContainerRecord, listRecords, ownerAlive } from './record.js';
+import { type ContainerRecord, listRecords, ownerAlive, readRecord } from './record.js';
 
 /**
  * Containers as other petri processes see them: through their records on
@@ -43,10 +43,18 @@ export async function removeContainer(ref: string, options: { force?: boolean } 
     }
     killCgroups(container.cgroupDirs);
     for (let i = 0; i < 250 && container.initPid && existsSync(`/proc/${container.initPid}/ns`); i++) await sleep(20);
+    // The owner of a kept container records its exit: let it, so that the two do not race on the directory.
+    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await sleep(20);
   }
   await removeCgroups(container.cgroupDirs);
   removeTree(container.dir);
   return container;
+}
+
+/** Whether a kept container's live owner has yet to record its exit (settleKept in container.ts). */
+function ownerStillRecording(dir: string): boolean {
+  const record = readRecord(dir);
+  return record?.keep === true && record.state === 'running' && ownerAlive(record.owner);
 }
 
 function toInfo(record: ContainerRecord): ContainerInfo {

@@ -35,6 +35,17 @@ export interface ContainerOptions {
   /** `none` (default): own network namespace with only `lo`. `host`: share the host's network. */
   network?: 'none' | 'host';
   labels?: Record<string, string>;
+  /**
+   * TCP ports published on the host's 127.0.0.1 and forwarded by the runner into
+   * the container's network namespace (to its 127.0.0.1); `host` 0 or missing: any free port.
+   */
+  ports?: { container: number; host?: number }[];
+  /**
+   * petri networks to attach to (eth0, eth1, … in that order): the pid of the
+   * `petri-runner network` process that keeps the network's namespace, and the
+   * container's address there (`10.89.3.2/24`).
+   */
+  networks?: { holderPid: number; address: string }[];
   /** Kill the container after this many milliseconds; the result says `timedOut`. */
   timeoutMs?: number;
 }

@@ -21,8 +21,17 @@ export interface ContainerRecord {
   command: string[];
   /** The read-only layers under its upper dir, top first. */
   lower: string[];
+  /** The ports asked for (`host` 0: any free one), and while it runs the host ports they are published on. */
+  publish?: { container: number; host: number }[];
+  ports?: PortMapping[];
   /** How the command ended, once it has. */
   exit?: { exitCode: number; signal: number | null; oomKilled: boolean; timedOut: boolean; finishedAt: string };
+}
+
+/** A published port: the container's port and the host port (on 127.0.0.1) forwarded to it. */
+export interface PortMapping {
+  container: number;
+  host: number;
 }
 
 export function recordPath(dir: string): string {

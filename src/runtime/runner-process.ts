@@ -1,6 +1,7 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
+import type { PortMapping } from './record.js';
 import { runnerPath } from './runner-binary.js';
 
 export type Stdio = 'pipe' | 'inherit' | 'ignore';
@@ -20,6 +21,8 @@ export class RunnerProcess {
   readonly child: ChildProcess;
   /** Host pid of the container's PID 1 (or the exec'd process) once started. */
   pid: number | undefined;
+  /** The published ports (`run --publish`), once bound. */
+  ports: PortMapping[] = [];
   readonly started: Promise<void>;
   readonly exited: Promise<RunnerExit>;
   private readonly control: Socket;
@@ -47,7 +50,14 @@ export class RunnerProcess {
         const line = buffered.slice(0, newline);
         buffered = buffered.slice(newline + 1);
         newline = buffered.indexOf('\n');
-        let event: { event: string; pid?: number; message?: string; exitCode?: number; signal?: number | null };
+        let event: {
+          event: string;
+          pid?: number;
+          message?: string;
+          exitCode?: number;
+          signal?: number | null;
+          ports?: PortMapping[];
+        };
         try {
           event = JSON.parse(line);
         } catch {
@@ -56,6 +66,8 @@ export class RunnerProcess {
         if (event.event === 'started') {
           this.pid = event.pid;
           resolveStarted();
+        } else if (event.event === 'ports') {
+          this.ports = event.ports ?? [];
         } else if (event.event === 'error') {
           error = event.message ?? 'unknown error';
         } else if (event.event === 'exit') {
