@@ -1,0 +1,776 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { parse as parseYaml } from 'yaml';
+import { jobLines } from '../src/action/config-lines.js';
+import { petriTestArgs, readInputs } from '../src/action/inputs.js';
+import { restoreStore, saveStore, storeCacheKey } from '../src/action/store-cache.js';
+import { summaryMarkdown } from '../src/action/summary.js';
+import { loadConfig } from '../src/test-runner/config-load.js';
+import type { JobResult } from '../src/test-runner/events.js';
+import { type ArtifactService, startArtifactService, unzip } from './helpers/artifact-service.js';
+import { describeKernel } from './helpers/kernel.js';
+
+// A stand-in for the Actions cache service: the tests of store-cache.ts see what it saves and give it back.
+const cacheService = vi.hoisted(() => ({ saveCache: vi.fn(), restoreCache: vi.fn() }));
+vi.mock('@actions/cache', () => cacheService);
+
+const top = join(import.meta.dirname, '..');
+const actionDist = join(top, 'action', 'dist');
+const MAIN = join(actionDist, 'main.cjs');
+const POST = join(actionDist, 'post.cjs');
+const PETRI = join(actionDist, 'petri.cjs');
+const LEAKS = join(top, '..', 'shared', 'tools', 'leaks.sh');
+
+interface Ran {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a script the way the runner runs an action's entry point: `node FILE`, asynchronously (the stand-in service answers meanwhile). */
+function runNode(
+  script: string,
+  env: NodeJS.ProcessEnv,
+  options: { cwd: string; uid?: number; gid?: number; onStdout?: (text: string) => void; timeoutMs?: number },
+): { done: Promise<Ran>; pid: number | undefined; kill: (signal: NodeJS.Signals) => void } {
+  const child = spawn(process.execPath, [script], {
+    cwd: options.cwd,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(options.uid !== undefined ? { uid: options.uid, gid: options.gid } : {}),
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    options.onStdout?.(stdout);
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 120_000);
+  const done = new Promise<Ran>((resolve) =>
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    }),
+  );
+  return { done, pid: child.pid, kill: (signal) => child.kill(signal) };
+}
+
+/** Whether a process runs (a zombie nobody reaped yet does not). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** The `name<<DELIMITER … DELIMITER` records of GITHUB_OUTPUT and GITHUB_STATE files. */
+function fileCommands(file: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  const lines = readFileSync(file, 'utf8').split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const match = /^([^<]+)<<(.+)$/.exec(lines[i] ?? '');
+    if (!match) continue;
+    const [, name, delimiter] = match as unknown as [string, string, string];
+    const value: string[] = [];
+    for (i++; i < lines.length && lines[i] !== delimiter; i++) value.push(lines[i] ?? '');
+    values[name] = value.join('\n');
+  }
+  return values;
+}
+
+describe('the action: inputs, config lines, summary, action.yml, committed bundle', () => {
+  it('reads its inputs with their defaults and turns them into petri test arguments', () => {
+    const env = (values: Record<string, string>) => (name: string) => values[name] ?? '';
+    const inputs = readInputs(env({}), '/work/project');
+    expect(inputs).toEqual({
+      filters: [],
+      junit: 'petri-artifacts/junit.xml',
+      artifacts: 'petri-artifacts',
+      uploadFailed: true,
+      keepFailed: true,
+      workingDirectory: '/work/project',
+      cache: true,
+      artifactPrefix: 'petri-failed-',
+    });
+    expect(petriTestArgs(inputs)).toEqual([
+      'test',
+      '--reporter',
+      'json',
+      '--artifacts',
+      'petri-artifacts',
+      '--junit',
+      'petri-artifacts/junit.xml',
+      '--keep-failed',
+    ]);
+    const all = readInputs(
+      env({
+        config: 'ci/petri.yaml',
+        filter: 'unit\n\n e2e-* ',
+        shard: '2/4',
+        parallel: '3',
+        junit: 'none',
+        'keep-failed': 'false',
+        'upload-failed': 'False',
+        'retention-days': '5',
+        'working-directory': 'sub',
+        cache: 'false',
+      }),
+      '/w',
+    );
+    expect(petriTestArgs(all)).toEqual([
+      'test',
+      '--reporter',
+      'json',
+      '--artifacts',
+      'petri-artifacts',
+      '--config',
+      'ci/petri.yaml',
+      '--filter',
+      'unit',
+      '--filter',
+      'e2e-*',
+      '--shard',
+      '2/4',
+      '--parallel',
+      '3',
+      '--no-keep-failed',
+    ]);
+    expect(all).toMatchObject({ workingDirectory: '/w/sub', retentionDays: 5, uploadFailed: false, cache: false });
+    expect(() => readInputs(env({ shard: '5/4' }))).toThrow('input shard: "5/4" is not valid: expected I/N');
+    expect(() => readInputs(env({ parallel: '0' }))).toThrow('input parallel: "0" is not valid');
+    expect(() => readInputs(env({ 'retention-days': '91' }))).toThrow('expected a whole number from 1 to 90');
+    expect(() => readInputs(env({ 'upload-failed': 'yes' }))).toThrow('input upload-failed: "yes" is not valid');
+  });
+
+  it("finds each job's line in JSON, YAML and JavaScript configs", () => {
+    const json = JSON.stringify({ images: {}, jobs: [{ name: 'unit', run: 'x' }, { name: 'unit-2' }] }, null, 2);
+    expect(jobLines(json, ['unit', 'unit-2', 'missing'])).toEqual(
+      new Map([
+        ['unit', 5],
+        ['unit-2', 9],
+      ]),
+    );
+    const oneLine = '{\n  "jobs": [\n    { "name": "a.b", "image": "x" },\n    { "name": "a", "image": "x" }\n  ]\n}';
+    expect(jobLines(oneLine, ['a', 'a.b'])).toEqual(
+      new Map([
+        ['a', 4],
+        ['a.b', 3],
+      ]),
+    );
+    const yaml =
+      "images:\n  app: {context: app}\njobs:\n  - name: lint\n    run: x\n  - image: app\n    name: 'e2e' # slow\n";
+    expect(jobLines(yaml, ['lint', 'e2e'])).toEqual(
+      new Map([
+        ['lint', 4],
+        ['e2e', 7],
+      ]),
+    );
+    const js =
+      "export default defineConfig({\n  jobs: [\n    { name: 'unit', image: 'app' },\n    {\n      name: `e2e`,\n    },\n  ],\n});\n";
+    expect(jobLines(js, ['unit', 'e2e'])).toEqual(
+      new Map([
+        ['unit', 3],
+        ['e2e', 5],
+      ]),
+    );
+  });
+
+  it('writes a summary: a table of the jobs, and for a failure its reason, last lines, artifact and the commands that open it', () => {
+    const base = { image: 'app', attempts: 1, stdout: '', stderr: '' };
+    const results: JobResult[] = [
+      { ...base, name: 'unit', status: 'passed', message: 'passed', durationMs: 1200 },
+      {
+        ...base,
+        name: 'e2e',
+        status: 'failed',
+        failure: 'exit',
+        message: 'exit code 2',
+        command: ['sh', '-c', 'npm run e2e'],
+        durationMs: 61_000,
+        artifact: {
+          image: 'petri-failed/e2e:20261123-120000-abcd',
+          imageId: 'sha256:1',
+          tar: 'petri-artifacts/e2e.tar',
+          json: 'petri-artifacts/e2e.json',
+          markdown: 'petri-artifacts/e2e.md',
+          repro: 'petri repro petri-artifacts/e2e.tar --rerun',
+        },
+        repro: 'petri repro petri-artifacts/e2e.tar --rerun',
+      },
+      { ...base, name: 'lint', status: 'error', message: 'image app did not build: step 2 failed', durationMs: 0 },
+    ];
+    const markdown = summaryMarkdown({
+      results,
+      runId: '20261123-120000-abcd',
+      durationMs: 62_000,
+      shard: '1/4',
+      config: 'petri.config.json',
+      githubRunId: '777',
+      repository: 'octo/app',
+      details: new Map([
+        [
+          'e2e',
+          {
+            lastLines: ['step one', 'Error: ``` boom'],
+            upload: { name: 'petri-failed-e2e', id: 3 },
+            dockerRun: 'docker run -it --rm --memory 268435456 petri-failed/e2e:20261123-120000-abcd sh',
+          },
+        ],
+      ]),
+    });
+    expect(markdown).toContain('### petri test: 1 failed, 1 passed, 1 could not run in 1m02s');
+    expect(markdown).toContain('run `20261123-120000-abcd` · shard 1/4 · config `petri.config.json`');
+    expect(markdown).toContain('| `unit` | app | ✅ passed | 1.20s | 1 |');
+    expect(markdown).toContain('| `e2e` | app | ❌ failed | 1m01s | 1 |');
+    expect(markdown).toContain('| `lint` | app | ⚠️ error | 0ms | 1 |');
+    expect(markdown).toContain('#### ❌ `e2e`: exit code 2');
+    expect(markdown).toContain("Command: `sh -c 'npm run e2e'`");
+    expect(markdown).toContain('````text\nstep one\nError: ``` boom\n````');
+    expect(markdown).toContain('Artifact: **petri-failed-e2e** (`e2e.tar`, `e2e.json`, `e2e.md`)');
+    expect(markdown).toContain(
+      'gh run download 777 -R octo/app -n petri-failed-e2e -D petri-failed-e2e\nsudo petri repro petri-failed-e2e/e2e.tar --rerun',
+    );
+    expect(markdown).toContain(
+      'docker load -i petri-failed-e2e/e2e.tar\ndocker run -it --rm --memory 268435456 petri-failed/e2e:20261123-120000-abcd sh',
+    );
+    expect(markdown).toContain('#### ⚠️ `lint` could not run');
+  });
+
+  it("keys the store cache on the config, the Dockerfiles and their contexts' content (not on ignored files)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ptest-action-key-'));
+    try {
+      mkdirSync(join(dir, 'app'));
+      writeFileSync(
+        join(dir, 'petri.config.json'),
+        JSON.stringify({ images: { app: { context: 'app' } }, jobs: [{ name: 'unit', image: 'app', run: 'true' }] }),
+      );
+      writeFileSync(join(dir, 'app', 'Dockerfile'), 'FROM petri-fixture/busybox\nCOPY . /app\n');
+      writeFileSync(join(dir, 'app', 'main.sh'), 'echo one\n');
+      writeFileSync(join(dir, 'app', '.dockerignore'), '*.log\n');
+      const key = async () => storeCacheKey(await loadConfig(join(dir, 'petri.config.json'), dir));
+      const first = await key();
+      expect(first).toMatch(new RegExp(`^petri-store-v1-${process.platform}-${process.arch}-[0-9a-f]{40}$`));
+      expect(await key()).toBe(first);
+      writeFileSync(join(dir, 'app', 'debug.log'), 'ignored');
+      expect(await key()).toBe(first);
+      writeFileSync(join(dir, 'app', 'main.sh'), 'echo two\n');
+      const second = await key();
+      expect(second).not.toBe(first);
+      writeFileSync(join(dir, 'app', 'Dockerfile'), 'FROM petri-fixture/busybox\nCOPY . /srv\n');
+      expect(await key()).not.toBe(second);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('saves the store (images, build cache records) through the Actions cache and restores it into an empty store only', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ptest-action-cache-'));
+    try {
+      const remote = join(dir, 'remote.tar');
+      cacheService.saveCache.mockImplementation(async (paths: string[]) => {
+        copyFileSync(join(paths[0] as string, 'store.tar'), remote);
+        return 1;
+      });
+      cacheService.restoreCache.mockImplementation(async (paths: string[], key: string) => {
+        if (!existsSync(remote)) return undefined;
+        copyFileSync(remote, join(paths[0] as string, 'store.tar'));
+        return key;
+      });
+      const store = join(dir, 'store');
+      for (const path of ['images/blobs/sha256', 'build-cache/steps', 'build-cache/mounts/m', 'containers/c']) {
+        mkdirSync(join(store, path), { recursive: true });
+      }
+      writeFileSync(join(store, 'images', 'index.json'), '{"manifests":[]}');
+      writeFileSync(join(store, 'images', 'blobs', 'sha256', 'ab'), 'blob');
+      writeFileSync(join(store, 'build-cache', 'steps', 'k'), '{}');
+      const log: string[] = [];
+      const options = (root: string) => ({
+        access: { kind: 'root' } as const,
+        root,
+        staging: join(dir, 'staging'),
+        log: (line: string) => log.push(line),
+      });
+      await saveStore('petri-store-v1-x', 'petri-store-v1-x', options(store));
+      expect(cacheService.saveCache).not.toHaveBeenCalled();
+      await saveStore('petri-store-v1-x', undefined, options(store));
+      expect(cacheService.saveCache).toHaveBeenCalledWith([join(dir, 'staging')], 'petri-store-v1-x');
+      expect(existsSync(join(dir, 'staging', 'store.tar'))).toBe(false);
+
+      expect(await restoreStore('petri-store-v1-x', options(store))).toBeUndefined();
+      expect(log).toContain(`cache: ${store} already has images: not restoring over them`);
+      const fresh = join(dir, 'fresh');
+      expect(await restoreStore('petri-store-v1-x', options(fresh))).toBe('petri-store-v1-x');
+      expect(readFileSync(join(fresh, 'images', 'blobs', 'sha256', 'ab'), 'utf8')).toBe('blob');
+      expect(readFileSync(join(fresh, 'build-cache', 'steps', 'k'), 'utf8')).toBe('{}');
+      expect(existsSync(join(fresh, 'build-cache', 'mounts'))).toBe(false);
+      expect(existsSync(join(fresh, 'containers'))).toBe(false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('action.yml runs the committed bundle on node24 and declares what the code reads and writes', () => {
+    const action = parseYaml(readFileSync(join(top, 'action.yml'), 'utf8')) as {
+      inputs: Record<string, { default?: string }>;
+      outputs: Record<string, unknown>;
+      runs: Record<string, string>;
+    };
+    expect(action.runs).toEqual({
+      using: 'node24',
+      main: 'action/dist/main.cjs',
+      post: 'action/dist/post.cjs',
+      'post-if': 'always()',
+    });
+    for (const file of [MAIN, POST, PETRI]) expect(existsSync(file), file).toBe(true);
+    expect(Object.keys(action.inputs).sort()).toEqual(
+      [
+        'artifact-prefix',
+        'artifacts',
+        'cache',
+        'config',
+        'filter',
+        'junit',
+        'keep-failed',
+        'parallel',
+        'retention-days',
+        'shard',
+        'upload-failed',
+        'working-directory',
+      ].sort(),
+    );
+    expect(action.inputs['upload-failed']?.default).toBe('true');
+    // The defaults in action.yml are the code's own defaults.
+    const defaults = readInputs((name) => action.inputs[name]?.default ?? '', '/w');
+    expect(defaults).toEqual(readInputs(() => '', '/w'));
+    expect(Object.keys(action.outputs).sort()).toEqual(['artifacts', 'failed', 'junit', 'passed', 'run-id']);
+  });
+
+  it('the committed action/dist is what scripts/bundle-action.mjs makes from the sources now', () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'ptest-action-bundle-'));
+    try {
+      const r = spawnSync(process.execPath, [join(top, 'scripts', 'bundle-action.mjs'), '--out', fresh], {
+        encoding: 'utf8',
+        timeout: 120_000,
+      });
+      expect(r.status, r.stderr).toBe(0);
+      expect(readdirSync(fresh).sort()).toEqual(readdirSync(actionDist).sort());
+      for (const file of readdirSync(fresh)) {
+        const same = readFileSync(join(fresh, file)).equals(readFileSync(join(actionDist, file)));
+        expect(same, `action/dist/${file} is stale: run npm run build:action and commit action/dist`).toBe(true);
+      }
+    } finally {
+      rmSync(fresh, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
+
+describeKernel('the action on the real kernel: petri test, summary, annotations, artifact upload, post cleanup', () => {
+  let work: string;
+  let root: string;
+  let service: ArtifactService;
+  const sudoInstalled = spawnSync('sudo', ['--version']).status === 0;
+  const canAddUser = spawnSync('useradd', ['--help']).status === 0;
+
+  const petri = (args: string[], cwd = work) => {
+    const r = spawnSync(process.execPath, [PETRI, ...args], {
+      cwd,
+      encoding: 'utf8',
+      timeout: 120_000,
+      env: { ...process.env, PETRI_ROOT: root },
+    });
+    if (r.status !== 0) throw new Error(`petri ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+    return r.stdout;
+  };
+  /** A project with a config file, and a run directory with the runner's files (GITHUB_OUTPUT…). */
+  const setup = (name: string, file: string, config: string) => {
+    const project = join(work, name);
+    const run = join(work, `${name}-run`);
+    mkdirSync(project, { recursive: true });
+    mkdirSync(run, { recursive: true });
+    writeFileSync(join(project, file), config);
+    for (const f of ['summary.md', 'output', 'state']) writeFileSync(join(run, f), '');
+    return { project, run };
+  };
+  const actionEnv = (project: string, run: string, inputs: Record<string, string>, extra: NodeJS.ProcessEnv = {}) => {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: run,
+      PETRI_ROOT: root,
+      GITHUB_ACTIONS: 'true',
+      GITHUB_WORKSPACE: project,
+      GITHUB_STEP_SUMMARY: join(run, 'summary.md'),
+      GITHUB_OUTPUT: join(run, 'output'),
+      GITHUB_STATE: join(run, 'state'),
+      GITHUB_RUN_ID: '4242',
+      GITHUB_REPOSITORY: 'octo/project',
+      RUNNER_TEMP: run,
+      ACTIONS_RESULTS_URL: service.url,
+      ACTIONS_RUNTIME_TOKEN: service.token,
+      ...extra,
+    };
+    for (const [key, value] of Object.entries(inputs)) env[`INPUT_${key.toUpperCase()}`] = value;
+    return env;
+  };
+  /** The post step's environment: the runner turns GITHUB_STATE's records into STATE_<name>. */
+  const postEnv = (env: NodeJS.ProcessEnv, run: string) => {
+    const state = fileCommands(join(run, 'state'));
+    return { ...env, ...Object.fromEntries(Object.entries(state).map(([k, v]) => [`STATE_${k}`, v])) };
+  };
+  /** What leaks.sh reports that belongs to this suite's store or to the given containers. */
+  const leaks = (ids: string[] = []) => {
+    if (!existsSync(LEAKS)) return [];
+    const r = spawnSync('bash', [LEAKS], { encoding: 'utf8', env: { ...process.env, PETRI_ROOT: root } });
+    return r.stdout.split('\n').filter((line) => line && (line.includes(root) || ids.some((id) => line.includes(id))));
+  };
+  const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+  const passFail = (extra = '') =>
+    JSON.stringify(
+      {
+        images: { base: { image: 'petri-fixture/busybox' } },
+        jobs: [
+          { name: 'good', image: 'base', run: 'echo all good' },
+          {
+            name: 'bad',
+            image: 'base',
+            memory: '64m',
+            run: `echo about to fail; echo oops >&2; echo state > /tmp/left-behind; exit 3${extra}`,
+          },
+        ],
+      },
+      null,
+      2,
+    );
+
+  beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), 'ptest-action-'));
+    chmodSync(work, 0o755);
+    root = join(work, 'root');
+    const context = join(work, 'busybox-context');
+    cpSync(join(top, 'fixtures', 'build', 'busybox'), context, { recursive: true });
+    copyFileSync('/bin/busybox', join(context, 'busybox'));
+    petri(['build', '-q', '-t', 'petri-fixture/busybox', context]);
+    service = await startArtifactService();
+  });
+  afterAll(async () => {
+    await service?.close();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  it('as root: runs the jobs, sets the outputs, writes the summary and annotations, uploads the failed job', async () => {
+    const { project, run } = setup('as-root', 'petri.config.json', passFail());
+    const env = actionEnv(project, run, { 'retention-days': '3', cache: 'true' });
+    const r = await runNode(MAIN, env, { cwd: project }).done;
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/^\[good\] +all good$/m);
+    expect(r.stdout).toMatch(/^\[bad\] +FAILED: exit code 3 after/m);
+    expect(r.stdout).toContain(
+      'cache: the Actions cache service is not available here (no ACTIONS_CACHE_URL): skipped',
+    );
+
+    const outputs = fileCommands(join(run, 'output'));
+    const runId = outputs['run-id'] as string;
+    expect(runId).toMatch(/^\d{8}-\d{6}-[0-9a-f]{4}$/);
+    expect(outputs).toEqual({
+      passed: '1',
+      failed: '1',
+      junit: join(project, 'petri-artifacts', 'junit.xml'),
+      artifacts: join(project, 'petri-artifacts'),
+      'run-id': runId,
+    });
+    expect(readFileSync(join(project, 'petri-artifacts', 'junit.xml'), 'utf8')).toContain('<testcase');
+
+    // The annotation: on the job's line of the config, with what happened and how to open it again.
+    const line =
+      readFileSync(join(project, 'petri.config.json'), 'utf8').split('\n').indexOf('      "name": "bad",') + 1;
+    expect(line).toBeGreaterThan(0);
+    const annotations = r.stdout.split('\n').filter((l) => l.startsWith('::error'));
+    expect(annotations).toEqual([
+      `::error title=petri test%3A job bad failed,file=petri.config.json,line=${line}::bad: exit code 3%0A%0Aabout to fail%0Aoops%0A%0AReproduce:%0Agh run download 4242 -R octo/project -n petri-failed-bad -D petri-failed-bad%0Asudo petri repro petri-failed-bad/bad.tar --rerun`,
+      '::error::petri test: 1 of 2 jobs did not pass: bad (failed)',
+    ]);
+
+    const summary = readFileSync(join(run, 'summary.md'), 'utf8');
+    expect(summary).toMatch(/^### petri test: 1 failed, 1 passed in \S+$/m);
+    expect(summary).toContain(`run \`${runId}\` · config \`petri.config.json\``);
+    expect(summary).toMatch(/^\| `good` \| base \| ✅ passed \| \S+ \| 1 \|$/m);
+    expect(summary).toMatch(/^\| `bad` \| base \| ❌ failed \| \S+ \| 1 \|$/m);
+    expect(summary).toContain('#### ❌ `bad`: exit code 3');
+    expect(summary).toContain('```text\nabout to fail\noops\n```');
+    expect(summary).toContain('Artifact: **petri-failed-bad** (`bad.tar`, `bad.json`, `bad.md`)');
+    expect(summary).toContain(
+      '```sh\ngh run download 4242 -R octo/project -n petri-failed-bad -D petri-failed-bad\nsudo petri repro petri-failed-bad/bad.tar --rerun',
+    );
+    expect(summary).toContain(
+      `docker load -i petri-failed-bad/bad.tar\ndocker run -it --rm --memory 64m --memory-swap 64m petri-failed/bad:${runId} sh`,
+    );
+
+    // The upload: one artifact, the failed job's archive and reports, sent to the stand-in service.
+    expect([...service.artifacts.keys()]).toEqual(['petri-failed-bad']);
+    const artifact = service.artifacts.get('petri-failed-bad');
+    expect(artifact?.authorization).toBe(`Bearer ${service.token}`);
+    expect(artifact?.created).toMatchObject({
+      workflow_run_backend_id: 'run-backend-id',
+      workflow_job_run_backend_id: 'job-backend-id',
+      name: 'petri-failed-bad',
+    });
+    const expires = Date.parse(String(artifact?.created.expires_at));
+    expect(Math.round((expires - Date.now()) / 86_400_000)).toBe(3);
+    expect(artifact?.finalized).toMatchObject({ name: 'petri-failed-bad', size: String(artifact?.blob?.length) });
+    const files = unzip(artifact?.blob as Buffer);
+    expect([...files.keys()].sort()).toEqual(['bad.json', 'bad.md', 'bad.tar']);
+    const tar = readFileSync(join(project, 'petri-artifacts', 'bad.tar'));
+    expect(sha256(files.get('bad.tar') as Buffer)).toBe(sha256(tar));
+    expect(JSON.parse((files.get('bad.json') as Buffer).toString()).committed.image).toBe(`petri-failed/bad:${runId}`);
+
+    // The archive opens again: the failed command, in the state the job left.
+    const repro = spawnSync(
+      process.execPath,
+      [PETRI, 'repro', join(project, 'petri-artifacts', 'bad.tar'), '--rerun'],
+      {
+        encoding: 'utf8',
+        env: { ...process.env, PETRI_ROOT: root },
+        timeout: 60_000,
+      },
+    );
+    expect(repro.status).toBe(3);
+    expect(repro.stdout).toContain('about to fail');
+
+    const post = await runNode(POST, postEnv(env, run), { cwd: project }).done;
+    expect(post.status, post.stderr).toBe(0);
+    expect(post.stdout).not.toContain('::warning');
+    expect(petri(['ps', '-a', '-q'])).toBe('');
+    expect(leaks()).toEqual([]);
+  }, 180_000);
+
+  it('as a user with passwordless sudo: petri runs through sudo -E, its files come back to the user; without sudo: one clear error', async (context) => {
+    if (!canAddUser) return context.skip('needs useradd to make a throwaway user');
+    const user = `ptest-action-${randomBytes(3).toString('hex')}`;
+    const sudoers = `/etc/sudoers.d/${user}`;
+    const yaml = [
+      'images:',
+      '  base: { image: petri-fixture/busybox }',
+      'jobs:',
+      '  - name: fine',
+      '    image: base',
+      '    run: echo fine',
+      '  - image: base',
+      '    name: broken',
+      '    run: echo broken as $(id -u); exit 7',
+      '',
+    ].join('\n');
+    const { project, run } = setup('as-user', 'petri.config.yaml', yaml);
+    expect(spawnSync('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', user]).status).toBe(0);
+    try {
+      const uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
+      const gid = Number(spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim());
+      for (const path of [project, run, ...readdirSync(run).map((f) => join(run, f))]) chownSync(path, uid, gid);
+      const env = actionEnv(project, run, { 'artifact-prefix': 'sudo-' });
+
+      // Without sudo rights: one line that says what is wrong, and nothing else happens.
+      const denied = await runNode(MAIN, env, { cwd: project, uid, gid }).done;
+      expect(denied.status).toBe(1);
+      const errors = denied.stdout.split('\n').filter((l) => l.startsWith('::error'));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(
+        new RegExp(
+          `^::error::petri needs root \\(namespaces, mounts, cgroups\\), and this job runs as uid ${uid} without passwordless sudo \\(.+\\): use a GitHub-hosted runner, or give the runner's user passwordless sudo, or run the job as root$`,
+        ),
+      );
+      expect(existsSync(join(project, 'petri-artifacts'))).toBe(false);
+      if (!sudoInstalled)
+        return context.skip('sudo is not installed (apt-get install sudo): the sudo path is not tested');
+
+      writeFileSync(sudoers, `${user} ALL=(ALL) NOPASSWD:SETENV: ALL\n`, { mode: 0o440 });
+      const r = await runNode(MAIN, env, { cwd: project, uid, gid }).done;
+      expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(1);
+      expect(r.stdout).toMatch(/^\[broken\] +broken as 0$/m); // the job ran as root in its container, through sudo
+      const line = yaml.split('\n').indexOf('    name: broken') + 1;
+      expect(r.stdout).toContain(`::error title=petri test%3A job broken failed,file=petri.config.yaml,line=${line}::`);
+      expect(fileCommands(join(run, 'output'))).toMatchObject({ passed: '1', failed: '1' });
+      // petri wrote these as root; the action gave them back to its user.
+      for (const file of ['', 'broken.tar', 'broken.json', 'junit.xml']) {
+        expect(statSync(join(project, 'petri-artifacts', file)).uid, file).toBe(uid);
+      }
+      expect(service.artifacts.has('sudo-broken')).toBe(true);
+      const files = unzip(service.artifacts.get('sudo-broken')?.blob as Buffer);
+      expect(sha256(files.get('broken.tar') as Buffer)).toBe(
+        sha256(readFileSync(join(project, 'petri-artifacts', 'broken.tar'))),
+      );
+      expect(readFileSync(join(run, 'summary.md'), 'utf8')).toContain(
+        'gh run download 4242 -R octo/project -n sudo-broken',
+      );
+
+      const post = await runNode(POST, postEnv(env, run), { cwd: project, uid, gid }).done;
+      expect(post.status, post.stderr).toBe(0);
+      expect(post.stdout).not.toContain('::warning');
+      expect(petri(['ps', '-a', '-q'])).toBe('');
+      expect(leaks()).toEqual([]);
+
+      // The main step killed: sudo and petri (root's) go on; the post step stops them through sudo.
+      const killed = setup(
+        'as-user-killed',
+        'petri.config.json',
+        JSON.stringify({
+          images: { base: { image: 'petri-fixture/busybox' } },
+          jobs: [{ name: 'sleeper', image: 'base', run: 'echo sleeping; sleep 120' }],
+        }),
+      );
+      for (const path of [killed.project, killed.run, ...readdirSync(killed.run).map((f) => join(killed.run, f))]) {
+        chownSync(path, uid, gid);
+      }
+      const killedEnv = actionEnv(killed.project, killed.run, {});
+      let sleeping: () => void = () => {};
+      const started = new Promise<void>((resolve) => {
+        sleeping = resolve;
+      });
+      const main = runNode(MAIN, killedEnv, {
+        cwd: killed.project,
+        uid,
+        gid,
+        onStdout: (text) => {
+          if (/^\[sleeper\] +sleeping$/m.test(text)) sleeping();
+        },
+      });
+      await Promise.race([started, main.done]);
+      main.kill('SIGKILL');
+      await main.done;
+      const ids = petri(['ps', '-a', '-q']).trim().split('\n').filter(Boolean);
+      expect(ids).toHaveLength(1);
+      const sudoPid = Number(fileCommands(join(killed.run, 'state')).petri_pid);
+      expect(running(sudoPid)).toBe(true);
+      const killedPost = await runNode(POST, postEnv(killedEnv, killed.run), { cwd: killed.project, uid, gid }).done;
+      expect(killedPost.status, killedPost.stderr).toBe(0);
+      expect(killedPost.stdout).toMatch(/petri cleanup: petri \(pid \d+\) still runs: stopping it/);
+      expect(running(sudoPid)).toBe(false);
+      expect(petri(['ps', '-a', '-q'])).toBe('');
+      let left = leaks(ids);
+      for (let i = 0; i < 20 && left.length > 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        left = leaks(ids);
+      }
+      expect(left).toEqual([]);
+    } finally {
+      rmSync(sudoers, { force: true });
+      spawnSync('userdel', [user]);
+    }
+  }, 180_000);
+
+  it('a bad config: petri says what is wrong in one error line and in the summary; the outputs are empty', async () => {
+    const { project, run } = setup('bad-config', 'petri.config.json', '{"images": {}, "jobs": [{"name": "x"}]}');
+    const r = await runNode(MAIN, actionEnv(project, run, {}), { cwd: project }).done;
+    expect(r.status).toBe(1);
+    const message = 'petri: petri.config.json: jobs[0].image: nothing is not valid: expected one of the images: (none)';
+    expect(r.stderr).toContain(message);
+    const errors = r.stdout.split('\n').filter((l) => l.startsWith('::error'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain(`::error::petri test exited with code 125: ${message}`);
+    expect(readFileSync(join(run, 'summary.md'), 'utf8')).toContain(
+      `### petri test did not run\n\n\`\`\`text\npetri test exited with code 125: ${message}`,
+    );
+    expect(fileCommands(join(run, 'output'))).toEqual({
+      passed: '0',
+      failed: '0',
+      junit: '',
+      artifacts: '',
+      'run-id': '',
+    });
+  });
+
+  it('a cancelled step (SIGINT) stops petri, which removes its containers; the jobs are reported as interrupted', async () => {
+    const config = JSON.stringify({
+      images: { base: { image: 'petri-fixture/busybox' } },
+      jobs: [{ name: 'slow', image: 'base', run: 'echo waiting; sleep 120' }],
+    });
+    const { project, run } = setup('cancelled', 'petri.config.json', config);
+    const env = actionEnv(project, run, {});
+    let waiting: () => void = () => {};
+    const started = new Promise<void>((resolve) => {
+      waiting = resolve;
+    });
+    const main = runNode(MAIN, env, {
+      cwd: project,
+      onStdout: (text) => {
+        if (/^\[slow\] +waiting$/m.test(text)) waiting();
+      },
+    });
+    await Promise.race([started, main.done]);
+    main.kill('SIGINT');
+    const r = await main.done;
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toContain('::error::petri test was interrupted');
+    expect(fileCommands(join(run, 'output'))).toMatchObject({ passed: '0', failed: '1' });
+    expect(readFileSync(join(run, 'summary.md'), 'utf8')).toMatch(/^\| `slow` \| base \| ⏹️ interrupted \|/m);
+    expect(petri(['ps', '-a', '-q'])).toBe('');
+    const post = await runNode(POST, postEnv(env, run), { cwd: project }).done;
+    expect(post.status, post.stderr).toBe(0);
+    expect(leaks()).toEqual([]);
+  }, 120_000);
+
+  it('the post step removes what a main step killed mid-run (SIGKILL) left: petri, its containers, their cgroups', async () => {
+    const config = JSON.stringify({
+      images: { base: { image: 'petri-fixture/busybox' } },
+      jobs: [
+        { name: 'sleeper', image: 'base', run: 'echo sleeping; sleep 120' },
+        { name: 'steps', image: 'base', steps: ['echo step one', 'sleep 120'] },
+      ],
+    });
+    const { project, run } = setup('killed', 'petri.config.json', config);
+    const env = actionEnv(project, run, {});
+    let bothStarted: () => void = () => {};
+    const started = new Promise<void>((resolve) => {
+      bothStarted = resolve;
+    });
+    const main = runNode(MAIN, env, {
+      cwd: project,
+      onStdout: (text) => {
+        if (/^\[sleeper\] +sleeping$/m.test(text) && /^\[steps\] +step one$/m.test(text)) bothStarted();
+      },
+    });
+    await Promise.race([started, main.done]);
+    main.kill('SIGKILL');
+    const killed = await main.done;
+    expect(killed.status).toBe(null);
+    // petri goes on running without the action: its containers are there.
+    const state = fileCommands(join(run, 'state'));
+    expect(state.petri_finished).toBeUndefined();
+    const pid = Number(state.petri_pid);
+    expect(running(pid)).toBe(true);
+    const ids = petri(['ps', '-a', '-q']).trim().split('\n').filter(Boolean);
+    expect(ids).toHaveLength(2);
+    expect(leaks(ids).length).toBeGreaterThan(0);
+
+    const post = await runNode(POST, postEnv(env, run), { cwd: project }).done;
+    expect(post.status, post.stderr).toBe(0);
+    expect(post.stdout).toContain(`petri cleanup: petri (pid ${pid}) still runs: stopping it`);
+    expect(running(pid)).toBe(false);
+    expect(petri(['ps', '-a', '-q'])).toBe('');
+    let left = leaks(ids);
+    for (let i = 0; i < 20 && left.length > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      left = leaks(ids);
+    }
+    expect(left).toEqual([]);
+  }, 120_000);
+});
