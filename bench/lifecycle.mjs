@@ -77,28 +77,32 @@ for (const [name, fn] of Object.entries(contenders)) {
   results[name] = { median: median(times), p90: percentile(times, 0.9), parallelMs: performance.now() - t };
 }
 
-// runc measured the same way as the CLI: each run after a `node -e 0`, so both pay the same cold
-// kernel costs (on cgroup v1 the first cgroup migration after a quiet spell waits for an RCU grace period).
-let runcCold;
-if (results.runc) {
-  const times = [];
-  for (let i = 0; i < Math.min(SEQUENTIAL, 30); i++) {
-    spawnSync(process.execPath, ['-e', '0']);
-    const t = performance.now();
-    spawnSync('runc', ['run', '--bundle', bundle, `pbench-${process.pid}-${runcSeq++}`], { stdio: 'ignore' });
-    times.push(performance.now() - t);
-  }
-  runcCold = median(times);
-}
-
-// The CLI's own cost: `petri run` wall time minus that of `node -e 0`.
+// The CLI's own cost: `petri run` (the package's bin) wall time minus that of `node -e 0`, and
+// runc run measured the same way, all three interleaved so that load drift hits them alike; each
+// run follows a node process, so all pay the same cold kernel costs (on cgroup v1 the first cgroup
+// migration after a quiet spell waits for an RCU grace period). Both node commands run without
+// NODE_EXTRA_CA_CERTS: with it every Node start reads and parses that CA bundle (80 ms or more on
+// a CI VM, with a wide spread) before any JavaScript runs, and `petri run` never uses it.
+const cliEnv = { ...process.env };
+delete cliEnv.NODE_EXTRA_CA_CERTS;
+const bin = join(top, JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')).bin.petri);
 const cliRuns = Math.min(SEQUENTIAL, 30);
-const nodeZero = medianOf(cliRuns, () => spawnSync(process.execPath, ['-e', '0']));
-const petriCli = medianOf(cliRuns, () =>
-  spawnSync(process.execPath, [join(top, 'dist/cli/main.js'), 'run', '--rm', '--rootfs', rootfs, '/bin/true'], {
-    stdio: 'ignore',
-  }),
-);
+const cliTimes = { nodeZero: [], petri: [], runc: [] };
+const timed = (times, cmd, args) => {
+  const t = performance.now();
+  const result = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: cliEnv, encoding: 'utf8' });
+  times.push(performance.now() - t);
+  if (result.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
+};
+for (let i = 0; i < cliRuns + 2; i++) {
+  if (i === 2) for (const times of Object.values(cliTimes)) times.length = 0; // warm-up
+  timed(cliTimes.nodeZero, process.execPath, ['-e', '0']);
+  timed(cliTimes.petri, process.execPath, [bin, 'run', '--rm', '--rootfs', rootfs, '/bin/true']);
+  if (results.runc) timed(cliTimes.runc, 'runc', ['run', '--bundle', bundle, `pbench-${process.pid}-${runcSeq++}`]);
+}
+const nodeZero = median(cliTimes.nodeZero);
+const petriCli = median(cliTimes.petri);
+const runcCold = results.runc ? median(cliTimes.runc) : undefined;
 
 console.log(
   `\nlifecycle create → run /bin/true → removed, ${SEQUENTIAL} sequential, ${PARALLEL} at concurrency ${CONCURRENCY}`,
@@ -118,7 +122,7 @@ if (results.runc)
   console.log(`  petri run own cost / runc median: ${(cliCost / results.runc.median).toFixed(2)}  (target ≤ 1)`);
 if (runcCold) {
   console.log(
-    `  runc run measured like the CLI (each after a node -e 0): ${fmt(runcCold)}; petri run own cost / that: ${(cliCost / runcCold).toFixed(2)}`,
+    `  runc run measured like the CLI (interleaved with it): ${fmt(runcCold)}; petri run own cost / that: ${(cliCost / runcCold).toFixed(2)}  (target ≤ 1)`,
   );
 }
 
@@ -153,16 +157,6 @@ function makeRootfs(dir) {
   cpSync('/bin/busybox', join(dir, 'bin/busybox'));
   for (const applet of ['true', 'sh']) symlinkSync('busybox', join(dir, 'bin', applet));
   return dir;
-}
-
-function medianOf(n, fn) {
-  const times = [];
-  for (let i = 0; i < n; i++) {
-    const t = performance.now();
-    fn();
-    times.push(performance.now() - t);
-  }
-  return median(times);
 }
 
 function median(values) {

@@ -5,6 +5,7 @@ export { GenericContainerBuilder } from './harness/dockerfile-container.js';
 export { type ContainerSpec, GenericContainer, type GenericContainerOptions } from './harness/generic-container.js';
 export { imageContainerOptions, imageLayers } from './harness/image-run.js';
 export { importRootfs } from './harness/import.js';
+export { Network, StartedNetwork } from './harness/network.js';
 export { StartedContainer } from './harness/started-container.js';
 export { StoppedContainer } from './harness/stopped-container.js';
 export type {
@@ -23,6 +24,8 @@ export type {
   HealthCheckStatus,
   Labels,
   LogOptions,
+  PortWithBinding,
+  PortWithOptionalBinding,
   ResourcesQuota,
   RestartOptions,
   StopOptions,
@@ -33,6 +36,7 @@ export {
   CompositeWaitStrategy,
   HealthCheckWaitStrategy,
   HostPortWaitStrategy,
+  HttpWaitStrategy,
   LogWaitStrategy,
   OneShotStartupWaitStrategy,
   ShellWaitStrategy,

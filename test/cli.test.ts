@@ -6,7 +6,8 @@ import { containersDir } from '../src/runtime/paths.js';
 import { describeKernel, isRoot } from './helpers/kernel.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
 
-const petri = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+// The package's bin: the bundled CLI (scripts/bundle-cli.mjs), as users run it.
+const petri = join(import.meta.dirname, '..', 'dist', 'bin', 'petri.cjs');
 const run = (args: string[], options: { input?: string; uid?: number } = {}) =>
   spawnSync(process.execPath, [petri, ...args], { encoding: 'utf8', timeout: 20_000, ...options });
 

@@ -29,7 +29,7 @@ describeKernel('an installed package without a prebuilt runner', () => {
     const env = { ...process.env, PETRI_ROOT: state };
     const run = spawnSync(
       process.execPath,
-      [join(pkg, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, 'echo', 'built'],
+      [join(pkg, 'dist/bin/petri.cjs'), 'run', '--rootfs', rootfs, 'echo', 'built'],
       {
         encoding: 'utf8',
         env,
@@ -47,7 +47,7 @@ describeKernel('an installed package without a prebuilt runner', () => {
     const rootfs = await busyboxRootfs();
     const fresh = mkdtempSync(join(tmpdir(), 'ptest-state-'));
     try {
-      const run = spawnSync(process.execPath, [join(pkg, 'dist/cli/main.js'), 'run', '--rootfs', rootfs, 'true'], {
+      const run = spawnSync(process.execPath, [join(pkg, 'dist/bin/petri.cjs'), 'run', '--rootfs', rootfs, 'true'], {
         encoding: 'utf8',
         env: { ...process.env, PETRI_ROOT: fresh, CC: 'no-such-cc' },
       });

@@ -23,6 +23,10 @@ const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise
   commit: () => import('./container-commands.js').then((m) => ({ main: m.commitMain })),
   diff: () => import('./container-commands.js').then((m) => ({ main: m.diffMain })),
   dockerfile: () => import('./dockerfile.js'),
+  pull: () => import('./registry-commands.js').then((m) => ({ main: m.pullMain })),
+  push: () => import('./registry-commands.js').then((m) => ({ main: m.pushMain })),
+  login: () => import('./registry-commands.js').then((m) => ({ main: m.loginMain })),
+  logout: () => import('./registry-commands.js').then((m) => ({ main: m.logoutMain })),
 };
 
 const USAGE = `usage: petri <command> [options]
@@ -43,6 +47,10 @@ commands:
   import    make an image from a root filesystem directory or tarball
   save      write images to a docker/OCI archive
   load      read images from a docker/OCI archive
+  pull      download an image from a registry
+  push      upload an image to a registry
+  login     save credentials for a registry
+  logout    remove a registry's saved credentials
   prune     remove unused content and leftovers
   dockerfile  parse a Dockerfile and print its instructions (dockerfile parse [--json] FILE)
   version   print petri's version

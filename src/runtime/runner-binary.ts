@@ -2,12 +2,11 @@ import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { PetriError } from '../errors.js';
 import { petriRoot } from './paths.js';
 
-const require = createRequire(import.meta.url);
-const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// import.meta.dirname, not a file URL: parsing URLs at load time is measurable in `petri run`.
+const packageRoot = join(import.meta.dirname, '..', '..');
 let cached: string | undefined;
 
 /**
@@ -33,7 +32,7 @@ export function runnerPath(): string {
 }
 
 function buildRunner(): string {
-  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  const { createHash } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
   const sourceDir = join(packageRoot, 'runner');
   if (!existsSync(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);

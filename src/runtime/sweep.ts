@@ -7,11 +7,15 @@ import { ownerAlive, readRecord, writeRecord } from './record.js';
 
 let swept = false;
 
-/** Sweeps once per process, in the background of the first container's creation. */
+/**
+ * Sweeps once per process, in the background of the first container's creation:
+ * from the event loop's next turn, so that reading the records overlaps the
+ * runner's start instead of delaying it.
+ */
 export function sweepOnce(): void {
   if (swept) return;
   swept = true;
-  void sweepContainers().catch(() => {});
+  setImmediate(() => void sweepContainers().catch(() => {}));
 }
 
 /**
