@@ -77,10 +77,10 @@ describeKernel(
       const base = (await images.store.resolve('ptest/api:1')).id;
       expect(new Set(records.map((r) => r.image))).toEqual(new Set([web, base]));
       // The same container port in both workers at once, different host ports.
-    const ports = records.flatMap((r) => (r.port === undefined ? [] : [r.port]));
-    expect(ports).toHaveLength(5);
-    expect(new Set(ports).size).toBe(5);
-    // A container per test (and per start), none left.
+      const ports = records.flatMap((r) => (r.port === undefined ? [] : [r.port]));
+      expect(ports).toHaveLength(5);
+      expect(new Set(ports).size).toBe(5);
+      // A container per test (and per start), none left.
       expect(new Set(records.map((r) => r.id)).size).toBe(6);
       const ids = new Set(records.map((r) => r.id));
       expect(listContainers().filter((c) => ids.has(c.id))).toEqual([]);
