@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,6 +108,41 @@ describe('petri test config: validation', () => {
     expect(errorOf([ok], { image: {} })).toMatch(/^petri\.config\.json: image: unknown key \(did you mean images\?\)/);
   });
 
+  it('files: sources relative to the config file, that exist; absolute targets', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ptest-files-'));
+    try {
+      mkdirSync(join(dir, 'data'));
+      writeFileSync(join(dir, 'data', 'a.txt'), 'a');
+      const file = join(dir, 'petri.config.json');
+      const check = (files: unknown) =>
+        validateConfig({ ...base, jobs: [{ name: 'a', image: 'app', run: 'true', files }] }, file, dir);
+      expect(check([{ source: 'data/', target: '/data' }]).jobs[0]?.files).toEqual([
+        { source: join(dir, 'data'), target: '/data', shown: 'data/' },
+      ]);
+      expect(check(undefined).jobs[0]?.files).toEqual([]);
+      const failures: [unknown, RegExp][] = [
+        ['data', /jobs\[0\]\.files: "data" is not valid: expected an array of \{ source, target \}/],
+        [
+          [{ source: 'nope', target: '/x' }],
+          /jobs\[0\]\.files\[0\]\.source: "nope" is not valid: expected an existing file or directory/,
+        ],
+        [
+          [{ source: 'data', target: 'rel' }],
+          /jobs\[0\]\.files\[0\]\.target: "rel" is not valid: expected an absolute path/,
+        ],
+        [[{ source: 'data', target: '/a/../etc' }], /files\[0\]\.target: "\/a\/..\/etc" is not valid/],
+        [
+          [{ source: 'data', target: '/x', mode: 1 }],
+          /jobs\[0\]\.files\[0\]\.mode: unknown key: expected one of source, target/,
+        ],
+        [[{ target: '/x' }], /jobs\[0\]\.files\[0\]\.source: nothing is not valid/],
+      ];
+      for (const [files, pattern] of failures) expect(() => check(files)).toThrow(pattern);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('passEnv copies variables from petri’s environment when set (env wins)', () => {
     const config = validateConfig(
       {
@@ -204,9 +239,10 @@ describe('petri test: filter and shard', () => {
     for (const bad of ['0/2', '3/2', '1/0', 'a/b', '1']) expect(() => parseShard(bad)).toThrow(/invalid --shard/);
   });
 
-  it('runs one job per CPU by default, fewer when their memory does not fit', () => {
+  it('runs one job more than the CPUs by default, fewer when their memory does not fit', () => {
     const jobs = Array.from({ length: 10 }, () => ({ memory: 1 << 30 }) as never);
-    expect(defaultParallelism(jobs, 8, 64 * 2 ** 30)).toBe(8);
+    expect(defaultParallelism(jobs, 8, 64 * 2 ** 30)).toBe(9);
+    expect(defaultParallelism(jobs.slice(0, 4), 8, 64 * 2 ** 30)).toBe(4);
     expect(defaultParallelism(jobs, 8, 3 * 2 ** 30)).toBe(3);
     expect(defaultParallelism(jobs, 8, 100)).toBe(1);
     expect(defaultParallelism([{} as never], 8, 64 * 2 ** 30)).toBe(1);

@@ -325,6 +325,33 @@ describeKernel('petri test: jobs, failures kept as images, JUnit, repro', () => 
     expect(ok('ps', '-a', '-q')).toBe('');
   });
 
+  it('files: copies files and directories from the host into the container before the command runs', () => {
+    const dir = project(
+      'files',
+      {
+        images: { base },
+        jobs: [
+          {
+            name: 'copied',
+            image: 'base',
+            user: '1000',
+            files: [
+              { source: 'data/', target: '/data' },
+              { source: 'one.txt', target: '/tmp/in/' },
+            ],
+            run: 'cat /data/a.txt /data/sub/b.txt /tmp/in/one.txt && touch /tmp/mine && stat -c %a /tmp',
+          },
+        ],
+      },
+      { 'data/a.txt': 'A\n', 'data/sub/b.txt': 'B\n', 'one.txt': 'ONE\n' },
+    );
+    const r = petri(dir, ['test', '--reporter', 'plain']);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    // The image's /tmp keeps its mode (1777: user 1000 may write there) under the copied /tmp/in.
+    for (const line of ['A', 'B', 'ONE', '1777']) expect(r.stdout).toContain(`[copied] ${line}\n`);
+    expect(ok('ps', '-a', '-q')).toBe('');
+  });
+
   it('retries: a job passes on a later attempt; one that keeps failing is kept once; --no-keep-failed keeps none', () => {
     const dir = project('retries', {
       images: { base },

@@ -14,15 +14,23 @@ is printed. Exits 1 when a job failed or could not run, 130 when interrupted.
   --config FILE          the config (default: petri.config.* in the current directory)
   --filter PATTERN       only the jobs whose name or a tag contains PATTERN, or
                          matches it as a glob (*, ?, [..]); repeatable (any matches)
-  --parallel N           jobs at once (default: the CPUs, fewer when the jobs'
-                         memory limits do not fit in free memory)
+  --parallel N           jobs at once (default: the CPUs + 1, fewer when the
+                         jobs' memory limits do not fit in free memory)
   --shard I/N            only the I-th of N stable parts (by a hash of each job's name)
   --timeout DURATION     timeout of the jobs that set none (default: none)
   --junit FILE           write a JUnit XML report
   --artifacts DIR        where failed jobs' archives and reports go (default: petri-artifacts)
   --keep-failed          commit and save failed jobs' containers (the default)
   --no-keep-failed       do not: remove them like the others
-  --reporter MODE        auto (default), plain (prefixed lines), json (one event per line)
+  --reporter MODE        auto (default: a live view on a terminal, plain lines
+                         elsewhere), plain (prefixed lines), json (one event per line)
+  --push-failed REGISTRY/REPO
+                         also push each failed job's committed image, as
+                         REGISTRY/REPO:<job>-<run-id> (in the reports and JUnit)
+  --pull POLICY          images not in the store (a job's image, a build's base):
+                         missing (default: pull them), always, never
+  --insecure-registry HOST
+                         allow plain HTTP or any TLS certificate for HOST (repeatable)
 `;
 
 const SPECS: OptionSpec[] = [
@@ -36,6 +44,9 @@ const SPECS: OptionSpec[] = [
   { name: 'keep-failed' },
   { name: 'no-keep-failed' },
   { name: 'reporter', value: true },
+  { name: 'push-failed', value: true },
+  { name: 'pull', value: true },
+  { name: 'insecure-registry', value: true, multiple: true },
   { name: 'help' },
 ];
 
@@ -67,6 +78,22 @@ export async function main(argv: string[]): Promise<number> {
   const shard = shardText === undefined ? undefined : parseShard(shardText);
   if (options['keep-failed'] && options['no-keep-failed']) {
     throw new PetriError('petri test: --keep-failed and --no-keep-failed contradict each other');
+  }
+  const pull = str('pull');
+  if (pull !== undefined && !['missing', 'always', 'never'].includes(pull)) {
+    throw new PetriError(`petri test: invalid --pull ${pull}: expected one of missing, always, never`);
+  }
+  const pushFailed = str('push-failed');
+  if (pushFailed !== undefined) {
+    const last = pushFailed.split('/').at(-1) ?? '';
+    if (!pushFailed.includes('/') || last.includes(':') || last.includes('@') || pushFailed.endsWith('/')) {
+      throw new PetriError(
+        `petri test: invalid --push-failed ${pushFailed}: expected REGISTRY/REPO without a tag (each image is tagged <job>-<run-id>)`,
+      );
+    }
+    if (options['no-keep-failed']) {
+      throw new PetriError('petri test: --push-failed pushes the images --no-keep-failed does not commit: drop one');
+    }
   }
   if (process.getuid?.() !== 0) {
     throw new PetriError('petri test must run as root to create containers (namespaces, mounts, cgroups); try sudo');
@@ -109,6 +136,11 @@ export async function main(argv: string[]): Promise<number> {
       ...(parallelText !== undefined ? { parallel: Number(parallelText) } : {}),
       ...(defaultTimeoutMs !== undefined ? { defaultTimeoutMs } : {}),
       keepFailed: !options['no-keep-failed'],
+      registry: {
+        ...(pull !== undefined ? { pull: pull as 'missing' | 'always' | 'never' } : {}),
+        insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+      },
+      ...(pushFailed !== undefined ? { pushFailed } : {}),
       artifactsDir: resolve(artifactsShown),
       artifactsShown,
       emit,

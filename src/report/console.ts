@@ -3,6 +3,7 @@ import { progressRenderer } from '../build/progress.js';
 import { table } from '../cli/format.js';
 import type { Emit, JobResult, TestEvent } from '../test-runner/events.js';
 import { formatDuration } from '../util/units.js';
+import { liveReporter } from './live.js';
 
 export type ReporterMode = 'auto' | 'plain' | 'json';
 export const REPORTER_MODES: readonly ReporterMode[] = ['auto', 'plain', 'json'];
@@ -11,7 +12,9 @@ type Out = NodeJS.WritableStream & { isTTY?: boolean };
 
 /**
  * How `petri test` shows a run:
- * - `plain` (and `auto` for now): every line prefixed with its job (`[unit] …`),
+ * - `auto` on a terminal: a live view (liveReporter): finished jobs scroll above
+ *   a status block redrawn in place (counts, elapsed time, the running jobs);
+ * - `plain` (and `auto` elsewhere): every line prefixed with its job (`[unit] …`),
  *   so that jobs running at once stay readable in a CI log; the job's stdout on
  *   stdout, its stderr on stderr; a summary table at the end;
  * - `json`: one event per line on stdout (the TestEvent types), for tools.
@@ -19,6 +22,12 @@ type Out = NodeJS.WritableStream & { isTTY?: boolean };
 export function consoleReporter(mode: ReporterMode, out: Out = process.stdout, err: Out = process.stderr): Emit {
   if (mode === 'json') return (event) => out.write(`${JSON.stringify(event)}\n`);
   const color = out.isTTY === true && !process.env.NO_COLOR;
+  if (mode === 'auto' && out.isTTY === true) {
+    return liveReporter(out, {
+      color,
+      summary: (event, paint) => summary(event.results, event.durationMs, event.runId, paint),
+    });
+  }
   const paint = (code: string, text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text);
   let width = 0;
   const prefix = (name: string) => paint('2', `[${name}]`.padEnd(width + 2));
@@ -100,6 +109,8 @@ export function consoleReporter(mode: ReporterMode, out: Out = process.stdout, e
           `${p} committed ${result.artifact.image}, saved to ${result.artifact.tar} (report ${result.artifact.markdown})\n`,
         );
         out.write(`${p} reproduce: ${result.artifact.repro}\n`);
+        if (result.pushed) out.write(`${p} pushed to ${result.pushed}\n`);
+        else if (result.pushError) out.write(`${p} ${paint('31', `could not push it: ${result.pushError}`)}\n`);
       } else if (result.artifactError) {
         out.write(`${p} ${paint('31', `could not save the failed container: ${result.artifactError}`)}\n`);
       }

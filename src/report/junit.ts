@@ -44,6 +44,7 @@ export function junitXml(run: JunitRun): string {
         suite.property(xmlSafe(`artifact.${result.name}`), xmlSafe(result.artifact.tar));
         suite.property(xmlSafe(`artifact.${result.name}.image`), xmlSafe(result.artifact.image));
       }
+      if (result.pushed) suite.property(xmlSafe(`artifact.${result.name}.pushed`), xmlSafe(result.pushed));
     }
     for (const result of results) {
       const testCase = suite

@@ -1,4 +1,4 @@
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -7,7 +7,15 @@ import { randomHex, removeTree } from '../util/fs.js';
 import { type CgroupMode, type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir, petriRoot } from './paths.js';
-import { type ContainerRecord, listRecords, type PortMapping, selfIdentity, writeRecord } from './record.js';
+import {
+  type ContainerRecord,
+  listRecords,
+  listRecordsAsync,
+  type PortMapping,
+  selfIdentity,
+  writeRecord,
+  writeRecordAsync,
+} from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
@@ -55,9 +63,13 @@ export class Container {
   stdout: Readable | null = null;
   stderr: Readable | null = null;
   private currentState: ContainerState = 'created';
-  private cgroups: ContainerCgroups;
+  private cgroups!: ContainerCgroups;
   private readonly cgroupMode: CgroupMode;
   private readonly record: ContainerRecord;
+  private readonly lower: string[];
+  private readonly deep: boolean;
+  /** The record's writes, in order (a later one must not land before an earlier one). */
+  private recordWrites: Promise<void> = Promise.resolve();
   private readonly options: ContainerOptions;
   private runner: RunnerProcess | undefined;
   private result: Promise<ExitResult> | undefined;
@@ -90,34 +102,72 @@ export class Container {
           }),
       cgroupMount: this.cgroupMode === 'v2',
     });
+    this.lower = lower;
+    this.deep = deep;
+    this.record = {
+      id,
+      name: this.name,
+      createdAt: new Date().toISOString(),
+      owner: selfIdentity(),
+      cgroupDirs: [],
+      state: 'created',
+      command: options.command,
+      lower,
+      ...(options.keep ? { keep: true } : {}),
+      ...(options.ports?.length
+        ? { publish: options.ports.map((p) => ({ container: p.container, host: p.host ?? 0 })) }
+        : {}),
+      ...(options.image ? { image: options.image.ref, imageId: options.image.id } : {}),
+    };
+  }
+
+  /** Makes its directory, cgroups, record and bundle (synchronously). */
+  private materialize(): void {
     ensureContainersDir();
     mkdirSync(this.dir);
     try {
       this.cgroups = this.createCgroups();
-      this.record = {
-        id,
-        name: this.name,
-        createdAt: new Date().toISOString(),
-        owner: selfIdentity(),
-        cgroupDirs: this.cgroups.dirs,
-        state: 'created',
-        command: options.command,
-        lower,
-        ...(options.keep ? { keep: true } : {}),
-        ...(options.ports?.length
-          ? { publish: options.ports.map((p) => ({ container: p.container, host: p.host ?? 0 })) }
-          : {}),
-        ...(options.image ? { image: options.image.ref, imageId: options.image.id } : {}),
-      };
+      this.record.cgroupDirs = this.cgroups.dirs;
       writeRecord(this.dir, this.record);
-      if (!inPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
-      if (deep) {
+      if (!this.options.rootfsInPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
+      if (this.deep) {
         mkdirSync(join(this.dir, 'l'));
-        for (const [i, dir] of lower.entries()) symlinkSync(dir, join(this.dir, 'l', i.toString(36)));
+        for (const [i, dir] of this.lower.entries()) symlinkSync(dir, join(this.dir, 'l', i.toString(36)));
       }
       writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
     } catch (error) {
       removeTree(this.dir);
+      throw error;
+    }
+  }
+
+  /** The same as `materialize`, with the filesystem work off the event loop (the cgroups are made synchronously). */
+  private async materializeAsync(): Promise<void> {
+    await ensureContainersDirAsync();
+    await fsp.mkdir(this.dir);
+    try {
+      this.cgroups = this.createCgroups();
+      this.record.cgroupDirs = this.cgroups.dirs;
+      const dir = this.dir;
+      const work: Promise<unknown>[] = [
+        writeRecordAsync(dir, this.record),
+        fsp.writeFile(join(dir, 'config.json'), JSON.stringify(this.spec)),
+      ];
+      if (!this.options.rootfsInPlace)
+        for (const sub of ['rootfs', 'upper', 'work']) work.push(fsp.mkdir(join(dir, sub)));
+      if (this.deep) {
+        work.push(
+          fsp
+            .mkdir(join(dir, 'l'))
+            .then(() => Promise.all(this.lower.map((layer, i) => fsp.symlink(layer, join(dir, 'l', i.toString(36)))))),
+        );
+      }
+      const settled = await Promise.allSettled(work);
+      const failed = settled.find((result) => result.status === 'rejected');
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    } catch (error) {
+      if (this.cgroups) await this.cgroups.remove().catch(() => {});
+      await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => {});
       throw error;
     }
   }
@@ -129,19 +179,43 @@ export class Container {
 
   /** Creates a container (nothing runs yet). Sweeps what crashed petri processes left, once per process. */
   static create(options: ContainerOptions): Container {
-    checkRoot();
-    validateOptions(options);
-    sweepOnce();
-    if (options.name !== undefined) checkNameFree(options.name);
+    Container.check(options);
     for (let attempt = 0; ; attempt++) {
-      const id = randomHex(6);
+      const container = new Container(randomHex(6), options);
       try {
-        return new Container(id, options);
+        container.materialize();
+        return container;
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'EEXIST' && attempt < 3) continue;
         throw error;
       }
     }
+  }
+
+  /**
+   * `create`, with its filesystem work (directories, record, bundle) done off
+   * the event loop: for callers that start many containers at once.
+   */
+  static async createAsync(options: ContainerOptions): Promise<Container> {
+    Container.check(options, false);
+    if (options.name !== undefined) await checkNameFreeAsync(options.name);
+    for (let attempt = 0; ; attempt++) {
+      const container = new Container(randomHex(6), options);
+      try {
+        await container.materializeAsync();
+        return container;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EEXIST' && attempt < 3) continue;
+        throw error;
+      }
+    }
+  }
+
+  private static check(options: ContainerOptions, checkName = true): void {
+    checkRoot();
+    validateOptions(options);
+    sweepOnce();
+    if (options.name !== undefined && checkName) checkNameFree(options.name);
   }
 
   get state(): ContainerState {
@@ -215,7 +289,15 @@ export class Container {
     this.record.state = 'running';
     this.record.initPid = runner.pid;
     if (runner.ports.length > 0) this.record.ports = runner.ports;
-    if (this.currentState === 'running') writeRecord(this.dir, this.record);
+    if (this.currentState === 'running') await this.saveRecord();
+  }
+
+  /** Writes the record as it is now, after the writes before it; rejects with this write's error. */
+  private saveRecord(): Promise<void> {
+    const snapshot = JSON.stringify(this.record);
+    const write = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot));
+    this.recordWrites = write.catch(() => {});
+    return write;
   }
 
   /**
@@ -244,7 +326,7 @@ export class Container {
     const { exitCode, signal, oomKilled, timedOut } = result;
     this.record.exit = { exitCode, signal, oomKilled, timedOut, finishedAt: new Date().toISOString() };
     try {
-      writeRecord(this.dir, this.record);
+      await this.saveRecord();
     } catch (error) {
       // `petri rm -f` in another process removed the container meanwhile: nothing left to record.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
@@ -297,6 +379,7 @@ export class Container {
       await this.result;
     }
     this.currentState = 'removed';
+    await this.recordWrites;
     let failure: unknown;
     try {
       await this.cgroups.remove();
@@ -304,7 +387,7 @@ export class Container {
       failure = error;
     }
     try {
-      removeTree(this.dir);
+      await fsp.rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
     } catch (error) {
       failure = failure ? withCleanupError(failure, error) : error;
     }
@@ -321,17 +404,30 @@ export class Container {
 }
 
 function checkNameFree(name: string): void {
+  checkNameValid(name);
+  const holder = listRecords().find((record) => record.name === name);
+  if (holder) throw nameInUse(name, holder.id);
+}
+
+/** `checkNameFree`, reading the records off the event loop. */
+async function checkNameFreeAsync(name: string): Promise<void> {
+  checkNameValid(name);
+  const holder = (await listRecordsAsync()).find((record) => record.name === name);
+  if (holder) throw nameInUse(name, holder.id);
+}
+
+function checkNameValid(name: string): void {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) {
     throw new PetriError(
       `invalid container name "${name}": use letters, digits, _ . and -, starting with a letter or digit`,
     );
   }
-  const holder = listRecords().find((record) => record.name === name);
-  if (holder) {
-    throw new PetriError(
-      `the container name "${name}" is already in use by container ${holder.id}; remove it first (petri rm ${name})`,
-    );
-  }
+}
+
+function nameInUse(name: string, id: string): PetriError {
+  return new PetriError(
+    `the container name "${name}" is already in use by container ${id}; remove it first (petri rm ${name})`,
+  );
 }
 
 /** Adds the fix to setup errors whose cause is the host rather than the container. */
@@ -350,6 +446,12 @@ let containersDirReady = false;
 function ensureContainersDir(): void {
   if (containersDirReady) return;
   mkdirSync(containersDir(), { recursive: true, mode: 0o700 });
+  containersDirReady = true;
+}
+
+async function ensureContainersDirAsync(): Promise<void> {
+  if (containersDirReady) return;
+  await fsp.mkdir(containersDir(), { recursive: true, mode: 0o700 });
   containersDirReady = true;
 }
 

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { containersDir } from './paths.js';
 
@@ -44,6 +45,13 @@ export function writeRecord(dir: string, record: ContainerRecord): void {
   renameSync(`${path}.tmp`, path);
 }
 
+/** `writeRecord` off the event loop; `record` may be given already serialized. */
+export async function writeRecordAsync(dir: string, record: ContainerRecord | string): Promise<void> {
+  const path = recordPath(dir);
+  await writeFile(`${path}.tmp`, typeof record === 'string' ? record : JSON.stringify(record));
+  await rename(`${path}.tmp`, path);
+}
+
 export function readRecord(dir: string): ContainerRecord | undefined {
   try {
     return JSON.parse(readFileSync(recordPath(dir), 'utf8')) as ContainerRecord;
@@ -66,6 +74,26 @@ export function listRecords(): ContainerRecord[] {
     if (record) records.push(record);
   }
   return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+}
+
+/** `listRecords`, off the event loop (unsorted). */
+export async function listRecordsAsync(): Promise<ContainerRecord[]> {
+  let ids: string[];
+  try {
+    ids = await readdir(containersDir());
+  } catch {
+    return [];
+  }
+  const records = await Promise.all(
+    ids.map(async (id) => {
+      try {
+        return JSON.parse(await readFile(recordPath(join(containersDir(), id)), 'utf8')) as ContainerRecord;
+      } catch {
+        return undefined;
+      }
+    }),
+  );
+  return records.filter((record): record is ContainerRecord => record !== undefined);
 }
 
 let ownStartTime: number | undefined;

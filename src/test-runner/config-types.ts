@@ -52,6 +52,13 @@ export interface JobConfig {
   pids?: number;
   /** CPU quota in CPUs, like 0.5. */
   cpus?: number;
+  /**
+   * Files or directories copied from the host into the container before its
+   * command runs (owned by root, modes kept): `source` relative to the config
+   * file, `target` absolute; a directory's contents go into `target`, a file
+   * becomes `target` (or goes into it when it ends with `/`).
+   */
+  files?: { source: string; target: string }[];
   /** Labels for `--filter`. */
   tags?: string[];
 }

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { isAbsolute, relative, resolve } from 'node:path';
 import { didYouMean } from '../dockerfile/suggest.js';
 import { PetriError } from '../errors.js';
@@ -31,6 +32,8 @@ export interface TestJob {
   memory?: number;
   pids?: number;
   cpus?: number;
+  /** Copied from the host into the container before its command runs: `source` absolute, `target` absolute in the container. */
+  files: { source: string; target: string; shown: string }[];
   tags: string[];
 }
 
@@ -58,8 +61,10 @@ const JOB_KEYS = [
   'memory',
   'pids',
   'cpus',
+  'files',
   'tags',
 ];
+const FILE_KEYS = ['source', 'target'];
 /** Job names become file names and image name components: keep them plain. */
 const JOB_NAME = /^[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*$/;
 /** Built images are tagged `petri-test/<name>`: a name component. */
@@ -160,7 +165,7 @@ export function validateConfig(
   const jobs: TestJob[] = [];
   const seen = new Map<string, number>();
   for (const [i, value] of top.jobs.entries()) {
-    const job = validateJob(check, `jobs[${i}]`, value, [...images.keys()], hostEnv);
+    const job = validateJob(check, `jobs[${i}]`, value, [...images.keys()], hostEnv, dir);
     const lower = job.name.toLowerCase();
     const first = seen.get(lower);
     if (first !== undefined) {
@@ -222,6 +227,7 @@ function validateJob(
   value: unknown,
   imageNames: string[],
   hostEnv: NodeJS.ProcessEnv,
+  dir: string,
 ): TestJob {
   const job = check.object(path, value, JOB_KEYS, 'a job object with name, image and run');
   const name = check.string(`${path}.name`, job.name, 'a job name');
@@ -255,6 +261,7 @@ function validateJob(
     steps: job.steps !== undefined,
     env: {},
     retries: 0,
+    files: [],
     tags: [],
   };
   if (job.env !== undefined) {
@@ -298,5 +305,24 @@ function validateJob(
     result.cpus = check.parsed(`${path}.cpus`, job.cpus, 'a positive number of CPUs like 0.5', parseCpus);
   }
   if (job.tags !== undefined) result.tags = check.stringList(`${path}.tags`, job.tags, 'an array of strings');
+  if (job.files !== undefined) result.files = validateFiles(check, `${path}.files`, job.files, dir);
   return result;
+}
+
+function validateFiles(check: Checker, path: string, value: unknown, dir: string): TestJob['files'] {
+  const expected =
+    'an array of { source, target }: a host path relative to the config file, an absolute container path';
+  if (!Array.isArray(value)) check.fail(path, value, expected);
+  return value.map((entry, i) => {
+    const at = `${path}[${i}]`;
+    const file = check.object(at, entry, FILE_KEYS, 'an object with source and target');
+    const shown = check.string(`${at}.source`, file.source, 'a file or directory path, relative to the config file');
+    const source = resolve(dir, shown);
+    if (!existsSync(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const target = check.string(`${at}.target`, file.target, 'an absolute path in the container');
+    if (!target.startsWith('/') || target.split('/').includes('..')) {
+      check.fail(`${at}.target`, target, 'an absolute path in the container, without ..');
+    }
+    return { source, target, shown };
+  });
 }

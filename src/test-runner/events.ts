@@ -20,6 +20,9 @@ export interface FailureArtifact {
   json: string;
   markdown: string;
   repro: string;
+  /** `--push-failed`: where the committed image was pushed (`REGISTRY/REPO:TAG@DIGEST`), or why it could not be. */
+  pushed?: string;
+  pushError?: string;
 }
 
 export interface JobResult {
@@ -44,6 +47,9 @@ export interface JobResult {
   artifactError?: string;
   /** A command that runs it again, for failed jobs. */
   repro?: string;
+  /** Where its committed image was pushed (`petri test --push-failed`), or why it could not be. */
+  pushed?: string;
+  pushError?: string;
 }
 
 export interface ReadyImage {

@@ -1,5 +1,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { errorLine } from '../errors.js';
 import { commitContainer } from '../harness/commit.js';
 import { saveImages } from '../image/archive/save.js';
 import type { ImageStore } from '../image/store.js';
@@ -36,6 +37,8 @@ export interface ArtifactPlace {
   /** The directory, absolute, and as the user gave it (for the commands printed). */
   dir: string;
   shown: string;
+  /** Pushes the committed image (`--push-failed`); resolves to where it went. */
+  push?: (image: string, job: string) => Promise<string>;
 }
 
 /** The image name a failed job is committed to. */
@@ -95,6 +98,15 @@ export async function saveFailure(failure: Failure, place: ArtifactPlace): Promi
     shell: `petri repro ${shellQuote(tar.shown)}`,
     docker: `docker load -i ${shellQuote(tar.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, 'sh'].map(shellQuote).join(' ')}`,
   };
+  let pushed: string | undefined;
+  let pushError: string | undefined;
+  if (place.push) {
+    try {
+      pushed = await place.push(ref, job.name);
+    } catch (error) {
+      pushError = errorLine(error);
+    }
+  }
   const json = file('.json');
   const markdown = file('.md');
   writeFileSync(
@@ -116,7 +128,13 @@ export async function saveFailure(failure: Failure, place: ArtifactPlace): Promi
         user: job.user,
         limits: { timeoutMs: job.timeoutMs, memory: job.memory, pids: job.pids, cpus: job.cpus },
         image: { name: failure.image.name, id: failure.image.id },
-        committed: { image: ref, id: committed.id, archive: tar.shown },
+        committed: {
+          image: ref,
+          id: committed.id,
+          archive: tar.shown,
+          ...(pushed ? { pushed } : {}),
+          ...(pushError ? { pushError } : {}),
+        },
         repro: commands,
         stdout: failure.stdout,
         stderr: failure.stderr,
@@ -126,8 +144,18 @@ export async function saveFailure(failure: Failure, place: ArtifactPlace): Promi
       2,
     )}\n`,
   );
-  writeFileSync(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines));
-  return { image: ref, imageId: committed.id, tar: tar.shown, json: json.shown, markdown: markdown.shown, repro };
+  const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : undefined;
+  writeFileSync(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  return {
+    image: ref,
+    imageId: committed.id,
+    tar: tar.shown,
+    json: json.shown,
+    markdown: markdown.shown,
+    repro,
+    ...(pushed ? { pushed } : {}),
+    ...(pushError ? { pushError } : {}),
+  };
 }
 
 function tail(text: string, limit: number): string {
@@ -145,6 +173,7 @@ function reportMarkdown(
   tar: string,
   commands: { rerun: string; shell: string; docker: string },
   diff: string[],
+  pushLine?: string,
 ): string {
   const { job } = failure;
   const block = (lang: string, text: string) => {
@@ -160,6 +189,7 @@ function reportMarkdown(
     `- command: \`${failure.command.map(shellQuote).join(' ')}\``,
     `- duration: ${formatDuration(failure.durationMs)}, attempts: ${failure.attempts}`,
     `- committed: \`${ref}\`, saved to \`${tar}\``,
+    ...(pushLine ? [`- ${pushLine}`] : []),
     '',
     '## Reproduce',
     '',

@@ -11,6 +11,16 @@ export class ImageError extends Error {
   override name = 'ImageError';
 }
 
+/** When an image (a job's, or a build's base) is pulled from its registry, like `petri build --pull`. */
+export type PullPolicy = 'missing' | 'always' | 'never';
+export const PULL_POLICIES: readonly PullPolicy[] = ['missing', 'always', 'never'];
+
+export interface RegistryAccess {
+  pull?: PullPolicy;
+  /** Registries reached over plain HTTP or with any TLS certificate (`--insecure-registry`). */
+  insecureRegistries?: string[];
+}
+
 /** The name a config's image is built as (the store only finds tagged images). */
 export function builtImageTag(name: string): string {
   return `petri-test/${name}:latest`;
@@ -25,14 +35,34 @@ export async function prepareImage(
   store: ImageStore,
   layers: LayerCache,
   onEvent: (event: BuildEvent) => void,
+  registry: RegistryAccess = {},
 ): Promise<ReadyImage> {
+  const policy = registry.pull ?? 'missing';
   if (image.kind === 'store') {
-    try {
-      const found = await store.resolve(image.ref);
-      return { name: image.name, ref: image.ref, id: found.id, manifestDigest: found.manifestDigest };
-    } catch (error) {
+    let missing: unknown;
+    if (policy !== 'always') {
+      try {
+        const found = await store.resolve(image.ref);
+        return { name: image.name, ref: image.ref, id: found.id, manifestDigest: found.manifestDigest };
+      } catch (error) {
+        missing = error;
+      }
+    }
+    if (policy === 'never') {
       throw new ImageError(
-        `image ${image.name}: ${errorLine(error)} (build it, load it with petri load, or name it with petri tag)`,
+        `image ${image.name}: ${errorLine(missing)} (build it, load it with petri load, name it with petri tag, or let petri test pull it: --pull missing)`,
+      );
+    }
+    try {
+      const { pullImage } = await import('../image/registry/pull.js');
+      const pulled = await pullImage(store, image.ref, { insecureRegistries: registry.insecureRegistries ?? [] });
+      // The store's name for it (`busybox:latest`), or its id when pulled by digest (then it has no name).
+      const ref = pulled.tag ?? pulled.image.id;
+      return { name: image.name, ref, id: pulled.image.id, manifestDigest: pulled.image.manifestDigest };
+    } catch (error) {
+      const why = missing ? `${errorLine(missing)}, and pulling it failed` : `pulling ${image.ref} failed`;
+      throw new ImageError(
+        `image ${image.name}: ${why}: ${errorLine(error)} (build it, load it with petri load, or name it with petri tag)`,
       );
     }
   }
@@ -43,6 +73,8 @@ export async function prepareImage(
       buildArgs: image.buildArgs,
       ...(image.target !== undefined ? { target: image.target } : {}),
       tags: [builtImageTag(image.name)],
+      pull: policy,
+      insecureRegistries: registry.insecureRegistries ?? [],
       store,
       layers,
       onEvent,

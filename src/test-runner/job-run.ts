@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { errorLine } from '../errors.js';
@@ -8,6 +9,7 @@ import type { ContainerOptions } from '../runtime/options.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { formatDuration } from '../util/units.js';
 import type { TestJob } from './config-validate.js';
+import { copyJobFiles } from './copy-files.js';
 import type { Emit, FailureKind, JobResult, ReadyImage } from './events.js';
 import { type ArtifactPlace, saveFailure } from './failure-artifact.js';
 import { drain, LineSplitter, TailBuffer } from './output.js';
@@ -28,6 +30,14 @@ export interface JobContext {
   emit: Emit;
   /** Aborted on Ctrl-C / SIGTERM: running containers are killed, jobs not started are not. */
   signal: AbortSignal;
+  /**
+   * Removals of finished jobs' containers: not awaited by the job (its slot
+   * goes to the next one at once), but by the run before it ends.
+   */
+  removals: Promise<void>[];
+
+  /** Each image's container options (layers unpacked, user resolved), made once per image, user and workdir. */
+  baseOptions: Map<string, Promise<ContainerOptions>>;
 }
 
 interface Attempt {
@@ -53,7 +63,7 @@ export async function runJob(job: TestJob, image: ReadyImage, ctx: JobContext): 
     if (ctx.signal.aborted) return interruptedResult(job, attempt - 1, Date.now() - started);
     ctx.emit({ type: 'job-start', job: job.name, attempt, attempts });
     const last = attempt === attempts;
-    const outcome = await runAttempt(job, image, ctx, { timeoutMs, keep: ctx.keepFailed && last, attempt });
+    const outcome = await runAttempt(job, image, ctx, { timeoutMs, attempt });
     const result: JobResult = {
       name: job.name,
       image: job.image,
@@ -67,9 +77,11 @@ export async function runJob(job: TestJob, image: ReadyImage, ctx: JobContext): 
       ...(outcome.exitCode !== undefined ? { exitCode: outcome.exitCode, signal: outcome.signal ?? null } : {}),
       ...(outcome.command && outcome.status === 'failed' ? { command: outcome.command } : {}),
     };
+    let retrying = false;
     try {
       if (outcome.status === 'failed' && !last && !ctx.signal.aborted) {
         ctx.emit({ type: 'job-retry', job: job.name, attempt, message: outcome.message });
+        retrying = true;
         continue;
       }
       if (outcome.status === 'failed' && ctx.keepFailed && outcome.container) {
@@ -94,13 +106,22 @@ export async function runJob(job: TestJob, image: ReadyImage, ctx: JobContext): 
             ctx.artifacts,
           );
           result.repro = result.artifact.repro;
+          if (result.artifact.pushed) result.pushed = result.artifact.pushed;
+          if (result.artifact.pushError) result.pushError = result.artifact.pushError;
         } catch (error) {
           result.artifactError = errorLine(error);
         }
       }
       return result;
     } finally {
-      await outcome.container?.remove();
+      if (outcome.container) {
+        const removal = outcome.container.remove();
+        // Handled now (a rejection is not unhandled while it waits), reported when the run awaits the removals.
+        removal.catch(() => {});
+        ctx.removals.push(removal);
+        // The next attempt's container takes the same name: this one must be gone first.
+        if (retrying) await removal.catch(() => {});
+      }
     }
   }
 }
@@ -122,7 +143,7 @@ async function runAttempt(
   job: TestJob,
   image: ReadyImage,
   ctx: JobContext,
-  { timeoutMs, keep, attempt }: { timeoutMs: number | undefined; keep: boolean; attempt: number },
+  { timeoutMs, attempt }: { timeoutMs: number | undefined; attempt: number },
 ): Promise<Attempt> {
   const stdout = new TailBuffer(TAIL_BYTES);
   const stderr = new TailBuffer(TAIL_BYTES);
@@ -131,24 +152,30 @@ async function runAttempt(
   let options: ContainerOptions;
   let container: Container;
   try {
-    options = await imageContainerOptions(ctx.store, ctx.layers, image.ref, {
+    const shared = await baseOptions(job, image, ctx);
+    options = {
+      ...shared,
       command: job.steps ? HOLD_COMMAND : (job.commands[0] as string[]),
-      entrypoint: [],
-      env: { PETRI_TEST_JOB: job.name, PETRI_TEST_ATTEMPT: String(attempt), ...job.env },
-      ...(job.user !== undefined ? { user: job.user } : {}),
-      ...(job.workdir !== undefined ? { workdir: job.workdir } : {}),
+      env: { ...shared.env, PETRI_TEST_JOB: job.name, PETRI_TEST_ATTEMPT: String(attempt), ...job.env },
       ...(job.memory !== undefined ? { memory: job.memory } : {}),
       ...(job.pids !== undefined ? { pids: job.pids } : {}),
       ...(job.cpus !== undefined ? { cpus: job.cpus } : {}),
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-      keep,
+      // Not kept: a failed job's exited container is committed before the job removes it.
       name: `${job.name}-${ctx.runId}`,
-    });
-    container = Container.create(options);
+    };
+    container = await Container.createAsync(options);
   } catch (error) {
     return { ...base, status: 'error', message: `cannot create its container: ${errorLine(error)}` };
   }
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
+  if (job.files.length > 0) {
+    try {
+      await copyJobFiles(job.files, join(container.dir, 'upper'), lower);
+    } catch (error) {
+      return { ...base, container, status: 'error', message: errorLine(error) };
+    }
+  }
   const onAbort = () => {
     if (container.state === 'running') container.kill();
   };
@@ -245,6 +272,27 @@ async function runAttempt(
   } finally {
     ctx.signal.removeEventListener('abort', onAbort);
   }
+}
+
+/**
+ * What every container of an image (with this user and workdir) shares: its
+ * layers, command defaults, env, workdir and user, resolved once rather than per job.
+ */
+function baseOptions(job: TestJob, image: ReadyImage, ctx: JobContext): Promise<ContainerOptions> {
+  const key = JSON.stringify([image.ref, job.user ?? null, job.workdir ?? null]);
+  let options = ctx.baseOptions.get(key);
+  if (!options) {
+    options = imageContainerOptions(ctx.store, ctx.layers, image.ref, {
+      command: HOLD_COMMAND,
+      entrypoint: [],
+      ...(job.user !== undefined ? { user: job.user } : {}),
+      ...(job.workdir !== undefined ? { workdir: job.workdir } : {}),
+    });
+    ctx.baseOptions.set(key, options);
+    // A failure is reported by each job that needs it, and tried again by the next.
+    options.catch(() => ctx.baseOptions.delete(key));
+  }
+  return options;
 }
 
 /** Keeps a stream's tail and emits its lines as output events. */

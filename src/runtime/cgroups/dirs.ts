@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -60,7 +61,8 @@ export async function removeCgroups(dirs: string[], timeoutMs = 5000): Promise<v
     let lastError: unknown;
     for (const dir of pending) {
       try {
-        rmdirSync(dir);
+        // Off the event loop: removing a cgroup that had processes takes the kernel a few milliseconds.
+        await rmdir(dir);
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
         if (code === 'ENOENT') continue;
@@ -69,7 +71,8 @@ export async function removeCgroups(dirs: string[], timeoutMs = 5000): Promise<v
       }
     }
     if (busy.length === 0) {
-      removeEmptyParents(dirs);
+      if (parentHolds === 0) removeEmptyParents(dirs);
+      else heldParents.push(...dirs);
       return;
     }
     if (Date.now() > deadline) {
@@ -83,6 +86,26 @@ export async function removeCgroups(dirs: string[], timeoutMs = 5000): Promise<v
     delay = Math.min(delay * 2, 50);
     pending = busy;
   }
+}
+
+let parentHolds = 0;
+const heldParents: string[] = [];
+
+/**
+ * Keeps the `petri` parent cgroups while many containers come and go (a test
+ * run): each removal would otherwise remove the parent whenever it is empty
+ * for a moment, and the next creation make it again. The returned function
+ * ends the hold and removes the parents then left empty.
+ */
+export function holdCgroupParents(): () => void {
+  parentHolds++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    parentHolds--;
+    if (parentHolds === 0) removeEmptyParents(heldParents.splice(0));
+  };
 }
 
 /** Removes the `petri` parents once their last container is gone (EBUSY/ENOTEMPTY: still in use). */
