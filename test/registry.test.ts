@@ -16,7 +16,9 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GenericContainer } from '../src/harness/generic-container.js';
 import { importRootfs } from '../src/harness/import.js';
+import { PullPolicy } from '../src/harness/pull-policy.js';
 import { sha256Digest } from '../src/image/digest.js';
 import { parseChallenge } from '../src/image/registry/auth.js';
 import {
@@ -31,6 +33,7 @@ import {
 import { selectManifest } from '../src/image/registry/platform.js';
 import { ImageStore } from '../src/image/store.js';
 import { type ImageIndex, MEDIA_TYPES } from '../src/image/types.js';
+import { LayerCache } from '../src/snapshot/layers.js';
 import { isRoot, missingForContainers } from './helpers/kernel.js';
 import {
   type CountingProxy,
@@ -428,6 +431,167 @@ describeRegistry(
         expect(missing.status).toBe(1);
         expect(missing.stderr).toMatch(
           /base image .*ptest\/not-there:1 is not in petri's image store \(no such image: .*\) and pulling it failed \(image .* not found in the registry.*\): build it/,
+        );
+      },
+    );
+
+    it.skipIf(kernelMissing !== undefined)(
+      `shares a build cache through the registry: --cache-to on store A, --cache-from on an empty store B${kernelMissing ? ` [skipped: ${kernelMissing}]` : ''}`,
+      async () => {
+        const context = join(work, 'cache-context');
+        mkdirSync(context, { recursive: true });
+        cpSync('/bin/busybox', join(context, 'busybox'));
+        writeFileSync(join(context, 'hello.txt'), 'hello\n');
+        // The builder's output is random: a step run again would give another layer and another image.
+        writeFileSync(
+          join(context, 'Dockerfile'),
+          [
+            'FROM scratch AS base',
+            'COPY busybox /bin/busybox',
+            'RUN ["/bin/busybox", "--install", "-s", "/bin"]',
+            'FROM base AS builder',
+            'RUN head -c 16 /dev/urandom | od -An -tx1 > /artifact && head -c 200000 /dev/urandom > /big',
+            'FROM base AS unused',
+            'RUN echo never > /never',
+            // A base image from the registry whose layer the final image does not hold.
+            `FROM ${plain.host}/ptest/busybox:1 AS fetched`,
+            'RUN echo fetched > /fetched',
+            'FROM base',
+            'WORKDIR /app',
+            'COPY --from=builder /artifact /app/artifact',
+            'COPY --from=fetched /fetched /app/fetched',
+            'COPY hello.txt /app/',
+            'RUN cat /app/artifact /app/hello.txt > /app/copy',
+            'CMD ["cat", "/app/copy"]',
+            '',
+          ].join('\n'),
+        );
+        const cacheRef = `${plain.host}/ptest/cache:app`;
+        const steps = (stderr: string) =>
+          stderr
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l))
+            .filter((e) => e.type === 'step' && e.status !== 'start' && /^(RUN|COPY|WORKDIR)\b/.test(e.text))
+            .map((e) => `${e.text.split(' ')[0]}:${e.status}`);
+        const layersOf = async (r: string) => (await inspect('app', { root: r })).RootFS.Layers as string[];
+
+        // Store A: the cache ref does not exist yet (a warning, as in BuildKit), then the cache goes up.
+        const rootA = freshRoot('cache-a');
+        const built = await ok(
+          [
+            'build',
+            '--progress',
+            'json',
+            '-t',
+            'app',
+            '--cache-from',
+            `type=registry,ref=${cacheRef}`,
+            '--cache-to',
+            `type=registry,ref=${cacheRef},mode=max`,
+            context,
+          ],
+          { root: rootA },
+        );
+        expect(built.stderr).toMatch(/"type":"warning","message":"cannot import the build cache .*not found/);
+        expect(steps(built.stderr).every((s) => s.endsWith(':done'))).toBe(true);
+        const exported = JSON.parse(built.stderr.split('\n').find((l) => l.includes('"type":"cache"')) as string);
+        expect(exported).toMatchObject({ action: 'export', ref: cacheRef, steps: 9, layers: 9 });
+        // An OCI image manifest whose config is the index, the layers its layers; skopeo reads it.
+        const manifest = JSON.parse(skopeo('inspect', '--raw', '--tls-verify=false', `docker://${cacheRef}`));
+        expect(manifest.config.mediaType).toBe('application/vnd.petri.build-cache.index.v1+json');
+        expect(manifest.layers).toHaveLength(9);
+        const runA = (await ok(['run', '--rm', 'app'], { root: rootA })).stdout;
+        expect(runA).toMatch(/^( [0-9a-f]{2}){16}\nhello\n$/);
+
+        // Store B, empty: every step is a hit, only the final image's layers are downloaded.
+        const rootB = freshRoot('cache-b');
+        const again = await ok(
+          ['build', '--progress', 'json', '-t', 'app', '--cache-from', `type=registry,ref=${cacheRef}`, context],
+          { root: rootB },
+        );
+        expect(steps(again.stderr).sort()).toEqual([
+          'COPY:cached',
+          'COPY:cached',
+          'COPY:cached',
+          'COPY:cached',
+          'RUN:cached',
+          'RUN:cached',
+          'RUN:cached',
+          'RUN:cached',
+          'WORKDIR:cached',
+        ]);
+        expect(await layersOf(rootB)).toEqual(await layersOf(rootA));
+        expect(again.stdout).toBe(built.stdout);
+        const imageB = await inspect('app', { root: rootB });
+        const blobs = readdirSync(join(rootB, 'images', 'blobs', 'sha256'));
+        // The image's 7 layers, its config and manifest, and the config of the registry's base image:
+        // neither the builder's layer nor that base image's.
+        expect(imageB.RootFS.Layers).toHaveLength(7);
+        expect(blobs).toHaveLength(10);
+        const baseLayer = JSON.parse(
+          skopeo('inspect', '--raw', '--tls-verify=false', `docker://${plain.host}/ptest/busybox:1`),
+        ).layers[0].digest as string;
+        expect(blobs).not.toContain(baseLayer.slice(7));
+        expect(readdirSync(join(rootA, 'images', 'blobs', 'sha256'))).toContain(baseLayer.slice(7));
+        expect((await ok(['run', '--rm', 'app'], { root: rootB })).stdout).toBe(runA);
+
+        // mode=min (the default): only the steps of the image's filesystem.
+        const minRef = `${plain.host}/ptest/cache:min`;
+        await ok(['build', '-q', '-t', 'app', '--cache-to', `type=registry,ref=${minRef}`, context], { root: rootA });
+        expect(JSON.parse(skopeo('inspect', '--raw', '--tls-verify=false', `docker://${minRef}`)).layers).toHaveLength(
+          7,
+        );
+
+        // Bad specs: one clear line each.
+        const badType = await petri(['build', '--cache-to', 'type=local,dest=/tmp/x', context], { root: rootB });
+        expect(badType.status).not.toBe(0);
+        expect(badType.stderr).toMatch(/--cache-to type=local is not supported/);
+        const badKey = await petri(
+          ['build', '--cache-from', `type=registry,ref=${cacheRef},compression=zstd`, context],
+          {
+            root: rootB,
+          },
+        );
+        expect(badKey.status).not.toBe(0);
+        expect(badKey.stderr).toMatch(/--cache-from: unknown key compression/);
+      },
+    );
+
+    it.skipIf(kernelMissing !== undefined)(
+      `GenericContainer pulls its image when the store lacks it; pull policies always and never${kernelMissing ? ` [skipped: ${kernelMissing}]` : ''}`,
+      async () => {
+        const dir = freshRoot('generic');
+        const store = ImageStore.open(join(dir, 'images'));
+        const layers = new LayerCache(join(dir, 'layers'));
+        const ref = `${proxy.host}/ptest/busybox:1`;
+        const sleeper = () => new GenericContainer(ref, { store, layers }).withCommand(['/bin/busybox', 'sleep', '30']);
+        await expect(sleeper().withPullPolicy('never').start()).rejects.toThrow(
+          /is not in petri's image store and the pull policy is never/,
+        );
+        expect(() => sleeper().withPullPolicy('sometimes' as never)).toThrow(/withPullPolicy: invalid policy/);
+
+        proxy.requests.length = 0;
+        // Two at once: one pull.
+        const [first, second] = await Promise.all([sleeper().start(), sleeper().start()]);
+        try {
+          expect((await first.exec(['echo', 'pulled'])).stdout).toBe('pulled\n');
+        } finally {
+          await Promise.all([first.stop(), second.stop()]);
+        }
+        expect(proxy.requests.filter((r) => r.startsWith('GET /v2/ptest/busybox/blobs/'))).toHaveLength(2);
+        expect((await store.resolve(ref)).tags).toEqual([ref]);
+
+        // In the store now: the registry is not asked (policy missing).
+        proxy.requests.length = 0;
+        await (await sleeper().start()).stop();
+        expect(proxy.requests).toEqual([]);
+        // testcontainers' PullPolicy.alwaysPull(): the tag is checked (a HEAD), nothing downloaded.
+        await (await sleeper().withPullPolicy(PullPolicy.alwaysPull()).start()).stop();
+        expect(proxy.requests.filter((r) => r !== 'GET /v2/')).toEqual(['HEAD /v2/ptest/busybox/manifests/1']);
+
+        await expect(new GenericContainer(`${plain.host}/ptest/nope:1`, { store, layers }).start()).rejects.toThrow(
+          /ptest\/nope:1 is not in petri's image store and pulling it failed: image .* not found in the registry/,
         );
       },
     );

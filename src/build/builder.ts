@@ -48,6 +48,7 @@ import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
 import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
+import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -71,6 +72,10 @@ export interface BuildOptions {
   pull?: PullPolicy;
   /** Registries a pull may reach over plain HTTP or with any TLS certificate (`--insecure-registry`). */
   insecureRegistries?: string[];
+  /** Build caches in registries (`--cache-from`): a step missing from the local cache but found there is a hit. */
+  cacheFrom?: CacheImport[];
+  /** Where to push the cache of this build (`--cache-to`), once the image is written. */
+  cacheTo?: CacheExport[];
   /** Default: the store under PETRI_ROOT. */
   store?: ImageStore;
   layers?: LayerCache;
@@ -156,6 +161,10 @@ class Builder {
   #nextStep = 1;
   #workDirs: string[] = [];
   #pulls = new Map<string, Promise<StoredImage>>();
+  #remote: RemoteCache | undefined;
+  /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
+  #usedSteps = new Map<string, { record: CacheRecord; parent: string }>();
+  #usedSelections = new Map<string, string>();
 
   constructor(options: BuildOptions) {
     this.#options = options;
@@ -175,6 +184,7 @@ class Builder {
     this.#readInputs();
     try {
       const target = this.#targetStage();
+      await this.#loadRemoteCache();
       const needed = this.#plan(target);
       for (const index of needed) this.#startStage(index);
       // Every needed stage runs now; a failure in any fails the build.
@@ -184,11 +194,63 @@ class Builder {
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
       this.#warnUnusedArgs();
       const result = await this.#writeImage(state, tags);
+      await this.#exportCache(state);
       this.#emit({ type: 'image', ...result, durationMs: Date.now() - started });
       return result;
     } finally {
       for (const dir of this.#workDirs) removeTree(dir);
     }
+  }
+
+  async #loadRemoteCache(): Promise<void> {
+    const sources = this.#options.cacheFrom ?? [];
+    if (sources.length === 0 || this.#options.noCache) return;
+    const { RemoteCache } = await import('./remote-cache.js');
+    this.#remote = await RemoteCache.load(sources, {
+      store: this.#store,
+      insecureRegistries: this.#options.insecureRegistries ?? [],
+      warn: (message) => this.#emit({ type: 'warning', message }),
+    });
+  }
+
+  /** Pushes the cache of the steps used (`mode=min`: those of the image's filesystem only) to each `--cache-to`. */
+  async #exportCache(state: State): Promise<void> {
+    const targets = this.#options.cacheTo ?? [];
+    if (targets.length === 0) return;
+    const { exportCache } = await import('./remote-cache.js');
+    const chain = new Map<string, CacheRecord>();
+    for (
+      let key = state.fsKey, used = this.#usedSteps.get(key);
+      used;
+      key = used.parent, used = this.#usedSteps.get(key)
+    ) {
+      chain.set(key, used.record);
+    }
+    for (const target of targets) {
+      const steps =
+        target.mode === 'max' ? new Map([...this.#usedSteps].map(([key, used]) => [key, used.record])) : chain;
+      try {
+        const { digest, layers } = await exportCache(
+          target,
+          { steps, selections: this.#usedSelections },
+          {
+            store: this.#store,
+            insecureRegistries: this.#options.insecureRegistries ?? [],
+            ensure: (layers) => this.#ensureLayers(layers),
+          },
+        );
+        this.#emit({ type: 'cache', action: 'export', ref: target.ref, digest, steps: steps.size, layers });
+      } catch (error) {
+        const message = `cannot export the build cache to ${target.ref}: ${errorLine(error)}`;
+        if (!target.ignoreError) throw new PetriError(message, { cause: error });
+        this.#emit({ type: 'warning', message });
+      }
+    }
+  }
+
+  /** Downloads the layers a `--cache-from` hit named and the store still lacks. */
+  async #ensureLayers(layers: readonly LayerRef[]): Promise<void> {
+    if (this.#remote) await this.#remote.ensure(layers);
   }
 
   #readInputs(): void {
@@ -460,8 +522,11 @@ class Builder {
     const say = (data: string) => {
       if (stepId !== undefined) this.#emit({ type: 'output', id: stepId, stream: 'stderr', data: `${data}\n` });
     };
+    // With a --cache-from cache, a base image's layers are fetched only when a step needs them.
+    const remote = this.#remote;
     const result = await pullImage(this.#store, name, {
       insecureRegistries: this.#options.insecureRegistries ?? [],
+      ...(remote ? { metadataOnly: true } : {}),
       onProgress: (event) => {
         if (event.type === 'resolved') say(`pulling ${event.reference} (${event.digest})`);
         else if (event.type === 'blob' && event.status === 'done') say(`${event.digest.slice(7, 19)}: downloaded`);
@@ -469,6 +534,12 @@ class Builder {
         else if (event.type === 'warning') this.#emit({ type: 'warning', message: event.message });
       },
     });
+    if (remote) {
+      for (const layer of result.image.manifest.layers) {
+        remote.addLayerSource(layer, result.source.client, result.source.repository);
+      }
+      say(`${result.reference}: layers fetched when a step needs them`);
+    }
     return result.image;
   }
 
@@ -588,6 +659,7 @@ class Builder {
 
   /** The lower dirs of a state's filesystem (top first), unpacking what the layer cache lacks. */
   async #lower(state: State): Promise<string[]> {
+    await this.#ensureLayers(state.layers);
     return (await this.#layerCache()).prepare(
       state.layers.map((layer) => ({
         digest: layer.digest,
@@ -628,6 +700,11 @@ class Builder {
     const key = cacheKey(state.fsKey, step);
     let record = this.#options.noCache ? undefined : this.#cache.get(key);
     if (record?.layer && !this.#store.hasBlob(record.layer.digest)) record = undefined;
+    if (!record && this.#remote) {
+      // A hit in a --cache-from cache: its layer is downloaded when something needs it.
+      record = this.#remote.get(key);
+      if (record) this.#cache.set(key, record);
+    }
     const cached = record !== undefined;
     if (!record) {
       const lower = await this.#lower(state);
@@ -644,6 +721,7 @@ class Builder {
       } satisfies CacheRecord;
       this.#cache.set(key, record);
     }
+    this.#usedSteps.set(key, { record, parent: state.fsKey });
     const entry: HistoryEntry = { created: record.created, created_by: createdBy };
     if (!record.layer) entry.empty_layer = true;
     return {
@@ -732,10 +810,15 @@ class Builder {
       return { hash: hashSelection(await getEntries()), request: getRequest, entries: getEntries };
     const key = cacheKey(source.key, { selection: request });
     let hash = this.#options.noCache ? undefined : this.#cache.getSelection(key);
+    if (hash === undefined && this.#remote) {
+      hash = this.#remote.getSelection(key);
+      if (hash !== undefined) this.#cache.setSelection(key, hash);
+    }
     if (hash === undefined) {
       hash = hashSelection(await getEntries());
       this.#cache.setSelection(key, hash);
     }
+    this.#usedSelections.set(key, hash);
     return { hash, request: getRequest, entries: getEntries };
   }
 
@@ -1059,6 +1142,7 @@ class Builder {
       rootfs: { type: 'layers', diff_ids: state.layers.map((l) => l.diffId) },
       history: state.history,
     };
+    await this.#ensureLayers(state.layers);
     const layers = state.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size }));
     const { manifest, configDigest } = await this.#store.writeImage({ config, layers });
     for (const tag of tags) await this.#store.tag(tag, manifest);

@@ -18,4 +18,6 @@ export type BuildEvent =
     }
   | { type: 'output'; id: number; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'warning'; message: string }
+  /** A build cache pushed to a registry (`--cache-to`): its manifest, the steps and layers it holds. */
+  | { type: 'cache'; action: 'export'; ref: string; digest: string; steps: number; layers: number }
   | { type: 'image'; id: string; manifestDigest: string; tags: string[]; durationMs: number };

@@ -67,6 +67,13 @@ export function progressRenderer(mode: ProgressMode, out: NodeJS.WritableStream 
       case 'warning':
         out.write(`${paint('33', `WARNING: ${event.message}`)}\n`);
         break;
+      case 'cache':
+        if (!quiet) {
+          out.write(
+            `${paint('34', `cache exported to ${event.ref} (${event.digest}): ${event.steps} steps, ${event.layers} layers`)}\n`,
+          );
+        }
+        break;
       case 'image':
         if (!quiet) {
           const names = event.tags.length ? ` (${event.tags.join(', ')})` : '';

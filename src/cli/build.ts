@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import type { CacheExport, CacheImport } from '../build/remote-cache.js';
 import { errorLine, PetriError } from '../errors.js';
 import { type OptionSpec, parseArgs } from './args.js';
 
@@ -23,6 +24,14 @@ layer). Progress goes to stderr; the image ID is printed on stdout.
                            --pull alone, as in docker build, is always
       --insecure-registry HOST
                            allow plain HTTP or any TLS certificate for HOST when pulling (repeatable)
+      --cache-to type=registry,ref=NAME[,mode=min|max][,ignore-error=true]
+                           push this build's cache (its layers and an index from cache keys
+                           to layers) to a registry as an OCI manifest; mode=min (default):
+                           the steps of the image built, mode=max: of every stage built
+      --cache-from type=registry,ref=NAME
+                           use a cache pushed with --cache-to: a step missing from the local
+                           cache but found there is CACHED, and only the layers needed are
+                           downloaded; a cache that cannot be read is a warning (repeatable)
   -q, --quiet              same as --progress quiet
 Set SOURCE_DATE_EPOCH to choose the time in layers and history (default: 0,
 so the same inputs give the same layer digests on any machine).
@@ -38,6 +47,8 @@ const SPECS: OptionSpec[] = [
   { name: 'progress', value: true },
   { name: 'pull', value: true },
   { name: 'insecure-registry', value: true, multiple: true },
+  { name: 'cache-to', value: true, multiple: true },
+  { name: 'cache-from', value: true, multiple: true },
   { name: 'quiet', short: 'q' },
   { name: 'help' },
 ];
@@ -89,12 +100,19 @@ export async function main(argv: string[]): Promise<number> {
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
     secrets[id] = resolve(src);
   }
-  const [{ buildImage }, { progressRenderer }, { ImageStore }, { LayerCache }] = await Promise.all([
+  const cacheTo = (options['cache-to'] as string[] | undefined) ?? [];
+  const cacheFrom = (options['cache-from'] as string[] | undefined) ?? [];
+  const [{ buildImage }, { progressRenderer }, { ImageStore }, { LayerCache }, remote] = await Promise.all([
     import('../build/builder.js'),
     import('../build/progress.js'),
     import('../image/store.js'),
     import('../snapshot/layers.js'),
+    cacheTo.length + cacheFrom.length > 0 ? import('../build/remote-cache.js') : undefined,
   ]);
+  const caches = {
+    cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec('--cache-to', spec) as CacheExport),
+    cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec('--cache-from', spec) as CacheImport),
+  };
   const render = progressRenderer(progress as (typeof MODES)[number], process.stderr);
   let result: Awaited<ReturnType<typeof buildImage>>;
   try {
@@ -108,6 +126,7 @@ export async function main(argv: string[]): Promise<number> {
       secrets,
       ...(pull ? { pull: pull as (typeof PULL_POLICIES)[number] } : {}),
       insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
+      ...caches,
       store: ImageStore.open(),
       layers: new LayerCache(),
       onEvent: render,

@@ -11,6 +11,7 @@ import { type ContainerSpec, containerOptions, prepare, stopSignal } from './con
 import { GenericContainerBuilder } from './dockerfile-container.js';
 import { HealthMonitor, resolveHealthCheck } from './health-check.js';
 import { HostsFile, StartedNetwork } from './network.js';
+import { type ImagePullPolicy, imageFor, type PullPolicyName, pullPolicyName } from './pull-policy.js';
 import { startReused } from './reuse.js';
 import { StartedContainer } from './started-container.js';
 import type {
@@ -37,6 +38,8 @@ import { HostPortWaitStrategy, WaitStrategy } from './wait-strategies.js';
 export interface GenericContainerOptions {
   store?: ImageStore;
   layers?: LayerCache;
+  /** Registries a pull may reach over plain HTTP or with any TLS certificate (loopback ones always may). */
+  insecureRegistries?: string[];
 }
 
 /**
@@ -60,6 +63,8 @@ export class GenericContainer {
   protected networks: StartedNetwork[] = [];
   protected networkAliases: string[] = [];
   protected autoRemove = true;
+  protected pullPolicy: PullPolicyName = 'missing';
+  protected readonly insecureRegistries: string[];
 
   constructor(image: string, options: GenericContainerOptions = {}) {
     if (typeof image !== 'string' || image.trim() === '') {
@@ -88,6 +93,30 @@ export class GenericContainer {
     };
     this.store = options.store;
     this.layers = options.layers;
+    this.insecureRegistries = options.insecureRegistries ?? [];
+  }
+
+  /**
+   * When the image is pulled from its registry: `'missing'` (the default: when
+   * the store lacks it), `'always'` (at every start), `'never'`; or
+   * testcontainers' `PullPolicy.defaultPolicy()` / `PullPolicy.alwaysPull()`.
+   */
+  withPullPolicy(policy: PullPolicyName | ImagePullPolicy): this {
+    const valid =
+      policy === 'missing' ||
+      policy === 'always' ||
+      policy === 'never' ||
+      (typeof policy === 'object' && policy !== null && typeof policy.shouldPull === 'function');
+    if (!valid) {
+      throw check.invalid(
+        'withPullPolicy',
+        'policy',
+        policy,
+        "'missing', 'always', 'never', PullPolicy.defaultPolicy() or PullPolicy.alwaysPull()",
+      );
+    }
+    this.pullPolicy = pullPolicyName(policy);
+    return this;
   }
 
   /** Replaces the image's Cmd. */
@@ -295,7 +324,9 @@ export class GenericContainer {
         code: 'EINVAL',
       });
     }
-    const image = await store.resolve(this.spec.image);
+    const image = await imageFor(store, this.spec.image, this.pullPolicy, {
+      insecureRegistries: this.insecureRegistries,
+    });
     if (this.reuse) {
       return startReused(this.spec, image, {
         store,

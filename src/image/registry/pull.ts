@@ -32,6 +32,12 @@ export interface PullOptions extends RegistryOptions {
   onProgress?: (event: PullEvent) => void;
   /** A client to reuse (its tokens and connection), for the registry of the reference. */
   client?: RegistryClient;
+  /**
+   * Only the manifest and config: no layer is downloaded and nothing is named
+   * in the store; the result's image lives in memory (for a build whose steps
+   * may all be cached, which fetches layers only when it needs them).
+   */
+  metadataOnly?: boolean;
 }
 
 export type PullEvent =
@@ -48,6 +54,8 @@ export interface PullResult {
   tag?: string;
   /** Blobs and bytes downloaded (0 when everything was in the store). */
   downloaded: { blobs: number; bytes: number };
+  /** Where the layers come from: the client and repository (for `metadataOnly`). */
+  source: { client: RegistryClient; repository: string };
 }
 
 /**
@@ -148,6 +156,18 @@ async function pull(
   await fetch(manifest.config, 'config');
   const config = await store.readJson<ImageConfig>(manifest.config.digest);
   checkConfig(config, manifest, reference, wanted, options.platform !== undefined || indexDigest !== undefined, emit);
+  if (options.metadataOnly) {
+    const size = manifest.config.size + manifest.layers.reduce((total, layer) => total + layer.size, 0);
+    const image: StoredImage = {
+      id: manifest.config.digest,
+      manifestDigest: top.digest,
+      manifest,
+      config,
+      tags: [],
+      size,
+    };
+    return { image, reference, downloaded, source: { client, repository } };
+  }
   const limit = pLimit(options.concurrency ?? 4);
   const jobs = manifest.layers.map((layer) => limit(() => fetch(layer, 'layer')));
   const results = await Promise.allSettled(jobs);
@@ -170,7 +190,7 @@ async function pull(
     throw new PetriError(`pulled ${reference} but cannot name it in the store: ${errorLine(error)}`, { cause: error });
   }
   const image = await store.resolve(top.digest);
-  return { image, reference, ...(tag ? { tag } : {}), downloaded };
+  return { image, reference, ...(tag ? { tag } : {}), downloaded, source: { client, repository } };
 }
 
 function checkConfig(

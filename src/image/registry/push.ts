@@ -53,9 +53,41 @@ export async function pushImage(
     });
   }
   const client = options.client ?? new RegistryClient(ref.registry, options);
+  const mounts = await mountSources(store, ref);
+  const { uploaded, mounted } = await pushBlobs(
+    store,
+    client,
+    ref,
+    [...image.manifest.layers, image.manifest.config],
+    options,
+    mounts,
+  );
+  const raw = await store.readBlob(image.manifestDigest);
+  const mediaType = image.manifest.mediaType ?? MEDIA_TYPES.ociManifest;
+  await putManifest(client, ref, raw, mediaType, image.manifestDigest);
+  return { reference: canonicalString(ref), digest: image.manifestDigest, size: raw.length, uploaded, mounted };
+}
+
+export interface PushBlobsOptions extends PushOptions {
+  /** Called before a blob the registry lacks is uploaded: makes sure the store has it (a lazily fetched layer). */
+  ensure?: (blob: Descriptor) => Promise<void>;
+}
+
+/**
+ * Pushes blobs of the store to `ref`'s repository: each one the registry lacks
+ * is mounted from another repository (`mounts`: digest → repositories) or
+ * uploaded (one PUT, or PATCH chunks for big blobs), with retries.
+ */
+export async function pushBlobs(
+  store: ImageStore,
+  client: RegistryClient,
+  ref: RemoteReference,
+  blobs: Descriptor[],
+  options: PushBlobsOptions = {},
+  mounts: Map<string, string[]> = new Map(),
+): Promise<{ uploaded: { blobs: number; bytes: number }; mounted: number }> {
   const emit = options.onProgress ?? (() => {});
   const scope = `repository:${ref.repository}:pull,push`;
-  const mounts = await mountSources(store, ref);
   const uploaded = { blobs: 0, bytes: 0 };
   let mounted = 0;
 
@@ -68,6 +100,7 @@ export async function pushImage(
       return;
     }
     if (head.status !== 404) throw await client.unexpected(head, `HEAD blob ${blob.digest}`);
+    if (options.ensure) await options.ensure(blob);
     for (let attempt = 0; ; attempt++) {
       try {
         const from = mounts.get(blob.digest)?.find((repo) => repo !== ref.repository);
@@ -98,13 +131,22 @@ export async function pushImage(
   };
 
   const limit = pLimit(options.concurrency ?? 3);
-  const blobs = [...image.manifest.layers, image.manifest.config];
-  const results = await Promise.allSettled(blobs.map((blob) => limit(() => pushBlob(blob))));
+  const unique = [...new Map(blobs.map((blob) => [blob.digest, blob])).values()];
+  const results = await Promise.allSettled(unique.map((blob) => limit(() => pushBlob(blob))));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
+  return { uploaded, mounted };
+}
 
-  const raw = await store.readBlob(image.manifestDigest);
-  const mediaType = image.manifest.mediaType ?? MEDIA_TYPES.ociManifest;
+/** PUTs a manifest (its bytes as given) under `ref`'s tag or digest; the registry must keep its digest. */
+export async function putManifest(
+  client: RegistryClient,
+  ref: RemoteReference,
+  raw: Buffer,
+  mediaType: string,
+  digest: string,
+): Promise<void> {
+  const scope = `repository:${ref.repository}:pull,push`;
   const target = ref.digest ?? (ref.tag as string);
   const response = await client.request({
     method: 'PUT',
@@ -118,14 +160,13 @@ export async function pushImage(
     throw await client.unexpected(response, `PUT manifest ${canonicalString(ref)}`);
   }
   discard(response);
-  const digest = headerOf(response, 'docker-content-digest');
-  if (digest && digest !== image.manifestDigest) {
+  const stored = headerOf(response, 'docker-content-digest');
+  if (stored && stored !== digest) {
     throw new PetriError(
-      `${client.registry} stored the manifest of ${canonicalString(ref)} as ${digest}, not ${image.manifestDigest}: it rewrote it`,
+      `${client.registry} stored the manifest of ${canonicalString(ref)} as ${stored}, not ${digest}: it rewrote it`,
       { code: 'EREGISTRY' },
     );
   }
-  return { reference: canonicalString(ref), digest: image.manifestDigest, size: raw.length, uploaded, mounted };
 }
 
 class RetryUpload extends Error {}

@@ -1,0 +1,82 @@
+import { errorLine, PetriError } from '../errors.js';
+import type { ImageStore } from '../image/store.js';
+import type { StoredImage } from '../image/types.js';
+
+/**
+ * When `GenericContainer` pulls its image from its registry: `missing` (the
+ * default: only when the store lacks it), `always` (every start: a tag that
+ * moved is followed; only the manifest is asked for when nothing changed),
+ * `never` (the store only). testcontainers' `PullPolicy.defaultPolicy()` and
+ * `PullPolicy.alwaysPull()` (objects with `shouldPull()`) work too.
+ */
+export type PullPolicyName = 'missing' | 'always' | 'never';
+
+/** testcontainers-node's ImagePullPolicy: true means pull at every start. */
+export interface ImagePullPolicy {
+  shouldPull(): boolean;
+}
+
+/** testcontainers-node's `PullPolicy`: `defaultPolicy()` pulls a missing image, `alwaysPull()` every time. */
+export const PullPolicy = {
+  defaultPolicy: (): ImagePullPolicy => ({ shouldPull: () => false }),
+  alwaysPull: (): ImagePullPolicy => ({ shouldPull: () => true }),
+};
+
+export function pullPolicyName(policy: PullPolicyName | ImagePullPolicy): PullPolicyName {
+  return typeof policy === 'string' ? policy : policy.shouldPull() ? 'always' : 'missing';
+}
+
+/** Pulls in progress in this process, by store and name: containers started at once share one. */
+const pulls = new Map<string, Promise<StoredImage>>();
+
+/**
+ * The image `name` from the store, pulled from its registry first as the
+ * policy says. An image id is never pulled.
+ */
+export async function imageFor(
+  store: ImageStore,
+  name: string,
+  policy: PullPolicyName,
+  options: { insecureRegistries?: string[] } = {},
+): Promise<StoredImage> {
+  const isId = /^(sha256:)?[a-f0-9]{64}$/.test(name);
+  let missing: unknown;
+  if (policy !== 'always' || isId) {
+    try {
+      return await store.resolve(name);
+    } catch (error) {
+      if (!(error instanceof PetriError && error.code === 'ENOIMAGE') || isId) throw error;
+      if (policy === 'never') {
+        throw new PetriError(
+          `image ${name} is not in petri's image store and the pull policy is never: pull it first (petri pull ${name}), build it or load it`,
+          { code: 'ENOIMAGE', cause: error },
+        );
+      }
+      missing = error;
+    }
+  }
+  const key = `${store.dir}\0${name}`;
+  let pull = pulls.get(key);
+  if (!pull) {
+    pull = (async () => {
+      const { pullImage } = await import('../image/registry/pull.js');
+      return (await pullImage(store, name, { insecureRegistries: options.insecureRegistries ?? [] })).image;
+    })();
+    pulls.set(key, pull);
+    pull.then(
+      () => pulls.delete(key),
+      () => pulls.delete(key),
+    );
+  }
+  try {
+    return await pull;
+  } catch (error) {
+    const why = missing
+      ? `is not in petri's image store and pulling it failed`
+      : 'could not be pulled (pull policy always)';
+    throw new PetriError(`image ${name} ${why}: ${errorLine(error)}`, {
+      code: error instanceof PetriError && error.code ? error.code : 'ENOIMAGE',
+      cause: error,
+    });
+  }
+}
