@@ -6,6 +6,7 @@ export { type ContainerSpec, GenericContainer, type GenericContainerOptions } fr
 export { imageContainerOptions, imageLayers } from './harness/image-run.js';
 export { importRootfs } from './harness/import.js';
 export { Network, StartedNetwork } from './harness/network.js';
+export { type ImagePullPolicy, PullPolicy, type PullPolicyName } from './harness/pull-policy.js';
 export { StartedContainer } from './harness/started-container.js';
 export { StoppedContainer } from './harness/stopped-container.js';
 export type {

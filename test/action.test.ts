@@ -26,6 +26,7 @@ import { loadConfig } from '../src/test-runner/config-load.js';
 import type { JobResult } from '../src/test-runner/events.js';
 import { type ArtifactService, startArtifactService, unzip } from './helpers/artifact-service.js';
 import { describeKernel } from './helpers/kernel.js';
+import { releasedNode } from './helpers/node-release.js';
 
 // A stand-in for the Actions cache service: the tests of store-cache.ts see what it saves and give it back.
 const cacheService = vi.hoisted(() => ({ saveCache: vi.fn(), restoreCache: vi.fn() }));
@@ -37,6 +38,14 @@ const MAIN = join(actionDist, 'main.cjs');
 const POST = join(actionDist, 'post.cjs');
 const PETRI = join(actionDist, 'petri.cjs');
 const LEAKS = join(top, '..', 'shared', 'tools', 'leaks.sh');
+/**
+ * The node that runs the bundle, petri and the bundler here: GitHub runs the action on node24, and this suite
+ * runs on whatever node vitest has. PETRI_TEST_NODE=/path/to/node24/bin/node runs every spawned script on that
+ * node instead (README: "Checking the action on Node 24").
+ */
+const NODE = process.env.PETRI_TEST_NODE || process.execPath;
+/** How node starts a warning it prints: `(node:1234) [DEP0005] DeprecationWarning: …`, `(node:1234) Warning: …`. */
+const NODE_WARNING = /^\(node:\d+\) /m;
 
 interface Ran {
   status: number | null;
@@ -48,9 +57,16 @@ interface Ran {
 function runNode(
   script: string,
   env: NodeJS.ProcessEnv,
-  options: { cwd: string; uid?: number; gid?: number; onStdout?: (text: string) => void; timeoutMs?: number },
+  options: {
+    cwd: string;
+    uid?: number;
+    gid?: number;
+    onStdout?: (text: string) => void;
+    timeoutMs?: number;
+    node?: string;
+  },
 ): { done: Promise<Ran>; pid: number | undefined; kill: (signal: NodeJS.Signals) => void } {
-  const child = spawn(process.execPath, [script], {
+  const child = spawn(options.node ?? NODE, [script], {
     cwd: options.cwd,
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -370,7 +386,7 @@ describe('the action: inputs, config lines, summary, action.yml, committed bundl
   it('the committed action/dist is what scripts/bundle-action.mjs makes from the sources now', () => {
     const fresh = mkdtempSync(join(tmpdir(), 'ptest-action-bundle-'));
     try {
-      const r = spawnSync(process.execPath, [join(top, 'scripts', 'bundle-action.mjs'), '--out', fresh], {
+      const r = spawnSync(NODE, [join(top, 'scripts', 'bundle-action.mjs'), '--out', fresh], {
         encoding: 'utf8',
         timeout: 120_000,
       });
@@ -394,7 +410,7 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
   const canAddUser = spawnSync('useradd', ['--help']).status === 0;
 
   const petri = (args: string[], cwd = work) => {
-    const r = spawnSync(process.execPath, [PETRI, ...args], {
+    const r = spawnSync(NODE, [PETRI, ...args], {
       cwd,
       encoding: 'utf8',
       timeout: 120_000,
@@ -483,6 +499,8 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
     const env = actionEnv(project, run, { 'retention-days': '3', cache: 'true' });
     const r = await runNode(MAIN, env, { cwd: project }).done;
     expect(r.status, r.stderr).toBe(1);
+    // No warning from node (a deprecated API, an experimental feature) in the action's or petri's output.
+    expect(r.stderr).not.toMatch(NODE_WARNING);
     expect(r.stdout).toMatch(/^\[good\] +all good$/m);
     expect(r.stdout).toMatch(/^\[bad\] +FAILED: exit code 3 after/m);
     expect(r.stdout).toContain(
@@ -545,20 +563,17 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
     expect(JSON.parse((files.get('bad.json') as Buffer).toString()).committed.image).toBe(`petri-failed/bad:${runId}`);
 
     // The archive opens again: the failed command, in the state the job left.
-    const repro = spawnSync(
-      process.execPath,
-      [PETRI, 'repro', join(project, 'petri-artifacts', 'bad.tar'), '--rerun'],
-      {
-        encoding: 'utf8',
-        env: { ...process.env, PETRI_ROOT: root },
-        timeout: 60_000,
-      },
-    );
+    const repro = spawnSync(NODE, [PETRI, 'repro', join(project, 'petri-artifacts', 'bad.tar'), '--rerun'], {
+      encoding: 'utf8',
+      env: { ...process.env, PETRI_ROOT: root },
+      timeout: 60_000,
+    });
     expect(repro.status).toBe(3);
     expect(repro.stdout).toContain('about to fail');
 
     const post = await runNode(POST, postEnv(env, run), { cwd: project }).done;
     expect(post.status, post.stderr).toBe(0);
+    expect(post.stderr).not.toMatch(NODE_WARNING);
     expect(post.stdout).not.toContain('::warning');
     expect(petri(['ps', '-a', '-q'])).toBe('');
     expect(leaks()).toEqual([]);
@@ -676,6 +691,37 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
       spawnSync('userdel', [user]);
     }
   }, 180_000);
+
+  it('on node 24, which action.yml asks of the runner: petri version, then the main and post steps on a passing job', async (context) => {
+    const released = releasedNode(24);
+    if ('reason' in released) return context.skip(released.reason);
+    const { node } = released;
+    const { version } = JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')) as { version: string };
+    const petriVersion = spawnSync(node, [PETRI, 'version'], { encoding: 'utf8', timeout: 30_000 });
+    expect(petriVersion.status, petriVersion.stderr).toBe(0);
+    expect(petriVersion.stdout).toBe(`petri ${version}\n`);
+    expect(petriVersion.stderr).toBe('');
+
+    const config = JSON.stringify({
+      images: { base: { image: 'petri-fixture/busybox' } },
+      jobs: [{ name: 'hello', image: 'base', run: 'echo hello from the job' }],
+    });
+    const { project, run } = setup('node24', 'petri.config.json', config);
+    const env = actionEnv(project, run, { cache: 'false' });
+    const r = await runNode(MAIN, env, { cwd: project, node }).done;
+    expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stderr).not.toMatch(NODE_WARNING);
+    expect(r.stdout).toMatch(/^\[hello\] +hello from the job$/m);
+    expect(r.stdout).not.toContain('::error');
+    expect(fileCommands(join(run, 'output'))).toMatchObject({ passed: '1', failed: '0' });
+    expect(readFileSync(join(run, 'summary.md'), 'utf8')).toMatch(/^### petri test: 0 failed, 1 passed in \S+$/m);
+    const post = await runNode(POST, postEnv(env, run), { cwd: project, node }).done;
+    expect(post.status, post.stderr).toBe(0);
+    expect(post.stderr).not.toMatch(NODE_WARNING);
+    expect(post.stdout).not.toContain('::warning');
+    expect(petri(['ps', '-a', '-q'])).toBe('');
+    expect(leaks()).toEqual([]);
+  }, 150_000);
 
   it('a bad config: petri says what is wrong in one error line and in the summary; the outputs are empty', async () => {
     const { project, run } = setup('bad-config', 'petri.config.json', '{"images": {}, "jobs": [{"name": "x"}]}');

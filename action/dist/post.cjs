@@ -35,6 +35,7 @@ require("timers");
 let node_timers_promises = require("node:timers/promises");
 let node_fs = require("node:fs");
 let node_path = require("node:path");
+let node_fs_promises = require("node:fs/promises");
 // node_modules/@actions/core/lib/utils.js
 /**
 * Sanitizes an input into a string so it can be passed into issueCommand safely
@@ -16163,7 +16164,7 @@ var __awaiter$6 = function(thisArg, _arguments, P, generator) {
 		step((generator = generator.apply(thisArg, _arguments || [])).next());
 	});
 };
-const { access, appendFile, writeFile } = fs.promises;
+const { access, appendFile, writeFile: writeFile$1 } = fs.promises;
 const SUMMARY_ENV_VAR = "GITHUB_STEP_SUMMARY";
 var Summary = class {
 	constructor() {
@@ -16214,7 +16215,7 @@ var Summary = class {
 		return __awaiter$6(this, void 0, void 0, function* () {
 			const overwrite = !!(options === null || options === void 0 ? void 0 : options.overwrite);
 			const filePath = yield this.filePath();
-			yield (overwrite ? writeFile : appendFile)(filePath, this._buffer, { encoding: "utf8" });
+			yield (overwrite ? writeFile$1 : appendFile)(filePath, this._buffer, { encoding: "utf8" });
 			return this.emptyBuffer();
 		});
 	}
@@ -16417,7 +16418,7 @@ var Summary = class {
 	}
 };
 new Summary();
-const { chmod, copyFile, lstat, mkdir, open, readdir, rename, rm, rmdir, stat, symlink, unlink } = fs.promises;
+const { chmod, copyFile, lstat, mkdir, open, readdir: readdir$1, rename: rename$1, rm, rmdir: rmdir$1, stat, symlink, unlink } = fs.promises;
 process.platform;
 fs.constants.O_RDONLY;
 process.platform;
@@ -16567,14 +16568,15 @@ async function removeCgroups(dirs, timeoutMs = 5e3) {
 		const busy = [];
 		let lastError;
 		for (const dir of pending) try {
-			(0, node_fs.rmdirSync)(dir);
+			await (0, node_fs_promises.rmdir)(dir);
 		} catch (error) {
 			if (error.code === "ENOENT") continue;
 			busy.push(dir);
 			lastError = error;
 		}
 		if (busy.length === 0) {
-			removeEmptyParents(dirs);
+			if (parentHolds === 0) removeEmptyParents(dirs);
+			else heldParents.push(...dirs);
 			return;
 		}
 		if (Date.now() > deadline) throw new Error(`cannot remove cgroup ${busy[0]}: ${lastError.message}`);
@@ -16587,6 +16589,8 @@ async function removeCgroups(dirs, timeoutMs = 5e3) {
 		pending = busy;
 	}
 }
+let parentHolds = 0;
+const heldParents = [];
 /** Removes the `petri` parents once their last container is gone (EBUSY/ENOTEMPTY: still in use). */
 function removeEmptyParents(dirs) {
 	for (const parent of new Set(dirs.map((dir) => (0, node_path.dirname)(dir)))) {
