@@ -43,9 +43,16 @@ await build({
     codeSplitting: {
       groups: [
         { name: 'errors', test: /[\\/]dist[\\/]errors\.js$/, priority: 2 },
+        // What other commands (build, images, test) take from the runtime and util
+        // without needing the runtime itself (child_process, net): kept apart.
+        {
+          name: 'base',
+          test: /[\\/]dist[\\/](util[\\/][^\\/]+|runtime[\\/](paths|runner-binary)|cli[\\/]args)\.js$/,
+          priority: 2,
+        },
         {
           name: 'runtime',
-          test: /[\\/]dist[\\/](runtime|util)[\\/]|[\\/]dist[\\/]cli[\\/](run|args)\.js$/,
+          test: /[\\/]dist[\\/](runtime|util)[\\/]|[\\/]dist[\\/]cli[\\/]run\.js$/,
           priority: 1,
         },
       ],

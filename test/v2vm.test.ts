@@ -18,10 +18,11 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
     () => {
       const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
       try {
+        // The VM is 10-15x slower than the host: the first container of a file (rootfs, probe) can take over 30 s.
         // vitest writes to a file: on the VM's console (a tty) its cursor codes would garble v2vm's own lines.
         const command = [
           'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
-          `node_modules/.bin/vitest run --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
+          `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
         ].join('; ');
         const vm = spawnSync(v2vm, ['--out', out, command], { encoding: 'utf8', timeout: 25 * 60_000 });
         const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';

@@ -13696,11 +13696,10 @@ async function main$11(argv) {
 	}
 	const cacheTo = options["cache-to"] ?? [];
 	const cacheFrom = options["cache-from"] ?? [];
-	const [{ buildImage }, { progressRenderer }, { ImageStore }, { LayerCache }, remote] = await Promise.all([
+	const [{ buildImage }, { progressRenderer }, { ImageStore }, remote] = await Promise.all([
 		Promise.resolve().then(() => (init_builder(), builder_exports)),
 		Promise.resolve().then(() => (init_progress(), progress_exports)),
 		Promise.resolve().then(() => (init_store(), store_exports)),
-		Promise.resolve().then(() => (init_layers(), layers_exports)),
 		cacheTo.length + cacheFrom.length > 0 ? Promise.resolve().then(() => (init_remote_cache(), remote_cache_exports)) : void 0
 	]);
 	const caches = {
@@ -13722,7 +13721,6 @@ async function main$11(argv) {
 			insecureRegistries: options["insecure-registry"] ?? [],
 			...caches,
 			store: ImageStore.open(),
-			layers: new LayerCache(),
 			onEvent: render
 		});
 	} catch (error) {

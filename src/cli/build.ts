@@ -102,11 +102,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cacheTo = (options['cache-to'] as string[] | undefined) ?? [];
   const cacheFrom = (options['cache-from'] as string[] | undefined) ?? [];
-  const [{ buildImage }, { progressRenderer }, { ImageStore }, { LayerCache }, remote] = await Promise.all([
+  const [{ buildImage }, { progressRenderer }, { ImageStore }, remote] = await Promise.all([
     import('../build/builder.js'),
     import('../build/progress.js'),
     import('../image/store.js'),
-    import('../snapshot/layers.js'),
     cacheTo.length + cacheFrom.length > 0 ? import('../build/remote-cache.js') : undefined,
   ]);
   const caches = {
@@ -128,7 +127,6 @@ export async function main(argv: string[]): Promise<number> {
       insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
       ...caches,
       store: ImageStore.open(),
-      layers: new LayerCache(),
       onEvent: render,
     });
   } catch (error) {
