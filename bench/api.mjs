@@ -17,19 +17,11 @@
 // BENCH_TESTCONTAINERS (a directory with node_modules/testcontainers) reuse what an earlier run
 // installed instead of fetching it.
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  copyFileSync,
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  rmSync,
-} from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dockerCli, haveDocker, PrivateDockerd } from './lib/private-dockerd.mjs';
+import { mean, median } from './lib/stats.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const TESTS = Number(process.env.BENCH_TESTS ?? 20);
@@ -43,15 +35,7 @@ const skip = (why) => {
 };
 if (process.getuid() !== 0) skip('needs root (petri containers and dockerd)');
 if (!existsSync('/bin/busybox')) skip('needs /bin/busybox (busybox-static) for the image');
-// Debian's docker.io puts its CLI (BuildKit built in) at /usr/bin/docker; a newer CLI elsewhere on
-// PATH needs the buildx plugin for BuildKit builds.
-const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-if (
-  spawnSync('dockerd', ['--version'], { stdio: 'ignore' }).status !== 0 ||
-  spawnSync(dockerCli, ['--version'], { stdio: 'ignore' }).status !== 0
-) {
-  skip("needs Debian's docker.io (dockerd and docker)");
-}
+if (!haveDocker()) skip("needs Debian's docker.io (dockerd and docker)");
 const npm = (args, options = {}) =>
   spawnSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel', 'error'], {
     encoding: 'utf8',
@@ -70,14 +54,13 @@ if (!process.env.BENCH_NODE22 || !process.env.BENCH_TESTCONTAINERS) {
 }
 
 const work = mkdtempSync(join(tmpdir(), 'ptest-bench-api-'));
-const sock = `unix://${work}/d.sock`;
+const dockerd = new PrivateDockerd(work);
 const baseEnv = { ...process.env };
 delete baseEnv.NODE_EXTRA_CA_CERTS;
 const petriEnv = { ...baseEnv, PETRI_ROOT: join(work, 'petri-root') };
-const dockerEnv = { ...baseEnv, DOCKER_BUILDKIT: '1', DOCKER_HOST: sock, DOCKER_CONFIG: join(work, 'docker-config') };
+const dockerEnv = dockerd.env({ DOCKER_BUILDKIT: '1' });
+delete dockerEnv.NODE_EXTRA_CA_CERTS;
 const bin = join(top, JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')).bin.petri);
-const dockerCgroupsBefore = cgroupsNamed('docker');
-let dockerd;
 const helpers = new Set(); // npm and tar while they run, worker processes
 let cleaned;
 let interrupted = false;
@@ -99,7 +82,7 @@ const notes = [];
 let versions = {};
 let failed = false;
 try {
-  const [node22, tcDir] = await Promise.all([installNode22(), installTestcontainers(), startDockerd()]);
+  const [node22, tcDir] = await Promise.all([installNode22(), installTestcontainers(), dockerd.start()]);
   const tcModule = join(tcDir, 'node_modules', 'testcontainers', 'build', 'index.js');
   versions = {
     node: process.version,
@@ -318,98 +301,12 @@ function report() {
   for (const note of notes) console.log(`note: ${note}`);
 }
 
-async function startDockerd() {
-  dockerd = spawn(
-    'dockerd',
-    [
-      '--iptables=false',
-      '--ip6tables=false',
-      '--bridge=none',
-      // no CAP_SYS_RESOURCE here: containers cannot raise their limits to Docker's defaults
-      '--default-ulimit',
-      'nofile=1024:1024',
-      '--default-ulimit',
-      'nproc=1024:1024',
-      '-H',
-      sock,
-      '--data-root',
-      join(work, 'docker-data'),
-      '--exec-root',
-      join(work, 'docker-exec'),
-      '--pidfile',
-      join(work, 'd.pid'),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  dockerd.stderr.on('data', (d) => {
-    log = (log + d).slice(-4000);
-  });
-  const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-  for (let i = 0; i < 300; i++) {
-    if (dockerd.exitCode !== null) break;
-    if (docker(['info', '--format', 'x']).status === 0) return;
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
-  }
-  throw new Error(`dockerd did not come up:\n${log}`);
-}
-
 /** Stops dockerd, removes what it left (mounts under work, its cgroups), then work itself (petri's root too). */
 async function cleanup() {
   cleaned ??= (async () => {
     for (const child of helpers) child.kill('SIGKILL');
-    if (dockerd && dockerd.exitCode === null && dockerd.signalCode === null) {
-      const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-      dockerd.kill('SIGTERM');
-      const timeout = new Promise((resolve) => setTimeout(() => resolve('timeout'), 30_000));
-      if ((await Promise.race([exited, timeout])) === 'timeout') {
-        // dockerd's own containerd keeps its pid in the exec root
-        const containerdPid = join(work, 'docker-exec', 'containerd', 'containerd.pid');
-        dockerd.kill('SIGKILL');
-        if (existsSync(containerdPid)) {
-          try {
-            process.kill(Number(readFileSync(containerdPid, 'utf8')), 'SIGKILL');
-          } catch {}
-        }
-        await exited;
-      }
-    }
-    const mounts = readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((target) => target?.startsWith(`${work}/`))
-      .reverse();
-    for (const target of mounts) spawnSync('umount', ['-l', target]);
-    for (const dir of cgroupsNamed('docker').filter((d) => !dockerCgroupsBefore.includes(d))) removeCgroupTree(dir);
+    await dockerd.stop();
     rmSync(work, { recursive: true, force: true });
   })();
   return cleaned;
-}
-
-function cgroupsNamed(name) {
-  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
-  return roots.map((root) => join(root, name)).filter((dir) => existsSync(dir));
-}
-
-/** dockerd (cgroupfs) leaves docker/ behind (and a docker/<id> per container it ran): remove them, children first. */
-function removeCgroupTree(dir) {
-  let children = [];
-  try {
-    children = readdirSync(dir, { withFileTypes: true }).filter((c) => c.isDirectory());
-  } catch {}
-  for (const child of children) removeCgroupTree(join(dir, child.name));
-  try {
-    rmdirSync(dir);
-  } catch {
-    // not empty: in use, not ours to take
-  }
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function mean(values) {
-  return values.reduce((a, b) => a + b, 0) / values.length;
 }

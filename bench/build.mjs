@@ -17,20 +17,12 @@
 // skips with a message otherwise. Everything it makes lives under /tmp/ptest-bench-*: removed at the
 // end, with the dockerd it started and the cgroups that dockerd made, also when a step fails.
 // BENCH_RUNS (default 10) and BENCH_FIXTURES (comma-separated) change what runs.
-import { spawn, spawnSync } from 'node:child_process';
-import {
-  copyFileSync,
-  cpSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { dockerCli, haveDocker, PrivateDockerd } from './lib/private-dockerd.mjs';
+import { mean, median } from './lib/stats.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 10);
 const top = join(import.meta.dirname, '..');
@@ -83,30 +75,15 @@ const skip = (why) => {
 };
 if (process.getuid() !== 0) skip('needs root (petri build and dockerd)');
 if (!existsSync('/bin/busybox')) skip('needs /bin/busybox (busybox-static) for the base image');
-// Debian's docker.io puts its CLI (BuildKit built in) at /usr/bin/docker; a newer CLI elsewhere on
-// PATH needs the buildx plugin for BuildKit builds.
-const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-if (
-  spawnSync('dockerd', ['--version'], { stdio: 'ignore' }).status !== 0 ||
-  spawnSync(dockerCli, ['--version'], { stdio: 'ignore' }).status !== 0
-) {
-  skip("needs Debian's docker.io (dockerd and docker)");
-}
+if (!haveDocker()) skip("needs Debian's docker.io (dockerd and docker)");
 for (const name of chosen) if (!FIXTURES[name]) throw new Error(`unknown fixture ${name}`);
 
 const work = mkdtempSync(join(tmpdir(), 'ptest-bench-build-'));
-const sock = `unix://${work}/d.sock`;
+const dockerd = new PrivateDockerd(work);
 const petriEnv = { ...process.env, PETRI_ROOT: join(work, 'petri-root') };
 delete petriEnv.NODE_EXTRA_CA_CERTS;
-const dockerEnv = {
-  ...process.env,
-  DOCKER_BUILDKIT: '1',
-  DOCKER_HOST: sock,
-  DOCKER_CONFIG: join(work, 'docker-config'),
-};
+const dockerEnv = dockerd.env({ DOCKER_BUILDKIT: '1' });
 const bin = join(top, JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')).bin.petri);
-const dockerCgroupsBefore = cgroupsNamed('docker');
-let dockerd;
 let cleaned;
 let interrupted = false;
 
@@ -139,7 +116,7 @@ let versions;
 let startCosts;
 let failed = false;
 try {
-  await startDockerd();
+  await dockerd.start();
   versions = {
     docker: tools.docker.run(['version', '--format', '{{.Server.Version}}']).stdout.trim(),
     driver: tools.docker.run(['info', '--format', '{{.Driver}}']).stdout.trim(),
@@ -303,97 +280,11 @@ function report() {
   }
 }
 
-async function startDockerd() {
-  dockerd = spawn(
-    'dockerd',
-    [
-      '--iptables=false',
-      '--ip6tables=false',
-      '--bridge=none',
-      // no CAP_SYS_RESOURCE here: containers cannot raise their limits to Docker's defaults
-      '--default-ulimit',
-      'nofile=1024:1024',
-      '--default-ulimit',
-      'nproc=1024:1024',
-      '-H',
-      sock,
-      '--data-root',
-      join(work, 'docker-data'),
-      '--exec-root',
-      join(work, 'docker-exec'),
-      '--pidfile',
-      join(work, 'd.pid'),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  dockerd.stderr.on('data', (d) => {
-    log = (log + d).slice(-4000);
-  });
-  const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-  for (let i = 0; i < 300; i++) {
-    if (dockerd.exitCode !== null) break;
-    if (tools.docker.run(['info', '--format', 'x']).status === 0) return;
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
-  }
-  throw new Error(`dockerd did not come up:\n${log}`);
-}
-
 /** Stops dockerd, removes what it left (mounts under work, its cgroups), then work itself (petri's root too). */
 async function cleanup() {
   cleaned ??= (async () => {
-    if (dockerd && dockerd.exitCode === null && dockerd.signalCode === null) {
-      const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-      dockerd.kill('SIGTERM');
-      const timeout = new Promise((resolve) => setTimeout(() => resolve('timeout'), 30_000));
-      if ((await Promise.race([exited, timeout])) === 'timeout') {
-        // dockerd's own containerd keeps its pid in the exec root
-        const containerdPid = join(work, 'docker-exec', 'containerd', 'containerd.pid');
-        dockerd.kill('SIGKILL');
-        if (existsSync(containerdPid)) {
-          try {
-            process.kill(Number(readFileSync(containerdPid, 'utf8')), 'SIGKILL');
-          } catch {}
-        }
-        await exited;
-      }
-    }
-    const mounts = readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((target) => target?.startsWith(`${work}/`))
-      .reverse();
-    for (const target of mounts) spawnSync('umount', ['-l', target]);
-    for (const dir of cgroupsNamed('docker').filter((d) => !dockerCgroupsBefore.includes(d))) removeCgroupTree(dir);
+    await dockerd.stop();
     rmSync(work, { recursive: true, force: true });
   })();
   return cleaned;
-}
-
-function cgroupsNamed(name) {
-  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
-  return roots.map((root) => join(root, name)).filter((dir) => existsSync(dir));
-}
-
-/** dockerd (cgroupfs) leaves docker/ and docker/buildkit/ behind: remove them, children first. */
-function removeCgroupTree(dir) {
-  let children = [];
-  try {
-    children = readdirSync(dir, { withFileTypes: true }).filter((c) => c.isDirectory());
-  } catch {}
-  for (const child of children) removeCgroupTree(join(dir, child.name));
-  try {
-    rmdirSync(dir);
-  } catch {
-    // not empty: in use, not ours to take
-  }
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function mean(values) {
-  return values.reduce((a, b) => a + b, 0) / values.length;
 }

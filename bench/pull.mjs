@@ -15,21 +15,14 @@
 // BENCH_RUNS (default 5) changes the count.
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmdirSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { dockerCli, haveDocker, PrivateDockerd } from './lib/private-dockerd.mjs';
+import { mean, median } from './lib/stats.mjs';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 const top = join(import.meta.dirname, '..');
@@ -41,20 +34,15 @@ if (process.getuid() !== 0) skip('needs root (petri run, umoci unpack, dockerd)'
 const has = (tool) => spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 for (const tool of ['docker-registry', 'skopeo', 'umoci']) if (!has(tool)) skip(`needs ${tool}`);
 if (!existsSync('/bin/busybox')) skip('needs /bin/busybox (busybox-static)');
-const dockerCli = existsSync('/usr/bin/docker') ? '/usr/bin/docker' : 'docker';
-const withDocker =
-  spawnSync('dockerd', ['--version'], { stdio: 'ignore' }).status === 0 &&
-  spawnSync(dockerCli, ['--version'], { stdio: 'ignore' }).status === 0;
+const withDocker = haveDocker();
 
 const work = mkdtempSync(join(tmpdir(), 'ptest-bench-pull-'));
-const sock = `unix://${work}/d.sock`;
 const bin = join(top, JSON.parse(readFileSync(join(top, 'package.json'), 'utf8')).bin.petri);
 const petriEnv = { ...process.env };
 delete petriEnv.NODE_EXTRA_CA_CERTS;
-const dockerEnv = { ...process.env, DOCKER_HOST: sock, DOCKER_CONFIG: join(work, 'docker-config') };
-const dockerCgroupsBefore = cgroupsNamed('docker');
+let dockerd; // a PrivateDockerd told the local registry is insecure, once its port is known
+const dockerEnv = () => dockerd.env();
 let registry;
-let dockerd;
 let cleaned;
 
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
@@ -72,7 +60,10 @@ try {
   const image = `${host}/bench/big:1`;
   await startRegistry(port);
   size = seed(image);
-  if (withDocker) await startDockerd(host);
+  if (withDocker) {
+    dockerd = new PrivateDockerd(work, { extraArgs: ['--insecure-registry', host] });
+    await dockerd.start();
+  }
 
   const run = (cmd, args, env, what) => {
     const t = performance.now();
@@ -107,8 +98,8 @@ try {
     ...(withDocker
       ? {
           docker: () => {
-            spawnSync(dockerCli, ['rmi', '-f', image], { stdio: 'ignore', env: dockerEnv });
-            return run(dockerCli, ['pull', '-q', image], dockerEnv, 'docker pull');
+            spawnSync(dockerCli, ['rmi', '-f', image], { stdio: 'ignore', env: dockerEnv() });
+            return run(dockerCli, ['pull', '-q', image], dockerEnv(), 'docker pull');
           },
         }
       : {}),
@@ -270,39 +261,6 @@ async function startRegistry(port) {
   throw new Error(`docker-registry did not start:\n${log}`);
 }
 
-async function startDockerd(host) {
-  dockerd = spawn(
-    'dockerd',
-    [
-      '--iptables=false',
-      '--ip6tables=false',
-      '--bridge=none',
-      '--insecure-registry',
-      host,
-      '-H',
-      sock,
-      '--data-root',
-      join(work, 'docker-data'),
-      '--exec-root',
-      join(work, 'docker-exec'),
-      '--pidfile',
-      join(work, 'd.pid'),
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  dockerd.stderr.on('data', (d) => {
-    log = (log + d).slice(-4000);
-  });
-  const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-  for (let i = 0; i < 300; i++) {
-    if (dockerd.exitCode !== null) break;
-    if (spawnSync(dockerCli, ['info', '--format', 'x'], { stdio: 'ignore', env: dockerEnv }).status === 0) return;
-    await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
-  }
-  throw new Error(`dockerd did not come up:\n${log}`);
-}
-
 async function stop(child, timeoutMs) {
   if (!child || child.exitCode !== null || child.signalCode !== null) return true;
   const exited = new Promise((resolve) => child.once('exit', () => resolve(true)));
@@ -314,53 +272,8 @@ async function stop(child, timeoutMs) {
 async function cleanup() {
   cleaned ??= (async () => {
     await stop(registry, 5000).then((done) => done || registry.kill('SIGKILL'));
-    if (!(await stop(dockerd, 30_000))) {
-      const containerdPid = join(work, 'docker-exec', 'containerd', 'containerd.pid');
-      const exited = new Promise((resolve) => dockerd.once('exit', resolve));
-      dockerd.kill('SIGKILL');
-      if (existsSync(containerdPid)) {
-        try {
-          process.kill(Number(readFileSync(containerdPid, 'utf8')), 'SIGKILL');
-        } catch {}
-      }
-      await exited;
-    }
-    const mounts = readFileSync('/proc/self/mounts', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[1])
-      .filter((target) => target?.startsWith(`${work}/`))
-      .reverse();
-    for (const target of mounts) spawnSync('umount', ['-l', target]);
-    for (const dir of cgroupsNamed('docker').filter((d) => !dockerCgroupsBefore.includes(d))) removeCgroupTree(dir);
+    await dockerd?.stop();
     rmSync(work, { recursive: true, force: true });
   })();
   return cleaned;
-}
-
-function cgroupsNamed(name) {
-  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
-  return roots.map((root) => join(root, name)).filter((dir) => existsSync(dir));
-}
-
-/** dockerd (cgroupfs) leaves docker/ behind: remove it, children first. */
-function removeCgroupTree(dir) {
-  let children = [];
-  try {
-    children = readdirSync(dir, { withFileTypes: true }).filter((c) => c.isDirectory());
-  } catch {}
-  for (const child of children) removeCgroupTree(join(dir, child.name));
-  try {
-    rmdirSync(dir);
-  } catch {
-    // not empty: in use, not ours to take
-  }
-}
-
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-function mean(values) {
-  return values.reduce((a, b) => a + b, 0) / values.length;
 }

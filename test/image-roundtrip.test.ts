@@ -1,9 +1,10 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeKernel } from './helpers/kernel.js';
+import { podmanCgroupsCleanup } from './helpers/podman.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
 
 const petri = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
@@ -13,22 +14,6 @@ const ok = (...args: string[]) => {
   if (result.status !== 0) throw new Error(`petri ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
   return result.stdout;
 };
-function podmanCgroups(): string[] {
-  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
-  return roots.map((root) => join(root, 'libpod_parent')).filter((dir) => existsSync(dir));
-}
-
-/** Removes a cgroup and its child cgroups, deepest first, as long as no process is in them. */
-function removeEmptyCgroup(dir: string): void {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory()) removeEmptyCgroup(join(dir, entry.name));
-  }
-  try {
-    rmdirSync(dir);
-  } catch {
-    // still in use: not ours to remove
-  }
-}
 
 const havePodman = spawnSync('podman', ['--version']).status === 0;
 
@@ -39,20 +24,13 @@ const EXPECTED = 'new\nls: /etc/group: No such file or directory\nonly\nprobe-ok
 
 describeKernel('images: import, run, commit, diff, save, load', () => {
   let work: string;
-  let podmanCgroupsBefore: string[];
+  let removePodmanCgroups: () => Promise<void> = async () => {};
   beforeAll(() => {
     work = mkdtempSync(join(tmpdir(), 'ptest-images-'));
-    podmanCgroupsBefore = podmanCgroups();
+    removePodmanCgroups = podmanCgroupsCleanup();
   });
   afterAll(async () => {
-    // podman (cgroupfs manager) leaves its empty libpod_parent cgroups behind: remove the ones it made here.
-    // (conmon may still be leaving its cgroup for a moment.)
-    for (let i = 0; i < 30; i++) {
-      const left = podmanCgroups().filter((d) => !podmanCgroupsBefore.includes(d));
-      if (left.length === 0) break;
-      for (const dir of left) removeEmptyCgroup(dir);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await removePodmanCgroups();
     run('rm', '-f', 'ptest-rt');
     run('rmi', '-f', 'ptest/base:1', 'ptest/committed:1', 'ptest/from-podman:1', 'localhost/ptest/podman-made:1');
     rmSync(work, { recursive: true, force: true });

@@ -7,7 +7,6 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  rmdirSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -15,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeKernel } from './helpers/kernel.js';
+import { podmanCgroupsCleanup } from './helpers/podman.js';
 
 const top = join(import.meta.dirname, '..');
 const petriBin = join(top, 'dist', 'cli', 'main.js');
@@ -34,26 +34,10 @@ interface JsonEvent {
   [key: string]: unknown;
 }
 
-function podmanCgroups(): string[] {
-  const roots = ['/sys/fs/cgroup', ...readdirSync('/sys/fs/cgroup').map((d) => join('/sys/fs/cgroup', d))];
-  return roots.map((root) => join(root, 'libpod_parent')).filter((dir) => existsSync(dir));
-}
-
-function removeEmptyCgroup(dir: string): void {
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory()) removeEmptyCgroup(join(dir, entry.name));
-  }
-  try {
-    rmdirSync(dir);
-  } catch {
-    // still in use: not ours to remove
-  }
-}
-
 describeKernel('petri test: jobs, failures kept as images, JUnit, repro', () => {
   let work: string;
   let root: string;
-  let podmanCgroupsBefore: string[];
+  let removePodmanCgroups: () => Promise<void> = async () => {};
   const env = (extra: Record<string, string> = {}) => ({ ...process.env, PETRI_ROOT: root, NO_COLOR: '1', ...extra });
   const petri = (cwd: string, args: string[], extraEnv: Record<string, string> = {}): Result => {
     const r = spawnSync(process.execPath, [petriBin, ...args], {
@@ -103,19 +87,14 @@ describeKernel('petri test: jobs, failures kept as images, JUnit, repro', () => 
   beforeAll(() => {
     work = mkdtempSync(join(tmpdir(), 'ptest-petritest-'));
     root = join(work, 'root');
-    podmanCgroupsBefore = havePodman ? podmanCgroups() : [];
+    if (havePodman) removePodmanCgroups = podmanCgroupsCleanup();
     const context = join(work, 'busybox-context');
     cpSync(join(top, 'fixtures', 'build', 'busybox'), context, { recursive: true });
     copyFileSync('/bin/busybox', join(context, 'busybox'));
     ok('build', '-q', '-t', 'petri-fixture/busybox', context);
   });
   afterAll(async () => {
-    for (let i = 0; havePodman && i < 30; i++) {
-      const left = podmanCgroups().filter((d) => !podmanCgroupsBefore.includes(d));
-      if (left.length === 0) break;
-      for (const dir of left) removeEmptyCgroup(dir);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await removePodmanCgroups();
     if (work) rmSync(work, { recursive: true, force: true });
   });
 
