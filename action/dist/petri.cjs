@@ -7725,6 +7725,15 @@ options:
   --network none|host    own network namespace with only lo (default), or the host's
 `;
 }));
+// src/image/pull-policy.ts
+var PULL_POLICIES;
+var init_pull_policy = __esmMin((() => {
+	PULL_POLICIES = [
+		"missing",
+		"always",
+		"never"
+	];
+}));
 // src/dockerfile/dockerignore.ts
 /**
 * `.dockerignore` files and Docker's path patterns (moby/patternmatcher): the
@@ -13731,9 +13740,10 @@ async function main$11(argv) {
 	process.stdout.write(`${result.id}\n`);
 	return 0;
 }
-var HELP$10, SPECS$3, MODES, PULL_POLICIES;
+var HELP$10, SPECS$3, MODES;
 var init_build = __esmMin((() => {
 	init_errors$1();
+	init_pull_policy();
 	init_args();
 	HELP$10 = `usage: petri build [options] CONTEXT
 
@@ -13830,11 +13840,6 @@ so the same inputs give the same layer digests on any machine).
 		"tty",
 		"json",
 		"quiet"
-	];
-	PULL_POLICIES = [
-		"missing",
-		"always",
-		"never"
 	];
 }));
 // src/test-runner/config-validate.ts
@@ -21224,6 +21229,7 @@ var ImageError;
 var init_images$1 = __esmMin((() => {
 	init_builder();
 	init_errors$1();
+	init_pull_policy();
 	ImageError = class extends Error {
 		name = "ImageError";
 	};

@@ -31,6 +31,7 @@ import { errorLine, PetriError } from '../errors.js';
 import { readFromLayers } from '../harness/image-run.js';
 import { resolveUser } from '../image/apply-config.js';
 import { imageArchitecture } from '../image/platform.js';
+import type { PullPolicy } from '../image/pull-policy.js';
 import { parseReference } from '../image/reference.js';
 import { ImageStore } from '../image/store.js';
 import {
@@ -83,7 +84,7 @@ export interface BuildOptions {
   onEvent?: (event: BuildEvent) => void;
 }
 
-export type PullPolicy = 'missing' | 'always' | 'never';
+export type { PullPolicy } from '../image/pull-policy.js';
 
 export interface BuildResult {
   /** The image ID (config digest). */

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import type { CacheExport, CacheImport } from '../build/remote-cache.js';
 import { errorLine, PetriError } from '../errors.js';
+import { PULL_POLICIES, type PullPolicy } from '../image/pull-policy.js';
 import { type OptionSpec, parseArgs } from './args.js';
 
 export const HELP = `usage: petri build [options] CONTEXT
@@ -54,7 +55,6 @@ const SPECS: OptionSpec[] = [
 ];
 
 const MODES = ['auto', 'plain', 'tty', 'json', 'quiet'] as const;
-const PULL_POLICIES = ['missing', 'always', 'never'] as const;
 
 export async function main(argv: string[]): Promise<number> {
   const { options, rest } = parseArgs('build', argv, SPECS);
@@ -123,7 +123,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(typeof options.target === 'string' ? { target: options.target } : {}),
       noCache: options['no-cache'] === true,
       secrets,
-      ...(pull ? { pull: pull as (typeof PULL_POLICIES)[number] } : {}),
+      ...(pull ? { pull: pull as PullPolicy } : {}),
       insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
       ...caches,
       store: ImageStore.open(),

@@ -1,4 +1,5 @@
 import { errorLine, PetriError } from '../errors.js';
+import type { PullPolicy as StorePullPolicy } from '../image/pull-policy.js';
 import type { ImageStore } from '../image/store.js';
 import type { StoredImage } from '../image/types.js';
 
@@ -9,7 +10,7 @@ import type { StoredImage } from '../image/types.js';
  * `never` (the store only). testcontainers' `PullPolicy.defaultPolicy()` and
  * `PullPolicy.alwaysPull()` (objects with `shouldPull()`) work too.
  */
-export type PullPolicyName = 'missing' | 'always' | 'never';
+export type PullPolicyName = StorePullPolicy;
 
 /** testcontainers-node's ImagePullPolicy: true means pull at every start. */
 export interface ImagePullPolicy {

@@ -11,9 +11,9 @@ export class ImageError extends Error {
   override name = 'ImageError';
 }
 
-/** When an image (a job's, or a build's base) is pulled from its registry, like `petri build --pull`. */
-export type PullPolicy = 'missing' | 'always' | 'never';
-export const PULL_POLICIES: readonly PullPolicy[] = ['missing', 'always', 'never'];
+import type { PullPolicy } from '../image/pull-policy.js';
+
+export { PULL_POLICIES, type PullPolicy } from '../image/pull-policy.js';
 
 export interface RegistryAccess {
   pull?: PullPolicy;
