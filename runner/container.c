@@ -60,6 +60,9 @@ void container_child(const struct child_args *a)
 		_exit(EXIT_SETUP);
 	close(a->sync_fd);
 
+	/* Before the cgroup namespace is made, so that its root is the container's cgroup. */
+	if (join_cgroups_self(a->cgroups, a->ncgroups, &e) < 0)
+		child_fail(a->err_fd, &e);
 	if ((s->ns_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
 		rerr_set(&e, errno, "unshare the cgroup namespace");
 		child_fail(a->err_fd, &e);

@@ -1,5 +1,6 @@
-/* exec.c: run a process in a running container: join its cgroups, then its
- * namespaces through a pidfd (setns), fork, and apply the process spec with
+/* exec.c: run a process in a running container: join its cgroup v1
+ * directories, then its namespaces through a pidfd (setns), fork (straight
+ * into its cgroup v2 directory with clone3), and apply the process spec with
  * the container's seccomp filter. */
 #define _GNU_SOURCE
 #include "runner.h"
@@ -8,6 +9,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -28,8 +30,8 @@ struct child {
 	const sigset_t *orig;
 };
 
-/* The process, on its own stack (CLONE_VM|CLONE_VFORK, like posix_spawn);
- * only per-task state is changed before execve. */
+/* The process: forked, straight into the container's cgroup v2 directory
+ * when there is one (clone3 CLONE_INTO_CGROUP); its parent's pages are few. */
 static int child_main(void *arg)
 {
 	const struct child *c = arg;
@@ -79,8 +81,30 @@ int exec_main(const struct exec_opts *o)
 		rerr_set(&e, errno, "pidfd_open %d", (int)o->pid);
 		goto fail;
 	}
-	if (join_cgroups(o->cgroups, o->ncgroups, getpid(), &e) < 0)
+	/* v1 directories (they have `tasks`): the supervisor moves itself, its
+	 * single thread, cheaply (join_cgroups_self); the child inherits them.
+	 * The v2 directory (at most one) receives the child as it is created. */
+	const char **v1 = calloc(o->ncgroups + 1, sizeof *v1), *v2 = NULL;
+	size_t nv1 = 0;
+	char probe[4096];
+	if (!v1) {
+		rerr_set(&e, ENOMEM, "cgroups");
 		goto fail;
+	}
+	for (size_t i = 0; i < o->ncgroups; i++) {
+		snprintf(probe, sizeof probe, "%s/tasks", o->cgroups[i]);
+		if (v2 || access(probe, F_OK) == 0)
+			v1[nv1++] = o->cgroups[i];
+		else
+			v2 = o->cgroups[i];
+	}
+	if (join_cgroups_self(v1, nv1, &e) < 0)
+		goto fail;
+	int cgfd = -1;
+	if (v2 && (cgfd = open(v2, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rerr_set(&e, errno, "open cgroup %s", v2);
+		goto fail;
+	}
 	int nsflags = s.ns_flags & (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
 	if (nsflags && setns(pidfd, nsflags) < 0) {
 		rerr_set(&e, errno, "setns to the namespaces of pid %d", (int)o->pid);
@@ -105,13 +129,26 @@ int exec_main(const struct exec_opts *o)
 		goto fail;
 	}
 	struct child c = { &proc, &s, errp[1], errp[0], sigfd, o->ctlfd, getpid(), &orig };
-	size_t stack_size = 256 * 1024;
-	char *stack = malloc(stack_size);
-	pid_t pid = stack ? clone(child_main, stack + stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &c) : -1;
+	int joined = 0;
+	pid_t pid = clone_child(0, cgfd, &joined);
 	if (pid < 0) {
-		rerr_set(&e, stack ? errno : ENOMEM, "start the process");
+		rerr_set(&e, errno, cgfd >= 0 ? "start the process in cgroup %s" : "start the process", v2);
 		goto fail;
 	}
+	if (pid == 0) {
+		/* Without clone3 (an old kernel) the child joins the v2 directory itself. */
+		if (cgfd >= 0 && !joined) {
+			int fd = openat(cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+			if (fd < 0 || write_all(fd, "0", 1) < 0) {
+				rerr_set(&e, errno, "join cgroup %s", v2);
+				child_fail(errp[1], &e);
+			}
+			close(fd);
+		}
+		child_main(&c);
+	}
+	if (cgfd >= 0)
+		close(cgfd);
 	close(errp[1]);
 	return supervise(pid, o->ctlfd, errp[0], -1, sigfd);
 fail:

@@ -148,6 +148,67 @@ int join_cgroups(const char **dirs, size_t n, pid_t pid, struct rerr *e)
 	return 0;
 }
 
+/* Moves the calling process, which must have a single thread, into DIRS.
+ * In a cgroup v1 hierarchy it writes "0" (itself) to DIR/tasks: migrating
+ * the current thread alone does not take the kernel's global
+ * cgroup_threadgroup_rwsem for writing (Linux 6.0+), which writing a pid to
+ * cgroup.procs does, and that waits for an RCU grace period (5-15 ms each
+ * time here). A v2 directory has no `tasks`: "0" goes to its cgroup.procs
+ * (the slow way: v2 directories are best given to clone3 instead). */
+int join_cgroups_self(const char **dirs, size_t n, struct rerr *e)
+{
+	char path[4096];
+	for (size_t i = 0; i < n; i++) {
+		snprintf(path, sizeof path, "%s/tasks", dirs[i]);
+		int fd = open(path, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT) {
+			snprintf(path, sizeof path, "%s/cgroup.procs", dirs[i]);
+			fd = open(path, O_WRONLY | O_CLOEXEC);
+		}
+		if (fd < 0)
+			return rerr_set(e, errno, "open %s", path);
+		if (write_all(fd, "0", 1) < 0) {
+			int err = errno;
+			close(fd);
+			return rerr_set(e, err, "join cgroup %s", dirs[i]);
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+/* struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2), spelled out so
+ * that linux/sched.h need not be mixed with glibc's sched.h. */
+struct clone3_args {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+
+pid_t clone_child(unsigned long flags, int cgfd, int *joined)
+{
+	*joined = 0;
+	if (cgfd >= 0) {
+		struct clone3_args ca;
+		memset(&ca, 0, sizeof ca);
+		ca.flags = (uint64_t)flags | CLONE_INTO_CGROUP;
+		ca.exit_signal = SIGCHLD;
+		ca.cgroup = (uint64_t)cgfd;
+		long r = syscall(SYS_clone3, &ca, sizeof ca);
+		if (r >= 0) {
+			*joined = 1;
+			return (pid_t)r;
+		}
+		if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
+			return -1;
+	}
+	return (pid_t)syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+}
+
 /* --- the supervisor loop (run and exec) --- */
 
 static void handle_control(int ctlfd, pid_t child, char *buf, size_t *len, int *open_)
@@ -321,42 +382,6 @@ struct run_opts {
 	size_t nattach;
 };
 
-/* struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2), spelled out so
- * that linux/sched.h need not be mixed with glibc's sched.h. */
-struct clone3_args {
-	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
-};
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-#ifndef SYS_clone3
-#define SYS_clone3 435
-#endif
-
-/* Creates the first child with clone3(CLONE_INTO_CGROUP) when cgfd >= 0 (no
- * migration afterwards, so no cgroup_threadgroup_rwsem write lock), else, or
- * when the kernel has no clone3 / CLONE_INTO_CGROUP, with plain clone;
- * *joined tells which. Fork semantics either way (no new stack). */
-static pid_t clone_child(unsigned long flags, int cgfd, int *joined)
-{
-	*joined = 0;
-	if (cgfd >= 0) {
-		struct clone3_args ca;
-		memset(&ca, 0, sizeof ca);
-		ca.flags = (uint64_t)flags | CLONE_INTO_CGROUP;
-		ca.exit_signal = SIGCHLD;
-		ca.cgroup = (uint64_t)cgfd;
-		long r = syscall(SYS_clone3, &ca, sizeof ca);
-		if (r >= 0) {
-			*joined = 1;
-			return (pid_t)r;
-		}
-		if (errno != ENOSYS && errno != E2BIG && errno != EINVAL)
-			return -1;
-	}
-	return (pid_t)syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
-}
-
 static int cmd_run(struct run_opts *o)
 {
 	struct rerr e;
@@ -385,7 +410,7 @@ static int cmd_run(struct run_opts *o)
 	}
 	struct child_args a = {
 		.spec = &s, .sync_fd = syncp[0], .err_fd = errp[1], .status_fd = statp[1],
-		.no_init = o->no_init, .orig_mask = &orig,
+		.no_init = o->no_init, .orig_mask = &orig, .cgroups = o->cgroups, .ncgroups = o->ncgroups,
 	};
 	a.close_fds[a.nclose++] = syncp[1];
 	a.close_fds[a.nclose++] = errp[0];
@@ -424,8 +449,8 @@ static int cmd_run(struct run_opts *o)
 	if (statp[1] >= 0)
 		close(statp[1]);
 	/* Ports are bound after the clone, so that the container never holds them. */
+	/* The child joins the --cgroup directories itself (join_cgroups_self). */
 	if ((o->clone_into && !joined && join_cgroups(&o->clone_into, 1, pid, &e) < 0) ||
-	    join_cgroups(o->cgroups, o->ncgroups, pid, &e) < 0 ||
 	    (o->nattach && network_attach(pid, o->attach, o->nattach, &e) < 0) ||
 	    (o->npublish && publish_bind(o->publish, o->npublish, &e) < 0)) {
 		kill(pid, SIGKILL);

@@ -60,11 +60,13 @@ int setup_rootfs(const struct spec *s, struct rerr *e);
 /* container.c: the first child (clone). Never returns. */
 struct child_args {
 	const struct spec *spec;
-	int sync_fd;   /* read end: supervisor wrote the cgroups */
+	int sync_fd;   /* read end: the supervisor has set up what it must before the child goes on */
 	int err_fd;    /* CLOEXEC error pipe (write end) */
 	int status_fd; /* init -> supervisor wait status (write end), -1 with --no-init */
 	int no_init;
 	const sigset_t *orig_mask;
+	const char **cgroups; /* --cgroup directories the child joins itself */
+	size_t ncgroups;
 	int close_fds[8]; /* the supervisor's own fds */
 	int nclose;
 };
@@ -142,5 +144,11 @@ int network_attach(pid_t container, const struct attach *a, size_t n, struct rer
  * code for the runner. status_rd: init's report pipe, or -1. */
 int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd);
 int join_cgroups(const char **dirs, size_t n, pid_t pid, struct rerr *e);
+int join_cgroups_self(const char **dirs, size_t n, struct rerr *e);
+/* Creates a child with clone3(CLONE_INTO_CGROUP) when cgfd >= 0 (no
+ * migration afterwards, so no cgroup_threadgroup_rwsem write lock), else, or
+ * when the kernel has no clone3 / CLONE_INTO_CGROUP, with plain clone;
+ * *joined tells which. Fork semantics either way (no new stack). */
+pid_t clone_child(unsigned long flags, int cgfd, int *joined);
 
 #endif

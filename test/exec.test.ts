@@ -1,4 +1,5 @@
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { Container } from '../src/runtime/index.js';
 import { describeKernel } from './helpers/kernel.js';
@@ -29,6 +30,42 @@ describeKernel('exec into a running container', () => {
       expect(report.cwd).toBe('/tmp');
       expect(report.pids).toContain(1);
       expect(report.cgroup.every((line) => line.endsWith(':/'))).toBe(true);
+    } finally {
+      await container.remove();
+    }
+  });
+
+  it('joins every cgroup of a container with limits, v1 hierarchies included, and is counted there', async () => {
+    const container = Container.create({
+      rootfs: await busyboxRootfs(),
+      command: ['/probe', 'sleep', '30'],
+      memory: 64 * 1024 * 1024,
+      pids: 64,
+      cpus: 1,
+    });
+    try {
+      await container.start();
+      const proc = container.exec(['/probe', 'report']);
+      const [out, result] = await Promise.all([collect(proc.stdout), proc.result]);
+      expect(result.exitCode).toBe(0);
+      const report = JSON.parse(out) as ProbeReport;
+      // Each line is relative to the cgroup namespace's root, the container's cgroup: `:/` in every hierarchy.
+      expect(report.cgroup.length).toBeGreaterThan(0);
+      expect(report.cgroup.filter((line) => !line.endsWith(':/'))).toEqual([]);
+      // From the host: every cgroup directory of the container holds init, the command and the exec'd `sleep`.
+      const sleeper = container.exec(['sh', '-c', 'echo ready; exec sleep 30']);
+      const ended = sleeper.result.catch(() => undefined);
+      await new Promise<void>((resolve, reject) => {
+        sleeper.stdout?.once('data', () => resolve());
+        ended.then(() => reject(new Error('the exec ended before it said ready')));
+      });
+      expect(container.cgroupDirs.length).toBeGreaterThan(0);
+      for (const dir of container.cgroupDirs) {
+        const members = readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim().split('\n');
+        expect(members.length, dir).toBeGreaterThanOrEqual(3);
+      }
+      container.kill();
+      await ended;
     } finally {
       await container.remove();
     }
