@@ -218,6 +218,67 @@ describeKernel('petri build: fixtures, cache, output', () => {
     expect(sh('ptest/cache', 'cat /app/out.txt')).toBe('changed\n');
   });
 
+  it('result cache: the same build again answers without the builder, with the same steps; any change goes back to the builder', () => {
+    const dir = join(work, 'result-cache');
+    cpSync(ctx('multi-stage'), dir, { recursive: true });
+    const imageEvent = (b: ReturnType<typeof build>) =>
+      b.events.find((e) => e.type === 'image') as { id: string; tags: string[]; resultCache?: boolean };
+    const lines = (b: ReturnType<typeof build>) => finished(b.steps).map((s) => `${s.id} ${s.text}:${s.status}`);
+    const records = () => readdirSync(join(root, 'build-cache', 'results')).length;
+
+    build(dir, '-t', 'ptest/results');
+    const cached = build(dir, '-t', 'ptest/results'); // fully cached by the builder: remembered
+    expect(imageEvent(cached).resultCache).toBeUndefined();
+    const hit = build(dir, '-t', 'ptest/results');
+    expect(imageEvent(hit)).toMatchObject({ id: cached.id, tags: ['ptest/results:latest'], resultCache: true });
+    expect(hit.id).toBe(cached.id);
+    expect(lines(hit)).toEqual(lines(cached));
+    expect(fsSteps(hit.steps).every((s) => s.status === 'cached')).toBe(true);
+    const plain = petri('build', '--progress', 'plain', '-t', 'ptest/results', dir);
+    expect(plain.stdout.trim()).toBe(cached.id);
+    expect(plain.stderr).toMatch(/#5 CACHED/);
+    const remembered = records();
+
+    // A touched file: the builder (every step cached), then the result cache again.
+    const future = new Date(Date.now() + 7_200_000);
+    utimesSync(join(dir, 'app.sh'), future, future);
+    const touched = build(dir, '-t', 'ptest/results');
+    expect(imageEvent(touched).resultCache).toBeUndefined();
+    expect(touched.id).toBe(cached.id);
+    expect(imageEvent(build(dir, '-t', 'ptest/results')).resultCache).toBe(true);
+
+    // Another tag, another build arg, --no-cache: the builder.
+    expect(imageEvent(build(dir, '-t', 'ptest/results', '-t', 'ptest/results:two')).resultCache).toBeUndefined();
+    expect(imageEvent(build(dir, '-t', 'ptest/results', '--build-arg', 'UNUSED=1')).resultCache).toBeUndefined();
+    const cold = build(dir, '-t', 'ptest/results', '--no-cache');
+    expect(imageEvent(cold).resultCache).toBeUndefined();
+    expect(fsSteps(cold.steps).every((s) => s.status === 'done')).toBe(true);
+
+    // The store's names changed (a tag elsewhere): the builder, then the result cache again.
+    build(dir, '-t', 'ptest/results');
+    ok('tag', 'petri-fixture/busybox', 'ptest/unrelated');
+    expect(imageEvent(build(dir, '-t', 'ptest/results')).resultCache).toBeUndefined();
+    expect(imageEvent(build(dir, '-t', 'ptest/results')).resultCache).toBe(true);
+
+    // A new file in the context, then a content change: the builder; the change rebuilds its steps.
+    writeFileSync(join(dir, 'new.txt'), 'new\n');
+    expect(imageEvent(build(dir, '-t', 'ptest/results')).resultCache).toBeUndefined();
+    writeFileSync(join(dir, 'app.sh'), '#!/bin/sh\necho result cache\n');
+    const changed = build(dir, '-t', 'ptest/results');
+    expect(imageEvent(changed).resultCache).toBeUndefined();
+    expect(changed.id).not.toBe(cached.id);
+    expect(fsSteps(changed.steps).some((s) => s.status === 'done')).toBe(true);
+    expect(sh('ptest/results', 'cat /app/out.txt')).toBe('result cache\n');
+
+    // The image removed: the builder makes it again.
+    build(dir, '-t', 'ptest/results');
+    ok('rmi', 'ptest/results');
+    const again = build(dir, '-t', 'ptest/results');
+    expect(imageEvent(again).resultCache).toBeUndefined();
+    expect(again.id).toBe(changed.id);
+    expect(records()).toBeGreaterThanOrEqual(remembered);
+  });
+
   it('cache: changing an ARG rebuilds from its first use; --no-cache runs everything and gives the same layer digests', () => {
     const dir = join(work, 'arg-cache');
     mkdirSync(dir);

@@ -20,4 +20,12 @@ export type BuildEvent =
   | { type: 'warning'; message: string }
   /** A build cache pushed to a registry (`--cache-to`): its manifest, the steps and layers it holds. */
   | { type: 'cache'; action: 'export'; ref: string; digest: string; steps: number; layers: number }
-  | { type: 'image'; id: string; manifestDigest: string; tags: string[]; durationMs: number };
+  | {
+      type: 'image';
+      id: string;
+      manifestDigest: string;
+      tags: string[];
+      durationMs: number;
+      /** The same build as before, nothing changed: answered from `petri build`'s result cache. */
+      resultCache?: true;
+    };

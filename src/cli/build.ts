@@ -1,4 +1,6 @@
+import { statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
+import type { BuildEvent } from '../build/events.js';
 import type { CacheExport, CacheImport } from '../build/remote-cache.js';
 import { errorLine, PetriError } from '../errors.js';
 import { PULL_POLICIES, type PullPolicy } from '../image/pull-policy.js';
@@ -57,6 +59,7 @@ const SPECS: OptionSpec[] = [
 const MODES = ['auto', 'plain', 'tty', 'json', 'quiet'] as const;
 
 export async function main(argv: string[]): Promise<number> {
+  const startedAt = Date.now();
   const { options, rest } = parseArgs('build', argv, SPECS);
   let pull = options.pull as string | undefined;
   // `docker build --pull CONTEXT`: a bare --pull took the context as its value.
@@ -102,6 +105,51 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cacheTo = (options['cache-to'] as string[] | undefined) ?? [];
   const cacheFrom = (options['cache-from'] as string[] | undefined) ?? [];
+  const context = resolve(rest[0] as string);
+  const dockerfile = typeof options.file === 'string' ? resolve(options.file) : undefined;
+  const tags = (options.tag as string[] | undefined) ?? [];
+  // The same build again with nothing changed: answered from the result cache, without the builder.
+  let results: import('../build/result-cache.js').ResultCache | undefined;
+  if (
+    options['no-cache'] !== true &&
+    pull !== 'always' &&
+    cacheTo.length + cacheFrom.length === 0 &&
+    Object.keys(secrets).length === 0
+  ) {
+    const { ResultCache } = await import('../build/result-cache.js');
+    results = new ResultCache({
+      context,
+      dockerfile: dockerfile ?? resolve(context, 'Dockerfile'),
+      ...(typeof options.target === 'string' ? { target: options.target } : {}),
+      buildArgs,
+      tags,
+      petri: petriIdentity(),
+    });
+    const hit = results.lookup();
+    if (hit) {
+      // fs.writeSync, not process.stdout/stderr: creating those streams loads node:stream (~4 ms), most of this path.
+      const { progressRenderer } = await import('../build/progress.js');
+      const { isatty } = await import('node:tty');
+      const render = progressRenderer(
+        progress as (typeof MODES)[number],
+        {
+          isTTY: isatty(2),
+          write: (text: string | Uint8Array) => writeOut(2, text),
+        } as unknown as NodeJS.WritableStream & { isTTY: boolean },
+      );
+      for (const event of hit.events) render(event);
+      render({
+        type: 'image',
+        id: hit.id,
+        manifestDigest: hit.manifestDigest,
+        tags: hit.tags,
+        durationMs: Date.now() - startedAt,
+        resultCache: true,
+      });
+      writeOut(1, `${hit.id}\n`);
+      return 0;
+    }
+  }
   const [{ buildImage }, { progressRenderer }, { ImageStore }, remote] = await Promise.all([
     import('../build/builder.js'),
     import('../build/progress.js'),
@@ -112,13 +160,18 @@ export async function main(argv: string[]): Promise<number> {
     cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec('--cache-to', spec) as CacheExport),
     cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec('--cache-from', spec) as CacheImport),
   };
-  const render = progressRenderer(progress as (typeof MODES)[number], process.stderr);
+  const renderer = progressRenderer(progress as (typeof MODES)[number], process.stderr);
+  const seen: BuildEvent[] = [];
+  const render = (event: BuildEvent) => {
+    if (results) seen.push(event);
+    renderer(event);
+  };
   let result: Awaited<ReturnType<typeof buildImage>>;
   try {
     result = await buildImage({
-      context: rest[0] as string,
-      ...(typeof options.file === 'string' ? { dockerfile: resolve(options.file) } : {}),
-      tags: (options.tag as string[] | undefined) ?? [],
+      context,
+      ...(dockerfile ? { dockerfile } : {}),
+      tags,
       buildArgs,
       ...(typeof options.target === 'string' ? { target: options.target } : {}),
       noCache: options['no-cache'] === true,
@@ -135,6 +188,30 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`petri: ${errorLine(error)}\n`);
     return 1;
   }
+  results?.remember(seen, result);
   process.stdout.write(`${result.id}\n`);
   return 0;
+}
+
+/** This petri, as the result cache tells builds apart: its build module's file, size and mtime (a rebuild or an upgrade changes them). */
+function petriIdentity(): string {
+  try {
+    const st = statSync(import.meta.filename);
+    return `${import.meta.filename}:${st.size}:${st.mtimeMs}`;
+  } catch {
+    return `${import.meta.filename}:${Date.now()}:${Math.random()}`;
+  }
+}
+
+/** Writes to fd 1 or 2 without creating process.stdout/stderr; through them when the fd would block. */
+function writeOut(fd: 1 | 2, text: string | Uint8Array): boolean {
+  const data = typeof text === 'string' ? Buffer.from(text) : text;
+  let offset = 0;
+  try {
+    while (offset < data.length) offset += writeSync(fd, data, offset);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') throw error;
+    (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
+  }
+  return true;
 }

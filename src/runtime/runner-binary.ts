@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -32,7 +31,10 @@ export function runnerPath(): string {
 }
 
 function buildRunner(): string {
-  const { createHash } = createRequire(import.meta.url)('node:crypto') as typeof import('node:crypto');
+  // Loaded here, not at the top: commands that never build the runner (petri build's cached path) skip them.
+  const require = createRequire(import.meta.url);
+  const { createHash } = require('node:crypto') as typeof import('node:crypto');
+  const { execFileSync } = require('node:child_process') as typeof import('node:child_process');
   const sourceDir = join(packageRoot, 'runner');
   if (!existsSync(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);

@@ -1,0 +1,197 @@
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { petriRoot } from '../runtime/paths.js';
+import type { BuildEvent } from './events.js';
+
+/**
+ * The build's own result cache, for `petri build` (the CLI): a build whose
+ * every step was cached is remembered with what it depended on, so that the
+ * same build again, with nothing changed, answers without loading the
+ * builder, parsing the Dockerfile or hashing the context: a few stat calls.
+ *
+ * What it depended on, all of which must be exactly as they were:
+ *  - the inputs: context and Dockerfile paths, target, build args, tags,
+ *    SOURCE_DATE_EPOCH, and this petri (its version and bundle);
+ *  - every file in the context (and the Dockerfile and its
+ *    `Dockerfile.dockerignore`) by its lstat: type, mode, owner, size, inode,
+ *    mtime and ctime in nanoseconds (a write, chmod, chown or rename changes
+ *    ctime, which nobody can set back);
+ *  - the image store's index.json, byte for byte: every name the build
+ *    resolved (FROM, COPY --from) and the tags it set are as they were.
+ *
+ * Anything else (a touched file, another tag, a pull) falls back to the
+ * builder, whose step cache decides as BuildKit does; a build that ran a step
+ * is not remembered (the next one, fully cached, is). Builds with --no-cache,
+ * --pull always, secrets, registry caches or ADD of a URL are never answered
+ * here. Records live in `$PETRI_ROOT/build-cache/results/`.
+ */
+
+const VERSION = 1;
+/** A context with more entries than this is not fingerprinted (the builder's cache handles it). */
+const MAX_ENTRIES = 20_000;
+/** The steps that make a layer: in a fully cached build each of them says `cached`. */
+const LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
+
+export interface ResultInputs {
+  context: string;
+  dockerfile: string;
+  target?: string;
+  buildArgs: Record<string, string>;
+  tags: string[];
+  /** What tells this petri apart from another build of it (version, bundle file's mtime). */
+  petri: string;
+}
+
+interface ResultRecord {
+  key: string;
+  files: string;
+  index: string;
+  id: string;
+  manifestDigest: string;
+  tags: string[];
+  events: BuildEvent[];
+}
+
+export interface ResultHit {
+  id: string;
+  manifestDigest: string;
+  tags: string[];
+  events: BuildEvent[];
+}
+
+export class ResultCache {
+  readonly #key: string;
+  readonly #file: string;
+  readonly #context: string;
+  readonly #dockerfile: string;
+  readonly #indexFile: string;
+  readonly #blobs: string;
+  #before: { files: string | undefined; index: string } | undefined;
+
+  constructor(inputs: ResultInputs, root = petriRoot()) {
+    this.#key = JSON.stringify([
+      VERSION,
+      inputs.petri,
+      inputs.context,
+      inputs.dockerfile,
+      inputs.target ?? null,
+      Object.entries(inputs.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)),
+      [...inputs.tags].sort(),
+      process.env.SOURCE_DATE_EPOCH ?? null,
+    ]);
+    this.#file = join(root, 'build-cache', 'results', `${fnv(this.#key)}.json`);
+    this.#context = inputs.context;
+    this.#dockerfile = inputs.dockerfile;
+    this.#indexFile = join(root, 'images', 'index.json');
+    this.#blobs = join(root, 'images', 'blobs');
+  }
+
+  /** The remembered result when nothing it depended on changed; else undefined (and `remember` may be called after the build). */
+  lookup(): ResultHit | undefined {
+    const now = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? '' };
+    this.#before = now;
+    if (now.files === undefined) return undefined;
+    const text = readText(this.#file);
+    if (text === undefined) return undefined;
+    let record: ResultRecord;
+    try {
+      record = JSON.parse(text) as ResultRecord;
+    } catch {
+      return undefined;
+    }
+    if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return undefined;
+    const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
+    if (!hex || !existsSync(join(this.#blobs, 'sha256', hex))) return undefined;
+    return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
+  }
+
+  /**
+   * After a build: remembers it when every layer step was cached, nothing
+   * was downloaded from a URL, and neither the context nor the store's index
+   * changed while it ran. Never throws: the cache is an optimisation.
+   */
+  remember(events: BuildEvent[], result: { id: string; manifestDigest: string; tags: string[] }): void {
+    const before = this.#before;
+    if (!before || before.files === undefined) return;
+    const steps = events.filter((e): e is Extract<BuildEvent, { type: 'step' }> => e.type === 'step');
+    const ends = steps.filter((e) => e.status !== 'start');
+    const fullyCached = ends.every((e) => e.status === 'cached' || (e.status === 'done' && !LAYER_STEP.test(e.text)));
+    const url = steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text));
+    if (!fullyCached || url || events.some((e) => e.type === 'output' || e.type === 'cache')) return;
+    try {
+      if (this.#fingerprint() !== before.files || (readText(this.#indexFile) ?? '') !== before.index) return;
+      const record: ResultRecord = {
+        key: this.#key,
+        files: before.files,
+        index: before.index,
+        id: result.id,
+        manifestDigest: result.manifestDigest,
+        tags: result.tags,
+        events: events.filter((e) => e.type === 'step' || e.type === 'warning'),
+      };
+      mkdirSync(join(this.#file, '..'), { recursive: true });
+      const tmp = `${this.#file}.${process.pid}.tmp`;
+      writeFileSync(tmp, JSON.stringify(record));
+      renameSync(tmp, this.#file);
+    } catch {
+      // not remembered: the next build asks the builder again
+    }
+  }
+
+  /** The lstat of every entry of the context, the Dockerfile and its .dockerignore; undefined for a context too big. */
+  #fingerprint(): string | undefined {
+    const lines: string[] = [];
+    const add = (label: string, path: string): boolean => {
+      let st: import('node:fs').BigIntStats;
+      try {
+        st = lstatSync(path, { bigint: true });
+      } catch {
+        lines.push(`${label}\0-`);
+        return false;
+      }
+      lines.push(
+        `${label}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.dev}\0${st.ino}\0${st.mtimeNs}\0${st.ctimeNs}`,
+      );
+      return st.isDirectory();
+    };
+    add('@dockerfile', this.#dockerfile);
+    add('@dockerignore', `${this.#dockerfile}.dockerignore`);
+    if (!add('.', this.#context)) return undefined;
+    const walk = (dir: string, rel: string): boolean => {
+      let names: string[];
+      try {
+        names = readdirSync(dir).sort();
+      } catch {
+        return false;
+      }
+      for (const name of names) {
+        if (lines.length > MAX_ENTRIES) return false;
+        const path = join(dir, name);
+        const relPath = rel ? `${rel}/${name}` : name;
+        if (add(relPath, path) && !walk(path, relPath)) return false;
+      }
+      return true;
+    };
+    return walk(this.#context, '') ? lines.join('\n') : undefined;
+  }
+}
+
+function readText(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** FNV-1a, 2 × 32 bits: a file name for a key (the record holds the key itself, compared in full). */
+function fnv(text: string): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ 0x5bd1e995;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 13);
+  }
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
+}
