@@ -9,13 +9,17 @@
 // - petri.cjs: the whole petri command (src/cli/main.ts), every npm dependency
 //   inlined, in one file; it finds petri-runner's sources in ../../runner
 //   (compiled on first use into $PETRI_ROOT/runner/) or ../../build/petri-runner.
-// Bundled from the TypeScript sources (no tsc step), one CommonJS file each,
-// not minified (the diffs stay readable), paths relative to the repository.
+// Bundled with esbuild from the TypeScript sources (no tsc step), one CommonJS
+// file each, not minified (the diffs stay readable), paths relative to the
+// repository; esbuild's output depends on nothing but its version and the
+// sources, so a fresh bundle is byte for byte the committed one. (The CLI's
+// bundle, scripts/bundle-cli.mjs, stays on rolldown: it splits CommonJS into
+// chunks, which esbuild does not.) esbuild's platform binary comes from its
+// optional @esbuild/<platform> package: no install script is needed.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { builtinModules } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'rolldown';
+import { build } from 'esbuild';
 
 const top = join(dirname(fileURLToPath(import.meta.url)), '..');
 const outFlag = process.argv.indexOf('--out');
@@ -31,17 +35,41 @@ const ENTRIES = { main: 'src/action/main.ts', post: 'src/action/post.ts', petri:
  */
 const tarHeaders = {
   name: 'petri-tar-stream-headers',
-  transform(code, id) {
-    if (!id.endsWith(join('src', 'snapshot', 'tar-pax.ts'))) return null;
-    const call = "require(join(dirname(require.resolve('tar-stream')), 'headers.js'))";
-    if (!code.includes(call)) {
-      throw new Error(`bundle-action: ${id} no longer finds tar-stream's headers.js as expected: update this plugin`);
-    }
-    const headers = join(top, 'node_modules', 'tar-stream', 'headers.js');
-    return {
-      code: `import __petriTarHeaders from ${JSON.stringify(headers)};\n${code.replace(call, '__petriTarHeaders')}`,
-      map: null,
-    };
+  setup(bundle) {
+    bundle.onLoad({ filter: /[\\/]src[\\/]snapshot[\\/]tar-pax\.ts$/ }, (args) => {
+      const code = readFileSync(args.path, 'utf8');
+      const call = "require(join(dirname(require.resolve('tar-stream')), 'headers.js'))";
+      if (!code.includes(call)) {
+        throw new Error(
+          `bundle-action: ${args.path} no longer finds tar-stream's headers.js as expected: update this plugin`,
+        );
+      }
+      const headers = join(top, 'node_modules', 'tar-stream', 'headers.js');
+      return {
+        contents: `import __petriTarHeaders from ${JSON.stringify(headers)};\n${code.replace(call, '__petriTarHeaders')}`,
+        loader: 'ts',
+        resolveDir: dirname(args.path),
+      };
+    });
+  },
+};
+
+/**
+ * `import.meta.url` as esbuild's documentation has it for CommonJS output: an
+ * injected module that computes it from __filename (a virtual one, so that no
+ * temporary path shows in the bundle). Through esbuild rather than a banner,
+ * so that a module's own `__filename` variable is renamed apart from Node's.
+ */
+const IMPORT_META_URL = 'petri:import-meta-url';
+const importMetaUrl = {
+  name: 'petri-import-meta-url',
+  setup(bundle) {
+    bundle.onResolve({ filter: /^petri:import-meta-url$/ }, () => ({ path: 'import-meta-url', namespace: 'petri' }));
+    bundle.onLoad({ filter: /^import-meta-url$/, namespace: 'petri' }, () => ({
+      contents:
+        "import { pathToFileURL } from 'node:url';\nexport const petri_import_meta_url = pathToFileURL(__filename).href;\n",
+      loader: 'js',
+    }));
   },
 };
 
@@ -53,20 +81,34 @@ let files;
 try {
   for (const [name, entry] of Object.entries(ENTRIES)) {
     await build({
-      cwd: top,
-      input: join(top, entry),
+      absWorkingDir: top,
+      entryPoints: [join(top, entry)],
+      outfile: join(aside, `${name}.cjs`),
+      bundle: true,
+      // Only Node's builtins stay outside (platform node); everything else is in the file.
       platform: 'node',
-      // Only Node's builtins stay outside; everything else is in the file.
-      external: (id) => id.startsWith('node:') || builtinModules.includes(id),
-      resolve: { extensionAlias: { '.js': ['.ts', '.js'] } },
-      plugins: [tarHeaders],
-      logLevel: 'warn',
-      output: {
-        file: join(aside, `${name}.cjs`),
-        format: 'cjs',
-        codeSplitting: false,
-        sourcemap: false,
+      format: 'cjs',
+      // The oldest node petri supports (package.json's engines); action.yml runs it on node24.
+      target: 'node20.19',
+      // Bundled modules' top-level names may be renamed apart: keep what Function.name and
+      // error names say (@actions/cache compares error.name with its classes' names).
+      keepNames: true,
+      // CommonJS has no import.meta: the file's own path instead, for the sources and the
+      // dependencies that find files beside themselves (the runner's sources, package.json).
+      define: {
+        'import.meta.dirname': '__dirname',
+        'import.meta.filename': '__filename',
+        'import.meta.url': 'petri_import_meta_url',
       },
+      inject: [IMPORT_META_URL],
+      plugins: [importMetaUrl, tarHeaders],
+      sourcemap: false,
+      // The dependencies' license notices stay where they are.
+      legalComments: 'inline',
+      logLevel: 'warning',
+    }).then((result) => {
+      // A warning (an import.meta left empty, a require that cannot be bundled…) would go unseen in a CI log.
+      if (result.warnings.length > 0) throw new Error(`bundle-action: ${name}: esbuild warned (above)`);
     });
   }
   mkdirSync(out, { recursive: true });

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  appendFileSync,
   chmodSync,
   chownSync,
   copyFileSync,
@@ -16,7 +17,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { jobLines } from '../src/action/config-lines.js';
 import { petriTestArgs, readInputs } from '../src/action/inputs.js';
@@ -25,12 +26,9 @@ import { summaryMarkdown } from '../src/action/summary.js';
 import { loadConfig } from '../src/test-runner/config-load.js';
 import type { JobResult } from '../src/test-runner/events.js';
 import { type ArtifactService, startArtifactService, unzip } from './helpers/artifact-service.js';
+import { type CacheService, startCacheService } from './helpers/cache-service.js';
 import { describeKernel } from './helpers/kernel.js';
 import { releasedNode } from './helpers/node-release.js';
-
-// A stand-in for the Actions cache service: the tests of store-cache.ts see what it saves and give it back.
-const cacheService = vi.hoisted(() => ({ saveCache: vi.fn(), restoreCache: vi.fn() }));
-vi.mock('@actions/cache', () => cacheService);
 
 const top = join(import.meta.dirname, '..');
 const actionDist = join(top, 'action', 'dist');
@@ -301,19 +299,13 @@ describe('the action: inputs, config lines, summary, action.yml, committed bundl
     }
   });
 
-  it('saves the store (images, build cache records) through the Actions cache and restores it into an empty store only', async () => {
+  it('saves the store (images, build cache records) in a local stand-in of the Actions cache service (v2) and restores it into an empty store only', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ptest-action-cache-'));
+    const service = await startCacheService();
+    const saved = { ...process.env };
+    // @actions/cache reads these when it is called: the runner's variables, pointing at the stand-in.
+    Object.assign(process.env, service.env, { RUNNER_TEMP: join(dir, 'runner-temp'), GITHUB_WORKSPACE: dir });
     try {
-      const remote = join(dir, 'remote.tar');
-      cacheService.saveCache.mockImplementation(async (paths: string[]) => {
-        copyFileSync(join(paths[0] as string, 'store.tar'), remote);
-        return 1;
-      });
-      cacheService.restoreCache.mockImplementation(async (paths: string[], key: string) => {
-        if (!existsSync(remote)) return undefined;
-        copyFileSync(remote, join(paths[0] as string, 'store.tar'));
-        return key;
-      });
       const store = join(dir, 'store');
       for (const path of ['images/blobs/sha256', 'build-cache/steps', 'build-cache/mounts/m', 'containers/c']) {
         mkdirSync(join(store, path), { recursive: true });
@@ -321,6 +313,7 @@ describe('the action: inputs, config lines, summary, action.yml, committed bundl
       writeFileSync(join(store, 'images', 'index.json'), '{"manifests":[]}');
       writeFileSync(join(store, 'images', 'blobs', 'sha256', 'ab'), 'blob');
       writeFileSync(join(store, 'build-cache', 'steps', 'k'), '{}');
+      writeFileSync(join(store, 'build-cache', 'mounts', 'm', 'npm-cache'), 'not carried');
       const log: string[] = [];
       const options = (root: string) => ({
         access: { kind: 'root' } as const,
@@ -328,21 +321,76 @@ describe('the action: inputs, config lines, summary, action.yml, committed bundl
         staging: join(dir, 'staging'),
         log: (line: string) => log.push(line),
       });
-      await saveStore('petri-store-v1-x', 'petri-store-v1-x', options(store));
-      expect(cacheService.saveCache).not.toHaveBeenCalled();
-      await saveStore('petri-store-v1-x', undefined, options(store));
-      expect(cacheService.saveCache).toHaveBeenCalledWith([join(dir, 'staging')], 'petri-store-v1-x');
-      expect(existsSync(join(dir, 'staging', 'store.tar'))).toBe(false);
+      const prefix = `petri-store-v1-${process.platform}-${process.arch}-`;
+      const key = `${prefix}${'a'.repeat(40)}`;
+      const methods = () => service.calls.map((call) => call.method);
 
-      expect(await restoreStore('petri-store-v1-x', options(store))).toBeUndefined();
+      // A store with images: not restored over; the cache is only asked whether it has the key.
+      expect(await restoreStore(key, options(store))).toEqual({ cached: false });
       expect(log).toContain(`cache: ${store} already has images: not restoring over them`);
+      expect(methods()).toEqual(['GetCacheEntryDownloadURL']);
+      expect(service.calls[0]?.request.key).toBe(key);
+      expect(service.calls[0]?.request.restore_keys ?? []).toEqual([]); // lookup of the exact key only
+
+      await saveStore(key, false, options(store));
+      expect(log).toContain(`cache: saved petri's store as ${key}`);
+      expect(methods()).toEqual(['GetCacheEntryDownloadURL', 'CreateCacheEntry', 'FinalizeCacheEntryUpload']);
+      expect(service.calls.every((call) => call.authorization === `Bearer ${service.token}`)).toBe(true);
+      expect(existsSync(join(dir, 'staging', 'store.tar'))).toBe(false);
+      const entry = service.entries.get(key);
+      expect(entry?.finalizedSize).toBe(entry?.blob?.length);
+      // The entry: @actions/cache's compressed tar of the staging directory, holding petri's tar of the store.
+      const unpacked = join(dir, 'unpacked');
+      mkdirSync(unpacked);
+      writeFileSync(join(dir, 'entry'), entry?.blob as Buffer);
+      const untar = spawnSync('tar', ['-x', '-f', join(dir, 'entry'), '-C', unpacked, '-P'], { encoding: 'utf8' });
+      expect(untar.status, untar.stderr).toBe(0);
+      const listing = spawnSync('tar', ['-t', '-f', join(unpacked, 'staging', 'store.tar')], { encoding: 'utf8' });
+      expect(listing.status, listing.stderr).toBe(0);
+      const names = listing.stdout.split('\n').filter(Boolean);
+      expect(names).toEqual(
+        expect.arrayContaining(['images/index.json', 'images/blobs/sha256/ab', 'build-cache/steps/k']),
+      );
+      expect(names.filter((name) => /^(containers|build-cache\/mounts)\b/.test(name))).toEqual([]);
+
+      // A fresh store: restored, the archive downloaded once; the key is cached, so nothing to save after.
       const fresh = join(dir, 'fresh');
-      expect(await restoreStore('petri-store-v1-x', options(fresh))).toBe('petri-store-v1-x');
+      expect(await restoreStore(key, options(fresh))).toEqual({ restored: key, cached: true });
+      expect(service.downloads).toBe(1);
+      expect(log).toContain(`cache: restored petri's store from ${key}`);
       expect(readFileSync(join(fresh, 'images', 'blobs', 'sha256', 'ab'), 'utf8')).toBe('blob');
       expect(readFileSync(join(fresh, 'build-cache', 'steps', 'k'), 'utf8')).toBe('{}');
       expect(existsSync(join(fresh, 'build-cache', 'mounts'))).toBe(false);
       expect(existsSync(join(fresh, 'containers'))).toBe(false);
+      expect(existsSync(join(dir, 'staging', 'store.tar'))).toBe(false);
+      const calls = service.calls.length;
+      await saveStore(key, true, options(fresh));
+      expect(log).toContain(`cache: the cache has ${key} already: nothing to save`);
+      expect(service.calls.length).toBe(calls);
+      // The store with images again: the cache has its key, so it is neither restored over nor saved again.
+      expect(await restoreStore(key, options(store))).toEqual({ cached: true });
+      expect(service.downloads).toBe(1);
+
+      // Another key (the config or a context changed): the newest entry of an earlier key is restored, and
+      // the store is then saved under the new key.
+      const next = `${prefix}${'b'.repeat(40)}`;
+      const other = join(dir, 'other');
+      expect(await restoreStore(next, options(other))).toEqual({ restored: key, cached: false });
+      expect(log).toContain(`cache: restored petri's store from ${key} (for ${next})`);
+      expect(service.calls.at(-1)?.request).toMatchObject({ key: next, restore_keys: [prefix] });
+      expect(readFileSync(join(other, 'images', 'index.json'), 'utf8')).toBe('{"manifests":[]}');
+      await saveStore(next, false, options(other));
+      expect([...service.entries.keys()]).toEqual([key, next]);
+
+      // Nothing under another version (other cached paths: another staging directory): a miss.
+      const elsewhere = { ...options(join(dir, 'elsewhere')), staging: join(dir, 'staging-2') };
+      expect(await restoreStore(key, elsewhere)).toEqual({ cached: false });
+      expect(log).toContain(`cache: no entry for ${key}`);
+      expect(existsSync(join(dir, 'elsewhere'))).toBe(false);
     } finally {
+      for (const name of Object.keys(process.env)) if (!(name in saved)) delete process.env[name];
+      Object.assign(process.env, saved);
+      await service.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -459,6 +507,12 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
     if (!existsSync(LEAKS)) return [];
     const r = spawnSync('bash', [LEAKS], { encoding: 'utf8', env: { ...process.env, PETRI_ROOT: root } });
     return r.stdout.split('\n').filter((line) => line && (line.includes(root) || ids.some((id) => line.includes(id))));
+  };
+  /** What leaks.sh reports of another store. */
+  const leaksIn = (store: string) => {
+    if (!existsSync(LEAKS)) return [];
+    const r = spawnSync('bash', [LEAKS], { encoding: 'utf8', env: { ...process.env, PETRI_ROOT: store } });
+    return r.stdout.split('\n').filter((line) => line.includes(store));
   };
   const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
   const passFail = (extra = '') =>
@@ -579,7 +633,122 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
     expect(leaks()).toEqual([]);
   }, 180_000);
 
-  it('as a user with passwordless sudo: petri runs through sudo -E, its files come back to the user; without sudo: one clear error', async (context) => {
+  it('cache: true through the cache service (a local stand-in): the first run saves the store, a fresh store restores it and builds nothing, a store with images is not restored over', async () => {
+    const cache: CacheService = await startCacheService();
+    const stores = [join(work, 'cache-store-1'), join(work, 'cache-store-2')];
+    try {
+      const config = JSON.stringify(
+        { images: { app: { context: 'app' } }, jobs: [{ name: 'greet', image: 'app', run: 'cat /greeting /built' }] },
+        null,
+        2,
+      );
+      const { project } = setup('cache', 'petri.config.json', config);
+      // An image from scratch (the busybox fixture's steps) and two more steps: one that copies, one that runs
+      // and writes what only that run can (random digits): a step run again would write others.
+      cpSync(join(work, 'busybox-context'), join(project, 'app'), { recursive: true });
+      appendFileSync(
+        join(project, 'app', 'Dockerfile'),
+        'COPY greeting /greeting\nRUN echo $RANDOM$RANDOM$RANDOM > /built\n',
+      );
+      writeFileSync(join(project, 'app', 'greeting'), 'hello from the cache\n');
+      const key = storeCacheKey(await loadConfig(join(project, 'petri.config.json'), project));
+      // The runner's temporary directory is the same path in every run (it is part of the cache entry's version).
+      const runnerTemp = join(work, 'cache-runner-temp');
+      mkdirSync(runnerTemp);
+      // The Dockerfile's steps that make a layer (the others, FROM, ENV, CMD, only change the config: never cached).
+      const layerSteps = readFileSync(join(project, 'app', 'Dockerfile'), 'utf8')
+        .split('\n')
+        .filter((line) => /^(COPY|ADD|RUN) /.test(line));
+      expect(layerSteps).toHaveLength(6);
+      const runAction = async (name: string, store: string) => {
+        const run = join(work, name);
+        mkdirSync(run);
+        for (const f of ['summary.md', 'output', 'state']) writeFileSync(join(run, f), '');
+        const env = actionEnv(
+          project,
+          run,
+          { cache: 'true' },
+          { ...cache.env, PETRI_ROOT: store, RUNNER_TEMP: runnerTemp },
+        );
+        const r = await runNode(MAIN, env, { cwd: project }).done;
+        expect(r.status, `${r.stdout}\n${r.stderr}`).toBe(0);
+        expect(r.stdout).not.toMatch(/^::(error|warning)/m);
+        expect(r.stderr).not.toMatch(NODE_WARNING);
+        expect(fileCommands(join(run, 'output'))).toMatchObject({ passed: '1', failed: '0' });
+        const built = /^\[greet\] +(\d+)$/m.exec(r.stdout)?.[1];
+        expect(r.stdout).toMatch(/^\[greet\] +hello from the cache$/m);
+        const post = await runNode(POST, postEnv(env, run), { cwd: project }).done;
+        expect(post.status, post.stderr).toBe(0);
+        // The build's lines: `[image app] #3 [stage-0 2/9] COPY busybox /bin/busybox`, then `#3 DONE 0.1s` or `#3 CACHED`:
+        // how each step of the Dockerfile ended.
+        const text = new Map<string, string>();
+        const status = new Map<string, string>();
+        for (const line of r.stdout.split('\n')) {
+          const step = /^\[image app\] +#(\d+) \[stage-0 \d+\/\d+\] (.+)$/.exec(line);
+          if (step) text.set(step[1] as string, step[2] as string);
+          const end = /^\[image app\] +#(\d+) (DONE|CACHED)\b/.exec(line);
+          if (end) status.set(end[1] as string, end[2] as string);
+        }
+        const ended = [...text].map(([id, step]) => ({ step, status: status.get(id) }));
+        expect(ended.map((s) => s.step).filter((step) => /^(COPY|ADD|RUN) /.test(step))).toEqual(layerSteps);
+        const layers = ended.filter((s) => layerSteps.includes(s.step)).map((s) => s.status);
+        const others = ended.filter((s) => !layerSteps.includes(s.step)).map((s) => s.status);
+        return { stdout: r.stdout, built, layers, others };
+      };
+      const methods = () => cache.calls.map((call) => call.method);
+
+      // Run 1, an empty store (a fresh runner) and an empty cache: every step built, then the store saved.
+      const first = await runAction('cache-run-1', stores[0] as string);
+      expect(first.stdout).toContain(`cache: no entry for ${key}`);
+      expect(first.built).toMatch(/^\d+$/);
+      expect(first.layers).toEqual(layerSteps.map(() => 'DONE'));
+      expect(first.others).toEqual(['DONE', 'DONE', 'DONE']); // FROM scratch, ENV, CMD
+      expect(first.stdout).toContain(`cache: saved petri's store as ${key}`);
+      expect(methods()).toEqual(['GetCacheEntryDownloadURL', 'CreateCacheEntry', 'FinalizeCacheEntryUpload']);
+      expect(cache.calls[0]?.request).toMatchObject({
+        key,
+        restore_keys: [`petri-store-v1-${process.platform}-${process.arch}-`],
+      });
+      const entry = cache.entries.get(key);
+      expect(entry?.finalizedSize).toBeGreaterThan(0);
+      expect(readdirSync(join(runnerTemp, 'petri-store-cache'))).toEqual([]); // petri's tar of the store: removed
+
+      // Run 2, another empty store: restored from the cache, so every step is CACHED (the RUN step's digits are run 1's),
+      // and as the cache has this key, nothing is saved.
+      const second = await runAction('cache-run-2', stores[1] as string);
+      expect(second.stdout).toContain(`cache: restored petri's store from ${key}`);
+      expect(second.layers).toEqual(layerSteps.map(() => 'CACHED'));
+      expect(second.built).toBe(first.built);
+      expect(second.stdout).toContain(`cache: the cache has ${key} already: nothing to save`);
+      expect(cache.downloads).toBe(1);
+      expect(methods().slice(3)).toEqual(['GetCacheEntryDownloadURL']);
+      for (const part of ['images/index.json', 'build-cache/steps'])
+        expect(existsSync(join(stores[1] as string, part))).toBe(true);
+
+      // Run 3, the first store again (it has images): not restored over (the archive is not even downloaded), and
+      // not saved again.
+      const third = await runAction('cache-run-3', stores[0] as string);
+      expect(third.stdout).toContain(`cache: ${stores[0]} already has images: not restoring over them`);
+      expect(third.stdout).toContain(`cache: the cache has ${key} already: nothing to save`);
+      expect(third.layers).toEqual(layerSteps.map(() => 'CACHED'));
+      expect(third.built).toBe(first.built);
+      expect(cache.downloads).toBe(1);
+      expect(methods().slice(4)).toEqual(['GetCacheEntryDownloadURL']);
+      expect([...cache.entries.keys()]).toEqual([key]);
+      for (const store of stores) {
+        const ps = spawnSync(NODE, [PETRI, 'ps', '-a', '-q'], {
+          encoding: 'utf8',
+          env: { ...process.env, PETRI_ROOT: store },
+        });
+        expect(ps.stdout).toBe('');
+        expect(leaksIn(store)).toEqual([]);
+      }
+    } finally {
+      await cache.close();
+    }
+  }, 240_000);
+
+  it('as a user with passwordless sudo: petri runs through sudo -E, its files come back to the user, the store cache is saved and restored through sudo; without sudo: one clear error', async (context) => {
     if (!canAddUser) return context.skip('needs useradd to make a throwaway user');
     const user = `ptest-action-${randomBytes(3).toString('hex')}`;
     const sudoers = `/etc/sudoers.d/${user}`;
@@ -642,6 +811,57 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
       expect(post.stdout).not.toContain('::warning');
       expect(petri(['ps', '-a', '-q'])).toBe('');
       expect(leaks()).toEqual([]);
+
+      // The cache through sudo: the action's user saves the store that petri (root) wrote, then restores it
+      // into a fresh store, which only root writes; the restored store has the jobs' image (petri-fixture/busybox).
+      const cache = await startCacheService();
+      try {
+        const cached = setup('as-user-cache', 'petri.config.yaml', yaml);
+        const runnerTemp = join(work, 'as-user-runner-temp');
+        mkdirSync(runnerTemp);
+        for (const path of [
+          cached.project,
+          cached.run,
+          runnerTemp,
+          ...readdirSync(cached.run).map((f) => join(cached.run, f)),
+        ]) {
+          chownSync(path, uid, gid);
+        }
+        const fresh = join(work, 'as-user-store');
+        const cacheEnv = (store: string) =>
+          actionEnv(
+            cached.project,
+            cached.run,
+            { 'upload-failed': 'false' },
+            { ...cache.env, PETRI_ROOT: store, RUNNER_TEMP: runnerTemp },
+          );
+        const saving = await runNode(MAIN, cacheEnv(root), { cwd: cached.project, uid, gid }).done;
+        expect(saving.status, `${saving.stdout}\n${saving.stderr}`).toBe(1); // broken fails
+        const key = storeCacheKey(await loadConfig(join(cached.project, 'petri.config.yaml'), cached.project));
+        expect(saving.stdout).toContain(`cache: ${root} already has images: not restoring over them`);
+        expect(saving.stdout).toContain(`cache: saved petri's store as ${key}`);
+        expect(saving.stdout).not.toContain('::warning');
+        expect(cache.entries.get(key)?.finalizedSize).toBeGreaterThan(0);
+        const restoring = await runNode(MAIN, cacheEnv(fresh), { cwd: cached.project, uid, gid }).done;
+        expect(restoring.status, `${restoring.stdout}\n${restoring.stderr}`).toBe(1);
+        expect(restoring.stdout).toContain(`cache: restored petri's store from ${key}`);
+        expect(restoring.stdout).toMatch(/^\[broken\] +broken as 0$/m);
+        expect(restoring.stdout).toContain(`cache: the cache has ${key} already: nothing to save`);
+        expect(restoring.stdout).not.toContain('::warning');
+        expect(statSync(join(fresh, 'images')).uid).toBe(0);
+        expect(readdirSync(join(runnerTemp, 'petri-store-cache'))).toEqual([]);
+        const cachePost = await runNode(POST, postEnv(cacheEnv(fresh), cached.run), { cwd: cached.project, uid, gid })
+          .done;
+        expect(cachePost.status, cachePost.stderr).toBe(0);
+        const ps = spawnSync(NODE, [PETRI, 'ps', '-a', '-q'], {
+          encoding: 'utf8',
+          env: { ...process.env, PETRI_ROOT: fresh },
+        });
+        expect(ps.stdout).toBe('');
+        expect(leaksIn(fresh)).toEqual([]);
+      } finally {
+        await cache.close();
+      }
 
       // The main step killed: sudo and petri (root's) go on; the post step stops them through sudo.
       const killed = setup(

@@ -135,7 +135,8 @@ async function main(petriScript: string): Promise<void> {
     await core.summary.addRaw(markdown).write();
   }
 
-  if (cache) await saveStore(cache.key, cache.restored, cacheOptions).catch((e) => core.warning(errorLine(e)));
+  if (cache && interrupted(run)) core.info('cache: petri test was interrupted: not saving the store');
+  else if (cache) await saveStore(cache.key, cache.cached, cacheOptions).catch((e) => core.warning(errorLine(e)));
 
   if (error !== undefined) core.setFailed(error);
   else if (notPassed.length > 0) {
@@ -149,24 +150,38 @@ async function restoreCache(
   configFile: string,
   cwd: string,
   options: StoreCacheOptions,
-): Promise<{ key: string; restored: string | undefined } | undefined> {
+): Promise<{ key: string; cached: boolean } | undefined> {
   const { isFeatureAvailable } = await import('@actions/cache');
   if (!isFeatureAvailable()) {
-    core.info('cache: the Actions cache service is not available here (no ACTIONS_CACHE_URL): skipped');
+    // @actions/cache talks to the v2 service where the runner says so (ACTIONS_CACHE_SERVICE_V2), else to v1.
+    const needs = process.env.ACTIONS_CACHE_SERVICE_V2 ? 'ACTIONS_RESULTS_URL' : 'ACTIONS_CACHE_URL';
+    core.info(`cache: the Actions cache service is not available here (no ${needs}): skipped`);
+    return undefined;
+  }
+  let key: string;
+  try {
+    key = storeCacheKey(await loadConfig(configFile, cwd));
+  } catch (error) {
+    // A config petri cannot load: petri says so itself.
+    core.info(`cache: skipped: ${errorLine(error)}`);
     return undefined;
   }
   try {
-    const key = storeCacheKey(await loadConfig(configFile, cwd));
-    return { key, restored: await restoreStore(key, options) };
+    return { key, ...(await restoreStore(key, options)) };
   } catch (error) {
-    core.warning(`cache: ${errorLine(error)}`);
-    return undefined;
+    core.warning(`cache: not restored: ${errorLine(error)}`);
+    return { key, cached: false };
   }
+}
+
+/** Whether petri stopped on SIGINT or SIGTERM (the workflow was cancelled). */
+function interrupted(run: PetriRun): boolean {
+  return run.exitCode === 130 || run.exitCode === 143;
 }
 
 /** petri's own failure (bad config, bad input, interrupted), when it did not report jobs. */
 function petriError(run: PetriRun): string | undefined {
-  if (run.exitCode === 130 || run.exitCode === 143) return 'petri test was interrupted';
+  if (interrupted(run)) return 'petri test was interrupted';
   if (run.summary || run.exitCode === 0) return undefined;
   const said = run.stderrTail.filter((line) => line.trim() !== '').at(-1);
   const how = run.signal ? `was killed by ${run.signal}` : `exited with code ${run.exitCode}`;

@@ -79,44 +79,57 @@ export interface StoreCacheOptions {
  * Restores the store from the Actions cache: the exact key, else the newest
  * entry of an earlier key (the build cache reuses what still fits). Only into
  * a store without images (a fresh runner): an existing store is never
- * overwritten. Returns the key restored, if any.
+ * overwritten, and then the cache is only asked whether it has the key.
+ * Returns the key restored, if any, and whether the cache has this key (then
+ * there is nothing to save: an entry is written once).
  */
-export async function restoreStore(key: string, options: StoreCacheOptions): Promise<string | undefined> {
+export async function restoreStore(
+  key: string,
+  options: StoreCacheOptions,
+): Promise<{ restored?: string; cached: boolean }> {
   const cache = await import('@actions/cache');
+  mkdirSync(options.staging, { recursive: true });
   if (existsAsRoot(options.access, join(options.root, 'images', 'index.json'))) {
     options.log(`cache: ${options.root} already has images: not restoring over them`);
-    return undefined;
+    const found = await cache.restoreCache([options.staging], key, [], { lookupOnly: true });
+    return { cached: found === key };
   }
-  mkdirSync(options.staging, { recursive: true });
   const hit = await cache.restoreCache([options.staging], key, [KEY_PREFIX]);
   const archive = join(options.staging, 'store.tar');
   if (!hit || !existsSync(archive)) {
     options.log(`cache: no entry for ${key}`);
-    return undefined;
+    return { cached: false };
   }
-  runAsRoot(options.access, ['mkdir', '-p', options.root]);
-  runAsRoot(options.access, ['tar', '-x', '-f', archive, '-C', options.root]);
-  rmSync(archive, { force: true });
+  try {
+    runAsRoot(options.access, ['mkdir', '-p', options.root]);
+    runAsRoot(options.access, ['tar', '-x', '-f', archive, '-C', options.root]);
+  } finally {
+    rmSync(archive, { force: true });
+  }
   options.log(`cache: restored petri's store from ${hit}${hit === key ? '' : ` (for ${key})`}`);
-  return hit;
+  return { restored: hit, cached: hit === key };
 }
 
-/** Saves the store's images and build cache under `key` (a no-op when that key was restored). */
-export async function saveStore(key: string, restored: string | undefined, options: StoreCacheOptions): Promise<void> {
-  if (restored === key) {
-    options.log(`cache: ${key} was restored: nothing to save`);
+/** Saves the store's images and build cache under `key`, unless the cache has that key already. */
+export async function saveStore(key: string, cached: boolean, options: StoreCacheOptions): Promise<void> {
+  if (cached) {
+    options.log(`cache: the cache has ${key} already: nothing to save`);
     return;
   }
   const parts = STORE_PARTS.filter((part) => existsAsRoot(options.access, join(options.root, part)));
-  if (parts.length === 0) return;
+  if (parts.length === 0) {
+    options.log(`cache: ${options.root} has no images or build cache: nothing to save`);
+    return;
+  }
   const cache = await import('@actions/cache');
   mkdirSync(options.staging, { recursive: true });
   const archive = join(options.staging, 'store.tar');
-  runAsRoot(options.access, ['tar', '-c', '-f', archive, '-C', options.root, ...parts]);
   try {
+    runAsRoot(options.access, ['tar', '-c', '-f', archive, '-C', options.root, ...parts]);
     giveBack(options.access, [archive]);
-    await cache.saveCache([options.staging], key);
-    options.log(`cache: saved petri's store as ${key}`);
+    // -1: not saved, and @actions/cache said why (another job saves the same key, the cache is read-only…).
+    const id = await cache.saveCache([options.staging], key);
+    options.log(id === -1 ? `cache: not saved as ${key}` : `cache: saved petri's store as ${key}`);
   } catch (error) {
     options.log(`cache: not saved: ${errorLine(error)}`);
   } finally {
