@@ -595,7 +595,7 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
       '```sh\ngh run download 4242 -R octo/project -n petri-failed-bad -D petri-failed-bad\nsudo petri repro petri-failed-bad/bad.tar --rerun',
     );
     expect(summary).toContain(
-      `docker load -i petri-failed-bad/bad.tar\ndocker run -it --rm --memory 64m --memory-swap 64m petri-failed/bad:${runId} sh`,
+      `docker load -i petri-failed-bad/bad.tar\ndocker run -it --rm --network none --memory 64m --memory-swap 64m petri-failed/bad:${runId} sh`,
     );
 
     // The upload: one artifact, the failed job's archive and reports, sent to the stand-in service.

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -98,5 +98,61 @@ describeKernel('archives and a real Docker daemon', () => {
       expect(ok('run', '--rm', 'ptest/for-docker:1', 'sh', '-c', SHOW)).toBe(EXPECTED);
     },
     120_000,
+  );
+
+  it.skipIf(!haveDocker)(
+    'petri repro --docker loads a failed job into Docker and reruns it there (exit code and state); prints without a daemon [needs docker.io]',
+    async () => {
+      const root = join(work, 'repro-root');
+      const project = join(work, 'repro-project');
+      mkdirSync(project);
+      const env = { ...process.env, PETRI_ROOT: root, DOCKER_HOST: `unix://${work}/d.sock` };
+      const run = (args: string[], extra: Record<string, string> = {}) =>
+        spawnSync(process.execPath, [petri, ...args], {
+          cwd: project,
+          encoding: 'utf8',
+          timeout: 120_000,
+          env: { ...env, ...extra },
+        });
+      expect(run(['import', await busyboxRootfs(), 'ptest/repro-base:1']).status).toBe(0);
+      writeFileSync(
+        join(project, 'petri.config.json'),
+        JSON.stringify({
+          images: { base: { image: 'ptest/repro-base:1' } },
+          jobs: [{ name: 'fails', image: 'base', run: 'echo broken >> /state; cat /state; exit 3', memory: '64m' }],
+        }),
+      );
+      const tested = run(['test', '--reporter', 'plain', '--artifacts', 'arts']);
+      expect(tested.status).toBe(1);
+      expect(existsSync(join(project, 'arts', 'fails.tar'))).toBe(true);
+
+      const rerun = run(['repro', 'arts/fails.tar', '--docker', '--rerun']);
+      expect(rerun.stderr).toContain('petri repro: docker load -i arts/fails.tar');
+      expect(rerun.stderr).toMatch(
+        /petri repro: docker run --rm --network none --memory 64m --memory-swap 64m petri-failed\/fails:/,
+      );
+      expect(rerun.stderr).toContain('petri repro: exit code 3 (the job: exit code 3)');
+      // The committed state: the job's line is there, and the rerun adds its own.
+      expect(rerun.stdout).toContain('broken\nbroken\n');
+      expect(rerun.status).toBe(3);
+      const image = /petri-failed\/fails:\S+/.exec(rerun.stderr)?.[0] as string;
+      expect(docker('image', 'inspect', image).status).toBe(0);
+
+      // --print, no terminal without --rerun, or no daemon: the commands, nothing run.
+      for (const [args, extra] of [
+        [['--docker', '--print', '--rerun'], {}],
+        [['--docker'], {}],
+        [['--docker', '--rerun'], { DOCKER_HOST: `unix://${work}/nothing.sock` }],
+      ] as const) {
+        const printed = run(['repro', 'arts/fails.tar', ...args], extra);
+        expect(printed.status, args.join(' ')).toBe(0);
+        expect(printed.stdout).toContain('docker load -i arts/fails.tar\n');
+        expect(printed.stdout).toContain(`docker run --rm --network none --memory 64m --memory-swap 64m ${image}\n`);
+        expect(printed.stderr).not.toContain('petri repro: docker');
+      }
+      expect(run(['repro', 'arts/fails.tar', '--print']).stderr).toContain('--print goes with --docker');
+      docker('rmi', image);
+    },
+    180_000,
   );
 });

@@ -221,8 +221,8 @@ describeKernel('petri test: jobs, failures kept as images, JUnit, repro', () => 
     const docker = petri(mainProject, ['repro', 'arts/fails.tar', '--docker']);
     expect(docker.status).toBe(0);
     expect(docker.stdout).toContain('docker load -i arts/fails.tar\n');
-    expect(docker.stdout).toContain(`docker run -it --rm ${failedImage} sh\n`);
-    expect(docker.stdout).toContain(`docker run --rm ${failedImage}\n`);
+    expect(docker.stdout).toContain(`docker run -it --rm --network none ${failedImage} sh\n`);
+    expect(docker.stdout).toContain(`docker run --rm --network none ${failedImage}\n`);
     expect(ok('ps', '-a', '-q')).toBe('');
   });
 

@@ -1,11 +1,11 @@
-import { existsSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import { PetriError } from '../errors.js';
-import type { ImageConfig } from '../image/types.js';
 import { dockerRunFlags, type ReproSettings, readFailureLabels, shellQuote } from '../test-runner/failure-labels.js';
 import { formatDuration } from '../util/units.js';
 import { type OptionSpec, parseArgs } from './args.js';
 
-export const HELP = `usage: petri repro ARTIFACT.tar|IMAGE [--shell [SHELL]] [--rerun] [--docker]
+export const HELP = `usage: petri repro ARTIFACT.tar|IMAGE [--shell [SHELL]] [--rerun] [--docker [--print]]
 
 Opens a failed petri test job again: loads its archive (petri-artifacts/<job>.tar)
 or takes its image (petri-failed/<job>:<run-id>) and starts a container in the
@@ -14,11 +14,21 @@ state the job failed in, with the job's env, workdir, user and limits.
   (default), --shell [SHELL]  an interactive shell (default /bin/sh); needs a terminal
   --rerun                     run the failed command again; exits with its exit code
                               (124 when it times out, like the job)
-  --docker                    print the docker commands that do the same, for
-                              machines with only Docker (needs neither root nor petri's store)
+  --docker                    the same with Docker, for machines with only Docker (needs
+                              neither root nor petri's store): where a Docker daemon answers,
+                              runs docker load, then docker run (a shell on a terminal, or the
+                              command with --rerun, exiting with its exit code); else, or
+                              without a terminal and without --rerun, prints those commands
+  --print                     with --docker: only print the docker commands
 `;
 
-const SPECS: OptionSpec[] = [{ name: 'shell', value: true }, { name: 'rerun' }, { name: 'docker' }, { name: 'help' }];
+const SPECS: OptionSpec[] = [
+  { name: 'shell', value: true },
+  { name: 'rerun' },
+  { name: 'docker' },
+  { name: 'print' },
+  { name: 'help' },
+];
 
 export async function main(argv: string[]): Promise<number> {
   const { options, rest } = parseArgs('repro', withShellValue(argv), SPECS);
@@ -31,12 +41,22 @@ export async function main(argv: string[]): Promise<number> {
   }
   const target = rest[0] as string;
   const shell = typeof options.shell === 'string' && options.shell !== '' ? options.shell : undefined;
-  const modes = [options.rerun === true, options.shell !== undefined, options.docker === true].filter(Boolean);
-  if (modes.length > 1) throw new PetriError('petri repro: choose one of --shell, --rerun and --docker');
+  if (options.rerun === true && options.shell !== undefined) {
+    throw new PetriError('petri repro: choose one of --shell and --rerun');
+  }
+  if (options.print && !options.docker) throw new PetriError('petri repro: --print goes with --docker');
   const isFile = existsSync(target) && statSync(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
 
-  if (options.docker) return printDocker(target, isFile);
+  if (options.docker) {
+    const plan = await dockerPlan(target, isFile);
+    const interactive = options.rerun !== true && process.stdin.isTTY === true;
+    if (options.print || !(options.rerun === true || interactive) || !dockerAnswers()) {
+      printDocker(plan);
+      return 0;
+    }
+    return runDocker(plan, options.rerun === true ? 'rerun' : (shell ?? 'sh'));
+  }
 
   if (!options.rerun && !process.stdin.isTTY) {
     throw new PetriError(
@@ -142,32 +162,107 @@ function withShellValue(argv: string[]): string[] {
   return out;
 }
 
-async function printDocker(target: string, isFile: boolean): Promise<number> {
-  let config: ImageConfig | undefined;
-  let image = target;
-  const lines: string[] = [];
+interface DockerPlan {
+  /** The archive to `docker load`, and whether petri wrote it (from its store) for this. */
+  archive: string;
+  saved: boolean;
+  image: string;
+  settings: ReproSettings | undefined;
+  flags: string[];
+  /** For printing: how to get the archive when it is not there yet. */
+  loadLine: string;
+}
+
+async function dockerPlan(target: string, isFile: boolean): Promise<DockerPlan> {
   if (isFile) {
     const { readArchiveImage } = await import('../test-runner/archive-info.js');
     const archive = await readArchiveImage(target);
-    config = archive.config;
-    image = archive.tags[0] ?? target;
-    lines.push(`docker load -i ${shellQuote(target)}`);
-  } else {
-    const { ImageStore } = await import('../image/store.js');
-    const found = await ImageStore.open().resolve(target);
-    config = found.config;
-    const file = `${target.replace(/[/:@]/g, '_')}.tar`;
-    lines.push(`petri save ${shellQuote(target)} -o ${shellQuote(file)}`, `docker load -i ${shellQuote(file)}`);
+    const settings = readFailureLabels(archive.config.config?.Labels);
+    return {
+      archive: target,
+      saved: false,
+      image: archive.tags[0] ?? target,
+      settings,
+      flags: settings ? dockerRunFlags(settings) : [],
+      loadLine: `docker load -i ${shellQuote(target)}`,
+    };
   }
-  const settings = readFailureLabels(config.config?.Labels);
-  const flags = settings ? dockerRunFlags(settings) : [];
-  const run = (extra: string[]) => ['docker', 'run', ...extra, ...flags, image].map(shellQuote).join(' ');
-  process.stdout.write(`# load the image:\n${lines.join(' && ')}\n`);
+  const { ImageStore } = await import('../image/store.js');
+  const found = await ImageStore.open().resolve(target);
+  const settings = readFailureLabels(found.config.config?.Labels);
+  const file = `${target.replace(/[/:@]/g, '_')}.tar`;
+  return {
+    archive: file,
+    saved: true,
+    image: target,
+    settings,
+    flags: settings ? dockerRunFlags(settings) : [],
+    loadLine: `petri save ${shellQuote(target)} -o ${shellQuote(file)} && docker load -i ${shellQuote(file)}`,
+  };
+}
+
+function dockerRunArgs(plan: DockerPlan, extra: string[], command: string[] = []): string[] {
+  return ['run', ...extra, ...plan.flags, plan.image, ...command];
+}
+
+function printDocker(plan: DockerPlan): void {
+  const run = (extra: string[], command: string[] = []) =>
+    ['docker', ...dockerRunArgs(plan, extra, command)].map(shellQuote).join(' ');
+  process.stdout.write(`# load the image:\n${plan.loadLine}\n`);
   process.stdout.write(`# a shell in the failed state:\n${run(['-it', '--rm'])} sh\n`);
-  if (settings) {
+  if (plan.settings) {
     process.stdout.write(
-      `# run the failed command again (the image's Cmd): exit code ${settings.exitCode} expected\n${run(['--rm'])}\n`,
+      `# run the failed command again (the image's Cmd): exit code ${plan.settings.exitCode} expected\n${run(['--rm'])}\n`,
     );
   }
-  return 0;
+}
+
+/** Whether `docker` is installed and its daemon answers (DOCKER_HOST and contexts as the docker CLI reads them). */
+function dockerAnswers(): boolean {
+  const r = spawnSync('docker', ['version', '--format', '{{.Server.Version}}'], {
+    stdio: ['ignore', 'pipe', 'ignore'],
+    timeout: 15_000,
+  });
+  return r.status === 0 && r.stdout.toString().trim() !== '';
+}
+
+/** docker load, then docker run: the failed command again (its exit code) or a shell on the terminal. */
+async function runDocker(plan: DockerPlan, mode: 'rerun' | string): Promise<number> {
+  if (mode === 'rerun' && !plan.settings) {
+    throw new PetriError(
+      `petri repro: image ${plan.image} has no petri test labels (org.petri.test.*): it is not a failed job's image, so there is no command to run again`,
+    );
+  }
+  const say = (args: string[]) =>
+    process.stderr.write(`petri repro: ${['docker', ...args].map(shellQuote).join(' ')}\n`);
+  let archive = plan.archive;
+  let temp: string | undefined;
+  if (plan.saved) {
+    const { mkdtempSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { ImageStore } = await import('../image/store.js');
+    const { saveImages } = await import('../image/archive/save.js');
+    temp = mkdtempSync(join(tmpdir(), 'petri-repro-'));
+    archive = join(temp, 'image.tar');
+    process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}\n`);
+    await saveImages(ImageStore.open(), [plan.image], archive);
+  }
+  try {
+    say(['load', '-i', archive]);
+    const load = spawnSync('docker', ['load', '-i', archive], { stdio: ['ignore', 'inherit', 'inherit'] });
+    if (load.status !== 0)
+      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
+  } finally {
+    if (temp) rmSync(temp, { recursive: true, force: true });
+  }
+  const args = mode === 'rerun' ? dockerRunArgs(plan, ['--rm']) : dockerRunArgs(plan, ['-it', '--rm'], [mode]);
+  say(args);
+  const run = spawnSync('docker', args, { stdio: 'inherit' });
+  const code = run.status ?? 128 + 9;
+  if (mode === 'rerun') {
+    const before = plan.settings?.exitCode !== undefined ? ` (the job: exit code ${plan.settings.exitCode})` : '';
+    process.stderr.write(`petri repro: exit code ${code}${before}\n`);
+  }
+  return code;
 }

@@ -114,7 +114,8 @@ export function shellQuote(word: string): string {
 
 /** `docker run` flags that give a container the job's limits (env, workdir and user are in the image's config). */
 export function dockerRunFlags(settings: ReproSettings): string[] {
-  const flags: string[] = [];
+  // A job's container has a network namespace of its own with only `lo`: Docker's `none`.
+  const flags: string[] = ['--network', 'none'];
   if (settings.memory !== undefined) {
     const memory = dockerSize(settings.memory);
     flags.push('--memory', memory, '--memory-swap', memory);
