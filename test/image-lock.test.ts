@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImageStore, withIndexLock } from '../src/image/index.js';
+import { blobLockPath, withBlobLock } from '../src/image/lock.js';
 
 let dir: string;
 let store: ImageStore;
@@ -58,5 +59,44 @@ describe('the index lock', () => {
       }),
     ).rejects.toThrow('boom');
     expect(existsSync(lockDir())).toBe(false);
+  });
+});
+
+describe('the blob download lock', () => {
+  const a = `sha256:${'a'.repeat(64)}`;
+  const b = `sha256:${'b'.repeat(64)}`;
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  it('makes a second download of the same blob wait for the first; other blobs go on', async () => {
+    const order: string[] = [];
+    const first = withBlobLock(store.dir, a, async () => {
+      order.push('a1 in');
+      await pause(300);
+      order.push('a1 out');
+    });
+    await pause(50);
+    expect(existsSync(blobLockPath(store.dir, a))).toBe(true);
+    const other = withBlobLock(store.dir, b, () => {
+      order.push('b');
+    });
+    const second = withBlobLock(store.dir, a, () => {
+      order.push('a2');
+    });
+    await Promise.all([first, other, second]);
+    expect(order).toEqual(['a1 in', 'b', 'a1 out', 'a2']);
+    expect(existsSync(blobLockPath(store.dir, a))).toBe(false);
+    expect(existsSync(blobLockPath(store.dir, b))).toBe(false);
+  });
+
+  it('takes over a lock that a dead process left, and releases it when the work fails', async () => {
+    mkdirSync(blobLockPath(store.dir, a), { recursive: true });
+    const minuteAgo = new Date(Date.now() - 60_000);
+    utimesSync(blobLockPath(store.dir, a), minuteAgo, minuteAgo);
+    await expect(
+      withBlobLock(store.dir, a, () => {
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
+    expect(existsSync(blobLockPath(store.dir, a))).toBe(false);
   });
 });

@@ -43,9 +43,12 @@ import {
   missingTool,
   type RunningRegistry,
   startRegistry,
+  tokenServer,
 } from './helpers/registry.js';
 
 const petriBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+/** The bundled CLI, as installed (package.json's bin). */
+const petriBundle = join(import.meta.dirname, '..', 'dist', 'bin', 'petri.cjs');
 
 interface Result {
   status: number | null;
@@ -126,9 +129,12 @@ describeRegistry(
     let root: string;
     let dockerConfig: string;
     /** Runs the petri CLI (asynchronously: the counting proxy lives in this process). */
-    const petri = (args: string[], options: { root?: string; input?: string; env?: Record<string, string> } = {}) =>
+    const petri = (
+      args: string[],
+      options: { root?: string; input?: string; env?: Record<string, string>; bin?: string } = {},
+    ) =>
       new Promise<Result>((resolve, reject) => {
-        const child = spawn(process.execPath, [petriBin, ...args], {
+        const child = spawn(process.execPath, [options.bin ?? petriBin, ...args], {
           env: { ...process.env, PETRI_ROOT: options.root ?? root, DOCKER_CONFIG: dockerConfig, ...options.env },
         });
         let stdout = '';
@@ -157,6 +163,26 @@ describeRegistry(
       if (r.status !== 0) throw new Error(`skopeo ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
       return r.stdout;
     };
+    /** skopeo without blocking this process (for registries whose token server lives in it). */
+    const skopeoAsync = (...args: string[]) =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn('skopeo', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk: Buffer) => {
+          stdout += chunk.toString();
+        });
+        child.stderr.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString();
+        });
+        const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+        child.on('error', reject);
+        child.on('close', (status) => {
+          clearTimeout(timer);
+          if (status === 0) resolve(stdout);
+          else reject(new Error(`skopeo ${args.join(' ')} exited ${status}: ${stderr}`));
+        });
+      });
     const freshRoot = (name: string) => {
       const dir = join(work, name);
       mkdirSync(dir, { recursive: true });
@@ -225,6 +251,11 @@ describeRegistry(
       const image = await inspect(ref);
       expect(image.RepoTags).toEqual([ref]);
       expect(image.Config.Cmd).toEqual(['sh']);
+      if (isRoot) {
+        // Unpacked while it downloaded: ready to run, as after docker pull.
+        const tree = new LayerCache(join(root, 'layers')).stackPath(image.RootFS.Layers);
+        expect(tree && existsSync(join(tree, 'bin', 'busybox'))).toBe(true);
+      }
       const remote = JSON.parse(skopeo('inspect', '--tls-verify=false', `docker://${plain.host}/ptest/busybox:1`));
       const raw = skopeo('inspect', '--raw', '--tls-verify=false', `docker://${plain.host}/ptest/busybox:1`);
       expect(JSON.parse(raw).layers[0].mediaType).toMatch(/gzip/);
@@ -355,6 +386,121 @@ describeRegistry(
       expect(pulled.image.manifestDigest).toBe(result.digest);
       expect(pulled.image.id).toBe(made.id);
     });
+
+    it('two petri pull processes pulling the same image at once download each blob once', async () => {
+      const shared = freshRoot('two-at-once');
+      const ref = `${proxy.host}/ptest/busybox:1`;
+      proxy.requests.length = 0;
+      // Each blob held a while at the proxy, so that both processes are at it at the same time.
+      proxy.blobDelayMs = 400;
+      let both: Result[];
+      try {
+        both = await Promise.all([
+          ok(['pull', ref], { root: shared, bin: petriBundle }),
+          ok(['pull', ref], { root: shared, bin: petriBundle }),
+        ]);
+      } finally {
+        proxy.blobDelayMs = 0;
+      }
+      const blobGets = proxy.requests.filter((r) => r.startsWith('GET /v2/ptest/busybox/blobs/'));
+      // The config and the layer, each once.
+      expect(blobGets).toHaveLength(2);
+      expect(new Set(blobGets).size).toBe(2);
+      for (const r of both) expect(r.stdout).toBe(`${ref}\n`);
+      // One downloaded the layer; the other (told to wait, when it came while the first was at it) found it there.
+      const layerLines = both.map((r) =>
+        (/^[0-9a-f]{12}: ((?!waiting).*)$/m.exec(r.stderr)?.[1] ?? r.stderr).replace(/ \d.*$/, ''),
+      );
+      expect(layerLines.sort()).toEqual(['already exists', 'downloaded']);
+      const waited = both.filter((r) => /: waiting for another petri process that is downloading it$/m.test(r.stderr));
+      expect(waited.length).toBeLessThanOrEqual(1);
+      // The locks are gone; the image is there once, its layer unpacked once.
+      expect(readdirSync(join(shared, 'images', 'locks'))).toEqual([]);
+      const image = await inspect(ref, { root: shared });
+      expect(image.RepoTags).toEqual([ref]);
+      if (isRoot) {
+        expect(readdirSync(join(shared, 'layers'))).toEqual([image.RootFS.Layers[0].slice(7)]);
+      }
+    });
+
+    it.skipIf(missingTool('openssl') !== undefined)(
+      `bearer tokens from a token server (docker-registry with auth: token): anonymous pull of a public repository, 401 for a private one, then login, push and pull${missingTool('openssl') ? ` [skipped: ${missingTool('openssl')}]` : ''}`,
+      async () => {
+        const dir = freshRoot('token');
+        const tokens = await tokenServer(dir, { users: { ptest: 'token-pw' }, publicRepos: ['ptest/public'] });
+        let registry: RunningRegistry | undefined;
+        try {
+          registry = await startRegistry(freshRoot('token-registry'), { token: tokens });
+          const host = registry.host;
+          // Seeded by skopeo, through the same token flow, with the user's credentials.
+          for (const repo of ['public', 'private']) {
+            await skopeoAsync(
+              'copy',
+              '-q',
+              '--dest-tls-verify=false',
+              '--dest-creds',
+              'ptest:token-pw',
+              `oci:${seed.dir}:seed:1`,
+              `docker://${host}/ptest/${repo}:1`,
+            );
+          }
+          const env = { DOCKER_CONFIG: join(dir, 'docker') };
+
+          // Anonymous: the token server grants pull on the public repository.
+          tokens.requests.length = 0;
+          const anonRoot = freshRoot('token-anon');
+          const pulled = await ok(['pull', `${host}/ptest/public:1`], { root: anonRoot, env });
+          expect(pulled.stdout).toBe(`${host}/ptest/public:1\n`);
+          expect(tokens.requests).toContain('anonymous repository:ptest/public:pull');
+          expect((await inspect(`${host}/ptest/public:1`, { root: anonRoot })).Config.Cmd).toEqual(['sh']);
+
+          // The private one: a token without access, so the registry's 401 stands.
+          const denied = await petri(['pull', `${host}/ptest/private:1`], { root: anonRoot, env });
+          expect(denied.status).toBe(125);
+          expect(denied.stderr).toMatch(
+            new RegExp(`^petri: pull access denied for ${host}/ptest/private:1: .*petri login ${host}\\)?\\n$`),
+          );
+          expect(tokens.requests).toContain('anonymous repository:ptest/private:pull');
+
+          const wrong = await petri(['login', '-u', 'ptest', '--password-stdin', host], { input: 'nope\n', env });
+          expect(wrong.status).not.toBe(0);
+          expect(wrong.stderr).toMatch(/refused the credentials of ptest/);
+          const login = await ok(['login', '-u', 'ptest', '--password-stdin', host], { input: 'token-pw\n', env });
+          expect(login.stdout).toBe('Login Succeeded\n');
+
+          // Logged in: pull the private image, push one (skopeo, with the credentials, sees it).
+          const userRoot = freshRoot('token-user');
+          await ok(['pull', `${host}/ptest/private:1`], { root: userRoot, env });
+          expect((await inspect(`${host}/ptest/private:1`, { root: userRoot })).Config.Cmd).toEqual(['sh']);
+          await ok(['tag', `${host}/ptest/private:1`, `${host}/ptest/private:pushed`], { root: userRoot, env });
+          const pushed = await ok(['push', `${host}/ptest/private:pushed`], { root: userRoot, env });
+          const digest = /digest: (sha256:[a-f0-9]{64})/.exec(pushed.stdout)?.[1];
+          expect(digest).toBeDefined();
+          const remote = JSON.parse(
+            await skopeoAsync(
+              'inspect',
+              '--tls-verify=false',
+              '--creds',
+              'ptest:token-pw',
+              `docker://${host}/ptest/private:pushed`,
+            ),
+          );
+          expect(remote.Digest).toBe(digest);
+          expect(tokens.requests.some((r) => r.startsWith('ptest ') && r.includes('ptest/private:pull,push'))).toBe(
+            true,
+          );
+
+          // Logged out: anonymous again, denied again.
+          await ok(['logout', host], { env });
+          expect(
+            (await petri(['pull', `${host}/ptest/private:pushed`], { root: freshRoot('token-out'), env })).status,
+          ).toBe(125);
+        } finally {
+          await registry?.stop();
+          await tokens.close();
+        }
+      },
+    );
 
     it('needs a login for an htpasswd registry: 401, petri login, pull, logout', async () => {
       const ref = `${secured.host}/ptest/private:1`;
@@ -654,6 +800,76 @@ describe('pulling from a registry that misbehaves (a fake one in Node)', () => {
     expect(readdirSync(store.blobsDir).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
     expect(await store.list()).toEqual([]);
   });
+
+  it.skipIf(!isRoot)(
+    `unpacks each layer into the layer cache while it downloads, also across a resumed or restarted download${isRoot ? '' : ' [skipped: needs root (unpacked files keep their owners)]'}`,
+    async () => {
+      reset();
+      const layers = new LayerCache(join(work, 'unpack-layers'));
+      const store = fresh('unpack');
+      const result = await pullImage(store, `${fake.host}/ptest/img:1`, { ...fast, layers });
+      const diffIds = result.image.config.rootfs.diff_ids;
+      const tree = layers.stackPath(diffIds);
+      expect(tree).toBeDefined();
+      expect(readFileSync(join(tree as string, 'data'))).toEqual(Buffer.alloc(300_000, 7));
+      // Ready to run: preparing the image's layers unpacks nothing more (the same tree, at once).
+      const opened: string[] = [];
+      const prepared = await layers.prepare(
+        result.image.manifest.layers.map((layer, i) => ({
+          digest: layer.digest,
+          mediaType: layer.mediaType,
+          diffId: diffIds[i] as string,
+          open: () => {
+            opened.push(layer.digest);
+            return store.openBlob(layer.digest);
+          },
+        })),
+      );
+      expect(prepared).toEqual([tree]);
+      expect(opened).toEqual([]);
+
+      // A pull of what the store has but the cache lacks unpacks from the store, downloading nothing.
+      const other = new LayerCache(join(work, 'unpack-layers-2'));
+      fake.requests.length = 0;
+      const again = await pullImage(store, `${fake.host}/ptest/img:1`, { ...fast, layers: other });
+      expect(again.downloaded.blobs).toBe(0);
+      expect(fake.requests.filter((r) => r.includes('/blobs/'))).toEqual([]);
+      expect(readFileSync(join(other.stackPath(diffIds) as string, 'data')).length).toBe(300_000);
+
+      // Dropped mid-layer: resumed (the unpacker reads on), or started again (a fresh unpack).
+      for (const ranges of [true, false]) {
+        reset();
+        fake.faults.ranges = ranges;
+        fake.faults.drop.set(layer, 1);
+        const cache = new LayerCache(join(work, `unpack-drop-${ranges}`));
+        const dropped = await pullImage(fresh(`unpack-drop-${ranges}`), `${fake.host}/ptest/img:1`, {
+          ...fast,
+          layers: cache,
+        });
+        expect(dropped.image.id).toBe(result.image.id);
+        expect(readFileSync(join(cache.stackPath(diffIds) as string, 'data'))).toEqual(Buffer.alloc(300_000, 7));
+        expect(readdirSync(cache.dir).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
+      }
+    },
+  );
+
+  it.skipIf(!isRoot)(
+    `a layer that does not match its digest leaves nothing behind: no blob, no unpacked layer${isRoot ? '' : ' [skipped: needs root]'}`,
+    async () => {
+      reset();
+      fake.faults.corrupt.add(layer);
+      const layers = new LayerCache(join(work, 'corrupt-layers'));
+      const store = fresh('corrupt-unpack');
+      await expect(pullImage(store, `${fake.host}/ptest/img:1`, { ...fast, layers })).rejects.toThrow(
+        new RegExp(`blob ${layer} does not match its digest`),
+      );
+      expect(store.hasBlob(layer)).toBe(false);
+      expect(readdirSync(store.blobsDir).filter((name) => name.startsWith('.tmp-'))).toEqual([]);
+      expect(readdirSync(join(store.dir, 'locks'))).toEqual([]);
+      expect(readdirSync(layers.dir)).toEqual([]);
+      expect(await store.list()).toEqual([]);
+    },
+  );
 
   it('resumes a layer whose connection dropped mid-way (Range), or starts it again', async () => {
     reset();

@@ -10,8 +10,9 @@ export const PULL_HELP = `usage: petri pull [options] IMAGE
 
 Downloads an image from its registry into the store, like docker pull:
 busybox is docker.io/library/busybox:latest; name@sha256:… pins a digest.
-Layers the store has are not downloaded again. Progress goes to stderr, the
-full reference to stdout.
+Layers the store has are not downloaded again; run as root, layers are
+unpacked while they download, so the image is ready to run. Progress goes to
+stderr, the full reference to stdout.
       --platform OS/ARCH[/VARIANT]   from a multi-platform image (default: this machine's)
       --insecure-registry HOST       allow plain HTTP or any TLS certificate for HOST (repeatable)
   -q, --quiet                        print only the reference
@@ -28,9 +29,10 @@ export async function pullMain(argv: string[]): Promise<number> {
   const { options, rest } = parseArgs('pull', argv, specs);
   if (options.help) return help(PULL_HELP);
   if (rest.length !== 1) throw new PetriError('petri pull: expected one IMAGE (see petri pull --help)');
-  const [{ ImageStore }, registry] = await Promise.all([
+  const [{ ImageStore }, registry, { LayerCache }] = await Promise.all([
     import('../image/store.js'),
     import('../image/registry/index.js'),
+    import('../snapshot/layers.js'),
   ]);
   const platform = typeof options.platform === 'string' ? registry.parsePlatform(options.platform) : undefined;
   const quiet = options.quiet === true;
@@ -39,6 +41,8 @@ export async function pullMain(argv: string[]): Promise<number> {
   };
   const result = await registry.pullImage(ImageStore.open(), rest[0] as string, {
     ...(platform ? { platform } : {}),
+    // Unpacked as they download, ready to run (as root: unpacking needs to set owners and devices).
+    ...(process.getuid?.() === 0 ? { layers: new LayerCache() } : {}),
     insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
     onProgress: (event) => {
       if (event.type === 'resolved') {
@@ -49,6 +53,8 @@ export async function pullMain(argv: string[]): Promise<number> {
         );
       } else if (event.type === 'retry') {
         log(`${event.digest.slice(7, 19)}: retrying: ${event.reason}`);
+      } else if (event.type === 'wait') {
+        log(`${event.digest.slice(7, 19)}: waiting for another petri process that is downloading it`);
       } else if (event.type === 'warning') {
         process.stderr.write(`petri: warning: ${event.message}\n`);
       }

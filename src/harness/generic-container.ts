@@ -326,6 +326,7 @@ export class GenericContainer {
     }
     const image = await imageFor(store, this.spec.image, this.pullPolicy, {
       insecureRegistries: this.insecureRegistries,
+      layers,
     });
     if (this.reuse) {
       return startReused(this.spec, image, {

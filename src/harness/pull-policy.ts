@@ -2,6 +2,7 @@ import { errorLine, PetriError } from '../errors.js';
 import type { PullPolicy as StorePullPolicy } from '../image/pull-policy.js';
 import type { ImageStore } from '../image/store.js';
 import type { StoredImage } from '../image/types.js';
+import type { LayerCache } from '../snapshot/layers.js';
 
 /**
  * When `GenericContainer` pulls its image from its registry: `missing` (the
@@ -32,13 +33,14 @@ const pulls = new Map<string, Promise<StoredImage>>();
 
 /**
  * The image `name` from the store, pulled from its registry first as the
- * policy says. An image id is never pulled.
+ * policy says (its layers unpacked into `layers` as they download). An image
+ * id is never pulled.
  */
 export async function imageFor(
   store: ImageStore,
   name: string,
   policy: PullPolicyName,
-  options: { insecureRegistries?: string[] } = {},
+  options: { insecureRegistries?: string[]; layers?: LayerCache } = {},
 ): Promise<StoredImage> {
   const isId = /^(sha256:)?[a-f0-9]{64}$/.test(name);
   let missing: unknown;
@@ -61,7 +63,11 @@ export async function imageFor(
   if (!pull) {
     pull = (async () => {
       const { pullImage } = await import('../image/registry/pull.js');
-      return (await pullImage(store, name, { insecureRegistries: options.insecureRegistries ?? [] })).image;
+      const pulled = await pullImage(store, name, {
+        insecureRegistries: options.insecureRegistries ?? [],
+        ...(options.layers ? { layers: options.layers } : {}),
+      });
+      return pulled.image;
     })();
     pulls.set(key, pull);
     pull.then(

@@ -1,5 +1,7 @@
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorLine, PetriError } from '../errors.js';
+import { digestHex } from './digest.js';
 
 /** A lock held longer than this without its holder refreshing it (every STALE_MS/4) is taken as abandoned. */
 const STALE_MS = 20_000;
@@ -18,42 +20,103 @@ export function indexLockPath(dir: string): string {
  * stale after STALE_MS and is taken over. Within one process, callers queue.
  * `fn` should be short and not block the event loop for seconds.
  */
-export async function withIndexLock<T>(dir: string, fn: () => T | Promise<T>): Promise<T> {
+export function withIndexLock<T>(dir: string, fn: () => T | Promise<T>): Promise<T> {
   const lockfilePath = indexLockPath(dir);
+  return withLock(dir, lockfilePath, fn, {
+    // Short randomized back-off: holders keep the lock for milliseconds.
+    retries: { retries: Math.ceil(WAIT_MS / 100), minTimeout: 5, maxTimeout: 100, factor: 1.3, randomize: true },
+    what: `the image store's index lock (${lockfilePath})`,
+    cannot: `cannot lock the image store's index (${lockfilePath})`,
+    busy: `the image store's index is locked (${lockfilePath}) and stayed locked for ${WAIT_MS / 1000}s: another petri process is busy with it; try again, or remove the lock directory if no petri process runs`,
+  });
+}
+
+/** The lock directory that guards the download of one blob: `<store>/locks/<hex>.lock`. */
+export function blobLockPath(dir: string, digest: string): string {
+  return join(dir, 'locks', `${digestHex(digest)}.lock`);
+}
+
+/**
+ * Runs `fn` while holding the store's inter-process lock for blob `digest`,
+ * so that two processes pulling the same image download (and unpack) each
+ * blob once: the second waits while the first works, then finds the blob in
+ * the store. The lock may be held for as long as a download takes: a waiter
+ * waits as long as the holder keeps the lock fresh; one a dead process left
+ * goes stale after STALE_MS and is taken over. `onWait` is called when the
+ * lock is held by someone else (once, before waiting).
+ */
+export function withBlobLock<T>(
+  dir: string,
+  digest: string,
+  fn: () => T | Promise<T>,
+  onWait?: () => void,
+): Promise<T> {
+  const lockfilePath = blobLockPath(dir, digest);
+  mkdirSync(join(dir, 'locks'), { recursive: true });
+  return withLock(lockfilePath.slice(0, -'.lock'.length), lockfilePath, fn, {
+    retries: { forever: true, minTimeout: 10, maxTimeout: 250, factor: 1.5, randomize: true },
+    what: `the download lock of blob ${digest} (${lockfilePath})`,
+    cannot: `cannot lock the download of blob ${digest} (${lockfilePath})`,
+    busy: `the download of blob ${digest} stayed locked (${lockfilePath})`,
+    ...(onWait ? { onWait } : {}),
+  });
+}
+
+interface LockOptions {
+  retries: Record<string, number | boolean>;
+  /** The lock, for a takeover message. */
+  what: string;
+  /** The start of the message when the lock cannot be taken. */
+  cannot: string;
+  /** The message when the lock stays held. */
+  busy: string;
+  /** Called once when the lock is held by someone else, before waiting for it. */
+  onWait?: () => void;
+}
+
+async function withLock<T>(
+  file: string,
+  lockfilePath: string,
+  fn: () => T | Promise<T>,
+  options: LockOptions,
+): Promise<T> {
   let compromised: Error | undefined;
   let release: () => Promise<void>;
   // Loaded on first use: commands that only read the store never need it.
   const { lock } = await import('proper-lockfile');
-  try {
-    release = await lock(dir, {
+  const take = (retries: LockOptions['retries'] | 0) =>
+    lock(file, {
       lockfilePath,
       realpath: false,
       stale: STALE_MS,
       update: STALE_MS / 4,
-      // Short randomized back-off: holders keep the lock for milliseconds.
-      retries: { retries: Math.ceil(WAIT_MS / 100), minTimeout: 5, maxTimeout: 100, factor: 1.3, randomize: true },
+      retries,
       onCompromised: (error) => {
         compromised = error;
       },
     });
+  try {
+    if (options.onWait) {
+      try {
+        release = await take(0);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ELOCKED') throw error;
+        options.onWait();
+        release = await take(options.retries);
+      }
+    } else {
+      release = await take(options.retries);
+    }
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ELOCKED') {
-      throw new PetriError(
-        `the image store's index is locked (${lockfilePath}) and stayed locked for ${WAIT_MS / 1000}s: another petri process is busy with it; try again, or remove the lock directory if no petri process runs`,
-        { code: 'ELOCKED', cause: error },
-      );
-    }
-    throw new PetriError(`cannot lock the image store's index (${lockfilePath}): ${errorLine(error)}`, {
-      code: 'ELOCKED',
-      cause: error,
-    });
+    if (code === 'ELOCKED') throw new PetriError(options.busy, { code: 'ELOCKED', cause: error });
+    throw new PetriError(`${options.cannot}: ${errorLine(error)}`, { code: 'ELOCKED', cause: error });
   }
   try {
     const result = await fn();
     if (compromised) {
       throw new PetriError(
-        `the image store's index lock (${lockfilePath}) was taken over while petri held it (${errorLine(compromised)}): the process was stalled for over ${STALE_MS / 1000}s; run the command again`,
+        `${options.what} was taken over while petri held it (${errorLine(compromised)}): the process was stalled for over ${STALE_MS / 1000}s; run the command again`,
         { code: 'ELOCKED', cause: compromised },
       );
     }

@@ -75,6 +75,12 @@ export class LayerCache {
     return dirs.reverse();
   }
 
+  /** The tree of the top layer of a stack with these diffIDs (base first), or undefined when it is not in the cache. */
+  stackPath(diffIds: readonly string[]): string | undefined {
+    const top = chainIds(diffIds).at(-1);
+    return top !== undefined && DIGEST.test(top) ? this.path(top) : undefined;
+  }
+
   /** The tree of an unpacked layer, or undefined when it is not in the cache. */
   path(chainId: string): string | undefined {
     const top = join(this.dir, hexOf(chainId));
@@ -158,18 +164,60 @@ export class LayerCache {
     return join(this.dir, hexOf(chainId), 'fs');
   }
 
-  #ensure(layer: LayerSource, chainId: string, parent: string | null): Promise<string> {
-    const done = this.path(chainId);
-    if (done) return Promise.resolve(done);
-    let pending = this.#pending.get(chainId);
-    if (!pending) {
-      pending = this.#unpack(layer, chainId, parent).finally(() => this.#pending.delete(chainId));
-      this.#pending.set(chainId, pending);
+  /**
+   * Unpacks the top layer of a stack with these `diffIds` (base first) from
+   * `stream`, a blob as it downloads, unless the cache has it or is unpacking
+   * it (then `stream` is destroyed and left to its writer). The tree goes
+   * into place only once `verified` resolves (the whole blob matched its
+   * digest); when it rejects, what was unpacked is removed and this rejects
+   * with its error. Returns the layer's tree.
+   */
+  unpackStream(
+    layer: { digest: string; mediaType: string },
+    diffIds: readonly string[],
+    stream: Readable,
+    verified: Promise<unknown>,
+  ): Promise<string> {
+    const bad = diffIds.find((diffId) => !DIGEST.test(diffId));
+    if (bad !== undefined || diffIds.length === 0) {
+      stream.destroy();
+      return Promise.reject(
+        new PetriError(`layer ${layer.digest} has a bad diffID "${bad}": the image config is broken`),
+      );
     }
+    const ids = chainIds(diffIds);
+    const source = { ...layer, diffId: diffIds.at(-1) as string, open: () => stream };
+    return this.#ensure(source, ids.at(-1) as string, ids.at(-2) ?? null, verified, () => stream.destroy());
+  }
+
+  #ensure(
+    layer: LayerSource,
+    chainId: string,
+    parent: string | null,
+    verified?: Promise<unknown>,
+    skipped?: () => void,
+  ): Promise<string> {
+    const done = this.path(chainId);
+    if (done) {
+      skipped?.();
+      return Promise.resolve(done);
+    }
+    let pending = this.#pending.get(chainId);
+    if (pending) {
+      skipped?.();
+      return pending;
+    }
+    pending = this.#unpack(layer, chainId, parent, verified).finally(() => this.#pending.delete(chainId));
+    this.#pending.set(chainId, pending);
     return pending;
   }
 
-  async #unpack(layer: LayerSource, chainId: string, parent: string | null): Promise<string> {
+  async #unpack(
+    layer: LayerSource,
+    chainId: string,
+    parent: string | null,
+    verified?: Promise<unknown>,
+  ): Promise<string> {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     this.#sweep();
     const top = join(this.dir, hexOf(chainId));
@@ -180,8 +228,11 @@ export class LayerCache {
       try {
         result = await unpackLayer(layer.open(), layer.mediaType, join(temp, 'fs'));
       } catch (error) {
+        // A download that failed (a digest mismatch, a broken connection) explains the broken archive.
+        await verified;
         throw new PetriError(`layer ${layer.digest}: ${(error as Error).message}`, { cause: error });
       }
+      await verified;
       if (result.diffId !== layer.diffId) {
         throw new PetriError(
           `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`,

@@ -55,7 +55,10 @@ export async function prepareImage(
     }
     try {
       const { pullImage } = await import('../image/registry/pull.js');
-      const pulled = await pullImage(store, image.ref, { insecureRegistries: registry.insecureRegistries ?? [] });
+      const pulled = await pullImage(store, image.ref, {
+        insecureRegistries: registry.insecureRegistries ?? [],
+        layers,
+      });
       // The store's name for it (`busybox:latest`), or its id when pulled by digest (then it has no name).
       const ref = pulled.tag ?? pulled.image.id;
       return { name: image.name, ref, id: pulled.image.id, manifestDigest: pulled.image.manifestDigest };

@@ -1,8 +1,10 @@
 // Registries for test/registry.test.ts: Debian's docker-registry (the CNCF
-// distribution registry) on 127.0.0.1, a counting proxy in front of one, and a
-// small fake registry in Node that serves an image from a petri store with
-// faults on demand (corrupt blobs, dropped connections, 429s, bearer tokens).
+// distribution registry) on 127.0.0.1, a counting proxy in front of one, a
+// token server for docker-registry's bearer flow, and a small fake registry in
+// Node that serves an image from a petri store with faults on demand (corrupt
+// blobs, dropped connections, 429s, bearer tokens).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createPrivateKey, randomBytes, sign, X509Certificate } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer as netServer } from 'node:net';
@@ -34,10 +36,21 @@ export interface RunningRegistry {
   stop(): Promise<void>;
 }
 
-/** Starts `docker-registry serve` on a free loopback port with storage under `dir`; optionally htpasswd auth. */
-export async function startRegistry(dir: string, options: { htpasswd?: string } = {}): Promise<RunningRegistry> {
+/**
+ * Starts `docker-registry serve` on a free loopback port with storage under
+ * `dir`; optionally with htpasswd auth, or with bearer tokens from `token`.
+ */
+export async function startRegistry(
+  dir: string,
+  options: { htpasswd?: string; token?: TokenServer } = {},
+): Promise<RunningRegistry> {
   const port = await freePort();
-  const auth = options.htpasswd ? `auth:\n  htpasswd:\n    realm: petri-test\n    path: ${options.htpasswd}\n` : '';
+  const token = options.token;
+  const auth = options.htpasswd
+    ? `auth:\n  htpasswd:\n    realm: petri-test\n    path: ${options.htpasswd}\n`
+    : token
+      ? `auth:\n  token:\n    realm: ${token.realm}\n    service: ${token.service}\n    issuer: ${token.issuer}\n    rootcertbundle: ${token.certificate}\n`
+      : '';
   const config = join(dir, 'config.yml');
   writeFileSync(
     config,
@@ -79,6 +92,8 @@ export interface CountingProxy {
   host: string;
   /** `METHOD /path` of every request since the last reset. */
   requests: string[];
+  /** Blob GETs are held this long before they go upstream (default 0). */
+  blobDelayMs: number;
   close(): Promise<void>;
 }
 
@@ -86,8 +101,11 @@ export interface CountingProxy {
 export async function countingProxy(target: string): Promise<CountingProxy> {
   const [targetHost, targetPort] = target.split(':');
   const requests: string[] = [];
-  const server = http.createServer((req, res) => {
-    requests.push(`${req.method} ${(req.url ?? '').split('?')[0]}`);
+  const proxy = { blobDelayMs: 0 };
+  const server = http.createServer(async (req, res) => {
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    requests.push(`${req.method} ${path}`);
+    if (proxy.blobDelayMs > 0 && req.method === 'GET' && /\/blobs\/sha256:/.test(path)) await sleep(proxy.blobDelayMs);
     const upstream = http.request(
       { host: targetHost, port: Number(targetPort), method: req.method, path: req.url, headers: req.headers },
       (up) => {
@@ -99,7 +117,104 @@ export async function countingProxy(target: string): Promise<CountingProxy> {
     req.pipe(upstream);
   });
   const port = await listen(server);
-  return { host: `127.0.0.1:${port}`, requests, close: () => closeServer(server) };
+  return Object.assign(proxy, { host: `127.0.0.1:${port}`, requests, close: () => closeServer(server) });
+}
+
+export interface TokenServer {
+  /** `http://127.0.0.1:PORT/token` */
+  realm: string;
+  service: string;
+  issuer: string;
+  /** The PEM certificate whose key signs the tokens: the registry's `rootcertbundle`. */
+  certificate: string;
+  /** One line per token request: `USER|anonymous SCOPE…` (`-` when refused). */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * A token server for docker-registry's `auth: token:` (the distribution token
+ * spec): it checks basic credentials against `users` and issues RS256 JWTs
+ * signed with a key whose self-signed certificate (made with openssl, under
+ * `dir`) travels in the header's `x5c`, as distribution verifies against its
+ * rootcertbundle. Anyone may pull the repositories in `publicRepos`; a user
+ * may pull and push anything; what is not granted is left out of the token
+ * (the registry then answers 401, as Docker Hub's does).
+ */
+export async function tokenServer(
+  dir: string,
+  options: { users: Record<string, string>; publicRepos: string[] },
+): Promise<TokenServer> {
+  const keyPath = join(dir, 'token-key.pem');
+  const certificate = join(dir, 'token-cert.pem');
+  const made = spawnSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyPath, '-out', certificate].concat([
+      '-days',
+      '2',
+      '-subj',
+      '/CN=petri-test-token-issuer',
+    ]),
+    { encoding: 'utf8' },
+  );
+  if (made.status !== 0) throw new Error(`openssl req exited ${made.status}: ${made.stderr}`);
+  const key = createPrivateKey(readFileSync(keyPath));
+  const x5c = [new X509Certificate(readFileSync(certificate)).raw.toString('base64')];
+  const service = 'petri-test-registry';
+  const issuer = 'petri-test-issuer';
+  const requests: string[] = [];
+  const b64url = (data: string | Buffer) => Buffer.from(data).toString('base64url');
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://token');
+    if (url.pathname !== '/token') return send(res, 404, '{}');
+    const scopes = url.searchParams.getAll('scope').flatMap((scope) => scope.split(' '));
+    let user: string | undefined;
+    const basic = /^Basic (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+    if (basic) {
+      const [name = '', ...rest] = Buffer.from(basic, 'base64').toString('utf8').split(':');
+      if (options.users[name] === undefined || options.users[name] !== rest.join(':')) {
+        requests.push(`- ${name} ${scopes.join(' ')}`.trimEnd());
+        return send(res, 401, '{"details":"incorrect username or password"}');
+      }
+      user = name;
+    }
+    requests.push(`${user ?? 'anonymous'} ${scopes.join(' ')}`.trimEnd());
+    const access = scopes.flatMap((scope) => {
+      const [type, name, actions = ''] = scope.split(':');
+      if (type !== 'repository' || !name) return [];
+      const wanted = actions.split(',');
+      const granted = user
+        ? wanted.filter((a) => a === 'pull' || a === 'push')
+        : options.publicRepos.includes(name)
+          ? wanted.filter((a) => a === 'pull')
+          : [];
+      return granted.length > 0 ? [{ type, name, actions: granted }] : [];
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const header = { typ: 'JWT', alg: 'RS256', x5c };
+    const claims = {
+      iss: issuer,
+      sub: user ?? '',
+      aud: service,
+      exp: now + 300,
+      nbf: now - 10,
+      iat: now,
+      jti: randomBytes(8).toString('hex'),
+      access,
+    };
+    const signed = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(claims))}`;
+    const token = `${signed}.${b64url(sign('sha256', Buffer.from(signed), key))}`;
+    return send(res, 200, JSON.stringify({ token, access_token: token, expires_in: 300 }));
+  });
+  const port = await listen(server);
+  return {
+    realm: `http://127.0.0.1:${port}/token`,
+    service,
+    issuer,
+    certificate,
+    requests,
+    close: () => closeServer(server),
+  };
 }
 
 function listen(server: http.Server): Promise<number> {

@@ -1,6 +1,9 @@
 import { utimes } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
 import pLimit from 'p-limit';
 import { errorLine, PetriError } from '../../errors.js';
+import type { LayerCache } from '../../snapshot/layers.js';
+import { withBlobLock } from '../lock.js';
 import type { ImageStore } from '../store.js';
 import {
   type Descriptor,
@@ -38,12 +41,21 @@ export interface PullOptions extends RegistryOptions {
    * may all be cached, which fetches layers only when it needs them).
    */
   metadataOnly?: boolean;
+  /**
+   * Unpack each layer into this cache while it downloads (a layer the store
+   * has already is unpacked from it when the cache lacks it), so that the
+   * image is ready to run when the pull returns, as after `docker pull`.
+   * Without it, layers are unpacked at first use. Not with `metadataOnly`.
+   */
+  layers?: LayerCache;
 }
 
 export type PullEvent =
   | { type: 'resolved'; reference: string; digest: string; platform?: string; index?: string }
   | { type: 'blob'; role: 'config' | 'layer'; digest: string; size: number; status: 'exists' | 'done' }
   | { type: 'retry'; digest: string; reason: string }
+  /** Another process (or pull) is downloading this blob: this one waits for it. */
+  | { type: 'wait'; digest: string }
   | { type: 'warning'; message: string };
 
 export interface PullResult {
@@ -61,9 +73,12 @@ export interface PullResult {
 /**
  * Pulls an image from its registry into the store: the manifest (for an
  * image index, the one for the wanted platform), its config and its layers,
- * each verified against its digest while it streams. Blobs the store has are
- * not downloaded again. The image is tagged with its familiar name
- * (`busybox:latest`), or, pulled by digest, kept without a name.
+ * each verified against its digest while it streams (and, with `layers`,
+ * unpacked as it streams). Blobs the store has are not downloaded again, and
+ * each blob is downloaded under a lock in the store, so that two processes
+ * pulling the same image at once download it once. The image is tagged with
+ * its familiar name (`busybox:latest`), or, pulled by digest, kept without a
+ * name.
  */
 export async function pullImage(store: ImageStore, text: string, options: PullOptions = {}): Promise<PullResult> {
   const ref = normalizeReference(text);
@@ -137,21 +152,45 @@ async function pull(
     );
   }
 
-  const fetch = async (blob: Descriptor, role: 'config' | 'layer') => {
-    if (store.hasBlob(blob.digest)) {
-      // Refreshed, so that a prune running now keeps it until the image is tagged.
-      const now = new Date();
-      await utimes(store.blobPath(blob.digest), now, now).catch(() => {});
-      emit({ type: 'blob', role, digest: blob.digest, size: blob.size, status: 'exists' });
-      return;
-    }
-    await downloadBlob(client, store, repository, blob, (reason) =>
-      emit({ type: 'retry', digest: blob.digest, reason }),
+  // Each blob under its lock: another process pulling it now finishes first, and then it is here.
+  const fetch = (blob: Descriptor, role: 'config' | 'layer', unpack?: Unpack) =>
+    withBlobLock(
+      store.dir,
+      blob.digest,
+      async () => {
+        if (store.hasBlob(blob.digest)) {
+          // Refreshed, so that a prune running now keeps it until the image is tagged.
+          const now = new Date();
+          await utimes(store.blobPath(blob.digest), now, now).catch(() => {});
+          if (unpack && !unpack.cache.stackPath(unpack.diffIds)) {
+            await unpack.cache.unpackStream(
+              blob,
+              unpack.diffIds,
+              store.openBlob(blob.digest, blob.size),
+              Promise.resolve(),
+            );
+          }
+          emit({ type: 'blob', role, digest: blob.digest, size: blob.size, status: 'exists' });
+          return;
+        }
+        const tee =
+          unpack &&
+          ((stream: Readable, verified: Promise<void>) =>
+            unpack.cache.unpackStream(blob, unpack.diffIds, stream, verified));
+        await downloadBlob(
+          client,
+          store,
+          repository,
+          blob,
+          (reason) => emit({ type: 'retry', digest: blob.digest, reason }),
+          tee,
+        );
+        downloaded.blobs++;
+        downloaded.bytes += blob.size;
+        emit({ type: 'blob', role, digest: blob.digest, size: blob.size, status: 'done' });
+      },
+      () => emit({ type: 'wait', digest: blob.digest }),
     );
-    downloaded.blobs++;
-    downloaded.bytes += blob.size;
-    emit({ type: 'blob', role, digest: blob.digest, size: blob.size, status: 'done' });
-  };
 
   await fetch(manifest.config, 'config');
   const config = await store.readJson<ImageConfig>(manifest.config.digest);
@@ -169,7 +208,11 @@ async function pull(
     return { image, reference, downloaded, source: { client, repository } };
   }
   const limit = pLimit(options.concurrency ?? 4);
-  const jobs = manifest.layers.map((layer) => limit(() => fetch(layer, 'layer')));
+  const cache = options.layers;
+  const diffIds = config.rootfs.diff_ids;
+  const jobs = manifest.layers.map((layer, i) =>
+    limit(() => fetch(layer, 'layer', cache ? { cache, diffIds: diffIds.slice(0, i + 1) } : undefined)),
+  );
   const results = await Promise.allSettled(jobs);
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) throw failed.reason;
@@ -191,6 +234,12 @@ async function pull(
   }
   const image = await store.resolve(top.digest);
   return { image, reference, ...(tag ? { tag } : {}), downloaded, source: { client, repository } };
+}
+
+/** Where a layer is unpacked as it downloads: the cache, and the diffIDs of the layer and those below it. */
+interface Unpack {
+  cache: LayerCache;
+  diffIds: readonly string[];
 }
 
 function checkConfig(
