@@ -51,6 +51,82 @@ static int child_main(void *arg)
 	process_exec(c->proc, c->s->has_seccomp ? &c->s->seccomp : NULL, c->err_wr, c->orig);
 }
 
+void exec_defaults(struct process_spec *proc, const struct spec *s)
+{
+	/* Like runc exec: what the process leaves out comes from the container. */
+	if (!proc->has_caps) {
+		proc->has_caps = s->proc.has_caps;
+		memcpy(proc->caps, s->proc.caps, sizeof proc->caps);
+	}
+	if (!proc->has_nnp)
+		proc->no_new_privs = s->proc.no_new_privs;
+	if (!proc->nrlimits) {
+		proc->rlimits = s->proc.rlimits;
+		proc->nrlimits = s->proc.nrlimits;
+	}
+}
+
+int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t target, int cgfd, const char *v2,
+	       int ctlfd)
+{
+	struct rerr e;
+	memset(&e, 0, sizeof e);
+	int pidfd = (int)syscall(SYS_pidfd_open, target, 0);
+	if (pidfd < 0) {
+		rerr_set(&e, errno, "pidfd_open %d", (int)target);
+		goto fail;
+	}
+	int nsflags = s->ns_flags & (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
+	if (nsflags && setns(pidfd, nsflags) < 0) {
+		rerr_set(&e, errno, "setns to the namespaces of pid %d", (int)target);
+		goto fail;
+	}
+	close(pidfd);
+
+	sigset_t set, orig;
+	sigemptyset(&set);
+	for (size_t i = 0; i < n_forwarded_signals; i++)
+		sigaddset(&set, forwarded_signals[i]);
+	sigaddset(&set, SIGCHLD);
+	int sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	sigaddset(&set, SIGPIPE);
+	if (sigfd < 0 || sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
+		rerr_set(&e, errno, "signalfd");
+		goto fail;
+	}
+	int errp[2];
+	if (pipe2(errp, O_CLOEXEC) < 0) {
+		rerr_set(&e, errno, "pipe");
+		goto fail;
+	}
+	struct child c = { proc, s, errp[1], errp[0], sigfd, ctlfd, getpid(), &orig };
+	int joined = 0;
+	pid_t pid = clone_child(0, cgfd, &joined);
+	if (pid < 0) {
+		rerr_set(&e, errno, cgfd >= 0 ? "start the process in cgroup %s" : "start the process", v2);
+		goto fail;
+	}
+	if (pid == 0) {
+		/* Without clone3 (an old kernel) the child joins the v2 directory itself. */
+		if (cgfd >= 0 && !joined) {
+			int fd = openat(cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+			if (fd < 0 || write_all(fd, "0", 1) < 0) {
+				rerr_set(&e, errno, "join cgroup %s", v2);
+				child_fail(errp[1], &e);
+			}
+			close(fd);
+		}
+		child_main(&c);
+	}
+	if (cgfd >= 0)
+		close(cgfd);
+	close(errp[1]);
+	return supervise(pid, ctlfd, errp[0], -1, sigfd);
+fail:
+	event_error(ctlfd, e.msg);
+	return e.code ? e.code : EXIT_SETUP;
+}
+
 int exec_main(const struct exec_opts *o)
 {
 	struct rerr e;
@@ -63,24 +139,8 @@ int exec_main(const struct exec_opts *o)
 	if (!text || spec_parse(text, len, &s, &e) < 0 ||
 	    spec_parse_process_text(o->process_json, strlen(o->process_json), &proc, &e) < 0)
 		goto fail;
+	exec_defaults(&proc, &s);
 
-	/* Like runc exec: what the process leaves out comes from the container. */
-	if (!proc.has_caps) {
-		proc.has_caps = s.proc.has_caps;
-		memcpy(proc.caps, s.proc.caps, sizeof proc.caps);
-	}
-	if (!proc.has_nnp)
-		proc.no_new_privs = s.proc.no_new_privs;
-	if (!proc.nrlimits) {
-		proc.rlimits = s.proc.rlimits;
-		proc.nrlimits = s.proc.nrlimits;
-	}
-
-	int pidfd = (int)syscall(SYS_pidfd_open, o->pid, 0);
-	if (pidfd < 0) {
-		rerr_set(&e, errno, "pidfd_open %d", (int)o->pid);
-		goto fail;
-	}
 	/* v1 directories (they have `tasks`): the supervisor moves itself, its
 	 * single thread, cheaply (join_cgroups_self); the child inherits them.
 	 * The v2 directory (at most one) receives the child as it is created. */
@@ -105,52 +165,7 @@ int exec_main(const struct exec_opts *o)
 		rerr_set(&e, errno, "open cgroup %s", v2);
 		goto fail;
 	}
-	int nsflags = s.ns_flags & (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
-	if (nsflags && setns(pidfd, nsflags) < 0) {
-		rerr_set(&e, errno, "setns to the namespaces of pid %d", (int)o->pid);
-		goto fail;
-	}
-	close(pidfd);
-
-	sigset_t set, orig;
-	sigemptyset(&set);
-	for (size_t i = 0; i < n_forwarded_signals; i++)
-		sigaddset(&set, forwarded_signals[i]);
-	sigaddset(&set, SIGCHLD);
-	int sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-	sigaddset(&set, SIGPIPE);
-	if (sigfd < 0 || sigprocmask(SIG_BLOCK, &set, &orig) < 0) {
-		rerr_set(&e, errno, "signalfd");
-		goto fail;
-	}
-	int errp[2];
-	if (pipe2(errp, O_CLOEXEC) < 0) {
-		rerr_set(&e, errno, "pipe");
-		goto fail;
-	}
-	struct child c = { &proc, &s, errp[1], errp[0], sigfd, o->ctlfd, getpid(), &orig };
-	int joined = 0;
-	pid_t pid = clone_child(0, cgfd, &joined);
-	if (pid < 0) {
-		rerr_set(&e, errno, cgfd >= 0 ? "start the process in cgroup %s" : "start the process", v2);
-		goto fail;
-	}
-	if (pid == 0) {
-		/* Without clone3 (an old kernel) the child joins the v2 directory itself. */
-		if (cgfd >= 0 && !joined) {
-			int fd = openat(cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-			if (fd < 0 || write_all(fd, "0", 1) < 0) {
-				rerr_set(&e, errno, "join cgroup %s", v2);
-				child_fail(errp[1], &e);
-			}
-			close(fd);
-		}
-		child_main(&c);
-	}
-	if (cgfd >= 0)
-		close(cgfd);
-	close(errp[1]);
-	return supervise(pid, o->ctlfd, errp[0], -1, sigfd);
+	return exec_enter(&s, &proc, o->pid, cgfd, v2, o->ctlfd);
 fail:
 	event_error(o->ctlfd, e.msg);
 	return e.code ? e.code : EXIT_SETUP;

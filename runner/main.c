@@ -211,9 +211,11 @@ pid_t clone_child(unsigned long flags, int cgfd, int *joined)
 
 /* --- the supervisor loop (run and exec) --- */
 
+#define CTL_MAX 65536
+
 static void handle_control(int ctlfd, pid_t child, char *buf, size_t *len, int *open_)
 {
-	ssize_t n = read(ctlfd, buf + *len, 255 - *len);
+	ssize_t n = read(ctlfd, buf + *len, CTL_MAX - 1 - *len);
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n <= 0) {
@@ -236,12 +238,16 @@ static void handle_control(int ctlfd, pid_t child, char *buf, size_t *len, int *
 			long sig = strtol(line + 7, &end, 10);
 			if (end != line + 7 && sig > 0 && sig < 65)
 				kill(child, (int)sig);
+		} else if (strncmp(line, "exec ", 5) == 0) {
+			served_start(ctlfd, line + 5);
+		} else if (strncmp(line, "exec-signal ", 12) == 0) {
+			served_signal(line + 12);
 		}
 		line = nl + 1;
 	}
 	*len = (size_t)(buf + *len - line);
 	memmove(buf, line, *len);
-	if (*len >= 255) /* an overlong line: drop it */
+	if (*len >= CTL_MAX - 1) /* an overlong line: drop it */
 		*len = 0;
 }
 
@@ -261,12 +267,12 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 	struct rerr rec;
 	size_t reclen = 0;
 	int err_open = 1, ctl_open = ctlfd >= 0, status = 0, reaped = 0;
-	char ctlbuf[256];
+	static char ctlbuf[CTL_MAX];
 	size_t ctllen = 0;
 	memset(&rec, 0, sizeof rec);
 
 	while (!reaped) {
-		struct pollfd pfd[3];
+		struct pollfd pfd[3 + 3 * 32];
 		int np = 0, ierr = -1, ictl = -1;
 		pfd[np].fd = sigfd;
 		pfd[np++].events = POLLIN;
@@ -280,6 +286,8 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 			pfd[np].fd = ctlfd;
 			pfd[np++].events = POLLIN;
 		}
+		int iserved = np;
+		np += served_pollfds(pfd + np, (int)(sizeof pfd / sizeof pfd[0]) - np);
 		if (poll(pfd, (nfds_t)np, -1) < 0) {
 			if (errno == EINTR)
 				continue;
@@ -297,6 +305,7 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 					event_started(ctlfd, child);
 			}
 		}
+		served_handle(ctlfd, pfd + iserved, np - iserved);
 		if (ictl >= 0 && pfd[ictl].revents)
 			handle_control(ctlfd, child, ctlbuf, &ctllen, &ctl_open);
 		if (pfd[0].revents) {
@@ -307,15 +316,28 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 					continue;
 				kill(child, (int)si[i].ssi_signo);
 			}
-			pid_t r = waitpid(child, &status, WNOHANG);
-			if (r == child)
-				reaped = 1;
+			/* Every child that ended: init (or the process), the forwarder, served execs. */
+			for (;;) {
+				int st;
+				pid_t r = waitpid(-1, &st, WNOHANG);
+				if (r <= 0)
+					break;
+				if (r == child) {
+					status = st;
+					reaped = 1;
+				} else if (r == g_forwarder) {
+					g_forwarder = 0;
+				} else {
+					served_reaped(ctlfd, r, st);
+				}
+			}
 		}
 	}
 	if (!reaped) {
 		while (waitpid(child, &status, 0) < 0 && errno == EINTR)
 			;
 	}
+	served_end(ctlfd);
 	stop_forwarder();
 	/* Collect what is left of the error record (all writers are gone). */
 	if (err_open) {
@@ -442,8 +464,6 @@ static int cmd_run(struct run_opts *o)
 	if (pid == 0)
 		container_child(&a);
 
-	if (cgfd >= 0)
-		close(cgfd);
 	close(syncp[0]);
 	close(errp[1]);
 	if (statp[1] >= 0)
@@ -476,6 +496,21 @@ static int cmd_run(struct run_opts *o)
 		return fail_setup(&e);
 	}
 	close(syncp[1]);
+	/* `exec ID JSON` on the control socket: processes forked from here, into
+	 * the container's cgroups (v1 by `tasks`, v2 by clone3 into cgfd). */
+	const char **v1 = calloc(o->ncgroups + 1, sizeof *v1);
+	size_t nv1 = 0;
+	if (v1 && o->ctlfd >= 0) {
+		for (size_t i = 0; i < o->ncgroups; i++)
+			v1[nv1++] = o->cgroups[i];
+		/* Without clone3 (an old kernel) the v2 directory is joined like the others. */
+		if (!joined && o->clone_into)
+			v1[nv1++] = o->clone_into;
+		int fds[4] = { o->ctlfd, sigfd, errp[0], statp[0] };
+		served_setup(&s, v1, nv1, joined ? cgfd : -1, o->clone_into, pid, fds, statp[0] >= 0 ? 4 : 3);
+	} else if (cgfd >= 0) {
+		close(cgfd);
+	}
 	return supervise(pid, o->ctlfd, errp[0], statp[0], sigfd);
 }
 

@@ -89,6 +89,17 @@ int caps_drop_all(struct rerr *e);
 /* devices_bpf.c */
 int devices_bpf_attach(const struct spec *s, const char *cgroup_dir, struct rerr *e);
 
+/* served.c: `exec ID JSON` on a run supervisor's control socket. */
+struct pollfd;
+void served_setup(const struct spec *s, const char **v1, size_t nv1, int cgfd, const char *v2, pid_t init,
+		  const int *close_fds, int nclose);
+void served_start(int ctlfd, const char *args);
+void served_signal(const char *args);
+int served_pollfds(struct pollfd *pfd, int max);
+void served_handle(int ctlfd, const struct pollfd *pfd, int n);
+int served_reaped(int ctlfd, pid_t pid, int status);
+void served_end(int ctlfd);
+
 /* exec.c */
 struct exec_opts {
 	pid_t pid;
@@ -99,6 +110,13 @@ struct exec_opts {
 	size_t ncgroups;
 };
 int exec_main(const struct exec_opts *o);
+/* What a process spec leaves out, from the container's (as runc exec does). */
+void exec_defaults(struct process_spec *proc, const struct spec *s);
+/* Joins the namespaces of target, forks the process (into the cgroup v2
+ * directory cgfd when >= 0, named v2), applies proc and supervises it,
+ * reporting on ctlfd; returns the exit code for the caller to exit with. */
+int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t target, int cgfd, const char *v2,
+	       int ctlfd);
 
 /* fsops.c: `fsops` (JSON ops on stdin) and `scan DIR`; both return the exit code. */
 int fsops_main(void);

@@ -71,6 +71,39 @@ describeKernel('exec into a running container', () => {
     }
   });
 
+  it('through the runner (no spawn): many at once, large output intact, stdout and stderr apart, ended with the container', async () => {
+    const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
+    try {
+      await container.start();
+      const runs = Array.from({ length: 12 }, (_, i) => {
+        const proc = container.exec(['sh', '-c', `echo out ${i}; echo err ${i} >&2; exit ${i}`]);
+        return Promise.all([collect(proc.stdout), collect(proc.stderr), proc.result]);
+      });
+      const results = await Promise.all(runs);
+      results.forEach(([out, err, result], i) => {
+        expect(out).toBe(`out ${i}\n`);
+        expect(err).toBe(`err ${i}\n`);
+        expect(result.exitCode).toBe(i);
+      });
+      // 3 MiB through the control socket, byte for byte.
+      const big = container.exec(['sh', '-c', 'head -c 3145728 /dev/zero | tr "\\0" "x"; echo end']);
+      const [bigOut] = await Promise.all([collect(big.stdout), big.result]);
+      expect(bigOut.length).toBe(3145728 + 4);
+      expect(bigOut.endsWith('xend\n')).toBe(true);
+      // A process still running when the container is killed ends with it.
+      const long = container.exec(['sleep', '30']);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      container.kill();
+      const ended = await long.result.then(
+        (r) => r.exitCode,
+        () => 'rejected',
+      );
+      expect(ended === 'rejected' || ended === 137).toBe(true);
+    } finally {
+      await container.remove();
+    }
+  });
+
   it('runs as another user, and reports exit codes', async () => {
     const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
     try {

@@ -646,13 +646,14 @@ var init_runner_binary = __esm({
 function signalNumber(name) {
   return import_node_os.constants.signals[name] ?? 9;
 }
-var import_node_child_process, import_node_os, RunnerProcess;
+var import_node_child_process, import_node_os, import_node_stream, RunnerProcess;
 var init_runner_process = __esm({
   "src/runtime/runner-process.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process = require("node:child_process");
     import_node_os = require("node:os");
+    import_node_stream = require("node:stream");
     init_runner_binary();
     RunnerProcess = class {
       static {
@@ -666,6 +667,10 @@ var init_runner_process = __esm({
       started;
       exited;
       control;
+      served = /* @__PURE__ */ new Map();
+      nextExec = 1;
+      closed = false;
+      unrefed = false;
       constructor(args, stdio) {
         this.child = (0, import_node_child_process.spawn)(runnerPath(), [args[0], "--control-fd", "3", ...args.slice(1)], {
           stdio: [...stdio, "pipe"]
@@ -696,7 +701,9 @@ var init_runner_process = __esm({
             } catch {
               continue;
             }
-            if (event.event === "started") {
+            if (event.exec !== void 0) {
+              this.servedEvent(event.exec, event);
+            } else if (event.event === "started") {
               this.pid = event.pid;
               resolveStarted();
             } else if (event.event === "ports") {
@@ -715,6 +722,13 @@ var init_runner_process = __esm({
             error ??= `cannot run ${runnerPath()}: ${e.message}`;
           });
           this.child.on("close", (code, signal) => {
+            this.closed = true;
+            for (const [id, state] of this.served) {
+              this.served.delete(id);
+              state.stdout.end();
+              state.stderr.end();
+              state.resolve({ exitCode: 137, signal: 9, error: state.error ?? "the container ended" });
+            }
             let result;
             if (exit) result = exit;
             else if (signal) result = { exitCode: 128 + signalNumber(signal), signal: signalNumber(signal) };
@@ -725,12 +739,63 @@ var init_runner_process = __esm({
           });
         });
       }
+      /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
+      unref() {
+        this.unrefed = true;
+        this.child.unref();
+        for (const stream of this.child.stdio) stream?.unref?.();
+        if (this.served.size > 0) this.control.ref();
+      }
       /** Kills the container (or exec'd process): the runner SIGKILLs it and its PID namespace. */
       kill() {
         this.send("kill");
       }
       signal(signal) {
         this.send(`signal ${signal}`);
+      }
+      /**
+       * Runs a process in the container through this (run) runner: it forks the
+       * process itself, straight into the container's cgroups, so nothing is
+       * spawned here. stdin is /dev/null; stdout and stderr come back as events.
+       */
+      exec(processJson) {
+        const id = this.nextExec++;
+        const stdout = new import_node_stream.PassThrough();
+        const stderr = new import_node_stream.PassThrough();
+        let resolve10;
+        const result = new Promise((r) => {
+          resolve10 = r;
+        });
+        if (this.closed || this.control.destroyed || !this.control.writable) {
+          stdout.end();
+          stderr.end();
+          resolve10({ exitCode: 125, signal: null, error: "the container is not running" });
+        } else {
+          this.served.set(id, { stdout, stderr, started: false, resolve: resolve10 });
+          this.control.ref();
+          this.send(`exec ${id} ${processJson}`);
+        }
+        return { stdout, stderr, result, signal: /* @__PURE__ */ __name((signal) => this.send(`exec-signal ${id} ${signal}`), "signal") };
+      }
+      servedEvent(id, event) {
+        const state = this.served.get(id);
+        if (!state) return;
+        if (event.event === "output") {
+          (event.fd === 2 ? state.stderr : state.stdout).write(Buffer.from(event.data ?? "", "base64"));
+        } else if (event.event === "started") {
+          state.started = true;
+        } else if (event.event === "error") {
+          state.error = event.message ?? "unknown error";
+        } else if (event.event === "exit") {
+          this.endServed(id, state, { exitCode: event.exitCode ?? 0, signal: event.signal ?? null });
+        }
+      }
+      endServed(id, state, exit) {
+        this.served.delete(id);
+        if (this.served.size === 0 && this.unrefed) this.control.unref();
+        state.stdout.end();
+        state.stderr.end();
+        state.resolve(state.error !== void 0 && !state.started ? { ...exit, error: state.error } : exit);
       }
       send(line) {
         if (!this.control.destroyed && this.control.writable) this.control.write(`${line}
@@ -1307,7 +1372,7 @@ async function ensureContainersDirAsync() {
   await import_node_fs10.promises.mkdir(containersDir(), { recursive: true, mode: 448 });
   containersDirReady = true;
 }
-function execInContainer(target, command2, options = {}) {
+function execInContainer(target, command2, options = {}, through) {
   if (command2.length === 0) throw new PetriError(`cannot exec in container ${target.id}: no command given`);
   const processSpec = {
     ...target.spec.process,
@@ -1329,10 +1394,27 @@ function execInContainer(target, command2, options = {}) {
       permitted: root ? caps : []
     };
   }
+  const startedAt = monotonicMs();
+  if (through) {
+    const served = through.exec(JSON.stringify(processSpec));
+    return {
+      stdin: null,
+      stdout: served.stdout,
+      stderr: served.stderr,
+      kill: /* @__PURE__ */ __name(() => served.signal(9), "kill"),
+      result: served.result.then((exit) => {
+        if (exit.error !== void 0) {
+          throw Object.assign(new PetriError(`cannot exec in container ${target.id}: ${exit.error}`), {
+            exitCode: exit.exitCode
+          });
+        }
+        return { exitCode: exit.exitCode, signal: exit.signal, durationMs: Math.round(monotonicMs() - startedAt) };
+      })
+    };
+  }
   const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path7.join)(target.dir, "config.json")];
   for (const dir of target.cgroupDirs) args.push("--cgroup", dir);
   args.push("--process", JSON.stringify(processSpec));
-  const startedAt = monotonicMs();
   const runner = new RunnerProcess(args, [
     options.stdin ?? "ignore",
     options.stdout ?? "pipe",
@@ -1607,6 +1689,7 @@ var init_container = __esm({
         this.stdin = runner.child.stdin;
         this.stdout = runner.child.stdout;
         this.stderr = runner.child.stderr;
+        io.onOutput?.(this.stdout, this.stderr);
         let timer;
         if (this.options.timeoutMs) {
           timer = setTimeout(() => {
@@ -1683,10 +1766,7 @@ var init_container = __esm({
        * longer hold the event loop): the container then dies with the runner.
        */
       unref() {
-        const child = this.runner?.child;
-        if (!child) return;
-        child.unref();
-        for (const stream of child.stdio) stream?.unref?.();
+        this.runner?.unref();
       }
       /** Waits for the command to end. */
       wait() {
@@ -1710,7 +1790,8 @@ var init_container = __esm({
           pid: this.runner?.pid,
           cgroupDirs: this.cgroups.dirs
         };
-        return execInContainer(target, command2, options);
+        const served = this.runner !== void 0 && (options.stdin ?? "ignore") === "ignore" && (options.stdout ?? "pipe") === "pipe" && (options.stderr ?? "pipe") === "pipe";
+        return execInContainer(target, command2, options, served ? this.runner : void 0);
       }
       /** Kills what still runs and removes the container's cgroups and directory. */
       async remove() {
@@ -1911,13 +1992,13 @@ function digestMismatch(expected, actual, where) {
 function sizeMismatch(digest, expected, actual, where) {
   return new PetriError(`blob ${digest} should be ${expected} bytes but is ${actual}; ${where}`, { code: "EDIGEST" });
 }
-var import_node_crypto, import_node_stream, DIGEST, HashingStream, VerifyingStream;
+var import_node_crypto, import_node_stream2, DIGEST, HashingStream, VerifyingStream;
 var init_digest = __esm({
   "src/image/digest.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto = require("node:crypto");
-    import_node_stream = require("node:stream");
+    import_node_stream2 = require("node:stream");
     init_errors();
     DIGEST = /^sha256:[a-f0-9]{64}$/;
     __name(isDigest, "isDigest");
@@ -1926,7 +2007,7 @@ var init_digest = __esm({
     __name(sha256Digest, "sha256Digest");
     __name(digestMismatch, "digestMismatch");
     __name(sizeMismatch, "sizeMismatch");
-    HashingStream = class extends import_node_stream.Transform {
+    HashingStream = class extends import_node_stream2.Transform {
       static {
         __name(this, "HashingStream");
       }
@@ -2049,6 +2130,7 @@ function blobsDir(dir) {
   return (0, import_node_path8.join)(dir, "blobs", "sha256");
 }
 function createLayout(dir) {
+  if ((0, import_node_fs12.existsSync)((0, import_node_path8.join)(dir, INDEX_FILE)) && (0, import_node_fs12.existsSync)((0, import_node_path8.join)(dir, LAYOUT_FILE)) && (0, import_node_fs12.existsSync)(blobsDir(dir))) return;
   try {
     (0, import_node_fs12.mkdirSync)(blobsDir(dir), { recursive: true });
     createFileOnce((0, import_node_path8.join)(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}
@@ -4016,32 +4098,43 @@ function withIndexLock(dir, fn) {
 function blobLockPath(dir, digest) {
   return (0, import_node_path10.join)(dir, "locks", `${digestHex(digest)}.lock`);
 }
-function withBlobLock(dir, digest, fn) {
-  if (process.env.PTEST_NOLOCK) return Promise.resolve(fn());
+function withBlobLock(dir, digest, fn, onWait) {
   const lockfilePath = blobLockPath(dir, digest);
   (0, import_node_fs14.mkdirSync)((0, import_node_path10.join)(dir, "locks"), { recursive: true });
   return withLock(lockfilePath.slice(0, -".lock".length), lockfilePath, fn, {
     retries: { forever: true, minTimeout: 10, maxTimeout: 250, factor: 1.5, randomize: true },
     what: `the download lock of blob ${digest} (${lockfilePath})`,
     cannot: `cannot lock the download of blob ${digest} (${lockfilePath})`,
-    busy: `the download of blob ${digest} stayed locked (${lockfilePath})`
+    busy: `the download of blob ${digest} stayed locked (${lockfilePath})`,
+    ...onWait ? { onWait } : {}
   });
 }
 async function withLock(file, lockfilePath, fn, options) {
   let compromised;
   let release;
   const { lock } = await Promise.resolve().then(() => __toESM(require_proper_lockfile(), 1));
+  const take = /* @__PURE__ */ __name((retries) => lock(file, {
+    lockfilePath,
+    realpath: false,
+    stale: STALE_MS,
+    update: STALE_MS / 4,
+    retries,
+    onCompromised: /* @__PURE__ */ __name((error) => {
+      compromised = error;
+    }, "onCompromised")
+  }), "take");
   try {
-    release = await lock(file, {
-      lockfilePath,
-      realpath: false,
-      stale: STALE_MS,
-      update: STALE_MS / 4,
-      retries: options.retries,
-      onCompromised: /* @__PURE__ */ __name((error) => {
-        compromised = error;
-      }, "onCompromised")
-    });
+    if (options.onWait) {
+      try {
+        release = await take(0);
+      } catch (error) {
+        if (error.code !== "ELOCKED") throw error;
+        options.onWait();
+        release = await take(options.retries);
+      }
+    } else {
+      release = await take(options.retries);
+    }
   } catch (error) {
     const code = error.code;
     if (code === "ELOCKED") throw new PetriError(options.busy, { code: "ELOCKED", cause: error });
@@ -6297,7 +6390,7 @@ var require_streamx = __commonJS({
         }
       }
       static deferred(fn, opts) {
-        const out = new PassThrough6(opts);
+        const out = new PassThrough7(opts);
         fn().then((src) => {
           if (src === null) return out.end();
           if (out.destroying) return;
@@ -6592,7 +6685,7 @@ var require_streamx = __commonJS({
         this._flush(transformAfterFlush.bind(this));
       }
     };
-    var PassThrough6 = class extends Transform2 {
+    var PassThrough7 = class extends Transform2 {
       static {
         __name(this, "PassThrough");
       }
@@ -6747,7 +6840,7 @@ var require_streamx = __commonJS({
       Duplex,
       Transform: Transform2,
       // Export PassThrough for compatibility with Node.js core's stream module
-      PassThrough: PassThrough6
+      PassThrough: PassThrough7
     };
   }
 });
@@ -7667,7 +7760,7 @@ async function unpackLayer(blob, mediaType, target) {
   const counter = new HashingStream();
   const extract = tarStream().extract();
   const stages = [];
-  if (compression === "gzip") stages.push(import_node_zlib.default.createGunzip());
+  if (compression === "gzip") stages.push(import_node_zlib.default.createGunzip({ chunkSize: 256 << 10 }));
   if (compression === "zstd") {
     try {
       stages.push(zstdDecompressor(mediaType));
@@ -7717,7 +7810,7 @@ async function sniff(blob) {
   }
   __name(all, "all");
   const compression = head.subarray(0, 2).equals(GZIP_MAGIC) ? "gzip" : head.subarray(0, 4).equals(ZSTD_MAGIC) ? "zstd" : "none";
-  return { stream: import_node_stream2.Readable.from(all(), { objectMode: false }), compression };
+  return { stream: import_node_stream3.Readable.from(all(), { objectMode: false }), compression };
 }
 function zstdDecompressor(mediaType) {
   const create = import_node_zlib.default.createZstdDecompress;
@@ -7728,12 +7821,12 @@ function zstdDecompressor(mediaType) {
   }
   return create();
 }
-var import_node_stream2, import_promises7, import_node_zlib, GZIP_MAGIC, ZSTD_MAGIC;
+var import_node_stream3, import_promises7, import_node_zlib, GZIP_MAGIC, ZSTD_MAGIC;
 var init_unpack = __esm({
   "src/snapshot/unpack.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_stream2 = require("node:stream");
+    import_node_stream3 = require("node:stream");
     import_promises7 = require("node:stream/promises");
     import_node_zlib = __toESM(require("node:zlib"), 1);
     init_errors();
@@ -7899,10 +7992,10 @@ var init_layers = __esm({
       /**
        * Unpacks the top layer of a stack with these `diffIds` (base first) from
        * `stream`, a blob as it downloads, unless the cache has it or is unpacking
-       * it (then `stream` is destroyed and left to its writer). The tree goes into place only once
-       * `verified` resolves (the whole blob matched its digest); when it
-       * rejects, what was unpacked is removed and this rejects with its error.
-       * Returns the layer's tree.
+       * it (then `stream` is destroyed and left to its writer). The tree goes
+       * into place only once `verified` resolves (the whole blob matched its
+       * digest); when it rejects, what was unpacked is removed and this rejects
+       * with its error. Returns the layer's tree.
        */
       unpackStream(layer, diffIds, stream, verified) {
         const bad = diffIds.find((diffId) => !DIGEST2.test(diffId));
@@ -11320,7 +11413,7 @@ function sendOnce(request) {
   const timeout = request.idleTimeoutMs ?? 6e4;
   return new Promise((resolve10, reject) => {
     const fail = /* @__PURE__ */ __name((error) => {
-      if (body instanceof import_node_stream3.Readable) body.destroy();
+      if (body instanceof import_node_stream4.Readable) body.destroy();
       reject(asConnectionError(error, url));
     }, "fail");
     const req = (secure ? import_node_https.default : import_node_http.default).request(
@@ -11337,7 +11430,7 @@ function sendOnce(request) {
     );
     req.on("timeout", () => req.destroy(new ConnectionError(`no response for ${timeout / 1e3}s`, "ETIMEDOUT")));
     req.on("error", fail);
-    if (body instanceof import_node_stream3.Readable) {
+    if (body instanceof import_node_stream4.Readable) {
       body.on("error", (error) => req.destroy(error));
       body.pipe(req);
     } else {
@@ -11384,14 +11477,14 @@ function isTlsError(error) {
   const cause = error.cause?.code ?? "";
   return [code, cause].some((c) => c.startsWith("ERR_SSL") || c.startsWith("ERR_TLS") || c === "EPROTO") || /certificate|SSL|TLS/i.test(error.message ?? "");
 }
-var import_node_http, import_node_https, import_node_stream3, ConnectionError, MAX_REDIRECTS, agents;
+var import_node_http, import_node_https, import_node_stream4, ConnectionError, MAX_REDIRECTS, agents;
 var init_http = __esm({
   "src/image/registry/http.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_http = __toESM(require("node:http"), 1);
     import_node_https = __toESM(require("node:https"), 1);
-    import_node_stream3 = require("node:stream");
+    import_node_stream4 = require("node:stream");
     ConnectionError = class extends Error {
       static {
         __name(this, "ConnectionError");
@@ -12149,10 +12242,10 @@ async function attempt(client, store, repository, blob, onRetry, tee) {
   const source = chunks(client, repository, blob, onRetry);
   const expected = { digest: blob.digest, size: blob.size };
   if (!tee) {
-    await store.writeBlobStream(import_node_stream4.Readable.from(source), expected);
+    await store.writeBlobStream(import_node_stream5.Readable.from(source), expected);
     return;
   }
-  const copy = new import_node_stream4.PassThrough({ highWaterMark: 1 << 20 });
+  const copy = new import_node_stream5.PassThrough({ highWaterMark: 1 << 20 });
   let settle;
   const verified = new Promise((resolve10, reject) => {
     settle = { resolve: resolve10, reject };
@@ -12163,7 +12256,7 @@ async function attempt(client, store, repository, blob, onRetry, tee) {
   teeing.catch(() => {
   });
   try {
-    await store.writeBlobStream(import_node_stream4.Readable.from(copied(source, copy)), expected);
+    await store.writeBlobStream(import_node_stream5.Readable.from(copied(source, copy)), expected);
   } catch (error) {
     settle?.reject(error);
     await teeing.catch(() => {
@@ -12256,12 +12349,12 @@ async function* chunks(client, repository, blob, onRetry) {
     await failed(`the connection ended after ${offset} of ${blob.size} bytes`);
   }
 }
-var import_node_stream4, Restart;
+var import_node_stream5, Restart;
 var init_blob_download = __esm({
   "src/image/registry/blob-download.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_stream4 = require("node:stream");
+    import_node_stream5 = require("node:stream");
     init_errors();
     init_client();
     init_http();
@@ -13045,35 +13138,40 @@ async function pull(store, ref, reference, client, options, emit) {
       { code: "EUNSUPPORTED" }
     );
   }
-  const fetch2 = /* @__PURE__ */ __name((blob, role, unpack) => withBlobLock(store.dir, blob.digest, async () => {
-    if (store.hasBlob(blob.digest)) {
-      const now = /* @__PURE__ */ new Date();
-      await (0, import_promises11.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
-      });
-      if (unpack && !unpack.cache.stackPath(unpack.diffIds)) {
-        await unpack.cache.unpackStream(
-          blob,
-          unpack.diffIds,
-          store.openBlob(blob.digest, blob.size),
-          Promise.resolve()
-        );
+  const fetch2 = /* @__PURE__ */ __name((blob, role, unpack) => withBlobLock(
+    store.dir,
+    blob.digest,
+    async () => {
+      if (store.hasBlob(blob.digest)) {
+        const now = /* @__PURE__ */ new Date();
+        await (0, import_promises11.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
+        });
+        if (unpack && !unpack.cache.stackPath(unpack.diffIds)) {
+          await unpack.cache.unpackStream(
+            blob,
+            unpack.diffIds,
+            store.openBlob(blob.digest, blob.size),
+            Promise.resolve()
+          );
+        }
+        emit({ type: "blob", role, digest: blob.digest, size: blob.size, status: "exists" });
+        return;
       }
-      emit({ type: "blob", role, digest: blob.digest, size: blob.size, status: "exists" });
-      return;
-    }
-    const tee = unpack && ((stream, verified) => unpack.cache.unpackStream(blob, unpack.diffIds, stream, verified));
-    await downloadBlob(
-      client,
-      store,
-      repository,
-      blob,
-      (reason) => emit({ type: "retry", digest: blob.digest, reason }),
-      tee
-    );
-    downloaded.blobs++;
-    downloaded.bytes += blob.size;
-    emit({ type: "blob", role, digest: blob.digest, size: blob.size, status: "done" });
-  }), "fetch");
+      const tee = unpack && ((stream, verified) => unpack.cache.unpackStream(blob, unpack.diffIds, stream, verified));
+      await downloadBlob(
+        client,
+        store,
+        repository,
+        blob,
+        (reason) => emit({ type: "retry", digest: blob.digest, reason }),
+        tee
+      );
+      downloaded.blobs++;
+      downloaded.bytes += blob.size;
+      emit({ type: "blob", role, digest: blob.digest, size: blob.size, status: "done" });
+    },
+    () => emit({ type: "wait", digest: blob.digest })
+  ), "fetch");
   await fetch2(manifest.config, "config");
   const config = await store.readJson(manifest.config.digest);
   checkConfig(config, manifest, reference, wanted, options.platform !== void 0 || indexDigest !== void 0, emit);
@@ -13472,7 +13570,7 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process6, import_node_fs30, import_node_path25, import_node_stream5, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process6, import_node_fs30, import_node_path25, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
@@ -13480,7 +13578,7 @@ var init_builder = __esm({
     import_node_child_process6 = require("node:child_process");
     import_node_fs30 = require("node:fs");
     import_node_path25 = require("node:path");
-    import_node_stream5 = require("node:stream");
+    import_node_stream6 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
     init_suggest();
@@ -14067,7 +14165,7 @@ ${trigger}
         };
       }
       async #commitLayer(state, upper) {
-        const stream = new import_node_stream5.PassThrough();
+        const stream = new import_node_stream6.PassThrough();
         const stored = this.#store.writeBlobStream(stream);
         stored.catch(() => {
         });
@@ -23390,7 +23488,7 @@ async function commitContainer(store, ref, options = {}) {
   const base = container.imageId ? await store.resolve(container.imageId) : void 0;
   const tag = options.ref ? parseReference(options.ref).ref : void 0;
   const epoch = process.env.SOURCE_DATE_EPOCH ? Number(process.env.SOURCE_DATE_EPOCH) : void 0;
-  const stream = new import_node_stream6.PassThrough();
+  const stream = new import_node_stream7.PassThrough();
   const stored = store.writeBlobStream(stream);
   const { diffId } = await writeLayer(upper, stream, epoch === void 0 ? {} : { sourceDateEpoch: epoch });
   const blob = await stored;
@@ -23436,14 +23534,14 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs35, import_node_path30, import_node_stream6;
+var import_node_fs35, import_node_path30, import_node_stream7;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs35 = require("node:fs");
     import_node_path30 = require("node:path");
-    import_node_stream6 = require("node:stream");
+    import_node_stream7 = require("node:stream");
     init_errors();
     init_changes();
     init_platform();
@@ -23457,6 +23555,10 @@ var init_commit = __esm({
 });
 
 // src/image/archive/save.ts
+var save_exports = {};
+__export(save_exports, {
+  saveImages: () => saveImages
+});
 async function saveImages(store, refs, file) {
   if (refs.length === 0) throw new PetriError("petri save: no image given (petri save IMAGE... -o FILE.tar)");
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
@@ -23659,7 +23761,7 @@ function shellQuote(word2) {
   return /^[\w@%+=:,./-]+$/.test(word2) ? word2 : `'${word2.replace(/'/g, `'\\''`)}'`;
 }
 function dockerRunFlags(settings) {
-  const flags = [];
+  const flags = ["--network", "none"];
   if (settings.memory !== void 0) {
     const memory = dockerSize(settings.memory);
     flags.push("--memory", memory, "--memory-swap", memory);
@@ -36818,7 +36920,7 @@ function need(files, path, file) {
 function sniffGzip(source) {
   let gzip = false;
   let first = true;
-  const out = new import_node_stream7.PassThrough();
+  const out = new import_node_stream8.PassThrough();
   source.on("data", (chunk) => {
     if (first) gzip = chunk.length >= 2 && chunk[0] === 31 && chunk[1] === 139;
     first = false;
@@ -36831,13 +36933,13 @@ function maybeGunzip(file) {
   const input = (0, import_node_fs40.createReadStream)(file);
   return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
 }
-var import_node_fs40, import_node_stream7, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs40, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs40 = require("node:fs");
-    import_node_stream7 = require("node:stream");
+    import_node_stream8 = require("node:stream");
     import_promises17 = require("node:stream/promises");
     import_node_zlib3 = require("node:zlib");
     import_tar_stream3 = __toESM(require_tar_stream(), 1);
@@ -36921,11 +37023,21 @@ async function main4(argv) {
   }
   const target = rest[0];
   const shell = typeof options.shell === "string" && options.shell !== "" ? options.shell : void 0;
-  const modes = [options.rerun === true, options.shell !== void 0, options.docker === true].filter(Boolean);
-  if (modes.length > 1) throw new PetriError("petri repro: choose one of --shell, --rerun and --docker");
+  if (options.rerun === true && options.shell !== void 0) {
+    throw new PetriError("petri repro: choose one of --shell and --rerun");
+  }
+  if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
   const isFile = (0, import_node_fs42.existsSync)(target) && (0, import_node_fs42.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
-  if (options.docker) return printDocker(target, isFile);
+  if (options.docker) {
+    const plan = await dockerPlan(target, isFile);
+    const interactive = options.rerun !== true && process.stdin.isTTY === true;
+    if (options.print || !(options.rerun === true || interactive) || !dockerAnswers()) {
+      printDocker(plan);
+      return 0;
+    }
+    return runDocker(plan, options.rerun === true ? "rerun" : shell ?? "sh");
+  }
   if (!options.rerun && !process.stdin.isTTY) {
     throw new PetriError(
       "petri repro: stdin is not a terminal, so there is no shell to open: use --rerun to run the failed command again (or run it from a terminal)"
@@ -37026,52 +37138,112 @@ function withShellValue(argv) {
   }
   return out;
 }
-async function printDocker(target, isFile) {
-  let config;
-  let image = target;
-  const lines = [];
+async function dockerPlan(target, isFile) {
   if (isFile) {
     const { readArchiveImage: readArchiveImage2 } = await Promise.resolve().then(() => (init_archive_info(), archive_info_exports));
     const archive = await readArchiveImage2(target);
-    config = archive.config;
-    image = archive.tags[0] ?? target;
-    lines.push(`docker load -i ${shellQuote(target)}`);
-  } else {
-    const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
-    const found = await ImageStore2.open().resolve(target);
-    config = found.config;
-    const file = `${target.replace(/[/:@]/g, "_")}.tar`;
-    lines.push(`petri save ${shellQuote(target)} -o ${shellQuote(file)}`, `docker load -i ${shellQuote(file)}`);
+    const settings2 = readFailureLabels(archive.config.config?.Labels);
+    return {
+      archive: target,
+      saved: false,
+      image: archive.tags[0] ?? target,
+      settings: settings2,
+      flags: settings2 ? dockerRunFlags(settings2) : [],
+      loadLine: `docker load -i ${shellQuote(target)}`
+    };
   }
-  const settings = readFailureLabels(config.config?.Labels);
-  const flags = settings ? dockerRunFlags(settings) : [];
-  const run = /* @__PURE__ */ __name((extra) => ["docker", "run", ...extra, ...flags, image].map(shellQuote).join(" "), "run");
+  const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
+  const found = await ImageStore2.open().resolve(target);
+  const settings = readFailureLabels(found.config.config?.Labels);
+  const file = `${target.replace(/[/:@]/g, "_")}.tar`;
+  return {
+    archive: file,
+    saved: true,
+    image: target,
+    settings,
+    flags: settings ? dockerRunFlags(settings) : [],
+    loadLine: `petri save ${shellQuote(target)} -o ${shellQuote(file)} && docker load -i ${shellQuote(file)}`
+  };
+}
+function dockerRunArgs(plan, extra, command2 = []) {
+  return ["run", ...extra, ...plan.flags, plan.image, ...command2];
+}
+function printDocker(plan) {
+  const run = /* @__PURE__ */ __name((extra, command2 = []) => ["docker", ...dockerRunArgs(plan, extra, command2)].map(shellQuote).join(" "), "run");
   process.stdout.write(`# load the image:
-${lines.join(" && ")}
+${plan.loadLine}
 `);
   process.stdout.write(`# a shell in the failed state:
 ${run(["-it", "--rm"])} sh
 `);
-  if (settings) {
+  if (plan.settings) {
     process.stdout.write(
-      `# run the failed command again (the image's Cmd): exit code ${settings.exitCode} expected
+      `# run the failed command again (the image's Cmd): exit code ${plan.settings.exitCode} expected
 ${run(["--rm"])}
 `
     );
   }
-  return 0;
 }
-var import_node_fs42, HELP4, SPECS4;
+function dockerAnswers() {
+  const r = (0, import_node_child_process7.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
+    stdio: ["ignore", "pipe", "ignore"],
+    timeout: 15e3
+  });
+  return r.status === 0 && r.stdout.toString().trim() !== "";
+}
+async function runDocker(plan, mode) {
+  if (mode === "rerun" && !plan.settings) {
+    throw new PetriError(
+      `petri repro: image ${plan.image} has no petri test labels (org.petri.test.*): it is not a failed job's image, so there is no command to run again`
+    );
+  }
+  const say = /* @__PURE__ */ __name((args2) => process.stderr.write(`petri repro: ${["docker", ...args2].map(shellQuote).join(" ")}
+`), "say");
+  let archive = plan.archive;
+  let temp;
+  if (plan.saved) {
+    const { mkdtempSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const { join: join33 } = await import("node:path");
+    const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
+    const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
+    temp = mkdtempSync(join33(tmpdir(), "petri-repro-"));
+    archive = join33(temp, "image.tar");
+    process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
+`);
+    await saveImages2(ImageStore2.open(), [plan.image], archive);
+  }
+  try {
+    say(["load", "-i", archive]);
+    const load = (0, import_node_child_process7.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    if (load.status !== 0)
+      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
+  } finally {
+    if (temp) (0, import_node_fs42.rmSync)(temp, { recursive: true, force: true });
+  }
+  const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
+  say(args);
+  const run = (0, import_node_child_process7.spawnSync)("docker", args, { stdio: "inherit" });
+  const code = run.status ?? 128 + 9;
+  if (mode === "rerun") {
+    const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
+    process.stderr.write(`petri repro: exit code ${code}${before}
+`);
+  }
+  return code;
+}
+var import_node_child_process7, import_node_fs42, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
+    import_node_child_process7 = require("node:child_process");
     import_node_fs42 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
     init_args();
-    HELP4 = `usage: petri repro ARTIFACT.tar|IMAGE [--shell [SHELL]] [--rerun] [--docker]
+    HELP4 = `usage: petri repro ARTIFACT.tar|IMAGE [--shell [SHELL]] [--rerun] [--docker [--print]]
 
 Opens a failed petri test job again: loads its archive (petri-artifacts/<job>.tar)
 or takes its image (petri-failed/<job>:<run-id>) and starts a container in the
@@ -37080,14 +37252,28 @@ state the job failed in, with the job's env, workdir, user and limits.
   (default), --shell [SHELL]  an interactive shell (default /bin/sh); needs a terminal
   --rerun                     run the failed command again; exits with its exit code
                               (124 when it times out, like the job)
-  --docker                    print the docker commands that do the same, for
-                              machines with only Docker (needs neither root nor petri's store)
+  --docker                    the same with Docker, for machines with only Docker (needs
+                              neither root nor petri's store): where a Docker daemon answers,
+                              runs docker load, then docker run (a shell on a terminal, or the
+                              command with --rerun, exiting with its exit code); else, or
+                              without a terminal and without --rerun, prints those commands
+  --print                     with --docker: only print the docker commands
 `;
-    SPECS4 = [{ name: "shell", value: true }, { name: "rerun" }, { name: "docker" }, { name: "help" }];
+    SPECS4 = [
+      { name: "shell", value: true },
+      { name: "rerun" },
+      { name: "docker" },
+      { name: "print" },
+      { name: "help" }
+    ];
     __name(main4, "main");
     __name(describe, "describe");
     __name(withShellValue, "withShellValue");
+    __name(dockerPlan, "dockerPlan");
+    __name(dockerRunArgs, "dockerRunArgs");
     __name(printDocker, "printDocker");
+    __name(dockerAnswers, "dockerAnswers");
+    __name(runDocker, "runDocker");
   }
 });
 
@@ -37499,7 +37685,7 @@ async function importRootfs(store, source, ref, options = {}) {
   if (!(0, import_node_fs44.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
   if ((0, import_node_fs44.statSync)(source).isDirectory()) {
-    const stream = new import_node_stream8.PassThrough();
+    const stream = new import_node_stream9.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
     const blob = await stored;
@@ -37540,7 +37726,7 @@ async function uncompressedDigest(file) {
   await (0, import_promises19.pipeline)(
     (0, import_node_fs44.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
-    new import_node_stream8.Writable({
+    new import_node_stream9.Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);
         callback();
@@ -37549,14 +37735,14 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto9, import_node_fs44, import_node_stream8, import_promises19, import_node_zlib5;
+var import_node_crypto9, import_node_fs44, import_node_stream9, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto9 = require("node:crypto");
     import_node_fs44 = require("node:fs");
-    import_node_stream8 = require("node:stream");
+    import_node_stream9 = require("node:stream");
     import_promises19 = require("node:stream/promises");
     import_node_zlib5 = require("node:zlib");
     init_errors();
@@ -37898,6 +38084,8 @@ async function pullMain(argv) {
         );
       } else if (event.type === "retry") {
         log(`${event.digest.slice(7, 19)}: retrying: ${event.reason}`);
+      } else if (event.type === "wait") {
+        log(`${event.digest.slice(7, 19)}: waiting for another petri process that is downloading it`);
       } else if (event.type === "warning") {
         process.stderr.write(`petri: warning: ${event.message}
 `);

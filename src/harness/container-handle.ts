@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { Container, ExecProcess, ExitResult } from '../runtime/container.js';
 import type { ExecOptions } from '../runtime/options.js';
 import type { PortMapping } from '../runtime/record.js';
@@ -72,13 +73,10 @@ export class LocalHandle implements ContainerHandle {
 
   async start(logs: LogBuffer): Promise<void> {
     const first = this.#starts++ === 0;
-    try {
-      await (first ? this.container.start() : this.container.restart());
-      this.container.unref(); // like testcontainers: a running container does not keep the process alive
-    } finally {
-      // Unread output waits in the pipes meanwhile: nothing is lost.
-      void logs.attach(this.container.stdout, this.container.stderr);
-    }
+    // The logs follow the output from the spawn on: a command that exits at once loses nothing.
+    const io = { onOutput: (stdout: Readable | null, stderr: Readable | null) => void logs.attach(stdout, stderr) };
+    await (first ? this.container.start(io) : this.container.restart(io));
+    this.container.unref(); // like testcontainers: a running container does not keep the process alive
   }
 
   wait(): Promise<ExitResult> {

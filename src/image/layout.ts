@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorLine, PetriError } from '../errors.js';
 import { tempName } from './temp.js';
@@ -18,6 +18,8 @@ export function blobsDir(dir: string): string {
 
 /** Creates whatever of the layout is missing; concurrent callers are fine (each file appears whole or not at all). */
 export function createLayout(dir: string): void {
+  // Already there (each open of the store): three stats, no temp file.
+  if (existsSync(join(dir, INDEX_FILE)) && existsSync(join(dir, LAYOUT_FILE)) && existsSync(blobsDir(dir))) return;
   try {
     mkdirSync(blobsDir(dir), { recursive: true });
     createFileOnce(join(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);

@@ -38,6 +38,13 @@ export interface StdioOptions {
   stdin?: Stdio;
   stdout?: Stdio;
   stderr?: Stdio;
+  /**
+   * Called with the command's stdout and stderr as soon as the runner is
+   * spawned, before anything of it can end: a consumer attached later may miss
+   * the output of a command that exits at once (Node drops what unconsumed
+   * child streams hold when the child exits).
+   */
+  onOutput?: (stdout: Readable | null, stderr: Readable | null) => void;
 }
 
 /** A process started with `exec`: its streams and its result. */
@@ -258,6 +265,7 @@ export class Container {
     this.stdin = runner.child.stdin;
     this.stdout = runner.child.stdout;
     this.stderr = runner.child.stderr;
+    io.onOutput?.(this.stdout, this.stderr);
     let timer: NodeJS.Timeout | undefined;
     if (this.options.timeoutMs) {
       timer = setTimeout(() => {
@@ -338,10 +346,7 @@ export class Container {
    * longer hold the event loop): the container then dies with the runner.
    */
   unref(): void {
-    const child = this.runner?.child;
-    if (!child) return;
-    child.unref();
-    for (const stream of child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+    this.runner?.unref();
   }
 
   /** Waits for the command to end. */
@@ -368,7 +373,13 @@ export class Container {
       pid: this.runner?.pid,
       cgroupDirs: this.cgroups.dirs,
     };
-    return execInContainer(target, command, options);
+    // Output to collect and no stdin: the runner forks the process itself (no spawn here).
+    const served =
+      this.runner !== undefined &&
+      (options.stdin ?? 'ignore') === 'ignore' &&
+      (options.stdout ?? 'pipe') === 'pipe' &&
+      (options.stderr ?? 'pipe') === 'pipe';
+    return execInContainer(target, command, options, served ? this.runner : undefined);
   }
 
   /** Kills what still runs and removes the container's cgroups and directory. */
@@ -470,6 +481,8 @@ export function execInContainer(
   target: ExecTarget,
   command: string[],
   options: ExecOptions & StdioOptions = {},
+  /** The container's own run runner, when this process started it: the exec goes through it. */
+  through?: RunnerProcess,
 ): ExecProcess {
   if (command.length === 0) throw new PetriError(`cannot exec in container ${target.id}: no command given`);
   const processSpec: OciProcess = {
@@ -492,10 +505,27 @@ export function execInContainer(
       permitted: root ? caps : [],
     };
   }
+  const startedAt = monotonicMs();
+  if (through) {
+    const served = through.exec(JSON.stringify(processSpec));
+    return {
+      stdin: null,
+      stdout: served.stdout,
+      stderr: served.stderr,
+      kill: () => served.signal(9),
+      result: served.result.then((exit) => {
+        if (exit.error !== undefined) {
+          throw Object.assign(new PetriError(`cannot exec in container ${target.id}: ${exit.error}`), {
+            exitCode: exit.exitCode,
+          });
+        }
+        return { exitCode: exit.exitCode, signal: exit.signal, durationMs: Math.round(monotonicMs() - startedAt) };
+      }),
+    };
+  }
   const args = ['exec', '--pid', String(target.pid), '--config', join(target.dir, 'config.json')];
   for (const dir of target.cgroupDirs) args.push('--cgroup', dir);
   args.push('--process', JSON.stringify(processSpec));
-  const startedAt = monotonicMs();
   const runner = new RunnerProcess(args, [
     options.stdin ?? 'ignore',
     options.stdout ?? 'pipe',

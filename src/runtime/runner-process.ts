@@ -1,6 +1,7 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
+import { PassThrough } from 'node:stream';
 import type { PortMapping } from './record.js';
 import { runnerPath } from './runner-binary.js';
 
@@ -11,6 +12,23 @@ export interface RunnerExit {
   signal: number | null;
   /** Set when setup failed before the command ran. */
   error?: string;
+}
+
+/** A process `exec`'d through a run supervisor's control socket (`exec ID JSON`). */
+export interface ServedExec {
+  stdout: PassThrough;
+  stderr: PassThrough;
+  /** The runner's exit report for the process (`error` when it never ran). */
+  result: Promise<RunnerExit>;
+  signal(signal: number): void;
+}
+
+interface ServedState {
+  stdout: PassThrough;
+  stderr: PassThrough;
+  started: boolean;
+  error?: string;
+  resolve: (exit: RunnerExit) => void;
 }
 
 /**
@@ -26,6 +44,10 @@ export class RunnerProcess {
   readonly started: Promise<void>;
   readonly exited: Promise<RunnerExit>;
   private readonly control: Socket;
+  private readonly served = new Map<number, ServedState>();
+  private nextExec = 1;
+  private closed = false;
+  private unrefed = false;
 
   constructor(args: string[], stdio: [Stdio, Stdio, Stdio]) {
     this.child = spawn(runnerPath(), [args[0] as string, '--control-fd', '3', ...args.slice(1)], {
@@ -52,18 +74,23 @@ export class RunnerProcess {
         newline = buffered.indexOf('\n');
         let event: {
           event: string;
+          exec?: number;
           pid?: number;
           message?: string;
           exitCode?: number;
           signal?: number | null;
           ports?: PortMapping[];
+          fd?: number;
+          data?: string;
         };
         try {
           event = JSON.parse(line);
         } catch {
           continue;
         }
-        if (event.event === 'started') {
+        if (event.exec !== undefined) {
+          this.servedEvent(event.exec, event);
+        } else if (event.event === 'started') {
           this.pid = event.pid;
           resolveStarted();
         } else if (event.event === 'ports') {
@@ -81,6 +108,13 @@ export class RunnerProcess {
         error ??= `cannot run ${runnerPath()}: ${e.message}`;
       });
       this.child.on('close', (code, signal) => {
+        this.closed = true;
+        for (const [id, state] of this.served) {
+          this.served.delete(id);
+          state.stdout.end();
+          state.stderr.end();
+          state.resolve({ exitCode: 137, signal: 9, error: state.error ?? 'the container ended' });
+        }
         let result: RunnerExit;
         if (exit) result = exit;
         else if (signal) result = { exitCode: 128 + signalNumber(signal), signal: signalNumber(signal) };
@@ -92,6 +126,14 @@ export class RunnerProcess {
     });
   }
 
+  /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
+  unref(): void {
+    this.unrefed = true;
+    this.child.unref();
+    for (const stream of this.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+    if (this.served.size > 0) this.control.ref();
+  }
+
   /** Kills the container (or exec'd process): the runner SIGKILLs it and its PID namespace. */
   kill(): void {
     this.send('kill');
@@ -99,6 +141,58 @@ export class RunnerProcess {
 
   signal(signal: number): void {
     this.send(`signal ${signal}`);
+  }
+
+  /**
+   * Runs a process in the container through this (run) runner: it forks the
+   * process itself, straight into the container's cgroups, so nothing is
+   * spawned here. stdin is /dev/null; stdout and stderr come back as events.
+   */
+  exec(processJson: string): ServedExec {
+    const id = this.nextExec++;
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let resolve!: (exit: RunnerExit) => void;
+    const result = new Promise<RunnerExit>((r) => {
+      resolve = r;
+    });
+    if (this.closed || this.control.destroyed || !this.control.writable) {
+      stdout.end();
+      stderr.end();
+      resolve({ exitCode: 125, signal: null, error: 'the container is not running' });
+    } else {
+      this.served.set(id, { stdout, stderr, started: false, resolve });
+      // An exec holds the event loop open until it ends, even when the container does not.
+      this.control.ref();
+      this.send(`exec ${id} ${processJson}`);
+    }
+    return { stdout, stderr, result, signal: (signal: number) => this.send(`exec-signal ${id} ${signal}`) };
+  }
+
+  private servedEvent(
+    id: number,
+    event: { event: string; message?: string; exitCode?: number; signal?: number | null; fd?: number; data?: string },
+  ): void {
+    const state = this.served.get(id);
+    if (!state) return;
+    if (event.event === 'output') {
+      (event.fd === 2 ? state.stderr : state.stdout).write(Buffer.from(event.data ?? '', 'base64'));
+    } else if (event.event === 'started') {
+      state.started = true;
+    } else if (event.event === 'error') {
+      // Setup failed before the process ran; the exit (125, 126 or 127) follows.
+      state.error = event.message ?? 'unknown error';
+    } else if (event.event === 'exit') {
+      this.endServed(id, state, { exitCode: event.exitCode ?? 0, signal: event.signal ?? null });
+    }
+  }
+
+  private endServed(id: number, state: ServedState, exit: { exitCode: number; signal: number | null }): void {
+    this.served.delete(id);
+    if (this.served.size === 0 && this.unrefed) this.control.unref();
+    state.stdout.end();
+    state.stderr.end();
+    state.resolve(state.error !== undefined && !state.started ? { ...exit, error: state.error } : exit);
   }
 
   private send(line: string): void {
