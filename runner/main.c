@@ -100,8 +100,12 @@ static int fail_setup(const struct rerr *e)
 
 static int reexec_sealed(char **argv, struct rerr *e)
 {
+	static int sealed;
+	if (sealed)
+		return 0;
 	if (getenv(SEALED_ENV)) {
 		unsetenv(SEALED_ENV);
+		sealed = 1;
 		return 0;
 	}
 	int src = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
@@ -522,11 +526,55 @@ static int usage(void)
 	      "       petri-runner network [--control-fd N] [--address ADDR/PREFIX]\n"
 	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
 	      "                         [--control-fd N] [--cgroup DIR]...\n"
+	      "       petri-runner standby --control-fd N   (then a command line on N, NUL-separated)\n"
 	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
 	      "       petri-runner scan DIR\n"
 	      "       petri-runner version\n",
 	      stderr);
 	return EXIT_SETUP;
+}
+
+/* Reads NUL-separated arguments from fd up to an empty one; returns them
+ * after argv0 (a NULL-terminated array), or NULL at EOF or on an error. */
+static char **standby_args(int fd, char *argv0)
+{
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (!buf)
+			return NULL;
+		if (len >= 2 && buf[len - 1] == 0 && buf[len - 2] == 0)
+			break;
+		if (len == 1 && buf[0] == 0)
+			return NULL;
+		if (len == cap) {
+			if (cap >= (1u << 20))
+				return NULL;
+			char *bigger = realloc(buf, cap *= 2);
+			if (!bigger)
+				return NULL;
+			buf = bigger;
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return NULL;
+		len += (size_t)n;
+	}
+	size_t count = 0;
+	for (size_t i = 0; i + 1 < len; i++)
+		if (buf[i] == 0)
+			count++;
+	char **out = calloc(count + 2, sizeof *out);
+	if (!out)
+		return NULL;
+	size_t k = 0;
+	out[k++] = argv0;
+	for (size_t i = 0; i + 1 < len; i += strlen(buf + i) + 1)
+		out[k++] = buf + i;
+	out[k] = NULL;
+	return out;
 }
 
 static int parse_int(const char *s, int *out)
@@ -563,6 +611,28 @@ int main(int argc, char **argv)
 		return argc == 2 ? fsops_main() : usage();
 	if (strcmp(argv[1], "scan") == 0)
 		return argc == 3 ? scan_main(argv[2]) : usage();
+	if (strcmp(argv[1], "standby") == 0) {
+		/* A runner made ahead (sealed, waiting): its real command line comes
+		 * on the control fd, NUL-separated, ending with an empty argument. */
+		int fd;
+		if (argc != 4 || strcmp(argv[2], "--control-fd") != 0 || parse_int(argv[3], &fd) < 0 ||
+		    fcntl(fd, F_GETFD) < 0)
+			return usage();
+		if (reexec_sealed(argv, &e) < 0)
+			return fail_setup(&e);
+		pid_t parent = getppid();
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+			return EXIT_SETUP;
+		char **next = standby_args(fd, argv[0]);
+		if (!next)
+			return EXIT_SETUP; /* the harness went away or sent nothing usable */
+		argv = next;
+		for (argc = 0; argv[argc]; argc++)
+			;
+		g_arg_len = 0;
+		if (argc < 2)
+			return usage();
+	}
 	int is_run = strcmp(argv[1], "run") == 0, is_exec = strcmp(argv[1], "exec") == 0;
 	int is_network = strcmp(argv[1], "network") == 0;
 	if (!is_run && !is_exec && !is_network)

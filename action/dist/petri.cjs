@@ -643,10 +643,37 @@ var init_runner_binary = __esm({
 });
 
 // src/runtime/runner-process.ts
+function takeStandby() {
+  const child = standby;
+  standby = void 0;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return void 0;
+  const control = child.stdio[3];
+  if (!control || control.destroyed || !control.writable) return void 0;
+  return child;
+}
+function refillStandby() {
+  if (!standbyEnabled || standby) return;
+  let child;
+  try {
+    child = (0, import_node_child_process.spawn)(runnerPath(), ["standby", "--control-fd", "3"], {
+      stdio: [...STANDBY_STDIO, "pipe"]
+    });
+  } catch {
+    return;
+  }
+  child.on("error", () => {
+  });
+  child.once("exit", () => {
+    if (standby === child) standby = void 0;
+  });
+  child.unref();
+  for (const stream of child.stdio) stream?.unref?.();
+  standby = child;
+}
 function signalNumber(name) {
   return import_node_os.constants.signals[name] ?? 9;
 }
-var import_node_child_process, import_node_os, import_node_stream, RunnerProcess;
+var import_node_child_process, import_node_os, import_node_stream, RunnerProcess, STANDBY_STDIO, standbyEnabled, standby;
 var init_runner_process = __esm({
   "src/runtime/runner-process.ts"() {
     "use strict";
@@ -672,9 +699,17 @@ var init_runner_process = __esm({
       closed = false;
       unrefed = false;
       constructor(args, stdio) {
-        this.child = (0, import_node_child_process.spawn)(runnerPath(), [args[0], "--control-fd", "3", ...args.slice(1)], {
-          stdio: [...stdio, "pipe"]
-        });
+        const argv = [args[0], "--control-fd", "3", ...args.slice(1)];
+        const ready = standbyEnabled && args[0] === "run" && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : void 0;
+        if (ready) {
+          this.child = ready;
+          this.child.ref();
+          for (const stream of this.child.stdio) stream?.ref?.();
+          this.child.stdio[3].write(`${argv.join("\0")}\0\0`);
+        } else {
+          this.child = (0, import_node_child_process.spawn)(runnerPath(), argv, { stdio: [...stdio, "pipe"] });
+        }
+        if (standbyEnabled && args[0] === "run") setImmediate(refillStandby);
         this.control = this.child.stdio[3];
         let error;
         let exit;
@@ -802,6 +837,10 @@ var init_runner_process = __esm({
 `);
       }
     };
+    STANDBY_STDIO = ["ignore", "pipe", "pipe"];
+    standbyEnabled = false;
+    __name(takeStandby, "takeStandby");
+    __name(refillStandby, "refillStandby");
     __name(signalNumber, "signalNumber");
   }
 });
@@ -8454,6 +8493,20 @@ var result_cache_exports = {};
 __export(result_cache_exports, {
   ResultCache: () => ResultCache
 });
+function sameBesides(before, after, tags) {
+  if (before === after) return true;
+  const others = /* @__PURE__ */ __name((text) => {
+    try {
+      const index = JSON.parse(text);
+      const name = /* @__PURE__ */ __name((m) => m.annotations?.["org.opencontainers.image.ref.name"], "name");
+      return JSON.stringify((index.manifests ?? []).filter((m) => !tags.includes(name(m) ?? "")));
+    } catch {
+      return void 0;
+    }
+  }, "others");
+  const a = others(before);
+  return a !== void 0 && a === others(after);
+}
 function readText(path) {
   try {
     return (0, import_node_fs22.readFileSync)(path, "utf8");
@@ -8510,10 +8563,14 @@ var init_result_cache = __esm({
         this.#indexFile = (0, import_node_path17.join)(root, "images", "index.json");
         this.#blobs = (0, import_node_path17.join)(root, "images", "blobs");
       }
-      /** The remembered result when nothing it depended on changed; else undefined (and `remember` may be called after the build). */
+      /** Notes the context and the store's index as they are before a build (what `remember` records). */
+      begin() {
+        this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "" };
+      }
+      /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
       lookup() {
-        const now = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "" };
-        this.#before = now;
+        this.begin();
+        const now = this.#before;
         if (now.files === void 0) return void 0;
         const text = readText(this.#file);
         if (text === void 0) return void 0;
@@ -8529,28 +8586,35 @@ var init_result_cache = __esm({
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
       /**
-       * After a build: remembers it when every layer step was cached, nothing
-       * was downloaded from a URL, and neither the context nor the store's index
-       * changed while it ran. Never throws: the cache is an optimisation.
+       * After a successful build: remembers it, as the same build again would now
+       * find every step in the step cache. Its steps are recorded as that build
+       * would show them (layer steps `CACHED`, no output). Not when something
+       * came from a URL, or when the context, or the store's index other than
+       * this build's own tags, changed while it ran. Never throws: the cache is
+       * an optimisation.
        */
       remember(events, result) {
         const before = this.#before;
         if (!before || before.files === void 0) return;
         const steps = events.filter((e) => e.type === "step");
-        const ends = steps.filter((e) => e.status !== "start");
-        const fullyCached = ends.every((e) => e.status === "cached" || e.status === "done" && !LAYER_STEP.test(e.text));
-        const url = steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text));
-        if (!fullyCached || url || events.some((e) => e.type === "output" || e.type === "cache")) return;
+        if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === "error")) return;
+        if (events.some((e) => e.type === "cache")) return;
         try {
-          if (this.#fingerprint() !== before.files || (readText(this.#indexFile) ?? "") !== before.index) return;
+          const after = readText(this.#indexFile) ?? "";
+          if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
           const record = {
             key: this.#key,
             files: before.files,
-            index: before.index,
+            index: after,
             id: result.id,
             manifestDigest: result.manifestDigest,
             tags: result.tags,
-            events: events.filter((e) => e.type === "step" || e.type === "warning")
+            events: events.flatMap((e) => {
+              if (e.type === "warning") return [e];
+              if (e.type !== "step") return [];
+              if (LAYER_STEP.test(e.text) && e.status === "done") return [{ ...e, status: "cached", durationMs: 0 }];
+              return [e];
+            })
           };
           (0, import_node_fs22.mkdirSync)((0, import_node_path17.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
@@ -8596,6 +8660,7 @@ var init_result_cache = __esm({
         return walk(this.#context, "") ? lines.join("\n") : void 0;
       }
     };
+    __name(sameBesides, "sameBesides");
     __name(readText, "readText");
     __name(fnv, "fnv");
   }
@@ -13974,7 +14039,8 @@ ${trigger}
         const remote = this.#remote;
         const result = await pullImage2(this.#store, name, {
           insecureRegistries: this.#options.insecureRegistries ?? [],
-          ...remote ? { metadataOnly: true } : {},
+          // Else the layers unpack while they download, as RUN steps will need them.
+          ...remote ? { metadataOnly: true } : { layers: await this.#layerCache() },
           onProgress: /* @__PURE__ */ __name((event) => {
             if (event.type === "resolved") say(`pulling ${event.reference} (${event.digest})`);
             else if (event.type === "blob" && event.status === "done") say(`${event.digest.slice(7, 19)}: downloaded`);
@@ -14599,7 +14665,7 @@ async function main2(argv) {
   const dockerfile = typeof options.file === "string" ? (0, import_node_path26.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
-  if (options["no-cache"] !== true && pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
+  if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
@@ -14609,6 +14675,9 @@ async function main2(argv) {
       tags,
       petri: petriIdentity()
     });
+  }
+  if (results && options["no-cache"] === true) results.begin();
+  else if (results) {
     const hit = results.lookup();
     if (hit) {
       const { progressRenderer: progressRenderer3 } = await Promise.resolve().then(() => (init_progress(), progress_exports));

@@ -527,7 +527,8 @@ class Builder {
     const remote = this.#remote;
     const result = await pullImage(this.#store, name, {
       insecureRegistries: this.#options.insecureRegistries ?? [],
-      ...(remote ? { metadataOnly: true } : {}),
+      // Else the layers unpack while they download, as RUN steps will need them.
+      ...(remote ? { metadataOnly: true } : { layers: await this.#layerCache() }),
       onProgress: (event) => {
         if (event.type === 'resolved') say(`pulling ${event.reference} (${event.digest})`);
         else if (event.type === 'blob' && event.status === 'done') say(`${event.digest.slice(7, 19)}: downloaded`);

@@ -20,10 +20,11 @@ import type { BuildEvent } from './events.js';
  *    resolved (FROM, COPY --from) and the tags it set are as they were.
  *
  * Anything else (a touched file, another tag, a pull) falls back to the
- * builder, whose step cache decides as BuildKit does; a build that ran a step
- * is not remembered (the next one, fully cached, is). Builds with --no-cache,
- * --pull always, secrets, registry caches or ADD of a URL are never answered
- * here. Records live in `$PETRI_ROOT/build-cache/results/`.
+ * builder, whose step cache decides as BuildKit does. Every successful build
+ * is remembered (a --no-cache one too: its steps are in the step cache now).
+ * Builds with --no-cache are never answered here, nor are builds with
+ * --pull always, secrets or registry caches, or with ADD of a URL. Records
+ * live in `$PETRI_ROOT/build-cache/results/`.
  */
 
 const VERSION = 1;
@@ -86,10 +87,15 @@ export class ResultCache {
     this.#blobs = join(root, 'images', 'blobs');
   }
 
-  /** The remembered result when nothing it depended on changed; else undefined (and `remember` may be called after the build). */
+  /** Notes the context and the store's index as they are before a build (what `remember` records). */
+  begin(): void {
+    this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? '' };
+  }
+
+  /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
   lookup(): ResultHit | undefined {
-    const now = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? '' };
-    this.#before = now;
+    this.begin();
+    const now = this.#before as { files: string | undefined; index: string };
     if (now.files === undefined) return undefined;
     const text = readText(this.#file);
     if (text === undefined) return undefined;
@@ -106,28 +112,35 @@ export class ResultCache {
   }
 
   /**
-   * After a build: remembers it when every layer step was cached, nothing
-   * was downloaded from a URL, and neither the context nor the store's index
-   * changed while it ran. Never throws: the cache is an optimisation.
+   * After a successful build: remembers it, as the same build again would now
+   * find every step in the step cache. Its steps are recorded as that build
+   * would show them (layer steps `CACHED`, no output). Not when something
+   * came from a URL, or when the context, or the store's index other than
+   * this build's own tags, changed while it ran. Never throws: the cache is
+   * an optimisation.
    */
   remember(events: BuildEvent[], result: { id: string; manifestDigest: string; tags: string[] }): void {
     const before = this.#before;
     if (!before || before.files === undefined) return;
     const steps = events.filter((e): e is Extract<BuildEvent, { type: 'step' }> => e.type === 'step');
-    const ends = steps.filter((e) => e.status !== 'start');
-    const fullyCached = ends.every((e) => e.status === 'cached' || (e.status === 'done' && !LAYER_STEP.test(e.text)));
-    const url = steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text));
-    if (!fullyCached || url || events.some((e) => e.type === 'output' || e.type === 'cache')) return;
+    if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === 'error')) return;
+    if (events.some((e) => e.type === 'cache')) return;
     try {
-      if (this.#fingerprint() !== before.files || (readText(this.#indexFile) ?? '') !== before.index) return;
+      const after = readText(this.#indexFile) ?? '';
+      if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
       const record: ResultRecord = {
         key: this.#key,
         files: before.files,
-        index: before.index,
+        index: after,
         id: result.id,
         manifestDigest: result.manifestDigest,
         tags: result.tags,
-        events: events.filter((e) => e.type === 'step' || e.type === 'warning'),
+        events: events.flatMap((e): BuildEvent[] => {
+          if (e.type === 'warning') return [e];
+          if (e.type !== 'step') return [];
+          if (LAYER_STEP.test(e.text) && e.status === 'done') return [{ ...e, status: 'cached', durationMs: 0 }];
+          return [e];
+        }),
       };
       mkdirSync(join(this.#file, '..'), { recursive: true });
       const tmp = `${this.#file}.${process.pid}.tmp`;
@@ -174,6 +187,23 @@ export class ResultCache {
     };
     return walk(this.#context, '') ? lines.join('\n') : undefined;
   }
+}
+
+/** Whether two index.json texts name the same images, once the entries named by `tags` are left out of both. */
+function sameBesides(before: string, after: string, tags: string[]): boolean {
+  if (before === after) return true;
+  const others = (text: string): string | undefined => {
+    try {
+      const index = JSON.parse(text) as { manifests?: { annotations?: Record<string, string> }[] };
+      const name = (m: { annotations?: Record<string, string> }) =>
+        m.annotations?.['org.opencontainers.image.ref.name'];
+      return JSON.stringify((index.manifests ?? []).filter((m) => !tags.includes(name(m) ?? '')));
+    } catch {
+      return undefined;
+    }
+  };
+  const a = others(before);
+  return a !== undefined && a === others(after);
 }
 
 function readText(path: string): string | undefined {

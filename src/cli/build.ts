@@ -110,12 +110,7 @@ export async function main(argv: string[]): Promise<number> {
   const tags = (options.tag as string[] | undefined) ?? [];
   // The same build again with nothing changed: answered from the result cache, without the builder.
   let results: import('../build/result-cache.js').ResultCache | undefined;
-  if (
-    options['no-cache'] !== true &&
-    pull !== 'always' &&
-    cacheTo.length + cacheFrom.length === 0 &&
-    Object.keys(secrets).length === 0
-  ) {
+  if (pull !== 'always' && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache } = await import('../build/result-cache.js');
     results = new ResultCache({
       context,
@@ -125,6 +120,9 @@ export async function main(argv: string[]): Promise<number> {
       tags,
       petri: petriIdentity(),
     });
+  }
+  if (results && options['no-cache'] === true) results.begin();
+  else if (results) {
     const hit = results.lookup();
     if (hit) {
       // fs.writeSync, not process.stdout/stderr: creating those streams loads node:stream (~4 ms), most of this path.

@@ -5,6 +5,7 @@ import { ImageStore } from '../image/store.js';
 import type { StoredImage } from '../image/types.js';
 import { resolveCapabilities } from '../runtime/capabilities.js';
 import { Container } from '../runtime/container.js';
+import { useStandbyRunners } from '../runtime/runner-process.js';
 import { LayerCache } from '../snapshot/layers.js';
 import { type ContainerHandle, LocalHandle } from './container-handle.js';
 import { type ContainerSpec, containerOptions, prepare, stopSignal } from './container-spec.js';
@@ -317,6 +318,8 @@ export class GenericContainer {
 
   /** Creates the container, copies files in, starts it and waits until its wait strategy says it is ready. */
   async start(): Promise<StartedContainer> {
+    // The next container's runner is spawned ahead, while this one is used.
+    useStandbyRunners();
     const store = this.store ?? ImageStore.open();
     const layers = this.layers ?? new LayerCache();
     if (this.networks.length > 0 && this.reuse) {

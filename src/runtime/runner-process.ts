@@ -50,9 +50,18 @@ export class RunnerProcess {
   private unrefed = false;
 
   constructor(args: string[], stdio: [Stdio, Stdio, Stdio]) {
-    this.child = spawn(runnerPath(), [args[0] as string, '--control-fd', '3', ...args.slice(1)], {
-      stdio: [...stdio, 'pipe'] as StdioOptions,
-    });
+    const argv = [args[0] as string, '--control-fd', '3', ...args.slice(1)];
+    const ready = standbyEnabled && args[0] === 'run' && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : undefined;
+    if (ready) {
+      // A runner spawned ahead, sealed and waiting: its command line goes down its control socket.
+      this.child = ready;
+      this.child.ref();
+      for (const stream of this.child.stdio) (stream as { ref?: () => void } | null)?.ref?.();
+      (this.child.stdio[3] as Socket).write(`${argv.join('\0')}\0\0`);
+    } else {
+      this.child = spawn(runnerPath(), argv, { stdio: [...stdio, 'pipe'] as StdioOptions });
+    }
+    if (standbyEnabled && args[0] === 'run') setImmediate(refillStandby);
     this.control = this.child.stdio[3] as Socket;
     let error: string | undefined;
     let exit: { exitCode: number; signal: number | null } | undefined;
@@ -198,6 +207,53 @@ export class RunnerProcess {
   private send(line: string): void {
     if (!this.control.destroyed && this.control.writable) this.control.write(`${line}\n`);
   }
+}
+
+const STANDBY_STDIO: [Stdio, Stdio, Stdio] = ['ignore', 'pipe', 'pipe'];
+let standbyEnabled = false;
+let standby: ChildProcess | undefined;
+
+/**
+ * Keeps one `petri-runner standby` ready for the next `run` with piped output
+ * (what the test-suite API starts): the fork of this Node process (which costs
+ * more the bigger its heap) and the runner's own start-up happen ahead, not
+ * while a test waits for its container. The standby holds nothing open here
+ * (unref'd) and dies with this process.
+ */
+export function useStandbyRunners(enabled = true): void {
+  standbyEnabled = enabled;
+  if (!enabled && standby) {
+    standby.kill('SIGKILL');
+    standby = undefined;
+  }
+}
+
+function takeStandby(): ChildProcess | undefined {
+  const child = standby;
+  standby = undefined;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return undefined;
+  const control = child.stdio[3] as Socket | null;
+  if (!control || control.destroyed || !control.writable) return undefined;
+  return child;
+}
+
+function refillStandby(): void {
+  if (!standbyEnabled || standby) return;
+  let child: ChildProcess;
+  try {
+    child = spawn(runnerPath(), ['standby', '--control-fd', '3'], {
+      stdio: [...STANDBY_STDIO, 'pipe'] as StdioOptions,
+    });
+  } catch {
+    return;
+  }
+  child.on('error', () => {});
+  child.once('exit', () => {
+    if (standby === child) standby = undefined;
+  });
+  child.unref();
+  for (const stream of child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+  standby = child;
 }
 
 function signalNumber(name: NodeJS.Signals): number {
