@@ -1556,6 +1556,7 @@ var init_container = __esm({
       deep;
       /** The record's writes, in order (a later one must not land before an earlier one). */
       recordWrites = Promise.resolve();
+      pendingRecordWrites = 0;
       options;
       runner;
       result;
@@ -1760,12 +1761,20 @@ var init_container = __esm({
         this.record.state = "running";
         this.record.initPid = runner.pid;
         if (runner.ports.length > 0) this.record.ports = runner.ports;
-        if (this.currentState === "running") await this.saveRecord();
+        if (this.currentState !== "running") return;
+        if (this.pendingRecordWrites === 0) {
+          writeRecord(this.dir, this.record);
+          return;
+        }
+        await this.saveRecord();
       }
       /** Writes the record as it is now, after the writes before it; rejects with this write's error. */
       saveRecord() {
         const snapshot = JSON.stringify(this.record);
-        const write2 = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot));
+        this.pendingRecordWrites++;
+        const write2 = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot)).finally(() => {
+          this.pendingRecordWrites--;
+        });
         this.recordWrites = write2.catch(() => {
         });
         return write2;
@@ -8202,8 +8211,8 @@ async function imageLayers(store, cache, image) {
     }))
   );
 }
-async function imageContainerOptions(store, cache, ref, overrides) {
-  const image = await store.resolve(ref);
+async function imageContainerOptions(store, cache, ref, overrides, stored) {
+  const image = stored ?? await store.resolve(ref);
   const lower = await imageLayers(store, cache, image);
   const config = image.config.config ?? {};
   const { command: command2, entrypoint, env, user, workdir, ...rest } = overrides;

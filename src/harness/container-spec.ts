@@ -54,31 +54,38 @@ export async function containerOptions(
   store: ImageStore,
   layers: LayerCache,
   extra: Partial<ContainerOptions> = {},
+  image?: StoredImage,
 ): Promise<ContainerOptions> {
   const binds = [...spec.binds];
   if (spec.extraHosts.length > 0 || (extra.networks?.length ?? 0) > 0) {
     binds.push({ source: HOSTS_FILE, target: '/etc/hosts', readonly: false });
   }
-  return imageContainerOptions(store, layers, spec.image, {
-    ...extra,
-    labels: { ...spec.labels, ...extra.labels },
-    name: extra.name ?? spec.name,
-    ...(spec.command ? { command: spec.command } : {}),
-    ...(spec.entrypoint ? { entrypoint: spec.entrypoint } : {}),
-    env: spec.env,
-    workdir: spec.workingDir,
-    user: spec.user,
-    hostname: spec.hostname,
-    binds,
-    tmpfs: spec.tmpfs,
-    memory: spec.memory,
-    cpus: spec.cpus,
-    ulimits: spec.ulimits,
-    capAdd: spec.capAdd,
-    capDrop: spec.capDrop,
-    privileged: spec.privileged,
-    ports: spec.ports,
-  });
+  return imageContainerOptions(
+    store,
+    layers,
+    spec.image,
+    {
+      ...extra,
+      labels: { ...spec.labels, ...extra.labels },
+      name: extra.name ?? spec.name,
+      ...(spec.command ? { command: spec.command } : {}),
+      ...(spec.entrypoint ? { entrypoint: spec.entrypoint } : {}),
+      env: spec.env,
+      workdir: spec.workingDir,
+      user: spec.user,
+      hostname: spec.hostname,
+      binds,
+      tmpfs: spec.tmpfs,
+      memory: spec.memory,
+      cpus: spec.cpus,
+      ulimits: spec.ulimits,
+      capAdd: spec.capAdd,
+      capDrop: spec.capDrop,
+      privileged: spec.privileged,
+      ports: spec.ports,
+    },
+    image,
+  );
 }
 
 /** Relative to the bundle: the runner binds the container's own copy. */

@@ -347,12 +347,18 @@ export class GenericContainer {
     let options: Awaited<ReturnType<typeof containerOptions>>;
     let container: Container;
     try {
-      options = await containerOptions(this.spec, store, layers, {
-        keep: !this.autoRemove,
-        ...(addresses.length > 0
-          ? { networks: addresses.map(({ network, ip }) => ({ holderPid: network.holderPid, address: `${ip}/24` })) }
-          : {}),
-      });
+      options = await containerOptions(
+        this.spec,
+        store,
+        layers,
+        {
+          keep: !this.autoRemove,
+          ...(addresses.length > 0
+            ? { networks: addresses.map(({ network, ip }) => ({ holderPid: network.holderPid, address: `${ip}/24` })) }
+            : {}),
+        },
+        image,
+      );
       container = Container.create(options);
     } catch (error) {
       release();

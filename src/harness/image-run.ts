@@ -29,8 +29,10 @@ export async function imageContainerOptions(
   cache: LayerCache,
   ref: string,
   overrides: RunOverrides & Omit<Partial<ContainerOptions>, 'env' | 'user' | 'command'>,
+  /** `ref` resolved already (by the caller, from the same store): not looked up again. */
+  stored?: StoredImage,
 ): Promise<ContainerOptions> {
-  const image = await store.resolve(ref);
+  const image = stored ?? (await store.resolve(ref));
   const lower = await imageLayers(store, cache, image);
   const config = image.config.config ?? {};
   const { command, entrypoint, env, user, workdir, ...rest } = overrides;

@@ -1,3 +1,5 @@
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
 import { errorLine, PetriError } from '../errors.js';
 import type { PullPolicy as StorePullPolicy } from '../image/pull-policy.js';
 import type { ImageStore } from '../image/store.js';
@@ -36,6 +38,19 @@ const pulls = new Map<string, Promise<StoredImage>>();
  * policy says (its layers unpacked into `layers` as they download). An image
  * id is never pulled.
  */
+/** Images this process resolved, by store and name, with the state of index.json they were resolved in. */
+const resolved = new Map<string, { stamp: string; image: StoredImage }>();
+
+/** index.json's identity and last change: any tag, pull or removal rewrites (renames) it. */
+function indexStamp(store: ImageStore): string | undefined {
+  try {
+    const st = statSync(join(store.dir, 'index.json'), { bigint: true });
+    return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+  } catch {
+    return undefined;
+  }
+}
+
 export async function imageFor(
   store: ImageStore,
   name: string,
@@ -45,8 +60,15 @@ export async function imageFor(
   const isId = /^(sha256:)?[a-f0-9]{64}$/.test(name);
   let missing: unknown;
   if (policy !== 'always' || isId) {
+    // The same name in an unchanged store (index.json as it was): the image found before.
+    const stamp = indexStamp(store);
+    const memoKey = `${store.dir}\0${name}`;
+    const known = resolved.get(memoKey);
+    if (known && stamp !== undefined && known.stamp === stamp) return known.image;
     try {
-      return await store.resolve(name);
+      const image = await store.resolve(name);
+      if (stamp !== undefined) resolved.set(memoKey, { stamp, image });
+      return image;
     } catch (error) {
       if (!(error instanceof PetriError && error.code === 'ENOIMAGE') || isId) throw error;
       if (policy === 'never') {

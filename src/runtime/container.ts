@@ -77,6 +77,7 @@ export class Container {
   private readonly deep: boolean;
   /** The record's writes, in order (a later one must not land before an earlier one). */
   private recordWrites: Promise<void> = Promise.resolve();
+  private pendingRecordWrites = 0;
   private readonly options: ContainerOptions;
   private runner: RunnerProcess | undefined;
   private result: Promise<ExitResult> | undefined;
@@ -297,13 +298,25 @@ export class Container {
     this.record.state = 'running';
     this.record.initPid = runner.pid;
     if (runner.ports.length > 0) this.record.ports = runner.ports;
-    if (this.currentState === 'running') await this.saveRecord();
+    if (this.currentState !== 'running') return;
+    if (this.pendingRecordWrites === 0) {
+      // Nothing queued: written now, synchronously (a few hundred µs, where the
+      // async write's four thread-pool round trips cost milliseconds of latency).
+      writeRecord(this.dir, this.record);
+      return;
+    }
+    await this.saveRecord();
   }
 
   /** Writes the record as it is now, after the writes before it; rejects with this write's error. */
   private saveRecord(): Promise<void> {
     const snapshot = JSON.stringify(this.record);
-    const write = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot));
+    this.pendingRecordWrites++;
+    const write = this.recordWrites
+      .then(() => writeRecordAsync(this.dir, snapshot))
+      .finally(() => {
+        this.pendingRecordWrites--;
+      });
     this.recordWrites = write.catch(() => {});
     return write;
   }

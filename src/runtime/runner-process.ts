@@ -51,7 +51,8 @@ export class RunnerProcess {
 
   constructor(args: string[], stdio: [Stdio, Stdio, Stdio]) {
     const argv = [args[0] as string, '--control-fd', '3', ...args.slice(1)];
-    const ready = standbyEnabled && args[0] === 'run' && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : undefined;
+    const ready =
+      standbyEnabled && args[0] === 'run' && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : undefined;
     if (ready) {
       // A runner spawned ahead, sealed and waiting: its command line goes down its control socket.
       this.child = ready;
