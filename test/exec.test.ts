@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
+import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { Container } from '../src/runtime/index.js';
+import { runnerPath } from '../src/runtime/runner-binary.js';
 import { describeKernel } from './helpers/kernel.js';
 import type { ProbeReport } from './helpers/probe.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
@@ -90,6 +93,10 @@ describeKernel('exec into a running container', () => {
       const [bigOut] = await Promise.all([collect(big.stdout), big.result]);
       expect(bigOut.length).toBe(3145728 + 4);
       expect(bigOut.endsWith('xend\n')).toBe(true);
+      // A process too big for a control line (a 100 KB env value) is spawned instead, and works the same.
+      const huge = container.exec(['sh', '-c', 'printf %s "$HUGE" | wc -c'], { env: { HUGE: 'y'.repeat(100_000) } });
+      const [hugeOut] = await Promise.all([collect(huge.stdout), huge.result]);
+      expect(hugeOut.trim()).toBe('100000');
       // A process still running when the container is killed ends with it.
       const long = container.exec(['sleep', '30']);
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -147,5 +154,37 @@ describeKernel('exec into a running container', () => {
       await withInit.remove();
       await asPid1.remove();
     }
+  });
+});
+
+describeKernel('petri-runner standby', () => {
+  const standby = () =>
+    spawn(runnerPath(), ['standby', '--control-fd', '3'], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  const exited = (child: ReturnType<typeof standby>) =>
+    new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+
+  it('waits for its command line on the control fd, then runs it as if started with it', async () => {
+    const child = standby();
+    const ended = exited(child);
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    expect(child.exitCode).toBeNull(); // still waiting
+    const control = child.stdio[3] as Socket;
+    let events = '';
+    control.on('data', (chunk) => {
+      events += chunk;
+    });
+    // A run of a bundle that does not exist: the runner says so on the control fd, as `run` would.
+    control.write(`${['run', '--control-fd', '3', '/nonexistent/ptest-bundle'].join('\0')}\0\0`);
+    expect(await ended).toBe(125);
+    expect(events).toContain('"event":"error"');
+    expect(events).toContain('/nonexistent/ptest-bundle/config.json');
+  });
+
+  it('exits 125 when the harness goes away before sending one', async () => {
+    const child = standby();
+    const ended = exited(child);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    (child.stdio[3] as Socket).end();
+    expect(await ended).toBe(125);
   });
 });

@@ -1434,8 +1434,9 @@ function execInContainer(target, command2, options = {}, through) {
     };
   }
   const startedAt = monotonicMs();
-  if (through) {
-    const served = through.exec(JSON.stringify(processSpec));
+  const processJson = JSON.stringify(processSpec);
+  if (through && Buffer.byteLength(processJson) < 6e4) {
+    const served = through.exec(processJson);
     return {
       stdin: null,
       stdout: served.stdout,
@@ -1453,7 +1454,7 @@ function execInContainer(target, command2, options = {}, through) {
   }
   const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path7.join)(target.dir, "config.json")];
   for (const dir of target.cgroupDirs) args.push("--cgroup", dir);
-  args.push("--process", JSON.stringify(processSpec));
+  args.push("--process", processJson);
   const runner = new RunnerProcess(args, [
     options.stdin ?? "ignore",
     options.stdout ?? "pipe",

@@ -519,8 +519,10 @@ export function execInContainer(
     };
   }
   const startedAt = monotonicMs();
-  if (through) {
-    const served = through.exec(JSON.stringify(processSpec));
+  const processJson = JSON.stringify(processSpec);
+  // The runner reads control lines of up to 64 KiB: a bigger process (a huge env) is spawned instead.
+  if (through && Buffer.byteLength(processJson) < 60_000) {
+    const served = through.exec(processJson);
     return {
       stdin: null,
       stdout: served.stdout,
@@ -538,7 +540,7 @@ export function execInContainer(
   }
   const args = ['exec', '--pid', String(target.pid), '--config', join(target.dir, 'config.json')];
   for (const dir of target.cgroupDirs) args.push('--cgroup', dir);
-  args.push('--process', JSON.stringify(processSpec));
+  args.push('--process', processJson);
   const runner = new RunnerProcess(args, [
     options.stdin ?? 'ignore',
     options.stdout ?? 'pipe',
