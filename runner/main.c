@@ -305,8 +305,10 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 				reclen += (size_t)n;
 			} else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
 				err_open = 0;
-				if (reclen == 0)
+				if (reclen == 0) {
+					served_started();
 					event_started(ctlfd, child);
+				}
 			}
 		}
 		served_handle(ctlfd, pfd + iserved, np - iserved);
@@ -511,7 +513,7 @@ static int cmd_run(struct run_opts *o)
 		if (!joined && o->clone_into)
 			v1[nv1++] = o->clone_into;
 		int fds[4] = { o->ctlfd, sigfd, errp[0], statp[0] };
-		served_setup(&s, v1, nv1, joined ? cgfd : -1, o->clone_into, pid, fds, statp[0] >= 0 ? 4 : 3);
+		served_setup(&s, v1, nv1, joined ? cgfd : -1, o->clone_into, pid, &orig, fds, statp[0] >= 0 ? 4 : 3);
 	} else if (cgfd >= 0) {
 		close(cgfd);
 	}
@@ -538,15 +540,17 @@ static int usage(void)
  * after argv0 (a NULL-terminated array), or NULL at EOF or on an error. */
 static char **standby_args(int fd, char *argv0)
 {
+	/* One byte at a time: what follows the command line (a `kill`, an `exec`)
+	 * stays in the socket for the supervisor. The line is short. */
 	size_t cap = 4096, len = 0;
 	char *buf = malloc(cap);
 	for (;;) {
 		if (!buf)
 			return NULL;
+		if (len == 1 && buf[0] == 0)
+			return NULL; /* no command */
 		if (len >= 2 && buf[len - 1] == 0 && buf[len - 2] == 0)
 			break;
-		if (len == 1 && buf[0] == 0)
-			return NULL;
 		if (len == cap) {
 			if (cap >= (1u << 20))
 				return NULL;
@@ -555,12 +559,12 @@ static char **standby_args(int fd, char *argv0)
 				return NULL;
 			buf = bigger;
 		}
-		ssize_t n = read(fd, buf + len, cap - len);
+		ssize_t n = read(fd, buf + len, 1);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return NULL;
-		len += (size_t)n;
+		len++;
 	}
 	size_t count = 0;
 	for (size_t i = 0; i + 1 < len; i++)
@@ -629,7 +633,8 @@ int main(int argc, char **argv)
 		argv = next;
 		for (argc = 0; argv[argc]; argc++)
 			;
-		g_arg_len = 0;
+		/* g_arg_start/g_arg_len still point at this process's own argv area,
+		 * which init and the forwarder rename themselves in. */
 		if (argc < 2)
 			return usage();
 	}

@@ -92,7 +92,9 @@ int devices_bpf_attach(const struct spec *s, const char *cgroup_dir, struct rerr
 /* served.c: `exec ID JSON` on a run supervisor's control socket. */
 struct pollfd;
 void served_setup(const struct spec *s, const char **v1, size_t nv1, int cgfd, const char *v2, pid_t init,
-		  const int *close_fds, int nclose);
+		  const sigset_t *orig, const int *close_fds, int nclose);
+/* The container's command was exec'd: execs are served from now on. */
+void served_started(void);
 void served_start(int ctlfd, const char *args);
 void served_signal(const char *args);
 int served_pollfds(struct pollfd *pfd, int max);

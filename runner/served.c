@@ -26,8 +26,9 @@ struct served {
 	long id;
 	pid_t pid;        /* the exec supervisor; 0: free slot */
 	int fd[3];        /* stdout, stderr, events (read ends); -1 when closed */
-	char buf[1024];   /* a partial event line */
+	char buf[8192];   /* a partial event line (an error event is ~6 KiB at most) */
 	size_t len;
+	int skip;         /* dropping an overlong line up to its newline */
 	char *exit_line;  /* the exit event, held until the output is drained */
 };
 
@@ -39,15 +40,20 @@ static struct {
 	int cgfd;
 	const char *v2;
 	pid_t init;
+	pid_t self;
+	int started; /* the command runs: the container is set up */
+	sigset_t orig;
 	int close_fds[8];
 	int nclose;
 } g;
 static struct served g_served[MAX_SERVED];
 
 void served_setup(const struct spec *s, const char **v1, size_t nv1, int cgfd, const char *v2, pid_t init,
-		  const int *close_fds, int nclose)
+		  const sigset_t *orig, const int *close_fds, int nclose)
 {
 	g.on = 1;
+	g.self = getpid();
+	g.orig = *orig;
 	g.spec = s;
 	g.v1 = v1;
 	g.nv1 = nv1;
@@ -58,6 +64,11 @@ void served_setup(const struct spec *s, const char **v1, size_t nv1, int cgfd, c
 		g.close_fds[g.nclose++] = close_fds[i];
 	for (int i = 0; i < MAX_SERVED; i++)
 		g_served[i].fd[0] = g_served[i].fd[1] = g_served[i].fd[2] = -1;
+}
+
+void served_started(void)
+{
+	g.started = 1;
 }
 
 /* {"exec":ID,...rest of the event}: an event of exec ID. */
@@ -189,7 +200,9 @@ static void events(int ctlfd, struct served *x)
 	while ((nl = memchr(line, '\n', (size_t)(x->buf + x->len - line)))) {
 		*nl = 0;
 		size_t len = (size_t)(nl - line);
-		if (strstr(line, "\"event\":\"exit\"")) {
+		if (x->skip) {
+			x->skip = 0; /* the end of a line too long to keep */
+		} else if (strstr(line, "\"event\":\"exit\"")) {
 			free(x->exit_line);
 			x->exit_line = strdup(line);
 		} else if (len > 0) {
@@ -199,8 +212,10 @@ static void events(int ctlfd, struct served *x)
 	}
 	x->len = (size_t)(x->buf + x->len - line);
 	memmove(x->buf, line, x->len);
-	if (x->len >= sizeof x->buf - 1)
+	if (x->len >= sizeof x->buf - 1) {
 		x->len = 0;
+		x->skip = 1;
+	}
 }
 
 /* In the forked exec supervisor: never returns. */
@@ -208,7 +223,10 @@ __attribute__((noreturn)) static void served_child(const char *json, int out, in
 {
 	struct rerr e;
 	memset(&e, 0, sizeof e);
-	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != g.self)
+		_exit(EXIT_SETUP);
+	/* The signals the run supervisor blocks are the process's to get. */
+	sigprocmask(SIG_SETMASK, &g.orig, NULL);
 	for (int i = 0; i < g.nclose; i++)
 		close(g.close_fds[i]);
 	for (int i = 0; i < MAX_SERVED; i++)
@@ -263,8 +281,11 @@ void served_start(int ctlfd, const char *args)
 	for (int i = 0; i < MAX_SERVED && !x; i++)
 		if (g_served[i].pid == 0 && g_served[i].fd[0] < 0 && g_served[i].fd[2] < 0)
 			x = &g_served[i];
-	if (!g.on || !x) {
-		emit_error(ctlfd, id, g.on ? "exec: too many at once in this container" : "exec: not served here");
+	if (!g.on || !x || !g.started) {
+		emit_error(ctlfd, id,
+			   !g.on	  ? "exec: not served here"
+			   : !g.started ? "exec: the container has not started yet"
+					: "exec: too many at once in this container");
 		emit_tagged(ctlfd, id, "{\"event\":\"exit\",\"exitCode\":125,\"signal\":null}", 45);
 		return;
 	}
@@ -300,6 +321,7 @@ void served_start(int ctlfd, const char *args)
 	x->fd[1] = errp[0];
 	x->fd[2] = evtp[0];
 	x->len = 0;
+	x->skip = 0;
 	x->exit_line = NULL;
 }
 

@@ -1,6 +1,16 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile variables like ${VAR}, not template strings
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -221,6 +231,9 @@ describeKernel('petri build: fixtures, cache, output', () => {
   it('result cache: the same build again answers without the builder, with the same steps; any change goes back to the builder', () => {
     const dir = join(work, 'result-cache');
     cpSync(ctx('multi-stage'), dir, { recursive: true });
+    // A change within a clock tick of a build is not remembered by it (racy): let changes age a little.
+    const settle = () => spawnSync('sleep', ['0.15']);
+    settle();
     const imageEvent = (b: ReturnType<typeof build>) =>
       b.events.find((e) => e.type === 'image') as { id: string; tags: string[]; resultCache?: boolean };
     const lines = (b: ReturnType<typeof build>) => finished(b.steps).map((s) => `${s.stage} ${s.text}:${s.status}`);
@@ -241,6 +254,7 @@ describeKernel('petri build: fixtures, cache, output', () => {
     // A touched file: the builder (every step cached, the same steps as the result cache showed), then the result cache again.
     const future = new Date(Date.now() + 7_200_000);
     utimesSync(join(dir, 'app.sh'), future, future);
+    settle();
     const touched = build(dir, '-t', 'ptest/results');
     expect(imageEvent(touched).resultCache).toBeUndefined();
     expect(touched.id).toBe(first.id);
@@ -265,14 +279,39 @@ describeKernel('petri build: fixtures, cache, output', () => {
     // A new file in the context, then a content change: the builder; the change rebuilds its steps,
     // tags a new image, and is remembered (only its own tag changed in the store).
     writeFileSync(join(dir, 'new.txt'), 'new\n');
+    settle();
     expect(imageEvent(build(dir, '-t', 'ptest/results')).resultCache).toBeUndefined();
     writeFileSync(join(dir, 'app.sh'), '#!/bin/sh\necho result cache\n');
+    settle();
     const changed = build(dir, '-t', 'ptest/results');
     expect(imageEvent(changed).resultCache).toBeUndefined();
     expect(changed.id).not.toBe(cached.id);
     expect(fsSteps(changed.steps).some((s) => s.status === 'done')).toBe(true);
     expect(sh('ptest/results', 'cat /app/out.txt')).toBe('result cache\n');
     expect(imageEvent(build(dir, '-t', 'ptest/results'))).toMatchObject({ id: changed.id, resultCache: true });
+
+    // A Dockerfile given by a symlink, outside the context: an edit of its target goes to the builder.
+    const linked = join(work, 'result-cache-link');
+    const files = join(work, 'result-cache-files');
+    mkdirSync(linked);
+    mkdirSync(files);
+    const real = join(files, 'real.Dockerfile');
+    const link = join(files, 'Dockerfile.link');
+    writeFileSync(real, 'FROM petri-fixture/busybox\nRUN echo one > /v\n');
+    symlinkSync('real.Dockerfile', link);
+    settle();
+    build(linked, '-f', link, '-t', 'ptest/results-link');
+    expect(imageEvent(build(linked, '-f', link, '-t', 'ptest/results-link')).resultCache).toBe(true);
+    writeFileSync(real, 'FROM petri-fixture/busybox\nRUN echo two > /v\n');
+    settle();
+    expect(imageEvent(build(linked, '-f', link, '-t', 'ptest/results-link')).resultCache).toBeUndefined();
+    expect(sh('ptest/results-link', 'cat /v')).toBe('two\n');
+    // ADD from a variable (it may be a URL, which BuildKit fetches each time): never remembered.
+    writeFileSync(join(linked, 'src.txt'), 'x\n');
+    writeFileSync(real, 'FROM petri-fixture/busybox\nARG SRC=src.txt\nADD $SRC /x\n');
+    settle();
+    build(linked, '-f', link, '-t', 'ptest/results-link');
+    expect(imageEvent(build(linked, '-f', link, '-t', 'ptest/results-link')).resultCache).toBeUndefined();
 
     // The image removed: the builder makes it again.
     build(dir, '-t', 'ptest/results');

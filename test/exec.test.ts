@@ -77,7 +77,10 @@ describeKernel('exec into a running container', () => {
   it('through the runner (no spawn): many at once, large output intact, stdout and stderr apart, ended with the container', async () => {
     const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
     try {
-      await container.start();
+      const starting = container.start();
+      // Not before the runner says the command started: the container's root is not in place until then.
+      expect(() => container.exec(['true'])).toThrow(/it is still starting/);
+      await starting;
       const runs = Array.from({ length: 12 }, (_, i) => {
         const proc = container.exec(['sh', '-c', `echo out ${i}; echo err ${i} >&2; exit ${i}`]);
         return Promise.all([collect(proc.stdout), collect(proc.stderr), proc.result]);
@@ -93,6 +96,10 @@ describeKernel('exec into a running container', () => {
       const [bigOut] = await Promise.all([collect(big.stdout), big.result]);
       expect(bigOut.length).toBe(3145728 + 4);
       expect(bigOut.endsWith('xend\n')).toBe(true);
+      // Its signals are not blocked (the runner's own supervisor blocks them for its signalfd).
+      const status = container.exec(['sh', '-c', 'grep -E "^Sig(Blk|Ign)" /proc/self/status']);
+      const [statusOut] = await Promise.all([collect(status.stdout), status.result]);
+      expect(statusOut).toMatch(/^SigBlk:\s+0+$/m);
       // A process too big for a control line (a 100 KB env value) is spawned instead, and works the same.
       const huge = container.exec(['sh', '-c', 'printf %s "$HUGE" | wc -c'], { env: { HUGE: 'y'.repeat(100_000) } });
       const [hugeOut] = await Promise.all([collect(huge.stdout), huge.result]);

@@ -1832,6 +1832,9 @@ var init_container = __esm({
       /** Runs another process inside the running container, with the container's security profile. */
       exec(command2, options = {}) {
         this.expectState("exec in", ["running"]);
+        if (this.runner?.pid === void 0) {
+          throw new PetriError(`cannot exec in container ${this.id}: it is still starting`, { code: "ESTATE" });
+        }
         const target = {
           id: this.id,
           dir: this.dir,
@@ -8503,6 +8506,9 @@ var result_cache_exports = {};
 __export(result_cache_exports, {
   ResultCache: () => ResultCache
 });
+function fetchesUrls(dockerfile) {
+  return dockerfile.replace(/\\\r?\n/g, " ").split("\n").some((line) => /^\s*(ONBUILD\s+)?ADD\b/i.test(line) && /:\/\/|git@|\$/.test(line));
+}
 function sameBesides(before, after, tags) {
   if (before === after) return true;
   const others = /* @__PURE__ */ __name((text) => {
@@ -8534,7 +8540,7 @@ function fnv(text) {
   }
   return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
 }
-var import_node_fs22, import_node_path17, VERSION, MAX_ENTRIES, LAYER_STEP, ResultCache;
+var import_node_fs22, import_node_path17, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
@@ -8545,6 +8551,8 @@ var init_result_cache = __esm({
     VERSION = 1;
     MAX_ENTRIES = 2e4;
     LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
+    RACY_NS = 100000000n;
+    __name(fetchesUrls, "fetchesUrls");
     ResultCache = class {
       static {
         __name(this, "ResultCache");
@@ -8556,6 +8564,8 @@ var init_result_cache = __esm({
       #indexFile;
       #blobs;
       #before;
+      /** The newest ctime the last fingerprint saw (ns). */
+      #newest = 0n;
       constructor(inputs, root = petriRoot()) {
         this.#key = JSON.stringify([
           VERSION,
@@ -8575,7 +8585,8 @@ var init_result_cache = __esm({
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
-        this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "" };
+        const at = BigInt(Date.now()) * 1000000n;
+        this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "", at };
       }
       /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
       lookup() {
@@ -8609,6 +8620,8 @@ var init_result_cache = __esm({
         const steps = events.filter((e) => e.type === "step");
         if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === "error")) return;
         if (events.some((e) => e.type === "cache")) return;
+        if (this.#newest > before.at - RACY_NS) return;
+        if (fetchesUrls(readText(this.#dockerfile) ?? "")) return;
         try {
           const after = readText(this.#indexFile) ?? "";
           if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
@@ -8647,10 +8660,23 @@ var init_result_cache = __esm({
           lines.push(
             `${label}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.dev}\0${st.ino}\0${st.mtimeNs}\0${st.ctimeNs}`
           );
+          if (st.ctimeNs > this.#newest) this.#newest = st.ctimeNs;
           return st.isDirectory();
         }, "add");
-        add2("@dockerfile", this.#dockerfile);
-        add2("@dockerignore", `${this.#dockerfile}.dockerignore`);
+        this.#newest = 0n;
+        for (const [label, path] of [
+          ["@dockerfile", this.#dockerfile],
+          ["@dockerignore", `${this.#dockerfile}.dockerignore`]
+        ]) {
+          if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
+          if ((0, import_node_fs22.lstatSync)(path).isSymbolicLink()) {
+            try {
+              add2(`${label}-target`, (0, import_node_fs22.realpathSync)(path));
+            } catch {
+              lines.push(`${label}-target\0-`);
+            }
+          }
+        }
         if (!add2(".", this.#context)) return void 0;
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;

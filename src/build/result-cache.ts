@@ -1,4 +1,13 @@
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import type { BuildEvent } from './events.js';
@@ -32,6 +41,20 @@ const VERSION = 1;
 const MAX_ENTRIES = 20_000;
 /** The steps that make a layer: in a fully cached build each of them says `cached`. */
 const LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
+/** How close to the fingerprint a file's change makes it "racy" (timestamps move by clock ticks). */
+const RACY_NS = 100_000_000n;
+
+/**
+ * Whether a Dockerfile may download something on each build (an ADD of a URL
+ * or a git repository, or an ADD whose source comes from a variable): such a
+ * build is never remembered, as BuildKit checks those sources every time.
+ */
+function fetchesUrls(dockerfile: string): boolean {
+  return dockerfile
+    .replace(/\\\r?\n/g, ' ')
+    .split('\n')
+    .some((line) => /^\s*(ONBUILD\s+)?ADD\b/i.test(line) && /:\/\/|git@|\$/.test(line));
+}
 
 export interface ResultInputs {
   context: string;
@@ -67,7 +90,9 @@ export class ResultCache {
   readonly #dockerfile: string;
   readonly #indexFile: string;
   readonly #blobs: string;
-  #before: { files: string | undefined; index: string } | undefined;
+  #before: { files: string | undefined; index: string; at: bigint } | undefined;
+  /** The newest ctime the last fingerprint saw (ns). */
+  #newest = 0n;
 
   constructor(inputs: ResultInputs, root = petriRoot()) {
     this.#key = JSON.stringify([
@@ -89,13 +114,14 @@ export class ResultCache {
 
   /** Notes the context and the store's index as they are before a build (what `remember` records). */
   begin(): void {
-    this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? '' };
+    const at = BigInt(Date.now()) * 1_000_000n;
+    this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? '', at };
   }
 
   /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
   lookup(): ResultHit | undefined {
     this.begin();
-    const now = this.#before as { files: string | undefined; index: string };
+    const now = this.#before as { files: string | undefined; index: string; at: bigint };
     if (now.files === undefined) return undefined;
     const text = readText(this.#file);
     if (text === undefined) return undefined;
@@ -125,6 +151,10 @@ export class ResultCache {
     const steps = events.filter((e): e is Extract<BuildEvent, { type: 'step' }> => e.type === 'step');
     if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === 'error')) return;
     if (events.some((e) => e.type === 'cache')) return;
+    // A file changed within a clock tick of the fingerprint could change again with the same lstat: git's
+    // "racily clean" case. Not remembered then (the next build is).
+    if (this.#newest > before.at - RACY_NS) return;
+    if (fetchesUrls(readText(this.#dockerfile) ?? '')) return;
     try {
       const after = readText(this.#indexFile) ?? '';
       if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
@@ -165,10 +195,25 @@ export class ResultCache {
       lines.push(
         `${label}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.dev}\0${st.ino}\0${st.mtimeNs}\0${st.ctimeNs}`,
       );
+      // ctime: every write, chmod or rename sets it to now (an mtime can be set to anything).
+      if (st.ctimeNs > this.#newest) this.#newest = st.ctimeNs;
       return st.isDirectory();
     };
-    add('@dockerfile', this.#dockerfile);
-    add('@dockerignore', `${this.#dockerfile}.dockerignore`);
+    this.#newest = 0n;
+    // The Dockerfile and its .dockerignore are read through symlinks: their targets count too.
+    for (const [label, path] of [
+      ['@dockerfile', this.#dockerfile],
+      ['@dockerignore', `${this.#dockerfile}.dockerignore`],
+    ] as const) {
+      if (add(label, path) || lines.at(-1)?.endsWith('\0-')) continue;
+      if (lstatSync(path).isSymbolicLink()) {
+        try {
+          add(`${label}-target`, realpathSync(path));
+        } catch {
+          lines.push(`${label}-target\0-`);
+        }
+      }
+    }
     if (!add('.', this.#context)) return undefined;
     const walk = (dir: string, rel: string): boolean => {
       let names: string[];

@@ -379,6 +379,10 @@ export class Container {
   /** Runs another process inside the running container, with the container's security profile. */
   exec(command: string[], options: ExecOptions & StdioOptions = {}): ExecProcess {
     this.expectState('exec in', ['running']);
+    // Until the runner reports the command started, the container's root is not in place yet.
+    if (this.runner?.pid === undefined) {
+      throw new PetriError(`cannot exec in container ${this.id}: it is still starting`, { code: 'ESTATE' });
+    }
     const target = {
       id: this.id,
       dir: this.dir,
