@@ -3,9 +3,11 @@ import { spawnSync } from 'node:child_process';
 import {
   copyFileSync,
   cpSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
   symlinkSync,
   utimesSync,
@@ -132,6 +134,23 @@ describeKernel('petri build: fixtures, cache, output', () => {
     const third = build(ctx('cache-mount'), '-t', 'ptest/mounts', '--build-arg', 'RUN_ID=2');
     expect(fsSteps(third.steps).every((s) => s.status === 'cached')).toBe(true);
   });
+
+  it.skipIf(!existsSync('/etc/resolv.conf'))(
+    "RUN with the host's network gets the host's resolv.conf, which stays out of the image [needs /etc/resolv.conf]",
+    () => {
+      const dir = join(work, 'resolv');
+      mkdirSync(dir);
+      writeFileSync(
+        join(dir, 'Dockerfile'),
+        'FROM petri-fixture/busybox\nRUN cat /etc/resolv.conf > /dns.txt && echo "nameserver 192.0.2.1" > /etc/resolv.conf\nRUN --network=none ls /etc/resolv.conf > /none.txt 2>&1 || true\n',
+      );
+      build(dir, '-t', 'ptest/resolv');
+      expect(sh('ptest/resolv', 'cat /dns.txt')).toBe(readFileSync('/etc/resolv.conf', 'utf8'));
+      expect(sh('ptest/resolv', 'cat /none.txt')).toMatch(/No such file/);
+      expect(sh('ptest/resolv', 'ls /etc/resolv.conf 2>&1; true')).toMatch(/No such file/);
+      expect(readFileSync('/etc/resolv.conf', 'utf8')).not.toContain('192.0.2.1');
+    },
+  );
 
   it('.dockerignore: patterns, ! exceptions, ** and directories', () => {
     build(ctx('dockerignore'), '-t', 'ptest/ignore');

@@ -14503,6 +14503,19 @@ ${trigger}
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path25.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+          let resolvConf;
+          try {
+            resolvConf = (0, import_node_fs30.readFileSync)("/etc/resolv.conf");
+          } catch {
+          }
+          if (resolvConf) {
+            const file = (0, import_node_path25.join)(work, "resolv.conf");
+            (0, import_node_fs30.writeFileSync)(file, resolvConf, { mode: 420 });
+            binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
+            mountTargets.push("/etc/resolv.conf");
+          }
+        }
         for (const [i, mount] of job.mounts.entries()) {
           const target = import_node_path25.posix.resolve(
             job.workdir,

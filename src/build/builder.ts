@@ -1011,6 +1011,22 @@ class Builder {
       binds.push({ source: file, target: script.target, readonly: true });
     }
     const mountTargets: string[] = [];
+    // With the host's network, the host's DNS too, as BuildKit does: a copy of its resolv.conf (what the
+    // step writes there goes nowhere), over the image's; not part of the layer.
+    if (job.network === 'host' && !job.mounts.some((m) => posix.normalize(m.target ?? '') === '/etc/resolv.conf')) {
+      let resolvConf: Buffer | undefined;
+      try {
+        resolvConf = readFileSync('/etc/resolv.conf');
+      } catch {
+        // none on this host: the image's own, if any
+      }
+      if (resolvConf) {
+        const file = join(work, 'resolv.conf');
+        writeFileSync(file, resolvConf, { mode: 0o644 });
+        binds.push({ source: file, target: '/etc/resolv.conf', readonly: false });
+        mountTargets.push('/etc/resolv.conf');
+      }
+    }
     for (const [i, mount] of job.mounts.entries()) {
       const target = posix.resolve(
         job.workdir,
