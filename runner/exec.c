@@ -108,14 +108,8 @@ int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t targ
 	}
 	if (pid == 0) {
 		/* Without clone3 (an old kernel) the child joins the v2 directory itself. */
-		if (cgfd >= 0 && !joined) {
-			int fd = openat(cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-			if (fd < 0 || write_all(fd, "0", 1) < 0) {
-				rerr_set(&e, errno, "join cgroup %s", v2);
-				child_fail(errp[1], &e);
-			}
-			close(fd);
-		}
+		if (cgfd >= 0 && !joined && join_cgroup_fd(cgfd, v2, &e) < 0)
+			child_fail(errp[1], &e);
 		child_main(&c);
 	}
 	if (cgfd >= 0)

@@ -46,26 +46,33 @@ void event_started(int ctlfd, pid_t pid)
 	emit(ctlfd, buf, (size_t)n);
 }
 
+size_t format_error_event(char *buf, size_t size, const char *msg)
+{
+	size_t n = (size_t)snprintf(buf, size, "{\"event\":\"error\",\"message\":\"");
+	for (const unsigned char *p = (const unsigned char *)msg; *p && n < size - 16; p++) {
+		if (*p == '"' || *p == '\\') {
+			buf[n++] = '\\';
+			buf[n++] = (char)*p;
+		} else if (*p < 0x20) {
+			n += (size_t)snprintf(buf + n, size - n, "\\u%04x", *p);
+		} else {
+			buf[n++] = (char)*p;
+		}
+	}
+	memcpy(buf + n, "\"}", 3);
+	return n + 2;
+}
+
 void event_error(int ctlfd, const char *msg)
 {
 	if (ctlfd < 0) {
 		fprintf(stderr, "petri-runner: %s\n", msg);
 		return;
 	}
-	char buf[64 + 6 * sizeof ((struct rerr *)0)->msg];
-	size_t n = (size_t)snprintf(buf, sizeof buf, "{\"event\":\"error\",\"message\":\"");
-	for (const unsigned char *p = (const unsigned char *)msg; *p && n < sizeof buf - 16; p++) {
-		if (*p == '"' || *p == '\\') {
-			buf[n++] = '\\';
-			buf[n++] = (char)*p;
-		} else if (*p < 0x20) {
-			n += (size_t)snprintf(buf + n, sizeof buf - n, "\\u%04x", *p);
-		} else {
-			buf[n++] = (char)*p;
-		}
-	}
-	memcpy(buf + n, "\"}\n", 3);
-	emit(ctlfd, buf, n + 3);
+	char buf[ERROR_EVENT_MAX];
+	size_t n = format_error_event(buf, sizeof buf, msg);
+	buf[n++] = '\n';
+	emit(ctlfd, buf, n);
 }
 
 int status_exit_code(int status)
@@ -178,6 +185,19 @@ int join_cgroups_self(const char **dirs, size_t n, struct rerr *e)
 		}
 		close(fd);
 	}
+	return 0;
+}
+
+int join_cgroup_fd(int dirfd, const char *name, struct rerr *e)
+{
+	int fd = openat(dirfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write_all(fd, "0", 1) < 0) {
+		int err = errno;
+		if (fd >= 0)
+			close(fd);
+		return rerr_set(e, err, "join cgroup %s", name);
+	}
+	close(fd);
 	return 0;
 }
 

@@ -41,6 +41,10 @@ __attribute__((noreturn)) void child_fail(int errfd, const struct rerr *e);
 /* events (main.c) */
 void event_started(int ctlfd, pid_t pid);
 void event_error(int ctlfd, const char *msg);
+/* The longest error event line (the message escaped, 6 bytes per byte at most). */
+#define ERROR_EVENT_MAX (64 + 6 * sizeof ((struct rerr *)0)->msg)
+/* Writes {"event":"error","message":"..."} (no newline) into buf; returns its length. */
+size_t format_error_event(char *buf, size_t size, const char *msg);
 void event_exit(int ctlfd, int status);
 /* Turns a wait status into the runner's exit code (128+N for signal N). */
 int status_exit_code(int status);
@@ -165,6 +169,9 @@ int network_attach(pid_t container, const struct attach *a, size_t n, struct rer
 int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd);
 int join_cgroups(const char **dirs, size_t n, pid_t pid, struct rerr *e);
 int join_cgroups_self(const char **dirs, size_t n, struct rerr *e);
+/* Moves the calling process into the cgroup v2 directory open as dirfd
+ * (`0` to its cgroup.procs: the fallback where clone3 cannot place it). */
+int join_cgroup_fd(int dirfd, const char *name, struct rerr *e);
 /* Creates a child with clone3(CLONE_INTO_CGROUP) when cgfd >= 0 (no
  * migration afterwards, so no cgroup_threadgroup_rwsem write lock), else, or
  * when the kernel has no clone3 / CLONE_INTO_CGROUP, with plain clone;

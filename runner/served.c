@@ -26,7 +26,7 @@ struct served {
 	long id;
 	pid_t pid;        /* the exec supervisor; 0: free slot */
 	int fd[3];        /* stdout, stderr, events (read ends); -1 when closed */
-	char buf[8192];   /* a partial event line (an error event is ~6 KiB at most) */
+	char buf[ERROR_EVENT_MAX + 1024]; /* a partial event line: the longest is an error */
 	size_t len;
 	int skip;         /* dropping an overlong line up to its newline */
 	char *exit_line;  /* the exit event, held until the output is drained */
@@ -92,15 +92,8 @@ static void emit_tagged(int ctlfd, long id, const char *line, size_t len)
 
 static void emit_error(int ctlfd, long id, const char *msg)
 {
-	char line[512];
-	int n = snprintf(line, sizeof line, "{\"event\":\"error\",\"message\":\"");
-	for (const char *p = msg; *p && n < (int)sizeof line - 8; p++) {
-		if (*p == '"' || *p == '\\')
-			line[n++] = '\\';
-		line[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
-	}
-	n += snprintf(line + n, sizeof line - (size_t)n, "\"}");
-	emit_tagged(ctlfd, id, line, (size_t)n);
+	char line[ERROR_EVENT_MAX];
+	emit_tagged(ctlfd, id, line, format_error_event(line, sizeof line, msg));
 }
 
 static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -186,12 +179,9 @@ static void events(int ctlfd, struct served *x)
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n <= 0) {
+		/* The exec supervisor is gone; without an exit event (killed) its status comes from waitpid. */
 		close(x->fd[2]);
 		x->fd[2] = -1;
-		if (!x->exit_line) {
-			/* Ended without an exit event (killed): its status comes from waitpid. */
-			return;
-		}
 		return;
 	}
 	x->len += (size_t)n;
@@ -258,14 +248,9 @@ __attribute__((noreturn)) static void served_child(const char *json, int out, in
 		event_error(evt, e.msg);
 		_exit(EXIT_SETUP);
 	}
-	if (g.cgfd >= 0 && !joined) {
-		int fd = openat(g.cgfd, "cgroup.procs", O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write_all(fd, "0", 1) < 0) {
-			rerr_set(&e, errno, "join cgroup %s", g.v2);
-			event_error(evt, e.msg);
-			_exit(EXIT_SETUP);
-		}
-		close(fd);
+	if (g.cgfd >= 0 && !joined && join_cgroup_fd(g.cgfd, g.v2, &e) < 0) {
+		event_error(evt, e.msg);
+		_exit(EXIT_SETUP);
 	}
 	_exit(exec_enter(g.spec, &proc, g.init, -1, NULL, evt));
 }

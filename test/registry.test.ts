@@ -128,15 +128,10 @@ describeRegistry(
     let proxy: CountingProxy;
     let root: string;
     let dockerConfig: string;
-    /** Runs the petri CLI (asynchronously: the counting proxy lives in this process). */
-    const petri = (
-      args: string[],
-      options: { root?: string; input?: string; env?: Record<string, string>; bin?: string } = {},
-    ) =>
+    /** Runs a program without blocking this process (the counting proxy and the token server live in it). */
+    const runAsync = (command: string, args: string[], env: NodeJS.ProcessEnv, input = '') =>
       new Promise<Result>((resolve, reject) => {
-        const child = spawn(process.execPath, [options.bin ?? petriBin, ...args], {
-          env: { ...process.env, PETRI_ROOT: options.root ?? root, DOCKER_CONFIG: dockerConfig, ...options.env },
-        });
+        const child = spawn(command, args, { env });
         let stdout = '';
         let stderr = '';
         child.stdout.on('data', (chunk: Buffer) => {
@@ -151,8 +146,19 @@ describeRegistry(
           clearTimeout(timer);
           resolve({ status, stdout, stderr });
         });
-        child.stdin.end(options.input ?? '');
+        child.stdin.end(input);
       });
+    /** Runs the petri CLI. */
+    const petri = (
+      args: string[],
+      options: { root?: string; input?: string; env?: Record<string, string>; bin?: string } = {},
+    ) =>
+      runAsync(
+        process.execPath,
+        [options.bin ?? petriBin, ...args],
+        { ...process.env, PETRI_ROOT: options.root ?? root, DOCKER_CONFIG: dockerConfig, ...options.env },
+        options.input,
+      );
     const ok = async (args: string[], options: Parameters<typeof petri>[1] = {}): Promise<Result> => {
       const r = await petri(args, options);
       if (r.status !== 0) throw new Error(`petri ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
@@ -164,25 +170,11 @@ describeRegistry(
       return r.stdout;
     };
     /** skopeo without blocking this process (for registries whose token server lives in it). */
-    const skopeoAsync = (...args: string[]) =>
-      new Promise<string>((resolve, reject) => {
-        const child = spawn('skopeo', args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk: Buffer) => {
-          stdout += chunk.toString();
-        });
-        child.stderr.on('data', (chunk: Buffer) => {
-          stderr += chunk.toString();
-        });
-        const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-        child.on('error', reject);
-        child.on('close', (status) => {
-          clearTimeout(timer);
-          if (status === 0) resolve(stdout);
-          else reject(new Error(`skopeo ${args.join(' ')} exited ${status}: ${stderr}`));
-        });
-      });
+    const skopeoAsync = async (...args: string[]) => {
+      const r = await runAsync('skopeo', args, process.env);
+      if (r.status !== 0) throw new Error(`skopeo ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+      return r.stdout;
+    };
     const freshRoot = (name: string) => {
       const dir = join(work, name);
       mkdirSync(dir, { recursive: true });

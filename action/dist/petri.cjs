@@ -666,9 +666,17 @@ function refillStandby() {
   child.once("exit", () => {
     if (standby === child) standby = void 0;
   });
-  child.unref();
-  for (const stream of child.stdio) stream?.unref?.();
+  holdEventLoop(child, false);
   standby = child;
+}
+function holdEventLoop(child, hold) {
+  if (hold) child.ref();
+  else child.unref();
+  for (const stream of child.stdio) {
+    const handle = stream;
+    if (hold) handle?.ref?.();
+    else handle?.unref?.();
+  }
 }
 function signalNumber(name) {
   return import_node_os.constants.signals[name] ?? 9;
@@ -703,8 +711,7 @@ var init_runner_process = __esm({
         const ready = standbyEnabled && args[0] === "run" && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : void 0;
         if (ready) {
           this.child = ready;
-          this.child.ref();
-          for (const stream of this.child.stdio) stream?.ref?.();
+          holdEventLoop(ready, true);
           this.child.stdio[3].write(`${argv.join("\0")}\0\0`);
         } else {
           this.child = (0, import_node_child_process.spawn)(runnerPath(), argv, { stdio: [...stdio, "pipe"] });
@@ -777,8 +784,7 @@ var init_runner_process = __esm({
       /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
       unref() {
         this.unrefed = true;
-        this.child.unref();
-        for (const stream of this.child.stdio) stream?.unref?.();
+        holdEventLoop(this.child, false);
         if (this.served.size > 0) this.control.ref();
       }
       /** Kills the container (or exec'd process): the runner SIGKILLs it and its PID namespace. */
@@ -841,6 +847,7 @@ var init_runner_process = __esm({
     standbyEnabled = false;
     __name(takeStandby, "takeStandby");
     __name(refillStandby, "refillStandby");
+    __name(holdEventLoop, "holdEventLoop");
     __name(signalNumber, "signalNumber");
   }
 });

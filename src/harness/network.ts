@@ -39,8 +39,7 @@ export class Network {
       );
     }
     // Like a container: a running network does not keep the process alive.
-    runner.child.unref();
-    for (const stream of runner.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+    runner.unref();
     return new StartedNetwork(id, this.#name ?? `petri-net-${id}`, subnet, runner);
   }
 }

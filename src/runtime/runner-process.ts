@@ -56,8 +56,7 @@ export class RunnerProcess {
     if (ready) {
       // A runner spawned ahead, sealed and waiting: its command line goes down its control socket.
       this.child = ready;
-      this.child.ref();
-      for (const stream of this.child.stdio) (stream as { ref?: () => void } | null)?.ref?.();
+      holdEventLoop(ready, true);
       (this.child.stdio[3] as Socket).write(`${argv.join('\0')}\0\0`);
     } else {
       this.child = spawn(runnerPath(), argv, { stdio: [...stdio, 'pipe'] as StdioOptions });
@@ -139,8 +138,7 @@ export class RunnerProcess {
   /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
   unref(): void {
     this.unrefed = true;
-    this.child.unref();
-    for (const stream of this.child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+    holdEventLoop(this.child, false);
     if (this.served.size > 0) this.control.ref();
   }
 
@@ -252,9 +250,19 @@ function refillStandby(): void {
   child.once('exit', () => {
     if (standby === child) standby = undefined;
   });
-  child.unref();
-  for (const stream of child.stdio) (stream as { unref?: () => void } | null)?.unref?.();
+  holdEventLoop(child, false);
   standby = child;
+}
+
+/** Whether a child process and its pipes keep this process's event loop alive. */
+function holdEventLoop(child: ChildProcess, hold: boolean): void {
+  if (hold) child.ref();
+  else child.unref();
+  for (const stream of child.stdio) {
+    const handle = stream as { ref?: () => void; unref?: () => void } | null;
+    if (hold) handle?.ref?.();
+    else handle?.unref?.();
+  }
 }
 
 function signalNumber(name: NodeJS.Signals): number {
