@@ -549,6 +549,7 @@ static int usage(void)
 	      "       petri-runner exec --pid PID --config BUNDLE/config.json --process JSON\n"
 	      "                         [--control-fd N] [--cgroup DIR]...\n"
 	      "       petri-runner standby --control-fd N   (then a command line on N, NUL-separated)\n"
+	      "       petri-runner serve --socket NAME --control-fd N   (a fork server: PROTOCOL.md)\n"
 	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
 	      "       petri-runner scan DIR\n"
 	      "       petri-runner version\n",
@@ -658,6 +659,25 @@ int main(int argc, char **argv)
 		if (argc < 2)
 			return usage();
 	}
+	if (strcmp(argv[1], "serve") == 0) {
+		int fd;
+		if (argc != 6 || strcmp(argv[2], "--socket") != 0 || strcmp(argv[4], "--control-fd") != 0 ||
+		    parse_int(argv[5], &fd) < 0 || fcntl(fd, F_GETFD) < 0)
+			return usage();
+		if (reexec_sealed(argv, &e) < 0)
+			return fail_setup(&e);
+		return serve_main(argv[3], fd, argv[0]);
+	}
+	return runner_dispatch(argc, argv);
+}
+
+/* run, exec and network: from main, or in a runner forked by `serve`. */
+int runner_dispatch(int argc, char **argv)
+{
+	struct rerr e;
+	memset(&e, 0, sizeof e);
+	if (argc < 2)
+		return usage();
 	int is_run = strcmp(argv[1], "run") == 0, is_exec = strcmp(argv[1], "exec") == 0;
 	int is_network = strcmp(argv[1], "network") == 0;
 	if (!is_run && !is_exec && !is_network)

@@ -124,6 +124,11 @@ void exec_defaults(struct process_spec *proc, const struct spec *s);
 int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t target, int cgfd, const char *v2,
 	       int ctlfd);
 
+/* main.c: the run, exec and network commands (argv[1]); returns the exit code. */
+int runner_dispatch(int argc, char **argv);
+/* serve.c: `petri-runner serve` (a fork server for the harness); returns the exit code. */
+int serve_main(const char *name, int chanfd, char *argv0);
+
 /* fsops.c: `fsops` (JSON ops on stdin) and `scan DIR`; both return the exit code. */
 int fsops_main(void);
 int scan_main(const char *dir);

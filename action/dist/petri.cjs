@@ -405,9 +405,9 @@ function mkdirRacing(dir, makeParent) {
 }
 function enableControllers(dir) {
   const available = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.controllers`, "utf8").split(/\s+/);
-  const enabled = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
+  const enabled2 = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
   for (const controller of V2_CONTROLLERS) {
-    if (available.includes(controller) && !enabled.includes(controller)) {
+    if (available.includes(controller) && !enabled2.includes(controller)) {
       tryWrite(`${dir}/cgroup.subtree_control`, `+${controller}`);
     }
   }
@@ -642,6 +642,160 @@ var init_runner_binary = __esm({
   }
 });
 
+// src/runtime/runner-server.ts
+function useRunnerServer(on = true) {
+  enabled = on;
+  if (on) sharedServer();
+  else if (server) {
+    server.child.kill("SIGKILL");
+    server = void 0;
+  }
+}
+function sharedServer() {
+  if (!enabled) return void 0;
+  if (!server?.alive) {
+    try {
+      server = new RunnerServer();
+    } catch {
+      server = void 0;
+    }
+  }
+  return server;
+}
+function readyServer() {
+  const current = sharedServer();
+  return current?.ready ? current : void 0;
+}
+function servable(stdio) {
+  return stdio[0] !== "inherit";
+}
+var import_node_child_process, import_node_crypto, import_node_net, RunnerServer, server, enabled;
+var init_runner_server = __esm({
+  "src/runtime/runner-server.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_child_process = require("node:child_process");
+    import_node_crypto = require("node:crypto");
+    import_node_net = require("node:net");
+    init_runner_binary();
+    RunnerServer = class {
+      static {
+        __name(this, "RunnerServer");
+      }
+      child;
+      name = `petri-runner-${process.pid}-${(0, import_node_crypto.randomBytes)(6).toString("hex")}`;
+      channel;
+      ready = false;
+      dead = false;
+      reaped = /* @__PURE__ */ new Map();
+      nextId = 1;
+      holds = 0;
+      constructor() {
+        this.child = (0, import_node_child_process.spawn)(runnerPath(), ["serve", "--socket", this.name, "--control-fd", "3"], {
+          stdio: ["ignore", "inherit", "inherit", "pipe"]
+        });
+        this.child.on("error", () => this.die());
+        this.child.on("exit", () => this.die());
+        this.channel = this.child.stdio[3];
+        this.channel.on("error", () => {
+        });
+        let buffered = "";
+        this.channel.setEncoding("utf8").on("data", (chunk) => {
+          buffered += chunk;
+          let newline = buffered.indexOf("\n");
+          while (newline >= 0) {
+            const line = buffered.slice(0, newline);
+            buffered = buffered.slice(newline + 1);
+            newline = buffered.indexOf("\n");
+            let event;
+            try {
+              event = JSON.parse(line);
+            } catch {
+              continue;
+            }
+            if (event.event === "ready") {
+              this.ready = true;
+            } else if (event.event === "reaped" && event.id !== void 0) {
+              const resolve10 = this.reaped.get(event.id);
+              this.reaped.delete(event.id);
+              resolve10?.({ code: event.exitCode ?? null, signal: event.signal ?? null });
+            } else if (event.event === "error") {
+              this.die();
+            }
+          }
+        });
+        this.updateHold();
+      }
+      get alive() {
+        return !this.dead;
+      }
+      die() {
+        if (this.dead) return;
+        this.dead = true;
+        if (server === this) server = void 0;
+        for (const [id, resolve10] of this.reaped) {
+          this.reaped.delete(id);
+          resolve10({ code: null, signal: 9 });
+        }
+        this.child.kill("SIGKILL");
+      }
+      updateHold() {
+        const hold = this.holds > 0;
+        if (hold) this.child.ref();
+        else this.child.unref();
+        const handle = this.channel;
+        if (hold) handle.ref();
+        else handle.unref();
+      }
+      launch(argv, stdio) {
+        const id = this.nextId++;
+        const roles = stdio.map((s, k) => s === "pipe" ? String(k) : s === "inherit" && k > 0 ? "i" : "").join("") || "-";
+        const args = Buffer.from(`${argv.join("\0")}\0`);
+        const sockets = [];
+        const open4 = /* @__PURE__ */ __name((header) => {
+          const socket = (0, import_node_net.connect)(`\0${this.name}`);
+          socket.on("error", () => {
+          });
+          socket.write(header);
+          sockets.push(socket);
+          return socket;
+        }, "open");
+        const streams = stdio.map((s, k) => s === "pipe" ? open4(`${id} ${k}
+`) : null);
+        const control = open4(Buffer.concat([Buffer.from(`${id} ctl ${roles} ${args.length}
+`), args]));
+        streams[0]?.on("finish", () => {
+        });
+        const exit = new Promise((resolve10) => {
+          if (this.dead) resolve10({ code: 125, signal: null });
+          else this.reaped.set(id, resolve10);
+        });
+        const ends = sockets.map((socket) => new Promise((resolve10) => socket.once("close", () => resolve10())));
+        const closed = Promise.all([exit, ...ends]).then(([result]) => result);
+        let held = false;
+        const hold = /* @__PURE__ */ __name((on) => {
+          if (on === held) return;
+          held = on;
+          this.holds += on ? 1 : -1;
+          this.updateHold();
+          for (const socket of sockets) {
+            if (on) socket.ref();
+            else socket.unref();
+          }
+        }, "hold");
+        hold(true);
+        closed.then(() => hold(false));
+        return { control, stdin: streams[0], stdout: streams[1], stderr: streams[2], closed, hold };
+      }
+    };
+    enabled = false;
+    __name(useRunnerServer, "useRunnerServer");
+    __name(sharedServer, "sharedServer");
+    __name(readyServer, "readyServer");
+    __name(servable, "servable");
+  }
+});
+
 // src/runtime/runner-process.ts
 function takeStandby() {
   const child = standby;
@@ -655,7 +809,7 @@ function refillStandby() {
   if (!standbyEnabled || standby) return;
   let child;
   try {
-    child = (0, import_node_child_process.spawn)(runnerPath(), ["standby", "--control-fd", "3"], {
+    child = (0, import_node_child_process2.spawn)(runnerPath(), ["standby", "--control-fd", "3"], {
       stdio: [...STANDBY_STDIO, "pipe"]
     });
   } catch {
@@ -681,20 +835,26 @@ function holdEventLoop(child, hold) {
 function signalNumber(name) {
   return import_node_os.constants.signals[name] ?? 9;
 }
-var import_node_child_process, import_node_os, import_node_stream, RunnerProcess, STANDBY_STDIO, standbyEnabled, standby;
+var import_node_child_process2, import_node_os, import_node_stream, RunnerProcess, STANDBY_STDIO, standbyEnabled, standby;
 var init_runner_process = __esm({
   "src/runtime/runner-process.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process = require("node:child_process");
+    import_node_child_process2 = require("node:child_process");
     import_node_os = require("node:os");
     import_node_stream = require("node:stream");
     init_runner_binary();
+    init_runner_server();
     RunnerProcess = class {
       static {
         __name(this, "RunnerProcess");
       }
+      /** The spawned runner; undefined when the fork server forked it (runner-server.ts). */
       child;
+      stdin;
+      stdout;
+      stderr;
+      launch;
       /** Host pid of the container's PID 1 (or the exec'd process) once started. */
       pid;
       /** The published ports (`run --publish`), once bound. */
@@ -708,16 +868,28 @@ var init_runner_process = __esm({
       unrefed = false;
       constructor(args, stdio) {
         const argv = [args[0], "--control-fd", "3", ...args.slice(1)];
-        const ready = standbyEnabled && args[0] === "run" && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : void 0;
-        if (ready) {
-          this.child = ready;
-          holdEventLoop(ready, true);
-          this.child.stdio[3].write(`${argv.join("\0")}\0\0`);
+        const server2 = (args[0] === "run" || args[0] === "exec") && servable(stdio) ? readyServer() : void 0;
+        if (server2) {
+          this.launch = server2.launch(argv, stdio);
+          this.control = this.launch.control;
+          this.stdin = this.launch.stdin;
+          this.stdout = this.launch.stdout;
+          this.stderr = this.launch.stderr;
         } else {
-          this.child = (0, import_node_child_process.spawn)(runnerPath(), argv, { stdio: [...stdio, "pipe"] });
+          const ready = standbyEnabled && args[0] === "run" && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : void 0;
+          if (ready) {
+            this.child = ready;
+            holdEventLoop(ready, true);
+            ready.stdio[3].write(`${argv.join("\0")}\0\0`);
+          } else {
+            this.child = (0, import_node_child_process2.spawn)(runnerPath(), argv, { stdio: [...stdio, "pipe"] });
+          }
+          if (standbyEnabled && args[0] === "run") setImmediate(refillStandby);
+          this.control = this.child.stdio[3];
+          this.stdin = this.child.stdin;
+          this.stdout = this.child.stdout;
+          this.stderr = this.child.stderr;
         }
-        if (standbyEnabled && args[0] === "run") setImmediate(refillStandby);
-        this.control = this.child.stdio[3];
         let error;
         let exit;
         let resolveStarted;
@@ -760,10 +932,7 @@ var init_runner_process = __esm({
         this.control.on("error", () => {
         });
         this.exited = new Promise((resolve10) => {
-          this.child.on("error", (e) => {
-            error ??= `cannot run ${runnerPath()}: ${e.message}`;
-          });
-          this.child.on("close", (code, signal) => {
+          const closed = /* @__PURE__ */ __name((code, signal) => {
             this.closed = true;
             for (const [id, state] of this.served) {
               this.served.delete(id);
@@ -773,18 +942,28 @@ var init_runner_process = __esm({
             }
             let result;
             if (exit) result = exit;
-            else if (signal) result = { exitCode: 128 + signalNumber(signal), signal: signalNumber(signal) };
+            else if (signal) result = { exitCode: 128 + signal, signal };
             else result = { exitCode: code ?? 125, signal: null };
             if (error !== void 0) result = { ...result, error };
             if (this.pid === void 0) rejectStarted(new Error(error ?? `petri-runner exited with ${result.exitCode}`));
             resolve10(result);
+          }, "closed");
+          if (this.launch) {
+            this.launch.closed.then(({ code, signal }) => closed(code, signal));
+            return;
+          }
+          const child = this.child;
+          child.on("error", (e) => {
+            error ??= `cannot run ${runnerPath()}: ${e.message}`;
           });
+          child.on("close", (code, signal) => closed(code, signal ? signalNumber(signal) : null));
         });
       }
       /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
       unref() {
         this.unrefed = true;
-        holdEventLoop(this.child, false);
+        if (this.child) holdEventLoop(this.child, false);
+        else this.launch?.hold(false);
         if (this.served.size > 0) this.control.ref();
       }
       /** Kills the container (or exec'd process): the runner SIGKILLs it and its PID namespace. */
@@ -1468,9 +1647,9 @@ function execInContainer(target, command2, options = {}, through) {
     options.stderr ?? "pipe"
   ]);
   return {
-    stdin: runner.child.stdin,
-    stdout: runner.child.stdout,
-    stderr: runner.child.stderr,
+    stdin: runner.stdin,
+    stdout: runner.stdout,
+    stderr: runner.stderr,
     kill: /* @__PURE__ */ __name(() => runner.kill(), "kill"),
     result: runner.exited.then((exit) => {
       if (exit.error !== void 0 && runner.pid === void 0) {
@@ -1734,9 +1913,9 @@ var init_container = __esm({
         args.push(this.dir);
         const runner = new RunnerProcess(args, [io.stdin ?? "ignore", io.stdout ?? "pipe", io.stderr ?? "pipe"]);
         this.runner = runner;
-        this.stdin = runner.child.stdin;
-        this.stdout = runner.child.stdout;
-        this.stderr = runner.child.stderr;
+        this.stdin = runner.stdin;
+        this.stdout = runner.stdout;
+        this.stderr = runner.stderr;
         io.onOutput?.(this.stdout, this.stderr);
         let timer;
         if (this.options.timeoutMs) {
@@ -2041,7 +2220,7 @@ function digestHex(digest) {
   return validateDigest(digest).slice("sha256:".length);
 }
 function sha256Digest(data) {
-  return `sha256:${(0, import_node_crypto.createHash)("sha256").update(data).digest("hex")}`;
+  return `sha256:${(0, import_node_crypto2.createHash)("sha256").update(data).digest("hex")}`;
 }
 function digestMismatch(expected, actual, where) {
   return new PetriError(`blob ${expected} does not match its digest: the content hashes to ${actual}; ${where}`, {
@@ -2051,12 +2230,12 @@ function digestMismatch(expected, actual, where) {
 function sizeMismatch(digest, expected, actual, where) {
   return new PetriError(`blob ${digest} should be ${expected} bytes but is ${actual}; ${where}`, { code: "EDIGEST" });
 }
-var import_node_crypto, import_node_stream2, DIGEST, HashingStream, VerifyingStream;
+var import_node_crypto2, import_node_stream2, DIGEST, HashingStream, VerifyingStream;
 var init_digest = __esm({
   "src/image/digest.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto = require("node:crypto");
+    import_node_crypto2 = require("node:crypto");
     import_node_stream2 = require("node:stream");
     init_errors();
     DIGEST = /^sha256:[a-f0-9]{64}$/;
@@ -2070,7 +2249,7 @@ var init_digest = __esm({
       static {
         __name(this, "HashingStream");
       }
-      #hash = (0, import_node_crypto.createHash)("sha256");
+      #hash = (0, import_node_crypto2.createHash)("sha256");
       #size = 0;
       #digest;
       _transform(chunk, _encoding, callback) {
@@ -2122,7 +2301,7 @@ var init_digest = __esm({
 // src/image/temp.ts
 function tempName() {
   ownStartTime2 ??= processStartTime2(process.pid) ?? 0;
-  return `.tmp-${process.pid}-${ownStartTime2}-${(0, import_node_crypto2.randomBytes)(8).toString("hex")}`;
+  return `.tmp-${process.pid}-${ownStartTime2}-${(0, import_node_crypto3.randomBytes)(8).toString("hex")}`;
 }
 function isTempName(name) {
   return name.startsWith(".tmp-");
@@ -2145,12 +2324,12 @@ function processStartTime2(pid) {
     return void 0;
   }
 }
-var import_node_crypto2, import_node_fs11, TEMP, ownStartTime2;
+var import_node_crypto3, import_node_fs11, TEMP, ownStartTime2;
 var init_temp = __esm({
   "src/image/temp.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto2 = require("node:crypto");
+    import_node_crypto3 = require("node:crypto");
     import_node_fs11 = require("node:fs");
     TEMP = /^\.tmp-(\d+)-(\d+)-[0-9a-f]+$/;
     __name(tempName, "tempName");
@@ -2299,12 +2478,12 @@ async function removeQuietly(path) {
   await (0, import_promises4.unlink)(path).catch(() => {
   });
 }
-var import_node_crypto3, import_node_fs13, import_promises4, import_node_path9, import_promises5, WRITE_MISMATCH, BlobStore;
+var import_node_crypto4, import_node_fs13, import_promises4, import_node_path9, import_promises5, WRITE_MISMATCH, BlobStore;
 var init_blobs = __esm({
   "src/image/blobs.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto3 = require("node:crypto");
+    import_node_crypto4 = require("node:crypto");
     import_node_fs13 = require("node:fs");
     import_promises4 = require("node:fs/promises");
     import_node_path9 = require("node:path");
@@ -2375,7 +2554,7 @@ var init_blobs = __esm({
           await removeQuietly(temp);
           throw new PetriError(`cannot bring ${path} into the image store: ${errorLine(error)}`, { cause: error });
         }
-        const hash = (0, import_node_crypto3.createHash)("sha256");
+        const hash = (0, import_node_crypto4.createHash)("sha256");
         let size2 = 0;
         try {
           for await (const chunk of (0, import_node_fs13.createReadStream)(temp)) {
@@ -4781,12 +4960,12 @@ var init_store = __esm({
 });
 
 // src/snapshot/fsops.ts
-var import_node_child_process2, import_node_os3, import_node_readline, errnoNames, FsOps;
+var import_node_child_process3, import_node_os3, import_node_readline, errnoNames, FsOps;
 var init_fsops = __esm({
   "src/snapshot/fsops.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process2 = require("node:child_process");
+    import_node_child_process3 = require("node:child_process");
     import_node_os3 = require("node:os");
     import_node_readline = require("node:readline");
     init_errors();
@@ -4831,7 +5010,7 @@ var init_fsops = __esm({
       }
       #start() {
         if (this.#child) return this.#child;
-        const child = (0, import_node_child_process2.spawn)(runnerPath(), ["fsops"], { stdio: ["pipe", "pipe", "pipe"] });
+        const child = (0, import_node_child_process3.spawn)(runnerPath(), ["fsops"], { stdio: ["pipe", "pipe", "pipe"] });
         this.#child = child;
         this.#closed = new Promise((resolve10) => child.once("close", () => resolve10()));
         child.on("error", (error) => this.#fail(new PetriError(`cannot start petri-runner fsops: ${error.message}`)));
@@ -7911,7 +8090,7 @@ function chainIds(diffIds) {
   for (const diffId of diffIds) {
     const parent = ids2.at(-1);
     ids2.push(
-      parent === void 0 ? diffId : `sha256:${(0, import_node_crypto4.createHash)("sha256").update(`${parent} ${diffId}`).digest("hex")}`
+      parent === void 0 ? diffId : `sha256:${(0, import_node_crypto5.createHash)("sha256").update(`${parent} ${diffId}`).digest("hex")}`
     );
   }
   return ids2;
@@ -7928,12 +8107,12 @@ function alive(pid) {
     return error.code === "EPERM";
   }
 }
-var import_node_crypto4, import_node_fs19, import_node_path15, DIGEST2, TEMP_PREFIX, LayerCache;
+var import_node_crypto5, import_node_fs19, import_node_path15, DIGEST2, TEMP_PREFIX, LayerCache;
 var init_layers = __esm({
   "src/snapshot/layers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto4 = require("node:crypto");
+    import_node_crypto5 = require("node:crypto");
     import_node_fs19 = require("node:fs");
     import_node_path15 = require("node:path");
     init_errors();
@@ -10321,7 +10500,7 @@ var init_platform = __esm({
 
 // src/build/cache.ts
 function cacheKey(parent, step) {
-  return `sha256:${(0, import_node_crypto5.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
+  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
 }
 function stableJson(value) {
   return JSON.stringify(value, (_key, v) => {
@@ -10329,12 +10508,12 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto5, import_node_fs24, import_node_path19, BuildCache;
+var import_node_crypto6, import_node_fs24, import_node_path19, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto5 = require("node:crypto");
+    import_node_crypto6 = require("node:crypto");
     import_node_fs24 = require("node:fs");
     import_node_path19 = require("node:path");
     init_paths();
@@ -10384,7 +10563,7 @@ var init_cache = __esm({
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
-        const dir = (0, import_node_path19.join)(this.dir, "mounts", (0, import_node_crypto5.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        const dir = (0, import_node_path19.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
         if (!(0, import_node_fs24.existsSync)(dir)) {
           (0, import_node_fs24.mkdirSync)((0, import_node_path19.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
@@ -10500,7 +10679,7 @@ function opaqueDirs(layerDir) {
   const key = `${(0, import_node_path21.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
-  const result = (0, import_node_child_process3.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
+  const result = (0, import_node_child_process4.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
     const why = result.stderr.toString().trim().replace(/^petri-runner: /, "") || `exit status ${result.status}`;
@@ -10525,12 +10704,12 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process3, import_node_fs25, import_node_path21, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process4, import_node_fs25, import_node_path21, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process3 = require("node:child_process");
+    import_node_child_process4 = require("node:child_process");
     import_node_fs25 = require("node:fs");
     import_node_path21 = require("node:path");
     init_dockerignore();
@@ -10745,14 +10924,14 @@ async function selectSources(req) {
       mtimeMs: Date.now(),
       size: content.length,
       content,
-      digest: `sha256:${(0, import_node_crypto6.createHash)("sha256").update(content).digest("hex")}`
+      digest: `sha256:${(0, import_node_crypto7.createHash)("sha256").update(content).digest("hex")}`
     });
   }
   await selection.finish();
   return selection.entries;
 }
 function hashSelection(entries) {
-  const hash = (0, import_node_crypto6.createHash)("sha256");
+  const hash = (0, import_node_crypto7.createHash)("sha256");
   for (const e of entries) {
     const fields = [e.role, e.source, e.target, e.type, e.mode, e.uid, e.gid, e.digest, e.linkname, e.rdev, e.archive];
     hash.update(`${JSON.stringify(fields.map((f) => f ?? null))}
@@ -10784,7 +10963,7 @@ async function fileDigest(path, stat2) {
   const key = stat2 && `${stat2.dev}:${stat2.ino}:${stat2.size}:${stat2.mtimeMs}:${stat2.ctimeMs}`;
   const known = key && digestCache.get(key);
   if (known) return known;
-  const hash = (0, import_node_crypto6.createHash)("sha256");
+  const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
     else for await (const chunk of (0, import_node_fs26.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
@@ -10822,7 +11001,7 @@ async function download(req, url) {
     mtimeMs: Number.isNaN(modified) ? Date.now() : modified,
     size: content.length,
     content,
-    digest: `sha256:${(0, import_node_crypto6.createHash)("sha256").update(content).digest("hex")}`
+    digest: `sha256:${(0, import_node_crypto7.createHash)("sha256").update(content).digest("hex")}`
   };
 }
 async function archiveKind(entry) {
@@ -10914,12 +11093,12 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto6, import_node_fs26, import_promises8, import_node_path22, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs26, import_promises8, import_node_path22, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto6 = require("node:crypto");
+    import_node_crypto7 = require("node:crypto");
     import_node_fs26 = require("node:fs");
     import_promises8 = require("node:fs/promises");
     import_node_path22 = require("node:path");
@@ -11842,7 +12021,7 @@ function parseHelperOutput(out, helper) {
 function runHelper(name, action, input) {
   const program = `docker-credential-${name}`;
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process4.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = (0, import_node_child_process5.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (chunk) => {
@@ -11867,12 +12046,12 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process4, import_node_fs27, import_node_os4, import_node_path23, HelperNotFound;
+var import_node_child_process5, import_node_fs27, import_node_os4, import_node_path23, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process4 = require("node:child_process");
+    import_node_child_process5 = require("node:child_process");
     import_node_fs27 = require("node:fs");
     import_node_os4 = require("node:os");
     import_node_path23 = require("node:path");
@@ -13376,7 +13555,7 @@ var init_pull = __esm({
 
 // src/snapshot/scan.ts
 async function scanTree(dir) {
-  const child = (0, import_node_child_process5.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = (0, import_node_child_process6.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => {
     stderr += chunk.toString();
@@ -13396,12 +13575,12 @@ async function scanTree(dir) {
   }
   return lines.map((line) => JSON.parse(line));
 }
-var import_node_child_process5, import_node_readline2;
+var import_node_child_process6, import_node_readline2;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process5 = require("node:child_process");
+    import_node_child_process6 = require("node:child_process");
     import_node_readline2 = require("node:readline");
     init_errors();
     init_runner_binary();
@@ -13665,7 +13844,7 @@ function moveContents(from, to) {
       (0, import_node_fs30.renameSync)((0, import_node_path25.join)(from, name), (0, import_node_path25.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process6.spawnSync)("cp", ["-a", "--", (0, import_node_path25.join)(from, name), (0, import_node_path25.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process7.spawnSync)("cp", ["-a", "--", (0, import_node_path25.join)(from, name), (0, import_node_path25.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
@@ -13678,12 +13857,12 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process6, import_node_fs30, import_node_path25, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process7, import_node_fs30, import_node_path25, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process6 = require("node:child_process");
+    import_node_child_process7 = require("node:child_process");
     import_node_fs30 = require("node:fs");
     import_node_path25 = require("node:path");
     import_node_stream6 = require("node:stream");
@@ -22846,7 +23025,7 @@ function parseShard(text) {
   return { index, count };
 }
 function shardOf(name, count) {
-  const hash = (0, import_node_crypto7.createHash)("sha256").update(name).digest();
+  const hash = (0, import_node_crypto8.createHash)("sha256").update(name).digest();
   return hash.readUInt32BE(0) % count + 1;
 }
 function matchesFilter(job, pattern) {
@@ -22880,12 +23059,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto7;
+var import_node_crypto8;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto7 = require("node:crypto");
+    import_node_crypto8 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -24462,7 +24641,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto8.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto9.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os5.availableParallelism)(), free = (0, import_node_os5.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -24473,6 +24652,7 @@ async function runTests(options) {
   const { config, jobs, emit, signal } = options;
   const startedAt = /* @__PURE__ */ new Date();
   const runId = newRunId(startedAt);
+  if (process.env.PETRI_RUNNER_SERVER !== "0") useRunnerServer();
   const parallel = options.parallel ?? defaultParallelism(jobs);
   emit({
     type: "plan",
@@ -24583,17 +24763,18 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto8, import_node_os5, ASSUMED_JOB_MEMORY;
+var import_node_crypto9, import_node_os5, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto8 = require("node:crypto");
+    import_node_crypto9 = require("node:crypto");
     import_node_os5 = require("node:os");
     init_p_limit();
     init_store();
     init_cgroups();
     init_record();
+    init_runner_server();
     init_layers();
     init_images();
     init_job_run();
@@ -37310,7 +37491,7 @@ ${run(["--rm"])}
   }
 }
 function dockerAnswers() {
-  const r = (0, import_node_child_process7.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
+  const r = (0, import_node_child_process8.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
     stdio: ["ignore", "pipe", "ignore"],
     timeout: 15e3
   });
@@ -37340,7 +37521,7 @@ async function runDocker(plan, mode) {
   }
   try {
     say(["load", "-i", archive]);
-    const load = (0, import_node_child_process7.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    const load = (0, import_node_child_process8.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
     if (load.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
   } finally {
@@ -37348,7 +37529,7 @@ async function runDocker(plan, mode) {
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
-  const run = (0, import_node_child_process7.spawnSync)("docker", args, { stdio: "inherit" });
+  const run = (0, import_node_child_process8.spawnSync)("docker", args, { stdio: "inherit" });
   const code = run.status ?? 128 + 9;
   if (mode === "rerun") {
     const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
@@ -37357,12 +37538,12 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process7, import_node_fs42, HELP4, SPECS4;
+var import_node_child_process8, import_node_fs42, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process7 = require("node:child_process");
+    import_node_child_process8 = require("node:child_process");
     import_node_fs42 = require("node:fs");
     init_errors();
     init_failure_labels();
@@ -37847,7 +38028,7 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto9.createHash)("sha256");
+  const hash = (0, import_node_crypto10.createHash)("sha256");
   await (0, import_promises19.pipeline)(
     (0, import_node_fs44.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
@@ -37860,12 +38041,12 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto9, import_node_fs44, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto10, import_node_fs44, import_node_stream9, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto9 = require("node:crypto");
+    import_node_crypto10 = require("node:crypto");
     import_node_fs44 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises19 = require("node:stream/promises");
@@ -38272,7 +38453,7 @@ async function loginMain(argv) {
   if (options.help) return help3(LOGIN_HELP);
   if (rest.length > 1) throw new PetriError("petri login: expected at most one SERVER (see petri login --help)");
   const registry = await Promise.resolve().then(() => (init_registry(), registry_exports));
-  const server = registry.registryName(rest[0] ?? registry.DOCKER_HUB);
+  const server2 = registry.registryName(rest[0] ?? registry.DOCKER_HUB);
   let username = typeof options.username === "string" ? options.username : void 0;
   let password = typeof options.password === "string" ? options.password : void 0;
   if (password !== void 0 && options["password-stdin"]) {
@@ -38289,12 +38470,12 @@ async function loginMain(argv) {
   if (password === void 0) password = await prompt("Password: ", true);
   if (!username) throw new PetriError("petri login: the username is empty");
   if (!password) throw new PetriError("petri login: the password is empty");
-  const client = new registry.RegistryClient(server, {
+  const client = new registry.RegistryClient(server2, {
     credentials: { username, password },
     insecureRegistries: options["insecure-registry"] ?? []
   });
   await client.checkLogin();
-  const where = await registry.storeCredentials(server, { username, password });
+  const where = await registry.storeCredentials(server2, { username, password });
   process.stderr.write(`Credentials saved in ${where}
 `);
   process.stdout.write("Login Succeeded\n");
@@ -38305,10 +38486,10 @@ async function logoutMain(argv) {
   if (options.help) return help3(LOGOUT_HELP);
   if (rest.length > 1) throw new PetriError("petri logout: expected at most one SERVER");
   const registry = await Promise.resolve().then(() => (init_registry(), registry_exports));
-  const server = registry.registryName(rest[0] ?? registry.DOCKER_HUB);
-  if (await registry.eraseCredentials(server)) process.stdout.write(`Removing login credentials for ${server}
+  const server2 = registry.registryName(rest[0] ?? registry.DOCKER_HUB);
+  if (await registry.eraseCredentials(server2)) process.stdout.write(`Removing login credentials for ${server2}
 `);
-  else process.stdout.write(`Not logged in to ${server}
+  else process.stdout.write(`Not logged in to ${server2}
 `);
   return 0;
 }

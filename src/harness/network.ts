@@ -75,7 +75,7 @@ export class StartedNetwork implements AsyncDisposable {
 
   /** @internal The pid of the process that keeps its namespace. */
   get holderPid(): number {
-    const pid = this.runner.child.pid;
+    const pid = this.runner.child?.pid;
     if (pid === undefined || this.#stopped) {
       throw new PetriError(`network ${this.name} was stopped`, { code: 'ESTATE' });
     }

@@ -263,9 +263,9 @@ export class Container {
     args.push(this.dir);
     const runner = new RunnerProcess(args, [io.stdin ?? 'ignore', io.stdout ?? 'pipe', io.stderr ?? 'pipe']);
     this.runner = runner;
-    this.stdin = runner.child.stdin;
-    this.stdout = runner.child.stdout;
-    this.stderr = runner.child.stderr;
+    this.stdin = runner.stdin;
+    this.stdout = runner.stdout;
+    this.stderr = runner.stderr;
     io.onOutput?.(this.stdout, this.stderr);
     let timer: NodeJS.Timeout | undefined;
     if (this.options.timeoutMs) {
@@ -551,9 +551,9 @@ export function execInContainer(
     options.stderr ?? 'pipe',
   ]);
   return {
-    stdin: runner.child.stdin,
-    stdout: runner.child.stdout,
-    stderr: runner.child.stderr,
+    stdin: runner.stdin,
+    stdout: runner.stdout,
+    stderr: runner.stderr,
     kill: () => runner.kill(),
     result: runner.exited.then((exit) => {
       if (exit.error !== undefined && runner.pid === undefined) {

@@ -1,9 +1,10 @@
 import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
-import { PassThrough } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import type { PortMapping } from './record.js';
 import { runnerPath } from './runner-binary.js';
+import { readyServer, type ServedLaunch, servable } from './runner-server.js';
 
 export type Stdio = 'pipe' | 'inherit' | 'ignore';
 
@@ -36,7 +37,12 @@ interface ServedState {
  * events come in as JSON lines, commands go out as text lines.
  */
 export class RunnerProcess {
-  readonly child: ChildProcess;
+  /** The spawned runner; undefined when the fork server forked it (runner-server.ts). */
+  readonly child: ChildProcess | undefined;
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  readonly stderr: Readable | null;
+  private readonly launch: ServedLaunch | undefined;
   /** Host pid of the container's PID 1 (or the exec'd process) once started. */
   pid: number | undefined;
   /** The published ports (`run --publish`), once bound. */
@@ -51,18 +57,30 @@ export class RunnerProcess {
 
   constructor(args: string[], stdio: [Stdio, Stdio, Stdio]) {
     const argv = [args[0] as string, '--control-fd', '3', ...args.slice(1)];
-    const ready =
-      standbyEnabled && args[0] === 'run' && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : undefined;
-    if (ready) {
-      // A runner spawned ahead, sealed and waiting: its command line goes down its control socket.
-      this.child = ready;
-      holdEventLoop(ready, true);
-      (this.child.stdio[3] as Socket).write(`${argv.join('\0')}\0\0`);
+    const server = (args[0] === 'run' || args[0] === 'exec') && servable(stdio) ? readyServer() : undefined;
+    if (server) {
+      this.launch = server.launch(argv, stdio);
+      this.control = this.launch.control;
+      this.stdin = this.launch.stdin;
+      this.stdout = this.launch.stdout;
+      this.stderr = this.launch.stderr;
     } else {
-      this.child = spawn(runnerPath(), argv, { stdio: [...stdio, 'pipe'] as StdioOptions });
+      const ready =
+        standbyEnabled && args[0] === 'run' && stdio.join() === STANDBY_STDIO.join() ? takeStandby() : undefined;
+      if (ready) {
+        // A runner spawned ahead, sealed and waiting: its command line goes down its control socket.
+        this.child = ready;
+        holdEventLoop(ready, true);
+        (ready.stdio[3] as Socket).write(`${argv.join('\0')}\0\0`);
+      } else {
+        this.child = spawn(runnerPath(), argv, { stdio: [...stdio, 'pipe'] as StdioOptions });
+      }
+      if (standbyEnabled && args[0] === 'run') setImmediate(refillStandby);
+      this.control = this.child.stdio[3] as Socket;
+      this.stdin = this.child.stdin;
+      this.stdout = this.child.stdout;
+      this.stderr = this.child.stderr;
     }
-    if (standbyEnabled && args[0] === 'run') setImmediate(refillStandby);
-    this.control = this.child.stdio[3] as Socket;
     let error: string | undefined;
     let exit: { exitCode: number; signal: number | null } | undefined;
     let resolveStarted!: () => void;
@@ -113,10 +131,7 @@ export class RunnerProcess {
     });
     this.control.on('error', () => {});
     this.exited = new Promise((resolve) => {
-      this.child.on('error', (e) => {
-        error ??= `cannot run ${runnerPath()}: ${e.message}`;
-      });
-      this.child.on('close', (code, signal) => {
+      const closed = (code: number | null, signal: number | null) => {
         this.closed = true;
         for (const [id, state] of this.served) {
           this.served.delete(id);
@@ -126,19 +141,29 @@ export class RunnerProcess {
         }
         let result: RunnerExit;
         if (exit) result = exit;
-        else if (signal) result = { exitCode: 128 + signalNumber(signal), signal: signalNumber(signal) };
+        else if (signal) result = { exitCode: 128 + signal, signal };
         else result = { exitCode: code ?? 125, signal: null };
         if (error !== undefined) result = { ...result, error };
         if (this.pid === undefined) rejectStarted(new Error(error ?? `petri-runner exited with ${result.exitCode}`));
         resolve(result);
+      };
+      if (this.launch) {
+        this.launch.closed.then(({ code, signal }) => closed(code, signal));
+        return;
+      }
+      const child = this.child as ChildProcess;
+      child.on('error', (e) => {
+        error ??= `cannot run ${runnerPath()}: ${e.message}`;
       });
+      child.on('close', (code, signal) => closed(code, signal ? signalNumber(signal) : null));
     });
   }
 
   /** Lets this process end while the runner runs (its pipes and control socket no longer hold the event loop). */
   unref(): void {
     this.unrefed = true;
-    holdEventLoop(this.child, false);
+    if (this.child) holdEventLoop(this.child, false);
+    else this.launch?.hold(false);
     if (this.served.size > 0) this.control.ref();
   }
 

@@ -4,6 +4,7 @@ import pLimit from 'p-limit';
 import { ImageStore } from '../image/store.js';
 import { holdCgroupParents, killCgroups } from '../runtime/cgroups/index.js';
 import { listRecords } from '../runtime/record.js';
+import { useRunnerServer } from '../runtime/runner-server.js';
 import { LayerCache } from '../snapshot/layers.js';
 import type { TestConfig, TestJob } from './config-validate.js';
 import type { Emit, JobResult, ReadyImage } from './events.js';
@@ -70,6 +71,8 @@ export async function runTests(options: TestRunOptions): Promise<TestRun> {
   const { config, jobs, emit, signal } = options;
   const startedAt = new Date();
   const runId = newRunId(startedAt);
+  // Jobs' runners are forked by one fork server, not by this (big) Node process.
+  if (process.env.PETRI_RUNNER_SERVER !== '0') useRunnerServer();
   const parallel = options.parallel ?? defaultParallelism(jobs);
   emit({
     type: 'plan',
