@@ -6,6 +6,7 @@ import type { StoredImage } from '../image/types.js';
 import { resolveCapabilities } from '../runtime/capabilities.js';
 import { Container } from '../runtime/container.js';
 import { useStandbyRunners } from '../runtime/runner-process.js';
+import { useRunnerServer } from '../runtime/runner-server.js';
 import { LayerCache } from '../snapshot/layers.js';
 import { type ContainerHandle, LocalHandle } from './container-handle.js';
 import { type ContainerSpec, containerOptions, prepare, stopSignal } from './container-spec.js';
@@ -318,7 +319,9 @@ export class GenericContainer {
 
   /** Creates the container, copies files in, starts it and waits until its wait strategy says it is ready. */
   async start(): Promise<StartedContainer> {
-    // The next container's runner is spawned ahead, while this one is used.
+    // Runners are forked by the fork server once it is ready; until then the
+    // next one is spawned ahead, while this one is used.
+    if (process.env.PETRI_RUNNER_SERVER !== '0') useRunnerServer();
     useStandbyRunners();
     const store = this.store ?? ImageStore.open();
     const layers = this.layers ?? new LayerCache();
