@@ -565,6 +565,32 @@ var init_record = __esm({
   }
 });
 
+// src/runtime/json-events.ts
+function onJsonEvents(socket, onEvent) {
+  let buffered = "";
+  socket.setEncoding("utf8").on("data", (chunk) => {
+    buffered += chunk;
+    for (let newline = buffered.indexOf("\n"); newline >= 0; newline = buffered.indexOf("\n")) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      let event;
+      try {
+        event = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      onEvent(event);
+    }
+  });
+}
+var init_json_events = __esm({
+  "src/runtime/json-events.ts"() {
+    "use strict";
+    init_import_meta_url();
+    __name(onJsonEvents, "onJsonEvents");
+  }
+});
+
 // src/runtime/runner-binary.ts
 function runnerPath() {
   if (cached) return cached;
@@ -677,6 +703,7 @@ var init_runner_server = __esm({
     import_node_child_process = require("node:child_process");
     import_node_crypto = require("node:crypto");
     import_node_net = require("node:net");
+    init_json_events();
     init_runner_binary();
     RunnerServer = class {
       static {
@@ -699,20 +726,9 @@ var init_runner_server = __esm({
         this.channel = this.child.stdio[3];
         this.channel.on("error", () => {
         });
-        let buffered = "";
-        this.channel.setEncoding("utf8").on("data", (chunk) => {
-          buffered += chunk;
-          let newline = buffered.indexOf("\n");
-          while (newline >= 0) {
-            const line = buffered.slice(0, newline);
-            buffered = buffered.slice(newline + 1);
-            newline = buffered.indexOf("\n");
-            let event;
-            try {
-              event = JSON.parse(line);
-            } catch {
-              continue;
-            }
+        onJsonEvents(
+          this.channel,
+          (event) => {
             if (event.event === "ready") {
               this.ready = true;
             } else if (event.event === "reaped" && event.id !== void 0) {
@@ -723,7 +739,7 @@ var init_runner_server = __esm({
               this.die();
             }
           }
-        });
+        );
         this.updateHold();
       }
       get alive() {
@@ -764,8 +780,6 @@ var init_runner_server = __esm({
 `) : null);
         const control = open4(Buffer.concat([Buffer.from(`${id} ctl ${roles} ${args.length}
 `), args]));
-        streams[0]?.on("finish", () => {
-        });
         const exit = new Promise((resolve10) => {
           if (this.dead) resolve10({ code: 125, signal: null });
           else this.reaped.set(id, resolve10);
@@ -843,6 +857,7 @@ var init_runner_process = __esm({
     import_node_child_process2 = require("node:child_process");
     import_node_os = require("node:os");
     import_node_stream = require("node:stream");
+    init_json_events();
     init_runner_binary();
     init_runner_server();
     RunnerProcess = class {
@@ -900,33 +915,18 @@ var init_runner_process = __esm({
         });
         this.started.catch(() => {
         });
-        let buffered = "";
-        this.control.setEncoding("utf8");
-        this.control.on("data", (chunk) => {
-          buffered += chunk;
-          let newline = buffered.indexOf("\n");
-          while (newline >= 0) {
-            const line = buffered.slice(0, newline);
-            buffered = buffered.slice(newline + 1);
-            newline = buffered.indexOf("\n");
-            let event;
-            try {
-              event = JSON.parse(line);
-            } catch {
-              continue;
-            }
-            if (event.exec !== void 0) {
-              this.servedEvent(event.exec, event);
-            } else if (event.event === "started") {
-              this.pid = event.pid;
-              resolveStarted();
-            } else if (event.event === "ports") {
-              this.ports = event.ports ?? [];
-            } else if (event.event === "error") {
-              error = event.message ?? "unknown error";
-            } else if (event.event === "exit") {
-              exit = { exitCode: event.exitCode ?? 0, signal: event.signal ?? null };
-            }
+        onJsonEvents(this.control, (event) => {
+          if (event.exec !== void 0) {
+            this.servedEvent(event.exec, event);
+          } else if (event.event === "started") {
+            this.pid = event.pid;
+            resolveStarted();
+          } else if (event.event === "ports") {
+            this.ports = event.ports ?? [];
+          } else if (event.event === "error") {
+            error = event.message ?? "unknown error";
+          } else if (event.event === "exit") {
+            exit = { exitCode: event.exitCode ?? 0, signal: event.signal ?? null };
           }
         });
         this.control.on("error", () => {

@@ -2,6 +2,7 @@ import { type ChildProcess, type StdioOptions, spawn } from 'node:child_process'
 import type { Socket } from 'node:net';
 import { constants } from 'node:os';
 import { PassThrough, type Readable, type Writable } from 'node:stream';
+import { onJsonEvents } from './json-events.js';
 import type { PortMapping } from './record.js';
 import { runnerPath } from './runner-binary.js';
 import { readyServer, type ServedLaunch, servable } from './runner-server.js';
@@ -90,43 +91,28 @@ export class RunnerProcess {
       rejectStarted = reject;
     });
     this.started.catch(() => {});
-    let buffered = '';
-    this.control.setEncoding('utf8');
-    this.control.on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline = buffered.indexOf('\n');
-      while (newline >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        newline = buffered.indexOf('\n');
-        let event: {
-          event: string;
-          exec?: number;
-          pid?: number;
-          message?: string;
-          exitCode?: number;
-          signal?: number | null;
-          ports?: PortMapping[];
-          fd?: number;
-          data?: string;
-        };
-        try {
-          event = JSON.parse(line);
-        } catch {
-          continue;
-        }
-        if (event.exec !== undefined) {
-          this.servedEvent(event.exec, event);
-        } else if (event.event === 'started') {
-          this.pid = event.pid;
-          resolveStarted();
-        } else if (event.event === 'ports') {
-          this.ports = event.ports ?? [];
-        } else if (event.event === 'error') {
-          error = event.message ?? 'unknown error';
-        } else if (event.event === 'exit') {
-          exit = { exitCode: event.exitCode ?? 0, signal: event.signal ?? null };
-        }
+    onJsonEvents<{
+      event: string;
+      exec?: number;
+      pid?: number;
+      message?: string;
+      exitCode?: number;
+      signal?: number | null;
+      ports?: PortMapping[];
+      fd?: number;
+      data?: string;
+    }>(this.control, (event) => {
+      if (event.exec !== undefined) {
+        this.servedEvent(event.exec, event);
+      } else if (event.event === 'started') {
+        this.pid = event.pid;
+        resolveStarted();
+      } else if (event.event === 'ports') {
+        this.ports = event.ports ?? [];
+      } else if (event.event === 'error') {
+        error = event.message ?? 'unknown error';
+      } else if (event.event === 'exit') {
+        exit = { exitCode: event.exitCode ?? 0, signal: event.signal ?? null };
       }
     });
     this.control.on('error', () => {});

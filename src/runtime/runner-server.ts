@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { onJsonEvents } from './json-events.js';
 import { runnerPath } from './runner-binary.js';
 import type { Stdio } from './runner-process.js';
 
@@ -47,20 +48,9 @@ class RunnerServer {
     this.child.on('exit', () => this.die());
     this.channel = this.child.stdio[3] as Socket;
     this.channel.on('error', () => {});
-    let buffered = '';
-    this.channel.setEncoding('utf8').on('data', (chunk: string) => {
-      buffered += chunk;
-      let newline = buffered.indexOf('\n');
-      while (newline >= 0) {
-        const line = buffered.slice(0, newline);
-        buffered = buffered.slice(newline + 1);
-        newline = buffered.indexOf('\n');
-        let event: { event?: string; id?: number; exitCode?: number | null; signal?: number | null };
-        try {
-          event = JSON.parse(line);
-        } catch {
-          continue;
-        }
+    onJsonEvents<{ event?: string; id?: number; exitCode?: number | null; signal?: number | null }>(
+      this.channel,
+      (event) => {
         if (event.event === 'ready') {
           this.ready = true;
         } else if (event.event === 'reaped' && event.id !== undefined) {
@@ -70,8 +60,8 @@ class RunnerServer {
         } else if (event.event === 'error') {
           this.die();
         }
-      }
-    });
+      },
+    );
     this.updateHold();
   }
 
@@ -117,8 +107,6 @@ class RunnerServer {
       Socket | null,
     ];
     const control = open(Buffer.concat([Buffer.from(`${id} ctl ${roles} ${args.length}\n`), args]));
-    // Not written by us: the output connections end our side once theirs ends.
-    streams[0]?.on('finish', () => {});
     const exit = new Promise<ServedExit>((resolve) => {
       if (this.dead) resolve({ code: 125, signal: null });
       else this.reaped.set(id, resolve);
