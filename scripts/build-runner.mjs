@@ -15,6 +15,14 @@ const sources = readdirSync(join(top, 'runner'))
 const out = join(top, 'build', 'petri-runner');
 mkdirSync(dirname(out), { recursive: true });
 const cc = process.env.CC || 'cc';
-execFileSync(cc, ['-O2', '-Wall', '-Wextra', '-Werror', '-o', `${out}.tmp`, ...sources], { stdio: 'inherit' });
+const args = ['-O2', '-Wall', '-Wextra', '-Werror', '-o', `${out}.tmp`, ...sources];
+// Static where the C library allows it (glibc's libc.a, in libc6-dev): a container's
+// runner is forked or executed per container, and then has no dynamic linking to do.
+try {
+  execFileSync(cc, ['-static', ...args], { stdio: ['ignore', 'inherit', 'pipe'] });
+} catch {
+  console.log('petri-runner: no static C library; linking dynamically');
+  execFileSync(cc, args, { stdio: 'inherit' });
+}
 renameSync(`${out}.tmp`, out);
 console.log(`built ${out}`);

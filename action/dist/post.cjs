@@ -20429,7 +20429,7 @@ var import_promises4 = require("node:timers/promises");
 
 // src/runtime/containers.ts
 init_import_meta_url();
-var import_node_fs4 = require("node:fs");
+var import_node_fs5 = require("node:fs");
 var import_promises3 = require("node:timers/promises");
 
 // src/util/fs.ts
@@ -20577,6 +20577,11 @@ __name(tryWrite, "tryWrite");
 // src/runtime/cgroups/manager.ts
 init_import_meta_url();
 
+// src/runtime/names.ts
+init_import_meta_url();
+var import_node_fs4 = require("node:fs");
+var import_node_path5 = require("node:path");
+
 // src/runtime/paths.ts
 init_import_meta_url();
 var import_node_path3 = require("node:path");
@@ -20646,6 +20651,32 @@ function processStartTime(pid) {
 }
 __name(processStartTime, "processStartTime");
 
+// src/runtime/names.ts
+function namesDir(root = petriRoot()) {
+  return (0, import_node_path5.join)(root, "names");
+}
+__name(namesDir, "namesDir");
+function releaseName(name, id, root = petriRoot()) {
+  if (name === id) return;
+  const link = (0, import_node_path5.join)(namesDir(root), name);
+  if (readLink(link) !== id) return;
+  try {
+    (0, import_node_fs4.unlinkSync)(link);
+  } catch (error) {
+    if (error.code !== "ENOENT") throw error;
+  }
+}
+__name(releaseName, "releaseName");
+function readLink(path) {
+  try {
+    return (0, import_node_fs4.readlinkSync)(path);
+  } catch (error) {
+    if (error.code === "ENOENT") return void 0;
+    throw error;
+  }
+}
+__name(readLink, "readLink");
+
 // src/runtime/containers.ts
 function listContainers() {
   return listRecords().map(toInfo);
@@ -20670,10 +20701,11 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs4.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises3.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs5.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises3.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises3.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
+  releaseName(container.name, container.id);
   removeTree(container.dir);
   return container;
 }
@@ -20684,7 +20716,7 @@ function ownerStillRecording(dir) {
 }
 __name(ownerStillRecording, "ownerStillRecording");
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs4.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs5.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
@@ -20692,19 +20724,19 @@ __name(toInfo, "toInfo");
 
 // src/runtime/sweep.ts
 init_import_meta_url();
-var import_node_fs5 = require("node:fs");
-var import_node_path5 = require("node:path");
+var import_node_fs6 = require("node:fs");
+var import_node_path6 = require("node:path");
 async function sweepContainers(root) {
   const dir = containersDir(root);
   let entries;
   try {
-    entries = (0, import_node_fs5.readdirSync)(dir);
+    entries = (0, import_node_fs6.readdirSync)(dir);
   } catch {
     return [];
   }
   const removed = [];
   for (const id of entries) {
-    const path = (0, import_node_path5.join)(dir, id);
+    const path = (0, import_node_path6.join)(dir, id);
     const record = readRecord(path);
     if (record) {
       if (record.keep && record.state === "exited") continue;
@@ -20724,6 +20756,7 @@ async function sweepContainers(root) {
         writeRecord(path, record);
         continue;
       }
+      releaseName(record.name, record.id, root);
     } else if (!olderThan(path, 6e4)) {
       continue;
     }
@@ -20735,7 +20768,7 @@ async function sweepContainers(root) {
 __name(sweepContainers, "sweepContainers");
 function olderThan(path, ms) {
   try {
-    return Date.now() - (0, import_node_fs5.statSync)(path).mtimeMs > ms;
+    return Date.now() - (0, import_node_fs6.statSync)(path).mtimeMs > ms;
   } catch {
     return false;
   }
@@ -20744,7 +20777,7 @@ __name(olderThan, "olderThan");
 
 // src/action/process-tree.ts
 init_import_meta_url();
-var import_node_fs6 = require("node:fs");
+var import_node_fs7 = require("node:fs");
 function processTree(root) {
   if (processStartTime(root.pid) !== root.startTime) return [];
   const children = /* @__PURE__ */ new Map();
@@ -20777,7 +20810,7 @@ function signal(ref, name) {
 __name(signal, "signal");
 function commandLine(pid) {
   try {
-    return (0, import_node_fs6.readFileSync)(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+    return (0, import_node_fs7.readFileSync)(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
   } catch {
     return [];
   }
@@ -20785,7 +20818,7 @@ function commandLine(pid) {
 __name(commandLine, "commandLine");
 function parentOf(pid) {
   try {
-    const stat2 = (0, import_node_fs6.readFileSync)(`/proc/${pid}/stat`, "utf8");
+    const stat2 = (0, import_node_fs7.readFileSync)(`/proc/${pid}/stat`, "utf8");
     return Number(stat2.slice(stat2.lastIndexOf(")") + 2).split(" ")[1]);
   } catch {
     return void 0;
@@ -20794,7 +20827,7 @@ function parentOf(pid) {
 __name(parentOf, "parentOf");
 function safeList(dir) {
   try {
-    return (0, import_node_fs6.readdirSync)(dir);
+    return (0, import_node_fs7.readdirSync)(dir);
   } catch {
     return [];
   }

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { killCgroups } from '../runtime/cgroups/index.js';
+import { releaseName } from '../runtime/names.js';
 import { readRecord, writeRecord } from '../runtime/record.js';
 import { removeTree } from '../util/fs.js';
 
@@ -78,7 +79,10 @@ function removeAllSync(): void {
 
 /** Kills the container's processes, removes its cgroups (waiting up to 2 s for them to empty) and its directory. */
 export function removeContainerSync(dir: string): void {
-  if (removeCgroupsSync(readRecord(dir)?.cgroupDirs ?? [])) removeTree(dir);
+  const record = readRecord(dir);
+  if (!removeCgroupsSync(record?.cgroupDirs ?? [])) return;
+  if (record) releaseName(record.name, record.id);
+  removeTree(dir);
 }
 
 /** A kept container at exit: its processes killed, its cgroups removed, its record saying it exited. */

@@ -5,17 +5,10 @@ import type { Readable, Writable } from 'node:stream';
 import { PetriError, withCleanupError } from '../errors.js';
 import { randomHex, removeTree } from '../util/fs.js';
 import { type CgroupMode, type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
+import { checkNameFree, releaseName, reserveName } from './names.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
 import { containerDir, containersDir, petriRoot } from './paths.js';
-import {
-  type ContainerRecord,
-  listRecords,
-  listRecordsAsync,
-  type PortMapping,
-  selfIdentity,
-  writeRecord,
-  writeRecordAsync,
-} from './record.js';
+import { type ContainerRecord, type PortMapping, selfIdentity, writeRecord, writeRecordAsync } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
@@ -143,7 +136,10 @@ export class Container {
         for (const [i, dir] of this.lower.entries()) symlinkSync(dir, join(this.dir, 'l', i.toString(36)));
       }
       writeFileSync(join(this.dir, 'config.json'), JSON.stringify(this.spec));
+      // Once the record is there: another process finding the name's link reads it.
+      if (this.options.name !== undefined) reserveName(this.options.name, this.id);
     } catch (error) {
+      if (this.cgroups) void this.cgroups.remove().catch(() => {});
       removeTree(this.dir);
       throw error;
     }
@@ -173,6 +169,7 @@ export class Container {
       const settled = await Promise.allSettled(work);
       const failed = settled.find((result) => result.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
+      if (this.options.name !== undefined) reserveName(this.options.name, this.id);
     } catch (error) {
       if (this.cgroups) await this.cgroups.remove().catch(() => {});
       await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => {});
@@ -205,8 +202,7 @@ export class Container {
    * the event loop: for callers that start many containers at once.
    */
   static async createAsync(options: ContainerOptions): Promise<Container> {
-    Container.check(options, false);
-    if (options.name !== undefined) await checkNameFreeAsync(options.name);
+    Container.check(options);
     for (let attempt = 0; ; attempt++) {
       const container = new Container(randomHex(6), options);
       try {
@@ -219,11 +215,14 @@ export class Container {
     }
   }
 
-  private static check(options: ContainerOptions, checkName = true): void {
+  private static check(options: ContainerOptions): void {
     checkRoot();
     validateOptions(options);
     sweepOnce();
-    if (options.name !== undefined && checkName) checkNameFree(options.name);
+    if (options.name !== undefined) {
+      checkNameValid(options.name);
+      checkNameFree(options.name);
+    }
   }
 
   get state(): ContainerState {
@@ -410,6 +409,11 @@ export class Container {
     await this.recordWrites;
     let failure: unknown;
     try {
+      releaseName(this.name, this.id);
+    } catch (error) {
+      failure = error;
+    }
+    try {
       await this.cgroups.remove();
     } catch (error) {
       failure = error;
@@ -431,31 +435,12 @@ export class Container {
   }
 }
 
-function checkNameFree(name: string): void {
-  checkNameValid(name);
-  const holder = listRecords().find((record) => record.name === name);
-  if (holder) throw nameInUse(name, holder.id);
-}
-
-/** `checkNameFree`, reading the records off the event loop. */
-async function checkNameFreeAsync(name: string): Promise<void> {
-  checkNameValid(name);
-  const holder = (await listRecordsAsync()).find((record) => record.name === name);
-  if (holder) throw nameInUse(name, holder.id);
-}
-
 function checkNameValid(name: string): void {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) {
     throw new PetriError(
       `invalid container name "${name}": use letters, digits, _ . and -, starting with a letter or digit`,
     );
   }
-}
-
-function nameInUse(name: string, id: string): PetriError {
-  return new PetriError(
-    `the container name "${name}" is already in use by container ${id}; remove it first (petri rm ${name})`,
-  );
 }
 
 /** Adds the fix to setup errors whose cause is the host rather than the container. */

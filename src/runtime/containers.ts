@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { PetriError } from '../errors.js';
 import { removeTree } from '../util/fs.js';
 import { killCgroups, removeCgroups } from './cgroups/index.js';
+import { releaseName } from './names.js';
 import { containerDir } from './paths.js';
 import { type ContainerRecord, listRecords, ownerAlive, readRecord } from './record.js';
 
@@ -47,6 +48,7 @@ export async function removeContainer(ref: string, options: { force?: boolean } 
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await sleep(20);
   }
   await removeCgroups(container.cgroupDirs);
+  releaseName(container.name, container.id);
   removeTree(container.dir);
   return container;
 }

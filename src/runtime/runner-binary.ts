@@ -49,12 +49,23 @@ function buildRunner(): string {
   mkdirSync(dirname(out), { recursive: true });
   const cc = process.env.CC || 'cc';
   const tmp = `${out}.${process.pid}.tmp`;
+  const args = [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-o',
+    tmp,
+    ...files.filter((f) => f.endsWith('.c')).map((f) => join(sourceDir, f)),
+  ];
+  const compile = (extra: string[]) => execFileSync(cc, [...extra, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   try {
-    execFileSync(
-      cc,
-      ['-O2', '-Wall', '-Wextra', '-o', tmp, ...files.filter((f) => f.endsWith('.c')).map((f) => join(sourceDir, f))],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
+    // Static where the C library allows it (each fork and exec of a container's runner then has no dynamic linking to do).
+    try {
+      compile(['-static']);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw error;
+      compile([]);
+    }
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {

@@ -2,6 +2,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { removeTree } from '../util/fs.js';
 import { killCgroups, removeCgroups } from './cgroups/index.js';
+import { releaseName } from './names.js';
 import { containersDir } from './paths.js';
 import { ownerAlive, readRecord, writeRecord } from './record.js';
 
@@ -55,6 +56,7 @@ export async function sweepContainers(root?: string): Promise<string[]> {
         writeRecord(path, record);
         continue;
       }
+      releaseName(record.name, record.id, root);
     } else if (!olderThan(path, 60_000)) {
       continue; // being created right now by another process
     }

@@ -1,5 +1,6 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { namesDir } from '../../src/runtime/names.js';
 import { containersDir, petriRoot } from '../../src/runtime/paths.js';
 
 /**
@@ -27,6 +28,8 @@ export function findLeaks(): string[] {
   }
   const records = containersDir();
   if (existsSync(records)) for (const id of readdirSync(records)) leaks.push(`state: ${join(records, id)}`);
+  const names = namesDir();
+  if (existsSync(names)) for (const name of readdirSync(names)) leaks.push(`name: ${join(names, name)}`);
   return leaks;
 }
 
