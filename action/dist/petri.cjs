@@ -480,19 +480,47 @@ function recordPath(dir) {
 }
 function writeRecord(dir, record) {
   const path = recordPath(dir);
-  (0, import_node_fs5.writeFileSync)(`${path}.tmp`, JSON.stringify(record));
+  const data = Buffer.from(JSON.stringify(record));
+  (0, import_node_fs5.writeFileSync)(`${path}.tmp`, data);
   (0, import_node_fs5.renameSync)(`${path}.tmp`, path);
+  return data.length;
 }
 async function writeRecordAsync(dir, record) {
   const path = recordPath(dir);
-  await (0, import_promises3.writeFile)(`${path}.tmp`, typeof record === "string" ? record : JSON.stringify(record));
+  const data = Buffer.from(typeof record === "string" ? record : JSON.stringify(record));
+  await (0, import_promises3.writeFile)(`${path}.tmp`, data);
   await (0, import_promises3.rename)(`${path}.tmp`, path);
+  return data.length;
+}
+async function createRecordAsync(dir, record) {
+  const data = Buffer.from(JSON.stringify(record));
+  await (0, import_promises3.writeFile)(recordPath(dir), data, { flag: "wx" });
+  return data.length;
+}
+function rewriteRecordInPlace(dir, record, minLength) {
+  const json = Buffer.from(JSON.stringify(record));
+  const data = json.length < minLength ? Buffer.concat([json, Buffer.alloc(minLength - json.length, " ")]) : json;
+  const fd = (0, import_node_fs5.openSync)(recordPath(dir), "r+");
+  try {
+    (0, import_node_fs5.writeSync)(fd, data, 0);
+  } finally {
+    (0, import_node_fs5.closeSync)(fd);
+  }
+  return data.length;
 }
 function readRecord(dir) {
-  try {
-    return JSON.parse((0, import_node_fs5.readFileSync)(recordPath(dir), "utf8"));
-  } catch {
-    return void 0;
+  for (let attempt2 = 0; ; attempt2++) {
+    let text;
+    try {
+      text = (0, import_node_fs5.readFileSync)(recordPath(dir), "utf8");
+    } catch {
+      return void 0;
+    }
+    try {
+      return JSON.parse(text);
+    } catch {
+      if (attempt2 === 2) return void 0;
+    }
   }
 }
 function listRecords() {
@@ -538,6 +566,8 @@ var init_record = __esm({
     __name(recordPath, "recordPath");
     __name(writeRecord, "writeRecord");
     __name(writeRecordAsync, "writeRecordAsync");
+    __name(createRecordAsync, "createRecordAsync");
+    __name(rewriteRecordInPlace, "rewriteRecordInPlace");
     __name(readRecord, "readRecord");
     __name(listRecords, "listRecords");
     __name(selfIdentity, "selfIdentity");
@@ -722,7 +752,14 @@ function buildRunner() {
   (0, import_node_fs7.mkdirSync)((0, import_node_path6.dirname)(out), { recursive: true });
   const cc = process.env.CC || "cc";
   const tmp = `${out}.${process.pid}.tmp`;
-  const args = ["-O2", "-Wall", "-Wextra", "-o", tmp, ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path6.join)(sourceDir, f))];
+  const args = [
+    "-O2",
+    "-Wall",
+    "-Wextra",
+    "-o",
+    tmp,
+    ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path6.join)(sourceDir, f))
+  ];
   const compile = /* @__PURE__ */ __name((extra) => execFileSync(cc, [...extra, ...args], { stdio: ["ignore", "ignore", "pipe"] }), "compile");
   try {
     try {
@@ -1659,6 +1696,21 @@ __export(container_exports, {
   Container: () => Container,
   execInContainer: () => execInContainer
 });
+async function removeContainerDir(dir) {
+  const upper = (0, import_node_path8.join)(dir, "upper");
+  try {
+    (0, import_node_fs11.rmdirSync)(upper);
+  } catch (error) {
+    const code = error.code;
+    if (code === "ENOTEMPTY" || code === "EEXIST") await import_node_fs11.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
+    else if (code !== "ENOENT") throw error;
+  }
+  try {
+    removeTree(dir);
+  } catch {
+    await import_node_fs11.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+  }
+}
 function checkNameValid(name) {
   if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(name)) {
     throw new PetriError(
@@ -1833,6 +1885,8 @@ var init_container = __esm({
       /** The record's writes, in order (a later one must not land before an earlier one). */
       recordWrites = Promise.resolve();
       pendingRecordWrites = 0;
+      /** The record file's length: an in-place rewrite pads to it. */
+      recordBytes = 0;
       options;
       runner;
       result;
@@ -1885,7 +1939,7 @@ var init_container = __esm({
         try {
           this.cgroups = this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
-          writeRecord(this.dir, this.record);
+          this.recordBytes = writeRecord(this.dir, this.record);
           if (!this.options.rootfsInPlace) for (const sub of ["rootfs", "upper", "work"]) (0, import_node_fs11.mkdirSync)((0, import_node_path8.join)(this.dir, sub));
           if (this.deep) {
             (0, import_node_fs11.mkdirSync)((0, import_node_path8.join)(this.dir, "l"));
@@ -1909,7 +1963,9 @@ var init_container = __esm({
           this.record.cgroupDirs = this.cgroups.dirs;
           const dir = this.dir;
           const work = [
-            writeRecordAsync(dir, this.record),
+            createRecordAsync(dir, this.record).then((bytes) => {
+              this.recordBytes = bytes;
+            }),
             import_node_fs11.promises.writeFile((0, import_node_path8.join)(dir, "config.json"), JSON.stringify(this.spec))
           ];
           if (!this.options.rootfsInPlace)
@@ -2045,7 +2101,7 @@ var init_container = __esm({
         if (runner.ports.length > 0) this.record.ports = runner.ports;
         if (this.currentState !== "running") return;
         if (this.pendingRecordWrites === 0) {
-          writeRecord(this.dir, this.record);
+          this.recordBytes = rewriteRecordInPlace(this.dir, this.record, this.recordBytes);
           return;
         }
         await this.saveRecord();
@@ -2054,7 +2110,9 @@ var init_container = __esm({
       saveRecord() {
         const snapshot = JSON.stringify(this.record);
         this.pendingRecordWrites++;
-        const write2 = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot)).finally(() => {
+        const write2 = this.recordWrites.then(() => writeRecordAsync(this.dir, snapshot)).then((bytes) => {
+          this.recordBytes = bytes;
+        }).finally(() => {
           this.pendingRecordWrites--;
         });
         this.recordWrites = write2.catch(() => {
@@ -2144,10 +2202,10 @@ var init_container = __esm({
         try {
           await this.cgroups.remove();
         } catch (error) {
-          failure = error;
+          failure = failure ? withCleanupError(failure, error) : error;
         }
         try {
-          await import_node_fs11.promises.rm(this.dir, { recursive: true, force: true, maxRetries: 3 });
+          await removeContainerDir(this.dir);
         } catch (error) {
           failure = failure ? withCleanupError(failure, error) : error;
         }
@@ -2161,6 +2219,7 @@ var init_container = __esm({
         }
       }
     };
+    __name(removeContainerDir, "removeContainerDir");
     __name(checkNameValid, "checkNameValid");
     __name(explainSetupError, "explainSetupError");
     containersDirReady = false;
@@ -3244,15 +3303,15 @@ var require_graceful_fs = __commonJS({
         return close;
       })(fs.close);
       fs.closeSync = (function(fs$closeSync) {
-        function closeSync2(fd) {
+        function closeSync3(fd) {
           fs$closeSync.apply(fs, arguments);
           resetQueue();
         }
-        __name(closeSync2, "closeSync");
-        Object.defineProperty(closeSync2, previousSymbol, {
+        __name(closeSync3, "closeSync");
+        Object.defineProperty(closeSync3, previousSymbol, {
           value: fs$closeSync
         });
-        return closeSync2;
+        return closeSync3;
       })(fs.closeSync);
       if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || "")) {
         process.on("exit", function() {

@@ -20608,15 +20608,25 @@ function recordPath(dir) {
 __name(recordPath, "recordPath");
 function writeRecord(dir, record) {
   const path = recordPath(dir);
-  (0, import_node_fs3.writeFileSync)(`${path}.tmp`, JSON.stringify(record));
+  const data = Buffer.from(JSON.stringify(record));
+  (0, import_node_fs3.writeFileSync)(`${path}.tmp`, data);
   (0, import_node_fs3.renameSync)(`${path}.tmp`, path);
+  return data.length;
 }
 __name(writeRecord, "writeRecord");
 function readRecord(dir) {
-  try {
-    return JSON.parse((0, import_node_fs3.readFileSync)(recordPath(dir), "utf8"));
-  } catch {
-    return void 0;
+  for (let attempt = 0; ; attempt++) {
+    let text;
+    try {
+      text = (0, import_node_fs3.readFileSync)(recordPath(dir), "utf8");
+    } catch {
+      return void 0;
+    }
+    try {
+      return JSON.parse(text);
+    } catch {
+      if (attempt === 2) return void 0;
+    }
   }
 }
 __name(readRecord, "readRecord");

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readFileSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { containersDir } from './paths.js';
@@ -39,24 +39,65 @@ export function recordPath(dir: string): string {
   return join(dir, 'record.json');
 }
 
-export function writeRecord(dir: string, record: ContainerRecord): void {
+/** Replaces a record (a new file renamed over the old); returns its length in bytes. */
+export function writeRecord(dir: string, record: ContainerRecord): number {
   const path = recordPath(dir);
-  writeFileSync(`${path}.tmp`, JSON.stringify(record));
+  const data = Buffer.from(JSON.stringify(record));
+  writeFileSync(`${path}.tmp`, data);
   renameSync(`${path}.tmp`, path);
+  return data.length;
 }
 
 /** `writeRecord` off the event loop; `record` may be given already serialized. */
-export async function writeRecordAsync(dir: string, record: ContainerRecord | string): Promise<void> {
+export async function writeRecordAsync(dir: string, record: ContainerRecord | string): Promise<number> {
   const path = recordPath(dir);
-  await writeFile(`${path}.tmp`, typeof record === 'string' ? record : JSON.stringify(record));
+  const data = Buffer.from(typeof record === 'string' ? record : JSON.stringify(record));
+  await writeFile(`${path}.tmp`, data);
   await rename(`${path}.tmp`, path);
+  return data.length;
+}
+
+/** A new container's first record, written straight (nothing to replace; readers retry a half-written one). */
+export async function createRecordAsync(dir: string, record: ContainerRecord): Promise<number> {
+  const data = Buffer.from(JSON.stringify(record));
+  await writeFile(recordPath(dir), data, { flag: 'wx' });
+  return data.length;
+}
+
+/**
+ * Rewrites a record where it is: one write at offset 0 of the JSON padded with
+ * spaces to at least `minLength` (the file's length), so nothing is truncated.
+ * Not a rename over the old file, which ext4 answers by flushing the new one
+ * (auto_da_alloc): that cost most of a millisecond per container start. A
+ * reader that catches the write half done sees bad JSON and reads again
+ * (`readRecord`). Returns the length written.
+ */
+export function rewriteRecordInPlace(dir: string, record: ContainerRecord, minLength: number): number {
+  const json = Buffer.from(JSON.stringify(record));
+  const data = json.length < minLength ? Buffer.concat([json, Buffer.alloc(minLength - json.length, ' ')]) : json;
+  const fd = openSync(recordPath(dir), 'r+');
+  try {
+    writeSync(fd, data, 0);
+  } finally {
+    closeSync(fd);
+  }
+  return data.length;
 }
 
 export function readRecord(dir: string): ContainerRecord | undefined {
-  try {
-    return JSON.parse(readFileSync(recordPath(dir), 'utf8')) as ContainerRecord;
-  } catch {
-    return undefined;
+  for (let attempt = 0; ; attempt++) {
+    let text: string;
+    try {
+      text = readFileSync(recordPath(dir), 'utf8');
+    } catch {
+      return undefined;
+    }
+    try {
+      return JSON.parse(text) as ContainerRecord;
+    } catch {
+      // Being written (the first write, or an in-place rewrite): again, then give up.
+      if (attempt === 2) return undefined;
+    }
   }
 }
 
@@ -86,11 +127,15 @@ export async function listRecordsAsync(): Promise<ContainerRecord[]> {
   }
   const records = await Promise.all(
     ids.map(async (id) => {
-      try {
-        return JSON.parse(await readFile(recordPath(join(containersDir(), id)), 'utf8')) as ContainerRecord;
-      } catch {
-        return undefined;
+      const path = recordPath(join(containersDir(), id));
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          return JSON.parse(await readFile(path, 'utf8')) as ContainerRecord;
+        } catch (error) {
+          if ((error as NodeJS.ErrnoException).code) return undefined; // no record
+        }
       }
+      return undefined;
     }),
   );
   return records.filter((record): record is ContainerRecord => record !== undefined);
