@@ -65,7 +65,9 @@ function transpile(entry: string, outDir: string): void {
     const out = join(outDir, relative(srcRoot, file).replace(/\.ts$/, '.js'));
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(out, outputText);
-    for (const [, spec] of source.matchAll(/from '(\.[^']+)\.js'/g)) queue.push(resolve(dirname(file), `${spec}.ts`));
+    for (const [, , spec] of source.matchAll(/(from |import\()'(\.[^']+)\.js'/g)) {
+      queue.push(resolve(dirname(file), `${spec}.ts`));
+    }
   }
   writeFileSync(join(outDir, 'package.json'), '{"type":"module"}\n');
   symlinkSync(resolve(import.meta.dirname, '..', 'node_modules'), join(outDir, 'node_modules'));

@@ -603,7 +603,9 @@ function reserveName(name, id) {
   throw new PetriError(`cannot reserve the container name "${name}": it keeps changing hands; try again`);
 }
 function checkNameFree(name) {
-  const holder = readLink((0, import_node_path5.join)(namesDir(), name));
+  const link2 = (0, import_node_path5.join)(namesDir(), name);
+  if (!(0, import_node_fs6.lstatSync)(link2, { throwIfNoEntry: false })) return;
+  const holder = readLink(link2);
   if (holder !== void 0 && readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
 }
 function releaseName(name, id, root = petriRoot()) {
@@ -623,6 +625,8 @@ function nameInUse(name, id) {
 }
 function ensureNamesDir() {
   const dir = namesDir();
+  if (dir === readyNamesDir && (0, import_node_fs6.existsSync)(dir)) return dir;
+  readyNamesDir = dir;
   try {
     (0, import_node_fs6.mkdirSync)(dir);
   } catch (error) {
@@ -671,7 +675,7 @@ function withLock(dir, fn) {
     (0, import_node_fs6.rmdirSync)(lock);
   }
 }
-var import_node_fs6, import_node_path5, LOCK_STALE_MS;
+var import_node_fs6, import_node_path5, LOCK_STALE_MS, readyNamesDir;
 var init_names = __esm({
   "src/runtime/names.ts"() {
     "use strict";
@@ -1696,7 +1700,7 @@ __export(container_exports, {
   Container: () => Container,
   execInContainer: () => execInContainer
 });
-async function removeContainerDir(dir) {
+async function removeContainerDir(dir, subdirs) {
   const upper = (0, import_node_path8.join)(dir, "upper");
   try {
     (0, import_node_fs11.rmdirSync)(upper);
@@ -1706,9 +1710,29 @@ async function removeContainerDir(dir) {
     else if (code !== "ENOENT") throw error;
   }
   try {
-    removeTree(dir);
+    for (const sub of subdirs) rmdirQuietly((0, import_node_path8.join)(dir, sub));
+    for (const file of ["record.json", "config.json"]) unlinkQuietly2((0, import_node_path8.join)(dir, file));
+    (0, import_node_fs11.rmdirSync)(dir);
   } catch {
-    await import_node_fs11.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      removeTree(dir);
+    } catch {
+      await import_node_fs11.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    }
+  }
+}
+function rmdirQuietly(path) {
+  try {
+    (0, import_node_fs11.rmdirSync)(path);
+  } catch (error) {
+    if (error.code !== "ENOENT") throw error;
+  }
+}
+function unlinkQuietly2(path) {
+  try {
+    (0, import_node_fs11.unlinkSync)(path);
+  } catch (error) {
+    if (error.code !== "ENOENT") throw error;
   }
 }
 function checkNameValid(name) {
@@ -2205,7 +2229,8 @@ var init_container = __esm({
           failure = failure ? withCleanupError(failure, error) : error;
         }
         try {
-          await removeContainerDir(this.dir);
+          if (this.deep) removeTree((0, import_node_path8.join)(this.dir, "l"));
+          await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ["rootfs", "work/work", "work"]);
         } catch (error) {
           failure = failure ? withCleanupError(failure, error) : error;
         }
@@ -2220,6 +2245,8 @@ var init_container = __esm({
       }
     };
     __name(removeContainerDir, "removeContainerDir");
+    __name(rmdirQuietly, "rmdirQuietly");
+    __name(unlinkQuietly2, "unlinkQuietly");
     __name(checkNameValid, "checkNameValid");
     __name(explainSetupError, "explainSetupError");
     containersDirReady = false;
@@ -8148,6 +8175,10 @@ var init_entry_writer = __esm({
 });
 
 // src/snapshot/unpack.ts
+var unpack_exports = {};
+__export(unpack_exports, {
+  unpackLayer: () => unpackLayer
+});
 async function unpackLayer(blob, mediaType, target) {
   const writer = new EntryWriter(target);
   const { stream, compression } = await sniff(blob);
@@ -8274,7 +8305,6 @@ var init_layers = __esm({
     init_errors();
     init_paths();
     init_fs();
-    init_unpack();
     DIGEST2 = /^sha256:[0-9a-f]{64}$/;
     TEMP_PREFIX = ".tmp-";
     __name(chainIds, "chainIds");
@@ -8427,7 +8457,8 @@ var init_layers = __esm({
         try {
           let result;
           try {
-            result = await unpackLayer(layer.open(), layer.mediaType, (0, import_node_path16.join)(temp, "fs"));
+            const { unpackLayer: unpackLayer2 } = await Promise.resolve().then(() => (init_unpack(), unpack_exports));
+            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path16.join)(temp, "fs"));
           } catch (error) {
             await verified;
             throw new PetriError(`layer ${layer.digest}: ${error.message}`, { cause: error });
@@ -23678,7 +23709,8 @@ async function prepareImage(image, store, layers, onEvent, registry = {}) {
     }
   }
   try {
-    const built = await buildImage({
+    const { buildImage: buildImage2 } = await Promise.resolve().then(() => (init_builder(), builder_exports));
+    const built = await buildImage2({
       context: image.context,
       ...image.dockerfile !== void 0 ? { dockerfile: image.dockerfile } : {},
       buildArgs: image.buildArgs,
@@ -23701,7 +23733,6 @@ var init_images = __esm({
   "src/test-runner/images.ts"() {
     "use strict";
     init_import_meta_url();
-    init_builder();
     init_errors();
     init_pull_policy();
     ImageError = class extends Error {
@@ -23776,6 +23807,86 @@ var init_copy_files = __esm({
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
+  }
+});
+
+// src/test-runner/output.ts
+function drain(stream, onData) {
+  if (!stream) return Promise.resolve();
+  return new Promise((resolve10) => {
+    stream.on("data", (chunk) => onData(chunk));
+    stream.once("end", resolve10);
+    stream.once("close", resolve10);
+    stream.once("error", () => resolve10());
+  });
+}
+function xmlSafe(text) {
+  return text.replace(/[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu, "");
+}
+var TailBuffer, LineSplitter;
+var init_output = __esm({
+  "src/test-runner/output.ts"() {
+    "use strict";
+    init_import_meta_url();
+    TailBuffer = class {
+      constructor(limit) {
+        this.limit = limit;
+      }
+      limit;
+      static {
+        __name(this, "TailBuffer");
+      }
+      chunks = [];
+      size = 0;
+      /** Bytes dropped from the front. */
+      dropped = 0;
+      push(chunk) {
+        this.chunks.push(chunk);
+        this.size += chunk.length;
+        while (this.size - (this.chunks[0]?.length ?? 0) >= this.limit && this.chunks.length > 1) {
+          const first = this.chunks.shift();
+          this.size -= first.length;
+          this.dropped += first.length;
+        }
+      }
+      /** The kept bytes as text; cut at `limit` bytes from the end (a split character becomes U+FFFD). */
+      text(limit = this.limit) {
+        const all = Buffer.concat(this.chunks);
+        return all.subarray(Math.max(0, all.length - limit)).toString("utf8");
+      }
+    };
+    LineSplitter = class {
+      constructor(onLine, max = 16384) {
+        this.onLine = onLine;
+        this.max = max;
+      }
+      onLine;
+      max;
+      static {
+        __name(this, "LineSplitter");
+      }
+      partial = "";
+      push(text) {
+        let rest = this.partial + text;
+        let newline = rest.indexOf("\n");
+        while (newline >= 0) {
+          this.onLine(rest.slice(0, newline).replace(/\r$/, ""));
+          rest = rest.slice(newline + 1);
+          newline = rest.indexOf("\n");
+        }
+        while (rest.length > this.max) {
+          this.onLine(rest.slice(0, this.max));
+          rest = rest.slice(this.max);
+        }
+        this.partial = rest;
+      }
+      end() {
+        if (this.partial !== "") this.onLine(this.partial);
+        this.partial = "";
+      }
+    };
+    __name(drain, "drain");
+    __name(xmlSafe, "xmlSafe");
   }
 });
 
@@ -24258,6 +24369,11 @@ var init_failure_labels = __esm({
 });
 
 // src/test-runner/failure-artifact.ts
+var failure_artifact_exports = {};
+__export(failure_artifact_exports, {
+  failedImageName: () => failedImageName,
+  saveFailure: () => saveFailure
+});
 function failedImageName(job, runId) {
   return `petri-failed/${job.toLowerCase()}:${runId}`;
 }
@@ -24438,86 +24554,6 @@ var init_failure_artifact = __esm({
   }
 });
 
-// src/test-runner/output.ts
-function drain(stream, onData) {
-  if (!stream) return Promise.resolve();
-  return new Promise((resolve10) => {
-    stream.on("data", (chunk) => onData(chunk));
-    stream.once("end", resolve10);
-    stream.once("close", resolve10);
-    stream.once("error", () => resolve10());
-  });
-}
-function xmlSafe(text) {
-  return text.replace(/[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu, "");
-}
-var TailBuffer, LineSplitter;
-var init_output = __esm({
-  "src/test-runner/output.ts"() {
-    "use strict";
-    init_import_meta_url();
-    TailBuffer = class {
-      constructor(limit) {
-        this.limit = limit;
-      }
-      limit;
-      static {
-        __name(this, "TailBuffer");
-      }
-      chunks = [];
-      size = 0;
-      /** Bytes dropped from the front. */
-      dropped = 0;
-      push(chunk) {
-        this.chunks.push(chunk);
-        this.size += chunk.length;
-        while (this.size - (this.chunks[0]?.length ?? 0) >= this.limit && this.chunks.length > 1) {
-          const first = this.chunks.shift();
-          this.size -= first.length;
-          this.dropped += first.length;
-        }
-      }
-      /** The kept bytes as text; cut at `limit` bytes from the end (a split character becomes U+FFFD). */
-      text(limit = this.limit) {
-        const all = Buffer.concat(this.chunks);
-        return all.subarray(Math.max(0, all.length - limit)).toString("utf8");
-      }
-    };
-    LineSplitter = class {
-      constructor(onLine, max = 16384) {
-        this.onLine = onLine;
-        this.max = max;
-      }
-      onLine;
-      max;
-      static {
-        __name(this, "LineSplitter");
-      }
-      partial = "";
-      push(text) {
-        let rest = this.partial + text;
-        let newline = rest.indexOf("\n");
-        while (newline >= 0) {
-          this.onLine(rest.slice(0, newline).replace(/\r$/, ""));
-          rest = rest.slice(newline + 1);
-          newline = rest.indexOf("\n");
-        }
-        while (rest.length > this.max) {
-          this.onLine(rest.slice(0, this.max));
-          rest = rest.slice(this.max);
-        }
-        this.partial = rest;
-      }
-      end() {
-        if (this.partial !== "") this.onLine(this.partial);
-        this.partial = "";
-      }
-    };
-    __name(drain, "drain");
-    __name(xmlSafe, "xmlSafe");
-  }
-});
-
 // src/test-runner/job-run.ts
 async function runJob(job, image, ctx) {
   const attempts = job.retries + 1;
@@ -24550,7 +24586,8 @@ async function runJob(job, image, ctx) {
       }
       if (outcome.status === "failed" && ctx.keepFailed && outcome.container) {
         try {
-          result.artifact = await saveFailure(
+          const { saveFailure: saveFailure2 } = await Promise.resolve().then(() => (init_failure_artifact(), failure_artifact_exports));
+          result.artifact = await saveFailure2(
             {
               container: outcome.container,
               lower: outcome.lower,
@@ -24776,7 +24813,6 @@ var init_job_run = __esm({
     init_container();
     init_units();
     init_copy_files();
-    init_failure_artifact();
     init_output();
     TAIL_BYTES = 64 * 1024;
     HOLD_COMMAND = ["sh", "-c", "read _ || true"];

@@ -1,4 +1,4 @@
-import { promises as fsp, mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, rmdirSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
@@ -434,7 +434,9 @@ export class Container {
       failure = failure ? withCleanupError(failure, error) : error;
     }
     try {
-      await removeContainerDir(this.dir);
+      // The dirs it made, and overlayfs's work/work; l/ (deep images) holds links: listed.
+      if (this.deep) removeTree(join(this.dir, 'l'));
+      await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ['rootfs', 'work/work', 'work']);
     } catch (error) {
       failure = failure ? withCleanupError(failure, error) : error;
     }
@@ -456,7 +458,7 @@ export class Container {
  * thread-pool round trips would cost more than the work; a writable layer with
  * files in it goes through fs.rm, off the event loop.
  */
-async function removeContainerDir(dir: string): Promise<void> {
+async function removeContainerDir(dir: string, subdirs: string[]): Promise<void> {
   const upper = join(dir, 'upper');
   try {
     rmdirSync(upper);
@@ -465,10 +467,33 @@ async function removeContainerDir(dir: string): Promise<void> {
     if (code === 'ENOTEMPTY' || code === 'EEXIST') await fsp.rm(upper, { recursive: true, force: true, maxRetries: 3 });
     else if (code !== 'ENOENT') throw error;
   }
+  // What petri made, by name (no directory listings); anything else there, by listing.
   try {
-    removeTree(dir);
+    for (const sub of subdirs) rmdirQuietly(join(dir, sub));
+    for (const file of ['record.json', 'config.json']) unlinkQuietly(join(dir, file));
+    rmdirSync(dir);
   } catch {
-    await fsp.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      removeTree(dir);
+    } catch {
+      await fsp.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    }
+  }
+}
+
+function rmdirQuietly(path: string): void {
+  try {
+    rmdirSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 }
 

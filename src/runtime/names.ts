@@ -1,4 +1,4 @@
-import { mkdirSync, readlinkSync, rmdirSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readlinkSync, rmdirSync, statSync, symlinkSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { PetriError } from '../errors.js';
 import { containerDir, petriRoot } from './paths.js';
@@ -47,7 +47,10 @@ export function reserveName(name: string, id: string): void {
 
 /** Throws when a live container holds `name` (the check before a container is made; `reserveName` is the one that counts). */
 export function checkNameFree(name: string): void {
-  const holder = readLink(join(namesDir(), name));
+  const link = join(namesDir(), name);
+  // lstat without throwing first: a missing name (the usual case) costs no exception.
+  if (!lstatSync(link, { throwIfNoEntry: false })) return;
+  const holder = readLink(link);
   if (holder !== undefined && readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
 }
 
@@ -73,8 +76,12 @@ export function nameInUse(name: string, id: string): PetriError {
  * The names directory; made on first use, when the containers that a petri
  * from before it created (and kept) get their links, so that they keep their names.
  */
+let readyNamesDir: string | undefined;
+
 function ensureNamesDir(): string {
   const dir = namesDir();
+  if (dir === readyNamesDir && existsSync(dir)) return dir;
+  readyNamesDir = dir;
   try {
     mkdirSync(dir);
   } catch (error) {

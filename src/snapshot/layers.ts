@@ -5,7 +5,6 @@ import type { Readable } from 'node:stream';
 import { PetriError } from '../errors.js';
 import { petriRoot } from '../runtime/paths.js';
 import { randomHex, removeTree } from '../util/fs.js';
-import { unpackLayer } from './unpack.js';
 
 /** One layer of an image, as the image store hands it over (base layer first). */
 export interface LayerSource {
@@ -226,6 +225,7 @@ export class LayerCache {
     try {
       let result: { diffId: string; size: number };
       try {
+        const { unpackLayer } = await import('./unpack.js');
         result = await unpackLayer(layer.open(), layer.mediaType, join(temp, 'fs'));
       } catch (error) {
         // A download that failed (a digest mismatch, a broken connection) explains the broken archive.

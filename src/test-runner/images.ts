@@ -1,4 +1,3 @@
-import { buildImage } from '../build/builder.js';
 import type { BuildEvent } from '../build/events.js';
 import { errorLine } from '../errors.js';
 import type { ImageStore } from '../image/store.js';
@@ -70,6 +69,8 @@ export async function prepareImage(
     }
   }
   try {
+    // Loaded when an image is built: a run whose images are all there starts without the builder.
+    const { buildImage } = await import('../build/builder.js');
     const built = await buildImage({
       context: image.context,
       ...(image.dockerfile !== undefined ? { dockerfile: image.dockerfile } : {}),

@@ -11,7 +11,7 @@ import { formatDuration } from '../util/units.js';
 import type { TestJob } from './config-validate.js';
 import { copyJobFiles } from './copy-files.js';
 import type { Emit, FailureKind, JobResult, ReadyImage } from './events.js';
-import { type ArtifactPlace, saveFailure } from './failure-artifact.js';
+import type { ArtifactPlace } from './failure-artifact.js';
 import { drain, LineSplitter, TailBuffer } from './output.js';
 
 /** How much of each output stream a job keeps for its reports. */
@@ -86,6 +86,8 @@ export async function runJob(job: TestJob, image: ReadyImage, ctx: JobContext): 
       }
       if (outcome.status === 'failed' && ctx.keepFailed && outcome.container) {
         try {
+          // Loaded on the first failure (commit, diff and save are not needed before).
+          const { saveFailure } = await import('./failure-artifact.js');
           result.artifact = await saveFailure(
             {
               container: outcome.container,
