@@ -12,6 +12,7 @@
 #include <linux/bpf.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -30,6 +31,122 @@
 static long sys_bpf(int cmd, union bpf_attr *attr)
 {
 	return syscall(SYS_bpf, cmd, attr, sizeof *attr);
+}
+
+/* Loaded programs, kept by the fork server (serve.c) and inherited by each
+ * runner it forks: loading and JIT-compiling the same filter for every
+ * container costs more than the rest of the cgroup setup. A runner that
+ * loads a program the table lacks sends it (its instructions, and the fd by
+ * SCM_RIGHTS) to the server, which adds it for the runners forked later. */
+#define DEVCACHE_MAX 8
+#define DEVCACHE_INSNS_MAX 4096
+static struct {
+	size_t n;
+	struct bpf_insn *insns;
+	int fd;
+} devcache[DEVCACHE_MAX];
+static int ndevcache;
+static int devcache_sock = -1;
+
+void devices_bpf_cache_use(int sock)
+{
+	devcache_sock = sock;
+}
+
+void devices_bpf_cache_fds(int *fds, int *nfds)
+{
+	*nfds = 0;
+	for (int i = 0; i < ndevcache; i++)
+		fds[(*nfds)++] = devcache[i].fd;
+	if (devcache_sock >= 0)
+		fds[(*nfds)++] = devcache_sock;
+}
+
+void devices_bpf_cache_close(void)
+{
+	for (int i = 0; i < ndevcache; i++)
+		close(devcache[i].fd);
+	ndevcache = 0;
+	if (devcache_sock >= 0)
+		close(devcache_sock);
+	devcache_sock = -1;
+}
+
+static int devcache_find(const struct bpf_insn *p, size_t n)
+{
+	for (int i = 0; i < ndevcache; i++)
+		if (devcache[i].n == n && memcmp(devcache[i].insns, p, n * sizeof *p) == 0)
+			return devcache[i].fd;
+	return -1;
+}
+
+int devices_bpf_cache_recv(int sock)
+{
+	static struct bpf_insn buf[DEVCACHE_INSNS_MAX];
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} c;
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof buf };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.b, .msg_controllen = sizeof c.b };
+	ssize_t len = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	if (len <= 0)
+		return len == 0 ? -1 : (errno == EAGAIN || errno == EINTR ? 0 : -1);
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+	if (!h || h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS || h->cmsg_len != CMSG_LEN(sizeof(int)))
+		return 0;
+	int fd;
+	memcpy(&fd, CMSG_DATA(h), sizeof fd);
+	size_t n = (size_t)len / sizeof *buf;
+	struct bpf_insn *copy = NULL;
+	if ((m.msg_flags & MSG_TRUNC) || (size_t)len % sizeof *buf || ndevcache == DEVCACHE_MAX ||
+	    devcache_find(buf, n) >= 0 || !(copy = malloc((size_t)len))) {
+		close(fd);
+		return 0;
+	}
+	memcpy(copy, buf, (size_t)len);
+	devcache[ndevcache].n = n;
+	devcache[ndevcache].insns = copy;
+	devcache[ndevcache++].fd = fd;
+	return 0;
+}
+
+static void devcache_offer(const struct bpf_insn *p, size_t n, int prog)
+{
+	if (devcache_sock < 0 || n > DEVCACHE_INSNS_MAX)
+		return;
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} c;
+	memset(&c, 0, sizeof c);
+	struct iovec iov = { .iov_base = (void *)p, .iov_len = n * sizeof *p };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.b, .msg_controllen = sizeof c.b };
+	struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+	h->cmsg_level = SOL_SOCKET;
+	h->cmsg_type = SCM_RIGHTS;
+	h->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(h), &prog, sizeof prog);
+	(void)sendmsg(devcache_sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a full queue only misses the cache */
+}
+
+static int attach(int prog, const char *dir, struct rerr *e)
+{
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return rerr_set(e, errno, "open cgroup %s", dir);
+	union bpf_attr attr;
+	memset(&attr, 0, sizeof attr);
+	attr.target_fd = (uint32_t)dfd;
+	attr.attach_bpf_fd = (uint32_t)prog;
+	attr.attach_type = BPF_CGROUP_DEVICE;
+	attr.attach_flags = BPF_F_ALLOW_MULTI;
+	int r = (int)sys_bpf(BPF_PROG_ATTACH, &attr);
+	int err = errno;
+	close(dfd);
+	if (r < 0)
+		return rerr_set(e, err, "attach the device filter to %s", dir);
+	return 0;
 }
 
 int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
@@ -90,6 +207,11 @@ int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
 
 	union bpf_attr attr;
 	char log[4096];
+	int cached = devcache_find(p, n);
+	if (cached >= 0) {
+		free(p);
+		return attach(cached, dir, e);
+	}
 	memset(&attr, 0, sizeof attr);
 	log[0] = 0;
 	attr.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
@@ -105,25 +227,14 @@ int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
 		prog = (int)sys_bpf(BPF_PROG_LOAD, &attr);
 	}
 	int err = errno;
-	free(p);
-	if (prog < 0)
+	if (prog < 0) {
+		free(p);
 		return rerr_set(e, err, "load the device filter%s%s", log[0] ? ": " : "", log);
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0) {
-		err = errno;
-		close(prog);
-		return rerr_set(e, err, "open cgroup %s", dir);
 	}
-	memset(&attr, 0, sizeof attr);
-	attr.target_fd = (uint32_t)dfd;
-	attr.attach_bpf_fd = (uint32_t)prog;
-	attr.attach_type = BPF_CGROUP_DEVICE;
-	attr.attach_flags = BPF_F_ALLOW_MULTI;
-	int r = (int)sys_bpf(BPF_PROG_ATTACH, &attr);
-	err = errno;
-	close(dfd);
+	int r = attach(prog, dir, e);
+	if (r == 0)
+		devcache_offer(p, n, prog);
+	free(p);
 	close(prog);
-	if (r < 0)
-		return rerr_set(e, err, "attach the device filter to %s", dir);
-	return 0;
+	return r;
 }

@@ -445,7 +445,9 @@ static int cmd_run(struct run_opts *o)
 		return fail_setup(&e);
 	if (spec_parse(text, len, &s, &e) < 0 || spec_resolve_paths(&s, o->bundle, &e) < 0)
 		return fail_setup(&e);
-	if (o->device_bpf && devices_bpf_attach(&s, o->device_bpf, &e) < 0)
+	int bpf = o->device_bpf ? devices_bpf_attach(&s, o->device_bpf, &e) : 0;
+	devices_bpf_cache_close(); /* nothing of the fork server's goes into the container */
+	if (bpf < 0)
 		return fail_setup(&e);
 
 	int sigfd = setup_signals(&orig, &e);
@@ -682,6 +684,8 @@ int runner_dispatch(int argc, char **argv)
 	int is_network = strcmp(argv[1], "network") == 0;
 	if (!is_run && !is_exec && !is_network)
 		return usage();
+	if (!is_run)
+		devices_bpf_cache_close(); /* the fork server's device programs: for `run` only */
 
 	/* Die with the harness; check it did not die already. */
 	pid_t ppid = getppid();

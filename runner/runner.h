@@ -92,6 +92,12 @@ int caps_drop_all(struct rerr *e);
 
 /* devices_bpf.c */
 int devices_bpf_attach(const struct spec *s, const char *cgroup_dir, struct rerr *e);
+/* The fork server's table of loaded device programs (see devices_bpf.c). */
+void devices_bpf_cache_use(int sock);
+#define DEVCACHE_FDS_MAX 9
+void devices_bpf_cache_fds(int *fds, int *nfds); /* at most DEVCACHE_FDS_MAX */
+void devices_bpf_cache_close(void);
+int devices_bpf_cache_recv(int sock);
 
 /* served.c: `exec ID JSON` on a run supervisor's control socket. */
 struct pollfd;

@@ -142,9 +142,27 @@ __attribute__((noreturn)) static void child_run(pid_t server, const sigset_t *or
 	}
 	if (set_blocking(ctl) < 0 || dup2(ctl, 3) < 0)
 		_exit(EXIT_SETUP);
-	if (syscall(SYS_close_range, 4U, ~0U, 0U) < 0)
-		for (int fd = 4; fd < 1024; fd++)
-			close(fd);
+	/* Everything above 3 closed, but the device program table's fds (kept, ascending). */
+	int keep[DEVCACHE_FDS_MAX + 1], nkeep;
+	devices_bpf_cache_fds(keep, &nkeep);
+	for (int a = 1; a < nkeep; a++)
+		for (int b = a; b > 0 && keep[b] < keep[b - 1]; b--) {
+			int t = keep[b];
+			keep[b] = keep[b - 1];
+			keep[b - 1] = t;
+		}
+	keep[nkeep] = -1;
+	unsigned from = 4;
+	for (int k = 0; k <= nkeep; k++) {
+		unsigned to = keep[k] < 0 ? ~0U : (unsigned)keep[k] - 1;
+		if (keep[k] >= 0 && (unsigned)keep[k] < from)
+			continue;
+		if (to >= from && syscall(SYS_close_range, from, to, 0U) < 0)
+			for (unsigned fd = from; fd <= to && fd < 1024; fd++)
+				close((int)fd);
+		if (keep[k] >= 0)
+			from = (unsigned)keep[k] + 1;
+	}
 	sigprocmask(SIG_SETMASK, orig, NULL);
 	signal(SIGPIPE, SIG_DFL);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != server)
@@ -275,10 +293,16 @@ int serve_main(const char *name, int chanfd, char *argv0)
 	if (sigfd < 0)
 		return EXIT_SETUP;
 	fcntl(chanfd, F_SETFD, FD_CLOEXEC);
+	/* Device programs come back from the runners on this pair (devices_bpf.c). */
+	int cachesp[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cachesp) < 0)
+		cachesp[0] = cachesp[1] = -1;
+	else
+		devices_bpf_cache_use(cachesp[1]);
 	static const char ready[] = "{\"event\":\"ready\"}\n";
 	if (write_all(chanfd, ready, sizeof ready - 1) < 0)
 		return EXIT_SETUP;
-	struct pollfd pfd[4 + MAX_CONNS];
+	struct pollfd pfd[5 + MAX_CONNS];
 	for (;;) {
 		int np = 0;
 		pfd[np].fd = sigfd;
@@ -289,6 +313,8 @@ int serve_main(const char *name, int chanfd, char *argv0)
 			pfd[np].fd = lfds[k];
 			pfd[np++].events = nconns < MAX_CONNS ? POLLIN : 0;
 		}
+		pfd[np].fd = cachesp[0];
+		pfd[np++].events = POLLIN;
 		/* A connection whose header is in waits for the rest of its launch unpolled. */
 		for (int i = 0; i < nconns; i++) {
 			int done = conns[i].role >= 0 && (conns[i].role != 3 || conns[i].alen == conns[i].aneed);
@@ -307,6 +333,10 @@ int serve_main(const char *name, int chanfd, char *argv0)
 				;
 			report_reaped(chanfd);
 		}
+		if (pfd[4].revents && devices_bpf_cache_recv(cachesp[0]) < 0) {
+			close(cachesp[0]);
+			cachesp[0] = -1; /* poll ignores it from now on */
+		}
 		if (pfd[1].revents) {
 			char buf[256];
 			ssize_t n = read(chanfd, buf, sizeof buf);
@@ -315,7 +345,7 @@ int serve_main(const char *name, int chanfd, char *argv0)
 		}
 		/* Connections, last first (conn_drop and try_launch reorder the table). */
 		for (int i = nready_conns - 1; i >= 0; i--) {
-			if (i >= nconns || !pfd[4 + i].revents || conns[i].fd != pfd[4 + i].fd)
+			if (i >= nconns || !pfd[5 + i].revents || conns[i].fd != pfd[5 + i].fd)
 				continue;
 			int r = conn_read(&conns[i]);
 			if (r < 0) {

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { expect, it } from 'vitest';
-import { Container } from '../src/runtime/index.js';
+import { Container, detectCgroupMode } from '../src/runtime/index.js';
 import { runnerPath } from '../src/runtime/runner-binary.js';
 import { useRunnerServer } from '../src/runtime/runner-server.js';
 import { describeKernel } from './helpers/kernel.js';
+import { runProbe } from './helpers/probe.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
 
 /** Starts `petri-runner serve`; resolves with it and its event lines once it is listening. */
@@ -109,6 +110,50 @@ describeKernel('petri-runner serve (fork server)', () => {
         expect(err).toBe('err\n');
       } finally {
         await container.remove();
+      }
+    } finally {
+      useRunnerServer(false);
+    }
+  });
+
+  it('loads each device filter once for its runners, and gives each container its own filter', async () => {
+    useRunnerServer();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const mknodDisk = async (options: { privileged?: boolean } = {}) => {
+        const result = await runProbe(['report'], options);
+        expect(result.exitCode).toBe(0);
+        return JSON.parse(result.stdout).attempts.mknodDisk as string;
+      };
+      // Docker's allowlist (a disk may be made, never opened), then all devices, then the allowlist again:
+      // a cached program must never stand in for another.
+      expect(await mknodDisk()).toBe('open:EPERM');
+      expect(await mknodDisk({ privileged: true })).not.toBe('open:EPERM');
+      expect(await mknodDisk()).toBe('open:EPERM');
+      expect(await mknodDisk({ privileged: true })).not.toBe('open:EPERM');
+      expect(await mknodDisk()).toBe('open:EPERM');
+      // The server holds the two programs the runners sent it (v2 and hybrid hosts; pure v1 has no eBPF filter).
+      if (detectCgroupMode() !== 'v1') {
+        const server = readdirSync('/proc').find((pid) => {
+          try {
+            return (
+              /^\d+$/.test(pid) &&
+              parentOf(Number(pid)) === process.pid &&
+              readlinkSync(`/proc/${pid}/exe`).includes('petri-runner')
+            );
+          } catch {
+            return false;
+          }
+        });
+        expect(server).toBeDefined();
+        const programs = readdirSync(`/proc/${server}/fd`).filter((fd) => {
+          try {
+            return readlinkSync(`/proc/${server}/fd/${fd}`) === 'anon_inode:bpf-prog';
+          } catch {
+            return false;
+          }
+        });
+        expect(programs).toHaveLength(2);
       }
     } finally {
       useRunnerServer(false);
