@@ -130,11 +130,12 @@ static void devcache_offer(const struct bpf_insn *p, size_t n, int prog)
 	(void)sendmsg(devcache_sock, &m, MSG_DONTWAIT | MSG_NOSIGNAL); /* best effort: a full queue only misses the cache */
 }
 
-static int attach(int prog, const char *dir, struct rerr *e)
+/* 0, or the errno of opening the cgroup (negated) or of attaching to it. */
+static int attach(int prog, const char *dir)
 {
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
-		return rerr_set(e, errno, "open cgroup %s", dir);
+		return -errno;
 	union bpf_attr attr;
 	memset(&attr, 0, sizeof attr);
 	attr.target_fd = (uint32_t)dfd;
@@ -144,9 +145,14 @@ static int attach(int prog, const char *dir, struct rerr *e)
 	int r = (int)sys_bpf(BPF_PROG_ATTACH, &attr);
 	int err = errno;
 	close(dfd);
+	return r < 0 ? err : 0;
+}
+
+static int attach_err(int r, const char *dir, struct rerr *e)
+{
 	if (r < 0)
-		return rerr_set(e, err, "attach the device filter to %s", dir);
-	return 0;
+		return rerr_set(e, -r, "open cgroup %s", dir);
+	return r ? rerr_set(e, r, "attach the device filter to %s", dir) : 0;
 }
 
 int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
@@ -209,8 +215,13 @@ int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
 	char log[4096];
 	int cached = devcache_find(p, n);
 	if (cached >= 0) {
-		free(p);
-		return attach(cached, dir, e);
+		/* EINVAL: this very program is attached already (a restarted
+		 * container's cgroup keeps its filter); a fresh copy goes beside it. */
+		int r = attach(cached, dir);
+		if (r != EINVAL) {
+			free(p);
+			return attach_err(r, dir, e);
+		}
 	}
 	memset(&attr, 0, sizeof attr);
 	log[0] = 0;
@@ -231,10 +242,10 @@ int devices_bpf_attach(const struct spec *s, const char *dir, struct rerr *e)
 		free(p);
 		return rerr_set(e, err, "load the device filter%s%s", log[0] ? ": " : "", log);
 	}
-	int r = attach(prog, dir, e);
-	if (r == 0)
+	int r = attach(prog, dir);
+	if (r == 0 && cached < 0)
 		devcache_offer(p, n, prog);
 	free(p);
 	close(prog);
-	return r;
+	return attach_err(r, dir, e);
 }
