@@ -26,8 +26,7 @@ struct served {
 	long id;
 	pid_t pid;        /* the exec supervisor; 0: free slot */
 	int fd[3];        /* stdout, stderr, events (read ends); -1 when closed */
-	char buf[ERROR_EVENT_MAX + 1024]; /* a partial event line: the longest is an error */
-	size_t len;
+	size_t len;       /* of its partial event line, in g_served_buf */
 	int skip;         /* dropping an overlong line up to its newline */
 	char *exit_line;  /* the exit event, held until the output is drained */
 };
@@ -47,6 +46,10 @@ static struct {
 	int nclose;
 } g;
 static struct served g_served[MAX_SERVED];
+/* Apart from the table: a forked exec supervisor resets the table, and
+ * touching these pages would copy them (about 1 ms here). */
+#define SERVED_BUF (ERROR_EVENT_MAX + 1024) /* a partial event line: the longest is an error */
+static char g_served_buf[MAX_SERVED][SERVED_BUF];
 
 void served_setup(const struct spec *s, const char **v1, size_t nv1, int cgfd, const char *v2, pid_t init,
 		  const sigset_t *orig, const int *close_fds, int nclose)
@@ -175,7 +178,8 @@ static void finish(int ctlfd, struct served *x)
 
 static void events(int ctlfd, struct served *x)
 {
-	ssize_t n = read(x->fd[2], x->buf + x->len, sizeof x->buf - 1 - x->len);
+	char *buf = g_served_buf[x - g_served];
+	ssize_t n = read(x->fd[2], buf + x->len, SERVED_BUF - 1 - x->len);
 	if (n < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
 	if (n <= 0) {
@@ -185,9 +189,9 @@ static void events(int ctlfd, struct served *x)
 		return;
 	}
 	x->len += (size_t)n;
-	x->buf[x->len] = 0;
-	char *line = x->buf, *nl;
-	while ((nl = memchr(line, '\n', (size_t)(x->buf + x->len - line)))) {
+	buf[x->len] = 0;
+	char *line = buf, *nl;
+	while ((nl = memchr(line, '\n', (size_t)(buf + x->len - line)))) {
 		*nl = 0;
 		size_t len = (size_t)(nl - line);
 		if (x->skip) {
@@ -200,9 +204,9 @@ static void events(int ctlfd, struct served *x)
 		}
 		line = nl + 1;
 	}
-	x->len = (size_t)(x->buf + x->len - line);
-	memmove(x->buf, line, x->len);
-	if (x->len >= sizeof x->buf - 1) {
+	x->len = (size_t)(buf + x->len - line);
+	memmove(buf, line, x->len);
+	if (x->len >= SERVED_BUF - 1) {
 		x->len = 0;
 		x->skip = 1;
 	}
