@@ -104,6 +104,9 @@ function removeTree(path) {
     if (entry.isDirectory()) removeTree(child);
     else unlinkQuietly(child);
   }
+  rmdirQuietly(path);
+}
+function rmdirQuietly(path) {
   try {
     (0, import_node_fs.rmdirSync)(path);
   } catch (error) {
@@ -145,6 +148,7 @@ var init_fs = __esm({
     import_node_fs = require("node:fs");
     import_node_path = require("node:path");
     __name(removeTree, "removeTree");
+    __name(rmdirQuietly, "rmdirQuietly");
     __name(unlinkQuietly, "unlinkQuietly");
     __name(randomHex, "randomHex");
     __name(isGzipFile, "isGzipFile");
@@ -1711,7 +1715,7 @@ async function removeContainerDir(dir, subdirs) {
   }
   try {
     for (const sub of subdirs) rmdirQuietly((0, import_node_path8.join)(dir, sub));
-    for (const file of ["record.json", "config.json"]) unlinkQuietly2((0, import_node_path8.join)(dir, file));
+    for (const file of ["record.json", "config.json"]) unlinkQuietly((0, import_node_path8.join)(dir, file));
     (0, import_node_fs11.rmdirSync)(dir);
   } catch {
     try {
@@ -1719,20 +1723,6 @@ async function removeContainerDir(dir, subdirs) {
     } catch {
       await import_node_fs11.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
     }
-  }
-}
-function rmdirQuietly(path) {
-  try {
-    (0, import_node_fs11.rmdirSync)(path);
-  } catch (error) {
-    if (error.code !== "ENOENT") throw error;
-  }
-}
-function unlinkQuietly2(path) {
-  try {
-    (0, import_node_fs11.unlinkSync)(path);
-  } catch (error) {
-    if (error.code !== "ENOENT") throw error;
   }
 }
 function checkNameValid(name) {
@@ -2245,8 +2235,6 @@ var init_container = __esm({
       }
     };
     __name(removeContainerDir, "removeContainerDir");
-    __name(rmdirQuietly, "rmdirQuietly");
-    __name(unlinkQuietly2, "unlinkQuietly");
     __name(checkNameValid, "checkNameValid");
     __name(explainSetupError, "explainSetupError");
     containersDirReady = false;

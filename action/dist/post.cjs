@@ -20454,13 +20454,17 @@ function removeTree(path) {
     if (entry.isDirectory()) removeTree(child);
     else unlinkQuietly(child);
   }
+  rmdirQuietly(path);
+}
+__name(removeTree, "removeTree");
+function rmdirQuietly(path) {
   try {
     (0, import_node_fs.rmdirSync)(path);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
 }
-__name(removeTree, "removeTree");
+__name(rmdirQuietly, "rmdirQuietly");
 function unlinkQuietly(path) {
   try {
     (0, import_node_fs.unlinkSync)(path);

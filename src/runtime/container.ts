@@ -1,9 +1,9 @@
-import { promises as fsp, mkdirSync, rmdirSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { promises as fsp, mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { PetriError, withCleanupError } from '../errors.js';
-import { randomHex, removeTree } from '../util/fs.js';
+import { randomHex, removeTree, rmdirQuietly, unlinkQuietly } from '../util/fs.js';
 import { type CgroupMode, type ContainerCgroups, createCgroups, detectCgroupMode } from './cgroups/index.js';
 import { checkNameFree, releaseName, reserveName } from './names.js';
 import type { ContainerOptions, ExecOptions } from './options.js';
@@ -478,22 +478,6 @@ async function removeContainerDir(dir: string, subdirs: string[]): Promise<void>
     } catch {
       await fsp.rm(dir, { recursive: true, force: true, maxRetries: 3 });
     }
-  }
-}
-
-function rmdirQuietly(path: string): void {
-  try {
-    rmdirSync(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-  }
-}
-
-function unlinkQuietly(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
 }
 

@@ -24,6 +24,11 @@ export function removeTree(path: string): void {
     if (entry.isDirectory()) removeTree(child);
     else unlinkQuietly(child);
   }
+  rmdirQuietly(path);
+}
+
+/** Removes an empty directory that another remover may have removed first. */
+export function rmdirQuietly(path: string): void {
   try {
     rmdirSync(path);
   } catch (error) {
@@ -32,7 +37,7 @@ export function removeTree(path: string): void {
 }
 
 /** Unlinks a file that another remover may have removed first. */
-function unlinkQuietly(path: string): void {
+export function unlinkQuietly(path: string): void {
   try {
     unlinkSync(path);
   } catch (error) {
