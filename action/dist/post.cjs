@@ -20740,6 +20740,17 @@ __name(toInfo, "toInfo");
 init_import_meta_url();
 var import_node_fs6 = require("node:fs");
 var import_node_path6 = require("node:path");
+
+// src/runtime/spares.ts
+init_import_meta_url();
+var SPARE_NAME = /^spare-(\d+)-(\d+)-\d+$/;
+function spareOwner(name) {
+  const match = SPARE_NAME.exec(name);
+  return match ? { pid: Number(match[1]), startTime: Number(match[2]) } : void 0;
+}
+__name(spareOwner, "spareOwner");
+
+// src/runtime/sweep.ts
 async function sweepContainers(root) {
   const dir = containersDir(root);
   let entries;
@@ -20751,6 +20762,13 @@ async function sweepContainers(root) {
   const removed = [];
   for (const id of entries) {
     const path = (0, import_node_path6.join)(dir, id);
+    const spareOf = spareOwner(id);
+    if (spareOf) {
+      if (ownerAlive(spareOf)) continue;
+      removeTree(path);
+      removed.push(id);
+      continue;
+    }
     const record = readRecord(path);
     if (record) {
       if (record.keep && record.state === "exited") continue;

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { promises as fsp, mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import {
   writeRecordAsync,
 } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
+import { retireToSpare, reuseSpare, spareCount } from './spares.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
 
@@ -135,9 +137,10 @@ export class Container {
   /** Makes its directory, cgroups, record and bundle (synchronously). */
   private materialize(): void {
     ensureContainersDir();
+    if (this.materializeFromSpare()) return;
     mkdirSync(this.dir);
     try {
-      this.cgroups = this.createCgroups();
+      this.cgroups ??= this.createCgroups();
       this.record.cgroupDirs = this.cgroups.dirs;
       this.recordBytes = writeRecord(this.dir, this.record);
       if (!this.options.rootfsInPlace) for (const sub of ['rootfs', 'upper', 'work']) mkdirSync(join(this.dir, sub));
@@ -158,9 +161,10 @@ export class Container {
   /** The same as `materialize`, with the filesystem work off the event loop (the cgroups are made synchronously). */
   private async materializeAsync(): Promise<void> {
     await ensureContainersDirAsync();
+    if (this.materializeFromSpare()) return;
     await fsp.mkdir(this.dir);
     try {
-      this.cgroups = this.createCgroups();
+      this.cgroups ??= this.createCgroups();
       this.record.cgroupDirs = this.cgroups.dirs;
       const dir = this.dir;
       const work: Promise<unknown>[] = [
@@ -187,6 +191,29 @@ export class Container {
       await fsp.rm(this.dir, { recursive: true, force: true }).catch(() => {});
       throw error;
     }
+  }
+
+  /**
+   * Makes the directory from a spare one this process kept (spares.ts), when it
+   * has one: renamed and rewritten in place (microseconds, synchronously), no
+   * inode made. False when there is none or the layout differs (the caller
+   * makes the directory).
+   */
+  private materializeFromSpare(): boolean {
+    if (this.options.rootfsInPlace || this.deep || spareCount() === 0) return false;
+    this.cgroups = this.createCgroups();
+    this.record.cgroupDirs = this.cgroups.dirs;
+    const record = JSON.stringify(this.record);
+    if (!reuseSpare(this.dir, record, JSON.stringify(this.spec))) return false; // its cgroups are kept for the caller
+    this.recordBytes = Buffer.byteLength(record);
+    try {
+      if (this.options.name !== undefined) reserveName(this.options.name, this.id);
+    } catch (error) {
+      void this.cgroups.remove().catch(() => {});
+      removeTree(this.dir);
+      throw error;
+    }
+    return true;
   }
 
   private createCgroups(): ContainerCgroups {
@@ -436,7 +463,9 @@ export class Container {
     try {
       // The dirs it made, and overlayfs's work/work; l/ (deep images) holds links: listed.
       if (this.deep) removeTree(join(this.dir, 'l'));
-      await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ['rootfs', 'work/work', 'work']);
+      if (this.options.rootfsInPlace || !(await retireToSpare(this.dir))) {
+        await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ['rootfs', 'work/work', 'work']);
+      }
     } catch (error) {
       failure = failure ? withCleanupError(failure, error) : error;
     }
@@ -504,14 +533,36 @@ let containersDirReady = false;
 
 function ensureContainersDir(): void {
   if (containersDirReady) return;
-  mkdirSync(containersDir(), { recursive: true, mode: 0o700 });
+  if (mkdirSync(containersDir(), { recursive: true, mode: 0o700 }) !== undefined) spreadSubdirs(containersDir());
   containersDirReady = true;
 }
 
 async function ensureContainersDirAsync(): Promise<void> {
   if (containersDirReady) return;
-  await fsp.mkdir(containersDir(), { recursive: true, mode: 0o700 });
+  if ((await fsp.mkdir(containersDir(), { recursive: true, mode: 0o700 })) !== undefined) {
+    spreadSubdirs(containersDir());
+  }
   containersDirReady = true;
+}
+
+/**
+ * Marks the new containers directory as the top of its own hierarchies for
+ * ext4's Orlov allocator (`chattr +T`): each container's directory then goes
+ * to a block group of its own choosing, with its files, instead of all into
+ * this directory's group. There, on ext4 without a journal, every inode
+ * allocation walked past the group's recently freed inodes one by one
+ * (`recently_deleted`), a cost that grows with churn: 11 % of the CPU of 100
+ * containers in a row, 0.1 % with the flag. Best effort, in the background:
+ * other filesystems and a missing chattr change nothing.
+ */
+function spreadSubdirs(dir: string): void {
+  try {
+    const chattr = spawn('chattr', ['+T', dir], { stdio: 'ignore' });
+    chattr.on('error', () => {});
+    chattr.unref();
+  } catch {
+    // no chattr: the directory works the same
+  }
 }
 
 /** What `exec` needs of a running container: also enough for one another petri process runs (a reused one). */

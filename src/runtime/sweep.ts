@@ -5,6 +5,7 @@ import { killCgroups, removeCgroups } from './cgroups/index.js';
 import { releaseName } from './names.js';
 import { containersDir } from './paths.js';
 import { ownerAlive, readRecord, writeRecord } from './record.js';
+import { spareOwner } from './spares.js';
 
 let swept = false;
 
@@ -36,6 +37,14 @@ export async function sweepContainers(root?: string): Promise<string[]> {
   const removed: string[] = [];
   for (const id of entries) {
     const path = join(dir, id);
+    const spareOf = spareOwner(id);
+    if (spareOf) {
+      // A spare directory (spares.ts): its owner's, while that process lives.
+      if (ownerAlive(spareOf)) continue;
+      removeTree(path);
+      removed.push(id);
+      continue;
+    }
     const record = readRecord(path);
     if (record) {
       if (record.keep && record.state === 'exited') continue;
