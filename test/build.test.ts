@@ -206,10 +206,10 @@ describeKernel('petri build: fixtures, cache, output', () => {
     expect(ok('run', '--rm', 'ptest/meta')).toBe('hello\n');
   });
 
-  it('ADD extracts a local tar, COPY semantics: directory contents, several sources, wildcards, file renames, --exclude', () => {
+  it('ADD extracts local tars (gzip, bzip2, xz), COPY semantics: directory contents, several sources, wildcards, file renames, --exclude', () => {
     build(ctx('add-tar'), '-t', 'ptest/add');
-    expect(sh('ptest/add', 'cat /opt/dir/file.txt /opt/plain.txt; ls /opt')).toBe(
-      'in archive\nplain\ndir\nplain.txt\n',
+    expect(sh('ptest/add', 'cat /opt/dir/file.txt /opt/plain.txt /opt/bz/b.txt /opt/xz/x.txt; ls /opt')).toBe(
+      'in archive\nplain\nfrom bzip2\nfrom xz\nbz\ndir\nplain.txt\nxz\n',
     );
     build(ctx('copy-semantics'), '-t', 'ptest/copy');
     expect(

@@ -6954,7 +6954,7 @@ var require_streamx = __commonJS({
         }
       }
       static deferred(fn, opts) {
-        const out = new PassThrough7(opts);
+        const out = new PassThrough8(opts);
         fn().then((src) => {
           if (src === null) return out.end();
           if (out.destroying) return;
@@ -7161,7 +7161,7 @@ var require_streamx = __commonJS({
         return this;
       }
     };
-    var Duplex = class extends Readable4 {
+    var Duplex2 = class extends Readable4 {
       static {
         __name(this, "Duplex");
       }
@@ -7202,7 +7202,7 @@ var require_streamx = __commonJS({
         return this;
       }
     };
-    var Transform2 = class extends Duplex {
+    var Transform2 = class extends Duplex2 {
       static {
         __name(this, "Transform");
       }
@@ -7249,7 +7249,7 @@ var require_streamx = __commonJS({
         this._flush(transformAfterFlush.bind(this));
       }
     };
-    var PassThrough7 = class extends Transform2 {
+    var PassThrough8 = class extends Transform2 {
       static {
         __name(this, "PassThrough");
       }
@@ -7384,7 +7384,7 @@ var require_streamx = __commonJS({
     }
     __name(abort, "abort");
     function isWritev(s) {
-      return s._writev !== Writable2.prototype._writev && s._writev !== Duplex.prototype._writev;
+      return s._writev !== Writable2.prototype._writev && s._writev !== Duplex2.prototype._writev;
     }
     __name(isWritev, "isWritev");
     module3.exports = {
@@ -7401,10 +7401,10 @@ var require_streamx = __commonJS({
       Stream,
       Writable: Writable2,
       Readable: Readable4,
-      Duplex,
+      Duplex: Duplex2,
       Transform: Transform2,
       // Export PassThrough for compatibility with Node.js core's stream module
-      PassThrough: PassThrough7
+      PassThrough: PassThrough8
     };
   }
 });
@@ -10961,6 +10961,70 @@ var init_config = __esm({
   }
 });
 
+// src/build/decompress.ts
+function compressionOf(head) {
+  return MAGIC.find(([, magic]) => head.subarray(0, magic.length).equals(magic))?.[0];
+}
+function cannotDecompress(kind, what) {
+  if (kind === "zstd" && !zstdDecompress()) {
+    return `${what}: zstd archives need Node.js 22.15 or newer (this is ${process.version}): use a gzip tar`;
+  }
+  return void 0;
+}
+function decompressor(kind, what) {
+  if (kind === "gzip") return import_node_zlib2.default.createGunzip();
+  if (kind === "zstd") return zstdDecompress();
+  const command2 = kind === "xz" ? "xz" : "bzip2";
+  const child = (0, import_node_child_process5.spawn)(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
+  const output = new import_node_stream4.PassThrough();
+  child.stdout.pipe(output, { end: false });
+  const stream = import_node_stream4.Duplex.from({ writable: child.stdin, readable: output });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (text) => {
+    stderr += text;
+  });
+  child.on("error", (error) => {
+    stream.destroy(
+      error.code === "ENOENT" ? new PetriError(
+        `${what}: ${kind} archives need the ${command2} command on this machine (Debian and Ubuntu: apt-get install ${kind === "xz" ? "xz-utils" : "bzip2"})`
+      ) : error
+    );
+  });
+  child.on("close", (code, signal) => {
+    if (code === 0) output.end();
+    else if (!stream.destroyed) {
+      stream.destroy(new Error(`${command2} -d failed (${signal ?? `exit status ${code}`}): ${stderr.trim()}`));
+    }
+  });
+  stream.on("close", () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
+  child.stdin.on("error", () => {
+  });
+  return stream;
+}
+var import_node_child_process5, import_node_stream4, import_node_zlib2, MAGIC, zstdDecompress;
+var init_decompress = __esm({
+  "src/build/decompress.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_child_process5 = require("node:child_process");
+    import_node_stream4 = require("node:stream");
+    import_node_zlib2 = __toESM(require("node:zlib"), 1);
+    init_errors();
+    MAGIC = [
+      ["gzip", Buffer.from([31, 139])],
+      ["zstd", Buffer.from([40, 181, 47, 253])],
+      ["bzip2", Buffer.from("BZh")],
+      ["xz", Buffer.from([253, 55, 122, 88, 90, 0])]
+    ];
+    __name(compressionOf, "compressionOf");
+    zstdDecompress = /* @__PURE__ */ __name(() => import_node_zlib2.default.createZstdDecompress?.(), "zstdDecompress");
+    __name(cannotDecompress, "cannotDecompress");
+    __name(decompressor, "decompressor");
+  }
+});
+
 // src/build/fs-view.ts
 function cleanRel(path) {
   const parts = [];
@@ -11009,7 +11073,7 @@ function opaqueDirs(layerDir) {
   const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
-  const result = (0, import_node_child_process5.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
+  const result = (0, import_node_child_process6.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
     const why = result.stderr.toString().trim().replace(/^petri-runner: /, "") || `exit status ${result.status}`;
@@ -11034,12 +11098,12 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process5, import_node_fs27, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process6, import_node_fs27, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process5 = require("node:child_process");
+    import_node_child_process6 = require("node:child_process");
     import_node_fs27 = require("node:fs");
     import_node_path23 = require("node:path");
     init_dockerignore();
@@ -11335,22 +11399,14 @@ async function download(req, url) {
   };
 }
 async function archiveKind(entry) {
+  const what = `ADD ${entry.source}`;
   const head = await readHead(entry.hostPath, 512);
-  if (head.subarray(0, 3).equals(MAGIC.bzip2) || head.subarray(0, 6).equals(MAGIC.xz)) {
-    const kind = head[0] === 66 ? "bzip2" : "xz";
-    throw new PetriError(
-      `ADD ${entry.source}: ${kind}-compressed archives are not supported by petri: use a gzip tar, or COPY it and unpack it in a RUN`
-    );
+  const compression = compressionOf(head);
+  if (compression) {
+    const why = cannotDecompress(compression, what);
+    if (why) throw new PetriError(why);
   }
-  let compression;
-  if (head.subarray(0, 2).equals(MAGIC.gzip)) compression = "gzip";
-  else if (head.subarray(0, 4).equals(MAGIC.zstd)) compression = "zstd";
-  if (compression === "zstd" && !zstdDecompress()) {
-    throw new PetriError(
-      `ADD ${entry.source}: zstd archives need Node.js 22.15 or newer (this is ${process.version}): use a gzip tar`
-    );
-  }
-  const header = compression ? await decompressedHead(entry.hostPath, compression) : head;
+  const header = compression ? await decompressedHead(entry.hostPath, compression, what) : head;
   if (!isTarHeader(header)) return void 0;
   return compression ?? "tar";
 }
@@ -11364,9 +11420,9 @@ async function readHead(path, size2) {
     await file.close();
   }
 }
-async function decompressedHead(path, compression) {
+async function decompressedHead(path, compression, what) {
   const input = (0, import_node_fs28.createReadStream)(path);
-  const stream = compression === "gzip" ? import_node_zlib2.default.createGunzip() : zstdDecompress();
+  const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
   let head = Buffer.alloc(0);
@@ -11375,7 +11431,8 @@ async function decompressedHead(path, compression) {
       head = Buffer.concat([head, chunk]);
       if (head.length >= 512) break;
     }
-  } catch {
+  } catch (error) {
+    if (error instanceof PetriError) throw error;
   } finally {
     input.destroy();
     stream.destroy();
@@ -11423,7 +11480,7 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs28, import_promises8, import_node_path24, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs28, import_promises8, import_node_path24, import_promises9, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
@@ -11433,12 +11490,12 @@ var init_copy = __esm({
     import_promises8 = require("node:fs/promises");
     import_node_path24 = require("node:path");
     import_promises9 = require("node:stream/promises");
-    import_node_zlib2 = __toESM(require("node:zlib"), 1);
     init_dockerignore();
     init_errors();
     init_fsops();
     init_whiteouts();
     init_fs();
+    init_decompress();
     init_fs_view();
     isUrl = /* @__PURE__ */ __name((source) => /^https?:\/\//i.test(source), "isUrl");
     isGit = /* @__PURE__ */ __name((source) => /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source), "isGit");
@@ -11594,13 +11651,6 @@ var init_copy = __esm({
     __name(digestFiles, "digestFiles");
     __name(fileDigest, "fileDigest");
     __name(download, "download");
-    MAGIC = {
-      gzip: Buffer.from([31, 139]),
-      zstd: Buffer.from([40, 181, 47, 253]),
-      bzip2: Buffer.from("BZh"),
-      xz: Buffer.from([253, 55, 122, 88, 90, 0])
-    };
-    zstdDecompress = /* @__PURE__ */ __name(() => import_node_zlib2.default.createZstdDecompress?.(), "zstdDecompress");
     __name(archiveKind, "archiveKind");
     __name(readHead, "readHead");
     __name(decompressedHead, "decompressedHead");
@@ -11844,8 +11894,7 @@ var init_copy = __esm({
       /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
       async #extract(entry, destRel) {
         const stages = [];
-        if (entry.archive === "gzip") stages.push(import_node_zlib2.default.createGunzip());
-        if (entry.archive === "zstd") stages.push(zstdDecompress());
+        if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
         const input = (0, import_node_fs28.createReadStream)(entry.hostPath);
@@ -12030,7 +12079,7 @@ function sendOnce(request) {
   const timeout = request.idleTimeoutMs ?? 6e4;
   return new Promise((resolve10, reject) => {
     const fail = /* @__PURE__ */ __name((error) => {
-      if (body instanceof import_node_stream4.Readable) body.destroy();
+      if (body instanceof import_node_stream5.Readable) body.destroy();
       reject(asConnectionError(error, url));
     }, "fail");
     const req = (secure ? import_node_https.default : import_node_http.default).request(
@@ -12047,7 +12096,7 @@ function sendOnce(request) {
     );
     req.on("timeout", () => req.destroy(new ConnectionError(`no response for ${timeout / 1e3}s`, "ETIMEDOUT")));
     req.on("error", fail);
-    if (body instanceof import_node_stream4.Readable) {
+    if (body instanceof import_node_stream5.Readable) {
       body.on("error", (error) => req.destroy(error));
       body.pipe(req);
     } else {
@@ -12094,14 +12143,14 @@ function isTlsError(error) {
   const cause = error.cause?.code ?? "";
   return [code, cause].some((c) => c.startsWith("ERR_SSL") || c.startsWith("ERR_TLS") || c === "EPROTO") || /certificate|SSL|TLS/i.test(error.message ?? "");
 }
-var import_node_http, import_node_https, import_node_stream4, ConnectionError, MAX_REDIRECTS, agents;
+var import_node_http, import_node_https, import_node_stream5, ConnectionError, MAX_REDIRECTS, agents;
 var init_http = __esm({
   "src/image/registry/http.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_http = __toESM(require("node:http"), 1);
     import_node_https = __toESM(require("node:https"), 1);
-    import_node_stream4 = require("node:stream");
+    import_node_stream5 = require("node:stream");
     ConnectionError = class extends Error {
       static {
         __name(this, "ConnectionError");
@@ -12351,7 +12400,7 @@ function parseHelperOutput(out, helper) {
 function runHelper(name, action, input) {
   const program = `docker-credential-${name}`;
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process6.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = (0, import_node_child_process7.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (chunk) => {
@@ -12376,12 +12425,12 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process6, import_node_fs29, import_node_os4, import_node_path25, HelperNotFound;
+var import_node_child_process7, import_node_fs29, import_node_os4, import_node_path25, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process6 = require("node:child_process");
+    import_node_child_process7 = require("node:child_process");
     import_node_fs29 = require("node:fs");
     import_node_os4 = require("node:os");
     import_node_path25 = require("node:path");
@@ -12859,10 +12908,10 @@ async function attempt(client, store, repository, blob, onRetry, tee) {
   const source = chunks(client, repository, blob, onRetry);
   const expected = { digest: blob.digest, size: blob.size };
   if (!tee) {
-    await store.writeBlobStream(import_node_stream5.Readable.from(source), expected);
+    await store.writeBlobStream(import_node_stream6.Readable.from(source), expected);
     return;
   }
-  const copy = new import_node_stream5.PassThrough({ highWaterMark: 1 << 20 });
+  const copy = new import_node_stream6.PassThrough({ highWaterMark: 1 << 20 });
   let settle;
   const verified = new Promise((resolve10, reject) => {
     settle = { resolve: resolve10, reject };
@@ -12873,7 +12922,7 @@ async function attempt(client, store, repository, blob, onRetry, tee) {
   teeing.catch(() => {
   });
   try {
-    await store.writeBlobStream(import_node_stream5.Readable.from(copied(source, copy)), expected);
+    await store.writeBlobStream(import_node_stream6.Readable.from(copied(source, copy)), expected);
   } catch (error) {
     settle?.reject(error);
     await teeing.catch(() => {
@@ -12966,12 +13015,12 @@ async function* chunks(client, repository, blob, onRetry) {
     await failed(`the connection ended after ${offset} of ${blob.size} bytes`);
   }
 }
-var import_node_stream5, Restart;
+var import_node_stream6, Restart;
 var init_blob_download = __esm({
   "src/image/registry/blob-download.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_stream5 = require("node:stream");
+    import_node_stream6 = require("node:stream");
     init_errors();
     init_client();
     init_http();
@@ -13885,7 +13934,7 @@ var init_pull = __esm({
 
 // src/snapshot/scan.ts
 async function scanTree(dir) {
-  const child = (0, import_node_child_process7.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = (0, import_node_child_process8.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => {
     stderr += chunk.toString();
@@ -13905,12 +13954,12 @@ async function scanTree(dir) {
   }
   return lines.map((line) => JSON.parse(line));
 }
-var import_node_child_process7, import_node_readline2;
+var import_node_child_process8, import_node_readline2;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process7 = require("node:child_process");
+    import_node_child_process8 = require("node:child_process");
     import_node_readline2 = require("node:readline");
     init_errors();
     init_runner_binary();
@@ -14174,7 +14223,7 @@ function moveContents(from, to) {
       (0, import_node_fs32.renameSync)((0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process8.spawnSync)("cp", ["-a", "--", (0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process9.spawnSync)("cp", ["-a", "--", (0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
@@ -14187,15 +14236,15 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process8, import_node_fs32, import_node_path27, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process9, import_node_fs32, import_node_path27, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process8 = require("node:child_process");
+    import_node_child_process9 = require("node:child_process");
     import_node_fs32 = require("node:fs");
     import_node_path27 = require("node:path");
-    import_node_stream6 = require("node:stream");
+    import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
     init_suggest();
@@ -14783,7 +14832,7 @@ ${trigger}
         };
       }
       async #commitLayer(state, upper) {
-        const stream = new import_node_stream6.PassThrough();
+        const stream = new import_node_stream7.PassThrough();
         const stored = this.#store.writeBlobStream(stream);
         stored.catch(() => {
         });
@@ -24204,7 +24253,7 @@ async function commitContainer(store, ref, options = {}) {
   const base = container.imageId ? await store.resolve(container.imageId) : void 0;
   const tag = options.ref ? parseReference(options.ref).ref : void 0;
   const epoch = process.env.SOURCE_DATE_EPOCH ? Number(process.env.SOURCE_DATE_EPOCH) : void 0;
-  const stream = new import_node_stream7.PassThrough();
+  const stream = new import_node_stream8.PassThrough();
   const stored = store.writeBlobStream(stream);
   const { diffId } = await writeLayer(upper, stream, epoch === void 0 ? {} : { sourceDateEpoch: epoch });
   const blob = await stored;
@@ -24250,14 +24299,14 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs37, import_node_path32, import_node_stream7;
+var import_node_fs37, import_node_path32, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs37 = require("node:fs");
     import_node_path32 = require("node:path");
-    import_node_stream7 = require("node:stream");
+    import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
     init_platform();
@@ -37563,7 +37612,7 @@ function need(files, path, file) {
 function sniffGzip(source) {
   let gzip = false;
   let first = true;
-  const out = new import_node_stream8.PassThrough();
+  const out = new import_node_stream9.PassThrough();
   source.on("data", (chunk) => {
     if (first) gzip = chunk.length >= 2 && chunk[0] === 31 && chunk[1] === 139;
     first = false;
@@ -37576,13 +37625,13 @@ function maybeGunzip(file) {
   const input = (0, import_node_fs42.createReadStream)(file);
   return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
 }
-var import_node_fs42, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs42, import_node_stream9, import_promises17, import_node_zlib3, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs42 = require("node:fs");
-    import_node_stream8 = require("node:stream");
+    import_node_stream9 = require("node:stream");
     import_promises17 = require("node:stream/promises");
     import_node_zlib3 = require("node:zlib");
     import_tar_stream3 = __toESM(require_tar_stream(), 1);
@@ -37828,7 +37877,7 @@ ${run(["--rm"])}
   }
 }
 function dockerAnswers() {
-  const r = (0, import_node_child_process9.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
+  const r = (0, import_node_child_process10.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
     stdio: ["ignore", "pipe", "ignore"],
     timeout: 15e3
   });
@@ -37858,7 +37907,7 @@ async function runDocker(plan, mode) {
   }
   try {
     say(["load", "-i", archive]);
-    const load = (0, import_node_child_process9.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    const load = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
     if (load.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
   } finally {
@@ -37866,7 +37915,7 @@ async function runDocker(plan, mode) {
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
-  const run = (0, import_node_child_process9.spawnSync)("docker", args, { stdio: "inherit" });
+  const run = (0, import_node_child_process10.spawnSync)("docker", args, { stdio: "inherit" });
   const code = run.status ?? 128 + 9;
   if (mode === "rerun") {
     const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
@@ -37875,12 +37924,12 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process9, import_node_fs44, HELP4, SPECS4;
+var import_node_child_process10, import_node_fs44, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process9 = require("node:child_process");
+    import_node_child_process10 = require("node:child_process");
     import_node_fs44 = require("node:fs");
     init_errors();
     init_failure_labels();
@@ -38328,7 +38377,7 @@ async function importRootfs(store, source, ref, options = {}) {
   if (!(0, import_node_fs46.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
   if ((0, import_node_fs46.statSync)(source).isDirectory()) {
-    const stream = new import_node_stream9.PassThrough();
+    const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
     const blob = await stored;
@@ -38369,7 +38418,7 @@ async function uncompressedDigest(file) {
   await (0, import_promises19.pipeline)(
     (0, import_node_fs46.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
-    new import_node_stream9.Writable({
+    new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);
         callback();
@@ -38378,14 +38427,14 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs46, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto10, import_node_fs46, import_node_stream10, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto10 = require("node:crypto");
     import_node_fs46 = require("node:fs");
-    import_node_stream9 = require("node:stream");
+    import_node_stream10 = require("node:stream");
     import_promises19 = require("node:stream/promises");
     import_node_zlib5 = require("node:zlib");
     init_errors();

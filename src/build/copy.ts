@@ -18,13 +18,13 @@ import { copyFile, open, readFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
 import { cleanPath, goMatch, hasWildcards, IgnoreMatcher } from '../dockerfile/dockerignore.js';
 import { PetriError } from '../errors.js';
 import { FsOps } from '../snapshot/fsops.js';
 import type { TarHeader } from '../snapshot/tar-pax.js';
 import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../snapshot/whiteouts.js';
 import { removeTree } from '../util/fs.js';
+import { type Compression, cannotDecompress, compressionOf, decompressor } from './decompress.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
@@ -85,7 +85,7 @@ export interface SelectedEntry {
   /** Content held in memory (heredocs, downloads). */
   content?: Buffer;
   /** ADD: a tar archive to extract into dest, and how it is compressed. */
-  archive?: 'tar' | 'gzip' | 'zstd';
+  archive?: 'tar' | Compression;
   /** `dev:ino` of a source file with several links: the links within one COPY stay links. */
   link?: string;
 }
@@ -379,34 +379,16 @@ async function download(req: CopyRequest, url: string): Promise<SelectedEntry> {
   };
 }
 
-const MAGIC = {
-  gzip: Buffer.from([0x1f, 0x8b]),
-  zstd: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]),
-  bzip2: Buffer.from('BZh'),
-  xz: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]),
-};
-
-const zstdDecompress = () =>
-  (zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
-
-/** ADD: whether a file is a tar archive (plain, gzip, zstd) that Docker would extract. */
+/** ADD: whether a file is a tar archive (plain, gzip, bzip2, xz, zstd) that Docker would extract. */
 async function archiveKind(entry: SelectedEntry): Promise<SelectedEntry['archive']> {
+  const what = `ADD ${entry.source}`;
   const head = await readHead(entry.hostPath as string, 512);
-  if (head.subarray(0, 3).equals(MAGIC.bzip2) || head.subarray(0, 6).equals(MAGIC.xz)) {
-    const kind = head[0] === 0x42 ? 'bzip2' : 'xz';
-    throw new PetriError(
-      `ADD ${entry.source}: ${kind}-compressed archives are not supported by petri: use a gzip tar, or COPY it and unpack it in a RUN`,
-    );
+  const compression = compressionOf(head);
+  if (compression) {
+    const why = cannotDecompress(compression, what);
+    if (why) throw new PetriError(why);
   }
-  let compression: 'gzip' | 'zstd' | undefined;
-  if (head.subarray(0, 2).equals(MAGIC.gzip)) compression = 'gzip';
-  else if (head.subarray(0, 4).equals(MAGIC.zstd)) compression = 'zstd';
-  if (compression === 'zstd' && !zstdDecompress()) {
-    throw new PetriError(
-      `ADD ${entry.source}: zstd archives need Node.js 22.15 or newer (this is ${process.version}): use a gzip tar`,
-    );
-  }
-  const header = compression ? await decompressedHead(entry.hostPath as string, compression) : head;
+  const header = compression ? await decompressedHead(entry.hostPath as string, compression, what) : head;
   if (!isTarHeader(header)) return undefined;
   return compression ?? 'tar';
 }
@@ -422,9 +404,9 @@ async function readHead(path: string, size: number): Promise<Buffer> {
   }
 }
 
-async function decompressedHead(path: string, compression: 'gzip' | 'zstd'): Promise<Buffer> {
+async function decompressedHead(path: string, compression: Compression, what: string): Promise<Buffer> {
   const input = createReadStream(path);
-  const stream = compression === 'gzip' ? zlib.createGunzip() : (zstdDecompress() as NodeJS.ReadWriteStream);
+  const stream = decompressor(compression, what);
   input.on('error', (error) => (stream as unknown as Readable).destroy(error));
   input.pipe(stream as unknown as NodeJS.WritableStream);
   let head = Buffer.alloc(0);
@@ -433,8 +415,9 @@ async function decompressedHead(path: string, compression: 'gzip' | 'zstd'): Pro
       head = Buffer.concat([head, chunk]);
       if (head.length >= 512) break;
     }
-  } catch {
-    // not decompressible: not an archive, copied as it is
+  } catch (error) {
+    // A missing decompressor is the machine's, not the file's: said. Anything else: not an archive, copied as it is.
+    if (error instanceof PetriError) throw error;
   } finally {
     input.destroy();
     (stream as unknown as Readable).destroy();
@@ -749,8 +732,7 @@ class UpperWriter implements FsView {
   /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
   async #extract(entry: SelectedEntry, destRel: string): Promise<void> {
     const stages: NodeJS.ReadWriteStream[] = [];
-    if (entry.archive === 'gzip') stages.push(zlib.createGunzip());
-    if (entry.archive === 'zstd') stages.push(zstdDecompress() as NodeJS.ReadWriteStream);
+    if (entry.archive && entry.archive !== 'tar') stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
     // tar-stream is loaded only when an archive is extracted: a cached build never needs it.
     const { tarStream } = await import('../snapshot/tar-pax.js');
     const extract = tarStream().extract();
