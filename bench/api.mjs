@@ -97,10 +97,7 @@ try {
   const ctx = join(work, 'busybox');
   cpSync(join(top, 'fixtures', 'build', 'busybox'), ctx, { recursive: true, verbatimSymlinks: true });
   copyFileSync('/bin/busybox', join(ctx, 'busybox'));
-  mustSucceed(
-    'petri build',
-    spawnSync(process.execPath, [bin, 'build', '-q', '-t', IMAGE, ctx], { encoding: 'utf8', env: petriEnv }),
-  );
+  mustSucceed('petri build', spawnSync(bin, ['build', '-q', '-t', IMAGE, ctx], { encoding: 'utf8', env: petriEnv }));
   // no bridge on the private dockerd (no iptables here): RUN uses the host's network, as petri build's does
   mustSucceed('docker build', docker(['build', '-q', '--network', 'host', '-t', IMAGE, ctx]));
 

@@ -89,7 +89,7 @@ let interrupted = false;
 
 const tools = {
   petri: {
-    run: (args) => spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: petriEnv, timeout: 300_000 }),
+    run: (args) => spawnSync(bin, [...args], { encoding: 'utf8', env: petriEnv, timeout: 300_000 }),
     build: (args) => ['build', '--progress', 'plain', ...args],
     runArgs: (image, cmd) => ['run', '--rm', image, ...cmd],
   },
@@ -225,7 +225,7 @@ function measureStarts() {
     ...(process.env.NODE_EXTRA_CA_CERTS
       ? { 'node -e 0 with NODE_EXTRA_CA_CERTS': [process.execPath, ['-e', '0'], withCa] }
       : {}),
-    'petri version': [process.execPath, [bin, 'version'], petriEnv],
+    'petri version': [bin, ['version'], petriEnv],
     'docker --version': [dockerCli, ['--version'], dockerEnv],
     'docker version (one API call)': [dockerCli, ['version', '--format', 'x'], dockerEnv],
   };

@@ -97,7 +97,7 @@ const timed = (times, cmd, args) => {
 for (let i = 0; i < cliRuns + 2; i++) {
   if (i === 2) for (const times of Object.values(cliTimes)) times.length = 0; // warm-up
   timed(cliTimes.nodeZero, process.execPath, ['-e', '0']);
-  timed(cliTimes.petri, process.execPath, [bin, 'run', '--rm', '--rootfs', rootfs, '/bin/true']);
+  timed(cliTimes.petri, bin, ['run', '--rm', '--rootfs', rootfs, '/bin/true']);
   if (results.runc) timed(cliTimes.runc, 'runc', ['run', '--bundle', bundle, `pbench-${process.pid}-${runcSeq++}`]);
 }
 const nodeZero = median(cliTimes.nodeZero);

@@ -77,10 +77,10 @@ try {
       const root = join(work, 'petri-root');
       rmSync(root, { recursive: true, force: true });
       const env = { ...petriEnv, PETRI_ROOT: root };
-      const pull = run(process.execPath, [bin, 'pull', '-q', image], env, 'petri pull');
+      const pull = run(bin, ['pull', '-q', image], env, 'petri pull');
       const unpacked = readdirSync(join(root, 'layers')).filter((name) => !name.startsWith('.')).length;
       if (unpacked !== size.layers) throw new Error(`petri pull left ${unpacked} of ${size.layers} layers unpacked`);
-      const first = run(process.execPath, [bin, 'run', '--rm', image, '/bin/busybox', 'true'], env, 'petri run');
+      const first = run(bin, ['run', '--rm', image, '/bin/busybox', 'true'], env, 'petri run');
       results['petri + first run'].push(pull + first);
       return pull;
     },

@@ -554,6 +554,7 @@ static int usage(void)
 	      "       petri-runner serve --socket NAME --control-fd N   (a fork server: PROTOCOL.md)\n"
 	      "       petri-runner fsops    (JSON ops on stdin, one result line each)\n"
 	      "       petri-runner scan DIR\n"
+	      "       petri-runner replay SCRIPT build ARGS...   (bin/petri: a remembered build, else node SCRIPT)\n"
 	      "       petri-runner version\n",
 	      stderr);
 	return EXIT_SETUP;
@@ -638,6 +639,8 @@ int main(int argc, char **argv)
 		return argc == 2 ? fsops_main() : usage();
 	if (strcmp(argv[1], "scan") == 0)
 		return argc == 3 ? scan_main(argv[2]) : usage();
+	if (strcmp(argv[1], "replay") == 0)
+		return argc >= 4 && strcmp(argv[3], "build") == 0 ? replay_main(argc, argv) : usage();
 	if (strcmp(argv[1], "standby") == 0) {
 		/* A runner made ahead (sealed, waiting): its real command line comes
 		 * on the control fd, NUL-separated, ending with an empty argument. */

@@ -9073,6 +9073,8 @@ var init_result_cache = __esm({
       static {
         __name(this, "ResultCache");
       }
+      /** Set by a hit (`lookup`) or by `remember` once it has written its record. */
+      verified;
       #key;
       #file;
       #context;
@@ -9120,6 +9122,7 @@ var init_result_cache = __esm({
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
         if (!hex || !(0, import_node_fs24.existsSync)((0, import_node_path19.join)(this.#blobs, "sha256", hex))) return void 0;
+        this.verified = { ...record, files: now.files, index: now.index };
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
       /**
@@ -9159,6 +9162,7 @@ var init_result_cache = __esm({
           const tmp = `${this.#file}.${process.pid}.tmp`;
           (0, import_node_fs24.writeFileSync)(tmp, JSON.stringify(record));
           (0, import_node_fs24.renameSync)(tmp, this.#file);
+          this.verified = { ...record, files: record.files, index: record.index };
         } catch {
         }
       }
@@ -15223,6 +15227,138 @@ ${trigger}
   }
 });
 
+// src/build/replay.ts
+var replay_exports = {};
+__export(replay_exports, {
+  replayKey: () => replayKey,
+  replayName: () => replayName,
+  writeReplay: () => writeReplay
+});
+function replayKey(inputs) {
+  const argv = [...inputs.argv];
+  const noCache = argv.indexOf("--no-cache");
+  if (noCache >= 0) {
+    if (VALUED.has(argv[noCache - 1] ?? "") || argv.lastIndexOf("--no-cache") !== noCache) return void 0;
+    argv.splice(noCache, 1);
+  }
+  if (argv.some((arg) => arg === "--" || arg.startsWith("--no-cache"))) return void 0;
+  const env = /* @__PURE__ */ __name((name) => process.env[name] ?? "", "env");
+  const fields = ["petri-replay-1", process.cwd(), ...argv, "PETRI_ROOT", env("PETRI_ROOT")];
+  fields.push("SOURCE_DATE_EPOCH", env("SOURCE_DATE_EPOCH"));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    let value;
+    if (arg === "--build-arg" && i + 1 < argv.length) value = argv[++i];
+    else if (arg.startsWith("--build-arg=")) value = arg.slice("--build-arg=".length);
+    if (value !== void 0 && !value.includes("=")) fields.push(value, env(value));
+  }
+  for (const name of inputs.envArgs) if (!fields.includes(name)) return void 0;
+  return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
+}
+function replayName(key) {
+  let a = 2166136261;
+  let b = 16777619 ^ 1540483477;
+  for (const c of key) {
+    const old = b;
+    a = Math.imul(a ^ c, 16777619);
+    b = Math.imul(b ^ c, 16777619) ^ old >>> 13;
+  }
+  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
+}
+function writeReplay(inputs, state, root = petriRoot()) {
+  try {
+    const mode = inputs.progress === "auto" ? "plain" : inputs.progress;
+    if (!["plain", "json", "quiet"].includes(mode)) return;
+    const key = replayKey(inputs);
+    if (!key) return;
+    let stderr = "";
+    const render = progressRenderer(
+      mode,
+      {
+        isTTY: false,
+        write: /* @__PURE__ */ __name((text) => {
+          stderr += text;
+          return true;
+        }, "write")
+      }
+    );
+    for (const event of state.events) render(event);
+    const image = {
+      type: "image",
+      id: state.id,
+      manifestDigest: state.manifestDigest,
+      tags: state.tags,
+      durationMs: SENTINEL_MS,
+      resultCache: true
+    };
+    render(image);
+    const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
+    const self2 = (0, import_node_fs33.statSync)(inputs.self, { bigint: true });
+    const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
+    if (!hex) return;
+    const fields = [
+      key,
+      inputs.self,
+      `${self2.size}:${self2.mtimeNs}`,
+      inputs.context,
+      inputs.dockerfile,
+      state.files,
+      (0, import_node_path28.join)(root, "images", "index.json"),
+      state.index,
+      (0, import_node_path28.join)(root, "images", "blobs", "sha256", hex),
+      `${state.id}
+`,
+      stderr,
+      mark,
+      unit
+    ];
+    const body = Buffer.concat([
+      Buffer.from(MAGIC2),
+      ...fields.flatMap((field) => {
+        const bytes = Buffer.isBuffer(field) ? field : Buffer.from(field);
+        return [Buffer.from(`${bytes.length}
+`), bytes, Buffer.from("\n")];
+      })
+    ]);
+    const file = (0, import_node_path28.join)(root, "build-cache", "results", `replay-${replayName(key)}`);
+    (0, import_node_fs33.mkdirSync)((0, import_node_path28.join)(file, ".."), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    (0, import_node_fs33.writeFileSync)(tmp, body);
+    (0, import_node_fs33.renameSync)(tmp, file);
+  } catch {
+  }
+}
+var import_node_fs33, import_node_path28, MAGIC2, SENTINEL_MS, VALUED;
+var init_replay = __esm({
+  "src/build/replay.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs33 = require("node:fs");
+    import_node_path28 = require("node:path");
+    init_paths();
+    init_progress();
+    MAGIC2 = "petri-replay 1\n";
+    SENTINEL_MS = 987654321;
+    VALUED = /* @__PURE__ */ new Set([
+      "-t",
+      "--tag",
+      "-f",
+      "--file",
+      "--build-arg",
+      "--target",
+      "--secret",
+      "--progress",
+      "--pull",
+      "--insecure-registry",
+      "--cache-to",
+      "--cache-from"
+    ]);
+    __name(replayKey, "replayKey");
+    __name(replayName, "replayName");
+    __name(writeReplay, "writeReplay");
+  }
+});
+
 // src/cli/build.ts
 var build_exports = {};
 __export(build_exports, {
@@ -15271,19 +15407,19 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path28.resolve)(src);
+    secrets[id] = (0, import_node_path29.resolve)(src);
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path28.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path28.resolve)(options.file) : void 0;
+  const context = (0, import_node_path29.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path29.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path28.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path29.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -15314,6 +15450,7 @@ async function main2(argv) {
       });
       writeOut(1, `${hit.id}
 `);
+      await saveReplay(argv, options, progress, context, dockerfile, results);
       return 0;
     }
   }
@@ -15358,11 +15495,28 @@ async function main2(argv) {
   results?.remember(seen, result);
   process.stdout.write(`${result.id}
 `);
+  if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
   return 0;
+}
+async function saveReplay(argv, options, progress, context, dockerfile, results) {
+  if (!results.verified) return;
+  const { writeReplay: writeReplay2 } = await Promise.resolve().then(() => (init_replay(), replay_exports));
+  const envArgs = (options["build-arg"] ?? []).filter((arg) => !arg.includes("="));
+  writeReplay2(
+    {
+      argv: ["build", ...argv],
+      envArgs,
+      progress,
+      context,
+      dockerfile: dockerfile ?? (0, import_node_path29.resolve)(context, "Dockerfile"),
+      self: __filename
+    },
+    results.verified
+  );
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs33.statSync)(__filename);
+    const st = (0, import_node_fs34.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -15372,20 +15526,20 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs33.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs34.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs33, import_node_path28, HELP2, SPECS2, MODES;
+var import_node_fs34, import_node_path29, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs33 = require("node:fs");
-    import_node_path28 = require("node:path");
+    import_node_fs34 = require("node:fs");
+    import_node_path29 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -15439,13 +15593,14 @@ so the same inputs give the same layer digests on any machine).
     ];
     MODES = ["auto", "plain", "tty", "json", "quiet"];
     __name(main2, "main");
+    __name(saveReplay, "saveReplay");
     __name(petriIdentity, "petriIdentity");
     __name(writeOut, "writeOut");
   }
 });
 
 // src/test-runner/config-validate.ts
-function join26(path, key) {
+function join27(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -15454,9 +15609,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path29.relative)(cwd, file) || file;
+  const shown = (0, import_node_path30.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path29.resolve)(file, "..");
+  const dir = (0, import_node_path30.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -15494,11 +15649,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path29.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path30.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path29.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path29.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path30.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path30.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -15616,8 +15771,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path29.resolve)(dir, shown);
-    if (!(0, import_node_fs34.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path30.resolve)(dir, shown);
+    if (!(0, import_node_fs35.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -15625,13 +15780,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs34, import_node_path29, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs35, import_node_path30, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs34 = require("node:fs");
-    import_node_path29 = require("node:path");
+    import_node_fs35 = require("node:fs");
+    import_node_path30 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -15679,7 +15834,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join26(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join27(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -15709,7 +15864,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join26, "join");
+    __name(join27, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -23303,7 +23458,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs35.existsSync)((0, import_node_path30.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs36.existsSync)((0, import_node_path31.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -23315,13 +23470,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path30.join)(dir, found[0]);
+  return (0, import_node_path31.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path30.resolve)(cwd, path);
-  const shown = (0, import_node_path30.relative)(cwd, file) || file;
-  if (!(0, import_node_fs35.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path30.extname)(file);
+  const file = (0, import_node_path31.resolve)(cwd, path);
+  const shown = (0, import_node_path31.relative)(cwd, file) || file;
+  if (!(0, import_node_fs36.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path31.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -23338,7 +23493,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs35.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs36.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -23361,13 +23516,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs35, import_node_path30, import_node_url2, CONFIG_NAMES;
+var import_node_fs36, import_node_path31, import_node_url2, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
-    import_node_path30 = require("node:path");
+    import_node_fs36 = require("node:fs");
+    import_node_path31 = require("node:path");
     import_node_url2 = require("node:url");
     init_errors();
     init_config_validate();
@@ -23942,12 +24097,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises14.stat)(file.source);
-    let target = import_node_path31.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path31.posix.join(target, (0, import_node_path31.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path31.posix.dirname(target);
+    let target = import_node_path32.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises14.cp)(file.source, (0, import_node_path31.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -23956,8 +24111,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path31.posix.join(current, part);
-    const inUpper = (0, import_node_path31.join)(upper, current);
+    current = import_node_path32.posix.join(current, part);
+    const inUpper = (0, import_node_path32.join)(upper, current);
     try {
       const existing = await (0, import_promises14.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -23981,7 +24136,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises14.lstat)((0, import_node_path31.join)(dir, path));
+      const entry = await (0, import_promises14.lstat)((0, import_node_path32.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -23989,13 +24144,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises14, import_node_path31;
+var import_promises14, import_node_path32;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises14 = require("node:fs/promises");
-    import_node_path31 = require("node:path");
+    import_node_path32 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -24198,7 +24353,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs36.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs37.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises15.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -24211,16 +24366,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs36.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs37.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs36, import_promises15;
+var import_node_fs37, import_promises15;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
+    import_node_fs37 = require("node:fs");
     import_promises15 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -24243,7 +24398,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs37.readFileSync)((0, import_node_path32.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs38.readFileSync)((0, import_node_path33.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -24299,13 +24454,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs37, import_node_path32, import_node_stream8;
+var import_node_fs38, import_node_path33, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -24329,7 +24484,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = import_tar_stream2.default.pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs38.createWriteStream)(temp));
+  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs39.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24337,7 +24492,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs38.statSync)(path).size,
+      size: (0, import_node_fs39.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises16.pipeline)(store.openBlob(digest), entry);
@@ -24362,7 +24517,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs38.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs39.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -24377,18 +24532,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs38.renameSync)(temp, file);
+  (0, import_node_fs39.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs38, import_promises16, import_tar_stream2;
+var import_node_fs39, import_promises16, import_tar_stream2;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
+    import_node_fs39 = require("node:fs");
     import_promises16 = require("node:stream/promises");
     import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
@@ -24428,7 +24583,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path33.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path34.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -24442,18 +24597,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs39.lstatSync)(path);
+    return (0, import_node_fs40.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs39, import_node_path33, OPAQUE_VALUE3;
+var import_node_fs40, import_node_path34, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -24603,10 +24758,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs40.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs41.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path34.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path34.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path35.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path35.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar5 = file(".tar");
   await saveImages(place.store, [ref], tar5.path);
@@ -24627,7 +24782,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs40.writeFileSync)(
+  (0, import_node_fs41.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -24664,7 +24819,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs40.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
+  (0, import_node_fs41.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -24723,13 +24878,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs40, import_node_path34, LABEL_TAIL, DIFF_LINES;
+var import_node_fs41, import_node_path35, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path35 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -24857,7 +25012,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path35.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path36.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -24993,12 +25148,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path35, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path36, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path35 = require("node:path");
+    import_node_path36 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -30122,10 +30277,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join35(array, separator) {
+          function join36(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join35, "join");
+          __name(join36, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -32253,7 +32408,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join35;
+          lodash2.join = join36;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -37297,8 +37452,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs41.mkdirSync)((0, import_node_path36.dirname)(file), { recursive: true });
-  (0, import_node_fs41.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs42.mkdirSync)((0, import_node_path37.dirname)(file), { recursive: true });
+  (0, import_node_fs42.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -37311,13 +37466,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs41, import_node_path36, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs42, import_node_path37, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_fs42 = require("node:fs");
+    import_node_path37 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -37426,7 +37581,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path37.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path38.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -37434,7 +37589,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path37.resolve)(junit), run);
+      writeJunit2((0, import_node_path38.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -37449,12 +37604,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal2).off("SIGTERM", onSignal2);
   }
 }
-var import_node_path37, HELP3, SPECS3;
+var import_node_path38, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path37 = require("node:path");
+    import_node_path38 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -37622,15 +37777,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs42.createReadStream)(file);
+  const input = (0, import_node_fs43.createReadStream)(file);
   return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
 }
-var import_node_fs42, import_node_stream9, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs43, import_node_stream9, import_promises17, import_node_zlib3, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
+    import_node_fs43 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises17 = require("node:stream/promises");
     import_node_zlib3 = require("node:zlib");
@@ -37669,7 +37824,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs43.createReadStream)(file);
+    const input = (0, import_node_fs44.createReadStream)(file);
     await (0, import_promises18.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib4.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -37682,12 +37837,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs43, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
+var import_node_fs44, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
+    import_node_fs44 = require("node:fs");
     import_promises18 = require("node:stream/promises");
     import_node_zlib4 = require("node:zlib");
     import_tar_stream4 = __toESM(require_tar_stream(), 1);
@@ -37719,7 +37874,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs44.existsSync)(target) && (0, import_node_fs44.statSync)(target).isFile();
+  const isFile = (0, import_node_fs45.existsSync)(target) && (0, import_node_fs45.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -37896,11 +38051,11 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
-    const { join: join35 } = await import("node:path");
+    const { join: join36 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join35(tmpdir(), "petri-repro-"));
-    archive = join35(temp, "image.tar");
+    temp = mkdtempSync(join36(tmpdir(), "petri-repro-"));
+    archive = join36(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
@@ -37911,7 +38066,7 @@ async function runDocker(plan, mode) {
     if (load.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
   } finally {
-    if (temp) (0, import_node_fs44.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs45.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
@@ -37924,13 +38079,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process10, import_node_fs44, HELP4, SPECS4;
+var import_node_child_process10, import_node_fs45, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process10 = require("node:child_process");
-    import_node_fs44 = require("node:fs");
+    import_node_fs45 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -38159,7 +38314,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs45.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs46.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -38179,7 +38334,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path38.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path39.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -38187,13 +38342,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs45, import_node_path38, OPTIONS5, HELP8;
+var import_node_fs46, import_node_path39, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_fs46 = require("node:fs");
+    import_node_path39 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38374,9 +38529,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs46.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs47.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs46.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs47.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -38384,7 +38539,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs46.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs47.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -38416,7 +38571,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto10.createHash)("sha256");
   await (0, import_promises19.pipeline)(
-    (0, import_node_fs46.createReadStream)(file),
+    (0, import_node_fs47.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -38427,13 +38582,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs46, import_node_stream10, import_promises19, import_node_zlib5;
+var import_node_crypto10, import_node_fs47, import_node_stream10, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto10 = require("node:crypto");
-    import_node_fs46 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises19 = require("node:stream/promises");
     import_node_zlib5 = require("node:zlib");
@@ -38493,7 +38648,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs47.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs48.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -38506,12 +38661,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs47, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs48, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
+    import_node_fs48 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -38577,7 +38732,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs48.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs49.readFileSync)((0, import_node_path40.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -38589,13 +38744,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs48, import_node_path39, COMMIT_HELP, DIFF_HELP;
+var import_node_fs49, import_node_path40, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs49 = require("node:fs");
+    import_node_path40 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38652,7 +38807,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs49.readFileSync)(file, "utf8");
+    text = (0, import_node_fs50.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -38674,12 +38829,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs49, HELP12, SPECS5;
+var import_node_fs50, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();

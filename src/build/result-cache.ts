@@ -83,7 +83,19 @@ export interface ResultHit {
   events: BuildEvent[];
 }
 
+/** What a hit or a remembered build stood on, and what it showed: for a replay record (replay.ts). */
+export interface ResultState {
+  files: string;
+  index: string;
+  id: string;
+  manifestDigest: string;
+  tags: string[];
+  events: BuildEvent[];
+}
+
 export class ResultCache {
+  /** Set by a hit (`lookup`) or by `remember` once it has written its record. */
+  verified: ResultState | undefined;
   readonly #key: string;
   readonly #file: string;
   readonly #context: string;
@@ -134,6 +146,7 @@ export class ResultCache {
     if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return undefined;
     const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
     if (!hex || !existsSync(join(this.#blobs, 'sha256', hex))) return undefined;
+    this.verified = { ...record, files: now.files, index: now.index };
     return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
   }
 
@@ -176,6 +189,7 @@ export class ResultCache {
       const tmp = `${this.#file}.${process.pid}.tmp`;
       writeFileSync(tmp, JSON.stringify(record));
       renameSync(tmp, this.#file);
+      this.verified = { ...record, files: record.files, index: record.index };
     } catch {
       // not remembered: the next build asks the builder again
     }

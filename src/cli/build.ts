@@ -145,6 +145,7 @@ export async function main(argv: string[]): Promise<number> {
         resultCache: true,
       });
       writeOut(1, `${hit.id}\n`);
+      await saveReplay(argv, options, progress, context, dockerfile, results);
       return 0;
     }
   }
@@ -188,7 +189,33 @@ export async function main(argv: string[]): Promise<number> {
   }
   results?.remember(seen, result);
   process.stdout.write(`${result.id}\n`);
+  if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
   return 0;
+}
+
+/** The replay record for bin/petri (src/build/replay.ts), once the result cache vouches for this build. */
+async function saveReplay(
+  argv: string[],
+  options: Record<string, string | boolean | string[]>,
+  progress: string,
+  context: string,
+  dockerfile: string | undefined,
+  results: import('../build/result-cache.js').ResultCache,
+): Promise<void> {
+  if (!results.verified) return;
+  const { writeReplay } = await import('../build/replay.js');
+  const envArgs = ((options['build-arg'] as string[] | undefined) ?? []).filter((arg) => !arg.includes('='));
+  writeReplay(
+    {
+      argv: ['build', ...argv],
+      envArgs,
+      progress,
+      context,
+      dockerfile: dockerfile ?? resolve(context, 'Dockerfile'),
+      self: import.meta.filename,
+    },
+    results.verified,
+  );
 }
 
 /** This petri, as the result cache tells builds apart: its build module's file, size and mtime (a rebuild or an upgrade changes them). */

@@ -1,0 +1,161 @@
+import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { petriRoot } from '../runtime/paths.js';
+import type { BuildEvent } from './events.js';
+import { progressRenderer } from './progress.js';
+import type { ResultState } from './result-cache.js';
+
+/**
+ * Replay records: what lets the `petri` command (bin/petri) answer a
+ * remembered `petri build` in C (`petri-runner replay`, runner/replay.c)
+ * without starting Node. Written after a build the result cache remembered,
+ * and after a result-cache hit, for the command line that asked for it (the
+ * same one without `--no-cache`, as the next build will be), under
+ * `$PETRI_ROOT/build-cache/results/replay-<key hash>`.
+ *
+ * The key: the working directory, the arguments, and what the build read of
+ * the environment (PETRI_ROOT, SOURCE_DATE_EPOCH, the variables of a bare
+ * `--build-arg NAME`), NUL-separated. The record: the key in full; petri's
+ * build file and its size and mtime (an upgrade or a rebuild of petri
+ * replays nothing); the context, the Dockerfile and their fingerprint (the
+ * result cache's lstat lines); the store's index.json byte for byte and the
+ * manifest's blob; and the stdout and stderr the build printed, with the
+ * place of its duration. Each field is `<length>\n<bytes>\n`.
+ */
+
+const MAGIC = 'petri-replay 1\n';
+/** A duration no build takes: found in the rendered output, it marks where replay writes its own. */
+const SENTINEL_MS = 987_654_321;
+/** The options that take a value (a `--no-cache` right after one is that value, not the flag). */
+const VALUED = new Set([
+  '-t',
+  '--tag',
+  '-f',
+  '--file',
+  '--build-arg',
+  '--target',
+  '--secret',
+  '--progress',
+  '--pull',
+  '--insecure-registry',
+  '--cache-to',
+  '--cache-from',
+]);
+
+export interface ReplayInputs {
+  /** The command line after `petri`: `build …`. */
+  argv: string[];
+  /** The names of `--build-arg NAME` (no value: from the environment). */
+  envArgs: string[];
+  /** The progress mode asked for. */
+  progress: string;
+  context: string;
+  dockerfile: string;
+  /** petri's own build file (a change to it is another petri). */
+  self: string;
+}
+
+/** The key, as runner/replay.c builds it; undefined for a command line never replayed. */
+export function replayKey(inputs: ReplayInputs): Buffer | undefined {
+  const argv = [...inputs.argv];
+  const noCache = argv.indexOf('--no-cache');
+  if (noCache >= 0) {
+    // The next build is the same one without --no-cache: that is what to replay.
+    if (VALUED.has(argv[noCache - 1] ?? '') || argv.lastIndexOf('--no-cache') !== noCache) return undefined;
+    argv.splice(noCache, 1);
+  }
+  if (argv.some((arg) => arg === '--' || arg.startsWith('--no-cache'))) return undefined;
+  const env = (name: string) => process.env[name] ?? '\x01';
+  const fields = ['petri-replay-1', process.cwd(), ...argv, 'PETRI_ROOT', env('PETRI_ROOT')];
+  fields.push('SOURCE_DATE_EPOCH', env('SOURCE_DATE_EPOCH'));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    let value: string | undefined;
+    if (arg === '--build-arg' && i + 1 < argv.length) value = argv[++i];
+    else if (arg.startsWith('--build-arg=')) value = arg.slice('--build-arg='.length);
+    if (value !== undefined && !value.includes('=')) fields.push(value, env(value));
+  }
+  // Every bare build arg petri read must be in the key, whichever way it was spelled.
+  for (const name of inputs.envArgs) if (!fields.includes(name)) return undefined;
+  return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
+}
+
+/** The record's file name for a key: FNV-1a, 2 × 32 bits, over its bytes (as runner/replay.c). */
+export function replayName(key: Buffer): string {
+  let a = 0x811c9dc5;
+  let b = 0x01000193 ^ 0x5bd1e995;
+  for (const c of key) {
+    const old = b;
+    a = Math.imul(a ^ c, 0x01000193);
+    b = Math.imul(b ^ c, 0x01000193) ^ (old >>> 13);
+  }
+  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
+}
+
+/** Writes the replay record of a build the result cache answered or remembered. Never throws: an optimisation. */
+export function writeReplay(inputs: ReplayInputs, state: ResultState, root = petriRoot()): void {
+  try {
+    const mode = inputs.progress === 'auto' ? 'plain' : inputs.progress;
+    if (!['plain', 'json', 'quiet'].includes(mode)) return; // a terminal's live view is Node's
+    const key = replayKey(inputs);
+    if (!key) return;
+    let stderr = '';
+    const render = progressRenderer(
+      mode as 'plain',
+      {
+        isTTY: false,
+        write: (text: string) => {
+          stderr += text;
+          return true;
+        },
+      } as unknown as NodeJS.WritableStream & { isTTY: boolean },
+    );
+    for (const event of state.events) render(event);
+    const image: BuildEvent = {
+      type: 'image',
+      id: state.id,
+      manifestDigest: state.manifestDigest,
+      tags: state.tags,
+      durationMs: SENTINEL_MS,
+      resultCache: true,
+    };
+    render(image);
+    const [mark, unit] = stderr.includes(String(SENTINEL_MS))
+      ? [String(SENTINEL_MS), 'ms']
+      : stderr.includes((SENTINEL_MS / 1000).toFixed(1))
+        ? [(SENTINEL_MS / 1000).toFixed(1), 's']
+        : ['', ''];
+    const self = statSync(inputs.self, { bigint: true });
+    const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
+    if (!hex) return;
+    const fields: (string | Buffer)[] = [
+      key,
+      inputs.self,
+      `${self.size}:${self.mtimeNs}`,
+      inputs.context,
+      inputs.dockerfile,
+      state.files,
+      join(root, 'images', 'index.json'),
+      state.index,
+      join(root, 'images', 'blobs', 'sha256', hex),
+      `${state.id}\n`,
+      stderr,
+      mark,
+      unit,
+    ];
+    const body = Buffer.concat([
+      Buffer.from(MAGIC),
+      ...fields.flatMap((field) => {
+        const bytes = Buffer.isBuffer(field) ? field : Buffer.from(field);
+        return [Buffer.from(`${bytes.length}\n`), bytes, Buffer.from('\n')];
+      }),
+    ]);
+    const file = join(root, 'build-cache', 'results', `replay-${replayName(key)}`);
+    mkdirSync(join(file, '..'), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, body);
+    renameSync(tmp, file);
+  } catch {
+    // no replay: the next build starts Node, as before
+  }
+}

@@ -1,0 +1,150 @@
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isRoot } from './helpers/kernel.js';
+
+const top = join(import.meta.dirname, '..');
+/** Waits out the result cache's racy window: a build less than 100 ms after a change to its files is not remembered. */
+const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 150);
+
+/**
+ * bin/petri and petri-runner replay: a remembered build answered in C without
+ * Node. Node is kept off PATH where a replay is expected: had the runner gone
+ * to Node, the command would fail with "cannot run node" (exit 127).
+ */
+(isRoot ? describe : describe.skip)(`petri build replay${isRoot ? '' : ' [skipped: needs root (petri build)]'}`, () => {
+  let dir: string;
+  let pkg: string;
+  let ctx: string;
+  let noNode: string;
+  const env: Record<string, string> = {};
+
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ptest-replay-'));
+    // A copy of the package (bin, bundle, runner): a test may touch its files.
+    pkg = join(dir, 'pkg');
+    for (const part of ['bin', 'dist', 'build', 'package.json'])
+      cpSync(join(top, part), join(pkg, part), { recursive: true });
+    symlinkSync(join(top, 'node_modules'), join(pkg, 'node_modules'));
+    ctx = join(dir, 'ctx');
+    mkdirSync(ctx);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nARG WHO\nCOPY a.txt /a.txt\nLABEL who=$WHO\n');
+    writeFileSync(join(ctx, 'a.txt'), 'a\n');
+    settle();
+    noNode = join(dir, 'tools');
+    mkdirSync(noNode);
+    symlinkSync(
+      spawnSync('sh', ['-c', 'command -v readlink'], { encoding: 'utf8' }).stdout.trim(),
+      join(noNode, 'readlink'),
+    );
+    Object.assign(env, process.env, { PETRI_ROOT: join(dir, 'root') });
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const petri = (args: string[], options: { node?: boolean; cwd?: string; bin?: string; extra?: object } = {}) =>
+    spawnSync(options.bin ?? join(pkg, 'bin', 'petri'), args, {
+      encoding: 'utf8',
+      cwd: options.cwd ?? dir,
+      env: { ...env, ...options.extra, ...(options.node === false ? { PATH: noNode } : {}) },
+    });
+  const build = (...args: string[]) => ['build', '--progress', 'plain', '-t', 'ptest/replay', ...args];
+  const replayed = (result: ReturnType<typeof petri>) => {
+    expect(result.stderr).not.toContain('cannot run node');
+    expect(result.status, result.stderr).toBe(0);
+    return result;
+  };
+  const refused = (result: ReturnType<typeof petri>) => {
+    expect(result.status).toBe(127);
+    expect(result.stderr).toBe('petri: cannot run node: No such file or directory\n');
+  };
+
+  it('answers the same build again without Node, printing what the result cache would', () => {
+    const first = petri(build(ctx));
+    expect(first.status, first.stderr).toBe(0);
+    const id = first.stdout.trim();
+    expect(id).toMatch(/^sha256:[a-f0-9]{64}$/);
+    // (The first build into an empty store is not remembered: its index.json came with it.)
+    expect(petri(build(ctx)).status).toBe(0);
+    expect(petri([...build(ctx), '--progress', 'json']).status).toBe(0);
+    const again = replayed(petri(build(ctx), { node: false }));
+    expect(again.stdout).toBe(`${id}\n`);
+    expect(again.stderr).toMatch(/^#1 \[stage-0 1\/4\] FROM scratch\n/);
+    expect(again.stderr).toContain('#3 [stage-0 3/4] COPY a.txt /a.txt\n#3 CACHED\n');
+    expect(again.stderr).toMatch(new RegExp(`image ${id} \\(ptest/replay:latest\\) built in 0\\.\\ds\\n$`));
+    // The JSON events too, with this run's duration.
+    const json = replayed(petri([...build(ctx), '--progress', 'json'], { node: false }));
+    const image = JSON.parse(json.stderr.trim().split('\n').at(-1) as string);
+    expect(image).toMatchObject({ type: 'image', id, tags: ['ptest/replay:latest'], resultCache: true });
+    expect(image.durationMs).toBeLessThan(1000);
+    // Through npm's link in node_modules/.bin, as users run it.
+    const link = join(dir, 'node_modules', '.bin', 'petri');
+    mkdirSync(join(link, '..'), { recursive: true });
+    symlinkSync(join(pkg, 'bin', 'petri'), link);
+    expect(replayed(petri(build(ctx), { node: false, bin: link })).stdout).toBe(`${id}\n`);
+  });
+
+  it('goes to Node when anything the build depended on changed, and replays again after', () => {
+    expect(petri(build(ctx)).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+    // A touched file (the builder then finds every step cached), a new one, the Dockerfile.
+    const later = new Date(Date.now() + 5000);
+    utimesSync(join(ctx, 'a.txt'), later, later);
+    settle();
+    refused(petri(build(ctx), { node: false }));
+    expect(petri(build(ctx)).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+    writeFileSync(join(ctx, 'new.txt'), 'new\n');
+    settle();
+    refused(petri(build(ctx), { node: false }));
+    expect(petri(build(ctx)).status).toBe(0);
+    writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nARG WHO\nCOPY a.txt /b.txt\nLABEL who=$WHO\n');
+    settle();
+    refused(petri(build(ctx), { node: false }));
+    expect(petri(build(ctx)).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+    // The image store: another name in it.
+    expect(petri(['tag', 'ptest/replay', 'ptest/replay:other']).status).toBe(0);
+    refused(petri(build(ctx), { node: false }));
+    expect(petri(build(ctx)).status).toBe(0);
+    // Another command line, another working directory, another SOURCE_DATE_EPOCH.
+    refused(petri(build('--target', 'stage-0', ctx), { node: false }));
+    refused(petri(build('.'), { node: false, cwd: ctx }));
+    refused(petri(build(ctx), { node: false, extra: { SOURCE_DATE_EPOCH: '5' } }));
+    replayed(petri(build(ctx), { node: false }));
+    // petri itself rebuilt or upgraded (its build file changed).
+    const chunk = readdirSync(join(pkg, 'dist', 'bin')).find((name) => /^build-.*\.cjs$/.test(name)) as string;
+    utimesSync(join(pkg, 'dist', 'bin', chunk), later, later);
+    refused(petri(build(ctx), { node: false }));
+    expect(petri(build(ctx)).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+  });
+
+  it('keys a bare --build-arg by its variable, and never replays --no-cache (but the build after it)', () => {
+    const args = build('--build-arg', 'WHO', ctx);
+    expect(petri(args, { extra: { WHO: 'x' } }).status).toBe(0);
+    const x = replayed(petri(args, { node: false, extra: { WHO: 'x' } })).stdout;
+    refused(petri(args, { node: false, extra: { WHO: 'y' } }));
+    const y = petri(args, { extra: { WHO: 'y' } });
+    expect(y.status).toBe(0);
+    expect(y.stdout).not.toBe(x);
+
+    refused(petri([...build(ctx), '--no-cache'], { node: false }));
+    expect(petri([...build(ctx), '--no-cache']).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+  });
+
+  it('leaves a terminal to Node (its live view)', (context) => {
+    const script = spawnSync('sh', ['-c', 'command -v script'], { encoding: 'utf8' }).stdout.trim();
+    if (!script) context.skip('needs script (util-linux) for a terminal');
+    expect(petri(build(ctx)).status).toBe(0);
+    replayed(petri(build(ctx), { node: false }));
+    const command = `${join(pkg, 'bin', 'petri')} build -t ptest/replay ${ctx}`;
+    const onTty = spawnSync(script, ['-qec', command, '/dev/null'], {
+      encoding: 'utf8',
+      env: { ...env, PATH: noNode, SHELL: '/bin/sh' },
+    });
+    expect(onTty.stdout).toContain('cannot run node');
+  });
+});
