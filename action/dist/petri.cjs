@@ -267,10 +267,10 @@ function holdCgroupParents() {
   };
 }
 function removeEmptyParents(dirs) {
-  for (const parent of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
-    if ((0, import_node_path2.basename)(parent) !== "petri") continue;
+  for (const parent2 of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
+    if ((0, import_node_path2.basename)(parent2) !== "petri") continue;
     try {
-      (0, import_node_fs3.rmdirSync)(parent);
+      (0, import_node_fs3.rmdirSync)(parent2);
     } catch {
     }
   }
@@ -326,18 +326,18 @@ function createCgroups(id, limits, mode = detectCgroupMode()) {
   }
 }
 function createV2(id, limits, created) {
-  const parent = `${CGROUP_ROOT}/${PARENT}`;
-  const dir = `${parent}/${id}`;
+  const parent2 = `${CGROUP_ROOT}/${PARENT}`;
+  const dir = `${parent2}/${id}`;
   mkdirRacing(dir, () => {
-    (0, import_node_fs4.mkdirSync)(parent, { recursive: true });
+    (0, import_node_fs4.mkdirSync)(parent2, { recursive: true });
     enableControllers(CGROUP_ROOT);
-    enableControllers(parent);
+    enableControllers(parent2);
   });
   created.push(dir);
   const wanted = [limits.memory && "memory.max", limits.pids && "pids.max", limits.cpus && "cpu.max"];
   if (wanted.some((file) => file && !(0, import_node_fs4.existsSync)(`${dir}/${file}`))) {
     enableControllers(CGROUP_ROOT);
-    enableControllers(parent);
+    enableControllers(parent2);
   }
   if (limits.memory) {
     write(dir, "memory.max", String(limits.memory));
@@ -357,9 +357,9 @@ function createV2(id, limits, created) {
 }
 function createV1(id, limits, mode, created) {
   const dirFor = /* @__PURE__ */ __name((controller) => {
-    const parent = `${CGROUP_ROOT}/${controller}/${PARENT}`;
-    const dir = `${parent}/${id}`;
-    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent, { recursive: true }));
+    const parent2 = `${CGROUP_ROOT}/${controller}/${PARENT}`;
+    const dir = `${parent2}/${id}`;
+    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent2, { recursive: true }));
     created.push(dir);
     return dir;
   }, "dirFor");
@@ -1185,6 +1185,7 @@ function spareOwner(name) {
 function reuseSpare(dir, record, bundle) {
   const spare = pool.pop();
   if (spare === void 0) return false;
+  refill();
   try {
     overwrite((0, import_node_path7.join)(spare, "spare.json"), record);
     overwrite((0, import_node_path7.join)(spare, "config.json"), bundle);
@@ -1234,6 +1235,34 @@ function onSignal(signal) {
   drainSpares();
   if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
 }
+function refill() {
+  while (pool.length + making < ahead) {
+    making++;
+    void makeSpare(parent).then((spare) => {
+      making--;
+      if (spare === void 0) ahead = 0;
+      else if (pool.length < MAX_SPARES) {
+        pool.push(spare);
+        hookExit();
+      } else removeQuietly(spare);
+    });
+  }
+}
+async function makeSpare(dir) {
+  const { pid, startTime } = selfIdentity();
+  const spare = (0, import_node_path7.join)(dir, `spare-${pid}-${startTime}-${sequence++}`);
+  try {
+    await import_node_fs8.promises.mkdir(spare);
+    await Promise.all([
+      ...["rootfs", "upper", "work"].map((sub) => import_node_fs8.promises.mkdir((0, import_node_path7.join)(spare, sub))),
+      ...["spare.json", "config.json"].map((file) => import_node_fs8.promises.writeFile((0, import_node_path7.join)(spare, file), ""))
+    ]);
+    return spare;
+  } catch {
+    removeQuietly(spare);
+    return void 0;
+  }
+}
 function drainSpares() {
   for (let spare = pool.pop(); spare !== void 0; spare = pool.pop()) removeQuietly(spare);
 }
@@ -1256,7 +1285,7 @@ function removeQuietly(path) {
   } catch {
   }
 }
-var import_node_fs8, import_node_path7, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook, SIGNALS;
+var import_node_fs8, import_node_path7, MAX_SPARES, ahead, making, SPARE_NAME, pool, sequence, exitHook, SIGNALS, parent;
 var init_spares = __esm({
   "src/runtime/spares.ts"() {
     "use strict";
@@ -1266,6 +1295,8 @@ var init_spares = __esm({
     init_fs();
     init_record();
     MAX_SPARES = 8;
+    ahead = 0;
+    making = 0;
     SPARE_NAME = /^spare-(\d+)-(\d+)-\d+$/;
     pool = [];
     sequence = 0;
@@ -1276,6 +1307,9 @@ var init_spares = __esm({
     SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
     __name(hookExit, "hookExit");
     __name(onSignal, "onSignal");
+    parent = "";
+    __name(refill, "refill");
+    __name(makeSpare, "makeSpare");
     __name(drainSpares, "drainSpares");
     __name(spareCount, "spareCount");
     __name(overwrite, "overwrite");
@@ -8237,16 +8271,16 @@ var init_entry_writer = __esm({
         return path;
       }
       async #whiteout(rel, base) {
-        const parent = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
+        const parent2 = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
         if (base === OPAQUE_WHITEOUT) {
-          const dir = parent === "" ? this.#root : this.#place(parent, true);
+          const dir = parent2 === "" ? this.#root : this.#place(parent2, true);
           (0, import_node_fs20.mkdirSync)(dir, { recursive: true, mode: 493 });
           return this.#fsops.opaque(dir);
         }
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const name = base.slice(WHITEOUT_PREFIX.length);
         if (name === "" || name === "." || name === "..") throw new PetriError("a whiteout must name an entry");
-        return this.#fsops.whiteout(this.#place(parent ? `${parent}/${name}` : name, false));
+        return this.#fsops.whiteout(this.#place(parent2 ? `${parent2}/${name}` : name, false));
       }
       async #directory(rel, header) {
         const path = rel === "" ? this.#root : this.#place(rel, true);
@@ -8418,9 +8452,9 @@ __export(layers_exports, {
 function chainIds(diffIds) {
   const ids2 = [];
   for (const diffId of diffIds) {
-    const parent = ids2.at(-1);
+    const parent2 = ids2.at(-1);
     ids2.push(
-      parent === void 0 ? diffId : `sha256:${(0, import_node_crypto5.createHash)("sha256").update(`${parent} ${diffId}`).digest("hex")}`
+      parent2 === void 0 ? diffId : `sha256:${(0, import_node_crypto5.createHash)("sha256").update(`${parent2} ${diffId}`).digest("hex")}`
     );
   }
   return ids2;
@@ -8527,8 +8561,8 @@ var init_layers = __esm({
        * use it next need not unpack it. Returns the layer's tree, which is the
        * existing one when the cache has it already.
        */
-      adopt(tree, layer, parent) {
-        const chainId = parent === null ? layer.diffId : chainIds([parent, layer.diffId])[1];
+      adopt(tree, layer, parent2) {
+        const chainId = parent2 === null ? layer.diffId : chainIds([parent2, layer.diffId])[1];
         const done = this.path(chainId);
         if (done) {
           removeTree(tree);
@@ -8539,7 +8573,7 @@ var init_layers = __esm({
           (0, import_node_fs21.renameSync)(tree, (0, import_node_path17.join)(temp, "fs"));
           (0, import_node_fs21.writeFileSync)(
             (0, import_node_path17.join)(temp, "meta.json"),
-            `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}
+            `${JSON.stringify({ diffId: layer.diffId, chainId, parent: parent2, size: layer.size })}
 `
           );
           try {
@@ -8576,7 +8610,7 @@ var init_layers = __esm({
         const source = { ...layer, diffId: diffIds.at(-1), open: /* @__PURE__ */ __name(() => stream, "open") };
         return this.#ensure(source, ids2.at(-1), ids2.at(-2) ?? null, verified, () => stream.destroy());
       }
-      #ensure(layer, chainId, parent, verified, skipped) {
+      #ensure(layer, chainId, parent2, verified, skipped) {
         const done = this.path(chainId);
         if (done) {
           skipped?.();
@@ -8587,11 +8621,11 @@ var init_layers = __esm({
           skipped?.();
           return pending;
         }
-        pending = this.#unpack(layer, chainId, parent, verified).finally(() => this.#pending.delete(chainId));
+        pending = this.#unpack(layer, chainId, parent2, verified).finally(() => this.#pending.delete(chainId));
         this.#pending.set(chainId, pending);
         return pending;
       }
-      async #unpack(layer, chainId, parent, verified) {
+      async #unpack(layer, chainId, parent2, verified) {
         (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
         this.#sweep();
         const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
@@ -8612,7 +8646,7 @@ var init_layers = __esm({
               `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`
             );
           }
-          const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
+          const meta = { diffId: layer.diffId, chainId, parent: parent2, size: result.size };
           (0, import_node_fs21.writeFileSync)((0, import_node_path17.join)(temp, "meta.json"), `${JSON.stringify(meta)}
 `);
           try {
@@ -8736,7 +8770,7 @@ async function imageContainerOptions(store, cache, ref, overrides, stored) {
   const lower = await imageLayers(store, cache, image);
   const config = image.config.config ?? {};
   const { command: command2, entrypoint, env, user, workdir, ...rest } = overrides;
-  const resolved = resolveUser(user ?? (config.User || void 0), (path) => readFromLayers(lower, path));
+  const resolved = resolveUser(user ?? (config.User || void 0), (path) => readFromLayersCached(lower, path));
   const fullEnv = imageEnv(config, env);
   if (resolved.home && fullEnv.HOME === void 0) fullEnv.HOME = resolved.home;
   return {
@@ -8748,6 +8782,14 @@ async function imageContainerOptions(store, cache, ref, overrides, stored) {
     user: { uid: resolved.uid, gid: resolved.gid, additionalGids: resolved.additionalGids },
     image: { ref, id: image.id }
   };
+}
+function readFromLayersCached(lower, path) {
+  const key = `${lower.join("\0")}\0${path}`;
+  if (layerReads.has(key)) return layerReads.get(key);
+  const text = readFromLayers(lower, path);
+  if (layerReads.size >= 256) layerReads.clear();
+  layerReads.set(key, text);
+  return text;
 }
 function readFromLayers(lower, path) {
   for (const dir of lower) {
@@ -8762,7 +8804,7 @@ function readFromLayers(lower, path) {
   }
   return void 0;
 }
-var import_node_fs22, import_node_path18;
+var import_node_fs22, import_node_path18, layerReads;
 var init_image_run = __esm({
   "src/harness/image-run.ts"() {
     "use strict";
@@ -8772,6 +8814,8 @@ var init_image_run = __esm({
     init_apply_config();
     __name(imageLayers, "imageLayers");
     __name(imageContainerOptions, "imageContainerOptions");
+    layerReads = /* @__PURE__ */ new Map();
+    __name(readFromLayersCached, "readFromLayersCached");
     __name(readFromLayers, "readFromLayers");
   }
 });
@@ -10833,8 +10877,8 @@ var init_platform = __esm({
 });
 
 // src/build/cache.ts
-function cacheKey(parent, step) {
-  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
+function cacheKey(parent2, step) {
+  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent2).update("\0").update(stableJson(step)).digest("hex")}`;
 }
 function stableJson(value) {
   return JSON.stringify(value, (_key, v) => {
@@ -11689,9 +11733,9 @@ var init_copy = __esm({
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined2(this.#upper);
-        const parent = this.#stateOf(parentOf2(rel));
-        if (parent === "other") return void 0;
-        if (parent === "dir") {
+        const parent2 = this.#stateOf(parentOf2(rel));
+        if (parent2 === "other") return void 0;
+        if (parent2 === "dir") {
           const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
@@ -11883,9 +11927,9 @@ var init_copy = __esm({
         if (rel === "") return "dir";
         const known = this.#state.get(rel);
         if (known) return known;
-        const parent = this.#stateOf(parentOf2(rel));
-        let state = parent;
-        if (parent === "dir") {
+        const parent2 = this.#stateOf(parentOf2(rel));
+        let state = parent2;
+        if (parent2 === "dir") {
           const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
@@ -11936,9 +11980,9 @@ var init_copy = __esm({
         const base = import_node_path24.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join22(destRel, resolvePath(dest, parentOf2(inside)));
-        this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join22(parent, base);
+        const parent2 = join22(destRel, resolvePath(dest, parentOf2(inside)));
+        this.#ensureDir(parent2, { mode: 493, uid: 0, gid: 0 });
+        const rel = inside === "" ? destRel : join22(parent2, base);
         const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
@@ -14013,8 +14057,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path26.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path26.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent2 = (0, import_node_path26.dirname)(entry.path);
+          await add(pack, emptyHeader((0, import_node_path26.join)(parent2 === "." ? "" : parent2, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await add(pack, {
@@ -14183,8 +14227,8 @@ function makeDirs(view, upper, dir, owner2) {
     }
     if (!created) {
       let parentRel = "";
-      for (const parent of parts.slice(0, i)) {
-        parentRel = parentRel ? `${parentRel}/${parent}` : parent;
+      for (const parent2 of parts.slice(0, i)) {
+        parentRel = parentRel ? `${parentRel}/${parent2}` : parent2;
         const ps = view.lstat(parentRel);
         const path2 = (0, import_node_path27.join)(upper, parentRel);
         (0, import_node_fs32.mkdirSync)(path2);
@@ -14576,8 +14620,8 @@ ${trigger}
         }
         const stage = this.#stageNamed(name, index, false);
         if (stage) {
-          const parent = await this.#startStage(stage.index);
-          return { ...parent, args, cmdSet: false };
+          const parent2 = await this.#startStage(stage.index);
+          return { ...parent2, args, cmdSet: false };
         }
         const image = await this.#baseImage(name, stepId);
         const layers = image.manifest.layers.map((layer, i) => ({
@@ -14844,8 +14888,8 @@ ${trigger}
         const { diffId, size: size2 } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
-        const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent);
+        const parent2 = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
+        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent2);
         return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
       }
       async #workdir(state, path) {
@@ -16080,18 +16124,18 @@ var require_visit = __commonJS({
     }
     __name(callVisitor, "callVisitor");
     function replaceNode(key, path, node) {
-      const parent = path[path.length - 1];
-      if (identity.isCollection(parent)) {
-        parent.items[key] = node;
-      } else if (identity.isPair(parent)) {
+      const parent2 = path[path.length - 1];
+      if (identity.isCollection(parent2)) {
+        parent2.items[key] = node;
+      } else if (identity.isPair(parent2)) {
         if (key === "key")
-          parent.key = node;
+          parent2.key = node;
         else
-          parent.value = node;
-      } else if (identity.isDocument(parent)) {
-        parent.contents = node;
+          parent2.value = node;
+      } else if (identity.isDocument(parent2)) {
+        parent2.contents = node;
       } else {
-        const pt = identity.isAlias(parent) ? "alias" : "scalar";
+        const pt = identity.isAlias(parent2) ? "alias" : "scalar";
         throw new Error(`Cannot replace node with ${pt} parent`);
       }
     }
@@ -21639,9 +21683,9 @@ var require_cst_visit = __commonJS({
       return item;
     };
     visit.parentCollection = (cst, path) => {
-      const parent = visit.itemAtPath(cst, path.slice(0, -1));
+      const parent2 = visit.itemAtPath(cst, path.slice(0, -1));
       const field = path[path.length - 1][0];
-      const coll = parent?.[field];
+      const coll = parent2?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
@@ -22451,16 +22495,16 @@ var require_parser = __commonJS({
       }
     }
     __name(isFlowToken, "isFlowToken");
-    function getPrevProps(parent) {
-      switch (parent.type) {
+    function getPrevProps(parent2) {
+      switch (parent2.type) {
         case "document":
-          return parent.start;
+          return parent2.start;
         case "block-map": {
-          const it = parent.items[parent.items.length - 1];
+          const it = parent2.items[parent2.items.length - 1];
           return it.sep ?? it.start;
         }
         case "block-seq":
-          return parent.items[parent.items.length - 1].start;
+          return parent2.items[parent2.items.length - 1].start;
         /* istanbul ignore next should not happen */
         default:
           return [];
@@ -23151,12 +23195,12 @@ var require_parser = __commonJS({
             yield* this.step();
           }
         } else {
-          const parent = this.peek(2);
-          if (parent.type === "block-map" && (this.type === "map-value-ind" && parent.indent === fc.indent || this.type === "newline" && !parent.items[parent.items.length - 1].sep)) {
+          const parent2 = this.peek(2);
+          if (parent2.type === "block-map" && (this.type === "map-value-ind" && parent2.indent === fc.indent || this.type === "newline" && !parent2.items[parent2.items.length - 1].sep)) {
             yield* this.pop();
             yield* this.step();
-          } else if (this.type === "map-value-ind" && parent.type !== "flow-collection") {
-            const prev = getPrevProps(parent);
+          } else if (this.type === "map-value-ind" && parent2.type !== "flow-collection") {
+            const prev = getPrevProps(parent2);
             const start = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
             const sep = fc.end.splice(1, fc.end.length);
@@ -23189,7 +23233,7 @@ var require_parser = __commonJS({
           source: this.source
         };
       }
-      startBlockValue(parent) {
+      startBlockValue(parent2) {
         switch (this.type) {
           case "alias":
           case "scalar":
@@ -23223,7 +23267,7 @@ var require_parser = __commonJS({
             };
           case "explicit-key-ind": {
             this.onKeyLine = true;
-            const prev = getPrevProps(parent);
+            const prev = getPrevProps(parent2);
             const start = getFirstKeyStartProps(prev);
             start.push(this.sourceToken);
             return {
@@ -23235,7 +23279,7 @@ var require_parser = __commonJS({
           }
           case "map-value-ind": {
             this.onKeyLine = true;
-            const prev = getPrevProps(parent);
+            const prev = getPrevProps(parent2);
             const start = getFirstKeyStartProps(prev);
             return {
               type: "block-map",
@@ -24099,8 +24143,8 @@ async function copyJobFiles(files, upper, lower) {
     const source = await (0, import_promises14.stat)(file.source);
     let target = import_node_path32.posix.normalize(file.target);
     if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
-    await makeDirs2(upper, lower, parent);
+    const parent2 = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
+    await makeDirs2(upper, lower, parent2);
     try {
       await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
@@ -28200,7 +28244,7 @@ var require_dist2 = __commonJS({
           __name(baseInverter, "baseInverter");
           function baseInvoke(object, path2, args) {
             path2 = castPath(path2, object);
-            object = parent(object, path2);
+            object = parent2(object, path2);
             var func = object == null ? object : object[toKey(last(path2))];
             return func == null ? undefined$1 : apply(func, object, args);
           }
@@ -28790,7 +28834,7 @@ var require_dist2 = __commonJS({
                 return false;
               }
             }
-            var obj = parent(object, path2);
+            var obj = parent2(object, path2);
             return obj == null || delete obj[toKey(last(path2))];
           }
           __name(baseUnset, "baseUnset");
@@ -29972,10 +30016,10 @@ var require_dist2 = __commonJS({
             };
           }
           __name(overRest, "overRest");
-          function parent(object, path2) {
+          function parent2(object, path2) {
             return path2.length < 2 ? object : baseGet(object, baseSlice(path2, 0, -1));
           }
-          __name(parent, "parent");
+          __name(parent2, "parent");
           function reorder(array, indexes) {
             var arrLength = array.length, length = nativeMin(indexes.length, arrLength), oldArray = copyArray(array);
             while (length--) {
@@ -30582,9 +30626,9 @@ var require_dist2 = __commonJS({
           }
           __name(wrapperToIterator, "wrapperToIterator");
           function wrapperPlant(value) {
-            var result2, parent2 = this;
-            while (parent2 instanceof baseLodash) {
-              var clone2 = wrapperClone(parent2);
+            var result2, parent3 = this;
+            while (parent3 instanceof baseLodash) {
+              var clone2 = wrapperClone(parent3);
               clone2.__index__ = 0;
               clone2.__values__ = undefined$1;
               if (result2) {
@@ -30593,7 +30637,7 @@ var require_dist2 = __commonJS({
                 result2 = clone2;
               }
               var previous = clone2;
-              parent2 = parent2.__wrapped__;
+              parent3 = parent3.__wrapped__;
             }
             previous.__wrapped__ = value;
             return result2;
@@ -32972,8 +33016,8 @@ var require_dist2 = __commonJS({
             // `parent` the parent node
             // `name` attribute target
             // `value` attribute value
-            constructor(parent, name, value) {
-              this.parent = parent;
+            constructor(parent2, name, value) {
+              this.parent = parent2;
               if (this.parent) {
                 this.options = this.parent.options;
                 this.stringify = this.parent.stringify;
@@ -33151,9 +33195,9 @@ var require_dist2 = __commonJS({
             // `parent` the parent node
             // `name` element name
             // `attributes` an object containing name/value pairs of attributes
-            constructor(parent, name, attributes) {
+            constructor(parent2, name, attributes) {
               var child, j, len, ref;
-              super(parent);
+              super(parent2);
               if (name == null) {
                 throw new Error("Missing element name. " + this.debugInfo());
               }
@@ -33164,12 +33208,12 @@ var require_dist2 = __commonJS({
               if (attributes != null) {
                 this.attribute(attributes);
               }
-              if (parent.type === NodeType2.Document) {
+              if (parent2.type === NodeType2.Document) {
                 this.isRoot = true;
-                this.documentObject = parent;
-                parent.rootObject = this;
-                if (parent.children) {
-                  ref = parent.children;
+                this.documentObject = parent2;
+                parent2.rootObject = this;
+                if (parent2.children) {
+                  ref = parent2.children;
                   for (j = 0, len = ref.length; j < len; j++) {
                     child = ref[j];
                     if (child.type === NodeType2.DocType) {
@@ -33428,8 +33472,8 @@ var require_dist2 = __commonJS({
               __name(this, "XMLCharacterData");
             }
             // Initializes a new instance of `XMLCharacterData`
-            constructor(parent) {
-              super(parent);
+            constructor(parent2) {
+              super(parent2);
               this.value = "";
             }
             // Creates and returns a deep clone of `this`
@@ -33503,8 +33547,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLCData`
           // `text` CDATA text
-          constructor(parent, text) {
-            super(parent);
+          constructor(parent2, text) {
+            super(parent2);
             if (text == null) {
               throw new Error("Missing CDATA text. " + this.debugInfo());
             }
@@ -33544,8 +33588,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLComment`
           // `text` comment text
-          constructor(parent, text) {
-            super(parent);
+          constructor(parent2, text) {
+            super(parent2);
             if (text == null) {
               throw new Error("Missing comment text. " + this.debugInfo());
             }
@@ -33589,8 +33633,8 @@ var require_dist2 = __commonJS({
           // `version` A version number string, e.g. 1.0
           // `encoding` Encoding declaration, e.g. UTF-8
           // `standalone` standalone document declaration: true or false
-          constructor(parent, version, encoding2, standalone) {
-            super(parent);
+          constructor(parent2, version, encoding2, standalone) {
+            super(parent2);
             if (isObject(version)) {
               ({ version, encoding: encoding2, standalone } = version);
             }
@@ -33642,8 +33686,8 @@ var require_dist2 = __commonJS({
           //                    #FIXED or #DEFAULT)
           // `defaultValue` default value of the attribute
           //                (only used for #FIXED or #DEFAULT)
-          constructor(parent, elementName, attributeName, attributeType, defaultValueType, defaultValue) {
-            super(parent);
+          constructor(parent2, elementName, attributeName, attributeType, defaultValueType, defaultValue) {
+            super(parent2);
             if (elementName == null) {
               throw new Error("Missing DTD element name. " + this.debugInfo());
             }
@@ -33711,8 +33755,8 @@ var require_dist2 = __commonJS({
             // `value.pubID` public identifier
             // `value.sysID` system identifier
             // `value.nData` notation declaration
-            constructor(parent, pe, name, value) {
-              super(parent);
+            constructor(parent2, pe, name, value) {
+              super(parent2);
               if (name == null) {
                 throw new Error("Missing DTD entity name. " + this.debugInfo(name));
               }
@@ -33809,8 +33853,8 @@ var require_dist2 = __commonJS({
           // `parent` the parent `XMLDocType` element
           // `name` element name
           // `value` element content (defaults to #PCDATA)
-          constructor(parent, name, value) {
-            super(parent);
+          constructor(parent2, name, value) {
+            super(parent2);
             if (name == null) {
               throw new Error("Missing DTD element name. " + this.debugInfo());
             }
@@ -33857,8 +33901,8 @@ var require_dist2 = __commonJS({
             // `value` an object with external entity details
             // `value.pubID` public identifier
             // `value.sysID` system identifier
-            constructor(parent, name, value) {
-              super(parent);
+            constructor(parent2, name, value) {
+              super(parent2);
               if (name == null) {
                 throw new Error("Missing DTD notation name. " + this.debugInfo(name));
               }
@@ -33922,12 +33966,12 @@ var require_dist2 = __commonJS({
             // `parent` the document object
             // `pubID` public identifier of the external subset
             // `sysID` system identifier of the external subset
-            constructor(parent, pubID, sysID) {
+            constructor(parent2, pubID, sysID) {
               var child, i, len, ref;
-              super(parent);
+              super(parent2);
               this.type = NodeType2.DocType;
-              if (parent.children) {
-                ref = parent.children;
+              if (parent2.children) {
+                ref = parent2.children;
                 for (i = 0, len = ref.length; i < len; i++) {
                   child = ref[i];
                   if (child.type === NodeType2.Element) {
@@ -33936,7 +33980,7 @@ var require_dist2 = __commonJS({
                   }
                 }
               }
-              this.documentObject = parent;
+              this.documentObject = parent2;
               if (isObject(pubID)) {
                 ({ pubID, sysID } = pubID);
               }
@@ -34114,8 +34158,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLRaw`
           // `text` raw text
-          constructor(parent, text) {
-            super(parent);
+          constructor(parent2, text) {
+            super(parent2);
             if (text == null) {
               throw new Error("Missing raw text. " + this.debugInfo());
             }
@@ -34155,8 +34199,8 @@ var require_dist2 = __commonJS({
             }
             // Initializes a new instance of `XMLText`
             // `text` element text
-            constructor(parent, text) {
-              super(parent);
+            constructor(parent2, text) {
+              super(parent2);
               if (text == null) {
                 throw new Error("Missing element text. " + this.debugInfo());
               }
@@ -34231,8 +34275,8 @@ var require_dist2 = __commonJS({
           // `parent` the parent node
           // `target` instruction target
           // `value` instruction value
-          constructor(parent, target, value) {
-            super(parent);
+          constructor(parent2, target, value) {
+            super(parent2);
             if (target == null) {
               throw new Error("Missing instruction target. " + this.debugInfo());
             }
@@ -34287,8 +34331,8 @@ var require_dist2 = __commonJS({
           // a null value. Dummy nodes are created while recursively
           // building the XML tree. Simply skipping null values doesn't
           // work because that would break the recursive chain.
-          constructor(parent) {
-            super(parent);
+          constructor(parent2) {
+            super(parent2);
             this.type = NodeType2.Dummy;
           }
           // Creates and returns a deep clone of `this`
@@ -34417,12 +34461,12 @@ var require_dist2 = __commonJS({
             }
             // Sets the parent node of this node and its children recursively
             // `parent` the parent node
-            setParent(parent) {
+            setParent(parent2) {
               var child, j, len, ref1, results;
-              this.parent = parent;
-              if (parent) {
-                this.options = parent.options;
-                this.stringify = parent.stringify;
+              this.parent = parent2;
+              if (parent2) {
+                this.options = parent2.options;
+                this.stringify = parent2.stringify;
               }
               ref1 = this.children;
               results = [];

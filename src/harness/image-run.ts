@@ -36,7 +36,7 @@ export async function imageContainerOptions(
   const lower = await imageLayers(store, cache, image);
   const config = image.config.config ?? {};
   const { command, entrypoint, env, user, workdir, ...rest } = overrides;
-  const resolved = resolveUser(user ?? (config.User || undefined), (path) => readFromLayers(lower, path));
+  const resolved = resolveUser(user ?? (config.User || undefined), (path) => readFromLayersCached(lower, path));
   const fullEnv = imageEnv(config, env);
   if (resolved.home && fullEnv.HOME === undefined) fullEnv.HOME = resolved.home;
   return {
@@ -48,6 +48,22 @@ export async function imageContainerOptions(
     user: { uid: resolved.uid, gid: resolved.gid, additionalGids: resolved.additionalGids },
     image: { ref, id: image.id },
   };
+}
+
+/** What `readFromLayersCached` read, by layer stack and path (unpacked layers never change). */
+const layerReads = new Map<string, string | undefined>();
+
+/**
+ * `readFromLayers` for the user and group files every start reads, once per
+ * image's layers in this process (a few lstat and reads saved on each start).
+ */
+function readFromLayersCached(lower: string[], path: string): string | undefined {
+  const key = `${lower.join('\0')}\0${path}`;
+  if (layerReads.has(key)) return layerReads.get(key);
+  const text = readFromLayers(lower, path);
+  if (layerReads.size >= 256) layerReads.clear();
+  layerReads.set(key, text);
+  return text;
 }
 
 /** Reads a file as the container would see it at start: the topmost layer that has it, unless whited out. */
