@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { listContainers } from '../src/runtime/containers.js';
 import { Container, containersDir, sweepContainers } from '../src/runtime/index.js';
-import { drainSpares, keepSparesReady, spareCount } from '../src/runtime/spares.js';
+import { drainSpares, spareCount } from '../src/runtime/spares.js';
 import { describeKernel } from './helpers/kernel.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
 
@@ -70,23 +70,6 @@ describeKernel('spare container directories', () => {
     await second.container.remove();
     drainSpares();
     expect(mine()).toEqual([]);
-  });
-
-  it('makes a spare ahead when asked, off the event loop, for the next container', async () => {
-    const rootfs = await busyboxRootfs();
-    keepSparesReady(containersDir());
-    for (let i = 0; i < 100 && spareCount() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(spareCount()).toBe(1);
-    const [spare] = mine();
-    const inode = statSync(join(containersDir(), spare as string)).ino;
-    const { container, output } = await run(rootfs, 'echo from a spare made ahead');
-    expect(output).toBe('from a spare made ahead\n');
-    expect(statSync(container.dir).ino).toBe(inode);
-    // Taken: another is made for the next one.
-    for (let i = 0; i < 100 && spareCount() === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
-    expect(spareCount()).toBe(1);
-    keepSparesReady(containersDir(), 0);
-    await container.remove();
   });
 
   it('keeps no spare past the process: removed at exit and on SIGTERM, swept after a SIGKILL', async () => {

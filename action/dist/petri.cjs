@@ -267,10 +267,10 @@ function holdCgroupParents() {
   };
 }
 function removeEmptyParents(dirs) {
-  for (const parent2 of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
-    if ((0, import_node_path2.basename)(parent2) !== "petri") continue;
+  for (const parent of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
+    if ((0, import_node_path2.basename)(parent) !== "petri") continue;
     try {
-      (0, import_node_fs3.rmdirSync)(parent2);
+      (0, import_node_fs3.rmdirSync)(parent);
     } catch {
     }
   }
@@ -326,18 +326,18 @@ function createCgroups(id, limits, mode = detectCgroupMode()) {
   }
 }
 function createV2(id, limits, created) {
-  const parent2 = `${CGROUP_ROOT}/${PARENT}`;
-  const dir = `${parent2}/${id}`;
+  const parent = `${CGROUP_ROOT}/${PARENT}`;
+  const dir = `${parent}/${id}`;
   mkdirRacing(dir, () => {
-    (0, import_node_fs4.mkdirSync)(parent2, { recursive: true });
+    (0, import_node_fs4.mkdirSync)(parent, { recursive: true });
     enableControllers(CGROUP_ROOT);
-    enableControllers(parent2);
+    enableControllers(parent);
   });
   created.push(dir);
   const wanted = [limits.memory && "memory.max", limits.pids && "pids.max", limits.cpus && "cpu.max"];
   if (wanted.some((file) => file && !(0, import_node_fs4.existsSync)(`${dir}/${file}`))) {
     enableControllers(CGROUP_ROOT);
-    enableControllers(parent2);
+    enableControllers(parent);
   }
   if (limits.memory) {
     write(dir, "memory.max", String(limits.memory));
@@ -357,9 +357,9 @@ function createV2(id, limits, created) {
 }
 function createV1(id, limits, mode, created) {
   const dirFor = /* @__PURE__ */ __name((controller) => {
-    const parent2 = `${CGROUP_ROOT}/${controller}/${PARENT}`;
-    const dir = `${parent2}/${id}`;
-    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent2, { recursive: true }));
+    const parent = `${CGROUP_ROOT}/${controller}/${PARENT}`;
+    const dir = `${parent}/${id}`;
+    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent, { recursive: true }));
     created.push(dir);
     return dir;
   }, "dirFor");
@@ -1185,7 +1185,6 @@ function spareOwner(name) {
 function reuseSpare(dir, record, bundle) {
   const spare = pool.pop();
   if (spare === void 0) return false;
-  refill();
   try {
     overwrite((0, import_node_path7.join)(spare, "spare.json"), record);
     overwrite((0, import_node_path7.join)(spare, "config.json"), bundle);
@@ -1235,34 +1234,6 @@ function onSignal(signal) {
   drainSpares();
   if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
 }
-function refill() {
-  while (pool.length + making < ahead) {
-    making++;
-    void makeSpare(parent).then((spare) => {
-      making--;
-      if (spare === void 0) ahead = 0;
-      else if (pool.length < MAX_SPARES) {
-        pool.push(spare);
-        hookExit();
-      } else removeQuietly(spare);
-    });
-  }
-}
-async function makeSpare(dir) {
-  const { pid, startTime } = selfIdentity();
-  const spare = (0, import_node_path7.join)(dir, `spare-${pid}-${startTime}-${sequence++}`);
-  try {
-    await import_node_fs8.promises.mkdir(spare);
-    await Promise.all([
-      ...["rootfs", "upper", "work"].map((sub) => import_node_fs8.promises.mkdir((0, import_node_path7.join)(spare, sub))),
-      ...["spare.json", "config.json"].map((file) => import_node_fs8.promises.writeFile((0, import_node_path7.join)(spare, file), ""))
-    ]);
-    return spare;
-  } catch {
-    removeQuietly(spare);
-    return void 0;
-  }
-}
 function drainSpares() {
   for (let spare = pool.pop(); spare !== void 0; spare = pool.pop()) removeQuietly(spare);
 }
@@ -1285,7 +1256,7 @@ function removeQuietly(path) {
   } catch {
   }
 }
-var import_node_fs8, import_node_path7, MAX_SPARES, ahead, making, SPARE_NAME, pool, sequence, exitHook, SIGNALS, parent;
+var import_node_fs8, import_node_path7, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook, SIGNALS;
 var init_spares = __esm({
   "src/runtime/spares.ts"() {
     "use strict";
@@ -1295,8 +1266,6 @@ var init_spares = __esm({
     init_fs();
     init_record();
     MAX_SPARES = 8;
-    ahead = 0;
-    making = 0;
     SPARE_NAME = /^spare-(\d+)-(\d+)-\d+$/;
     pool = [];
     sequence = 0;
@@ -1307,9 +1276,6 @@ var init_spares = __esm({
     SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
     __name(hookExit, "hookExit");
     __name(onSignal, "onSignal");
-    parent = "";
-    __name(refill, "refill");
-    __name(makeSpare, "makeSpare");
     __name(drainSpares, "drainSpares");
     __name(spareCount, "spareCount");
     __name(overwrite, "overwrite");
@@ -8271,16 +8237,16 @@ var init_entry_writer = __esm({
         return path;
       }
       async #whiteout(rel, base) {
-        const parent2 = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
+        const parent = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
         if (base === OPAQUE_WHITEOUT) {
-          const dir = parent2 === "" ? this.#root : this.#place(parent2, true);
+          const dir = parent === "" ? this.#root : this.#place(parent, true);
           (0, import_node_fs20.mkdirSync)(dir, { recursive: true, mode: 493 });
           return this.#fsops.opaque(dir);
         }
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const name = base.slice(WHITEOUT_PREFIX.length);
         if (name === "" || name === "." || name === "..") throw new PetriError("a whiteout must name an entry");
-        return this.#fsops.whiteout(this.#place(parent2 ? `${parent2}/${name}` : name, false));
+        return this.#fsops.whiteout(this.#place(parent ? `${parent}/${name}` : name, false));
       }
       async #directory(rel, header) {
         const path = rel === "" ? this.#root : this.#place(rel, true);
@@ -8452,9 +8418,9 @@ __export(layers_exports, {
 function chainIds(diffIds) {
   const ids2 = [];
   for (const diffId of diffIds) {
-    const parent2 = ids2.at(-1);
+    const parent = ids2.at(-1);
     ids2.push(
-      parent2 === void 0 ? diffId : `sha256:${(0, import_node_crypto5.createHash)("sha256").update(`${parent2} ${diffId}`).digest("hex")}`
+      parent === void 0 ? diffId : `sha256:${(0, import_node_crypto5.createHash)("sha256").update(`${parent} ${diffId}`).digest("hex")}`
     );
   }
   return ids2;
@@ -8561,8 +8527,8 @@ var init_layers = __esm({
        * use it next need not unpack it. Returns the layer's tree, which is the
        * existing one when the cache has it already.
        */
-      adopt(tree, layer, parent2) {
-        const chainId = parent2 === null ? layer.diffId : chainIds([parent2, layer.diffId])[1];
+      adopt(tree, layer, parent) {
+        const chainId = parent === null ? layer.diffId : chainIds([parent, layer.diffId])[1];
         const done = this.path(chainId);
         if (done) {
           removeTree(tree);
@@ -8573,7 +8539,7 @@ var init_layers = __esm({
           (0, import_node_fs21.renameSync)(tree, (0, import_node_path17.join)(temp, "fs"));
           (0, import_node_fs21.writeFileSync)(
             (0, import_node_path17.join)(temp, "meta.json"),
-            `${JSON.stringify({ diffId: layer.diffId, chainId, parent: parent2, size: layer.size })}
+            `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}
 `
           );
           try {
@@ -8610,7 +8576,7 @@ var init_layers = __esm({
         const source = { ...layer, diffId: diffIds.at(-1), open: /* @__PURE__ */ __name(() => stream, "open") };
         return this.#ensure(source, ids2.at(-1), ids2.at(-2) ?? null, verified, () => stream.destroy());
       }
-      #ensure(layer, chainId, parent2, verified, skipped) {
+      #ensure(layer, chainId, parent, verified, skipped) {
         const done = this.path(chainId);
         if (done) {
           skipped?.();
@@ -8621,11 +8587,11 @@ var init_layers = __esm({
           skipped?.();
           return pending;
         }
-        pending = this.#unpack(layer, chainId, parent2, verified).finally(() => this.#pending.delete(chainId));
+        pending = this.#unpack(layer, chainId, parent, verified).finally(() => this.#pending.delete(chainId));
         this.#pending.set(chainId, pending);
         return pending;
       }
-      async #unpack(layer, chainId, parent2, verified) {
+      async #unpack(layer, chainId, parent, verified) {
         (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
         this.#sweep();
         const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
@@ -8646,7 +8612,7 @@ var init_layers = __esm({
               `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`
             );
           }
-          const meta = { diffId: layer.diffId, chainId, parent: parent2, size: result.size };
+          const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
           (0, import_node_fs21.writeFileSync)((0, import_node_path17.join)(temp, "meta.json"), `${JSON.stringify(meta)}
 `);
           try {
@@ -10877,8 +10843,8 @@ var init_platform = __esm({
 });
 
 // src/build/cache.ts
-function cacheKey(parent2, step) {
-  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent2).update("\0").update(stableJson(step)).digest("hex")}`;
+function cacheKey(parent, step) {
+  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
 }
 function stableJson(value) {
   return JSON.stringify(value, (_key, v) => {
@@ -11733,9 +11699,9 @@ var init_copy = __esm({
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined2(this.#upper);
-        const parent2 = this.#stateOf(parentOf2(rel));
-        if (parent2 === "other") return void 0;
-        if (parent2 === "dir") {
+        const parent = this.#stateOf(parentOf2(rel));
+        if (parent === "other") return void 0;
+        if (parent === "dir") {
           const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
@@ -11927,9 +11893,9 @@ var init_copy = __esm({
         if (rel === "") return "dir";
         const known = this.#state.get(rel);
         if (known) return known;
-        const parent2 = this.#stateOf(parentOf2(rel));
-        let state = parent2;
-        if (parent2 === "dir") {
+        const parent = this.#stateOf(parentOf2(rel));
+        let state = parent;
+        if (parent === "dir") {
           const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
@@ -11980,9 +11946,9 @@ var init_copy = __esm({
         const base = import_node_path24.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent2 = join22(destRel, resolvePath(dest, parentOf2(inside)));
-        this.#ensureDir(parent2, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join22(parent2, base);
+        const parent = join22(destRel, resolvePath(dest, parentOf2(inside)));
+        this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
+        const rel = inside === "" ? destRel : join22(parent, base);
         const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
@@ -14057,8 +14023,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent2 = (0, import_node_path26.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path26.join)(parent2 === "." ? "" : parent2, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path26.dirname)(entry.path);
+          await add(pack, emptyHeader((0, import_node_path26.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await add(pack, {
@@ -14227,8 +14193,8 @@ function makeDirs(view, upper, dir, owner2) {
     }
     if (!created) {
       let parentRel = "";
-      for (const parent2 of parts.slice(0, i)) {
-        parentRel = parentRel ? `${parentRel}/${parent2}` : parent2;
+      for (const parent of parts.slice(0, i)) {
+        parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
         const path2 = (0, import_node_path27.join)(upper, parentRel);
         (0, import_node_fs32.mkdirSync)(path2);
@@ -14620,8 +14586,8 @@ ${trigger}
         }
         const stage = this.#stageNamed(name, index, false);
         if (stage) {
-          const parent2 = await this.#startStage(stage.index);
-          return { ...parent2, args, cmdSet: false };
+          const parent = await this.#startStage(stage.index);
+          return { ...parent, args, cmdSet: false };
         }
         const image = await this.#baseImage(name, stepId);
         const layers = image.manifest.layers.map((layer, i) => ({
@@ -14888,8 +14854,8 @@ ${trigger}
         const { diffId, size: size2 } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
-        const parent2 = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent2);
+        const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
+        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent);
         return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
       }
       async #workdir(state, path) {
@@ -16124,18 +16090,18 @@ var require_visit = __commonJS({
     }
     __name(callVisitor, "callVisitor");
     function replaceNode(key, path, node) {
-      const parent2 = path[path.length - 1];
-      if (identity.isCollection(parent2)) {
-        parent2.items[key] = node;
-      } else if (identity.isPair(parent2)) {
+      const parent = path[path.length - 1];
+      if (identity.isCollection(parent)) {
+        parent.items[key] = node;
+      } else if (identity.isPair(parent)) {
         if (key === "key")
-          parent2.key = node;
+          parent.key = node;
         else
-          parent2.value = node;
-      } else if (identity.isDocument(parent2)) {
-        parent2.contents = node;
+          parent.value = node;
+      } else if (identity.isDocument(parent)) {
+        parent.contents = node;
       } else {
-        const pt = identity.isAlias(parent2) ? "alias" : "scalar";
+        const pt = identity.isAlias(parent) ? "alias" : "scalar";
         throw new Error(`Cannot replace node with ${pt} parent`);
       }
     }
@@ -21683,9 +21649,9 @@ var require_cst_visit = __commonJS({
       return item;
     };
     visit.parentCollection = (cst, path) => {
-      const parent2 = visit.itemAtPath(cst, path.slice(0, -1));
+      const parent = visit.itemAtPath(cst, path.slice(0, -1));
       const field = path[path.length - 1][0];
-      const coll = parent2?.[field];
+      const coll = parent?.[field];
       if (coll && "items" in coll)
         return coll;
       throw new Error("Parent collection not found");
@@ -22495,16 +22461,16 @@ var require_parser = __commonJS({
       }
     }
     __name(isFlowToken, "isFlowToken");
-    function getPrevProps(parent2) {
-      switch (parent2.type) {
+    function getPrevProps(parent) {
+      switch (parent.type) {
         case "document":
-          return parent2.start;
+          return parent.start;
         case "block-map": {
-          const it = parent2.items[parent2.items.length - 1];
+          const it = parent.items[parent.items.length - 1];
           return it.sep ?? it.start;
         }
         case "block-seq":
-          return parent2.items[parent2.items.length - 1].start;
+          return parent.items[parent.items.length - 1].start;
         /* istanbul ignore next should not happen */
         default:
           return [];
@@ -23195,12 +23161,12 @@ var require_parser = __commonJS({
             yield* this.step();
           }
         } else {
-          const parent2 = this.peek(2);
-          if (parent2.type === "block-map" && (this.type === "map-value-ind" && parent2.indent === fc.indent || this.type === "newline" && !parent2.items[parent2.items.length - 1].sep)) {
+          const parent = this.peek(2);
+          if (parent.type === "block-map" && (this.type === "map-value-ind" && parent.indent === fc.indent || this.type === "newline" && !parent.items[parent.items.length - 1].sep)) {
             yield* this.pop();
             yield* this.step();
-          } else if (this.type === "map-value-ind" && parent2.type !== "flow-collection") {
-            const prev = getPrevProps(parent2);
+          } else if (this.type === "map-value-ind" && parent.type !== "flow-collection") {
+            const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
             const sep = fc.end.splice(1, fc.end.length);
@@ -23233,7 +23199,7 @@ var require_parser = __commonJS({
           source: this.source
         };
       }
-      startBlockValue(parent2) {
+      startBlockValue(parent) {
         switch (this.type) {
           case "alias":
           case "scalar":
@@ -23267,7 +23233,7 @@ var require_parser = __commonJS({
             };
           case "explicit-key-ind": {
             this.onKeyLine = true;
-            const prev = getPrevProps(parent2);
+            const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             start.push(this.sourceToken);
             return {
@@ -23279,7 +23245,7 @@ var require_parser = __commonJS({
           }
           case "map-value-ind": {
             this.onKeyLine = true;
-            const prev = getPrevProps(parent2);
+            const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             return {
               type: "block-map",
@@ -24143,8 +24109,8 @@ async function copyJobFiles(files, upper, lower) {
     const source = await (0, import_promises14.stat)(file.source);
     let target = import_node_path32.posix.normalize(file.target);
     if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
-    const parent2 = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
-    await makeDirs2(upper, lower, parent2);
+    const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
+    await makeDirs2(upper, lower, parent);
     try {
       await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
@@ -28244,7 +28210,7 @@ var require_dist2 = __commonJS({
           __name(baseInverter, "baseInverter");
           function baseInvoke(object, path2, args) {
             path2 = castPath(path2, object);
-            object = parent2(object, path2);
+            object = parent(object, path2);
             var func = object == null ? object : object[toKey(last(path2))];
             return func == null ? undefined$1 : apply(func, object, args);
           }
@@ -28834,7 +28800,7 @@ var require_dist2 = __commonJS({
                 return false;
               }
             }
-            var obj = parent2(object, path2);
+            var obj = parent(object, path2);
             return obj == null || delete obj[toKey(last(path2))];
           }
           __name(baseUnset, "baseUnset");
@@ -30016,10 +29982,10 @@ var require_dist2 = __commonJS({
             };
           }
           __name(overRest, "overRest");
-          function parent2(object, path2) {
+          function parent(object, path2) {
             return path2.length < 2 ? object : baseGet(object, baseSlice(path2, 0, -1));
           }
-          __name(parent2, "parent");
+          __name(parent, "parent");
           function reorder(array, indexes) {
             var arrLength = array.length, length = nativeMin(indexes.length, arrLength), oldArray = copyArray(array);
             while (length--) {
@@ -30626,9 +30592,9 @@ var require_dist2 = __commonJS({
           }
           __name(wrapperToIterator, "wrapperToIterator");
           function wrapperPlant(value) {
-            var result2, parent3 = this;
-            while (parent3 instanceof baseLodash) {
-              var clone2 = wrapperClone(parent3);
+            var result2, parent2 = this;
+            while (parent2 instanceof baseLodash) {
+              var clone2 = wrapperClone(parent2);
               clone2.__index__ = 0;
               clone2.__values__ = undefined$1;
               if (result2) {
@@ -30637,7 +30603,7 @@ var require_dist2 = __commonJS({
                 result2 = clone2;
               }
               var previous = clone2;
-              parent3 = parent3.__wrapped__;
+              parent2 = parent2.__wrapped__;
             }
             previous.__wrapped__ = value;
             return result2;
@@ -33016,8 +32982,8 @@ var require_dist2 = __commonJS({
             // `parent` the parent node
             // `name` attribute target
             // `value` attribute value
-            constructor(parent2, name, value) {
-              this.parent = parent2;
+            constructor(parent, name, value) {
+              this.parent = parent;
               if (this.parent) {
                 this.options = this.parent.options;
                 this.stringify = this.parent.stringify;
@@ -33195,9 +33161,9 @@ var require_dist2 = __commonJS({
             // `parent` the parent node
             // `name` element name
             // `attributes` an object containing name/value pairs of attributes
-            constructor(parent2, name, attributes) {
+            constructor(parent, name, attributes) {
               var child, j, len, ref;
-              super(parent2);
+              super(parent);
               if (name == null) {
                 throw new Error("Missing element name. " + this.debugInfo());
               }
@@ -33208,12 +33174,12 @@ var require_dist2 = __commonJS({
               if (attributes != null) {
                 this.attribute(attributes);
               }
-              if (parent2.type === NodeType2.Document) {
+              if (parent.type === NodeType2.Document) {
                 this.isRoot = true;
-                this.documentObject = parent2;
-                parent2.rootObject = this;
-                if (parent2.children) {
-                  ref = parent2.children;
+                this.documentObject = parent;
+                parent.rootObject = this;
+                if (parent.children) {
+                  ref = parent.children;
                   for (j = 0, len = ref.length; j < len; j++) {
                     child = ref[j];
                     if (child.type === NodeType2.DocType) {
@@ -33472,8 +33438,8 @@ var require_dist2 = __commonJS({
               __name(this, "XMLCharacterData");
             }
             // Initializes a new instance of `XMLCharacterData`
-            constructor(parent2) {
-              super(parent2);
+            constructor(parent) {
+              super(parent);
               this.value = "";
             }
             // Creates and returns a deep clone of `this`
@@ -33547,8 +33513,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLCData`
           // `text` CDATA text
-          constructor(parent2, text) {
-            super(parent2);
+          constructor(parent, text) {
+            super(parent);
             if (text == null) {
               throw new Error("Missing CDATA text. " + this.debugInfo());
             }
@@ -33588,8 +33554,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLComment`
           // `text` comment text
-          constructor(parent2, text) {
-            super(parent2);
+          constructor(parent, text) {
+            super(parent);
             if (text == null) {
               throw new Error("Missing comment text. " + this.debugInfo());
             }
@@ -33633,8 +33599,8 @@ var require_dist2 = __commonJS({
           // `version` A version number string, e.g. 1.0
           // `encoding` Encoding declaration, e.g. UTF-8
           // `standalone` standalone document declaration: true or false
-          constructor(parent2, version, encoding2, standalone) {
-            super(parent2);
+          constructor(parent, version, encoding2, standalone) {
+            super(parent);
             if (isObject(version)) {
               ({ version, encoding: encoding2, standalone } = version);
             }
@@ -33686,8 +33652,8 @@ var require_dist2 = __commonJS({
           //                    #FIXED or #DEFAULT)
           // `defaultValue` default value of the attribute
           //                (only used for #FIXED or #DEFAULT)
-          constructor(parent2, elementName, attributeName, attributeType, defaultValueType, defaultValue) {
-            super(parent2);
+          constructor(parent, elementName, attributeName, attributeType, defaultValueType, defaultValue) {
+            super(parent);
             if (elementName == null) {
               throw new Error("Missing DTD element name. " + this.debugInfo());
             }
@@ -33755,8 +33721,8 @@ var require_dist2 = __commonJS({
             // `value.pubID` public identifier
             // `value.sysID` system identifier
             // `value.nData` notation declaration
-            constructor(parent2, pe, name, value) {
-              super(parent2);
+            constructor(parent, pe, name, value) {
+              super(parent);
               if (name == null) {
                 throw new Error("Missing DTD entity name. " + this.debugInfo(name));
               }
@@ -33853,8 +33819,8 @@ var require_dist2 = __commonJS({
           // `parent` the parent `XMLDocType` element
           // `name` element name
           // `value` element content (defaults to #PCDATA)
-          constructor(parent2, name, value) {
-            super(parent2);
+          constructor(parent, name, value) {
+            super(parent);
             if (name == null) {
               throw new Error("Missing DTD element name. " + this.debugInfo());
             }
@@ -33901,8 +33867,8 @@ var require_dist2 = __commonJS({
             // `value` an object with external entity details
             // `value.pubID` public identifier
             // `value.sysID` system identifier
-            constructor(parent2, name, value) {
-              super(parent2);
+            constructor(parent, name, value) {
+              super(parent);
               if (name == null) {
                 throw new Error("Missing DTD notation name. " + this.debugInfo(name));
               }
@@ -33966,12 +33932,12 @@ var require_dist2 = __commonJS({
             // `parent` the document object
             // `pubID` public identifier of the external subset
             // `sysID` system identifier of the external subset
-            constructor(parent2, pubID, sysID) {
+            constructor(parent, pubID, sysID) {
               var child, i, len, ref;
-              super(parent2);
+              super(parent);
               this.type = NodeType2.DocType;
-              if (parent2.children) {
-                ref = parent2.children;
+              if (parent.children) {
+                ref = parent.children;
                 for (i = 0, len = ref.length; i < len; i++) {
                   child = ref[i];
                   if (child.type === NodeType2.Element) {
@@ -33980,7 +33946,7 @@ var require_dist2 = __commonJS({
                   }
                 }
               }
-              this.documentObject = parent2;
+              this.documentObject = parent;
               if (isObject(pubID)) {
                 ({ pubID, sysID } = pubID);
               }
@@ -34158,8 +34124,8 @@ var require_dist2 = __commonJS({
           }
           // Initializes a new instance of `XMLRaw`
           // `text` raw text
-          constructor(parent2, text) {
-            super(parent2);
+          constructor(parent, text) {
+            super(parent);
             if (text == null) {
               throw new Error("Missing raw text. " + this.debugInfo());
             }
@@ -34199,8 +34165,8 @@ var require_dist2 = __commonJS({
             }
             // Initializes a new instance of `XMLText`
             // `text` element text
-            constructor(parent2, text) {
-              super(parent2);
+            constructor(parent, text) {
+              super(parent);
               if (text == null) {
                 throw new Error("Missing element text. " + this.debugInfo());
               }
@@ -34275,8 +34241,8 @@ var require_dist2 = __commonJS({
           // `parent` the parent node
           // `target` instruction target
           // `value` instruction value
-          constructor(parent2, target, value) {
-            super(parent2);
+          constructor(parent, target, value) {
+            super(parent);
             if (target == null) {
               throw new Error("Missing instruction target. " + this.debugInfo());
             }
@@ -34331,8 +34297,8 @@ var require_dist2 = __commonJS({
           // a null value. Dummy nodes are created while recursively
           // building the XML tree. Simply skipping null values doesn't
           // work because that would break the recursive chain.
-          constructor(parent2) {
-            super(parent2);
+          constructor(parent) {
+            super(parent);
             this.type = NodeType2.Dummy;
           }
           // Creates and returns a deep clone of `this`
@@ -34461,12 +34427,12 @@ var require_dist2 = __commonJS({
             }
             // Sets the parent node of this node and its children recursively
             // `parent` the parent node
-            setParent(parent2) {
+            setParent(parent) {
               var child, j, len, ref1, results;
-              this.parent = parent2;
-              if (parent2) {
-                this.options = parent2.options;
-                this.stringify = parent2.stringify;
+              this.parent = parent;
+              if (parent) {
+                this.options = parent.options;
+                this.stringify = parent.stringify;
               }
               ref1 = this.children;
               results = [];

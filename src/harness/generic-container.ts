@@ -5,10 +5,8 @@ import { ImageStore } from '../image/store.js';
 import type { StoredImage } from '../image/types.js';
 import { resolveCapabilities } from '../runtime/capabilities.js';
 import { Container } from '../runtime/container.js';
-import { containersDir } from '../runtime/paths.js';
 import { useStandbyRunners } from '../runtime/runner-process.js';
 import { useRunnerServer } from '../runtime/runner-server.js';
-import { keepSparesReady } from '../runtime/spares.js';
 import { LayerCache } from '../snapshot/layers.js';
 import { type ContainerHandle, LocalHandle } from './container-handle.js';
 import { type ContainerSpec, containerOptions, prepare, stopSignal } from './container-spec.js';
@@ -365,7 +363,6 @@ export class GenericContainer {
         image,
       );
       container = Container.create(options);
-      keepSparesReady(containersDir()); // the next start renames a directory made meanwhile
     } catch (error) {
       release();
       throw error;

@@ -20,9 +20,6 @@ import { selfIdentity } from './record.js';
  */
 
 const MAX_SPARES = 8;
-/** How many spares to keep made ahead (keepSparesReady), and how many are being made. */
-let ahead = 0;
-let making = 0;
 const SPARE_NAME = /^spare-(\d+)-(\d+)-\d+$/;
 const pool: string[] = [];
 let sequence = 0;
@@ -43,7 +40,6 @@ export function spareOwner(name: string): { pid: number; startTime: number } | u
 export function reuseSpare(dir: string, record: string, bundle: string): boolean {
   const spare = pool.pop();
   if (spare === undefined) return false;
-  refill();
   try {
     overwrite(join(spare, 'spare.json'), record);
     overwrite(join(spare, 'config.json'), bundle);
@@ -110,51 +106,6 @@ function onSignal(signal: NodeJS.Signals): void {
   exitHook = false;
   drainSpares();
   if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
-}
-
-/**
- * Keeps `count` spares made ahead in `containersDir` (which exists), off the
- * event loop, for a process that starts containers one after another (the
- * test-suite API): a start then renames one instead of making six inodes on
- * its critical path (~1 ms here). Made again after each one is taken; given
- * up after a failure.
- */
-export function keepSparesReady(containersDir: string, count = 1): void {
-  parent = containersDir;
-  ahead = Math.min(count, MAX_SPARES);
-  refill();
-}
-
-let parent = '';
-
-function refill(): void {
-  while (pool.length + making < ahead) {
-    making++;
-    void makeSpare(parent).then((spare) => {
-      making--;
-      if (spare === undefined) ahead = 0;
-      else if (pool.length < MAX_SPARES) {
-        pool.push(spare);
-        hookExit();
-      } else removeQuietly(spare);
-    });
-  }
-}
-
-async function makeSpare(dir: string): Promise<string | undefined> {
-  const { pid, startTime } = selfIdentity();
-  const spare = join(dir, `spare-${pid}-${startTime}-${sequence++}`);
-  try {
-    await fsp.mkdir(spare);
-    await Promise.all([
-      ...['rootfs', 'upper', 'work'].map((sub) => fsp.mkdir(join(spare, sub))),
-      ...['spare.json', 'config.json'].map((file) => fsp.writeFile(join(spare, file), '')),
-    ]);
-    return spare;
-  } catch {
-    removeQuietly(spare);
-    return undefined;
-  }
 }
 
 /** Removes this process's spares (synchronously: also at `exit` and on a signal). */
