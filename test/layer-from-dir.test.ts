@@ -98,6 +98,7 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(written).toEqual({
       diffId: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
       size: bytes.length,
+      opaque: [],
     });
 
     const out = join(dir, 'out');
@@ -128,7 +129,8 @@ describeKernel('writeLayer and diffUpper', () => {
     await fsops.opaque(join(upper, 'o'));
     await fsops.close();
     const tar = join(dir, 'layer.tar');
-    await writeTo(upper, tar, 1_000_000_000);
+    const written = await writeTo(upper, tar, 1_000_000_000);
+    expect(written.opaque).toEqual(['o']);
     const headers = await tarEntries(tar);
     expect(headers.map((h) => h.name)).toEqual(['a/', 'a/.wh.gone', 'o/', 'o/.wh..wh..opq', 'o/new']);
     expect(headers.find((h) => h.name === 'a/.wh.gone')).toMatchObject({ type: 'file', size: 0 });
@@ -136,7 +138,8 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(headers.every((h) => h.uname === '' && h.gname === '')).toBe(true);
 
     const out = join(dir, 'out');
-    await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out);
+    const unpacked = await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out);
+    expect(unpacked.opaque).toEqual(['o']);
     const tree = new Map((await scanTree(out)).map((e) => [e.path, e]));
     expect(tree.get('a/gone')).toMatchObject({ type: 'c', rdev: [0, 0] });
     expect(tree.get('o')?.xattrs).toEqual({ 'trusted.overlay.opaque': b64('y') });

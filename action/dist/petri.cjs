@@ -5130,6 +5130,34 @@ var init_store = __esm({
   }
 });
 
+// src/snapshot/layer-meta.ts
+function writeLayerMeta(top, meta) {
+  (0, import_node_fs18.writeFileSync)((0, import_node_path14.join)(top, "meta.json"), `${JSON.stringify(meta)}
+`);
+}
+function recordedOpaqueDirs(tree) {
+  if ((0, import_node_path14.basename)(tree) !== "fs") return void 0;
+  let meta;
+  try {
+    meta = JSON.parse((0, import_node_fs18.readFileSync)((0, import_node_path14.join)((0, import_node_path14.dirname)(tree), "meta.json"), "utf8"));
+  } catch {
+    return void 0;
+  }
+  const opaque = meta?.opaque;
+  return Array.isArray(opaque) && opaque.every((dir) => typeof dir === "string") ? opaque : void 0;
+}
+var import_node_fs18, import_node_path14;
+var init_layer_meta = __esm({
+  "src/snapshot/layer-meta.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs18 = require("node:fs");
+    import_node_path14 = require("node:path");
+    __name(writeLayerMeta, "writeLayerMeta");
+    __name(recordedOpaqueDirs, "recordedOpaqueDirs");
+  }
+});
+
 // src/snapshot/fsops.ts
 var import_node_child_process3, import_node_os3, import_node_readline, errnoNames, FsOps;
 var init_fsops = __esm({
@@ -5232,7 +5260,7 @@ function cleanEntryPath(name) {
   return parts.join("/");
 }
 function resolveInRoot(rootDir, name) {
-  const root = (0, import_node_path14.resolve)(rootDir);
+  const root = (0, import_node_path15.resolve)(rootDir);
   const parts = cleanEntryPath(name).split("/");
   const last = parts.pop();
   if (!last) return root;
@@ -5245,7 +5273,7 @@ function resolveInRoot(rootDir, name) {
       resolved.pop();
       continue;
     }
-    const here = (0, import_node_path14.join)(root, ...resolved, part);
+    const here = (0, import_node_path15.join)(root, ...resolved, part);
     if (!isSymlink(here)) {
       resolved.push(part);
       continue;
@@ -5253,28 +5281,28 @@ function resolveInRoot(rootDir, name) {
     if (++followed > MAX_SYMLINKS) {
       throw new PetriError(`layer entry "${name}": too many levels of symbolic links in its parent directories`);
     }
-    const target = (0, import_node_fs18.readlinkSync)(here);
+    const target = (0, import_node_fs19.readlinkSync)(here);
     if (target.startsWith("/")) resolved.length = 0;
     pending.push(...target.split("/").reverse());
   }
-  const path = (0, import_node_path14.join)(root, ...resolved, last);
+  const path = (0, import_node_path15.join)(root, ...resolved, last);
   if (!path.startsWith(`${root}/`)) throw new PetriError(`layer entry "${name}" resolves outside the layer root`);
   return path;
 }
 function isSymlink(path) {
   try {
-    return (0, import_node_fs18.lstatSync)(path).isSymbolicLink();
+    return (0, import_node_fs19.lstatSync)(path).isSymbolicLink();
   } catch {
     return false;
   }
 }
-var import_node_fs18, import_node_path14, MAX_SYMLINKS;
+var import_node_fs19, import_node_path15, MAX_SYMLINKS;
 var init_safe_path = __esm({
   "src/snapshot/safe-path.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs18 = require("node:fs");
-    import_node_path14 = require("node:path");
+    import_node_fs19 = require("node:fs");
+    import_node_path15 = require("node:path");
     init_errors();
     MAX_SYMLINKS = 40;
     __name(cleanEntryPath, "cleanEntryPath");
@@ -7984,14 +8012,14 @@ function mtimeOf(header) {
   if (Number.isFinite(pax)) return new Date(pax * 1e3);
   return header.mtime ?? /* @__PURE__ */ new Date(0);
 }
-var import_node_fs19, import_promises6, import_node_path15, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
+var import_node_fs20, import_promises6, import_node_path16, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
 var init_entry_writer = __esm({
   "src/snapshot/entry-writer.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs19 = require("node:fs");
+    import_node_fs20 = require("node:fs");
     import_promises6 = require("node:fs/promises");
-    import_node_path15 = require("node:path");
+    import_node_path16 = require("node:path");
     init_errors();
     init_fs();
     init_fsops();
@@ -8008,9 +8036,11 @@ var init_entry_writer = __esm({
       #fsops = new FsOps();
       /** Directory mtimes, set at the end: writing into a directory changes its mtime. */
       #dirTimes = /* @__PURE__ */ new Map();
+      /** Host paths of the directories made opaque (below the root) and still there. */
+      #opaque = /* @__PURE__ */ new Set();
       constructor(root) {
-        this.#root = (0, import_node_path15.resolve)(root);
-        (0, import_node_fs19.mkdirSync)(this.#root, { recursive: true, mode: 493 });
+        this.#root = (0, import_node_path16.resolve)(root);
+        (0, import_node_fs20.mkdirSync)(this.#root, { recursive: true, mode: 493 });
       }
       /** Writes one entry; `body` is its content (consumed here whatever the type). */
       async write(header, body) {
@@ -8028,7 +8058,7 @@ var init_entry_writer = __esm({
       }
       async #write(header, body) {
         const rel = cleanEntryPath(header.name);
-        const base = (0, import_node_path15.basename)(rel);
+        const base = (0, import_node_path16.basename)(rel);
         if (base.startsWith(WHITEOUT_PREFIX)) return this.#whiteout(rel, base);
         const type = header.type;
         if (rel === "" && type !== "directory") throw new PetriError("the layer root can only be a directory");
@@ -8057,11 +8087,15 @@ var init_entry_writer = __esm({
       finish() {
         for (const [path, mtime] of this.#dirTimes) {
           try {
-            if ((0, import_node_fs19.lstatSync)(path).isDirectory()) (0, import_node_fs19.lutimesSync)(path, mtime, mtime);
+            if ((0, import_node_fs20.lstatSync)(path).isDirectory()) (0, import_node_fs20.lutimesSync)(path, mtime, mtime);
           } catch (error) {
             if (error.code !== "ENOENT") throw error;
           }
         }
+      }
+      /** The opaque directories written, relative to the root, sorted. */
+      opaqueDirs() {
+        return [...this.#opaque].map((path) => path.slice(this.#root.length + 1)).sort();
       }
       close() {
         return this.#fsops.close();
@@ -8069,24 +8103,28 @@ var init_entry_writer = __esm({
       /** Where to create entry `rel`: parents made, a conflicting entry removed (a directory is kept for a directory). */
       #place(rel, directory) {
         const path = resolveInRoot(this.#root, rel);
-        (0, import_node_fs19.mkdirSync)((0, import_node_path15.dirname)(path), { recursive: true, mode: 493 });
+        (0, import_node_fs20.mkdirSync)((0, import_node_path16.dirname)(path), { recursive: true, mode: 493 });
         let existing;
         try {
-          existing = (0, import_node_fs19.lstatSync)(path);
+          existing = (0, import_node_fs20.lstatSync)(path);
         } catch {
           return path;
         }
         if (directory && existing.isDirectory()) return path;
-        if (existing.isDirectory()) removeTree(path);
-        else (0, import_node_fs19.unlinkSync)(path);
+        if (existing.isDirectory()) {
+          removeTree(path);
+          for (const dir of this.#opaque) if (dir === path || dir.startsWith(`${path}/`)) this.#opaque.delete(dir);
+        } else (0, import_node_fs20.unlinkSync)(path);
         return path;
       }
       async #whiteout(rel, base) {
-        const parent = (0, import_node_path15.dirname)(rel) === "." ? "" : (0, import_node_path15.dirname)(rel);
+        const parent = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
         if (base === OPAQUE_WHITEOUT) {
           const dir = parent === "" ? this.#root : this.#place(parent, true);
-          (0, import_node_fs19.mkdirSync)(dir, { recursive: true, mode: 493 });
-          return this.#fsops.opaque(dir);
+          (0, import_node_fs20.mkdirSync)(dir, { recursive: true, mode: 493 });
+          await this.#fsops.opaque(dir);
+          if (dir !== this.#root) this.#opaque.add(dir);
+          return;
         }
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const name = base.slice(WHITEOUT_PREFIX.length);
@@ -8095,13 +8133,13 @@ var init_entry_writer = __esm({
       }
       async #directory(rel, header) {
         const path = rel === "" ? this.#root : this.#place(rel, true);
-        (0, import_node_fs19.mkdirSync)(path, { recursive: true, mode: 448 });
+        (0, import_node_fs20.mkdirSync)(path, { recursive: true, mode: 448 });
         await this.#attributes(path, header);
         this.#dirTimes.set(path, mtimeOf(header));
       }
       async #file(rel, header, body) {
         const path = this.#place(rel, false);
-        const flags = import_node_fs19.constants.O_WRONLY | import_node_fs19.constants.O_CREAT | import_node_fs19.constants.O_EXCL | import_node_fs19.constants.O_NOFOLLOW;
+        const flags = import_node_fs20.constants.O_WRONLY | import_node_fs20.constants.O_CREAT | import_node_fs20.constants.O_EXCL | import_node_fs20.constants.O_NOFOLLOW;
         const file = await (0, import_promises6.open)(path, flags, 384);
         try {
           for await (const chunk of body) {
@@ -8118,31 +8156,31 @@ var init_entry_writer = __esm({
       async #symlink(rel, header) {
         if (!header.linkname) throw new PetriError("a symlink needs a target");
         const path = this.#place(rel, false);
-        (0, import_node_fs19.symlinkSync)(header.linkname, path);
-        (0, import_node_fs19.lchownSync)(path, ...owner(header));
+        (0, import_node_fs20.symlinkSync)(header.linkname, path);
+        (0, import_node_fs20.lchownSync)(path, ...owner(header));
         await this.#xattrs(path, header);
-        (0, import_node_fs19.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #hardlink(rel, header) {
         const targetRel = cleanEntryPath(header.linkname ?? "");
         const target = resolveInRoot(this.#root, targetRel);
         let stat2;
         try {
-          stat2 = (0, import_node_fs19.lstatSync)(target);
+          stat2 = (0, import_node_fs20.lstatSync)(target);
         } catch {
           throw new PetriError(`its hard link target "${header.linkname}" is not in the layer (an earlier entry)`);
         }
         if (stat2.isDirectory()) throw new PetriError(`its hard link target "${header.linkname}" is a directory`);
         const path = resolveInRoot(this.#root, rel);
         if (path === target) return;
-        (0, import_node_fs19.linkSync)(target, this.#place(rel, false));
+        (0, import_node_fs20.linkSync)(target, this.#place(rel, false));
       }
       /** Owner, mode (after the owner: chown clears setuid), xattrs, mtime of a non-file entry. */
       async #attributes(path, header) {
-        (0, import_node_fs19.lchownSync)(path, ...owner(header));
+        (0, import_node_fs20.lchownSync)(path, ...owner(header));
         await (0, import_promises6.chmod)(path, (header.mode ?? 493) & 4095);
         await this.#xattrs(path, header);
-        (0, import_node_fs19.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #xattrs(path, header) {
         for (const [key, value] of Object.entries(header.pax ?? {})) {
@@ -8203,7 +8241,7 @@ async function unpackLayer(blob, mediaType, target) {
   } finally {
     await writer.close();
   }
-  return { diffId: counter.digest, size: counter.size };
+  return { diffId: counter.digest, size: counter.size, opaque: writer.opaqueDirs() };
 }
 async function sniff(blob) {
   const iterator = blob[Symbol.asyncIterator]();
@@ -8282,17 +8320,18 @@ function alive(pid) {
     return error.code === "EPERM";
   }
 }
-var import_node_crypto5, import_node_fs20, import_node_path16, DIGEST2, TEMP_PREFIX, LayerCache;
+var import_node_crypto5, import_node_fs21, import_node_path17, DIGEST2, TEMP_PREFIX, LayerCache;
 var init_layers = __esm({
   "src/snapshot/layers.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto5 = require("node:crypto");
-    import_node_fs20 = require("node:fs");
-    import_node_path16 = require("node:path");
+    import_node_fs21 = require("node:fs");
+    import_node_path17 = require("node:path");
     init_errors();
     init_paths();
     init_fs();
+    init_layer_meta();
     DIGEST2 = /^sha256:[0-9a-f]{64}$/;
     TEMP_PREFIX = ".tmp-";
     __name(chainIds, "chainIds");
@@ -8302,7 +8341,7 @@ var init_layers = __esm({
       }
       dir;
       #pending = /* @__PURE__ */ new Map();
-      constructor(dir = (0, import_node_path16.join)(petriRoot(), "layers")) {
+      constructor(dir = (0, import_node_path17.join)(petriRoot(), "layers")) {
         this.dir = dir;
       }
       /** Unpacks what is missing of `layers` (base first); returns their trees top first, as overlay lowerdirs. */
@@ -8325,8 +8364,8 @@ var init_layers = __esm({
       }
       /** The tree of an unpacked layer, or undefined when it is not in the cache. */
       path(chainId) {
-        const top = (0, import_node_path16.join)(this.dir, hexOf(chainId));
-        return (0, import_node_fs20.existsSync)((0, import_node_path16.join)(top, "meta.json")) ? (0, import_node_path16.join)(top, "fs") : void 0;
+        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
+        return (0, import_node_fs21.existsSync)((0, import_node_path17.join)(top, "meta.json")) ? (0, import_node_path17.join)(top, "fs") : void 0;
       }
       /** Every unpacked layer. */
       list() {
@@ -8334,8 +8373,9 @@ var init_layers = __esm({
         for (const name of this.#names()) {
           if (name.startsWith(TEMP_PREFIX)) continue;
           try {
-            const meta = JSON.parse((0, import_node_fs20.readFileSync)((0, import_node_path16.join)(this.dir, name, "meta.json"), "utf8"));
-            records.push({ ...meta, dir: (0, import_node_path16.join)(this.dir, name, "fs") });
+            const meta = JSON.parse((0, import_node_fs21.readFileSync)((0, import_node_path17.join)(this.dir, name, "meta.json"), "utf8"));
+            const { chainId, diffId, parent, size: size2 } = meta;
+            records.push({ chainId, diffId, parent, size: size2, dir: (0, import_node_path17.join)(this.dir, name, "fs") });
           } catch {
           }
         }
@@ -8344,10 +8384,10 @@ var init_layers = __esm({
       /** Removes these layers (the caller knows none is in use), and what crashed unpacks left. */
       remove(chainIds2) {
         for (const chainId of chainIds2) {
-          const top = (0, import_node_path16.join)(this.dir, hexOf(chainId));
-          const doomed = (0, import_node_path16.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+          const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
+          const doomed = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
           try {
-            (0, import_node_fs20.renameSync)(top, doomed);
+            (0, import_node_fs21.renameSync)(top, doomed);
           } catch (error) {
             if (error.code === "ENOENT") continue;
             throw error;
@@ -8361,16 +8401,17 @@ var init_layers = __esm({
        * rename it into place), removed by the next sweep if this process dies.
        */
       workDir() {
-        (0, import_node_fs20.mkdirSync)(this.dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path16.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs20.mkdirSync)(temp, { mode: 448 });
+        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
         return temp;
       }
       /**
        * Moves `tree` (an overlay upper dir whose layer was just written, with this
        * diffID) into the cache as the layer above `parent`, so that the steps that
-       * use it next need not unpack it. Returns the layer's tree, which is the
-       * existing one when the cache has it already.
+       * use it next need not unpack it. `layer.opaque` lists its opaque
+       * directories, as written (see LayerMeta). Returns the layer's tree, which
+       * is the existing one when the cache has it already.
        */
       adopt(tree, layer, parent) {
         const chainId = parent === null ? layer.diffId : chainIds([parent, layer.diffId])[1];
@@ -8381,14 +8422,10 @@ var init_layers = __esm({
         }
         const temp = this.workDir();
         try {
-          (0, import_node_fs20.renameSync)(tree, (0, import_node_path16.join)(temp, "fs"));
-          (0, import_node_fs20.writeFileSync)(
-            (0, import_node_path16.join)(temp, "meta.json"),
-            `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}
-`
-          );
+          (0, import_node_fs21.renameSync)(tree, (0, import_node_path17.join)(temp, "fs"));
+          writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
           try {
-            (0, import_node_fs20.renameSync)(temp, (0, import_node_path16.join)(this.dir, hexOf(chainId)));
+            (0, import_node_fs21.renameSync)(temp, (0, import_node_path17.join)(this.dir, hexOf(chainId)));
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8399,7 +8436,7 @@ var init_layers = __esm({
           removeTree(tree);
           throw error;
         }
-        return (0, import_node_path16.join)(this.dir, hexOf(chainId), "fs");
+        return (0, import_node_path17.join)(this.dir, hexOf(chainId), "fs");
       }
       /**
        * Unpacks the top layer of a stack with these `diffIds` (base first) from
@@ -8437,16 +8474,16 @@ var init_layers = __esm({
         return pending;
       }
       async #unpack(layer, chainId, parent, verified) {
-        (0, import_node_fs20.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
         this.#sweep();
-        const top = (0, import_node_path16.join)(this.dir, hexOf(chainId));
-        const temp = (0, import_node_path16.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs20.mkdirSync)(temp, { mode: 448 });
+        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
+        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
         try {
           let result;
           try {
             const { unpackLayer: unpackLayer2 } = await Promise.resolve().then(() => (init_unpack(), unpack_exports));
-            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path16.join)(temp, "fs"));
+            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path17.join)(temp, "fs"));
           } catch (error) {
             await verified;
             throw new PetriError(`layer ${layer.digest}: ${error.message}`, { cause: error });
@@ -8457,11 +8494,9 @@ var init_layers = __esm({
               `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`
             );
           }
-          const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
-          (0, import_node_fs20.writeFileSync)((0, import_node_path16.join)(temp, "meta.json"), `${JSON.stringify(meta)}
-`);
+          writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: result.size, opaque: result.opaque });
           try {
-            (0, import_node_fs20.renameSync)(temp, top);
+            (0, import_node_fs21.renameSync)(temp, top);
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8471,18 +8506,18 @@ var init_layers = __esm({
           removeTree(temp);
           throw error;
         }
-        return (0, import_node_path16.join)(top, "fs");
+        return (0, import_node_path17.join)(top, "fs");
       }
       /** Removes temporary directories whose process is gone. */
       #sweep() {
         for (const name of this.#names()) {
           const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length).split("-")[0]) : 0;
-          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path16.join)(this.dir, name));
+          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path17.join)(this.dir, name));
         }
       }
       #names() {
         try {
-          return (0, import_node_fs20.readdirSync)(this.dir);
+          return (0, import_node_fs21.readdirSync)(this.dir);
         } catch {
           return [];
         }
@@ -8596,24 +8631,24 @@ async function imageContainerOptions(store, cache, ref, overrides, stored) {
 }
 function readFromLayers(lower, path) {
   for (const dir of lower) {
-    const full = (0, import_node_path17.join)(dir, path);
+    const full = (0, import_node_path18.join)(dir, path);
     try {
-      const stat2 = (0, import_node_fs21.lstatSync)(full);
+      const stat2 = (0, import_node_fs22.lstatSync)(full);
       if (stat2.isCharacterDevice() && stat2.rdev === 0) return void 0;
-      if (stat2.isFile()) return (0, import_node_fs21.readFileSync)(full, "utf8");
+      if (stat2.isFile()) return (0, import_node_fs22.readFileSync)(full, "utf8");
       return void 0;
     } catch {
     }
   }
   return void 0;
 }
-var import_node_fs21, import_node_path17;
+var import_node_fs22, import_node_path18;
 var init_image_run = __esm({
   "src/harness/image-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs21 = require("node:fs");
-    import_node_path17 = require("node:path");
+    import_node_fs22 = require("node:fs");
+    import_node_path18 = require("node:path");
     init_apply_config();
     __name(imageLayers, "imageLayers");
     __name(imageContainerOptions, "imageContainerOptions");
@@ -8668,7 +8703,7 @@ async function toContainerOptions(options, rest) {
   const str = /* @__PURE__ */ __name((key) => typeof options[key] === "string" ? options[key] : void 0, "str");
   const rootfs = str("rootfs");
   if (rootfs !== void 0) {
-    if (!(0, import_node_fs22.existsSync)(rootfs) || !(0, import_node_fs22.statSync)(rootfs).isDirectory()) {
+    if (!(0, import_node_fs23.existsSync)(rootfs) || !(0, import_node_fs23.statSync)(rootfs).isDirectory()) {
       throw new PetriError(`petri run: root filesystem ${rootfs} does not exist or is not a directory`);
     }
     if (rest.length === 0) throw new PetriError("petri run: no command given (petri run --rootfs DIR -- CMD [ARGS\u2026])");
@@ -8766,15 +8801,15 @@ function parseVolume(text) {
   if (parts.length < 2 || parts.length > 3 || !source?.startsWith("/") || !target?.startsWith("/") || mode !== void 0 && mode !== "ro" && mode !== "rw") {
     throw new PetriError(`petri run: invalid --volume "${text}": expected /host/path:/container/path[:ro]`);
   }
-  if (!(0, import_node_fs22.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
+  if (!(0, import_node_fs23.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
   return { source, target, readonly: mode === "ro" };
 }
-var import_node_fs22, OPTIONS, HELP;
+var import_node_fs23, OPTIONS, HELP;
 var init_run = __esm({
   "src/cli/run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs22 = require("node:fs");
+    import_node_fs23 = require("node:fs");
     init_errors();
     init_container();
     init_ulimits();
@@ -8886,7 +8921,7 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs23.readFileSync)(path, "utf8");
+    return (0, import_node_fs24.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
@@ -8901,13 +8936,13 @@ function fnv(text) {
   }
   return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
 }
-var import_node_fs23, import_node_path18, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs24, import_node_path19, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs23 = require("node:fs");
-    import_node_path18 = require("node:path");
+    import_node_fs24 = require("node:fs");
+    import_node_path19 = require("node:path");
     init_paths();
     VERSION = 1;
     MAX_ENTRIES = 2e4;
@@ -8938,11 +8973,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path18.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
+        this.#file = (0, import_node_path19.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path18.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path18.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path19.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path19.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -8964,7 +8999,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs23.existsSync)((0, import_node_path18.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs24.existsSync)((0, import_node_path19.join)(this.#blobs, "sha256", hex))) return void 0;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
       /**
@@ -9000,10 +9035,10 @@ var init_result_cache = __esm({
               return [e];
             })
           };
-          (0, import_node_fs23.mkdirSync)((0, import_node_path18.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs24.mkdirSync)((0, import_node_path19.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs23.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs23.renameSync)(tmp, this.#file);
+          (0, import_node_fs24.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs24.renameSync)(tmp, this.#file);
         } catch {
         }
       }
@@ -9013,7 +9048,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs23.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs24.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -9030,9 +9065,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs23.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs24.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs23.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs24.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -9042,13 +9077,13 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs23.readdirSync)(dir).sort();
+            names = (0, import_node_fs24.readdirSync)(dir).sort();
           } catch {
             return false;
           }
           for (const name of names) {
             if (lines.length > MAX_ENTRIES) return false;
-            const path = (0, import_node_path18.join)(dir, name);
+            const path = (0, import_node_path19.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -9182,13 +9217,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path19.join)((0, import_node_path19.dirname)(dockerfilePath), `${(0, import_node_path19.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path19.join)(contextDir, ".dockerignore")
+    (0, import_node_path20.join)((0, import_node_path20.dirname)(dockerfilePath), `${(0, import_node_path20.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path20.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs24.readFileSync)(file, "utf8");
+      text = (0, import_node_fs25.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9336,13 +9371,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs24, import_node_path19, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs25, import_node_path20, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs24 = require("node:fs");
-    import_node_path19 = require("node:path");
+    import_node_fs25 = require("node:fs");
+    import_node_path20 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -10683,14 +10718,14 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto6, import_node_fs25, import_node_path20, BuildCache;
+var import_node_crypto6, import_node_fs26, import_node_path21, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto6 = require("node:crypto");
-    import_node_fs25 = require("node:fs");
-    import_node_path20 = require("node:path");
+    import_node_fs26 = require("node:fs");
+    import_node_path21 = require("node:path");
     init_paths();
     init_fs();
     __name(cacheKey, "cacheKey");
@@ -10700,22 +10735,22 @@ var init_cache = __esm({
         __name(this, "BuildCache");
       }
       dir;
-      constructor(dir = (0, import_node_path20.join)(petriRoot(), "build-cache")) {
+      constructor(dir = (0, import_node_path21.join)(petriRoot(), "build-cache")) {
         this.dir = dir;
       }
       get(key) {
         try {
-          return JSON.parse((0, import_node_fs25.readFileSync)(this.#path(key), "utf8"));
+          return JSON.parse((0, import_node_fs26.readFileSync)(this.#path(key), "utf8"));
         } catch {
           return void 0;
         }
       }
       set(key, record) {
-        const steps = (0, import_node_path20.join)(this.dir, "steps");
-        (0, import_node_fs25.mkdirSync)(steps, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path20.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs25.writeFileSync)(temp, JSON.stringify(record));
-        (0, import_node_fs25.renameSync)(temp, this.#path(key));
+        const steps = (0, import_node_path21.join)(this.dir, "steps");
+        (0, import_node_fs26.mkdirSync)(steps, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path21.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs26.writeFileSync)(temp, JSON.stringify(record));
+        (0, import_node_fs26.renameSync)(temp, this.#path(key));
       }
       /**
        * The content hash of files selected from a stage or image (whose filesystem
@@ -10724,37 +10759,37 @@ var init_cache = __esm({
        */
       getSelection(key) {
         try {
-          return (0, import_node_fs25.readFileSync)((0, import_node_path20.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+          return (0, import_node_fs26.readFileSync)((0, import_node_path21.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
         } catch {
           return void 0;
         }
       }
       setSelection(key, hash) {
-        const dir = (0, import_node_path20.join)(this.dir, "selections");
-        (0, import_node_fs25.mkdirSync)(dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path20.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs25.writeFileSync)(temp, hash);
-        (0, import_node_fs25.renameSync)(temp, (0, import_node_path20.join)(dir, key.replace(/^sha256:/, "")));
+        const dir = (0, import_node_path21.join)(this.dir, "selections");
+        (0, import_node_fs26.mkdirSync)(dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path21.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs26.writeFileSync)(temp, hash);
+        (0, import_node_fs26.renameSync)(temp, (0, import_node_path21.join)(dir, key.replace(/^sha256:/, "")));
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
-        const dir = (0, import_node_path20.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
-        if (!(0, import_node_fs25.existsSync)(dir)) {
-          (0, import_node_fs25.mkdirSync)((0, import_node_path20.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+        const dir = (0, import_node_path21.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        if (!(0, import_node_fs26.existsSync)(dir)) {
+          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
-          (0, import_node_fs25.mkdirSync)(temp);
-          (0, import_node_fs25.chownSync)(temp, owner2.uid, owner2.gid);
-          (0, import_node_fs25.chmodSync)(temp, owner2.mode);
+          (0, import_node_fs26.mkdirSync)(temp);
+          (0, import_node_fs26.chownSync)(temp, owner2.uid, owner2.gid);
+          (0, import_node_fs26.chmodSync)(temp, owner2.mode);
           try {
-            (0, import_node_fs25.renameSync)(temp, dir);
+            (0, import_node_fs26.renameSync)(temp, dir);
           } catch {
-            (0, import_node_fs25.rmdirSync)(temp);
+            (0, import_node_fs26.rmdirSync)(temp);
           }
         }
         return dir;
       }
       #path(key) {
-        return (0, import_node_path20.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
+        return (0, import_node_path21.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
       }
     };
   }
@@ -10776,7 +10811,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path21.posix.resolve(current || "/", path);
+  return import_node_path22.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -10793,12 +10828,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path21;
+var import_node_path22;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path21 = require("node:path");
+    import_node_path22 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -10843,7 +10878,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs26.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs27.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -10851,9 +10886,15 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path22.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
+  const recorded = recordedOpaqueDirs(layerDir);
+  if (recorded) {
+    const dirs2 = new Set(recorded);
+    opaqueCache.set(key, dirs2);
+    return dirs2;
+  }
   const result = (0, import_node_child_process4.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
@@ -10879,17 +10920,18 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process4, import_node_fs26, import_node_path22, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process4, import_node_fs27, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process4 = require("node:child_process");
-    import_node_fs26 = require("node:fs");
-    import_node_path22 = require("node:path");
+    import_node_fs27 = require("node:fs");
+    import_node_path23 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
+    init_layer_meta();
     init_whiteouts();
     MAX_SYMLINKS2 = 40;
     __name(cleanRel, "cleanRel");
@@ -10911,14 +10953,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path22.resolve)(dir);
+        this.root = (0, import_node_path23.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path22.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -10930,10 +10972,10 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path22.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs26.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -10941,7 +10983,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path22.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path23.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -10951,7 +10993,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs26.readdirSync)(rel === "" ? this.root : (0, import_node_path22.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs27.readdirSync)(rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -10986,7 +11028,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path22.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path23.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -11000,16 +11042,16 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path22.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path23.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs26.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs27.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path22.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path23.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -11019,10 +11061,10 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path22.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path23.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs26.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -11033,7 +11075,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path22.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -11049,7 +11091,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path22.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -11091,7 +11133,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path23.posix.basename(doc.name) || doc.name,
+      target: import_node_path24.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11141,7 +11183,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs27.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs28.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11161,7 +11203,7 @@ async function download(req, url) {
   }
   let name = "__unnamed__";
   try {
-    const base = import_node_path23.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path24.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -11210,7 +11252,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression) {
-  const input = (0, import_node_fs27.createReadStream)(path);
+  const input = (0, import_node_fs28.createReadStream)(path);
   const stream = compression === "gzip" ? import_node_zlib2.default.createGunzip() : zstdDecompress();
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -11257,7 +11299,7 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs27.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11268,15 +11310,15 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs27, import_promises8, import_node_path23, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs28, import_promises8, import_node_path24, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto7 = require("node:crypto");
-    import_node_fs27 = require("node:fs");
+    import_node_fs28 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path23 = require("node:path");
+    import_node_path24 = require("node:path");
     import_promises9 = require("node:stream/promises");
     import_node_zlib2 = __toESM(require("node:zlib"), 1);
     init_dockerignore();
@@ -11312,7 +11354,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path23.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path24.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -11320,7 +11362,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path23.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path24.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -11472,8 +11514,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path23.resolve)(upper);
-        (0, import_node_fs27.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path24.resolve)(upper);
+        (0, import_node_fs28.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -11483,7 +11525,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path23.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -11493,17 +11535,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path23.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path24.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path23.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path24.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -11522,8 +11564,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path23.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs27.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -11552,11 +11594,11 @@ var init_copy = __esm({
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
-        const path = (0, import_node_path23.join)(this.#upper, rel);
+        const path = (0, import_node_path24.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs27.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -11569,14 +11611,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs27.linkSync)(first, path);
+              (0, import_node_fs28.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises8.open)(
                 path,
-                import_node_fs27.constants.O_WRONLY | import_node_fs27.constants.O_CREAT | import_node_fs27.constants.O_EXCL | import_node_fs27.constants.O_NOFOLLOW,
+                import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -11585,13 +11627,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs27.constants.COPYFILE_EXCL | import_node_fs27.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs27.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs28.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -11607,12 +11649,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs27.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs28.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs27.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs27.chmodSync)(path, entry.mode);
+        (0, import_node_fs28.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs28.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -11627,16 +11669,16 @@ var init_copy = __esm({
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path23.join)(this.#upper, current);
-          (0, import_node_fs27.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path24.join)(this.#upper, current);
+          (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs27.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs27.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs28.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs28.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs27.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs27.chmodSync)(path, made.mode);
+            (0, import_node_fs28.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs28.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -11645,30 +11687,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs27.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs27.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs28.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs28.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path23.join)(this.#upper, rel);
+        const path = (0, import_node_path24.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs27.unlinkSync)(path);
+        } else (0, import_node_fs28.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path23.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path24.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path23.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -11677,7 +11719,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path23.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -11693,7 +11735,7 @@ var init_copy = __esm({
         if (entry.archive === "zstd") stages.push(zstdDecompress());
         const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs27.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs28.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -11725,20 +11767,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path23.posix.basename(inside);
+        const base = import_node_path24.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
         const parent = join22(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
         const rel = inside === "" ? destRel : join22(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path23.join)(this.#upper, rel);
+        const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs27.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -11754,7 +11796,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises8.open)(
               path,
-              import_node_fs27.constants.O_WRONLY | import_node_fs27.constants.O_CREAT | import_node_fs27.constants.O_EXCL | import_node_fs27.constants.O_NOFOLLOW,
+              import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -11767,7 +11809,7 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs27.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs28.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
             const targetRel = join22(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
@@ -11777,11 +11819,11 @@ var init_copy = __esm({
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs27.linkSync)((0, import_node_path23.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs28.linkSync)((0, import_node_path24.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs27.constants.COPYFILE_EXCL | import_node_fs27.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs27.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs28.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -11799,7 +11841,7 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs27.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs28.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
@@ -12059,13 +12101,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path24.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
-  return (0, import_node_path24.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path25.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
+  return (0, import_node_path25.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs28.readFileSync)(path, "utf8");
+    text = (0, import_node_fs29.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12081,11 +12123,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs28.mkdirSync)((0, import_node_path24.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs29.mkdirSync)((0, import_node_path25.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs28.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs29.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs28.renameSync)(temp, path);
+    (0, import_node_fs29.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -12221,15 +12263,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process5, import_node_fs28, import_node_os4, import_node_path24, HelperNotFound;
+var import_node_child_process5, import_node_fs29, import_node_os4, import_node_path25, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_fs28 = require("node:fs");
+    import_node_fs29 = require("node:fs");
     import_node_os4 = require("node:os");
-    import_node_path24 = require("node:path");
+    import_node_path25 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -13157,7 +13199,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs29.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs30.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -13209,12 +13251,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs29, OCTET, RetryUpload;
+var import_node_fs30, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs29 = require("node:fs");
+    import_node_fs30 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -13792,7 +13834,11 @@ async function writeLayer(upperDir, out, options = {}) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot write ${upperDir} as a layer: ${error.message}`, { cause: error });
   }
-  return { diffId: counter.digest, size: counter.size };
+  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
+  return { diffId: counter.digest, size: counter.size, opaque };
+}
+function isOpaqueDir(entry) {
+  return entry.type === "d" && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE2;
 }
 async function addEntries(pack, root, entries, epoch) {
   const firstPathOfInode = /* @__PURE__ */ new Map();
@@ -13805,8 +13851,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path25.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path25.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path26.dirname)(entry.path);
+          await add(pack, emptyHeader((0, import_node_path26.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await add(pack, {
@@ -13821,7 +13867,7 @@ async function addEntries(pack, root, entries, epoch) {
         break;
       case "d":
         await add(pack, { ...base, name: `${entry.path}/`, type: "directory" });
-        if (entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE2) {
+        if (isOpaqueDir(entry)) {
           await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
         }
         break;
@@ -13835,7 +13881,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path25.join)(root, entry.path));
+        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path26.join)(root, entry.path));
         break;
       }
       default:
@@ -13875,17 +13921,17 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs30.constants.O_RDONLY | import_node_fs30.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs31.constants.O_RDONLY | import_node_fs31.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_fs30, import_promises12, import_node_path25, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_fs31, import_promises12, import_node_path26, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path25 = require("node:path");
+    import_node_path26 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -13895,6 +13941,7 @@ var init_layer_from_dir = __esm({
     USTAR_MAX_ID = 262143;
     OPAQUE_VALUE2 = Buffer.from("y").toString("base64");
     __name(writeLayer, "writeLayer");
+    __name(isOpaqueDir, "isOpaqueDir");
     __name(addEntries, "addEntries");
     __name(emptyHeader, "emptyHeader");
     __name(nameOf, "nameOf");
@@ -13978,18 +14025,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path26.join)(upper, parentRel);
-        (0, import_node_fs31.mkdirSync)(path2);
-        (0, import_node_fs31.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs31.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs31.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path27.join)(upper, parentRel);
+        (0, import_node_fs32.mkdirSync)(path2);
+        (0, import_node_fs32.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs32.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs32.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path26.join)(upper, rel);
-    (0, import_node_fs31.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs31.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs31.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path27.join)(upper, rel);
+    (0, import_node_fs32.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs32.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs32.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -13998,33 +14045,33 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path26.join)(upper, rel);
+      const path = (0, import_node_path27.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs31.lstatSync)(path);
+        const stat2 = (0, import_node_fs32.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs31.readdirSync)(path).length > 0) break;
-          (0, import_node_fs31.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs31.unlinkSync)(path);
+          if ((0, import_node_fs32.readdirSync)(path).length > 0) break;
+          (0, import_node_fs32.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs32.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path26.posix.dirname(rel);
+      rel = import_node_path27.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs31.readdirSync)(from)) {
+  for (const name of (0, import_node_fs32.readdirSync)(from)) {
     try {
-      (0, import_node_fs31.renameSync)((0, import_node_path26.join)(from, name), (0, import_node_path26.join)(to, name));
+      (0, import_node_fs32.renameSync)((0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process7.spawnSync)("cp", ["-a", "--", (0, import_node_path26.join)(from, name), (0, import_node_path26.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process7.spawnSync)("cp", ["-a", "--", (0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs31.lstatSync)(from);
-  (0, import_node_fs31.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs32.lstatSync)(from);
+  (0, import_node_fs32.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -14032,14 +14079,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process7, import_node_fs31, import_node_path26, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process7, import_node_fs32, import_node_path27, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
-    import_node_fs31 = require("node:fs");
-    import_node_path26 = require("node:path");
+    import_node_fs32 = require("node:fs");
+    import_node_path27 = require("node:path");
     import_node_stream6 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -14100,8 +14147,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path26.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path26.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path27.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path27.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -14173,12 +14220,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs31.existsSync)(this.#contextDir) || !(0, import_node_fs31.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs32.existsSync)(this.#contextDir) || !(0, import_node_fs32.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs31.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs32.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -14600,10 +14647,10 @@ ${trigger}
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path26.join)(work, "upper");
-          (0, import_node_fs31.mkdirSync)(upper);
+          const upper = (0, import_node_path27.join)(work, "upper");
+          (0, import_node_fs32.mkdirSync)(upper);
           await make(lower, upper);
-          const layer = (0, import_node_fs31.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const layer = (0, import_node_fs32.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -14633,11 +14680,11 @@ ${trigger}
         stored.catch(() => {
         });
         const { writeLayer: writeLayer2 } = await Promise.resolve().then(() => (init_layer_from_dir(), layer_from_dir_exports));
-        const { diffId, size: size2 } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
+        const { diffId, size: size2, opaque } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
         const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent);
+        (await this.#layerCache()).adopt(upper, { diffId, size: size2, opaque }, parent);
         return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
       }
       async #workdir(state, path) {
@@ -14859,26 +14906,26 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path26.join)(work, `script-${i}`);
-          (0, import_node_fs31.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path27.join)(work, `script-${i}`);
+          (0, import_node_fs32.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path26.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path27.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs31.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs32.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path26.join)(work, "resolv.conf");
-            (0, import_node_fs31.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path27.join)(work, "resolv.conf");
+            (0, import_node_fs32.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path26.posix.resolve(
+          const target = import_node_path27.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -14892,24 +14939,24 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path26.posix.basename(target);
+            const id = mount.id ?? import_node_path27.posix.basename(target);
             const file = this.#options.secrets?.[id];
             if (file === void 0) {
               if (mount.required)
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path26.join)(work, `secret-${i}`);
-            (0, import_node_fs31.writeFileSync)(copy, (0, import_node_fs31.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs31.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs31.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path27.join)(work, `secret-${i}`);
+            (0, import_node_fs32.writeFileSync)(copy, (0, import_node_fs32.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs32.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs32.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path26.join)(work, `bind-${i}`);
-            (0, import_node_fs31.mkdirSync)(dir);
+            const dir = (0, import_node_path27.join)(work, `bind-${i}`);
+            (0, import_node_fs32.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -14918,9 +14965,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs31.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path26.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs31.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs32.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path27.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs32.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -14968,7 +15015,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path26.join)(container.dir, "upper");
+          const upper = (0, import_node_path27.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -14976,8 +15023,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path26.join)(work, "empty-root");
-        (0, import_node_fs31.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path27.join)(work, "empty-root");
+        (0, import_node_fs32.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -15067,19 +15114,19 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path27.resolve)(src);
+    secrets[id] = (0, import_node_path28.resolve)(src);
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path27.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path27.resolve)(options.file) : void 0;
+  const context = (0, import_node_path28.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path28.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path27.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path28.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -15158,7 +15205,7 @@ async function main2(argv) {
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs32.statSync)(__filename);
+    const st = (0, import_node_fs33.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -15168,20 +15215,20 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs32.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs33.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs32, import_node_path27, HELP2, SPECS2, MODES;
+var import_node_fs33, import_node_path28, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs32 = require("node:fs");
-    import_node_path27 = require("node:path");
+    import_node_fs33 = require("node:fs");
+    import_node_path28 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -15241,7 +15288,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join25(path, key) {
+function join26(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -15250,9 +15297,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path28.relative)(cwd, file) || file;
+  const shown = (0, import_node_path29.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path28.resolve)(file, "..");
+  const dir = (0, import_node_path29.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -15290,11 +15337,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path28.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path29.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path28.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path28.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path29.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path29.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -15412,8 +15459,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path28.resolve)(dir, shown);
-    if (!(0, import_node_fs33.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path29.resolve)(dir, shown);
+    if (!(0, import_node_fs34.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -15421,13 +15468,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs33, import_node_path28, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs34, import_node_path29, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs33 = require("node:fs");
-    import_node_path28 = require("node:path");
+    import_node_fs34 = require("node:fs");
+    import_node_path29 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -15475,7 +15522,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join25(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join26(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -15505,7 +15552,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join25, "join");
+    __name(join26, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -23099,7 +23146,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs34.existsSync)((0, import_node_path29.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs35.existsSync)((0, import_node_path30.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -23111,13 +23158,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path29.join)(dir, found[0]);
+  return (0, import_node_path30.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path29.resolve)(cwd, path);
-  const shown = (0, import_node_path29.relative)(cwd, file) || file;
-  if (!(0, import_node_fs34.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path29.extname)(file);
+  const file = (0, import_node_path30.resolve)(cwd, path);
+  const shown = (0, import_node_path30.relative)(cwd, file) || file;
+  if (!(0, import_node_fs35.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path30.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -23134,7 +23181,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs34.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs35.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -23157,13 +23204,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs34, import_node_path29, import_node_url2, CONFIG_NAMES;
+var import_node_fs35, import_node_path30, import_node_url2, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs34 = require("node:fs");
-    import_node_path29 = require("node:path");
+    import_node_fs35 = require("node:fs");
+    import_node_path30 = require("node:path");
     import_node_url2 = require("node:url");
     init_errors();
     init_config_validate();
@@ -23738,12 +23785,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises14.stat)(file.source);
-    let target = import_node_path30.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path30.posix.join(target, (0, import_node_path30.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path30.posix.dirname(target);
+    let target = import_node_path31.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path31.posix.join(target, (0, import_node_path31.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path31.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises14.cp)(file.source, (0, import_node_path30.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises14.cp)(file.source, (0, import_node_path31.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -23752,8 +23799,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path30.posix.join(current, part);
-    const inUpper = (0, import_node_path30.join)(upper, current);
+    current = import_node_path31.posix.join(current, part);
+    const inUpper = (0, import_node_path31.join)(upper, current);
     try {
       const existing = await (0, import_promises14.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -23777,7 +23824,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises14.lstat)((0, import_node_path30.join)(dir, path));
+      const entry = await (0, import_promises14.lstat)((0, import_node_path31.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -23785,13 +23832,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises14, import_node_path30;
+var import_promises14, import_node_path31;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises14 = require("node:fs/promises");
-    import_node_path30 = require("node:path");
+    import_node_path31 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -23994,7 +24041,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs35.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs36.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises15.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -24007,16 +24054,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs35.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs36.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs35, import_promises15;
+var import_node_fs36, import_promises15;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
+    import_node_fs36 = require("node:fs");
     import_promises15 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -24039,7 +24086,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs36.readFileSync)((0, import_node_path31.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs37.readFileSync)((0, import_node_path32.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -24095,13 +24142,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs36, import_node_path31, import_node_stream7;
+var import_node_fs37, import_node_path32, import_node_stream7;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
-    import_node_path31 = require("node:path");
+    import_node_fs37 = require("node:fs");
+    import_node_path32 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_errors();
     init_changes();
@@ -24125,7 +24172,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = import_tar_stream2.default.pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs37.createWriteStream)(temp));
+  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs38.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24133,7 +24180,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs37.statSync)(path).size,
+      size: (0, import_node_fs38.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises16.pipeline)(store.openBlob(digest), entry);
@@ -24158,7 +24205,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs37.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs38.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -24173,18 +24220,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs37.renameSync)(temp, file);
+  (0, import_node_fs38.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs37, import_promises16, import_tar_stream2;
+var import_node_fs38, import_promises16, import_tar_stream2;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
+    import_node_fs38 = require("node:fs");
     import_promises16 = require("node:stream/promises");
     import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
@@ -24224,7 +24271,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path32.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path33.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -24238,18 +24285,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs38.lstatSync)(path);
+    return (0, import_node_fs39.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs38, import_node_path32, OPAQUE_VALUE3;
+var import_node_fs39, import_node_path33, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_fs39 = require("node:fs");
+    import_node_path33 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -24399,10 +24446,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs39.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs40.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path33.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path33.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path34.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path34.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar5 = file(".tar");
   await saveImages(place.store, [ref], tar5.path);
@@ -24423,7 +24470,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs39.writeFileSync)(
+  (0, import_node_fs40.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -24460,7 +24507,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs39.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
+  (0, import_node_fs40.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -24519,13 +24566,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs39, import_node_path33, LABEL_TAIL, DIFF_LINES;
+var import_node_fs40, import_node_path34, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -24653,7 +24700,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path34.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path35.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -24789,12 +24836,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path34, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path35, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path34 = require("node:path");
+    import_node_path35 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -29918,10 +29965,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join34(array, separator) {
+          function join35(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join34, "join");
+          __name(join35, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -32049,7 +32096,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join34;
+          lodash2.join = join35;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -37093,8 +37140,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs40.mkdirSync)((0, import_node_path35.dirname)(file), { recursive: true });
-  (0, import_node_fs40.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs41.mkdirSync)((0, import_node_path36.dirname)(file), { recursive: true });
+  (0, import_node_fs41.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -37107,13 +37154,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs40, import_node_path35, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs41, import_node_path36, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path36 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -37222,7 +37269,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path36.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path37.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -37230,7 +37277,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path36.resolve)(junit), run);
+      writeJunit2((0, import_node_path37.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -37245,12 +37292,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path36, HELP3, SPECS3;
+var import_node_path37, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path36 = require("node:path");
+    import_node_path37 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -37418,15 +37465,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs41.createReadStream)(file);
+  const input = (0, import_node_fs42.createReadStream)(file);
   return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
 }
-var import_node_fs41, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs42, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
+    import_node_fs42 = require("node:fs");
     import_node_stream8 = require("node:stream");
     import_promises17 = require("node:stream/promises");
     import_node_zlib3 = require("node:zlib");
@@ -37465,7 +37512,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs42.createReadStream)(file);
+    const input = (0, import_node_fs43.createReadStream)(file);
     await (0, import_promises18.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib4.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -37478,12 +37525,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs42, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
+var import_node_fs43, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
+    import_node_fs43 = require("node:fs");
     import_promises18 = require("node:stream/promises");
     import_node_zlib4 = require("node:zlib");
     import_tar_stream4 = __toESM(require_tar_stream(), 1);
@@ -37515,7 +37562,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs43.existsSync)(target) && (0, import_node_fs43.statSync)(target).isFile();
+  const isFile = (0, import_node_fs44.existsSync)(target) && (0, import_node_fs44.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -37692,11 +37739,11 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
-    const { join: join34 } = await import("node:path");
+    const { join: join35 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join34(tmpdir(), "petri-repro-"));
-    archive = join34(temp, "image.tar");
+    temp = mkdtempSync(join35(tmpdir(), "petri-repro-"));
+    archive = join35(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
@@ -37707,7 +37754,7 @@ async function runDocker(plan, mode) {
     if (load.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
   } finally {
-    if (temp) (0, import_node_fs43.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs44.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
@@ -37720,13 +37767,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process8, import_node_fs43, HELP4, SPECS4;
+var import_node_child_process8, import_node_fs44, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process8 = require("node:child_process");
-    import_node_fs43 = require("node:fs");
+    import_node_fs44 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -37955,7 +38002,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs44.readFileSync)((0, import_node_path37.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs45.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -37975,7 +38022,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path37.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path38.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -37983,13 +38030,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs44, import_node_path37, OPTIONS5, HELP8;
+var import_node_fs45, import_node_path38, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_fs45 = require("node:fs");
+    import_node_path38 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38170,9 +38217,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs45.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs46.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs45.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs46.statSync)(source).isDirectory()) {
     const stream = new import_node_stream9.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -38180,7 +38227,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs45.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs46.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -38212,7 +38259,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto10.createHash)("sha256");
   await (0, import_promises19.pipeline)(
-    (0, import_node_fs45.createReadStream)(file),
+    (0, import_node_fs46.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
     new import_node_stream9.Writable({
       write(chunk, _encoding, callback) {
@@ -38223,13 +38270,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs45, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto10, import_node_fs46, import_node_stream9, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto10 = require("node:crypto");
-    import_node_fs45 = require("node:fs");
+    import_node_fs46 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises19 = require("node:stream/promises");
     import_node_zlib5 = require("node:zlib");
@@ -38289,7 +38336,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs46.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs47.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -38302,12 +38349,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs46, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs47, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -38373,7 +38420,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs47.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs48.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -38385,13 +38432,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs47, import_node_path38, COMMIT_HELP, DIFF_HELP;
+var import_node_fs48, import_node_path39, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_fs48 = require("node:fs");
+    import_node_path39 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38448,7 +38495,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs48.readFileSync)(file, "utf8");
+    text = (0, import_node_fs49.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -38470,12 +38517,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs48, HELP12, SPECS5;
+var import_node_fs49, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
+    import_node_fs49 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -38834,8 +38881,8 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const { readFileSync: readFileSync22 } = await import("node:fs");
-    const pkg = JSON.parse(readFileSync22(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const { readFileSync: readFileSync23 } = await import("node:fs");
+    const pkg = JSON.parse(readFileSync23(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

@@ -744,11 +744,11 @@ class Builder {
     const stored = this.#store.writeBlobStream(stream);
     stored.catch(() => {});
     const { writeLayer } = await import('../snapshot/layer-from-dir.js');
-    const { diffId, size } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
+    const { diffId, size, opaque } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
     const blob = await stored;
     const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-    (await this.#layerCache()).adopt(upper, { diffId, size }, parent);
+    (await this.#layerCache()).adopt(upper, { diffId, size, opaque }, parent);
     return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
   }
 

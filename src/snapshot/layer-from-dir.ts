@@ -27,13 +27,14 @@ const OPAQUE_VALUE = Buffer.from('y').toString('base64');
  * xattrs (but overlayfs' own) become PAX `SCHILY.xattr.*` records. Entries come
  * in a fixed order (depth first, by name) with no user/group names or atimes, so
  * the same tree with mtimes clamped by `sourceDateEpoch` gives the same digest.
- * Returns the diffID and size of the tar. Sockets are skipped, as Docker does.
+ * Returns the diffID and size of the tar, and the opaque directories it marked
+ * (relative paths). Sockets are skipped, as Docker does.
  */
 export async function writeLayer(
   upperDir: string,
   out: Writable,
   options: WriteLayerOptions = {},
-): Promise<{ diffId: string; size: number }> {
+): Promise<{ diffId: string; size: number; opaque: string[] }> {
   let entries: ScanEntry[];
   try {
     entries = await scanTree(upperDir);
@@ -55,7 +56,12 @@ export async function writeLayer(
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot write ${upperDir} as a layer: ${(error as Error).message}`, { cause: error });
   }
-  return { diffId: counter.digest, size: counter.size };
+  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
+  return { diffId: counter.digest, size: counter.size, opaque };
+}
+
+function isOpaqueDir(entry: ScanEntry): boolean {
+  return entry.type === 'd' && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE;
 }
 
 async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch: number | undefined): Promise<void> {
@@ -85,7 +91,7 @@ async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch:
         break;
       case 'd':
         await add(pack, { ...base, name: `${entry.path}/`, type: 'directory' });
-        if (entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE) {
+        if (isOpaqueDir(entry)) {
           await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
         }
         break;
