@@ -85,11 +85,33 @@ var init_errors = __esm({
   }
 });
 
+// src/runtime/paths.ts
+function petriRoot() {
+  return process.env.PETRI_ROOT || "/var/lib/petri";
+}
+function containersDir(root = petriRoot()) {
+  return (0, import_node_path.join)(root, "containers");
+}
+function containerDir(id, root = petriRoot()) {
+  return (0, import_node_path.join)(containersDir(root), id);
+}
+var import_node_path;
+var init_paths = __esm({
+  "src/runtime/paths.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_path = require("node:path");
+    __name(petriRoot, "petriRoot");
+    __name(containersDir, "containersDir");
+    __name(containerDir, "containerDir");
+  }
+});
+
 // src/util/fs.ts
 function removeTree(path) {
   let entries;
   try {
-    entries = (0, import_node_fs.readdirSync)(path, { withFileTypes: true });
+    entries = (0, import_node_fs2.readdirSync)(path, { withFileTypes: true });
   } catch (error) {
     const code = error.code;
     if (code === "ENOENT") return;
@@ -100,7 +122,7 @@ function removeTree(path) {
     throw error;
   }
   for (const entry of entries) {
-    const child = (0, import_node_path.join)(path, entry.name);
+    const child = (0, import_node_path3.join)(path, entry.name);
     if (entry.isDirectory()) removeTree(child);
     else unlinkQuietly(child);
   }
@@ -108,45 +130,45 @@ function removeTree(path) {
 }
 function rmdirQuietly(path) {
   try {
-    (0, import_node_fs.rmdirSync)(path);
+    (0, import_node_fs2.rmdirSync)(path);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
 }
 function unlinkQuietly(path) {
   try {
-    (0, import_node_fs.unlinkSync)(path);
+    (0, import_node_fs2.unlinkSync)(path);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
 }
 function randomHex(bytes) {
   const buffer = Buffer.alloc(bytes);
-  const fd = (0, import_node_fs.openSync)("/dev/urandom", "r");
+  const fd = (0, import_node_fs2.openSync)("/dev/urandom", "r");
   try {
-    (0, import_node_fs.readSync)(fd, buffer, 0, bytes, null);
+    (0, import_node_fs2.readSync)(fd, buffer, 0, bytes, null);
   } finally {
-    (0, import_node_fs.closeSync)(fd);
+    (0, import_node_fs2.closeSync)(fd);
   }
   return buffer.toString("hex");
 }
 function isGzipFile(path) {
   const head = Buffer.alloc(2);
-  const fd = (0, import_node_fs.openSync)(path, "r");
+  const fd = (0, import_node_fs2.openSync)(path, "r");
   try {
-    (0, import_node_fs.readSync)(fd, head, 0, 2, 0);
+    (0, import_node_fs2.readSync)(fd, head, 0, 2, 0);
   } finally {
-    (0, import_node_fs.closeSync)(fd);
+    (0, import_node_fs2.closeSync)(fd);
   }
   return head[0] === 31 && head[1] === 139;
 }
-var import_node_fs, import_node_path;
+var import_node_fs2, import_node_path3;
 var init_fs = __esm({
   "src/util/fs.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs = require("node:fs");
-    import_node_path = require("node:path");
+    import_node_fs2 = require("node:fs");
+    import_node_path3 = require("node:path");
     __name(removeTree, "removeTree");
     __name(rmdirQuietly, "rmdirQuietly");
     __name(unlinkQuietly, "unlinkQuietly");
@@ -160,7 +182,7 @@ function detectCgroupMode(root = CGROUP_ROOT) {
   const forced = process.env.PETRI_CGROUP_MODE;
   if (forced === "v1" || forced === "v2" || forced === "hybrid") return forced;
   if (isCgroup2(root)) return "v2";
-  if (!(0, import_node_fs2.existsSync)(`${root}/pids`) && !(0, import_node_fs2.existsSync)(`${root}/memory`) && !(0, import_node_fs2.existsSync)(`${root}/devices`)) {
+  if (!(0, import_node_fs3.existsSync)(`${root}/pids`) && !(0, import_node_fs3.existsSync)(`${root}/memory`) && !(0, import_node_fs3.existsSync)(`${root}/devices`)) {
     throw new PetriError(
       `no cgroup hierarchy at ${root}: mount cgroup v2 there (mount -t cgroup2 none ${root}) or the v1 controllers`
     );
@@ -169,17 +191,17 @@ function detectCgroupMode(root = CGROUP_ROOT) {
 }
 function isCgroup2(path) {
   try {
-    return (0, import_node_fs2.statfsSync)(path).type === CGROUP2_SUPER_MAGIC;
+    return (0, import_node_fs3.statfsSync)(path).type === CGROUP2_SUPER_MAGIC;
   } catch {
     return false;
   }
 }
-var import_node_fs2, CGROUP2_SUPER_MAGIC, CGROUP_ROOT;
+var import_node_fs3, CGROUP2_SUPER_MAGIC, CGROUP_ROOT;
 var init_detect = __esm({
   "src/runtime/cgroups/detect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs2 = require("node:fs");
+    import_node_fs3 = require("node:fs");
     init_errors();
     CGROUP2_SUPER_MAGIC = 1667723888;
     CGROUP_ROOT = "/sys/fs/cgroup";
@@ -194,7 +216,7 @@ function cgroupPids(dirs) {
   for (const dir of dirs) {
     let text = "";
     try {
-      text = (0, import_node_fs3.readFileSync)(`${dir}/cgroup.procs`, "utf8");
+      text = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.procs`, "utf8");
     } catch {
       continue;
     }
@@ -203,15 +225,15 @@ function cgroupPids(dirs) {
   return [...pids];
 }
 function killCgroups(dirs) {
-  const killFile = dirs.map((dir) => `${dir}/cgroup.kill`).find((file) => (0, import_node_fs3.existsSync)(file));
+  const killFile = dirs.map((dir) => `${dir}/cgroup.kill`).find((file) => (0, import_node_fs4.existsSync)(file));
   if (killFile) {
     try {
-      (0, import_node_fs3.writeFileSync)(killFile, "1");
+      (0, import_node_fs4.writeFileSync)(killFile, "1");
       return;
     } catch {
     }
   }
-  const freezer = dirs.find((dir) => (0, import_node_fs3.existsSync)(`${dir}/freezer.state`));
+  const freezer = dirs.find((dir) => (0, import_node_fs4.existsSync)(`${dir}/freezer.state`));
   if (freezer) tryWrite(`${freezer}/freezer.state`, "FROZEN");
   for (const pid of cgroupPids(dirs)) {
     try {
@@ -223,7 +245,7 @@ function killCgroups(dirs) {
 }
 async function removeCgroups(dirs, timeoutMs = 5e3) {
   const deadline = Date.now() + timeoutMs;
-  let pending = dirs.filter((dir) => (0, import_node_fs3.existsSync)(dir));
+  let pending = dirs.filter((dir) => (0, import_node_fs4.existsSync)(dir));
   let delay = 1;
   let killed = false;
   while (pending.length > 0) {
@@ -267,17 +289,17 @@ function holdCgroupParents() {
   };
 }
 function removeEmptyParents(dirs) {
-  for (const parent of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
-    if ((0, import_node_path2.basename)(parent) !== "petri") continue;
+  for (const parent of new Set(dirs.map((dir) => (0, import_node_path4.dirname)(dir)))) {
+    if ((0, import_node_path4.basename)(parent) !== "petri") continue;
     try {
-      (0, import_node_fs3.rmdirSync)(parent);
+      (0, import_node_fs4.rmdirSync)(parent);
     } catch {
     }
   }
 }
 function tryWrite(file, value) {
   try {
-    (0, import_node_fs3.writeFileSync)(file, value);
+    (0, import_node_fs4.writeFileSync)(file, value);
     return true;
   } catch {
     return false;
@@ -285,20 +307,20 @@ function tryWrite(file, value) {
 }
 function readKeyed(file, key) {
   try {
-    const match2 = new RegExp(`^${key} (\\d+)$`, "m").exec((0, import_node_fs3.readFileSync)(file, "utf8"));
+    const match2 = new RegExp(`^${key} (\\d+)$`, "m").exec((0, import_node_fs4.readFileSync)(file, "utf8"));
     return match2 ? Number(match2[1]) : 0;
   } catch {
     return 0;
   }
 }
-var import_node_fs3, import_promises, import_node_path2, import_promises2, parentHolds, heldParents;
+var import_node_fs4, import_promises, import_node_path4, import_promises2, parentHolds, heldParents;
 var init_dirs = __esm({
   "src/runtime/cgroups/dirs.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs3 = require("node:fs");
+    import_node_fs4 = require("node:fs");
     import_promises = require("node:fs/promises");
-    import_node_path2 = require("node:path");
+    import_node_path4 = require("node:path");
     import_promises2 = require("node:timers/promises");
     __name(cgroupPids, "cgroupPids");
     __name(killCgroups, "killCgroups");
@@ -329,13 +351,13 @@ function createV2(id, limits, created) {
   const parent = `${CGROUP_ROOT}/${PARENT}`;
   const dir = `${parent}/${id}`;
   mkdirRacing(dir, () => {
-    (0, import_node_fs4.mkdirSync)(parent, { recursive: true });
+    (0, import_node_fs5.mkdirSync)(parent, { recursive: true });
     enableControllers(CGROUP_ROOT);
     enableControllers(parent);
   });
   created.push(dir);
   const wanted = [limits.memory && "memory.max", limits.pids && "pids.max", limits.cpus && "cpu.max"];
-  if (wanted.some((file) => file && !(0, import_node_fs4.existsSync)(`${dir}/${file}`))) {
+  if (wanted.some((file) => file && !(0, import_node_fs5.existsSync)(`${dir}/${file}`))) {
     enableControllers(CGROUP_ROOT);
     enableControllers(parent);
   }
@@ -359,7 +381,7 @@ function createV1(id, limits, mode, created) {
   const dirFor = /* @__PURE__ */ __name((controller) => {
     const parent = `${CGROUP_ROOT}/${controller}/${PARENT}`;
     const dir = `${parent}/${id}`;
-    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent, { recursive: true }));
+    mkdirRacing(dir, () => (0, import_node_fs5.mkdirSync)(parent, { recursive: true }));
     created.push(dir);
     return dir;
   }, "dirFor");
@@ -369,7 +391,7 @@ function createV1(id, limits, mode, created) {
   if (limits.memory) {
     memory = dirFor("memory");
     write(memory, "memory.limit_in_bytes", String(limits.memory));
-    if ((0, import_node_fs4.existsSync)(`${memory}/memory.memsw.limit_in_bytes`)) {
+    if ((0, import_node_fs5.existsSync)(`${memory}/memory.memsw.limit_in_bytes`)) {
       write(memory, "memory.memsw.limit_in_bytes", String(limits.memory));
     }
   }
@@ -379,7 +401,7 @@ function createV1(id, limits, mode, created) {
     write(cpu, "cpu.cfs_period_us", String(CPU_PERIOD));
     write(cpu, "cpu.cfs_quota_us", String(Math.round(limits.cpus * CPU_PERIOD)));
   }
-  if (!unified && (0, import_node_fs4.existsSync)(`${CGROUP_ROOT}/freezer`)) dirFor("freezer");
+  if (!unified && (0, import_node_fs5.existsSync)(`${CGROUP_ROOT}/freezer`)) dirFor("freezer");
   const dirs = [...created];
   return {
     mode,
@@ -399,7 +421,7 @@ function writeDeviceRulesV1(dir, rules) {
 function mkdirRacing(dir, makeParent) {
   for (let attempt2 = 0; ; attempt2++) {
     try {
-      (0, import_node_fs4.mkdirSync)(dir);
+      (0, import_node_fs5.mkdirSync)(dir);
       return;
     } catch (error) {
       if (error.code !== "ENOENT" || attempt2 >= 5) throw error;
@@ -408,27 +430,27 @@ function mkdirRacing(dir, makeParent) {
   }
 }
 function enableControllers(dir) {
-  const available = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.controllers`, "utf8").split(/\s+/);
-  const enabled2 = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
+  const available = (0, import_node_fs5.readFileSync)(`${dir}/cgroup.controllers`, "utf8").split(/\s+/);
+  const enabled3 = (0, import_node_fs5.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
   for (const controller of V2_CONTROLLERS) {
-    if (available.includes(controller) && !enabled2.includes(controller)) {
+    if (available.includes(controller) && !enabled3.includes(controller)) {
       tryWrite(`${dir}/cgroup.subtree_control`, `+${controller}`);
     }
   }
 }
 function write(dir, file, value) {
   try {
-    (0, import_node_fs4.writeFileSync)(`${dir}/${file}`, value);
+    (0, import_node_fs5.writeFileSync)(`${dir}/${file}`, value);
   } catch (error) {
     throw new PetriError(`cannot write ${value} to ${dir}/${file}: ${error.message}`, { cause: error });
   }
 }
-var import_node_fs4, PARENT, CPU_PERIOD, V2_CONTROLLERS;
+var import_node_fs5, PARENT, CPU_PERIOD, V2_CONTROLLERS;
 var init_manager = __esm({
   "src/runtime/cgroups/manager.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs4 = require("node:fs");
+    import_node_fs5 = require("node:fs");
     init_errors();
     init_detect();
     init_dirs();
@@ -456,37 +478,15 @@ var init_cgroups = __esm({
   }
 });
 
-// src/runtime/paths.ts
-function petriRoot() {
-  return process.env.PETRI_ROOT || "/var/lib/petri";
-}
-function containersDir(root = petriRoot()) {
-  return (0, import_node_path3.join)(root, "containers");
-}
-function containerDir(id, root = petriRoot()) {
-  return (0, import_node_path3.join)(containersDir(root), id);
-}
-var import_node_path3;
-var init_paths = __esm({
-  "src/runtime/paths.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_path3 = require("node:path");
-    __name(petriRoot, "petriRoot");
-    __name(containersDir, "containersDir");
-    __name(containerDir, "containerDir");
-  }
-});
-
 // src/runtime/record.ts
 function recordPath(dir) {
-  return (0, import_node_path4.join)(dir, "record.json");
+  return (0, import_node_path5.join)(dir, "record.json");
 }
 function writeRecord(dir, record) {
   const path = recordPath(dir);
   const data = Buffer.from(JSON.stringify(record));
-  (0, import_node_fs5.writeFileSync)(`${path}.tmp`, data);
-  (0, import_node_fs5.renameSync)(`${path}.tmp`, path);
+  (0, import_node_fs6.writeFileSync)(`${path}.tmp`, data);
+  (0, import_node_fs6.renameSync)(`${path}.tmp`, path);
   return data.length;
 }
 async function writeRecordAsync(dir, record) {
@@ -504,11 +504,11 @@ async function createRecordAsync(dir, record) {
 function rewriteRecordInPlace(dir, record, minLength) {
   const json = Buffer.from(JSON.stringify(record));
   const data = json.length < minLength ? Buffer.concat([json, Buffer.alloc(minLength - json.length, " ")]) : json;
-  const fd = (0, import_node_fs5.openSync)(recordPath(dir), "r+");
+  const fd = (0, import_node_fs6.openSync)(recordPath(dir), "r+");
   try {
-    (0, import_node_fs5.writeSync)(fd, data, 0);
+    (0, import_node_fs6.writeSync)(fd, data, 0);
   } finally {
-    (0, import_node_fs5.closeSync)(fd);
+    (0, import_node_fs6.closeSync)(fd);
   }
   return data.length;
 }
@@ -516,7 +516,7 @@ function readRecord(dir) {
   for (let attempt2 = 0; ; attempt2++) {
     let text;
     try {
-      text = (0, import_node_fs5.readFileSync)(recordPath(dir), "utf8");
+      text = (0, import_node_fs6.readFileSync)(recordPath(dir), "utf8");
     } catch {
       return void 0;
     }
@@ -530,13 +530,13 @@ function readRecord(dir) {
 function listRecords() {
   let ids2;
   try {
-    ids2 = (0, import_node_fs5.readdirSync)(containersDir());
+    ids2 = (0, import_node_fs6.readdirSync)(containersDir());
   } catch {
     return [];
   }
   const records = [];
   for (const id of ids2) {
-    const record = readRecord((0, import_node_path4.join)(containersDir(), id));
+    const record = readRecord((0, import_node_path5.join)(containersDir(), id));
     if (record) records.push(record);
   }
   return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
@@ -551,21 +551,21 @@ function ownerAlive(owner2) {
 }
 function processStartTime(pid) {
   try {
-    const stat2 = (0, import_node_fs5.readFileSync)(`/proc/${pid}/stat`, "utf8");
+    const stat2 = (0, import_node_fs6.readFileSync)(`/proc/${pid}/stat`, "utf8");
     const fields = stat2.slice(stat2.lastIndexOf(")") + 2).split(" ");
     return Number(fields[19]);
   } catch {
     return void 0;
   }
 }
-var import_node_fs5, import_promises3, import_node_path4, ownStartTime;
+var import_node_fs6, import_promises3, import_node_path5, ownStartTime;
 var init_record = __esm({
   "src/runtime/record.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs5 = require("node:fs");
+    import_node_fs6 = require("node:fs");
     import_promises3 = require("node:fs/promises");
-    import_node_path4 = require("node:path");
+    import_node_path5 = require("node:path");
     init_paths();
     __name(recordPath, "recordPath");
     __name(writeRecord, "writeRecord");
@@ -582,14 +582,14 @@ var init_record = __esm({
 
 // src/runtime/names.ts
 function namesDir(root = petriRoot()) {
-  return (0, import_node_path5.join)(root, "names");
+  return (0, import_node_path6.join)(root, "names");
 }
 function reserveName(name, id) {
   const dir = ensureNamesDir();
-  const link2 = (0, import_node_path5.join)(dir, name);
+  const link2 = (0, import_node_path6.join)(dir, name);
   for (let attempt2 = 0; attempt2 < 5; attempt2++) {
     try {
-      (0, import_node_fs6.symlinkSync)(id, link2);
+      (0, import_node_fs7.symlinkSync)(id, link2);
       return;
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
@@ -601,23 +601,23 @@ function reserveName(name, id) {
     }
     if (readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
     withLock(dir, () => {
-      if (readLink(link2) === holder) (0, import_node_fs6.unlinkSync)(link2);
+      if (readLink(link2) === holder) (0, import_node_fs7.unlinkSync)(link2);
     });
   }
   throw new PetriError(`cannot reserve the container name "${name}": it keeps changing hands; try again`);
 }
 function checkNameFree(name) {
-  const link2 = (0, import_node_path5.join)(namesDir(), name);
-  if (!(0, import_node_fs6.lstatSync)(link2, { throwIfNoEntry: false })) return;
+  const link2 = (0, import_node_path6.join)(namesDir(), name);
+  if (!(0, import_node_fs7.lstatSync)(link2, { throwIfNoEntry: false })) return;
   const holder = readLink(link2);
   if (holder !== void 0 && readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
 }
 function releaseName(name, id, root = petriRoot()) {
   if (name === id) return;
-  const link2 = (0, import_node_path5.join)(namesDir(root), name);
+  const link2 = (0, import_node_path6.join)(namesDir(root), name);
   if (readLink(link2) !== id) return;
   try {
-    (0, import_node_fs6.unlinkSync)(link2);
+    (0, import_node_fs7.unlinkSync)(link2);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
@@ -629,20 +629,20 @@ function nameInUse(name, id) {
 }
 function ensureNamesDir() {
   const dir = namesDir();
-  if (dir === readyNamesDir && (0, import_node_fs6.existsSync)(dir)) return dir;
+  if (dir === readyNamesDir && (0, import_node_fs7.existsSync)(dir)) return dir;
   readyNamesDir = dir;
   try {
-    (0, import_node_fs6.mkdirSync)(dir);
+    (0, import_node_fs7.mkdirSync)(dir);
   } catch (error) {
     const code = error.code;
     if (code === "EEXIST") return dir;
     if (code !== "ENOENT") throw error;
-    (0, import_node_fs6.mkdirSync)(dir, { recursive: true });
+    (0, import_node_fs7.mkdirSync)(dir, { recursive: true });
   }
   for (const record of listRecords()) {
     if (record.name === record.id) continue;
     try {
-      (0, import_node_fs6.symlinkSync)(record.id, (0, import_node_path5.join)(dir, record.name));
+      (0, import_node_fs7.symlinkSync)(record.id, (0, import_node_path6.join)(dir, record.name));
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
     }
@@ -651,24 +651,24 @@ function ensureNamesDir() {
 }
 function readLink(path) {
   try {
-    return (0, import_node_fs6.readlinkSync)(path);
+    return (0, import_node_fs7.readlinkSync)(path);
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
   }
 }
 function withLock(dir, fn) {
-  const lock = (0, import_node_path5.join)(dir, ".lock");
+  const lock = (0, import_node_path6.join)(dir, ".lock");
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (; ; ) {
     try {
-      (0, import_node_fs6.mkdirSync)(lock);
+      (0, import_node_fs7.mkdirSync)(lock);
       break;
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
     }
     try {
-      if (Date.now() - (0, import_node_fs6.statSync)(lock).mtimeMs > LOCK_STALE_MS) (0, import_node_fs6.rmdirSync)(lock);
+      if (Date.now() - (0, import_node_fs7.statSync)(lock).mtimeMs > LOCK_STALE_MS) (0, import_node_fs7.rmdirSync)(lock);
     } catch {
     }
     Atomics.wait(pause, 0, 0, 5);
@@ -676,16 +676,16 @@ function withLock(dir, fn) {
   try {
     fn();
   } finally {
-    (0, import_node_fs6.rmdirSync)(lock);
+    (0, import_node_fs7.rmdirSync)(lock);
   }
 }
-var import_node_fs6, import_node_path5, LOCK_STALE_MS, readyNamesDir;
+var import_node_fs7, import_node_path6, LOCK_STALE_MS, readyNamesDir;
 var init_names = __esm({
   "src/runtime/names.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs6 = require("node:fs");
-    import_node_path5 = require("node:path");
+    import_node_fs7 = require("node:fs");
+    import_node_path6 = require("node:path");
     init_errors();
     init_paths();
     init_record();
@@ -729,35 +729,35 @@ var init_json_events = __esm({
 
 // src/runtime/runner-binary.ts
 function runnerPath() {
-  if (cached) return cached;
+  if (cached2) return cached2;
   const override = process.env.PETRI_RUNNER;
   if (override) {
     if (!isExecutable(override)) throw new PetriError(`PETRI_RUNNER=${override} is not an executable file`);
-    cached = override;
-    return cached;
+    cached2 = override;
+    return cached2;
   }
-  const prebuilt = (0, import_node_path6.join)(packageRoot, "build", "petri-runner");
+  const prebuilt = (0, import_node_path7.join)(packageRoot, "build", "petri-runner");
   if (isExecutable(prebuilt)) {
-    cached = prebuilt;
-    return cached;
+    cached2 = prebuilt;
+    return cached2;
   }
-  cached = buildRunner();
-  return cached;
+  cached2 = buildRunner();
+  return cached2;
 }
 function buildRunner() {
-  const require2 = (0, import_node_module.createRequire)(petri_import_meta_url);
+  const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
   const { createHash: createHash8 } = require2("node:crypto");
   const { execFileSync } = require2("node:child_process");
-  const sourceDir = (0, import_node_path6.join)(packageRoot, "runner");
-  if (!(0, import_node_fs7.existsSync)(sourceDir)) {
+  const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
+  if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
-  const files = (0, import_node_fs7.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
+  const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
   const hash = createHash8("sha256");
-  for (const file of files) hash.update(file).update((0, import_node_fs7.readFileSync)((0, import_node_path6.join)(sourceDir, file)));
-  const out = (0, import_node_path6.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
+  for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
+  const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
-  (0, import_node_fs7.mkdirSync)((0, import_node_path6.dirname)(out), { recursive: true });
+  (0, import_node_fs8.mkdirSync)((0, import_node_path7.dirname)(out), { recursive: true });
   const cc = process.env.CC || "cc";
   const tmp = `${out}.${process.pid}.tmp`;
   const args = [
@@ -766,7 +766,7 @@ function buildRunner() {
     "-Wextra",
     "-o",
     tmp,
-    ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path6.join)(sourceDir, f))
+    ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path7.join)(sourceDir, f))
   ];
   const compile = /* @__PURE__ */ __name((extra) => execFileSync(cc, [...extra, ...args], { stdio: ["ignore", "ignore", "pipe"] }), "compile");
   try {
@@ -786,28 +786,28 @@ function buildRunner() {
     const stderr = String(error.stderr ?? "").trim().split("\n")[0];
     throw new PetriError(`cannot build petri-runner with ${cc}: ${stderr}`, { cause: error });
   }
-  (0, import_node_fs7.renameSync)(tmp, out);
+  (0, import_node_fs8.renameSync)(tmp, out);
   return out;
 }
 function isExecutable(path) {
   try {
-    (0, import_node_fs7.accessSync)(path, import_node_fs7.constants.X_OK);
+    (0, import_node_fs8.accessSync)(path, import_node_fs8.constants.X_OK);
     return true;
   } catch {
     return false;
   }
 }
-var import_node_fs7, import_node_module, import_node_path6, packageRoot, cached;
+var import_node_fs8, import_node_module2, import_node_path7, packageRoot, cached2;
 var init_runner_binary = __esm({
   "src/runtime/runner-binary.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs7 = require("node:fs");
-    import_node_module = require("node:module");
-    import_node_path6 = require("node:path");
+    import_node_fs8 = require("node:fs");
+    import_node_module2 = require("node:module");
+    import_node_path7 = require("node:path");
     init_errors();
     init_paths();
-    packageRoot = (0, import_node_path6.join)(__dirname, "..", "..");
+    packageRoot = (0, import_node_path7.join)(__dirname, "..", "..");
     __name(runnerPath, "runnerPath");
     __name(buildRunner, "buildRunner");
     __name(isExecutable, "isExecutable");
@@ -816,7 +816,7 @@ var init_runner_binary = __esm({
 
 // src/runtime/runner-server.ts
 function useRunnerServer(on = true) {
-  enabled = on;
+  enabled2 = on;
   if (on) sharedServer();
   else if (server) {
     server.child.kill("SIGKILL");
@@ -824,7 +824,7 @@ function useRunnerServer(on = true) {
   }
 }
 function sharedServer() {
-  if (!enabled) return void 0;
+  if (!enabled2) return void 0;
   if (!server?.alive) {
     try {
       server = new RunnerServer();
@@ -841,7 +841,7 @@ function readyServer() {
 function servable(stdio) {
   return stdio[0] !== "inherit";
 }
-var import_node_child_process, import_node_crypto, import_node_net, RunnerServer, server, enabled;
+var import_node_child_process, import_node_crypto, import_node_net, RunnerServer, server, enabled2;
 var init_runner_server = __esm({
   "src/runtime/runner-server.ts"() {
     "use strict";
@@ -948,7 +948,7 @@ var init_runner_server = __esm({
         return { control, stdin: streams[0], stdout: streams[1], stderr: streams[2], closed, hold };
       }
     };
-    enabled = false;
+    enabled2 = false;
     __name(useRunnerServer, "useRunnerServer");
     __name(sharedServer, "sharedServer");
     __name(readyServer, "readyServer");
@@ -1205,19 +1205,19 @@ function ownBoundingSet() {
   if (bounding) return bounding;
   let mask = (1n << BigInt(ALL_CAPABILITIES.length)) - 1n;
   try {
-    const match2 = /^CapBnd:\s*([0-9a-f]+)$/m.exec((0, import_node_fs8.readFileSync)("/proc/self/status", "utf8"));
+    const match2 = /^CapBnd:\s*([0-9a-f]+)$/m.exec((0, import_node_fs9.readFileSync)("/proc/self/status", "utf8"));
     if (match2) mask = BigInt(`0x${match2[1]}`);
   } catch {
   }
   bounding = ALL_CAPABILITIES.filter((_, bit) => mask >> BigInt(bit) & 1n);
   return bounding;
 }
-var import_node_fs8, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, bounding;
+var import_node_fs9, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, bounding;
 var init_capabilities = __esm({
   "src/runtime/capabilities.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs8 = require("node:fs");
+    import_node_fs9 = require("node:fs");
     init_errors();
     ALL_CAPABILITIES = [
       "CAP_CHOWN",
@@ -1425,19 +1425,19 @@ function resolveUlimits(ulimits) {
 }
 function readOwnLimits() {
   const limits = /* @__PURE__ */ new Map();
-  for (const line of (0, import_node_fs9.readFileSync)("/proc/self/limits", "utf8").split("\n").slice(1)) {
+  for (const line of (0, import_node_fs10.readFileSync)("/proc/self/limits", "utf8").split("\n").slice(1)) {
     const row = line.slice(0, 26).trim();
     const hard = line.slice(47, 68).trim();
     if (row && hard && hard !== "unlimited") limits.set(row, Number(hard));
   }
   return limits;
 }
-var import_node_fs9, ULIMITS;
+var import_node_fs10, ULIMITS;
 var init_ulimits = __esm({
   "src/runtime/ulimits.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs9 = require("node:fs");
+    import_node_fs10 = require("node:fs");
     init_errors();
     ULIMITS = {
       core: { row: "Max core file size", type: "RLIMIT_CORE" },
@@ -1637,13 +1637,13 @@ async function sweepContainers(root) {
   const dir = containersDir(root);
   let entries;
   try {
-    entries = (0, import_node_fs10.readdirSync)(dir);
+    entries = (0, import_node_fs11.readdirSync)(dir);
   } catch {
     return [];
   }
   const removed = [];
   for (const id of entries) {
-    const path = (0, import_node_path7.join)(dir, id);
+    const path = (0, import_node_path8.join)(dir, id);
     const record = readRecord(path);
     if (record) {
       if (record.keep && record.state === "exited") continue;
@@ -1674,18 +1674,18 @@ async function sweepContainers(root) {
 }
 function olderThan(path, ms) {
   try {
-    return Date.now() - (0, import_node_fs10.statSync)(path).mtimeMs > ms;
+    return Date.now() - (0, import_node_fs11.statSync)(path).mtimeMs > ms;
   } catch {
     return false;
   }
 }
-var import_node_fs10, import_node_path7, swept;
+var import_node_fs11, import_node_path8, swept;
 var init_sweep = __esm({
   "src/runtime/sweep.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs10 = require("node:fs");
-    import_node_path7 = require("node:path");
+    import_node_fs11 = require("node:fs");
+    import_node_path8 = require("node:path");
     init_fs();
     init_cgroups();
     init_names();
@@ -1705,23 +1705,23 @@ __export(container_exports, {
   execInContainer: () => execInContainer
 });
 async function removeContainerDir(dir, subdirs) {
-  const upper = (0, import_node_path8.join)(dir, "upper");
+  const upper = (0, import_node_path9.join)(dir, "upper");
   try {
-    (0, import_node_fs11.rmdirSync)(upper);
+    (0, import_node_fs12.rmdirSync)(upper);
   } catch (error) {
     const code = error.code;
-    if (code === "ENOTEMPTY" || code === "EEXIST") await import_node_fs11.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
+    if (code === "ENOTEMPTY" || code === "EEXIST") await import_node_fs12.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
     else if (code !== "ENOENT") throw error;
   }
   try {
-    for (const sub of subdirs) rmdirQuietly((0, import_node_path8.join)(dir, sub));
-    for (const file of ["record.json", "config.json"]) unlinkQuietly((0, import_node_path8.join)(dir, file));
-    (0, import_node_fs11.rmdirSync)(dir);
+    for (const sub of subdirs) rmdirQuietly((0, import_node_path9.join)(dir, sub));
+    for (const file of ["record.json", "config.json"]) unlinkQuietly((0, import_node_path9.join)(dir, file));
+    (0, import_node_fs12.rmdirSync)(dir);
   } catch {
     try {
       removeTree(dir);
     } catch {
-      await import_node_fs11.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      await import_node_fs12.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
     }
   }
 }
@@ -1743,12 +1743,12 @@ function explainSetupError(message) {
 }
 function ensureContainersDir() {
   if (containersDirReady) return;
-  (0, import_node_fs11.mkdirSync)(containersDir(), { recursive: true, mode: 448 });
+  (0, import_node_fs12.mkdirSync)(containersDir(), { recursive: true, mode: 448 });
   containersDirReady = true;
 }
 async function ensureContainersDirAsync() {
   if (containersDirReady) return;
-  await import_node_fs11.promises.mkdir(containersDir(), { recursive: true, mode: 448 });
+  await import_node_fs12.promises.mkdir(containersDir(), { recursive: true, mode: 448 });
   containersDirReady = true;
 }
 function execInContainer(target, command2, options = {}, through) {
@@ -1792,7 +1792,7 @@ function execInContainer(target, command2, options = {}, through) {
       })
     };
   }
-  const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path8.join)(target.dir, "config.json")];
+  const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path9.join)(target.dir, "config.json")];
   for (const dir of target.cgroupDirs) args.push("--cgroup", dir);
   args.push("--process", processJson);
   const runner = new RunnerProcess(args, [
@@ -1861,14 +1861,14 @@ function validateOptions(options) {
     throw new PetriError(`invalid working directory "${options.workdir}": it must be an absolute path`);
   }
 }
-var import_node_fs11, import_node_os2, import_node_path8, MAX_LOWER_OPTION, Container, containersDirReady;
+var import_node_fs12, import_node_os2, import_node_path9, MAX_LOWER_OPTION, Container, containersDirReady;
 var init_container = __esm({
   "src/runtime/container.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs11 = require("node:fs");
+    import_node_fs12 = require("node:fs");
     import_node_os2 = require("node:os");
-    import_node_path8 = require("node:path");
+    import_node_path9 = require("node:path");
     init_errors();
     init_fs();
     init_cgroups();
@@ -1918,14 +1918,14 @@ var init_container = __esm({
         const deep = !inPlace && lower.join(":").length > MAX_LOWER_OPTION;
         this.spec = createSpec(options, {
           id,
-          rootPath: inPlace ? lower[0] : (0, import_node_path8.join)(this.dir, "rootfs"),
+          rootPath: inPlace ? lower[0] : (0, import_node_path9.join)(this.dir, "rootfs"),
           ...inPlace ? {} : {
             overlay: {
               // Deep images: short names, linked from the container's `l/` dir, keep the option under a page.
               lower: deep ? lower.map((_, i) => i.toString(36)) : lower,
-              upper: (0, import_node_path8.join)(this.dir, "upper"),
-              work: (0, import_node_path8.join)(this.dir, "work"),
-              ...deep ? { lowerBase: (0, import_node_path8.join)(this.dir, "l") } : {}
+              upper: (0, import_node_path9.join)(this.dir, "upper"),
+              work: (0, import_node_path9.join)(this.dir, "work"),
+              ...deep ? { lowerBase: (0, import_node_path9.join)(this.dir, "l") } : {}
             }
           },
           cgroupMount: this.cgroupMode === "v2"
@@ -1949,17 +1949,17 @@ var init_container = __esm({
       /** Makes its directory, cgroups, record and bundle (synchronously). */
       materialize() {
         ensureContainersDir();
-        (0, import_node_fs11.mkdirSync)(this.dir);
+        (0, import_node_fs12.mkdirSync)(this.dir);
         try {
           this.cgroups = this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
           this.recordBytes = writeRecord(this.dir, this.record);
-          if (!this.options.rootfsInPlace) for (const sub of ["rootfs", "upper", "work"]) (0, import_node_fs11.mkdirSync)((0, import_node_path8.join)(this.dir, sub));
+          if (!this.options.rootfsInPlace) for (const sub of ["rootfs", "upper", "work"]) (0, import_node_fs12.mkdirSync)((0, import_node_path9.join)(this.dir, sub));
           if (this.deep) {
-            (0, import_node_fs11.mkdirSync)((0, import_node_path8.join)(this.dir, "l"));
-            for (const [i, dir] of this.lower.entries()) (0, import_node_fs11.symlinkSync)(dir, (0, import_node_path8.join)(this.dir, "l", i.toString(36)));
+            (0, import_node_fs12.mkdirSync)((0, import_node_path9.join)(this.dir, "l"));
+            for (const [i, dir] of this.lower.entries()) (0, import_node_fs12.symlinkSync)(dir, (0, import_node_path9.join)(this.dir, "l", i.toString(36)));
           }
-          (0, import_node_fs11.writeFileSync)((0, import_node_path8.join)(this.dir, "config.json"), JSON.stringify(this.spec));
+          (0, import_node_fs12.writeFileSync)((0, import_node_path9.join)(this.dir, "config.json"), JSON.stringify(this.spec));
           if (this.options.name !== void 0) reserveName(this.options.name, this.id);
         } catch (error) {
           if (this.cgroups) void this.cgroups.remove().catch(() => {
@@ -1971,7 +1971,7 @@ var init_container = __esm({
       /** The same as `materialize`, with the filesystem work off the event loop (the cgroups are made synchronously). */
       async materializeAsync() {
         await ensureContainersDirAsync();
-        await import_node_fs11.promises.mkdir(this.dir);
+        await import_node_fs12.promises.mkdir(this.dir);
         try {
           this.cgroups = this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
@@ -1980,13 +1980,13 @@ var init_container = __esm({
             createRecordAsync(dir, this.record).then((bytes) => {
               this.recordBytes = bytes;
             }),
-            import_node_fs11.promises.writeFile((0, import_node_path8.join)(dir, "config.json"), JSON.stringify(this.spec))
+            import_node_fs12.promises.writeFile((0, import_node_path9.join)(dir, "config.json"), JSON.stringify(this.spec))
           ];
           if (!this.options.rootfsInPlace)
-            for (const sub of ["rootfs", "upper", "work"]) work.push(import_node_fs11.promises.mkdir((0, import_node_path8.join)(dir, sub)));
+            for (const sub of ["rootfs", "upper", "work"]) work.push(import_node_fs12.promises.mkdir((0, import_node_path9.join)(dir, sub)));
           if (this.deep) {
             work.push(
-              import_node_fs11.promises.mkdir((0, import_node_path8.join)(dir, "l")).then(() => Promise.all(this.lower.map((layer, i) => import_node_fs11.promises.symlink(layer, (0, import_node_path8.join)(dir, "l", i.toString(36))))))
+              import_node_fs12.promises.mkdir((0, import_node_path9.join)(dir, "l")).then(() => Promise.all(this.lower.map((layer, i) => import_node_fs12.promises.symlink(layer, (0, import_node_path9.join)(dir, "l", i.toString(36))))))
             );
           }
           const settled2 = await Promise.allSettled(work);
@@ -1996,7 +1996,7 @@ var init_container = __esm({
         } catch (error) {
           if (this.cgroups) await this.cgroups.remove().catch(() => {
           });
-          await import_node_fs11.promises.rm(this.dir, { recursive: true, force: true }).catch(() => {
+          await import_node_fs12.promises.rm(this.dir, { recursive: true, force: true }).catch(() => {
           });
           throw error;
         }
@@ -2219,7 +2219,7 @@ var init_container = __esm({
           failure = failure ? withCleanupError(failure, error) : error;
         }
         try {
-          if (this.deep) removeTree((0, import_node_path8.join)(this.dir, "l"));
+          if (this.deep) removeTree((0, import_node_path9.join)(this.dir, "l"));
           await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ["rootfs", "work/work", "work"]);
         } catch (error) {
           failure = failure ? withCleanupError(failure, error) : error;
@@ -2487,7 +2487,7 @@ function tempOwnerAlive(name) {
 }
 function processStartTime2(pid) {
   try {
-    const stat2 = (0, import_node_fs12.readFileSync)(`/proc/${pid}/stat`, "utf8");
+    const stat2 = (0, import_node_fs13.readFileSync)(`/proc/${pid}/stat`, "utf8");
     const fields = stat2.slice(stat2.lastIndexOf(")") + 2).split(" ");
     if (fields[0] === "Z") return void 0;
     return Number(fields[19]);
@@ -2495,13 +2495,13 @@ function processStartTime2(pid) {
     return void 0;
   }
 }
-var import_node_crypto3, import_node_fs12, TEMP, ownStartTime2;
+var import_node_crypto3, import_node_fs13, TEMP, ownStartTime2;
 var init_temp = __esm({
   "src/image/temp.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto3 = require("node:crypto");
-    import_node_fs12 = require("node:fs");
+    import_node_fs13 = require("node:fs");
     TEMP = /^\.tmp-(\d+)-(\d+)-[0-9a-f]+$/;
     __name(tempName, "tempName");
     __name(isTempName, "isTempName");
@@ -2536,16 +2536,16 @@ var init_types = __esm({
 
 // src/image/layout.ts
 function blobsDir(dir) {
-  return (0, import_node_path9.join)(dir, "blobs", "sha256");
+  return (0, import_node_path10.join)(dir, "blobs", "sha256");
 }
 function createLayout(dir) {
-  if ((0, import_node_fs13.existsSync)((0, import_node_path9.join)(dir, INDEX_FILE)) && (0, import_node_fs13.existsSync)((0, import_node_path9.join)(dir, LAYOUT_FILE)) && (0, import_node_fs13.existsSync)(blobsDir(dir))) return;
+  if ((0, import_node_fs14.existsSync)((0, import_node_path10.join)(dir, INDEX_FILE)) && (0, import_node_fs14.existsSync)((0, import_node_path10.join)(dir, LAYOUT_FILE)) && (0, import_node_fs14.existsSync)(blobsDir(dir))) return;
   try {
-    (0, import_node_fs13.mkdirSync)(blobsDir(dir), { recursive: true });
-    createFileOnce((0, import_node_path9.join)(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}
+    (0, import_node_fs14.mkdirSync)(blobsDir(dir), { recursive: true });
+    createFileOnce((0, import_node_path10.join)(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}
 `);
     const empty = { schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: [] };
-    createFileOnce((0, import_node_path9.join)(dir, INDEX_FILE), JSON.stringify(empty));
+    createFileOnce((0, import_node_path10.join)(dir, INDEX_FILE), JSON.stringify(empty));
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(
@@ -2555,21 +2555,21 @@ function createLayout(dir) {
   }
 }
 function createFileOnce(path, content) {
-  const temp = (0, import_node_path9.join)(path, "..", tempName());
-  (0, import_node_fs13.writeFileSync)(temp, content);
+  const temp = (0, import_node_path10.join)(path, "..", tempName());
+  (0, import_node_fs14.writeFileSync)(temp, content);
   try {
-    (0, import_node_fs13.linkSync)(temp, path);
+    (0, import_node_fs14.linkSync)(temp, path);
   } catch (error) {
     if (error.code !== "EEXIST") throw error;
   } finally {
-    (0, import_node_fs13.unlinkSync)(temp);
+    (0, import_node_fs14.unlinkSync)(temp);
   }
 }
 function readIndex(dir) {
-  const path = (0, import_node_path9.join)(dir, INDEX_FILE);
+  const path = (0, import_node_path10.join)(dir, INDEX_FILE);
   let text;
   try {
-    text = (0, import_node_fs13.readFileSync)(path, "utf8");
+    text = (0, import_node_fs14.readFileSync)(path, "utf8");
   } catch (error) {
     throw new PetriError(`cannot read the image store's index ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -2590,13 +2590,13 @@ function readIndex(dir) {
   return index;
 }
 function writeIndex(dir, index) {
-  const temp = (0, import_node_path9.join)(dir, tempName());
-  (0, import_node_fs13.writeFileSync)(temp, JSON.stringify(index));
+  const temp = (0, import_node_path10.join)(dir, tempName());
+  (0, import_node_fs14.writeFileSync)(temp, JSON.stringify(index));
   try {
-    (0, import_node_fs13.renameSync)(temp, (0, import_node_path9.join)(dir, INDEX_FILE));
+    (0, import_node_fs14.renameSync)(temp, (0, import_node_path10.join)(dir, INDEX_FILE));
   } catch (error) {
     try {
-      (0, import_node_fs13.unlinkSync)(temp);
+      (0, import_node_fs14.unlinkSync)(temp);
     } catch {
     }
     throw error;
@@ -2611,13 +2611,13 @@ function namedEntry(manifest, ref) {
   entry.annotations = { ...manifest.annotations, [REF_NAME_ANNOTATION]: ref };
   return entry;
 }
-var import_node_fs13, import_node_path9, LAYOUT_FILE, INDEX_FILE;
+var import_node_fs14, import_node_path10, LAYOUT_FILE, INDEX_FILE;
 var init_layout = __esm({
   "src/image/layout.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs13 = require("node:fs");
-    import_node_path9 = require("node:path");
+    import_node_fs14 = require("node:fs");
+    import_node_path10 = require("node:path");
     init_errors();
     init_temp();
     init_types();
@@ -2639,7 +2639,7 @@ function corruptWhere(path) {
 }
 function sizeOf(path) {
   try {
-    return (0, import_node_fs14.statSync)(path).size;
+    return (0, import_node_fs15.statSync)(path).size;
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
@@ -2649,15 +2649,15 @@ async function removeQuietly(path) {
   await (0, import_promises4.unlink)(path).catch(() => {
   });
 }
-var import_node_crypto4, import_node_fs14, import_promises4, import_node_path10, import_promises5, WRITE_MISMATCH, BlobStore;
+var import_node_crypto4, import_node_fs15, import_promises4, import_node_path11, import_promises5, WRITE_MISMATCH, BlobStore;
 var init_blobs = __esm({
   "src/image/blobs.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto4 = require("node:crypto");
-    import_node_fs14 = require("node:fs");
+    import_node_fs15 = require("node:fs");
     import_promises4 = require("node:fs/promises");
-    import_node_path10 = require("node:path");
+    import_node_path11 = require("node:path");
     import_promises5 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -2675,10 +2675,10 @@ var init_blobs = __esm({
         this.blobsDir = blobsDir(dir);
       }
       blobPath(digest) {
-        return (0, import_node_path10.join)(this.blobsDir, digestHex(digest));
+        return (0, import_node_path11.join)(this.blobsDir, digestHex(digest));
       }
       hasBlob(digest) {
-        return (0, import_node_fs14.existsSync)(this.blobPath(digest));
+        return (0, import_node_fs15.existsSync)(this.blobPath(digest));
       }
       async writeBlob(data, expected) {
         const buffer = typeof data === "string" ? Buffer.from(data) : data;
@@ -2686,17 +2686,17 @@ var init_blobs = __esm({
         if (expected !== void 0 && validateDigest(expected) !== digest) {
           throw digestMismatch(expected, digest, WRITE_MISMATCH);
         }
-        const temp = (0, import_node_path10.join)(this.blobsDir, tempName());
+        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
         await (0, import_promises4.writeFile)(temp, buffer, { flag: "wx" });
         return this.#commit(temp, { digest, size: buffer.length });
       }
       /** Writes a stream (a Readable, or any async iterable of bytes) as a blob. */
       async writeBlobStream(stream, expected = {}) {
         if (expected.digest !== void 0) validateDigest(expected.digest);
-        const temp = (0, import_node_path10.join)(this.blobsDir, tempName());
+        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
         const hashing = new HashingStream();
         try {
-          await (0, import_promises5.pipeline)(stream, hashing, (0, import_node_fs14.createWriteStream)(temp, { flags: "wx" }));
+          await (0, import_promises5.pipeline)(stream, hashing, (0, import_node_fs15.createWriteStream)(temp, { flags: "wx" }));
         } catch (error) {
           await removeQuietly(temp);
           throw error;
@@ -2712,14 +2712,14 @@ var init_blobs = __esm({
       async ingestFile(path, expected = {}, options = {}) {
         const want = typeof expected === "string" ? { digest: expected } : expected;
         if (want.digest !== void 0) validateDigest(want.digest);
-        const temp = (0, import_node_path10.join)(this.blobsDir, tempName());
+        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
         try {
           if (options.link) {
-            await (0, import_promises4.link)(path, temp).catch(() => (0, import_promises4.copyFile)(path, temp, import_node_fs14.constants.COPYFILE_FICLONE));
+            await (0, import_promises4.link)(path, temp).catch(() => (0, import_promises4.copyFile)(path, temp, import_node_fs15.constants.COPYFILE_FICLONE));
             const now = /* @__PURE__ */ new Date();
             await (0, import_promises4.utimes)(temp, now, now);
           } else {
-            await (0, import_promises4.copyFile)(path, temp, import_node_fs14.constants.COPYFILE_FICLONE);
+            await (0, import_promises4.copyFile)(path, temp, import_node_fs15.constants.COPYFILE_FICLONE);
           }
         } catch (error) {
           await removeQuietly(temp);
@@ -2728,7 +2728,7 @@ var init_blobs = __esm({
         const hash = (0, import_node_crypto4.createHash)("sha256");
         let size2 = 0;
         try {
-          for await (const chunk of (0, import_node_fs14.createReadStream)(temp)) {
+          for await (const chunk of (0, import_node_fs15.createReadStream)(temp)) {
             hash.update(chunk);
             size2 += chunk.length;
           }
@@ -2768,7 +2768,7 @@ var init_blobs = __esm({
       openBlob(digest, size2) {
         const path = this.#existingPath(digest);
         const verify = new VerifyingStream(digest, corruptWhere(path), size2);
-        const source = (0, import_node_fs14.createReadStream)(path);
+        const source = (0, import_node_fs15.createReadStream)(path);
         source.on("error", (error) => verify.destroy(this.#readError(digest, path, error)));
         verify.on("close", () => source.destroy());
         return source.pipe(verify);
@@ -2809,7 +2809,7 @@ var init_blobs = __esm({
       }
       #existingPath(digest) {
         const path = this.blobPath(digest);
-        if (!(0, import_node_fs14.existsSync)(path)) {
+        if (!(0, import_node_fs15.existsSync)(path)) {
           throw new PetriError(
             `blob ${digest} is not in the image store (${path}): it was pruned or never written; import or build the image again`,
             { code: "ENOBLOB" }
@@ -2833,1666 +2833,9 @@ var init_blobs = __esm({
   }
 });
 
-// node_modules/graceful-fs/polyfills.js
-var require_polyfills = __commonJS({
-  "node_modules/graceful-fs/polyfills.js"(exports2, module3) {
-    init_import_meta_url();
-    var constants9 = require("constants");
-    var origCwd = process.cwd;
-    var cwd = null;
-    var platform = process.env.GRACEFUL_FS_PLATFORM || process.platform;
-    process.cwd = function() {
-      if (!cwd)
-        cwd = origCwd.call(process);
-      return cwd;
-    };
-    try {
-      process.cwd();
-    } catch (er) {
-    }
-    if (typeof process.chdir === "function") {
-      chdir = process.chdir;
-      process.chdir = function(d) {
-        cwd = null;
-        chdir.call(process, d);
-      };
-      if (Object.setPrototypeOf) Object.setPrototypeOf(process.chdir, chdir);
-    }
-    var chdir;
-    module3.exports = patch;
-    function patch(fs) {
-      if (constants9.hasOwnProperty("O_SYMLINK") && process.version.match(/^v0\.6\.[0-2]|^v0\.5\./)) {
-        patchLchmod(fs);
-      }
-      if (!fs.lutimes) {
-        patchLutimes(fs);
-      }
-      fs.chown = chownFix(fs.chown);
-      fs.fchown = chownFix(fs.fchown);
-      fs.lchown = chownFix(fs.lchown);
-      fs.chmod = chmodFix(fs.chmod);
-      fs.fchmod = chmodFix(fs.fchmod);
-      fs.lchmod = chmodFix(fs.lchmod);
-      fs.chownSync = chownFixSync(fs.chownSync);
-      fs.fchownSync = chownFixSync(fs.fchownSync);
-      fs.lchownSync = chownFixSync(fs.lchownSync);
-      fs.chmodSync = chmodFixSync(fs.chmodSync);
-      fs.fchmodSync = chmodFixSync(fs.fchmodSync);
-      fs.lchmodSync = chmodFixSync(fs.lchmodSync);
-      fs.stat = statFix(fs.stat);
-      fs.fstat = statFix(fs.fstat);
-      fs.lstat = statFix(fs.lstat);
-      fs.statSync = statFixSync(fs.statSync);
-      fs.fstatSync = statFixSync(fs.fstatSync);
-      fs.lstatSync = statFixSync(fs.lstatSync);
-      if (fs.chmod && !fs.lchmod) {
-        fs.lchmod = function(path, mode, cb) {
-          if (cb) process.nextTick(cb);
-        };
-        fs.lchmodSync = function() {
-        };
-      }
-      if (fs.chown && !fs.lchown) {
-        fs.lchown = function(path, uid, gid, cb) {
-          if (cb) process.nextTick(cb);
-        };
-        fs.lchownSync = function() {
-        };
-      }
-      if (platform === "win32") {
-        fs.rename = typeof fs.rename !== "function" ? fs.rename : (function(fs$rename) {
-          function rename3(from, to, cb) {
-            var start = Date.now();
-            var backoff = 0;
-            fs$rename(from, to, /* @__PURE__ */ __name(function CB(er) {
-              if (er && (er.code === "EACCES" || er.code === "EPERM" || er.code === "EBUSY") && Date.now() - start < 6e4) {
-                setTimeout(function() {
-                  fs.stat(to, function(stater, st) {
-                    if (stater && stater.code === "ENOENT")
-                      fs$rename(from, to, CB);
-                    else
-                      cb(er);
-                  });
-                }, backoff);
-                if (backoff < 100)
-                  backoff += 10;
-                return;
-              }
-              if (cb) cb(er);
-            }, "CB"));
-          }
-          __name(rename3, "rename");
-          if (Object.setPrototypeOf) Object.setPrototypeOf(rename3, fs$rename);
-          return rename3;
-        })(fs.rename);
-      }
-      fs.read = typeof fs.read !== "function" ? fs.read : (function(fs$read) {
-        function read(fd, buffer, offset, length, position, callback_) {
-          var callback;
-          if (callback_ && typeof callback_ === "function") {
-            var eagCounter = 0;
-            callback = /* @__PURE__ */ __name(function(er, _, __) {
-              if (er && er.code === "EAGAIN" && eagCounter < 10) {
-                eagCounter++;
-                return fs$read.call(fs, fd, buffer, offset, length, position, callback);
-              }
-              callback_.apply(this, arguments);
-            }, "callback");
-          }
-          return fs$read.call(fs, fd, buffer, offset, length, position, callback);
-        }
-        __name(read, "read");
-        if (Object.setPrototypeOf) Object.setPrototypeOf(read, fs$read);
-        return read;
-      })(fs.read);
-      fs.readSync = typeof fs.readSync !== "function" ? fs.readSync : /* @__PURE__ */ (function(fs$readSync) {
-        return function(fd, buffer, offset, length, position) {
-          var eagCounter = 0;
-          while (true) {
-            try {
-              return fs$readSync.call(fs, fd, buffer, offset, length, position);
-            } catch (er) {
-              if (er.code === "EAGAIN" && eagCounter < 10) {
-                eagCounter++;
-                continue;
-              }
-              throw er;
-            }
-          }
-        };
-      })(fs.readSync);
-      function patchLchmod(fs2) {
-        fs2.lchmod = function(path, mode, callback) {
-          fs2.open(
-            path,
-            constants9.O_WRONLY | constants9.O_SYMLINK,
-            mode,
-            function(err, fd) {
-              if (err) {
-                if (callback) callback(err);
-                return;
-              }
-              fs2.fchmod(fd, mode, function(err2) {
-                fs2.close(fd, function(err22) {
-                  if (callback) callback(err2 || err22);
-                });
-              });
-            }
-          );
-        };
-        fs2.lchmodSync = function(path, mode) {
-          var fd = fs2.openSync(path, constants9.O_WRONLY | constants9.O_SYMLINK, mode);
-          var threw = true;
-          var ret;
-          try {
-            ret = fs2.fchmodSync(fd, mode);
-            threw = false;
-          } finally {
-            if (threw) {
-              try {
-                fs2.closeSync(fd);
-              } catch (er) {
-              }
-            } else {
-              fs2.closeSync(fd);
-            }
-          }
-          return ret;
-        };
-      }
-      __name(patchLchmod, "patchLchmod");
-      function patchLutimes(fs2) {
-        if (constants9.hasOwnProperty("O_SYMLINK") && fs2.futimes) {
-          fs2.lutimes = function(path, at, mt, cb) {
-            fs2.open(path, constants9.O_SYMLINK, function(er, fd) {
-              if (er) {
-                if (cb) cb(er);
-                return;
-              }
-              fs2.futimes(fd, at, mt, function(er2) {
-                fs2.close(fd, function(er22) {
-                  if (cb) cb(er2 || er22);
-                });
-              });
-            });
-          };
-          fs2.lutimesSync = function(path, at, mt) {
-            var fd = fs2.openSync(path, constants9.O_SYMLINK);
-            var ret;
-            var threw = true;
-            try {
-              ret = fs2.futimesSync(fd, at, mt);
-              threw = false;
-            } finally {
-              if (threw) {
-                try {
-                  fs2.closeSync(fd);
-                } catch (er) {
-                }
-              } else {
-                fs2.closeSync(fd);
-              }
-            }
-            return ret;
-          };
-        } else if (fs2.futimes) {
-          fs2.lutimes = function(_a, _b, _c, cb) {
-            if (cb) process.nextTick(cb);
-          };
-          fs2.lutimesSync = function() {
-          };
-        }
-      }
-      __name(patchLutimes, "patchLutimes");
-      function chmodFix(orig) {
-        if (!orig) return orig;
-        return function(target, mode, cb) {
-          return orig.call(fs, target, mode, function(er) {
-            if (chownErOk(er)) er = null;
-            if (cb) cb.apply(this, arguments);
-          });
-        };
-      }
-      __name(chmodFix, "chmodFix");
-      function chmodFixSync(orig) {
-        if (!orig) return orig;
-        return function(target, mode) {
-          try {
-            return orig.call(fs, target, mode);
-          } catch (er) {
-            if (!chownErOk(er)) throw er;
-          }
-        };
-      }
-      __name(chmodFixSync, "chmodFixSync");
-      function chownFix(orig) {
-        if (!orig) return orig;
-        return function(target, uid, gid, cb) {
-          return orig.call(fs, target, uid, gid, function(er) {
-            if (chownErOk(er)) er = null;
-            if (cb) cb.apply(this, arguments);
-          });
-        };
-      }
-      __name(chownFix, "chownFix");
-      function chownFixSync(orig) {
-        if (!orig) return orig;
-        return function(target, uid, gid) {
-          try {
-            return orig.call(fs, target, uid, gid);
-          } catch (er) {
-            if (!chownErOk(er)) throw er;
-          }
-        };
-      }
-      __name(chownFixSync, "chownFixSync");
-      function statFix(orig) {
-        if (!orig) return orig;
-        return function(target, options, cb) {
-          if (typeof options === "function") {
-            cb = options;
-            options = null;
-          }
-          function callback(er, stats) {
-            if (stats) {
-              if (stats.uid < 0) stats.uid += 4294967296;
-              if (stats.gid < 0) stats.gid += 4294967296;
-            }
-            if (cb) cb.apply(this, arguments);
-          }
-          __name(callback, "callback");
-          return options ? orig.call(fs, target, options, callback) : orig.call(fs, target, callback);
-        };
-      }
-      __name(statFix, "statFix");
-      function statFixSync(orig) {
-        if (!orig) return orig;
-        return function(target, options) {
-          var stats = options ? orig.call(fs, target, options) : orig.call(fs, target);
-          if (stats) {
-            if (stats.uid < 0) stats.uid += 4294967296;
-            if (stats.gid < 0) stats.gid += 4294967296;
-          }
-          return stats;
-        };
-      }
-      __name(statFixSync, "statFixSync");
-      function chownErOk(er) {
-        if (!er)
-          return true;
-        if (er.code === "ENOSYS")
-          return true;
-        var nonroot = !process.getuid || process.getuid() !== 0;
-        if (nonroot) {
-          if (er.code === "EINVAL" || er.code === "EPERM")
-            return true;
-        }
-        return false;
-      }
-      __name(chownErOk, "chownErOk");
-    }
-    __name(patch, "patch");
-  }
-});
-
-// node_modules/graceful-fs/legacy-streams.js
-var require_legacy_streams = __commonJS({
-  "node_modules/graceful-fs/legacy-streams.js"(exports2, module3) {
-    init_import_meta_url();
-    var Stream = require("stream").Stream;
-    module3.exports = legacy;
-    function legacy(fs) {
-      return {
-        ReadStream,
-        WriteStream
-      };
-      function ReadStream(path, options) {
-        if (!(this instanceof ReadStream)) return new ReadStream(path, options);
-        Stream.call(this);
-        var self2 = this;
-        this.path = path;
-        this.fd = null;
-        this.readable = true;
-        this.paused = false;
-        this.flags = "r";
-        this.mode = 438;
-        this.bufferSize = 64 * 1024;
-        options = options || {};
-        var keys = Object.keys(options);
-        for (var index = 0, length = keys.length; index < length; index++) {
-          var key = keys[index];
-          this[key] = options[key];
-        }
-        if (this.encoding) this.setEncoding(this.encoding);
-        if (this.start !== void 0) {
-          if ("number" !== typeof this.start) {
-            throw TypeError("start must be a Number");
-          }
-          if (this.end === void 0) {
-            this.end = Infinity;
-          } else if ("number" !== typeof this.end) {
-            throw TypeError("end must be a Number");
-          }
-          if (this.start > this.end) {
-            throw new Error("start must be <= end");
-          }
-          this.pos = this.start;
-        }
-        if (this.fd !== null) {
-          process.nextTick(function() {
-            self2._read();
-          });
-          return;
-        }
-        fs.open(this.path, this.flags, this.mode, function(err, fd) {
-          if (err) {
-            self2.emit("error", err);
-            self2.readable = false;
-            return;
-          }
-          self2.fd = fd;
-          self2.emit("open", fd);
-          self2._read();
-        });
-      }
-      __name(ReadStream, "ReadStream");
-      function WriteStream(path, options) {
-        if (!(this instanceof WriteStream)) return new WriteStream(path, options);
-        Stream.call(this);
-        this.path = path;
-        this.fd = null;
-        this.writable = true;
-        this.flags = "w";
-        this.encoding = "binary";
-        this.mode = 438;
-        this.bytesWritten = 0;
-        options = options || {};
-        var keys = Object.keys(options);
-        for (var index = 0, length = keys.length; index < length; index++) {
-          var key = keys[index];
-          this[key] = options[key];
-        }
-        if (this.start !== void 0) {
-          if ("number" !== typeof this.start) {
-            throw TypeError("start must be a Number");
-          }
-          if (this.start < 0) {
-            throw new Error("start must be >= zero");
-          }
-          this.pos = this.start;
-        }
-        this.busy = false;
-        this._queue = [];
-        if (this.fd === null) {
-          this._open = fs.open;
-          this._queue.push([this._open, this.path, this.flags, this.mode, void 0]);
-          this.flush();
-        }
-      }
-      __name(WriteStream, "WriteStream");
-    }
-    __name(legacy, "legacy");
-  }
-});
-
-// node_modules/graceful-fs/clone.js
-var require_clone = __commonJS({
-  "node_modules/graceful-fs/clone.js"(exports2, module3) {
-    "use strict";
-    init_import_meta_url();
-    module3.exports = clone;
-    var getPrototypeOf = Object.getPrototypeOf || function(obj) {
-      return obj.__proto__;
-    };
-    function clone(obj) {
-      if (obj === null || typeof obj !== "object")
-        return obj;
-      if (obj instanceof Object)
-        var copy = { __proto__: getPrototypeOf(obj) };
-      else
-        var copy = /* @__PURE__ */ Object.create(null);
-      Object.getOwnPropertyNames(obj).forEach(function(key) {
-        Object.defineProperty(copy, key, Object.getOwnPropertyDescriptor(obj, key));
-      });
-      return copy;
-    }
-    __name(clone, "clone");
-  }
-});
-
-// node_modules/graceful-fs/graceful-fs.js
-var require_graceful_fs = __commonJS({
-  "node_modules/graceful-fs/graceful-fs.js"(exports2, module3) {
-    init_import_meta_url();
-    var fs = require("fs");
-    var polyfills = require_polyfills();
-    var legacy = require_legacy_streams();
-    var clone = require_clone();
-    var util = require("util");
-    var gracefulQueue;
-    var previousSymbol;
-    if (typeof Symbol === "function" && typeof Symbol.for === "function") {
-      gracefulQueue = /* @__PURE__ */ Symbol.for("graceful-fs.queue");
-      previousSymbol = /* @__PURE__ */ Symbol.for("graceful-fs.previous");
-    } else {
-      gracefulQueue = "___graceful-fs.queue";
-      previousSymbol = "___graceful-fs.previous";
-    }
-    function noop() {
-    }
-    __name(noop, "noop");
-    function publishQueue(context, queue2) {
-      Object.defineProperty(context, gracefulQueue, {
-        get: /* @__PURE__ */ __name(function() {
-          return queue2;
-        }, "get")
-      });
-    }
-    __name(publishQueue, "publishQueue");
-    var debug = noop;
-    if (util.debuglog)
-      debug = util.debuglog("gfs4");
-    else if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || ""))
-      debug = /* @__PURE__ */ __name(function() {
-        var m = util.format.apply(util, arguments);
-        m = "GFS4: " + m.split(/\n/).join("\nGFS4: ");
-        console.error(m);
-      }, "debug");
-    if (!fs[gracefulQueue]) {
-      queue = global[gracefulQueue] || [];
-      publishQueue(fs, queue);
-      fs.close = (function(fs$close) {
-        function close(fd, cb) {
-          return fs$close.call(fs, fd, function(err) {
-            if (!err) {
-              resetQueue();
-            }
-            if (typeof cb === "function")
-              cb.apply(this, arguments);
-          });
-        }
-        __name(close, "close");
-        Object.defineProperty(close, previousSymbol, {
-          value: fs$close
-        });
-        return close;
-      })(fs.close);
-      fs.closeSync = (function(fs$closeSync) {
-        function closeSync3(fd) {
-          fs$closeSync.apply(fs, arguments);
-          resetQueue();
-        }
-        __name(closeSync3, "closeSync");
-        Object.defineProperty(closeSync3, previousSymbol, {
-          value: fs$closeSync
-        });
-        return closeSync3;
-      })(fs.closeSync);
-      if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || "")) {
-        process.on("exit", function() {
-          debug(fs[gracefulQueue]);
-          require("assert").equal(fs[gracefulQueue].length, 0);
-        });
-      }
-    }
-    var queue;
-    if (!global[gracefulQueue]) {
-      publishQueue(global, fs[gracefulQueue]);
-    }
-    module3.exports = patch(clone(fs));
-    if (process.env.TEST_GRACEFUL_FS_GLOBAL_PATCH && !fs.__patched) {
-      module3.exports = patch(fs);
-      fs.__patched = true;
-    }
-    function patch(fs2) {
-      polyfills(fs2);
-      fs2.gracefulify = patch;
-      fs2.createReadStream = createReadStream7;
-      fs2.createWriteStream = createWriteStream3;
-      var fs$readFile = fs2.readFile;
-      fs2.readFile = readFile4;
-      function readFile4(path, options, cb) {
-        if (typeof options === "function")
-          cb = options, options = null;
-        return go$readFile(path, options, cb);
-        function go$readFile(path2, options2, cb2, startTime) {
-          return fs$readFile(path2, options2, function(err) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([go$readFile, [path2, options2, cb2], err, startTime || Date.now(), Date.now()]);
-            else {
-              if (typeof cb2 === "function")
-                cb2.apply(this, arguments);
-            }
-          });
-        }
-        __name(go$readFile, "go$readFile");
-      }
-      __name(readFile4, "readFile");
-      var fs$writeFile = fs2.writeFile;
-      fs2.writeFile = writeFile3;
-      function writeFile3(path, data, options, cb) {
-        if (typeof options === "function")
-          cb = options, options = null;
-        return go$writeFile(path, data, options, cb);
-        function go$writeFile(path2, data2, options2, cb2, startTime) {
-          return fs$writeFile(path2, data2, options2, function(err) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([go$writeFile, [path2, data2, options2, cb2], err, startTime || Date.now(), Date.now()]);
-            else {
-              if (typeof cb2 === "function")
-                cb2.apply(this, arguments);
-            }
-          });
-        }
-        __name(go$writeFile, "go$writeFile");
-      }
-      __name(writeFile3, "writeFile");
-      var fs$appendFile = fs2.appendFile;
-      if (fs$appendFile)
-        fs2.appendFile = appendFile;
-      function appendFile(path, data, options, cb) {
-        if (typeof options === "function")
-          cb = options, options = null;
-        return go$appendFile(path, data, options, cb);
-        function go$appendFile(path2, data2, options2, cb2, startTime) {
-          return fs$appendFile(path2, data2, options2, function(err) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([go$appendFile, [path2, data2, options2, cb2], err, startTime || Date.now(), Date.now()]);
-            else {
-              if (typeof cb2 === "function")
-                cb2.apply(this, arguments);
-            }
-          });
-        }
-        __name(go$appendFile, "go$appendFile");
-      }
-      __name(appendFile, "appendFile");
-      var fs$copyFile = fs2.copyFile;
-      if (fs$copyFile)
-        fs2.copyFile = copyFile3;
-      function copyFile3(src, dest, flags, cb) {
-        if (typeof flags === "function") {
-          cb = flags;
-          flags = 0;
-        }
-        return go$copyFile(src, dest, flags, cb);
-        function go$copyFile(src2, dest2, flags2, cb2, startTime) {
-          return fs$copyFile(src2, dest2, flags2, function(err) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([go$copyFile, [src2, dest2, flags2, cb2], err, startTime || Date.now(), Date.now()]);
-            else {
-              if (typeof cb2 === "function")
-                cb2.apply(this, arguments);
-            }
-          });
-        }
-        __name(go$copyFile, "go$copyFile");
-      }
-      __name(copyFile3, "copyFile");
-      var fs$readdir = fs2.readdir;
-      fs2.readdir = readdir2;
-      var noReaddirOptionVersions = /^v[0-5]\./;
-      function readdir2(path, options, cb) {
-        if (typeof options === "function")
-          cb = options, options = null;
-        var go$readdir = noReaddirOptionVersions.test(process.version) ? /* @__PURE__ */ __name(function go$readdir2(path2, options2, cb2, startTime) {
-          return fs$readdir(path2, fs$readdirCallback(
-            path2,
-            options2,
-            cb2,
-            startTime
-          ));
-        }, "go$readdir") : /* @__PURE__ */ __name(function go$readdir2(path2, options2, cb2, startTime) {
-          return fs$readdir(path2, options2, fs$readdirCallback(
-            path2,
-            options2,
-            cb2,
-            startTime
-          ));
-        }, "go$readdir");
-        return go$readdir(path, options, cb);
-        function fs$readdirCallback(path2, options2, cb2, startTime) {
-          return function(err, files) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([
-                go$readdir,
-                [path2, options2, cb2],
-                err,
-                startTime || Date.now(),
-                Date.now()
-              ]);
-            else {
-              if (files && files.sort)
-                files.sort();
-              if (typeof cb2 === "function")
-                cb2.call(this, err, files);
-            }
-          };
-        }
-        __name(fs$readdirCallback, "fs$readdirCallback");
-      }
-      __name(readdir2, "readdir");
-      if (process.version.substr(0, 4) === "v0.8") {
-        var legStreams = legacy(fs2);
-        ReadStream = legStreams.ReadStream;
-        WriteStream = legStreams.WriteStream;
-      }
-      var fs$ReadStream = fs2.ReadStream;
-      if (fs$ReadStream) {
-        ReadStream.prototype = Object.create(fs$ReadStream.prototype);
-        ReadStream.prototype.open = ReadStream$open;
-      }
-      var fs$WriteStream = fs2.WriteStream;
-      if (fs$WriteStream) {
-        WriteStream.prototype = Object.create(fs$WriteStream.prototype);
-        WriteStream.prototype.open = WriteStream$open;
-      }
-      Object.defineProperty(fs2, "ReadStream", {
-        get: /* @__PURE__ */ __name(function() {
-          return ReadStream;
-        }, "get"),
-        set: /* @__PURE__ */ __name(function(val) {
-          ReadStream = val;
-        }, "set"),
-        enumerable: true,
-        configurable: true
-      });
-      Object.defineProperty(fs2, "WriteStream", {
-        get: /* @__PURE__ */ __name(function() {
-          return WriteStream;
-        }, "get"),
-        set: /* @__PURE__ */ __name(function(val) {
-          WriteStream = val;
-        }, "set"),
-        enumerable: true,
-        configurable: true
-      });
-      var FileReadStream = ReadStream;
-      Object.defineProperty(fs2, "FileReadStream", {
-        get: /* @__PURE__ */ __name(function() {
-          return FileReadStream;
-        }, "get"),
-        set: /* @__PURE__ */ __name(function(val) {
-          FileReadStream = val;
-        }, "set"),
-        enumerable: true,
-        configurable: true
-      });
-      var FileWriteStream = WriteStream;
-      Object.defineProperty(fs2, "FileWriteStream", {
-        get: /* @__PURE__ */ __name(function() {
-          return FileWriteStream;
-        }, "get"),
-        set: /* @__PURE__ */ __name(function(val) {
-          FileWriteStream = val;
-        }, "set"),
-        enumerable: true,
-        configurable: true
-      });
-      function ReadStream(path, options) {
-        if (this instanceof ReadStream)
-          return fs$ReadStream.apply(this, arguments), this;
-        else
-          return ReadStream.apply(Object.create(ReadStream.prototype), arguments);
-      }
-      __name(ReadStream, "ReadStream");
-      function ReadStream$open() {
-        var that = this;
-        open4(that.path, that.flags, that.mode, function(err, fd) {
-          if (err) {
-            if (that.autoClose)
-              that.destroy();
-            that.emit("error", err);
-          } else {
-            that.fd = fd;
-            that.emit("open", fd);
-            that.read();
-          }
-        });
-      }
-      __name(ReadStream$open, "ReadStream$open");
-      function WriteStream(path, options) {
-        if (this instanceof WriteStream)
-          return fs$WriteStream.apply(this, arguments), this;
-        else
-          return WriteStream.apply(Object.create(WriteStream.prototype), arguments);
-      }
-      __name(WriteStream, "WriteStream");
-      function WriteStream$open() {
-        var that = this;
-        open4(that.path, that.flags, that.mode, function(err, fd) {
-          if (err) {
-            that.destroy();
-            that.emit("error", err);
-          } else {
-            that.fd = fd;
-            that.emit("open", fd);
-          }
-        });
-      }
-      __name(WriteStream$open, "WriteStream$open");
-      function createReadStream7(path, options) {
-        return new fs2.ReadStream(path, options);
-      }
-      __name(createReadStream7, "createReadStream");
-      function createWriteStream3(path, options) {
-        return new fs2.WriteStream(path, options);
-      }
-      __name(createWriteStream3, "createWriteStream");
-      var fs$open = fs2.open;
-      fs2.open = open4;
-      function open4(path, flags, mode, cb) {
-        if (typeof mode === "function")
-          cb = mode, mode = null;
-        return go$open(path, flags, mode, cb);
-        function go$open(path2, flags2, mode2, cb2, startTime) {
-          return fs$open(path2, flags2, mode2, function(err, fd) {
-            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
-              enqueue([go$open, [path2, flags2, mode2, cb2], err, startTime || Date.now(), Date.now()]);
-            else {
-              if (typeof cb2 === "function")
-                cb2.apply(this, arguments);
-            }
-          });
-        }
-        __name(go$open, "go$open");
-      }
-      __name(open4, "open");
-      return fs2;
-    }
-    __name(patch, "patch");
-    function enqueue(elem) {
-      debug("ENQUEUE", elem[0].name, elem[1]);
-      fs[gracefulQueue].push(elem);
-      retry();
-    }
-    __name(enqueue, "enqueue");
-    var retryTimer;
-    function resetQueue() {
-      var now = Date.now();
-      for (var i = 0; i < fs[gracefulQueue].length; ++i) {
-        if (fs[gracefulQueue][i].length > 2) {
-          fs[gracefulQueue][i][3] = now;
-          fs[gracefulQueue][i][4] = now;
-        }
-      }
-      retry();
-    }
-    __name(resetQueue, "resetQueue");
-    function retry() {
-      clearTimeout(retryTimer);
-      retryTimer = void 0;
-      if (fs[gracefulQueue].length === 0)
-        return;
-      var elem = fs[gracefulQueue].shift();
-      var fn = elem[0];
-      var args = elem[1];
-      var err = elem[2];
-      var startTime = elem[3];
-      var lastTime = elem[4];
-      if (startTime === void 0) {
-        debug("RETRY", fn.name, args);
-        fn.apply(null, args);
-      } else if (Date.now() - startTime >= 6e4) {
-        debug("TIMEOUT", fn.name, args);
-        var cb = args.pop();
-        if (typeof cb === "function")
-          cb.call(null, err);
-      } else {
-        var sinceAttempt = Date.now() - lastTime;
-        var sinceStart = Math.max(lastTime - startTime, 1);
-        var desiredDelay = Math.min(sinceStart * 1.2, 100);
-        if (sinceAttempt >= desiredDelay) {
-          debug("RETRY", fn.name, args);
-          fn.apply(null, args.concat([startTime]));
-        } else {
-          fs[gracefulQueue].push(elem);
-        }
-      }
-      if (retryTimer === void 0) {
-        retryTimer = setTimeout(retry, 0);
-      }
-    }
-    __name(retry, "retry");
-  }
-});
-
-// node_modules/retry/lib/retry_operation.js
-var require_retry_operation = __commonJS({
-  "node_modules/retry/lib/retry_operation.js"(exports2, module3) {
-    init_import_meta_url();
-    function RetryOperation(timeouts, options) {
-      if (typeof options === "boolean") {
-        options = { forever: options };
-      }
-      this._originalTimeouts = JSON.parse(JSON.stringify(timeouts));
-      this._timeouts = timeouts;
-      this._options = options || {};
-      this._maxRetryTime = options && options.maxRetryTime || Infinity;
-      this._fn = null;
-      this._errors = [];
-      this._attempts = 1;
-      this._operationTimeout = null;
-      this._operationTimeoutCb = null;
-      this._timeout = null;
-      this._operationStart = null;
-      if (this._options.forever) {
-        this._cachedTimeouts = this._timeouts.slice(0);
-      }
-    }
-    __name(RetryOperation, "RetryOperation");
-    module3.exports = RetryOperation;
-    RetryOperation.prototype.reset = function() {
-      this._attempts = 1;
-      this._timeouts = this._originalTimeouts;
-    };
-    RetryOperation.prototype.stop = function() {
-      if (this._timeout) {
-        clearTimeout(this._timeout);
-      }
-      this._timeouts = [];
-      this._cachedTimeouts = null;
-    };
-    RetryOperation.prototype.retry = function(err) {
-      if (this._timeout) {
-        clearTimeout(this._timeout);
-      }
-      if (!err) {
-        return false;
-      }
-      var currentTime = (/* @__PURE__ */ new Date()).getTime();
-      if (err && currentTime - this._operationStart >= this._maxRetryTime) {
-        this._errors.unshift(new Error("RetryOperation timeout occurred"));
-        return false;
-      }
-      this._errors.push(err);
-      var timeout = this._timeouts.shift();
-      if (timeout === void 0) {
-        if (this._cachedTimeouts) {
-          this._errors.splice(this._errors.length - 1, this._errors.length);
-          this._timeouts = this._cachedTimeouts.slice(0);
-          timeout = this._timeouts.shift();
-        } else {
-          return false;
-        }
-      }
-      var self2 = this;
-      var timer = setTimeout(function() {
-        self2._attempts++;
-        if (self2._operationTimeoutCb) {
-          self2._timeout = setTimeout(function() {
-            self2._operationTimeoutCb(self2._attempts);
-          }, self2._operationTimeout);
-          if (self2._options.unref) {
-            self2._timeout.unref();
-          }
-        }
-        self2._fn(self2._attempts);
-      }, timeout);
-      if (this._options.unref) {
-        timer.unref();
-      }
-      return true;
-    };
-    RetryOperation.prototype.attempt = function(fn, timeoutOps) {
-      this._fn = fn;
-      if (timeoutOps) {
-        if (timeoutOps.timeout) {
-          this._operationTimeout = timeoutOps.timeout;
-        }
-        if (timeoutOps.cb) {
-          this._operationTimeoutCb = timeoutOps.cb;
-        }
-      }
-      var self2 = this;
-      if (this._operationTimeoutCb) {
-        this._timeout = setTimeout(function() {
-          self2._operationTimeoutCb();
-        }, self2._operationTimeout);
-      }
-      this._operationStart = (/* @__PURE__ */ new Date()).getTime();
-      this._fn(this._attempts);
-    };
-    RetryOperation.prototype.try = function(fn) {
-      console.log("Using RetryOperation.try() is deprecated");
-      this.attempt(fn);
-    };
-    RetryOperation.prototype.start = function(fn) {
-      console.log("Using RetryOperation.start() is deprecated");
-      this.attempt(fn);
-    };
-    RetryOperation.prototype.start = RetryOperation.prototype.try;
-    RetryOperation.prototype.errors = function() {
-      return this._errors;
-    };
-    RetryOperation.prototype.attempts = function() {
-      return this._attempts;
-    };
-    RetryOperation.prototype.mainError = function() {
-      if (this._errors.length === 0) {
-        return null;
-      }
-      var counts = {};
-      var mainError = null;
-      var mainErrorCount = 0;
-      for (var i = 0; i < this._errors.length; i++) {
-        var error = this._errors[i];
-        var message = error.message;
-        var count = (counts[message] || 0) + 1;
-        counts[message] = count;
-        if (count >= mainErrorCount) {
-          mainError = error;
-          mainErrorCount = count;
-        }
-      }
-      return mainError;
-    };
-  }
-});
-
-// node_modules/retry/lib/retry.js
-var require_retry = __commonJS({
-  "node_modules/retry/lib/retry.js"(exports2) {
-    init_import_meta_url();
-    var RetryOperation = require_retry_operation();
-    exports2.operation = function(options) {
-      var timeouts = exports2.timeouts(options);
-      return new RetryOperation(timeouts, {
-        forever: options && options.forever,
-        unref: options && options.unref,
-        maxRetryTime: options && options.maxRetryTime
-      });
-    };
-    exports2.timeouts = function(options) {
-      if (options instanceof Array) {
-        return [].concat(options);
-      }
-      var opts = {
-        retries: 10,
-        factor: 2,
-        minTimeout: 1 * 1e3,
-        maxTimeout: Infinity,
-        randomize: false
-      };
-      for (var key in options) {
-        opts[key] = options[key];
-      }
-      if (opts.minTimeout > opts.maxTimeout) {
-        throw new Error("minTimeout is greater than maxTimeout");
-      }
-      var timeouts = [];
-      for (var i = 0; i < opts.retries; i++) {
-        timeouts.push(this.createTimeout(i, opts));
-      }
-      if (options && options.forever && !timeouts.length) {
-        timeouts.push(this.createTimeout(i, opts));
-      }
-      timeouts.sort(function(a, b) {
-        return a - b;
-      });
-      return timeouts;
-    };
-    exports2.createTimeout = function(attempt2, opts) {
-      var random = opts.randomize ? Math.random() + 1 : 1;
-      var timeout = Math.round(random * opts.minTimeout * Math.pow(opts.factor, attempt2));
-      timeout = Math.min(timeout, opts.maxTimeout);
-      return timeout;
-    };
-    exports2.wrap = function(obj, options, methods) {
-      if (options instanceof Array) {
-        methods = options;
-        options = null;
-      }
-      if (!methods) {
-        methods = [];
-        for (var key in obj) {
-          if (typeof obj[key] === "function") {
-            methods.push(key);
-          }
-        }
-      }
-      for (var i = 0; i < methods.length; i++) {
-        var method = methods[i];
-        var original = obj[method];
-        obj[method] = (/* @__PURE__ */ __name(function retryWrapper(original2) {
-          var op = exports2.operation(options);
-          var args = Array.prototype.slice.call(arguments, 1);
-          var callback = args.pop();
-          args.push(function(err) {
-            if (op.retry(err)) {
-              return;
-            }
-            if (err) {
-              arguments[0] = op.mainError();
-            }
-            callback.apply(this, arguments);
-          });
-          op.attempt(function() {
-            original2.apply(obj, args);
-          });
-        }, "retryWrapper")).bind(obj, original);
-        obj[method].options = options;
-      }
-    };
-  }
-});
-
-// node_modules/retry/index.js
-var require_retry2 = __commonJS({
-  "node_modules/retry/index.js"(exports2, module3) {
-    init_import_meta_url();
-    module3.exports = require_retry();
-  }
-});
-
-// node_modules/signal-exit/signals.js
-var require_signals = __commonJS({
-  "node_modules/signal-exit/signals.js"(exports2, module3) {
-    init_import_meta_url();
-    module3.exports = [
-      "SIGABRT",
-      "SIGALRM",
-      "SIGHUP",
-      "SIGINT",
-      "SIGTERM"
-    ];
-    if (process.platform !== "win32") {
-      module3.exports.push(
-        "SIGVTALRM",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGUSR2",
-        "SIGTRAP",
-        "SIGSYS",
-        "SIGQUIT",
-        "SIGIOT"
-        // should detect profiler and enable/disable accordingly.
-        // see #21
-        // 'SIGPROF'
-      );
-    }
-    if (process.platform === "linux") {
-      module3.exports.push(
-        "SIGIO",
-        "SIGPOLL",
-        "SIGPWR",
-        "SIGSTKFLT",
-        "SIGUNUSED"
-      );
-    }
-  }
-});
-
-// node_modules/signal-exit/index.js
-var require_signal_exit = __commonJS({
-  "node_modules/signal-exit/index.js"(exports2, module3) {
-    init_import_meta_url();
-    var process2 = global.process;
-    var processOk = /* @__PURE__ */ __name(function(process3) {
-      return process3 && typeof process3 === "object" && typeof process3.removeListener === "function" && typeof process3.emit === "function" && typeof process3.reallyExit === "function" && typeof process3.listeners === "function" && typeof process3.kill === "function" && typeof process3.pid === "number" && typeof process3.on === "function";
-    }, "processOk");
-    if (!processOk(process2)) {
-      module3.exports = function() {
-        return function() {
-        };
-      };
-    } else {
-      assert = require("assert");
-      signals = require_signals();
-      isWin = /^win/i.test(process2.platform);
-      EE = require("events");
-      if (typeof EE !== "function") {
-        EE = EE.EventEmitter;
-      }
-      if (process2.__signal_exit_emitter__) {
-        emitter = process2.__signal_exit_emitter__;
-      } else {
-        emitter = process2.__signal_exit_emitter__ = new EE();
-        emitter.count = 0;
-        emitter.emitted = {};
-      }
-      if (!emitter.infinite) {
-        emitter.setMaxListeners(Infinity);
-        emitter.infinite = true;
-      }
-      module3.exports = function(cb, opts) {
-        if (!processOk(global.process)) {
-          return function() {
-          };
-        }
-        assert.equal(typeof cb, "function", "a callback must be provided for exit handler");
-        if (loaded === false) {
-          load();
-        }
-        var ev = "exit";
-        if (opts && opts.alwaysLast) {
-          ev = "afterexit";
-        }
-        var remove = /* @__PURE__ */ __name(function() {
-          emitter.removeListener(ev, cb);
-          if (emitter.listeners("exit").length === 0 && emitter.listeners("afterexit").length === 0) {
-            unload();
-          }
-        }, "remove");
-        emitter.on(ev, cb);
-        return remove;
-      };
-      unload = /* @__PURE__ */ __name(function unload2() {
-        if (!loaded || !processOk(global.process)) {
-          return;
-        }
-        loaded = false;
-        signals.forEach(function(sig) {
-          try {
-            process2.removeListener(sig, sigListeners[sig]);
-          } catch (er) {
-          }
-        });
-        process2.emit = originalProcessEmit;
-        process2.reallyExit = originalProcessReallyExit;
-        emitter.count -= 1;
-      }, "unload");
-      module3.exports.unload = unload;
-      emit = /* @__PURE__ */ __name(function emit2(event, code, signal) {
-        if (emitter.emitted[event]) {
-          return;
-        }
-        emitter.emitted[event] = true;
-        emitter.emit(event, code, signal);
-      }, "emit");
-      sigListeners = {};
-      signals.forEach(function(sig) {
-        sigListeners[sig] = /* @__PURE__ */ __name(function listener() {
-          if (!processOk(global.process)) {
-            return;
-          }
-          var listeners = process2.listeners(sig);
-          if (listeners.length === emitter.count) {
-            unload();
-            emit("exit", null, sig);
-            emit("afterexit", null, sig);
-            if (isWin && sig === "SIGHUP") {
-              sig = "SIGINT";
-            }
-            process2.kill(process2.pid, sig);
-          }
-        }, "listener");
-      });
-      module3.exports.signals = function() {
-        return signals;
-      };
-      loaded = false;
-      load = /* @__PURE__ */ __name(function load2() {
-        if (loaded || !processOk(global.process)) {
-          return;
-        }
-        loaded = true;
-        emitter.count += 1;
-        signals = signals.filter(function(sig) {
-          try {
-            process2.on(sig, sigListeners[sig]);
-            return true;
-          } catch (er) {
-            return false;
-          }
-        });
-        process2.emit = processEmit;
-        process2.reallyExit = processReallyExit;
-      }, "load");
-      module3.exports.load = load;
-      originalProcessReallyExit = process2.reallyExit;
-      processReallyExit = /* @__PURE__ */ __name(function processReallyExit2(code) {
-        if (!processOk(global.process)) {
-          return;
-        }
-        process2.exitCode = code || /* istanbul ignore next */
-        0;
-        emit("exit", process2.exitCode, null);
-        emit("afterexit", process2.exitCode, null);
-        originalProcessReallyExit.call(process2, process2.exitCode);
-      }, "processReallyExit");
-      originalProcessEmit = process2.emit;
-      processEmit = /* @__PURE__ */ __name(function processEmit2(ev, arg) {
-        if (ev === "exit" && processOk(global.process)) {
-          if (arg !== void 0) {
-            process2.exitCode = arg;
-          }
-          var ret = originalProcessEmit.apply(this, arguments);
-          emit("exit", process2.exitCode, null);
-          emit("afterexit", process2.exitCode, null);
-          return ret;
-        } else {
-          return originalProcessEmit.apply(this, arguments);
-        }
-      }, "processEmit");
-    }
-    var assert;
-    var signals;
-    var isWin;
-    var EE;
-    var emitter;
-    var unload;
-    var emit;
-    var sigListeners;
-    var loaded;
-    var load;
-    var originalProcessReallyExit;
-    var processReallyExit;
-    var originalProcessEmit;
-    var processEmit;
-  }
-});
-
-// node_modules/proper-lockfile/lib/mtime-precision.js
-var require_mtime_precision = __commonJS({
-  "node_modules/proper-lockfile/lib/mtime-precision.js"(exports2, module3) {
-    "use strict";
-    init_import_meta_url();
-    var cacheSymbol = /* @__PURE__ */ Symbol();
-    function probe(file, fs, callback) {
-      const cachedPrecision = fs[cacheSymbol];
-      if (cachedPrecision) {
-        return fs.stat(file, (err, stat2) => {
-          if (err) {
-            return callback(err);
-          }
-          callback(null, stat2.mtime, cachedPrecision);
-        });
-      }
-      const mtime = new Date(Math.ceil(Date.now() / 1e3) * 1e3 + 5);
-      fs.utimes(file, mtime, mtime, (err) => {
-        if (err) {
-          return callback(err);
-        }
-        fs.stat(file, (err2, stat2) => {
-          if (err2) {
-            return callback(err2);
-          }
-          const precision = stat2.mtime.getTime() % 1e3 === 0 ? "s" : "ms";
-          Object.defineProperty(fs, cacheSymbol, { value: precision });
-          callback(null, stat2.mtime, precision);
-        });
-      });
-    }
-    __name(probe, "probe");
-    function getMtime(precision) {
-      let now = Date.now();
-      if (precision === "s") {
-        now = Math.ceil(now / 1e3) * 1e3;
-      }
-      return new Date(now);
-    }
-    __name(getMtime, "getMtime");
-    module3.exports.probe = probe;
-    module3.exports.getMtime = getMtime;
-  }
-});
-
-// node_modules/proper-lockfile/lib/lockfile.js
-var require_lockfile = __commonJS({
-  "node_modules/proper-lockfile/lib/lockfile.js"(exports2, module3) {
-    "use strict";
-    init_import_meta_url();
-    var path = require("path");
-    var fs = require_graceful_fs();
-    var retry = require_retry2();
-    var onExit = require_signal_exit();
-    var mtimePrecision = require_mtime_precision();
-    var locks = {};
-    function getLockFile(file, options) {
-      return options.lockfilePath || `${file}.lock`;
-    }
-    __name(getLockFile, "getLockFile");
-    function resolveCanonicalPath(file, options, callback) {
-      if (!options.realpath) {
-        return callback(null, path.resolve(file));
-      }
-      options.fs.realpath(file, callback);
-    }
-    __name(resolveCanonicalPath, "resolveCanonicalPath");
-    function acquireLock(file, options, callback) {
-      const lockfilePath = getLockFile(file, options);
-      options.fs.mkdir(lockfilePath, (err) => {
-        if (!err) {
-          return mtimePrecision.probe(lockfilePath, options.fs, (err2, mtime, mtimePrecision2) => {
-            if (err2) {
-              options.fs.rmdir(lockfilePath, () => {
-              });
-              return callback(err2);
-            }
-            callback(null, mtime, mtimePrecision2);
-          });
-        }
-        if (err.code !== "EEXIST") {
-          return callback(err);
-        }
-        if (options.stale <= 0) {
-          return callback(Object.assign(new Error("Lock file is already being held"), { code: "ELOCKED", file }));
-        }
-        options.fs.stat(lockfilePath, (err2, stat2) => {
-          if (err2) {
-            if (err2.code === "ENOENT") {
-              return acquireLock(file, { ...options, stale: 0 }, callback);
-            }
-            return callback(err2);
-          }
-          if (!isLockStale(stat2, options)) {
-            return callback(Object.assign(new Error("Lock file is already being held"), { code: "ELOCKED", file }));
-          }
-          removeLock(file, options, (err3) => {
-            if (err3) {
-              return callback(err3);
-            }
-            acquireLock(file, { ...options, stale: 0 }, callback);
-          });
-        });
-      });
-    }
-    __name(acquireLock, "acquireLock");
-    function isLockStale(stat2, options) {
-      return stat2.mtime.getTime() < Date.now() - options.stale;
-    }
-    __name(isLockStale, "isLockStale");
-    function removeLock(file, options, callback) {
-      options.fs.rmdir(getLockFile(file, options), (err) => {
-        if (err && err.code !== "ENOENT") {
-          return callback(err);
-        }
-        callback();
-      });
-    }
-    __name(removeLock, "removeLock");
-    function updateLock(file, options) {
-      const lock2 = locks[file];
-      if (lock2.updateTimeout) {
-        return;
-      }
-      lock2.updateDelay = lock2.updateDelay || options.update;
-      lock2.updateTimeout = setTimeout(() => {
-        lock2.updateTimeout = null;
-        options.fs.stat(lock2.lockfilePath, (err, stat2) => {
-          const isOverThreshold = lock2.lastUpdate + options.stale < Date.now();
-          if (err) {
-            if (err.code === "ENOENT" || isOverThreshold) {
-              return setLockAsCompromised(file, lock2, Object.assign(err, { code: "ECOMPROMISED" }));
-            }
-            lock2.updateDelay = 1e3;
-            return updateLock(file, options);
-          }
-          const isMtimeOurs = lock2.mtime.getTime() === stat2.mtime.getTime();
-          if (!isMtimeOurs) {
-            return setLockAsCompromised(
-              file,
-              lock2,
-              Object.assign(
-                new Error("Unable to update lock within the stale threshold"),
-                { code: "ECOMPROMISED" }
-              )
-            );
-          }
-          const mtime = mtimePrecision.getMtime(lock2.mtimePrecision);
-          options.fs.utimes(lock2.lockfilePath, mtime, mtime, (err2) => {
-            const isOverThreshold2 = lock2.lastUpdate + options.stale < Date.now();
-            if (lock2.released) {
-              return;
-            }
-            if (err2) {
-              if (err2.code === "ENOENT" || isOverThreshold2) {
-                return setLockAsCompromised(file, lock2, Object.assign(err2, { code: "ECOMPROMISED" }));
-              }
-              lock2.updateDelay = 1e3;
-              return updateLock(file, options);
-            }
-            lock2.mtime = mtime;
-            lock2.lastUpdate = Date.now();
-            lock2.updateDelay = null;
-            updateLock(file, options);
-          });
-        });
-      }, lock2.updateDelay);
-      if (lock2.updateTimeout.unref) {
-        lock2.updateTimeout.unref();
-      }
-    }
-    __name(updateLock, "updateLock");
-    function setLockAsCompromised(file, lock2, err) {
-      lock2.released = true;
-      if (lock2.updateTimeout) {
-        clearTimeout(lock2.updateTimeout);
-      }
-      if (locks[file] === lock2) {
-        delete locks[file];
-      }
-      lock2.options.onCompromised(err);
-    }
-    __name(setLockAsCompromised, "setLockAsCompromised");
-    function lock(file, options, callback) {
-      options = {
-        stale: 1e4,
-        update: null,
-        realpath: true,
-        retries: 0,
-        fs,
-        onCompromised: /* @__PURE__ */ __name((err) => {
-          throw err;
-        }, "onCompromised"),
-        ...options
-      };
-      options.retries = options.retries || 0;
-      options.retries = typeof options.retries === "number" ? { retries: options.retries } : options.retries;
-      options.stale = Math.max(options.stale || 0, 2e3);
-      options.update = options.update == null ? options.stale / 2 : options.update || 0;
-      options.update = Math.max(Math.min(options.update, options.stale / 2), 1e3);
-      resolveCanonicalPath(file, options, (err, file2) => {
-        if (err) {
-          return callback(err);
-        }
-        const operation = retry.operation(options.retries);
-        operation.attempt(() => {
-          acquireLock(file2, options, (err2, mtime, mtimePrecision2) => {
-            if (operation.retry(err2)) {
-              return;
-            }
-            if (err2) {
-              return callback(operation.mainError());
-            }
-            const lock2 = locks[file2] = {
-              lockfilePath: getLockFile(file2, options),
-              mtime,
-              mtimePrecision: mtimePrecision2,
-              options,
-              lastUpdate: Date.now()
-            };
-            updateLock(file2, options);
-            callback(null, (releasedCallback) => {
-              if (lock2.released) {
-                return releasedCallback && releasedCallback(Object.assign(new Error("Lock is already released"), { code: "ERELEASED" }));
-              }
-              unlock(file2, { ...options, realpath: false }, releasedCallback);
-            });
-          });
-        });
-      });
-    }
-    __name(lock, "lock");
-    function unlock(file, options, callback) {
-      options = {
-        fs,
-        realpath: true,
-        ...options
-      };
-      resolveCanonicalPath(file, options, (err, file2) => {
-        if (err) {
-          return callback(err);
-        }
-        const lock2 = locks[file2];
-        if (!lock2) {
-          return callback(Object.assign(new Error("Lock is not acquired/owned by you"), { code: "ENOTACQUIRED" }));
-        }
-        lock2.updateTimeout && clearTimeout(lock2.updateTimeout);
-        lock2.released = true;
-        delete locks[file2];
-        removeLock(file2, options, callback);
-      });
-    }
-    __name(unlock, "unlock");
-    function check(file, options, callback) {
-      options = {
-        stale: 1e4,
-        realpath: true,
-        fs,
-        ...options
-      };
-      options.stale = Math.max(options.stale || 0, 2e3);
-      resolveCanonicalPath(file, options, (err, file2) => {
-        if (err) {
-          return callback(err);
-        }
-        options.fs.stat(getLockFile(file2, options), (err2, stat2) => {
-          if (err2) {
-            return err2.code === "ENOENT" ? callback(null, false) : callback(err2);
-          }
-          return callback(null, !isLockStale(stat2, options));
-        });
-      });
-    }
-    __name(check, "check");
-    function getLocks() {
-      return locks;
-    }
-    __name(getLocks, "getLocks");
-    onExit(() => {
-      for (const file in locks) {
-        const options = locks[file].options;
-        try {
-          options.fs.rmdirSync(getLockFile(file, options));
-        } catch (e) {
-        }
-      }
-    });
-    module3.exports.lock = lock;
-    module3.exports.unlock = unlock;
-    module3.exports.check = check;
-    module3.exports.getLocks = getLocks;
-  }
-});
-
-// node_modules/proper-lockfile/lib/adapter.js
-var require_adapter = __commonJS({
-  "node_modules/proper-lockfile/lib/adapter.js"(exports2, module3) {
-    "use strict";
-    init_import_meta_url();
-    var fs = require_graceful_fs();
-    function createSyncFs(fs2) {
-      const methods = ["mkdir", "realpath", "stat", "rmdir", "utimes"];
-      const newFs = { ...fs2 };
-      methods.forEach((method) => {
-        newFs[method] = (...args) => {
-          const callback = args.pop();
-          let ret;
-          try {
-            ret = fs2[`${method}Sync`](...args);
-          } catch (err) {
-            return callback(err);
-          }
-          callback(null, ret);
-        };
-      });
-      return newFs;
-    }
-    __name(createSyncFs, "createSyncFs");
-    function toPromise(method) {
-      return (...args) => new Promise((resolve10, reject) => {
-        args.push((err, result) => {
-          if (err) {
-            reject(err);
-          } else {
-            resolve10(result);
-          }
-        });
-        method(...args);
-      });
-    }
-    __name(toPromise, "toPromise");
-    function toSync(method) {
-      return (...args) => {
-        let err;
-        let result;
-        args.push((_err, _result) => {
-          err = _err;
-          result = _result;
-        });
-        method(...args);
-        if (err) {
-          throw err;
-        }
-        return result;
-      };
-    }
-    __name(toSync, "toSync");
-    function toSyncOptions(options) {
-      options = { ...options };
-      options.fs = createSyncFs(options.fs || fs);
-      if (typeof options.retries === "number" && options.retries > 0 || options.retries && typeof options.retries.retries === "number" && options.retries.retries > 0) {
-        throw Object.assign(new Error("Cannot use retries with the sync api"), { code: "ESYNC" });
-      }
-      return options;
-    }
-    __name(toSyncOptions, "toSyncOptions");
-    module3.exports = {
-      toPromise,
-      toSync,
-      toSyncOptions
-    };
-  }
-});
-
-// node_modules/proper-lockfile/index.js
-var require_proper_lockfile = __commonJS({
-  "node_modules/proper-lockfile/index.js"(exports2, module3) {
-    "use strict";
-    init_import_meta_url();
-    var lockfile = require_lockfile();
-    var { toPromise, toSync, toSyncOptions } = require_adapter();
-    async function lock(file, options) {
-      const release = await toPromise(lockfile.lock)(file, options);
-      return toPromise(release);
-    }
-    __name(lock, "lock");
-    function lockSync(file, options) {
-      const release = toSync(lockfile.lock)(file, toSyncOptions(options));
-      return toSync(release);
-    }
-    __name(lockSync, "lockSync");
-    function unlock(file, options) {
-      return toPromise(lockfile.unlock)(file, options);
-    }
-    __name(unlock, "unlock");
-    function unlockSync(file, options) {
-      return toSync(lockfile.unlock)(file, toSyncOptions(options));
-    }
-    __name(unlockSync, "unlockSync");
-    function check(file, options) {
-      return toPromise(lockfile.check)(file, options);
-    }
-    __name(check, "check");
-    function checkSync(file, options) {
-      return toSync(lockfile.check)(file, toSyncOptions(options));
-    }
-    __name(checkSync, "checkSync");
-    module3.exports = lock;
-    module3.exports.lock = lock;
-    module3.exports.unlock = unlock;
-    module3.exports.lockSync = lockSync;
-    module3.exports.unlockSync = unlockSync;
-    module3.exports.check = check;
-    module3.exports.checkSync = checkSync;
-  }
-});
-
 // src/image/lock.ts
 function indexLockPath(dir) {
-  return (0, import_node_path11.join)(dir, "index.json.lock");
+  return (0, import_node_path12.join)(dir, "index.json.lock");
 }
 function withIndexLock(dir, fn) {
   const lockfilePath = indexLockPath(dir);
@@ -4505,11 +2848,11 @@ function withIndexLock(dir, fn) {
   });
 }
 function blobLockPath(dir, digest) {
-  return (0, import_node_path11.join)(dir, "locks", `${digestHex(digest)}.lock`);
+  return (0, import_node_path12.join)(dir, "locks", `${digestHex(digest)}.lock`);
 }
 function withBlobLock(dir, digest, fn, onWait) {
   const lockfilePath = blobLockPath(dir, digest);
-  (0, import_node_fs15.mkdirSync)((0, import_node_path11.join)(dir, "locks"), { recursive: true });
+  (0, import_node_fs16.mkdirSync)((0, import_node_path12.join)(dir, "locks"), { recursive: true });
   return withLock2(lockfilePath.slice(0, -".lock".length), lockfilePath, fn, {
     retries: { forever: true, minTimeout: 10, maxTimeout: 250, factor: 1.5, randomize: true },
     what: `the download lock of blob ${digest} (${lockfilePath})`,
@@ -4521,7 +2864,7 @@ function withBlobLock(dir, digest, fn, onWait) {
 async function withLock2(file, lockfilePath, fn, options) {
   let compromised;
   let release;
-  const { lock } = await Promise.resolve().then(() => __toESM(require_proper_lockfile(), 1));
+  const { lock } = (0, import_node_module3.createRequire)(petri_import_meta_url)("proper-lockfile");
   const take = /* @__PURE__ */ __name((retries) => lock(file, {
     lockfilePath,
     realpath: false,
@@ -4563,13 +2906,14 @@ async function withLock2(file, lockfilePath, fn, options) {
     });
   }
 }
-var import_node_fs15, import_node_path11, STALE_MS, WAIT_MS;
+var import_node_fs16, import_node_module3, import_node_path12, STALE_MS, WAIT_MS;
 var init_lock = __esm({
   "src/image/lock.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs15 = require("node:fs");
-    import_node_path11 = require("node:path");
+    import_node_fs16 = require("node:fs");
+    import_node_module3 = require("node:module");
+    import_node_path12 = require("node:path");
     init_errors();
     init_digest();
     STALE_MS = 2e4;
@@ -4651,16 +2995,16 @@ async function pruneBlobs(blobs, options = {}) {
     const result = { removed: [], bytes: 0 };
     const cutoff = Date.now() - graceMs;
     for (const dir of [blobs.dir, blobs.blobsDir]) {
-      for (const name of (0, import_node_fs16.readdirSync)(dir)) {
+      for (const name of (0, import_node_fs17.readdirSync)(dir)) {
         if (!isTempName(name) || tempOwnerAlive(name)) continue;
-        result.bytes += removeIfOlder((0, import_node_path12.join)(dir, name), cutoff) ?? 0;
+        result.bytes += removeIfOlder((0, import_node_path13.join)(dir, name), cutoff) ?? 0;
       }
     }
-    for (const name of (0, import_node_fs16.readdirSync)(blobs.blobsDir)) {
+    for (const name of (0, import_node_fs17.readdirSync)(blobs.blobsDir)) {
       if (!HEX64.test(name)) continue;
       const digest = `sha256:${name}`;
       if (reachable.has(digest) || keep.has(digest)) continue;
-      const size2 = removeIfOlder((0, import_node_path12.join)(blobs.blobsDir, name), cutoff);
+      const size2 = removeIfOlder((0, import_node_path13.join)(blobs.blobsDir, name), cutoff);
       if (size2 === void 0) continue;
       result.removed.push(digest);
       result.bytes += size2;
@@ -4670,22 +3014,22 @@ async function pruneBlobs(blobs, options = {}) {
 }
 function removeIfOlder(path, cutoff) {
   try {
-    const stat2 = (0, import_node_fs16.lstatSync)(path);
+    const stat2 = (0, import_node_fs17.lstatSync)(path);
     if (stat2.mtimeMs >= cutoff) return void 0;
-    (0, import_node_fs16.unlinkSync)(path);
+    (0, import_node_fs17.unlinkSync)(path);
     return stat2.size;
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
   }
 }
-var import_node_fs16, import_node_path12, DEFAULT_GRACE_MS, HEX64;
+var import_node_fs17, import_node_path13, DEFAULT_GRACE_MS, HEX64;
 var init_prune = __esm({
   "src/image/prune.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs16 = require("node:fs");
-    import_node_path12 = require("node:path");
+    import_node_fs17 = require("node:fs");
+    import_node_path13 = require("node:path");
     init_errors();
     init_layout();
     init_lock();
@@ -4878,13 +3222,13 @@ __export(store_exports, {
 function noSuchImage(text) {
   return new PetriError(`no such image: ${text}`, { code: "ENOIMAGE" });
 }
-var import_node_fs17, import_node_path13, ImageStore;
+var import_node_fs18, import_node_path14, ImageStore;
 var init_store = __esm({
   "src/image/store.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs17 = require("node:fs");
-    import_node_path13 = require("node:path");
+    import_node_fs18 = require("node:fs");
+    import_node_path14 = require("node:path");
     init_errors();
     init_paths();
     init_blobs();
@@ -4900,7 +3244,7 @@ var init_store = __esm({
       static {
         __name(this, "ImageStore");
       }
-      static open(dir = (0, import_node_path13.join)(petriRoot(), "images")) {
+      static open(dir = (0, import_node_path14.join)(petriRoot(), "images")) {
         createLayout(dir);
         return new _ImageStore(dir);
       }
@@ -5110,7 +3454,7 @@ var init_store = __esm({
         for (const { digest, size: size2, role } of refs) {
           let actual;
           try {
-            actual = (0, import_node_fs17.statSync)(this.blobPath(digest)).size;
+            actual = (0, import_node_fs18.statSync)(this.blobPath(digest)).size;
           } catch {
             throw new PetriError(
               `cannot tag ${name}: its ${role} ${digest} is not in the image store (pruned, or never written); write the image again and tag it`,
@@ -5132,27 +3476,27 @@ var init_store = __esm({
 
 // src/snapshot/layer-meta.ts
 function writeLayerMeta(top, meta) {
-  (0, import_node_fs18.writeFileSync)((0, import_node_path14.join)(top, "meta.json"), `${JSON.stringify(meta)}
+  (0, import_node_fs19.writeFileSync)((0, import_node_path15.join)(top, "meta.json"), `${JSON.stringify(meta)}
 `);
 }
 function recordedOpaqueDirs(tree) {
-  if ((0, import_node_path14.basename)(tree) !== "fs") return void 0;
+  if ((0, import_node_path15.basename)(tree) !== "fs") return void 0;
   let meta;
   try {
-    meta = JSON.parse((0, import_node_fs18.readFileSync)((0, import_node_path14.join)((0, import_node_path14.dirname)(tree), "meta.json"), "utf8"));
+    meta = JSON.parse((0, import_node_fs19.readFileSync)((0, import_node_path15.join)((0, import_node_path15.dirname)(tree), "meta.json"), "utf8"));
   } catch {
     return void 0;
   }
   const opaque = meta?.opaque;
   return Array.isArray(opaque) && opaque.every((dir) => typeof dir === "string") ? opaque : void 0;
 }
-var import_node_fs18, import_node_path14;
+var import_node_fs19, import_node_path15;
 var init_layer_meta = __esm({
   "src/snapshot/layer-meta.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs18 = require("node:fs");
-    import_node_path14 = require("node:path");
+    import_node_fs19 = require("node:fs");
+    import_node_path15 = require("node:path");
     __name(writeLayerMeta, "writeLayerMeta");
     __name(recordedOpaqueDirs, "recordedOpaqueDirs");
   }
@@ -5260,7 +3604,7 @@ function cleanEntryPath(name) {
   return parts.join("/");
 }
 function resolveInRoot(rootDir, name) {
-  const root = (0, import_node_path15.resolve)(rootDir);
+  const root = (0, import_node_path16.resolve)(rootDir);
   const parts = cleanEntryPath(name).split("/");
   const last = parts.pop();
   if (!last) return root;
@@ -5273,7 +3617,7 @@ function resolveInRoot(rootDir, name) {
       resolved.pop();
       continue;
     }
-    const here = (0, import_node_path15.join)(root, ...resolved, part);
+    const here = (0, import_node_path16.join)(root, ...resolved, part);
     if (!isSymlink(here)) {
       resolved.push(part);
       continue;
@@ -5281,28 +3625,28 @@ function resolveInRoot(rootDir, name) {
     if (++followed > MAX_SYMLINKS) {
       throw new PetriError(`layer entry "${name}": too many levels of symbolic links in its parent directories`);
     }
-    const target = (0, import_node_fs19.readlinkSync)(here);
+    const target = (0, import_node_fs20.readlinkSync)(here);
     if (target.startsWith("/")) resolved.length = 0;
     pending.push(...target.split("/").reverse());
   }
-  const path = (0, import_node_path15.join)(root, ...resolved, last);
+  const path = (0, import_node_path16.join)(root, ...resolved, last);
   if (!path.startsWith(`${root}/`)) throw new PetriError(`layer entry "${name}" resolves outside the layer root`);
   return path;
 }
 function isSymlink(path) {
   try {
-    return (0, import_node_fs19.lstatSync)(path).isSymbolicLink();
+    return (0, import_node_fs20.lstatSync)(path).isSymbolicLink();
   } catch {
     return false;
   }
 }
-var import_node_fs19, import_node_path15, MAX_SYMLINKS;
+var import_node_fs20, import_node_path16, MAX_SYMLINKS;
 var init_safe_path = __esm({
   "src/snapshot/safe-path.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs19 = require("node:fs");
-    import_node_path15 = require("node:path");
+    import_node_fs20 = require("node:fs");
+    import_node_path16 = require("node:path");
     init_errors();
     MAX_SYMLINKS = 40;
     __name(cleanEntryPath, "cleanEntryPath");
@@ -7926,7 +6270,7 @@ __export(tar_pax_exports, {
 });
 function tarStream() {
   if (patched) return import_tar_stream.default;
-  const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
+  const require2 = (0, import_node_module4.createRequire)(petri_import_meta_url);
   const codec = import_headers.default;
   codec.decodePax = decodePax;
   codec.encodePax = encodePax;
@@ -7966,13 +6310,13 @@ function encodePax(opts) {
   for (const [key, value] of Object.entries(opts.pax ?? {})) add2(key, Buffer.from(value, encoding(key)));
   return Buffer.concat(records);
 }
-var import_headers, import_node_module2, import_tar_stream, XATTR_PAX_PREFIX, patched;
+var import_headers, import_node_module4, import_tar_stream, XATTR_PAX_PREFIX, patched;
 var init_tar_pax = __esm({
   "src/snapshot/tar-pax.ts"() {
     "use strict";
     init_import_meta_url();
     import_headers = __toESM(require_headers(), 1);
-    import_node_module2 = require("node:module");
+    import_node_module4 = require("node:module");
     import_tar_stream = __toESM(require_tar_stream(), 1);
     XATTR_PAX_PREFIX = "SCHILY.xattr.";
     patched = false;
@@ -8012,14 +6356,14 @@ function mtimeOf(header) {
   if (Number.isFinite(pax)) return new Date(pax * 1e3);
   return header.mtime ?? /* @__PURE__ */ new Date(0);
 }
-var import_node_fs20, import_promises6, import_node_path16, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
+var import_node_fs21, import_promises6, import_node_path17, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
 var init_entry_writer = __esm({
   "src/snapshot/entry-writer.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs20 = require("node:fs");
+    import_node_fs21 = require("node:fs");
     import_promises6 = require("node:fs/promises");
-    import_node_path16 = require("node:path");
+    import_node_path17 = require("node:path");
     init_errors();
     init_fs();
     init_fsops();
@@ -8039,8 +6383,8 @@ var init_entry_writer = __esm({
       /** Host paths of the directories made opaque (below the root) and still there. */
       #opaque = /* @__PURE__ */ new Set();
       constructor(root) {
-        this.#root = (0, import_node_path16.resolve)(root);
-        (0, import_node_fs20.mkdirSync)(this.#root, { recursive: true, mode: 493 });
+        this.#root = (0, import_node_path17.resolve)(root);
+        (0, import_node_fs21.mkdirSync)(this.#root, { recursive: true, mode: 493 });
       }
       /** Writes one entry; `body` is its content (consumed here whatever the type). */
       async write(header, body) {
@@ -8058,7 +6402,7 @@ var init_entry_writer = __esm({
       }
       async #write(header, body) {
         const rel = cleanEntryPath(header.name);
-        const base = (0, import_node_path16.basename)(rel);
+        const base = (0, import_node_path17.basename)(rel);
         if (base.startsWith(WHITEOUT_PREFIX)) return this.#whiteout(rel, base);
         const type = header.type;
         if (rel === "" && type !== "directory") throw new PetriError("the layer root can only be a directory");
@@ -8087,7 +6431,7 @@ var init_entry_writer = __esm({
       finish() {
         for (const [path, mtime] of this.#dirTimes) {
           try {
-            if ((0, import_node_fs20.lstatSync)(path).isDirectory()) (0, import_node_fs20.lutimesSync)(path, mtime, mtime);
+            if ((0, import_node_fs21.lstatSync)(path).isDirectory()) (0, import_node_fs21.lutimesSync)(path, mtime, mtime);
           } catch (error) {
             if (error.code !== "ENOENT") throw error;
           }
@@ -8103,10 +6447,10 @@ var init_entry_writer = __esm({
       /** Where to create entry `rel`: parents made, a conflicting entry removed (a directory is kept for a directory). */
       #place(rel, directory) {
         const path = resolveInRoot(this.#root, rel);
-        (0, import_node_fs20.mkdirSync)((0, import_node_path16.dirname)(path), { recursive: true, mode: 493 });
+        (0, import_node_fs21.mkdirSync)((0, import_node_path17.dirname)(path), { recursive: true, mode: 493 });
         let existing;
         try {
-          existing = (0, import_node_fs20.lstatSync)(path);
+          existing = (0, import_node_fs21.lstatSync)(path);
         } catch {
           return path;
         }
@@ -8114,14 +6458,14 @@ var init_entry_writer = __esm({
         if (existing.isDirectory()) {
           removeTree(path);
           for (const dir of this.#opaque) if (dir === path || dir.startsWith(`${path}/`)) this.#opaque.delete(dir);
-        } else (0, import_node_fs20.unlinkSync)(path);
+        } else (0, import_node_fs21.unlinkSync)(path);
         return path;
       }
       async #whiteout(rel, base) {
-        const parent = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
+        const parent = (0, import_node_path17.dirname)(rel) === "." ? "" : (0, import_node_path17.dirname)(rel);
         if (base === OPAQUE_WHITEOUT) {
           const dir = parent === "" ? this.#root : this.#place(parent, true);
-          (0, import_node_fs20.mkdirSync)(dir, { recursive: true, mode: 493 });
+          (0, import_node_fs21.mkdirSync)(dir, { recursive: true, mode: 493 });
           await this.#fsops.opaque(dir);
           if (dir !== this.#root) this.#opaque.add(dir);
           return;
@@ -8133,13 +6477,13 @@ var init_entry_writer = __esm({
       }
       async #directory(rel, header) {
         const path = rel === "" ? this.#root : this.#place(rel, true);
-        (0, import_node_fs20.mkdirSync)(path, { recursive: true, mode: 448 });
+        (0, import_node_fs21.mkdirSync)(path, { recursive: true, mode: 448 });
         await this.#attributes(path, header);
         this.#dirTimes.set(path, mtimeOf(header));
       }
       async #file(rel, header, body) {
         const path = this.#place(rel, false);
-        const flags = import_node_fs20.constants.O_WRONLY | import_node_fs20.constants.O_CREAT | import_node_fs20.constants.O_EXCL | import_node_fs20.constants.O_NOFOLLOW;
+        const flags = import_node_fs21.constants.O_WRONLY | import_node_fs21.constants.O_CREAT | import_node_fs21.constants.O_EXCL | import_node_fs21.constants.O_NOFOLLOW;
         const file = await (0, import_promises6.open)(path, flags, 384);
         try {
           for await (const chunk of body) {
@@ -8156,31 +6500,31 @@ var init_entry_writer = __esm({
       async #symlink(rel, header) {
         if (!header.linkname) throw new PetriError("a symlink needs a target");
         const path = this.#place(rel, false);
-        (0, import_node_fs20.symlinkSync)(header.linkname, path);
-        (0, import_node_fs20.lchownSync)(path, ...owner(header));
+        (0, import_node_fs21.symlinkSync)(header.linkname, path);
+        (0, import_node_fs21.lchownSync)(path, ...owner(header));
         await this.#xattrs(path, header);
-        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs21.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #hardlink(rel, header) {
         const targetRel = cleanEntryPath(header.linkname ?? "");
         const target = resolveInRoot(this.#root, targetRel);
         let stat2;
         try {
-          stat2 = (0, import_node_fs20.lstatSync)(target);
+          stat2 = (0, import_node_fs21.lstatSync)(target);
         } catch {
           throw new PetriError(`its hard link target "${header.linkname}" is not in the layer (an earlier entry)`);
         }
         if (stat2.isDirectory()) throw new PetriError(`its hard link target "${header.linkname}" is a directory`);
         const path = resolveInRoot(this.#root, rel);
         if (path === target) return;
-        (0, import_node_fs20.linkSync)(target, this.#place(rel, false));
+        (0, import_node_fs21.linkSync)(target, this.#place(rel, false));
       }
       /** Owner, mode (after the owner: chown clears setuid), xattrs, mtime of a non-file entry. */
       async #attributes(path, header) {
-        (0, import_node_fs20.lchownSync)(path, ...owner(header));
+        (0, import_node_fs21.lchownSync)(path, ...owner(header));
         await (0, import_promises6.chmod)(path, (header.mode ?? 493) & 4095);
         await this.#xattrs(path, header);
-        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs21.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #xattrs(path, header) {
         for (const [key, value] of Object.entries(header.pax ?? {})) {
@@ -8320,14 +6664,14 @@ function alive(pid) {
     return error.code === "EPERM";
   }
 }
-var import_node_crypto5, import_node_fs21, import_node_path17, DIGEST2, TEMP_PREFIX, LayerCache;
+var import_node_crypto5, import_node_fs22, import_node_path18, DIGEST2, TEMP_PREFIX, LayerCache;
 var init_layers = __esm({
   "src/snapshot/layers.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto5 = require("node:crypto");
-    import_node_fs21 = require("node:fs");
-    import_node_path17 = require("node:path");
+    import_node_fs22 = require("node:fs");
+    import_node_path18 = require("node:path");
     init_errors();
     init_paths();
     init_fs();
@@ -8341,7 +6685,7 @@ var init_layers = __esm({
       }
       dir;
       #pending = /* @__PURE__ */ new Map();
-      constructor(dir = (0, import_node_path17.join)(petriRoot(), "layers")) {
+      constructor(dir = (0, import_node_path18.join)(petriRoot(), "layers")) {
         this.dir = dir;
       }
       /** Unpacks what is missing of `layers` (base first); returns their trees top first, as overlay lowerdirs. */
@@ -8364,8 +6708,8 @@ var init_layers = __esm({
       }
       /** The tree of an unpacked layer, or undefined when it is not in the cache. */
       path(chainId) {
-        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-        return (0, import_node_fs21.existsSync)((0, import_node_path17.join)(top, "meta.json")) ? (0, import_node_path17.join)(top, "fs") : void 0;
+        const top = (0, import_node_path18.join)(this.dir, hexOf(chainId));
+        return (0, import_node_fs22.existsSync)((0, import_node_path18.join)(top, "meta.json")) ? (0, import_node_path18.join)(top, "fs") : void 0;
       }
       /** Every unpacked layer. */
       list() {
@@ -8373,9 +6717,9 @@ var init_layers = __esm({
         for (const name of this.#names()) {
           if (name.startsWith(TEMP_PREFIX)) continue;
           try {
-            const meta = JSON.parse((0, import_node_fs21.readFileSync)((0, import_node_path17.join)(this.dir, name, "meta.json"), "utf8"));
+            const meta = JSON.parse((0, import_node_fs22.readFileSync)((0, import_node_path18.join)(this.dir, name, "meta.json"), "utf8"));
             const { chainId, diffId, parent, size: size2 } = meta;
-            records.push({ chainId, diffId, parent, size: size2, dir: (0, import_node_path17.join)(this.dir, name, "fs") });
+            records.push({ chainId, diffId, parent, size: size2, dir: (0, import_node_path18.join)(this.dir, name, "fs") });
           } catch {
           }
         }
@@ -8384,10 +6728,10 @@ var init_layers = __esm({
       /** Removes these layers (the caller knows none is in use), and what crashed unpacks left. */
       remove(chainIds2) {
         for (const chainId of chainIds2) {
-          const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-          const doomed = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+          const top = (0, import_node_path18.join)(this.dir, hexOf(chainId));
+          const doomed = (0, import_node_path18.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
           try {
-            (0, import_node_fs21.renameSync)(top, doomed);
+            (0, import_node_fs22.renameSync)(top, doomed);
           } catch (error) {
             if (error.code === "ENOENT") continue;
             throw error;
@@ -8401,9 +6745,9 @@ var init_layers = __esm({
        * rename it into place), removed by the next sweep if this process dies.
        */
       workDir() {
-        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
+        (0, import_node_fs22.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path18.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs22.mkdirSync)(temp, { mode: 448 });
         return temp;
       }
       /**
@@ -8422,10 +6766,10 @@ var init_layers = __esm({
         }
         const temp = this.workDir();
         try {
-          (0, import_node_fs21.renameSync)(tree, (0, import_node_path17.join)(temp, "fs"));
+          (0, import_node_fs22.renameSync)(tree, (0, import_node_path18.join)(temp, "fs"));
           writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
           try {
-            (0, import_node_fs21.renameSync)(temp, (0, import_node_path17.join)(this.dir, hexOf(chainId)));
+            (0, import_node_fs22.renameSync)(temp, (0, import_node_path18.join)(this.dir, hexOf(chainId)));
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8436,7 +6780,7 @@ var init_layers = __esm({
           removeTree(tree);
           throw error;
         }
-        return (0, import_node_path17.join)(this.dir, hexOf(chainId), "fs");
+        return (0, import_node_path18.join)(this.dir, hexOf(chainId), "fs");
       }
       /**
        * Unpacks the top layer of a stack with these `diffIds` (base first) from
@@ -8474,16 +6818,16 @@ var init_layers = __esm({
         return pending;
       }
       async #unpack(layer, chainId, parent, verified) {
-        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        (0, import_node_fs22.mkdirSync)(this.dir, { recursive: true, mode: 448 });
         this.#sweep();
-        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
+        const top = (0, import_node_path18.join)(this.dir, hexOf(chainId));
+        const temp = (0, import_node_path18.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs22.mkdirSync)(temp, { mode: 448 });
         try {
           let result;
           try {
             const { unpackLayer: unpackLayer2 } = await Promise.resolve().then(() => (init_unpack(), unpack_exports));
-            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path17.join)(temp, "fs"));
+            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path18.join)(temp, "fs"));
           } catch (error) {
             await verified;
             throw new PetriError(`layer ${layer.digest}: ${error.message}`, { cause: error });
@@ -8496,7 +6840,7 @@ var init_layers = __esm({
           }
           writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: result.size, opaque: result.opaque });
           try {
-            (0, import_node_fs21.renameSync)(temp, top);
+            (0, import_node_fs22.renameSync)(temp, top);
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8506,18 +6850,18 @@ var init_layers = __esm({
           removeTree(temp);
           throw error;
         }
-        return (0, import_node_path17.join)(top, "fs");
+        return (0, import_node_path18.join)(top, "fs");
       }
       /** Removes temporary directories whose process is gone. */
       #sweep() {
         for (const name of this.#names()) {
           const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length).split("-")[0]) : 0;
-          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path17.join)(this.dir, name));
+          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path18.join)(this.dir, name));
         }
       }
       #names() {
         try {
-          return (0, import_node_fs21.readdirSync)(this.dir);
+          return (0, import_node_fs22.readdirSync)(this.dir);
         } catch {
           return [];
         }
@@ -8631,24 +6975,24 @@ async function imageContainerOptions(store, cache, ref, overrides, stored) {
 }
 function readFromLayers(lower, path) {
   for (const dir of lower) {
-    const full = (0, import_node_path18.join)(dir, path);
+    const full = (0, import_node_path19.join)(dir, path);
     try {
-      const stat2 = (0, import_node_fs22.lstatSync)(full);
+      const stat2 = (0, import_node_fs23.lstatSync)(full);
       if (stat2.isCharacterDevice() && stat2.rdev === 0) return void 0;
-      if (stat2.isFile()) return (0, import_node_fs22.readFileSync)(full, "utf8");
+      if (stat2.isFile()) return (0, import_node_fs23.readFileSync)(full, "utf8");
       return void 0;
     } catch {
     }
   }
   return void 0;
 }
-var import_node_fs22, import_node_path18;
+var import_node_fs23, import_node_path19;
 var init_image_run = __esm({
   "src/harness/image-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs22 = require("node:fs");
-    import_node_path18 = require("node:path");
+    import_node_fs23 = require("node:fs");
+    import_node_path19 = require("node:path");
     init_apply_config();
     __name(imageLayers, "imageLayers");
     __name(imageContainerOptions, "imageContainerOptions");
@@ -8703,7 +7047,7 @@ async function toContainerOptions(options, rest) {
   const str = /* @__PURE__ */ __name((key) => typeof options[key] === "string" ? options[key] : void 0, "str");
   const rootfs = str("rootfs");
   if (rootfs !== void 0) {
-    if (!(0, import_node_fs23.existsSync)(rootfs) || !(0, import_node_fs23.statSync)(rootfs).isDirectory()) {
+    if (!(0, import_node_fs24.existsSync)(rootfs) || !(0, import_node_fs24.statSync)(rootfs).isDirectory()) {
       throw new PetriError(`petri run: root filesystem ${rootfs} does not exist or is not a directory`);
     }
     if (rest.length === 0) throw new PetriError("petri run: no command given (petri run --rootfs DIR -- CMD [ARGS\u2026])");
@@ -8801,15 +7145,15 @@ function parseVolume(text) {
   if (parts.length < 2 || parts.length > 3 || !source?.startsWith("/") || !target?.startsWith("/") || mode !== void 0 && mode !== "ro" && mode !== "rw") {
     throw new PetriError(`petri run: invalid --volume "${text}": expected /host/path:/container/path[:ro]`);
   }
-  if (!(0, import_node_fs23.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
+  if (!(0, import_node_fs24.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
   return { source, target, readonly: mode === "ro" };
 }
-var import_node_fs23, OPTIONS, HELP;
+var import_node_fs24, OPTIONS, HELP;
 var init_run = __esm({
   "src/cli/run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs23 = require("node:fs");
+    import_node_fs24 = require("node:fs");
     init_errors();
     init_container();
     init_ulimits();
@@ -8921,7 +7265,7 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs24.readFileSync)(path, "utf8");
+    return (0, import_node_fs25.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
@@ -8936,13 +7280,13 @@ function fnv(text) {
   }
   return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
 }
-var import_node_fs24, import_node_path19, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs25, import_node_path20, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs24 = require("node:fs");
-    import_node_path19 = require("node:path");
+    import_node_fs25 = require("node:fs");
+    import_node_path20 = require("node:path");
     init_paths();
     VERSION = 1;
     MAX_ENTRIES = 2e4;
@@ -8973,11 +7317,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path19.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
+        this.#file = (0, import_node_path20.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path19.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path19.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path20.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path20.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -8999,7 +7343,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs24.existsSync)((0, import_node_path19.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs25.existsSync)((0, import_node_path20.join)(this.#blobs, "sha256", hex))) return void 0;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
       /**
@@ -9035,10 +7379,10 @@ var init_result_cache = __esm({
               return [e];
             })
           };
-          (0, import_node_fs24.mkdirSync)((0, import_node_path19.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs25.mkdirSync)((0, import_node_path20.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs24.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs24.renameSync)(tmp, this.#file);
+          (0, import_node_fs25.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs25.renameSync)(tmp, this.#file);
         } catch {
         }
       }
@@ -9048,7 +7392,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs24.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs25.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -9065,9 +7409,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs24.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs25.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs24.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs25.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -9077,13 +7421,13 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs24.readdirSync)(dir).sort();
+            names = (0, import_node_fs25.readdirSync)(dir).sort();
           } catch {
             return false;
           }
           for (const name of names) {
             if (lines.length > MAX_ENTRIES) return false;
-            const path = (0, import_node_path19.join)(dir, name);
+            const path = (0, import_node_path20.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -9217,13 +7561,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path20.join)((0, import_node_path20.dirname)(dockerfilePath), `${(0, import_node_path20.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path20.join)(contextDir, ".dockerignore")
+    (0, import_node_path21.join)((0, import_node_path21.dirname)(dockerfilePath), `${(0, import_node_path21.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path21.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs25.readFileSync)(file, "utf8");
+      text = (0, import_node_fs26.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9371,13 +7715,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs25, import_node_path20, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs26, import_node_path21, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs25 = require("node:fs");
-    import_node_path20 = require("node:path");
+    import_node_fs26 = require("node:fs");
+    import_node_path21 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -10718,14 +9062,14 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto6, import_node_fs26, import_node_path21, BuildCache;
+var import_node_crypto6, import_node_fs27, import_node_path22, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto6 = require("node:crypto");
-    import_node_fs26 = require("node:fs");
-    import_node_path21 = require("node:path");
+    import_node_fs27 = require("node:fs");
+    import_node_path22 = require("node:path");
     init_paths();
     init_fs();
     __name(cacheKey, "cacheKey");
@@ -10735,22 +9079,22 @@ var init_cache = __esm({
         __name(this, "BuildCache");
       }
       dir;
-      constructor(dir = (0, import_node_path21.join)(petriRoot(), "build-cache")) {
+      constructor(dir = (0, import_node_path22.join)(petriRoot(), "build-cache")) {
         this.dir = dir;
       }
       get(key) {
         try {
-          return JSON.parse((0, import_node_fs26.readFileSync)(this.#path(key), "utf8"));
+          return JSON.parse((0, import_node_fs27.readFileSync)(this.#path(key), "utf8"));
         } catch {
           return void 0;
         }
       }
       set(key, record) {
-        const steps = (0, import_node_path21.join)(this.dir, "steps");
-        (0, import_node_fs26.mkdirSync)(steps, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path21.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs26.writeFileSync)(temp, JSON.stringify(record));
-        (0, import_node_fs26.renameSync)(temp, this.#path(key));
+        const steps = (0, import_node_path22.join)(this.dir, "steps");
+        (0, import_node_fs27.mkdirSync)(steps, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path22.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs27.writeFileSync)(temp, JSON.stringify(record));
+        (0, import_node_fs27.renameSync)(temp, this.#path(key));
       }
       /**
        * The content hash of files selected from a stage or image (whose filesystem
@@ -10759,37 +9103,37 @@ var init_cache = __esm({
        */
       getSelection(key) {
         try {
-          return (0, import_node_fs26.readFileSync)((0, import_node_path21.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+          return (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
         } catch {
           return void 0;
         }
       }
       setSelection(key, hash) {
-        const dir = (0, import_node_path21.join)(this.dir, "selections");
-        (0, import_node_fs26.mkdirSync)(dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path21.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs26.writeFileSync)(temp, hash);
-        (0, import_node_fs26.renameSync)(temp, (0, import_node_path21.join)(dir, key.replace(/^sha256:/, "")));
+        const dir = (0, import_node_path22.join)(this.dir, "selections");
+        (0, import_node_fs27.mkdirSync)(dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path22.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs27.writeFileSync)(temp, hash);
+        (0, import_node_fs27.renameSync)(temp, (0, import_node_path22.join)(dir, key.replace(/^sha256:/, "")));
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
-        const dir = (0, import_node_path21.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
-        if (!(0, import_node_fs26.existsSync)(dir)) {
-          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+        const dir = (0, import_node_path22.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        if (!(0, import_node_fs27.existsSync)(dir)) {
+          (0, import_node_fs27.mkdirSync)((0, import_node_path22.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
-          (0, import_node_fs26.mkdirSync)(temp);
-          (0, import_node_fs26.chownSync)(temp, owner2.uid, owner2.gid);
-          (0, import_node_fs26.chmodSync)(temp, owner2.mode);
+          (0, import_node_fs27.mkdirSync)(temp);
+          (0, import_node_fs27.chownSync)(temp, owner2.uid, owner2.gid);
+          (0, import_node_fs27.chmodSync)(temp, owner2.mode);
           try {
-            (0, import_node_fs26.renameSync)(temp, dir);
+            (0, import_node_fs27.renameSync)(temp, dir);
           } catch {
-            (0, import_node_fs26.rmdirSync)(temp);
+            (0, import_node_fs27.rmdirSync)(temp);
           }
         }
         return dir;
       }
       #path(key) {
-        return (0, import_node_path21.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
+        return (0, import_node_path22.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
       }
     };
   }
@@ -10811,7 +9155,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path22.posix.resolve(current || "/", path);
+  return import_node_path23.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -10828,12 +9172,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path22;
+var import_node_path23;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path22 = require("node:path");
+    import_node_path23 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -10878,7 +9222,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs27.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -10886,7 +9230,7 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path24.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
   const recorded = recordedOpaqueDirs(layerDir);
@@ -10920,14 +9264,14 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process4, import_node_fs27, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process4, import_node_fs28, import_node_path24, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process4 = require("node:child_process");
-    import_node_fs27 = require("node:fs");
-    import_node_path23 = require("node:path");
+    import_node_fs28 = require("node:fs");
+    import_node_path24 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
@@ -10953,14 +9297,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path23.resolve)(dir);
+        this.root = (0, import_node_path24.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -10972,10 +9316,10 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path24.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -10983,7 +9327,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path23.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path24.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -10993,7 +9337,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs27.readdirSync)(rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs28.readdirSync)(rel === "" ? this.root : (0, import_node_path24.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -11028,7 +9372,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path23.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path24.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -11042,16 +9386,16 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path23.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path24.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs27.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs28.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path23.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path24.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -11061,10 +9405,10 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path23.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path24.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -11075,7 +9419,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -11091,7 +9435,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -11133,7 +9477,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path24.posix.basename(doc.name) || doc.name,
+      target: import_node_path25.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11183,7 +9527,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs28.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs29.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11203,7 +9547,7 @@ async function download(req, url) {
   }
   let name = "__unnamed__";
   try {
-    const base = import_node_path24.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path25.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -11252,7 +9596,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression) {
-  const input = (0, import_node_fs28.createReadStream)(path);
+  const input = (0, import_node_fs29.createReadStream)(path);
   const stream = compression === "gzip" ? import_node_zlib2.default.createGunzip() : zstdDecompress();
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -11299,7 +9643,7 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs29.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11310,15 +9654,15 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs28, import_promises8, import_node_path24, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs29, import_promises8, import_node_path25, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join23, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto7 = require("node:crypto");
-    import_node_fs28 = require("node:fs");
+    import_node_fs29 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path24 = require("node:path");
+    import_node_path25 = require("node:path");
     import_promises9 = require("node:stream/promises");
     import_node_zlib2 = __toESM(require("node:zlib"), 1);
     init_dockerignore();
@@ -11354,7 +9698,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path24.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path25.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -11362,7 +9706,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path24.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path25.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -11372,7 +9716,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join22(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join23(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -11388,7 +9732,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join22(dir.rel, entry), name: join22(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join23(dir.rel, entry), name: join23(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -11417,9 +9761,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join22(base, sub))) {
-          const path = join22(sub, name);
-          const rel = join22(base, path);
+        for (const name of this.#view.readdir(join23(base, sub))) {
+          const path = join23(sub, name);
+          const rel = join23(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -11473,7 +9817,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join22 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join23 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -11514,8 +9858,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path24.resolve)(upper);
-        (0, import_node_fs28.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path25.resolve)(upper);
+        (0, import_node_fs29.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -11525,7 +9869,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path25.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -11535,17 +9879,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path24.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path25.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path24.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path25.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -11564,8 +9908,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path25.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs29.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -11580,7 +9924,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join22(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join23(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -11589,16 +9933,16 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join22(destRel, entry.target);
+        const rel = join23(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
-        const path = (0, import_node_path24.join)(this.#upper, rel);
+        const path = (0, import_node_path25.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs29.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -11611,14 +9955,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs28.linkSync)(first, path);
+              (0, import_node_fs29.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises8.open)(
                 path,
-                import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
+                import_node_fs29.constants.O_WRONLY | import_node_fs29.constants.O_CREAT | import_node_fs29.constants.O_EXCL | import_node_fs29.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -11627,13 +9971,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs29.constants.COPYFILE_EXCL | import_node_fs29.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs28.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs29.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -11649,12 +9993,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs28.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs29.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs28.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs28.chmodSync)(path, entry.mode);
+        (0, import_node_fs29.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs29.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -11665,20 +10009,20 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join22(current, part);
+          current = join23(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path24.join)(this.#upper, current);
-          (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path25.join)(this.#upper, current);
+          (0, import_node_fs29.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs28.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs28.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs29.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs29.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs28.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs28.chmodSync)(path, made.mode);
+            (0, import_node_fs29.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs29.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -11687,30 +10031,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs28.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs28.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs29.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs29.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path24.join)(this.#upper, rel);
+        const path = (0, import_node_path25.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs28.unlinkSync)(path);
+        } else (0, import_node_fs29.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path24.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path25.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path25.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -11719,7 +10063,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path25.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -11735,7 +10079,7 @@ var init_copy = __esm({
         if (entry.archive === "zstd") stages.push(zstdDecompress());
         const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs28.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs29.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -11767,20 +10111,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path24.posix.basename(inside);
+        const base = import_node_path25.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join22(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join23(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join22(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join23(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path25.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs29.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -11796,7 +10140,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises8.open)(
               path,
-              import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
+              import_node_fs29.constants.O_WRONLY | import_node_fs29.constants.O_CREAT | import_node_fs29.constants.O_EXCL | import_node_fs29.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -11809,21 +10153,21 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs28.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs29.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join22(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join23(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs28.linkSync)((0, import_node_path24.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs29.linkSync)((0, import_node_path25.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs29.constants.COPYFILE_EXCL | import_node_fs29.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs28.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs29.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -11841,16 +10185,16 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs28.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs29.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join22(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join23(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join22(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join22(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join23(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join23(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -12101,13 +10445,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path25.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
-  return (0, import_node_path25.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path26.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
+  return (0, import_node_path26.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs29.readFileSync)(path, "utf8");
+    text = (0, import_node_fs30.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12123,11 +10467,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs29.mkdirSync)((0, import_node_path25.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs30.mkdirSync)((0, import_node_path26.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs29.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs30.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs29.renameSync)(temp, path);
+    (0, import_node_fs30.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -12263,15 +10607,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process5, import_node_fs29, import_node_os4, import_node_path25, HelperNotFound;
+var import_node_child_process5, import_node_fs30, import_node_os4, import_node_path26, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_fs29 = require("node:fs");
+    import_node_fs30 = require("node:fs");
     import_node_os4 = require("node:os");
-    import_node_path25 = require("node:path");
+    import_node_path26 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -12541,9 +10885,9 @@ var init_client = __esm({
       }
       #token(challenge, scopes) {
         const key = [...scopes].sort().join(" ");
-        const cached2 = this.#tokens.get(key);
-        if (cached2) {
-          return cached2.then((token) => token.expires > Date.now() ? token : this.#newToken(challenge, scopes, key));
+        const cached3 = this.#tokens.get(key);
+        if (cached3) {
+          return cached3.then((token) => token.expires > Date.now() ? token : this.#newToken(challenge, scopes, key));
         }
         return this.#newToken(challenge, scopes, key);
       }
@@ -13199,7 +11543,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs30.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs31.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -13251,12 +11595,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs30, OCTET, RetryUpload;
+var import_node_fs31, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -13851,8 +12195,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path26.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path26.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path27.dirname)(entry.path);
+          await add(pack, emptyHeader((0, import_node_path27.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await add(pack, {
@@ -13881,7 +12225,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path26.join)(root, entry.path));
+        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path27.join)(root, entry.path));
         break;
       }
       default:
@@ -13921,17 +12265,17 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs31.constants.O_RDONLY | import_node_fs31.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs32.constants.O_RDONLY | import_node_fs32.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_fs31, import_promises12, import_node_path26, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_fs32, import_promises12, import_node_path27, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs31 = require("node:fs");
+    import_node_fs32 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path26 = require("node:path");
+    import_node_path27 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -14025,18 +12369,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path27.join)(upper, parentRel);
-        (0, import_node_fs32.mkdirSync)(path2);
-        (0, import_node_fs32.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs32.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs32.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path28.join)(upper, parentRel);
+        (0, import_node_fs33.mkdirSync)(path2);
+        (0, import_node_fs33.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs33.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs33.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path27.join)(upper, rel);
-    (0, import_node_fs32.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs32.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs32.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path28.join)(upper, rel);
+    (0, import_node_fs33.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs33.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs33.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -14045,33 +12389,33 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path27.join)(upper, rel);
+      const path = (0, import_node_path28.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs32.lstatSync)(path);
+        const stat2 = (0, import_node_fs33.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs32.readdirSync)(path).length > 0) break;
-          (0, import_node_fs32.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs32.unlinkSync)(path);
+          if ((0, import_node_fs33.readdirSync)(path).length > 0) break;
+          (0, import_node_fs33.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs33.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path27.posix.dirname(rel);
+      rel = import_node_path28.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs32.readdirSync)(from)) {
+  for (const name of (0, import_node_fs33.readdirSync)(from)) {
     try {
-      (0, import_node_fs32.renameSync)((0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name));
+      (0, import_node_fs33.renameSync)((0, import_node_path28.join)(from, name), (0, import_node_path28.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process7.spawnSync)("cp", ["-a", "--", (0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process7.spawnSync)("cp", ["-a", "--", (0, import_node_path28.join)(from, name), (0, import_node_path28.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs32.lstatSync)(from);
-  (0, import_node_fs32.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs33.lstatSync)(from);
+  (0, import_node_fs33.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -14079,14 +12423,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process7, import_node_fs32, import_node_path27, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process7, import_node_fs33, import_node_path28, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
-    import_node_fs32 = require("node:fs");
-    import_node_path27 = require("node:path");
+    import_node_fs33 = require("node:fs");
+    import_node_path28 = require("node:path");
     import_node_stream6 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -14147,8 +12491,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path27.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path27.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path28.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path28.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -14220,12 +12564,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs32.existsSync)(this.#contextDir) || !(0, import_node_fs32.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs33.existsSync)(this.#contextDir) || !(0, import_node_fs33.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs32.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs33.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -14643,14 +12987,14 @@ ${trigger}
           record = this.#remote.get(key);
           if (record) this.#cache.set(key, record);
         }
-        const cached2 = record !== void 0;
+        const cached3 = record !== void 0;
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path27.join)(work, "upper");
-          (0, import_node_fs32.mkdirSync)(upper);
+          const upper = (0, import_node_path28.join)(work, "upper");
+          (0, import_node_fs33.mkdirSync)(upper);
           await make(lower, upper);
-          const layer = (0, import_node_fs32.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const layer = (0, import_node_fs33.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -14671,7 +13015,7 @@ ${trigger}
             history: [...state.history, entry],
             created: record.created
           },
-          cached: cached2
+          cached: cached3
         };
       }
       async #commitLayer(state, upper) {
@@ -14906,26 +13250,26 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path27.join)(work, `script-${i}`);
-          (0, import_node_fs32.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path28.join)(work, `script-${i}`);
+          (0, import_node_fs33.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path27.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path28.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs32.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs33.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path27.join)(work, "resolv.conf");
-            (0, import_node_fs32.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path28.join)(work, "resolv.conf");
+            (0, import_node_fs33.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path27.posix.resolve(
+          const target = import_node_path28.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -14939,24 +13283,24 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path27.posix.basename(target);
+            const id = mount.id ?? import_node_path28.posix.basename(target);
             const file = this.#options.secrets?.[id];
             if (file === void 0) {
               if (mount.required)
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path27.join)(work, `secret-${i}`);
-            (0, import_node_fs32.writeFileSync)(copy, (0, import_node_fs32.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs32.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs32.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path28.join)(work, `secret-${i}`);
+            (0, import_node_fs33.writeFileSync)(copy, (0, import_node_fs33.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs33.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs33.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path27.join)(work, `bind-${i}`);
-            (0, import_node_fs32.mkdirSync)(dir);
+            const dir = (0, import_node_path28.join)(work, `bind-${i}`);
+            (0, import_node_fs33.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -14965,9 +13309,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs32.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path27.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs32.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs33.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path28.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs33.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -15015,7 +13359,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path27.join)(container.dir, "upper");
+          const upper = (0, import_node_path28.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -15023,8 +13367,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path27.join)(work, "empty-root");
-        (0, import_node_fs32.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path28.join)(work, "empty-root");
+        (0, import_node_fs33.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -15114,19 +13458,19 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path28.resolve)(src);
+    secrets[id] = (0, import_node_path29.resolve)(src);
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path28.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path28.resolve)(options.file) : void 0;
+  const context = (0, import_node_path29.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path29.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path28.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path29.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -15205,7 +13549,7 @@ async function main2(argv) {
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs33.statSync)(__filename);
+    const st = (0, import_node_fs34.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -15215,20 +13559,20 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs33.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs34.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs33, import_node_path28, HELP2, SPECS2, MODES;
+var import_node_fs34, import_node_path29, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs33 = require("node:fs");
-    import_node_path28 = require("node:path");
+    import_node_fs34 = require("node:fs");
+    import_node_path29 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -15288,7 +13632,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join26(path, key) {
+function join27(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -15297,9 +13641,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path29.relative)(cwd, file) || file;
+  const shown = (0, import_node_path30.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path29.resolve)(file, "..");
+  const dir = (0, import_node_path30.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -15337,11 +13681,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path29.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path30.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path29.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path29.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path30.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path30.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -15459,8 +13803,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path29.resolve)(dir, shown);
-    if (!(0, import_node_fs34.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path30.resolve)(dir, shown);
+    if (!(0, import_node_fs35.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -15468,13 +13812,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs34, import_node_path29, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs35, import_node_path30, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs34 = require("node:fs");
-    import_node_path29 = require("node:path");
+    import_node_fs35 = require("node:fs");
+    import_node_path30 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -15522,7 +13866,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join26(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join27(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -15552,7 +13896,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join26, "join");
+    __name(join27, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -23146,7 +21490,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs35.existsSync)((0, import_node_path30.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs36.existsSync)((0, import_node_path31.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -23158,13 +21502,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path30.join)(dir, found[0]);
+  return (0, import_node_path31.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path30.resolve)(cwd, path);
-  const shown = (0, import_node_path30.relative)(cwd, file) || file;
-  if (!(0, import_node_fs35.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path30.extname)(file);
+  const file = (0, import_node_path31.resolve)(cwd, path);
+  const shown = (0, import_node_path31.relative)(cwd, file) || file;
+  if (!(0, import_node_fs36.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path31.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -23181,7 +21525,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs35.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs36.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -23189,7 +21533,7 @@ function parseText(shown, file, parse) {
 async function importModule(shown, file, ext) {
   let module3;
   try {
-    module3 = await import((0, import_node_url2.pathToFileURL)(file).href);
+    module3 = await import((0, import_node_url3.pathToFileURL)(file).href);
   } catch (error) {
     const code = error.code;
     if ((ext === ".ts" || ext === ".mts") && code === "ERR_UNKNOWN_FILE_EXTENSION") {
@@ -23204,14 +21548,14 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs35, import_node_path30, import_node_url2, CONFIG_NAMES;
+var import_node_fs36, import_node_path31, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
-    import_node_path30 = require("node:path");
-    import_node_url2 = require("node:url");
+    import_node_fs36 = require("node:fs");
+    import_node_path31 = require("node:path");
+    import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
     CONFIG_NAMES = [
@@ -23785,12 +22129,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises14.stat)(file.source);
-    let target = import_node_path31.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path31.posix.join(target, (0, import_node_path31.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path31.posix.dirname(target);
+    let target = import_node_path32.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises14.cp)(file.source, (0, import_node_path31.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -23799,8 +22143,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path31.posix.join(current, part);
-    const inUpper = (0, import_node_path31.join)(upper, current);
+    current = import_node_path32.posix.join(current, part);
+    const inUpper = (0, import_node_path32.join)(upper, current);
     try {
       const existing = await (0, import_promises14.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -23824,7 +22168,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises14.lstat)((0, import_node_path31.join)(dir, path));
+      const entry = await (0, import_promises14.lstat)((0, import_node_path32.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -23832,13 +22176,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises14, import_node_path31;
+var import_promises14, import_node_path32;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises14 = require("node:fs/promises");
-    import_node_path31 = require("node:path");
+    import_node_path32 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -24041,7 +22385,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs36.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs37.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises15.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -24054,16 +22398,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs36.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs37.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs36, import_promises15;
+var import_node_fs37, import_promises15;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
+    import_node_fs37 = require("node:fs");
     import_promises15 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -24086,7 +22430,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs37.readFileSync)((0, import_node_path32.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs38.readFileSync)((0, import_node_path33.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -24142,13 +22486,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs37, import_node_path32, import_node_stream7;
+var import_node_fs38, import_node_path33, import_node_stream7;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_errors();
     init_changes();
@@ -24172,7 +22516,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = import_tar_stream2.default.pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs38.createWriteStream)(temp));
+  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs39.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24180,7 +22524,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs38.statSync)(path).size,
+      size: (0, import_node_fs39.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises16.pipeline)(store.openBlob(digest), entry);
@@ -24205,7 +22549,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs38.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs39.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -24220,18 +22564,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs38.renameSync)(temp, file);
+  (0, import_node_fs39.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs38, import_promises16, import_tar_stream2;
+var import_node_fs39, import_promises16, import_tar_stream2;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
+    import_node_fs39 = require("node:fs");
     import_promises16 = require("node:stream/promises");
     import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
@@ -24271,7 +22615,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path33.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path34.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -24285,18 +22629,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs39.lstatSync)(path);
+    return (0, import_node_fs40.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs39, import_node_path33, OPAQUE_VALUE3;
+var import_node_fs40, import_node_path34, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -24446,10 +22790,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs40.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs41.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path34.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path34.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path35.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path35.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar5 = file(".tar");
   await saveImages(place.store, [ref], tar5.path);
@@ -24470,7 +22814,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs40.writeFileSync)(
+  (0, import_node_fs41.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -24507,7 +22851,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs40.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
+  (0, import_node_fs41.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -24566,13 +22910,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs40, import_node_path34, LABEL_TAIL, DIFF_LINES;
+var import_node_fs41, import_node_path35, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path35 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -24700,7 +23044,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path35.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path36.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -24836,12 +23180,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path35, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path36, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path35 = require("node:path");
+    import_node_path36 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -29965,10 +28309,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join35(array, separator) {
+          function join36(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join35, "join");
+          __name(join36, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -31531,7 +29875,7 @@ var require_dist2 = __commonJS({
             return toString(value).toUpperCase();
           }
           __name(toUpper, "toUpper");
-          function trim(string, chars, guard) {
+          function trim2(string, chars, guard) {
             string = toString(string);
             if (string && (guard || chars === undefined$1)) {
               return baseTrim(string);
@@ -31542,7 +29886,7 @@ var require_dist2 = __commonJS({
             var strSymbols = stringToArray(string), chrSymbols = stringToArray(chars), start = charsStartIndex(strSymbols, chrSymbols), end = charsEndIndex(strSymbols, chrSymbols) + 1;
             return castSlice(strSymbols, start, end).join("");
           }
-          __name(trim, "trim");
+          __name(trim2, "trim");
           function trimEnd(string, chars, guard) {
             string = toString(string);
             if (string && (guard || chars === undefined$1)) {
@@ -32096,7 +30440,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join35;
+          lodash2.join = join36;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -32157,7 +30501,7 @@ var require_dist2 = __commonJS({
           lodash2.toSafeInteger = toSafeInteger;
           lodash2.toString = toString;
           lodash2.toUpper = toUpper;
-          lodash2.trim = trim;
+          lodash2.trim = trim2;
           lodash2.trimEnd = trimEnd;
           lodash2.trimStart = trimStart;
           lodash2.truncate = truncate;
@@ -37140,8 +35484,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs41.mkdirSync)((0, import_node_path36.dirname)(file), { recursive: true });
-  (0, import_node_fs41.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs42.mkdirSync)((0, import_node_path37.dirname)(file), { recursive: true });
+  (0, import_node_fs42.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -37154,13 +35498,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs41, import_node_path36, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs42, import_node_path37, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_fs42 = require("node:fs");
+    import_node_path37 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -37269,7 +35613,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path37.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path38.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -37277,7 +35621,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path37.resolve)(junit), run);
+      writeJunit2((0, import_node_path38.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -37292,12 +35636,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path37, HELP3, SPECS3;
+var import_node_path38, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path37 = require("node:path");
+    import_node_path38 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -37465,15 +35809,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs42.createReadStream)(file);
+  const input = (0, import_node_fs43.createReadStream)(file);
   return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
 }
-var import_node_fs42, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs43, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
+    import_node_fs43 = require("node:fs");
     import_node_stream8 = require("node:stream");
     import_promises17 = require("node:stream/promises");
     import_node_zlib3 = require("node:zlib");
@@ -37512,7 +35856,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs43.createReadStream)(file);
+    const input = (0, import_node_fs44.createReadStream)(file);
     await (0, import_promises18.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib4.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -37525,12 +35869,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs43, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
+var import_node_fs44, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
+    import_node_fs44 = require("node:fs");
     import_promises18 = require("node:stream/promises");
     import_node_zlib4 = require("node:zlib");
     import_tar_stream4 = __toESM(require_tar_stream(), 1);
@@ -37562,7 +35906,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs44.existsSync)(target) && (0, import_node_fs44.statSync)(target).isFile();
+  const isFile = (0, import_node_fs45.existsSync)(target) && (0, import_node_fs45.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -37739,11 +36083,11 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
-    const { join: join35 } = await import("node:path");
+    const { join: join36 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join35(tmpdir(), "petri-repro-"));
-    archive = join35(temp, "image.tar");
+    temp = mkdtempSync(join36(tmpdir(), "petri-repro-"));
+    archive = join36(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
@@ -37754,7 +36098,7 @@ async function runDocker(plan, mode) {
     if (load.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
   } finally {
-    if (temp) (0, import_node_fs44.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs45.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
@@ -37767,13 +36111,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process8, import_node_fs44, HELP4, SPECS4;
+var import_node_child_process8, import_node_fs45, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process8 = require("node:child_process");
-    import_node_fs44 = require("node:fs");
+    import_node_fs45 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -38002,7 +36346,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs45.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs46.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -38022,7 +36366,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path38.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path39.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -38030,13 +36374,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs45, import_node_path38, OPTIONS5, HELP8;
+var import_node_fs46, import_node_path39, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_fs46 = require("node:fs");
+    import_node_path39 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38217,9 +36561,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs46.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs47.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs46.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs47.statSync)(source).isDirectory()) {
     const stream = new import_node_stream9.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -38227,7 +36571,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs46.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs47.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -38259,7 +36603,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto10.createHash)("sha256");
   await (0, import_promises19.pipeline)(
-    (0, import_node_fs46.createReadStream)(file),
+    (0, import_node_fs47.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
     new import_node_stream9.Writable({
       write(chunk, _encoding, callback) {
@@ -38270,13 +36614,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs46, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto10, import_node_fs47, import_node_stream9, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto10 = require("node:crypto");
-    import_node_fs46 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises19 = require("node:stream/promises");
     import_node_zlib5 = require("node:zlib");
@@ -38336,7 +36680,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs47.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs48.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -38349,12 +36693,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs47, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs48, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
+    import_node_fs48 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -38420,7 +36764,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs48.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs49.readFileSync)((0, import_node_path40.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -38432,13 +36776,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs48, import_node_path39, COMMIT_HELP, DIFF_HELP;
+var import_node_fs49, import_node_path40, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs49 = require("node:fs");
+    import_node_path40 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38495,7 +36839,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs49.readFileSync)(file, "utf8");
+    text = (0, import_node_fs50.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -38517,12 +36861,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs49, HELP12, SPECS5;
+var import_node_fs50, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -38820,9 +37164,148 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_module3 = __toESM(require("node:module"), 1);
+var import_node_fs51 = require("node:fs");
 init_errors();
-import_node_module3.default.enableCompileCache?.();
+
+// src/cli/compile-cache.ts
+init_import_meta_url();
+var import_node_fs = require("node:fs");
+var import_node_module = __toESM(require("node:module"), 1);
+var import_node_path2 = require("node:path");
+var import_node_url2 = require("node:url");
+var import_node_vm = require("node:vm");
+init_paths();
+function enableCompileCache() {
+  if (enabled) return;
+  enabled = true;
+  if (process.env.NODE_DISABLE_COMPILE_CACHE) return;
+  const dir = ownDir((0, import_node_path2.join)(petriRoot(), "compile-cache"));
+  if (!dir) return;
+  const builtin = import_node_module.default.enableCompileCache;
+  if (builtin) builtin(dir);
+  else if (!process.execArgv.some((arg) => arg.startsWith("--inspect-brk"))) hookCompile(dir);
+}
+__name(enableCompileCache, "enableCompileCache");
+var enabled = false;
+function ownDir(dir) {
+  const mine = /* @__PURE__ */ __name((path) => {
+    const stat2 = (0, import_node_fs.lstatSync)(path);
+    return stat2.isDirectory() && stat2.uid === process.getuid?.() && (stat2.mode & 18) === 0;
+  }, "mine");
+  try {
+    if (!mine((0, import_node_path2.dirname)(dir))) return void 0;
+    try {
+      (0, import_node_fs.mkdirSync)(dir, { mode: 448 });
+    } catch (error) {
+      if (error.code !== "EEXIST") return void 0;
+    }
+    return mine(dir) ? dir : void 0;
+  } catch {
+    return void 0;
+  }
+}
+__name(ownDir, "ownDir");
+var OWN_DIR = (0, import_node_path2.dirname)((0, import_node_url2.fileURLToPath)(petri_import_meta_url));
+var cached = /* @__PURE__ */ __name((file) => file.startsWith(`${OWN_DIR}/`) && file.endsWith(".cjs") || /[\\/]node_modules[\\/].*\.c?js$/.test(file), "cached");
+var MAX_FILES = 400;
+function hookCompile(dir) {
+  const Module = import_node_module.default;
+  const original = Module.prototype._compile;
+  const stale = [];
+  const used = /* @__PURE__ */ new Set();
+  Module.prototype._compile = function(content, filename, format) {
+    if (format === "module" || !cached(filename) || content.includes("import(")) {
+      return original.call(this, content, filename, format);
+    }
+    let key;
+    try {
+      const st = (0, import_node_fs.statSync)(filename);
+      key = `${filename}\0${st.size}\0${st.mtimeMs}\0${st.ino}\0${process.version}\0${process.arch}`;
+    } catch {
+      return original.call(this, content, filename, format);
+    }
+    const file = (0, import_node_path2.join)(dir, `${fnv1a(filename)}-${fnv1a(key)}`);
+    used.add(file);
+    const cachedData = readEntry(file, key);
+    const script = new import_node_vm.Script(Module.wrap(content), { filename, ...cachedData ? { cachedData } : {} });
+    if (!cachedData || script.cachedDataRejected) stale.push({ file, key, script });
+    const wrapper = script.runInThisContext({ displayErrors: true });
+    return wrapper.call(this.exports, this.exports, makeRequire(Module, this), this, filename, (0, import_node_path2.dirname)(filename));
+  };
+  process.once("exit", () => {
+    if (stale.length === 0) return;
+    for (const { file, key, script } of stale) writeEntry(file, key, script.createCachedData());
+    trim(dir, used);
+  });
+}
+__name(hookCompile, "hookCompile");
+function makeRequire(Module, mod) {
+  const require2 = /* @__PURE__ */ __name(((id) => mod.require(id)), "require");
+  const resolve10 = /* @__PURE__ */ __name(((request, options) => Module._resolveFilename(request, mod, false, options)), "resolve");
+  resolve10.paths = (request) => Module._resolveLookupPaths(request, mod);
+  require2.resolve = resolve10;
+  require2.main = process.mainModule;
+  require2.extensions = Module._extensions;
+  require2.cache = Module._cache;
+  return require2;
+}
+__name(makeRequire, "makeRequire");
+function readEntry(file, key) {
+  let data;
+  try {
+    data = (0, import_node_fs.readFileSync)(file);
+  } catch {
+    return void 0;
+  }
+  const length = data.length >= 4 ? data.readUInt32LE(0) : -1;
+  if (length < 0 || 4 + length > data.length || data.toString("utf8", 4, 4 + length) !== key) return void 0;
+  return data.subarray(4 + length);
+}
+__name(readEntry, "readEntry");
+function writeEntry(file, key, cachedData) {
+  const head = Buffer.alloc(4);
+  const keyBytes = Buffer.from(key);
+  head.writeUInt32LE(keyBytes.length, 0);
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    (0, import_node_fs.writeFileSync)(temp, Buffer.concat([head, keyBytes, cachedData]), { mode: 384 });
+    (0, import_node_fs.renameSync)(temp, file);
+  } catch {
+    try {
+      (0, import_node_fs.unlinkSync)(temp);
+    } catch {
+    }
+  }
+}
+__name(writeEntry, "writeEntry");
+function trim(dir, used) {
+  try {
+    const names = (0, import_node_fs.readdirSync)(dir);
+    if (names.length <= MAX_FILES) return;
+    for (const name of names) {
+      const file = (0, import_node_path2.join)(dir, name);
+      if (!/^[0-9a-f]{8}-[0-9a-f]{8}/.test(name) || used.has(file)) continue;
+      try {
+        (0, import_node_fs.unlinkSync)(file);
+      } catch {
+      }
+    }
+  } catch {
+  }
+}
+__name(trim, "trim");
+function fnv1a(text) {
+  let hash = 2166136261;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 16777619);
+  }
+  return (hash >>> 0).toString(16).padStart(8, "0");
+}
+__name(fnv1a, "fnv1a");
+
+// src/cli/main.ts
+enableCompileCache();
 var COMMANDS = {
   run: /* @__PURE__ */ __name(() => Promise.resolve().then(() => (init_run(), run_exports)), "run"),
   build: /* @__PURE__ */ __name(() => Promise.resolve().then(() => (init_build(), build_exports)), "build"),
@@ -38881,8 +37364,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const { readFileSync: readFileSync23 } = await import("node:fs");
-    const pkg = JSON.parse(readFileSync23(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs51.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

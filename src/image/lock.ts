@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { errorLine, PetriError } from '../errors.js';
 import { digestHex } from './digest.js';
@@ -82,8 +83,9 @@ async function withLock<T>(
 ): Promise<T> {
   let compromised: Error | undefined;
   let release: () => Promise<void>;
-  // Loaded on first use: commands that only read the store never need it.
-  const { lock } = await import('proper-lockfile');
+  // Loaded on first use: commands that only read the store never need it. require, not import(): a
+  // dynamic import starts Node's ES module loader (milliseconds), and the CLI's compile cache skips such code.
+  const { lock } = createRequire(import.meta.url)('proper-lockfile') as typeof import('proper-lockfile');
   const take = (retries: LockOptions['retries'] | 0) =>
     lock(file, {
       lockfilePath,
