@@ -119,6 +119,29 @@ describeKernel('writeLayer and diffUpper', () => {
     }
   });
 
+  it('writes the same bytes in memory as through tar-stream, and scans through an FsOps too', async () => {
+    const root = join(dir, 'tree');
+    await makeTree(root, 1_650_000_000);
+    const long = `${'deep/'.repeat(30)}name-longer-than-a-ustar-header-holds`;
+    mkdirSync(join(root, long, '..'), { recursive: true });
+    writeFileSync(join(root, long), 'x'.repeat(1000));
+    symlinkSync(`../${'t'.repeat(120)}`, join(root, 'lib/long-link'));
+    const fsops = new FsOps();
+    await fsops.whiteout(join(root, 'lib/gone'));
+    await fsops.opaque(join(root, 'deep'));
+    const [streamed, inMemory, scanned] = [join(dir, 's.tar'), join(dir, 'm.tar'), join(dir, 'f.tar')];
+    const a = await writeLayer(root, createWriteStream(streamed), { sourceDateEpoch: 1, inMemoryMax: 0 });
+    const b = await writeLayer(root, createWriteStream(inMemory), { sourceDateEpoch: 1 });
+    const c = await writeLayer(root, createWriteStream(scanned), { sourceDateEpoch: 1, scan: (d) => fsops.scan(d) });
+    await fsops.close();
+    expect(readFileSync(inMemory).equals(readFileSync(streamed))).toBe(true);
+    expect(readFileSync(scanned).equals(readFileSync(streamed))).toBe(true);
+    expect(b).toEqual(a);
+    expect(c).toEqual(a);
+    expect(a.opaque).toEqual(['deep']);
+    expect((await tarEntries(inMemory)).map((h) => h.name)).toContain(long);
+  });
+
   it('turns overlay whiteouts and opaque dirs into OCI ones, and back', async () => {
     const upper = join(dir, 'upper');
     mkdirSync(join(upper, 'a'), { recursive: true });

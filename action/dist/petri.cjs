@@ -746,14 +746,14 @@ function runnerPath() {
 }
 function buildRunner() {
   const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash8 } = require2("node:crypto");
+  const { createHash: createHash9 } = require2("node:crypto");
   const { execFileSync } = require2("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
   const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash8("sha256");
+  const hash = createHash9("sha256");
   for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
   const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
@@ -2833,6 +2833,1663 @@ var init_blobs = __esm({
   }
 });
 
+// node_modules/graceful-fs/polyfills.js
+var require_polyfills = __commonJS({
+  "node_modules/graceful-fs/polyfills.js"(exports2, module3) {
+    init_import_meta_url();
+    var constants9 = require("constants");
+    var origCwd = process.cwd;
+    var cwd = null;
+    var platform = process.env.GRACEFUL_FS_PLATFORM || process.platform;
+    process.cwd = function() {
+      if (!cwd)
+        cwd = origCwd.call(process);
+      return cwd;
+    };
+    try {
+      process.cwd();
+    } catch (er) {
+    }
+    if (typeof process.chdir === "function") {
+      chdir = process.chdir;
+      process.chdir = function(d) {
+        cwd = null;
+        chdir.call(process, d);
+      };
+      if (Object.setPrototypeOf) Object.setPrototypeOf(process.chdir, chdir);
+    }
+    var chdir;
+    module3.exports = patch;
+    function patch(fs) {
+      if (constants9.hasOwnProperty("O_SYMLINK") && process.version.match(/^v0\.6\.[0-2]|^v0\.5\./)) {
+        patchLchmod(fs);
+      }
+      if (!fs.lutimes) {
+        patchLutimes(fs);
+      }
+      fs.chown = chownFix(fs.chown);
+      fs.fchown = chownFix(fs.fchown);
+      fs.lchown = chownFix(fs.lchown);
+      fs.chmod = chmodFix(fs.chmod);
+      fs.fchmod = chmodFix(fs.fchmod);
+      fs.lchmod = chmodFix(fs.lchmod);
+      fs.chownSync = chownFixSync(fs.chownSync);
+      fs.fchownSync = chownFixSync(fs.fchownSync);
+      fs.lchownSync = chownFixSync(fs.lchownSync);
+      fs.chmodSync = chmodFixSync(fs.chmodSync);
+      fs.fchmodSync = chmodFixSync(fs.fchmodSync);
+      fs.lchmodSync = chmodFixSync(fs.lchmodSync);
+      fs.stat = statFix(fs.stat);
+      fs.fstat = statFix(fs.fstat);
+      fs.lstat = statFix(fs.lstat);
+      fs.statSync = statFixSync(fs.statSync);
+      fs.fstatSync = statFixSync(fs.fstatSync);
+      fs.lstatSync = statFixSync(fs.lstatSync);
+      if (fs.chmod && !fs.lchmod) {
+        fs.lchmod = function(path, mode, cb) {
+          if (cb) process.nextTick(cb);
+        };
+        fs.lchmodSync = function() {
+        };
+      }
+      if (fs.chown && !fs.lchown) {
+        fs.lchown = function(path, uid, gid, cb) {
+          if (cb) process.nextTick(cb);
+        };
+        fs.lchownSync = function() {
+        };
+      }
+      if (platform === "win32") {
+        fs.rename = typeof fs.rename !== "function" ? fs.rename : (function(fs$rename) {
+          function rename3(from, to, cb) {
+            var start = Date.now();
+            var backoff = 0;
+            fs$rename(from, to, /* @__PURE__ */ __name(function CB(er) {
+              if (er && (er.code === "EACCES" || er.code === "EPERM" || er.code === "EBUSY") && Date.now() - start < 6e4) {
+                setTimeout(function() {
+                  fs.stat(to, function(stater, st) {
+                    if (stater && stater.code === "ENOENT")
+                      fs$rename(from, to, CB);
+                    else
+                      cb(er);
+                  });
+                }, backoff);
+                if (backoff < 100)
+                  backoff += 10;
+                return;
+              }
+              if (cb) cb(er);
+            }, "CB"));
+          }
+          __name(rename3, "rename");
+          if (Object.setPrototypeOf) Object.setPrototypeOf(rename3, fs$rename);
+          return rename3;
+        })(fs.rename);
+      }
+      fs.read = typeof fs.read !== "function" ? fs.read : (function(fs$read) {
+        function read(fd, buffer, offset, length, position, callback_) {
+          var callback;
+          if (callback_ && typeof callback_ === "function") {
+            var eagCounter = 0;
+            callback = /* @__PURE__ */ __name(function(er, _, __) {
+              if (er && er.code === "EAGAIN" && eagCounter < 10) {
+                eagCounter++;
+                return fs$read.call(fs, fd, buffer, offset, length, position, callback);
+              }
+              callback_.apply(this, arguments);
+            }, "callback");
+          }
+          return fs$read.call(fs, fd, buffer, offset, length, position, callback);
+        }
+        __name(read, "read");
+        if (Object.setPrototypeOf) Object.setPrototypeOf(read, fs$read);
+        return read;
+      })(fs.read);
+      fs.readSync = typeof fs.readSync !== "function" ? fs.readSync : /* @__PURE__ */ (function(fs$readSync) {
+        return function(fd, buffer, offset, length, position) {
+          var eagCounter = 0;
+          while (true) {
+            try {
+              return fs$readSync.call(fs, fd, buffer, offset, length, position);
+            } catch (er) {
+              if (er.code === "EAGAIN" && eagCounter < 10) {
+                eagCounter++;
+                continue;
+              }
+              throw er;
+            }
+          }
+        };
+      })(fs.readSync);
+      function patchLchmod(fs2) {
+        fs2.lchmod = function(path, mode, callback) {
+          fs2.open(
+            path,
+            constants9.O_WRONLY | constants9.O_SYMLINK,
+            mode,
+            function(err, fd) {
+              if (err) {
+                if (callback) callback(err);
+                return;
+              }
+              fs2.fchmod(fd, mode, function(err2) {
+                fs2.close(fd, function(err22) {
+                  if (callback) callback(err2 || err22);
+                });
+              });
+            }
+          );
+        };
+        fs2.lchmodSync = function(path, mode) {
+          var fd = fs2.openSync(path, constants9.O_WRONLY | constants9.O_SYMLINK, mode);
+          var threw = true;
+          var ret;
+          try {
+            ret = fs2.fchmodSync(fd, mode);
+            threw = false;
+          } finally {
+            if (threw) {
+              try {
+                fs2.closeSync(fd);
+              } catch (er) {
+              }
+            } else {
+              fs2.closeSync(fd);
+            }
+          }
+          return ret;
+        };
+      }
+      __name(patchLchmod, "patchLchmod");
+      function patchLutimes(fs2) {
+        if (constants9.hasOwnProperty("O_SYMLINK") && fs2.futimes) {
+          fs2.lutimes = function(path, at, mt, cb) {
+            fs2.open(path, constants9.O_SYMLINK, function(er, fd) {
+              if (er) {
+                if (cb) cb(er);
+                return;
+              }
+              fs2.futimes(fd, at, mt, function(er2) {
+                fs2.close(fd, function(er22) {
+                  if (cb) cb(er2 || er22);
+                });
+              });
+            });
+          };
+          fs2.lutimesSync = function(path, at, mt) {
+            var fd = fs2.openSync(path, constants9.O_SYMLINK);
+            var ret;
+            var threw = true;
+            try {
+              ret = fs2.futimesSync(fd, at, mt);
+              threw = false;
+            } finally {
+              if (threw) {
+                try {
+                  fs2.closeSync(fd);
+                } catch (er) {
+                }
+              } else {
+                fs2.closeSync(fd);
+              }
+            }
+            return ret;
+          };
+        } else if (fs2.futimes) {
+          fs2.lutimes = function(_a, _b, _c, cb) {
+            if (cb) process.nextTick(cb);
+          };
+          fs2.lutimesSync = function() {
+          };
+        }
+      }
+      __name(patchLutimes, "patchLutimes");
+      function chmodFix(orig) {
+        if (!orig) return orig;
+        return function(target, mode, cb) {
+          return orig.call(fs, target, mode, function(er) {
+            if (chownErOk(er)) er = null;
+            if (cb) cb.apply(this, arguments);
+          });
+        };
+      }
+      __name(chmodFix, "chmodFix");
+      function chmodFixSync(orig) {
+        if (!orig) return orig;
+        return function(target, mode) {
+          try {
+            return orig.call(fs, target, mode);
+          } catch (er) {
+            if (!chownErOk(er)) throw er;
+          }
+        };
+      }
+      __name(chmodFixSync, "chmodFixSync");
+      function chownFix(orig) {
+        if (!orig) return orig;
+        return function(target, uid, gid, cb) {
+          return orig.call(fs, target, uid, gid, function(er) {
+            if (chownErOk(er)) er = null;
+            if (cb) cb.apply(this, arguments);
+          });
+        };
+      }
+      __name(chownFix, "chownFix");
+      function chownFixSync(orig) {
+        if (!orig) return orig;
+        return function(target, uid, gid) {
+          try {
+            return orig.call(fs, target, uid, gid);
+          } catch (er) {
+            if (!chownErOk(er)) throw er;
+          }
+        };
+      }
+      __name(chownFixSync, "chownFixSync");
+      function statFix(orig) {
+        if (!orig) return orig;
+        return function(target, options, cb) {
+          if (typeof options === "function") {
+            cb = options;
+            options = null;
+          }
+          function callback(er, stats) {
+            if (stats) {
+              if (stats.uid < 0) stats.uid += 4294967296;
+              if (stats.gid < 0) stats.gid += 4294967296;
+            }
+            if (cb) cb.apply(this, arguments);
+          }
+          __name(callback, "callback");
+          return options ? orig.call(fs, target, options, callback) : orig.call(fs, target, callback);
+        };
+      }
+      __name(statFix, "statFix");
+      function statFixSync(orig) {
+        if (!orig) return orig;
+        return function(target, options) {
+          var stats = options ? orig.call(fs, target, options) : orig.call(fs, target);
+          if (stats) {
+            if (stats.uid < 0) stats.uid += 4294967296;
+            if (stats.gid < 0) stats.gid += 4294967296;
+          }
+          return stats;
+        };
+      }
+      __name(statFixSync, "statFixSync");
+      function chownErOk(er) {
+        if (!er)
+          return true;
+        if (er.code === "ENOSYS")
+          return true;
+        var nonroot = !process.getuid || process.getuid() !== 0;
+        if (nonroot) {
+          if (er.code === "EINVAL" || er.code === "EPERM")
+            return true;
+        }
+        return false;
+      }
+      __name(chownErOk, "chownErOk");
+    }
+    __name(patch, "patch");
+  }
+});
+
+// node_modules/graceful-fs/legacy-streams.js
+var require_legacy_streams = __commonJS({
+  "node_modules/graceful-fs/legacy-streams.js"(exports2, module3) {
+    init_import_meta_url();
+    var Stream = require("stream").Stream;
+    module3.exports = legacy;
+    function legacy(fs) {
+      return {
+        ReadStream,
+        WriteStream
+      };
+      function ReadStream(path, options) {
+        if (!(this instanceof ReadStream)) return new ReadStream(path, options);
+        Stream.call(this);
+        var self2 = this;
+        this.path = path;
+        this.fd = null;
+        this.readable = true;
+        this.paused = false;
+        this.flags = "r";
+        this.mode = 438;
+        this.bufferSize = 64 * 1024;
+        options = options || {};
+        var keys = Object.keys(options);
+        for (var index = 0, length = keys.length; index < length; index++) {
+          var key = keys[index];
+          this[key] = options[key];
+        }
+        if (this.encoding) this.setEncoding(this.encoding);
+        if (this.start !== void 0) {
+          if ("number" !== typeof this.start) {
+            throw TypeError("start must be a Number");
+          }
+          if (this.end === void 0) {
+            this.end = Infinity;
+          } else if ("number" !== typeof this.end) {
+            throw TypeError("end must be a Number");
+          }
+          if (this.start > this.end) {
+            throw new Error("start must be <= end");
+          }
+          this.pos = this.start;
+        }
+        if (this.fd !== null) {
+          process.nextTick(function() {
+            self2._read();
+          });
+          return;
+        }
+        fs.open(this.path, this.flags, this.mode, function(err, fd) {
+          if (err) {
+            self2.emit("error", err);
+            self2.readable = false;
+            return;
+          }
+          self2.fd = fd;
+          self2.emit("open", fd);
+          self2._read();
+        });
+      }
+      __name(ReadStream, "ReadStream");
+      function WriteStream(path, options) {
+        if (!(this instanceof WriteStream)) return new WriteStream(path, options);
+        Stream.call(this);
+        this.path = path;
+        this.fd = null;
+        this.writable = true;
+        this.flags = "w";
+        this.encoding = "binary";
+        this.mode = 438;
+        this.bytesWritten = 0;
+        options = options || {};
+        var keys = Object.keys(options);
+        for (var index = 0, length = keys.length; index < length; index++) {
+          var key = keys[index];
+          this[key] = options[key];
+        }
+        if (this.start !== void 0) {
+          if ("number" !== typeof this.start) {
+            throw TypeError("start must be a Number");
+          }
+          if (this.start < 0) {
+            throw new Error("start must be >= zero");
+          }
+          this.pos = this.start;
+        }
+        this.busy = false;
+        this._queue = [];
+        if (this.fd === null) {
+          this._open = fs.open;
+          this._queue.push([this._open, this.path, this.flags, this.mode, void 0]);
+          this.flush();
+        }
+      }
+      __name(WriteStream, "WriteStream");
+    }
+    __name(legacy, "legacy");
+  }
+});
+
+// node_modules/graceful-fs/clone.js
+var require_clone = __commonJS({
+  "node_modules/graceful-fs/clone.js"(exports2, module3) {
+    "use strict";
+    init_import_meta_url();
+    module3.exports = clone;
+    var getPrototypeOf = Object.getPrototypeOf || function(obj) {
+      return obj.__proto__;
+    };
+    function clone(obj) {
+      if (obj === null || typeof obj !== "object")
+        return obj;
+      if (obj instanceof Object)
+        var copy = { __proto__: getPrototypeOf(obj) };
+      else
+        var copy = /* @__PURE__ */ Object.create(null);
+      Object.getOwnPropertyNames(obj).forEach(function(key) {
+        Object.defineProperty(copy, key, Object.getOwnPropertyDescriptor(obj, key));
+      });
+      return copy;
+    }
+    __name(clone, "clone");
+  }
+});
+
+// node_modules/graceful-fs/graceful-fs.js
+var require_graceful_fs = __commonJS({
+  "node_modules/graceful-fs/graceful-fs.js"(exports2, module3) {
+    init_import_meta_url();
+    var fs = require("fs");
+    var polyfills = require_polyfills();
+    var legacy = require_legacy_streams();
+    var clone = require_clone();
+    var util = require("util");
+    var gracefulQueue;
+    var previousSymbol;
+    if (typeof Symbol === "function" && typeof Symbol.for === "function") {
+      gracefulQueue = /* @__PURE__ */ Symbol.for("graceful-fs.queue");
+      previousSymbol = /* @__PURE__ */ Symbol.for("graceful-fs.previous");
+    } else {
+      gracefulQueue = "___graceful-fs.queue";
+      previousSymbol = "___graceful-fs.previous";
+    }
+    function noop() {
+    }
+    __name(noop, "noop");
+    function publishQueue(context, queue2) {
+      Object.defineProperty(context, gracefulQueue, {
+        get: /* @__PURE__ */ __name(function() {
+          return queue2;
+        }, "get")
+      });
+    }
+    __name(publishQueue, "publishQueue");
+    var debug = noop;
+    if (util.debuglog)
+      debug = util.debuglog("gfs4");
+    else if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || ""))
+      debug = /* @__PURE__ */ __name(function() {
+        var m = util.format.apply(util, arguments);
+        m = "GFS4: " + m.split(/\n/).join("\nGFS4: ");
+        console.error(m);
+      }, "debug");
+    if (!fs[gracefulQueue]) {
+      queue = global[gracefulQueue] || [];
+      publishQueue(fs, queue);
+      fs.close = (function(fs$close) {
+        function close(fd, cb) {
+          return fs$close.call(fs, fd, function(err) {
+            if (!err) {
+              resetQueue();
+            }
+            if (typeof cb === "function")
+              cb.apply(this, arguments);
+          });
+        }
+        __name(close, "close");
+        Object.defineProperty(close, previousSymbol, {
+          value: fs$close
+        });
+        return close;
+      })(fs.close);
+      fs.closeSync = (function(fs$closeSync) {
+        function closeSync4(fd) {
+          fs$closeSync.apply(fs, arguments);
+          resetQueue();
+        }
+        __name(closeSync4, "closeSync");
+        Object.defineProperty(closeSync4, previousSymbol, {
+          value: fs$closeSync
+        });
+        return closeSync4;
+      })(fs.closeSync);
+      if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || "")) {
+        process.on("exit", function() {
+          debug(fs[gracefulQueue]);
+          require("assert").equal(fs[gracefulQueue].length, 0);
+        });
+      }
+    }
+    var queue;
+    if (!global[gracefulQueue]) {
+      publishQueue(global, fs[gracefulQueue]);
+    }
+    module3.exports = patch(clone(fs));
+    if (process.env.TEST_GRACEFUL_FS_GLOBAL_PATCH && !fs.__patched) {
+      module3.exports = patch(fs);
+      fs.__patched = true;
+    }
+    function patch(fs2) {
+      polyfills(fs2);
+      fs2.gracefulify = patch;
+      fs2.createReadStream = createReadStream7;
+      fs2.createWriteStream = createWriteStream3;
+      var fs$readFile = fs2.readFile;
+      fs2.readFile = readFile4;
+      function readFile4(path, options, cb) {
+        if (typeof options === "function")
+          cb = options, options = null;
+        return go$readFile(path, options, cb);
+        function go$readFile(path2, options2, cb2, startTime) {
+          return fs$readFile(path2, options2, function(err) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([go$readFile, [path2, options2, cb2], err, startTime || Date.now(), Date.now()]);
+            else {
+              if (typeof cb2 === "function")
+                cb2.apply(this, arguments);
+            }
+          });
+        }
+        __name(go$readFile, "go$readFile");
+      }
+      __name(readFile4, "readFile");
+      var fs$writeFile = fs2.writeFile;
+      fs2.writeFile = writeFile3;
+      function writeFile3(path, data, options, cb) {
+        if (typeof options === "function")
+          cb = options, options = null;
+        return go$writeFile(path, data, options, cb);
+        function go$writeFile(path2, data2, options2, cb2, startTime) {
+          return fs$writeFile(path2, data2, options2, function(err) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([go$writeFile, [path2, data2, options2, cb2], err, startTime || Date.now(), Date.now()]);
+            else {
+              if (typeof cb2 === "function")
+                cb2.apply(this, arguments);
+            }
+          });
+        }
+        __name(go$writeFile, "go$writeFile");
+      }
+      __name(writeFile3, "writeFile");
+      var fs$appendFile = fs2.appendFile;
+      if (fs$appendFile)
+        fs2.appendFile = appendFile;
+      function appendFile(path, data, options, cb) {
+        if (typeof options === "function")
+          cb = options, options = null;
+        return go$appendFile(path, data, options, cb);
+        function go$appendFile(path2, data2, options2, cb2, startTime) {
+          return fs$appendFile(path2, data2, options2, function(err) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([go$appendFile, [path2, data2, options2, cb2], err, startTime || Date.now(), Date.now()]);
+            else {
+              if (typeof cb2 === "function")
+                cb2.apply(this, arguments);
+            }
+          });
+        }
+        __name(go$appendFile, "go$appendFile");
+      }
+      __name(appendFile, "appendFile");
+      var fs$copyFile = fs2.copyFile;
+      if (fs$copyFile)
+        fs2.copyFile = copyFile3;
+      function copyFile3(src, dest, flags, cb) {
+        if (typeof flags === "function") {
+          cb = flags;
+          flags = 0;
+        }
+        return go$copyFile(src, dest, flags, cb);
+        function go$copyFile(src2, dest2, flags2, cb2, startTime) {
+          return fs$copyFile(src2, dest2, flags2, function(err) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([go$copyFile, [src2, dest2, flags2, cb2], err, startTime || Date.now(), Date.now()]);
+            else {
+              if (typeof cb2 === "function")
+                cb2.apply(this, arguments);
+            }
+          });
+        }
+        __name(go$copyFile, "go$copyFile");
+      }
+      __name(copyFile3, "copyFile");
+      var fs$readdir = fs2.readdir;
+      fs2.readdir = readdir2;
+      var noReaddirOptionVersions = /^v[0-5]\./;
+      function readdir2(path, options, cb) {
+        if (typeof options === "function")
+          cb = options, options = null;
+        var go$readdir = noReaddirOptionVersions.test(process.version) ? /* @__PURE__ */ __name(function go$readdir2(path2, options2, cb2, startTime) {
+          return fs$readdir(path2, fs$readdirCallback(
+            path2,
+            options2,
+            cb2,
+            startTime
+          ));
+        }, "go$readdir") : /* @__PURE__ */ __name(function go$readdir2(path2, options2, cb2, startTime) {
+          return fs$readdir(path2, options2, fs$readdirCallback(
+            path2,
+            options2,
+            cb2,
+            startTime
+          ));
+        }, "go$readdir");
+        return go$readdir(path, options, cb);
+        function fs$readdirCallback(path2, options2, cb2, startTime) {
+          return function(err, files) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([
+                go$readdir,
+                [path2, options2, cb2],
+                err,
+                startTime || Date.now(),
+                Date.now()
+              ]);
+            else {
+              if (files && files.sort)
+                files.sort();
+              if (typeof cb2 === "function")
+                cb2.call(this, err, files);
+            }
+          };
+        }
+        __name(fs$readdirCallback, "fs$readdirCallback");
+      }
+      __name(readdir2, "readdir");
+      if (process.version.substr(0, 4) === "v0.8") {
+        var legStreams = legacy(fs2);
+        ReadStream = legStreams.ReadStream;
+        WriteStream = legStreams.WriteStream;
+      }
+      var fs$ReadStream = fs2.ReadStream;
+      if (fs$ReadStream) {
+        ReadStream.prototype = Object.create(fs$ReadStream.prototype);
+        ReadStream.prototype.open = ReadStream$open;
+      }
+      var fs$WriteStream = fs2.WriteStream;
+      if (fs$WriteStream) {
+        WriteStream.prototype = Object.create(fs$WriteStream.prototype);
+        WriteStream.prototype.open = WriteStream$open;
+      }
+      Object.defineProperty(fs2, "ReadStream", {
+        get: /* @__PURE__ */ __name(function() {
+          return ReadStream;
+        }, "get"),
+        set: /* @__PURE__ */ __name(function(val) {
+          ReadStream = val;
+        }, "set"),
+        enumerable: true,
+        configurable: true
+      });
+      Object.defineProperty(fs2, "WriteStream", {
+        get: /* @__PURE__ */ __name(function() {
+          return WriteStream;
+        }, "get"),
+        set: /* @__PURE__ */ __name(function(val) {
+          WriteStream = val;
+        }, "set"),
+        enumerable: true,
+        configurable: true
+      });
+      var FileReadStream = ReadStream;
+      Object.defineProperty(fs2, "FileReadStream", {
+        get: /* @__PURE__ */ __name(function() {
+          return FileReadStream;
+        }, "get"),
+        set: /* @__PURE__ */ __name(function(val) {
+          FileReadStream = val;
+        }, "set"),
+        enumerable: true,
+        configurable: true
+      });
+      var FileWriteStream = WriteStream;
+      Object.defineProperty(fs2, "FileWriteStream", {
+        get: /* @__PURE__ */ __name(function() {
+          return FileWriteStream;
+        }, "get"),
+        set: /* @__PURE__ */ __name(function(val) {
+          FileWriteStream = val;
+        }, "set"),
+        enumerable: true,
+        configurable: true
+      });
+      function ReadStream(path, options) {
+        if (this instanceof ReadStream)
+          return fs$ReadStream.apply(this, arguments), this;
+        else
+          return ReadStream.apply(Object.create(ReadStream.prototype), arguments);
+      }
+      __name(ReadStream, "ReadStream");
+      function ReadStream$open() {
+        var that = this;
+        open4(that.path, that.flags, that.mode, function(err, fd) {
+          if (err) {
+            if (that.autoClose)
+              that.destroy();
+            that.emit("error", err);
+          } else {
+            that.fd = fd;
+            that.emit("open", fd);
+            that.read();
+          }
+        });
+      }
+      __name(ReadStream$open, "ReadStream$open");
+      function WriteStream(path, options) {
+        if (this instanceof WriteStream)
+          return fs$WriteStream.apply(this, arguments), this;
+        else
+          return WriteStream.apply(Object.create(WriteStream.prototype), arguments);
+      }
+      __name(WriteStream, "WriteStream");
+      function WriteStream$open() {
+        var that = this;
+        open4(that.path, that.flags, that.mode, function(err, fd) {
+          if (err) {
+            that.destroy();
+            that.emit("error", err);
+          } else {
+            that.fd = fd;
+            that.emit("open", fd);
+          }
+        });
+      }
+      __name(WriteStream$open, "WriteStream$open");
+      function createReadStream7(path, options) {
+        return new fs2.ReadStream(path, options);
+      }
+      __name(createReadStream7, "createReadStream");
+      function createWriteStream3(path, options) {
+        return new fs2.WriteStream(path, options);
+      }
+      __name(createWriteStream3, "createWriteStream");
+      var fs$open = fs2.open;
+      fs2.open = open4;
+      function open4(path, flags, mode, cb) {
+        if (typeof mode === "function")
+          cb = mode, mode = null;
+        return go$open(path, flags, mode, cb);
+        function go$open(path2, flags2, mode2, cb2, startTime) {
+          return fs$open(path2, flags2, mode2, function(err, fd) {
+            if (err && (err.code === "EMFILE" || err.code === "ENFILE"))
+              enqueue([go$open, [path2, flags2, mode2, cb2], err, startTime || Date.now(), Date.now()]);
+            else {
+              if (typeof cb2 === "function")
+                cb2.apply(this, arguments);
+            }
+          });
+        }
+        __name(go$open, "go$open");
+      }
+      __name(open4, "open");
+      return fs2;
+    }
+    __name(patch, "patch");
+    function enqueue(elem) {
+      debug("ENQUEUE", elem[0].name, elem[1]);
+      fs[gracefulQueue].push(elem);
+      retry();
+    }
+    __name(enqueue, "enqueue");
+    var retryTimer;
+    function resetQueue() {
+      var now = Date.now();
+      for (var i = 0; i < fs[gracefulQueue].length; ++i) {
+        if (fs[gracefulQueue][i].length > 2) {
+          fs[gracefulQueue][i][3] = now;
+          fs[gracefulQueue][i][4] = now;
+        }
+      }
+      retry();
+    }
+    __name(resetQueue, "resetQueue");
+    function retry() {
+      clearTimeout(retryTimer);
+      retryTimer = void 0;
+      if (fs[gracefulQueue].length === 0)
+        return;
+      var elem = fs[gracefulQueue].shift();
+      var fn = elem[0];
+      var args = elem[1];
+      var err = elem[2];
+      var startTime = elem[3];
+      var lastTime = elem[4];
+      if (startTime === void 0) {
+        debug("RETRY", fn.name, args);
+        fn.apply(null, args);
+      } else if (Date.now() - startTime >= 6e4) {
+        debug("TIMEOUT", fn.name, args);
+        var cb = args.pop();
+        if (typeof cb === "function")
+          cb.call(null, err);
+      } else {
+        var sinceAttempt = Date.now() - lastTime;
+        var sinceStart = Math.max(lastTime - startTime, 1);
+        var desiredDelay = Math.min(sinceStart * 1.2, 100);
+        if (sinceAttempt >= desiredDelay) {
+          debug("RETRY", fn.name, args);
+          fn.apply(null, args.concat([startTime]));
+        } else {
+          fs[gracefulQueue].push(elem);
+        }
+      }
+      if (retryTimer === void 0) {
+        retryTimer = setTimeout(retry, 0);
+      }
+    }
+    __name(retry, "retry");
+  }
+});
+
+// node_modules/retry/lib/retry_operation.js
+var require_retry_operation = __commonJS({
+  "node_modules/retry/lib/retry_operation.js"(exports2, module3) {
+    init_import_meta_url();
+    function RetryOperation(timeouts, options) {
+      if (typeof options === "boolean") {
+        options = { forever: options };
+      }
+      this._originalTimeouts = JSON.parse(JSON.stringify(timeouts));
+      this._timeouts = timeouts;
+      this._options = options || {};
+      this._maxRetryTime = options && options.maxRetryTime || Infinity;
+      this._fn = null;
+      this._errors = [];
+      this._attempts = 1;
+      this._operationTimeout = null;
+      this._operationTimeoutCb = null;
+      this._timeout = null;
+      this._operationStart = null;
+      if (this._options.forever) {
+        this._cachedTimeouts = this._timeouts.slice(0);
+      }
+    }
+    __name(RetryOperation, "RetryOperation");
+    module3.exports = RetryOperation;
+    RetryOperation.prototype.reset = function() {
+      this._attempts = 1;
+      this._timeouts = this._originalTimeouts;
+    };
+    RetryOperation.prototype.stop = function() {
+      if (this._timeout) {
+        clearTimeout(this._timeout);
+      }
+      this._timeouts = [];
+      this._cachedTimeouts = null;
+    };
+    RetryOperation.prototype.retry = function(err) {
+      if (this._timeout) {
+        clearTimeout(this._timeout);
+      }
+      if (!err) {
+        return false;
+      }
+      var currentTime = (/* @__PURE__ */ new Date()).getTime();
+      if (err && currentTime - this._operationStart >= this._maxRetryTime) {
+        this._errors.unshift(new Error("RetryOperation timeout occurred"));
+        return false;
+      }
+      this._errors.push(err);
+      var timeout = this._timeouts.shift();
+      if (timeout === void 0) {
+        if (this._cachedTimeouts) {
+          this._errors.splice(this._errors.length - 1, this._errors.length);
+          this._timeouts = this._cachedTimeouts.slice(0);
+          timeout = this._timeouts.shift();
+        } else {
+          return false;
+        }
+      }
+      var self2 = this;
+      var timer = setTimeout(function() {
+        self2._attempts++;
+        if (self2._operationTimeoutCb) {
+          self2._timeout = setTimeout(function() {
+            self2._operationTimeoutCb(self2._attempts);
+          }, self2._operationTimeout);
+          if (self2._options.unref) {
+            self2._timeout.unref();
+          }
+        }
+        self2._fn(self2._attempts);
+      }, timeout);
+      if (this._options.unref) {
+        timer.unref();
+      }
+      return true;
+    };
+    RetryOperation.prototype.attempt = function(fn, timeoutOps) {
+      this._fn = fn;
+      if (timeoutOps) {
+        if (timeoutOps.timeout) {
+          this._operationTimeout = timeoutOps.timeout;
+        }
+        if (timeoutOps.cb) {
+          this._operationTimeoutCb = timeoutOps.cb;
+        }
+      }
+      var self2 = this;
+      if (this._operationTimeoutCb) {
+        this._timeout = setTimeout(function() {
+          self2._operationTimeoutCb();
+        }, self2._operationTimeout);
+      }
+      this._operationStart = (/* @__PURE__ */ new Date()).getTime();
+      this._fn(this._attempts);
+    };
+    RetryOperation.prototype.try = function(fn) {
+      console.log("Using RetryOperation.try() is deprecated");
+      this.attempt(fn);
+    };
+    RetryOperation.prototype.start = function(fn) {
+      console.log("Using RetryOperation.start() is deprecated");
+      this.attempt(fn);
+    };
+    RetryOperation.prototype.start = RetryOperation.prototype.try;
+    RetryOperation.prototype.errors = function() {
+      return this._errors;
+    };
+    RetryOperation.prototype.attempts = function() {
+      return this._attempts;
+    };
+    RetryOperation.prototype.mainError = function() {
+      if (this._errors.length === 0) {
+        return null;
+      }
+      var counts = {};
+      var mainError = null;
+      var mainErrorCount = 0;
+      for (var i = 0; i < this._errors.length; i++) {
+        var error = this._errors[i];
+        var message = error.message;
+        var count = (counts[message] || 0) + 1;
+        counts[message] = count;
+        if (count >= mainErrorCount) {
+          mainError = error;
+          mainErrorCount = count;
+        }
+      }
+      return mainError;
+    };
+  }
+});
+
+// node_modules/retry/lib/retry.js
+var require_retry = __commonJS({
+  "node_modules/retry/lib/retry.js"(exports2) {
+    init_import_meta_url();
+    var RetryOperation = require_retry_operation();
+    exports2.operation = function(options) {
+      var timeouts = exports2.timeouts(options);
+      return new RetryOperation(timeouts, {
+        forever: options && options.forever,
+        unref: options && options.unref,
+        maxRetryTime: options && options.maxRetryTime
+      });
+    };
+    exports2.timeouts = function(options) {
+      if (options instanceof Array) {
+        return [].concat(options);
+      }
+      var opts = {
+        retries: 10,
+        factor: 2,
+        minTimeout: 1 * 1e3,
+        maxTimeout: Infinity,
+        randomize: false
+      };
+      for (var key in options) {
+        opts[key] = options[key];
+      }
+      if (opts.minTimeout > opts.maxTimeout) {
+        throw new Error("minTimeout is greater than maxTimeout");
+      }
+      var timeouts = [];
+      for (var i = 0; i < opts.retries; i++) {
+        timeouts.push(this.createTimeout(i, opts));
+      }
+      if (options && options.forever && !timeouts.length) {
+        timeouts.push(this.createTimeout(i, opts));
+      }
+      timeouts.sort(function(a, b) {
+        return a - b;
+      });
+      return timeouts;
+    };
+    exports2.createTimeout = function(attempt2, opts) {
+      var random = opts.randomize ? Math.random() + 1 : 1;
+      var timeout = Math.round(random * opts.minTimeout * Math.pow(opts.factor, attempt2));
+      timeout = Math.min(timeout, opts.maxTimeout);
+      return timeout;
+    };
+    exports2.wrap = function(obj, options, methods) {
+      if (options instanceof Array) {
+        methods = options;
+        options = null;
+      }
+      if (!methods) {
+        methods = [];
+        for (var key in obj) {
+          if (typeof obj[key] === "function") {
+            methods.push(key);
+          }
+        }
+      }
+      for (var i = 0; i < methods.length; i++) {
+        var method = methods[i];
+        var original = obj[method];
+        obj[method] = (/* @__PURE__ */ __name(function retryWrapper(original2) {
+          var op = exports2.operation(options);
+          var args = Array.prototype.slice.call(arguments, 1);
+          var callback = args.pop();
+          args.push(function(err) {
+            if (op.retry(err)) {
+              return;
+            }
+            if (err) {
+              arguments[0] = op.mainError();
+            }
+            callback.apply(this, arguments);
+          });
+          op.attempt(function() {
+            original2.apply(obj, args);
+          });
+        }, "retryWrapper")).bind(obj, original);
+        obj[method].options = options;
+      }
+    };
+  }
+});
+
+// node_modules/retry/index.js
+var require_retry2 = __commonJS({
+  "node_modules/retry/index.js"(exports2, module3) {
+    init_import_meta_url();
+    module3.exports = require_retry();
+  }
+});
+
+// node_modules/signal-exit/signals.js
+var require_signals = __commonJS({
+  "node_modules/signal-exit/signals.js"(exports2, module3) {
+    init_import_meta_url();
+    module3.exports = [
+      "SIGABRT",
+      "SIGALRM",
+      "SIGHUP",
+      "SIGINT",
+      "SIGTERM"
+    ];
+    if (process.platform !== "win32") {
+      module3.exports.push(
+        "SIGVTALRM",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGUSR2",
+        "SIGTRAP",
+        "SIGSYS",
+        "SIGQUIT",
+        "SIGIOT"
+        // should detect profiler and enable/disable accordingly.
+        // see #21
+        // 'SIGPROF'
+      );
+    }
+    if (process.platform === "linux") {
+      module3.exports.push(
+        "SIGIO",
+        "SIGPOLL",
+        "SIGPWR",
+        "SIGSTKFLT",
+        "SIGUNUSED"
+      );
+    }
+  }
+});
+
+// node_modules/signal-exit/index.js
+var require_signal_exit = __commonJS({
+  "node_modules/signal-exit/index.js"(exports2, module3) {
+    init_import_meta_url();
+    var process2 = global.process;
+    var processOk = /* @__PURE__ */ __name(function(process3) {
+      return process3 && typeof process3 === "object" && typeof process3.removeListener === "function" && typeof process3.emit === "function" && typeof process3.reallyExit === "function" && typeof process3.listeners === "function" && typeof process3.kill === "function" && typeof process3.pid === "number" && typeof process3.on === "function";
+    }, "processOk");
+    if (!processOk(process2)) {
+      module3.exports = function() {
+        return function() {
+        };
+      };
+    } else {
+      assert = require("assert");
+      signals = require_signals();
+      isWin = /^win/i.test(process2.platform);
+      EE = require("events");
+      if (typeof EE !== "function") {
+        EE = EE.EventEmitter;
+      }
+      if (process2.__signal_exit_emitter__) {
+        emitter = process2.__signal_exit_emitter__;
+      } else {
+        emitter = process2.__signal_exit_emitter__ = new EE();
+        emitter.count = 0;
+        emitter.emitted = {};
+      }
+      if (!emitter.infinite) {
+        emitter.setMaxListeners(Infinity);
+        emitter.infinite = true;
+      }
+      module3.exports = function(cb, opts) {
+        if (!processOk(global.process)) {
+          return function() {
+          };
+        }
+        assert.equal(typeof cb, "function", "a callback must be provided for exit handler");
+        if (loaded === false) {
+          load2();
+        }
+        var ev = "exit";
+        if (opts && opts.alwaysLast) {
+          ev = "afterexit";
+        }
+        var remove = /* @__PURE__ */ __name(function() {
+          emitter.removeListener(ev, cb);
+          if (emitter.listeners("exit").length === 0 && emitter.listeners("afterexit").length === 0) {
+            unload();
+          }
+        }, "remove");
+        emitter.on(ev, cb);
+        return remove;
+      };
+      unload = /* @__PURE__ */ __name(function unload2() {
+        if (!loaded || !processOk(global.process)) {
+          return;
+        }
+        loaded = false;
+        signals.forEach(function(sig) {
+          try {
+            process2.removeListener(sig, sigListeners[sig]);
+          } catch (er) {
+          }
+        });
+        process2.emit = originalProcessEmit;
+        process2.reallyExit = originalProcessReallyExit;
+        emitter.count -= 1;
+      }, "unload");
+      module3.exports.unload = unload;
+      emit = /* @__PURE__ */ __name(function emit2(event, code, signal) {
+        if (emitter.emitted[event]) {
+          return;
+        }
+        emitter.emitted[event] = true;
+        emitter.emit(event, code, signal);
+      }, "emit");
+      sigListeners = {};
+      signals.forEach(function(sig) {
+        sigListeners[sig] = /* @__PURE__ */ __name(function listener() {
+          if (!processOk(global.process)) {
+            return;
+          }
+          var listeners = process2.listeners(sig);
+          if (listeners.length === emitter.count) {
+            unload();
+            emit("exit", null, sig);
+            emit("afterexit", null, sig);
+            if (isWin && sig === "SIGHUP") {
+              sig = "SIGINT";
+            }
+            process2.kill(process2.pid, sig);
+          }
+        }, "listener");
+      });
+      module3.exports.signals = function() {
+        return signals;
+      };
+      loaded = false;
+      load2 = /* @__PURE__ */ __name(function load3() {
+        if (loaded || !processOk(global.process)) {
+          return;
+        }
+        loaded = true;
+        emitter.count += 1;
+        signals = signals.filter(function(sig) {
+          try {
+            process2.on(sig, sigListeners[sig]);
+            return true;
+          } catch (er) {
+            return false;
+          }
+        });
+        process2.emit = processEmit;
+        process2.reallyExit = processReallyExit;
+      }, "load");
+      module3.exports.load = load2;
+      originalProcessReallyExit = process2.reallyExit;
+      processReallyExit = /* @__PURE__ */ __name(function processReallyExit2(code) {
+        if (!processOk(global.process)) {
+          return;
+        }
+        process2.exitCode = code || /* istanbul ignore next */
+        0;
+        emit("exit", process2.exitCode, null);
+        emit("afterexit", process2.exitCode, null);
+        originalProcessReallyExit.call(process2, process2.exitCode);
+      }, "processReallyExit");
+      originalProcessEmit = process2.emit;
+      processEmit = /* @__PURE__ */ __name(function processEmit2(ev, arg) {
+        if (ev === "exit" && processOk(global.process)) {
+          if (arg !== void 0) {
+            process2.exitCode = arg;
+          }
+          var ret = originalProcessEmit.apply(this, arguments);
+          emit("exit", process2.exitCode, null);
+          emit("afterexit", process2.exitCode, null);
+          return ret;
+        } else {
+          return originalProcessEmit.apply(this, arguments);
+        }
+      }, "processEmit");
+    }
+    var assert;
+    var signals;
+    var isWin;
+    var EE;
+    var emitter;
+    var unload;
+    var emit;
+    var sigListeners;
+    var loaded;
+    var load2;
+    var originalProcessReallyExit;
+    var processReallyExit;
+    var originalProcessEmit;
+    var processEmit;
+  }
+});
+
+// node_modules/proper-lockfile/lib/mtime-precision.js
+var require_mtime_precision = __commonJS({
+  "node_modules/proper-lockfile/lib/mtime-precision.js"(exports2, module3) {
+    "use strict";
+    init_import_meta_url();
+    var cacheSymbol = /* @__PURE__ */ Symbol();
+    function probe(file, fs, callback) {
+      const cachedPrecision = fs[cacheSymbol];
+      if (cachedPrecision) {
+        return fs.stat(file, (err, stat2) => {
+          if (err) {
+            return callback(err);
+          }
+          callback(null, stat2.mtime, cachedPrecision);
+        });
+      }
+      const mtime = new Date(Math.ceil(Date.now() / 1e3) * 1e3 + 5);
+      fs.utimes(file, mtime, mtime, (err) => {
+        if (err) {
+          return callback(err);
+        }
+        fs.stat(file, (err2, stat2) => {
+          if (err2) {
+            return callback(err2);
+          }
+          const precision = stat2.mtime.getTime() % 1e3 === 0 ? "s" : "ms";
+          Object.defineProperty(fs, cacheSymbol, { value: precision });
+          callback(null, stat2.mtime, precision);
+        });
+      });
+    }
+    __name(probe, "probe");
+    function getMtime(precision) {
+      let now = Date.now();
+      if (precision === "s") {
+        now = Math.ceil(now / 1e3) * 1e3;
+      }
+      return new Date(now);
+    }
+    __name(getMtime, "getMtime");
+    module3.exports.probe = probe;
+    module3.exports.getMtime = getMtime;
+  }
+});
+
+// node_modules/proper-lockfile/lib/lockfile.js
+var require_lockfile = __commonJS({
+  "node_modules/proper-lockfile/lib/lockfile.js"(exports2, module3) {
+    "use strict";
+    init_import_meta_url();
+    var path = require("path");
+    var fs = require_graceful_fs();
+    var retry = require_retry2();
+    var onExit = require_signal_exit();
+    var mtimePrecision = require_mtime_precision();
+    var locks = {};
+    function getLockFile(file, options) {
+      return options.lockfilePath || `${file}.lock`;
+    }
+    __name(getLockFile, "getLockFile");
+    function resolveCanonicalPath(file, options, callback) {
+      if (!options.realpath) {
+        return callback(null, path.resolve(file));
+      }
+      options.fs.realpath(file, callback);
+    }
+    __name(resolveCanonicalPath, "resolveCanonicalPath");
+    function acquireLock(file, options, callback) {
+      const lockfilePath = getLockFile(file, options);
+      options.fs.mkdir(lockfilePath, (err) => {
+        if (!err) {
+          return mtimePrecision.probe(lockfilePath, options.fs, (err2, mtime, mtimePrecision2) => {
+            if (err2) {
+              options.fs.rmdir(lockfilePath, () => {
+              });
+              return callback(err2);
+            }
+            callback(null, mtime, mtimePrecision2);
+          });
+        }
+        if (err.code !== "EEXIST") {
+          return callback(err);
+        }
+        if (options.stale <= 0) {
+          return callback(Object.assign(new Error("Lock file is already being held"), { code: "ELOCKED", file }));
+        }
+        options.fs.stat(lockfilePath, (err2, stat2) => {
+          if (err2) {
+            if (err2.code === "ENOENT") {
+              return acquireLock(file, { ...options, stale: 0 }, callback);
+            }
+            return callback(err2);
+          }
+          if (!isLockStale(stat2, options)) {
+            return callback(Object.assign(new Error("Lock file is already being held"), { code: "ELOCKED", file }));
+          }
+          removeLock(file, options, (err3) => {
+            if (err3) {
+              return callback(err3);
+            }
+            acquireLock(file, { ...options, stale: 0 }, callback);
+          });
+        });
+      });
+    }
+    __name(acquireLock, "acquireLock");
+    function isLockStale(stat2, options) {
+      return stat2.mtime.getTime() < Date.now() - options.stale;
+    }
+    __name(isLockStale, "isLockStale");
+    function removeLock(file, options, callback) {
+      options.fs.rmdir(getLockFile(file, options), (err) => {
+        if (err && err.code !== "ENOENT") {
+          return callback(err);
+        }
+        callback();
+      });
+    }
+    __name(removeLock, "removeLock");
+    function updateLock(file, options) {
+      const lock2 = locks[file];
+      if (lock2.updateTimeout) {
+        return;
+      }
+      lock2.updateDelay = lock2.updateDelay || options.update;
+      lock2.updateTimeout = setTimeout(() => {
+        lock2.updateTimeout = null;
+        options.fs.stat(lock2.lockfilePath, (err, stat2) => {
+          const isOverThreshold = lock2.lastUpdate + options.stale < Date.now();
+          if (err) {
+            if (err.code === "ENOENT" || isOverThreshold) {
+              return setLockAsCompromised(file, lock2, Object.assign(err, { code: "ECOMPROMISED" }));
+            }
+            lock2.updateDelay = 1e3;
+            return updateLock(file, options);
+          }
+          const isMtimeOurs = lock2.mtime.getTime() === stat2.mtime.getTime();
+          if (!isMtimeOurs) {
+            return setLockAsCompromised(
+              file,
+              lock2,
+              Object.assign(
+                new Error("Unable to update lock within the stale threshold"),
+                { code: "ECOMPROMISED" }
+              )
+            );
+          }
+          const mtime = mtimePrecision.getMtime(lock2.mtimePrecision);
+          options.fs.utimes(lock2.lockfilePath, mtime, mtime, (err2) => {
+            const isOverThreshold2 = lock2.lastUpdate + options.stale < Date.now();
+            if (lock2.released) {
+              return;
+            }
+            if (err2) {
+              if (err2.code === "ENOENT" || isOverThreshold2) {
+                return setLockAsCompromised(file, lock2, Object.assign(err2, { code: "ECOMPROMISED" }));
+              }
+              lock2.updateDelay = 1e3;
+              return updateLock(file, options);
+            }
+            lock2.mtime = mtime;
+            lock2.lastUpdate = Date.now();
+            lock2.updateDelay = null;
+            updateLock(file, options);
+          });
+        });
+      }, lock2.updateDelay);
+      if (lock2.updateTimeout.unref) {
+        lock2.updateTimeout.unref();
+      }
+    }
+    __name(updateLock, "updateLock");
+    function setLockAsCompromised(file, lock2, err) {
+      lock2.released = true;
+      if (lock2.updateTimeout) {
+        clearTimeout(lock2.updateTimeout);
+      }
+      if (locks[file] === lock2) {
+        delete locks[file];
+      }
+      lock2.options.onCompromised(err);
+    }
+    __name(setLockAsCompromised, "setLockAsCompromised");
+    function lock(file, options, callback) {
+      options = {
+        stale: 1e4,
+        update: null,
+        realpath: true,
+        retries: 0,
+        fs,
+        onCompromised: /* @__PURE__ */ __name((err) => {
+          throw err;
+        }, "onCompromised"),
+        ...options
+      };
+      options.retries = options.retries || 0;
+      options.retries = typeof options.retries === "number" ? { retries: options.retries } : options.retries;
+      options.stale = Math.max(options.stale || 0, 2e3);
+      options.update = options.update == null ? options.stale / 2 : options.update || 0;
+      options.update = Math.max(Math.min(options.update, options.stale / 2), 1e3);
+      resolveCanonicalPath(file, options, (err, file2) => {
+        if (err) {
+          return callback(err);
+        }
+        const operation = retry.operation(options.retries);
+        operation.attempt(() => {
+          acquireLock(file2, options, (err2, mtime, mtimePrecision2) => {
+            if (operation.retry(err2)) {
+              return;
+            }
+            if (err2) {
+              return callback(operation.mainError());
+            }
+            const lock2 = locks[file2] = {
+              lockfilePath: getLockFile(file2, options),
+              mtime,
+              mtimePrecision: mtimePrecision2,
+              options,
+              lastUpdate: Date.now()
+            };
+            updateLock(file2, options);
+            callback(null, (releasedCallback) => {
+              if (lock2.released) {
+                return releasedCallback && releasedCallback(Object.assign(new Error("Lock is already released"), { code: "ERELEASED" }));
+              }
+              unlock(file2, { ...options, realpath: false }, releasedCallback);
+            });
+          });
+        });
+      });
+    }
+    __name(lock, "lock");
+    function unlock(file, options, callback) {
+      options = {
+        fs,
+        realpath: true,
+        ...options
+      };
+      resolveCanonicalPath(file, options, (err, file2) => {
+        if (err) {
+          return callback(err);
+        }
+        const lock2 = locks[file2];
+        if (!lock2) {
+          return callback(Object.assign(new Error("Lock is not acquired/owned by you"), { code: "ENOTACQUIRED" }));
+        }
+        lock2.updateTimeout && clearTimeout(lock2.updateTimeout);
+        lock2.released = true;
+        delete locks[file2];
+        removeLock(file2, options, callback);
+      });
+    }
+    __name(unlock, "unlock");
+    function check(file, options, callback) {
+      options = {
+        stale: 1e4,
+        realpath: true,
+        fs,
+        ...options
+      };
+      options.stale = Math.max(options.stale || 0, 2e3);
+      resolveCanonicalPath(file, options, (err, file2) => {
+        if (err) {
+          return callback(err);
+        }
+        options.fs.stat(getLockFile(file2, options), (err2, stat2) => {
+          if (err2) {
+            return err2.code === "ENOENT" ? callback(null, false) : callback(err2);
+          }
+          return callback(null, !isLockStale(stat2, options));
+        });
+      });
+    }
+    __name(check, "check");
+    function getLocks() {
+      return locks;
+    }
+    __name(getLocks, "getLocks");
+    onExit(() => {
+      for (const file in locks) {
+        const options = locks[file].options;
+        try {
+          options.fs.rmdirSync(getLockFile(file, options));
+        } catch (e) {
+        }
+      }
+    });
+    module3.exports.lock = lock;
+    module3.exports.unlock = unlock;
+    module3.exports.check = check;
+    module3.exports.getLocks = getLocks;
+  }
+});
+
+// node_modules/proper-lockfile/lib/adapter.js
+var require_adapter = __commonJS({
+  "node_modules/proper-lockfile/lib/adapter.js"(exports2, module3) {
+    "use strict";
+    init_import_meta_url();
+    var fs = require_graceful_fs();
+    function createSyncFs(fs2) {
+      const methods = ["mkdir", "realpath", "stat", "rmdir", "utimes"];
+      const newFs = { ...fs2 };
+      methods.forEach((method) => {
+        newFs[method] = (...args) => {
+          const callback = args.pop();
+          let ret;
+          try {
+            ret = fs2[`${method}Sync`](...args);
+          } catch (err) {
+            return callback(err);
+          }
+          callback(null, ret);
+        };
+      });
+      return newFs;
+    }
+    __name(createSyncFs, "createSyncFs");
+    function toPromise(method) {
+      return (...args) => new Promise((resolve10, reject) => {
+        args.push((err, result) => {
+          if (err) {
+            reject(err);
+          } else {
+            resolve10(result);
+          }
+        });
+        method(...args);
+      });
+    }
+    __name(toPromise, "toPromise");
+    function toSync(method) {
+      return (...args) => {
+        let err;
+        let result;
+        args.push((_err, _result) => {
+          err = _err;
+          result = _result;
+        });
+        method(...args);
+        if (err) {
+          throw err;
+        }
+        return result;
+      };
+    }
+    __name(toSync, "toSync");
+    function toSyncOptions(options) {
+      options = { ...options };
+      options.fs = createSyncFs(options.fs || fs);
+      if (typeof options.retries === "number" && options.retries > 0 || options.retries && typeof options.retries.retries === "number" && options.retries.retries > 0) {
+        throw Object.assign(new Error("Cannot use retries with the sync api"), { code: "ESYNC" });
+      }
+      return options;
+    }
+    __name(toSyncOptions, "toSyncOptions");
+    module3.exports = {
+      toPromise,
+      toSync,
+      toSyncOptions
+    };
+  }
+});
+
+// node_modules/proper-lockfile/index.js
+var require_proper_lockfile = __commonJS({
+  "node_modules/proper-lockfile/index.js"(exports2, module3) {
+    "use strict";
+    init_import_meta_url();
+    var lockfile = require_lockfile();
+    var { toPromise, toSync, toSyncOptions } = require_adapter();
+    async function lock(file, options) {
+      const release = await toPromise(lockfile.lock)(file, options);
+      return toPromise(release);
+    }
+    __name(lock, "lock");
+    function lockSync(file, options) {
+      const release = toSync(lockfile.lock)(file, toSyncOptions(options));
+      return toSync(release);
+    }
+    __name(lockSync, "lockSync");
+    function unlock(file, options) {
+      return toPromise(lockfile.unlock)(file, options);
+    }
+    __name(unlock, "unlock");
+    function unlockSync(file, options) {
+      return toSync(lockfile.unlock)(file, toSyncOptions(options));
+    }
+    __name(unlockSync, "unlockSync");
+    function check(file, options) {
+      return toPromise(lockfile.check)(file, options);
+    }
+    __name(check, "check");
+    function checkSync(file, options) {
+      return toSync(lockfile.check)(file, toSyncOptions(options));
+    }
+    __name(checkSync, "checkSync");
+    module3.exports = lock;
+    module3.exports.lock = lock;
+    module3.exports.unlock = unlock;
+    module3.exports.lockSync = lockSync;
+    module3.exports.unlockSync = unlockSync;
+    module3.exports.check = check;
+    module3.exports.checkSync = checkSync;
+  }
+});
+
 // src/image/lock.ts
 function indexLockPath(dir) {
   return (0, import_node_path12.join)(dir, "index.json.lock");
@@ -2862,9 +4519,20 @@ function withBlobLock(dir, digest, fn, onWait) {
   });
 }
 async function withLock2(file, lockfilePath, fn, options) {
+  const quick = quickLock(lockfilePath);
+  if (quick) {
+    try {
+      const result = await fn();
+      const lost = quick.compromised();
+      if (lost) throw takenOver(options, lost);
+      return result;
+    } finally {
+      quick.release();
+    }
+  }
   let compromised;
   let release;
-  const { lock } = (0, import_node_module3.createRequire)(petri_import_meta_url)("proper-lockfile");
+  const { lock } = await Promise.resolve().then(() => __toESM(require_proper_lockfile(), 1));
   const take = /* @__PURE__ */ __name((retries) => lock(file, {
     lockfilePath,
     realpath: false,
@@ -2894,25 +4562,64 @@ async function withLock2(file, lockfilePath, fn, options) {
   }
   try {
     const result = await fn();
-    if (compromised) {
-      throw new PetriError(
-        `${options.what} was taken over while petri held it (${errorLine(compromised)}): the process was stalled for over ${STALE_MS / 1e3}s; run the command again`,
-        { code: "ELOCKED", cause: compromised }
-      );
-    }
+    if (compromised) throw takenOver(options, compromised);
     return result;
   } finally {
     if (!compromised) await release().catch(() => {
     });
   }
 }
-var import_node_fs16, import_node_module3, import_node_path12, STALE_MS, WAIT_MS;
+function takenOver(options, cause) {
+  return new PetriError(
+    `${options.what} was taken over while petri held it (${errorLine(cause)}): the process was stalled for over ${STALE_MS / 1e3}s; run the command again`,
+    { code: "ELOCKED", cause }
+  );
+}
+function quickLock(lockfilePath) {
+  try {
+    (0, import_node_fs16.mkdirSync)(lockfilePath);
+  } catch {
+    return void 0;
+  }
+  let mtime;
+  let lost;
+  const remove = /* @__PURE__ */ __name(() => {
+    try {
+      (0, import_node_fs16.rmdirSync)(lockfilePath);
+    } catch {
+    }
+  }, "remove");
+  const refresh = /* @__PURE__ */ __name(() => {
+    try {
+      const now = (0, import_node_fs16.statSync)(lockfilePath).mtimeMs;
+      if (mtime !== void 0 && now !== mtime) throw new Error("the lock was updated by another process");
+      const time = /* @__PURE__ */ new Date();
+      (0, import_node_fs16.utimesSync)(lockfilePath, time, time);
+      mtime = (0, import_node_fs16.statSync)(lockfilePath).mtimeMs;
+    } catch (error) {
+      lost = error;
+      clearInterval(timer);
+    }
+  }, "refresh");
+  refresh();
+  const timer = setInterval(refresh, STALE_MS / 4);
+  timer.unref();
+  process.on("exit", remove);
+  return {
+    release: /* @__PURE__ */ __name(() => {
+      clearInterval(timer);
+      process.off("exit", remove);
+      if (!lost) remove();
+    }, "release"),
+    compromised: /* @__PURE__ */ __name(() => lost, "compromised")
+  };
+}
+var import_node_fs16, import_node_path12, STALE_MS, WAIT_MS;
 var init_lock = __esm({
   "src/image/lock.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs16 = require("node:fs");
-    import_node_module3 = require("node:module");
     import_node_path12 = require("node:path");
     init_errors();
     init_digest();
@@ -2923,6 +4630,8 @@ var init_lock = __esm({
     __name(blobLockPath, "blobLockPath");
     __name(withBlobLock, "withBlobLock");
     __name(withLock2, "withLock");
+    __name(takenOver, "takenOver");
+    __name(quickLock, "quickLock");
   }
 });
 
@@ -3535,11 +5244,25 @@ var init_fsops = __esm({
       setxattr(path, name, value) {
         return this.apply({ op: "setxattr", path, name, value: value.toString("base64") });
       }
+      /**
+       * Every entry under `dir`, as `scanTree` reads it, without a process of its
+       * own: a builder scans each layer it writes with one FsOps.
+       */
+      async scan(dir) {
+        const lines = [];
+        await this.#send({ op: "scan", path: dir }, lines).catch((error) => {
+          throw new PetriError(`cannot read the directory tree ${dir}: ${error.message}`, { cause: error });
+        });
+        return lines.map((line) => JSON.parse(line));
+      }
       apply(op) {
+        return this.#send(op);
+      }
+      #send(op, lines) {
         const child = this.#start();
         return new Promise((resolve10, reject) => {
           if (this.#failure) return reject(this.#failure);
-          this.#waiting.push({ resolve: resolve10, reject });
+          this.#waiting.push({ resolve: resolve10, reject, ...lines ? { lines } : {} });
           child.stdin.write(`${JSON.stringify(op)}
 `);
         });
@@ -3550,6 +5273,10 @@ var init_fsops = __esm({
         if (!child || !this.#closed) return Promise.resolve();
         child.stdin.end();
         return this.#closed;
+      }
+      /** Starts the process now, so that it is ready when the first op comes. */
+      start() {
+        this.#start();
       }
       #start() {
         if (this.#child) return this.#child;
@@ -3570,6 +5297,11 @@ var init_fsops = __esm({
         return child;
       }
       #answer(line) {
+        const scanning = this.#waiting[0]?.lines;
+        if (scanning && line.startsWith("{")) {
+          scanning.push(line);
+          return;
+        }
         const waiter = this.#waiting.shift();
         if (!waiter) return;
         if (line === "ok") {
@@ -3860,7 +5592,7 @@ var require_headers = __commonJS({
   "node_modules/tar-stream/headers.js"(exports2) {
     init_import_meta_url();
     var b4a = require_b4a();
-    var ZEROS = "0000000000000000000";
+    var ZEROS2 = "0000000000000000000";
     var SEVENS = "7777777777777777777";
     var ZERO_OFFSET = "0".charCodeAt(0);
     var USTAR_MAGIC = b4a.from([117, 115, 116, 97, 114, 0]);
@@ -4065,7 +5797,7 @@ var require_headers = __commonJS({
     function encodeOct(val, n) {
       val = val.toString(8);
       if (val.length > n) return SEVENS.slice(0, n) + " ";
-      return ZEROS.slice(0, n - val.length) + val + " ";
+      return ZEROS2.slice(0, n - val.length) + val + " ";
     }
     __name(encodeOct, "encodeOct");
     function encodeSizeBin(num, buf, off) {
@@ -6266,16 +7998,20 @@ var require_tar_stream = __commonJS({
 var tar_pax_exports = {};
 __export(tar_pax_exports, {
   XATTR_PAX_PREFIX: () => XATTR_PAX_PREFIX,
+  tarHeaders: () => tarHeaders,
   tarStream: () => tarStream
 });
 function tarStream() {
-  if (patched) return import_tar_stream.default;
-  const require2 = (0, import_node_module4.createRequire)(petri_import_meta_url);
-  const codec = import_headers.default;
-  codec.decodePax = decodePax;
-  codec.encodePax = encodePax;
-  patched = true;
+  tarHeaders();
   return import_tar_stream.default;
+}
+function tarHeaders() {
+  if (codec) return codec;
+  const headers = import_headers.default;
+  headers.decodePax = decodePax;
+  headers.encodePax = encodePax;
+  codec = headers;
+  return headers;
 }
 function encoding(key) {
   return key.startsWith(XATTR_PAX_PREFIX) ? "latin1" : "utf8";
@@ -6310,17 +8046,18 @@ function encodePax(opts) {
   for (const [key, value] of Object.entries(opts.pax ?? {})) add2(key, Buffer.from(value, encoding(key)));
   return Buffer.concat(records);
 }
-var import_headers, import_node_module4, import_tar_stream, XATTR_PAX_PREFIX, patched;
+var import_headers, import_tar_stream, import_node_module3, XATTR_PAX_PREFIX, load, codec;
 var init_tar_pax = __esm({
   "src/snapshot/tar-pax.ts"() {
     "use strict";
     init_import_meta_url();
     import_headers = __toESM(require_headers(), 1);
-    import_node_module4 = require("node:module");
     import_tar_stream = __toESM(require_tar_stream(), 1);
+    import_node_module3 = require("node:module");
     XATTR_PAX_PREFIX = "SCHILY.xattr.";
-    patched = false;
+    load = (0, import_node_module3.createRequire)(petri_import_meta_url);
     __name(tarStream, "tarStream");
+    __name(tarHeaders, "tarHeaders");
     __name(encoding, "encoding");
     __name(decodePax, "decodePax");
     __name(encodePax, "encodePax");
@@ -12149,6 +13886,86 @@ var init_scan = __esm({
   }
 });
 
+// src/snapshot/tar-buffer.ts
+var BLOCK, ZEROS, TarBuffer;
+var init_tar_buffer = __esm({
+  "src/snapshot/tar-buffer.ts"() {
+    "use strict";
+    init_import_meta_url();
+    init_tar_pax();
+    BLOCK = 512;
+    ZEROS = Buffer.alloc(2 * BLOCK);
+    TarBuffer = class {
+      static {
+        __name(this, "TarBuffer");
+      }
+      #chunks = [];
+      #length = 0;
+      /** Adds an entry; `body` is a regular file's content (its size is the header's). */
+      add(header, body) {
+        if (!header.size || header.type === "symlink") header.size = 0;
+        if (!header.mode) header.mode = header.type === "directory" ? 493 : 420;
+        if (!header.uid) header.uid = 0;
+        if (!header.gid) header.gid = 0;
+        if (!header.mtime) header.mtime = /* @__PURE__ */ new Date();
+        const isVoid = header.type !== "file" && header.type !== "contiguous-file";
+        if (body) {
+          if (isVoid && body.length > 0) throw new Error("No body allowed for this entry");
+          header.size = body.length;
+        }
+        if (!isVoid && header.size !== (body?.length ?? 0)) throw new Error("Size mismatch");
+        this.#encode(header);
+        if (body && !isVoid) this.#push(body);
+        this.#pad(header.size ?? 0);
+      }
+      /** The archive, with tar's two zero end blocks. */
+      finish() {
+        this.#push(ZEROS);
+        return Buffer.concat(this.#chunks, this.#length);
+      }
+      #encode(header) {
+        const codec2 = tarHeaders();
+        if (!header.pax) {
+          const block = codec2.encode(header);
+          if (block) {
+            this.#push(block);
+            return;
+          }
+        }
+        const records = codec2.encodePax({ name: header.name, linkname: header.linkname, pax: header.pax ?? null });
+        const paxHeader = {
+          name: "PaxHeader",
+          mode: header.mode,
+          uid: header.uid,
+          gid: header.gid,
+          size: records.length,
+          mtime: header.mtime,
+          type: "pax-header",
+          linkname: header.linkname && "PaxHeader",
+          uname: header.uname,
+          gname: header.gname,
+          devmajor: header.devmajor,
+          devminor: header.devminor
+        };
+        this.#push(codec2.encode(paxHeader));
+        this.#push(records);
+        this.#pad(records.length);
+        paxHeader.size = header.size;
+        paxHeader.type = header.type;
+        this.#push(codec2.encode(paxHeader));
+      }
+      #pad(size2) {
+        const rest = size2 % BLOCK;
+        if (rest) this.#push(ZEROS.subarray(0, BLOCK - rest));
+      }
+      #push(chunk) {
+        this.#chunks.push(chunk);
+        this.#length += chunk.length;
+      }
+    };
+  }
+});
+
 // src/snapshot/layer-from-dir.ts
 var layer_from_dir_exports = {};
 __export(layer_from_dir_exports, {
@@ -12157,10 +13974,26 @@ __export(layer_from_dir_exports, {
 async function writeLayer(upperDir, out, options = {}) {
   let entries;
   try {
-    entries = await scanTree(upperDir);
+    entries = await (options.scan ?? scanTree)(upperDir);
   } catch (error) {
     out.destroy(error);
     throw error;
+  }
+  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
+  const bytes = entries.reduce((sum, entry) => sum + (entry.type === "f" ? entry.size : 0), 0);
+  if (bytes <= (options.inMemoryMax ?? 4 << 20) && options.inMemoryMax !== 0) {
+    let tar4;
+    try {
+      const archive = new TarBuffer();
+      await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
+      tar4 = archive.finish();
+    } catch (error) {
+      out.destroy(error);
+      throw layerError(upperDir, error);
+    }
+    out.end(tar4);
+    await (0, import_promises13.finished)(out);
+    return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar4).digest("hex")}`, size: tar4.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
@@ -12168,18 +14001,36 @@ async function writeLayer(upperDir, out, options = {}) {
   writing.catch(() => {
   });
   try {
-    await addEntries(pack, upperDir, entries, options.sourceDateEpoch);
+    await addEntries(streamPacker(pack), upperDir, entries, options.sourceDateEpoch);
     pack.finalize();
     await writing;
   } catch (error) {
     pack.destroy(error);
     await writing.catch(() => {
     });
-    if (error instanceof PetriError) throw error;
-    throw new PetriError(`cannot write ${upperDir} as a layer: ${error.message}`, { cause: error });
+    throw layerError(upperDir, error);
   }
-  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
   return { diffId: counter.digest, size: counter.size, opaque };
+}
+function layerError(upperDir, error) {
+  if (error instanceof PetriError) return error;
+  return new PetriError(`cannot write ${upperDir} as a layer: ${error.message}`, { cause: error });
+}
+function streamPacker(pack) {
+  return { add: /* @__PURE__ */ __name((header) => add(pack, header), "add"), addFile: /* @__PURE__ */ __name((header, path) => addFile(pack, header, path), "addFile") };
+}
+function bufferPacker(archive) {
+  return {
+    add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
+    addFile: /* @__PURE__ */ __name(async (header, path) => {
+      const fd = (0, import_node_fs32.openSync)(path, import_node_fs32.constants.O_RDONLY | import_node_fs32.constants.O_NOFOLLOW);
+      try {
+        archive.add(header, (0, import_node_fs32.readFileSync)(fd));
+      } finally {
+        (0, import_node_fs32.closeSync)(fd);
+      }
+    }, "addFile")
+  };
 }
 function isOpaqueDir(entry) {
   return entry.type === "d" && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE2;
@@ -12196,10 +14047,10 @@ async function addEntries(pack, root, entries, epoch) {
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
           const parent = (0, import_node_path27.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path27.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          await pack.add(emptyHeader((0, import_node_path27.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
-        await add(pack, {
+        await pack.add({
           ...base,
           type: entry.type === "c" ? "character-device" : "block-device",
           devmajor: entry.rdev[0],
@@ -12207,25 +14058,25 @@ async function addEntries(pack, root, entries, epoch) {
         });
         break;
       case "p":
-        await add(pack, { ...base, type: "fifo" });
+        await pack.add({ ...base, type: "fifo" });
         break;
       case "d":
-        await add(pack, { ...base, name: `${entry.path}/`, type: "directory" });
+        await pack.add({ ...base, name: `${entry.path}/`, type: "directory" });
         if (isOpaqueDir(entry)) {
-          await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
+          await pack.add(emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
         }
         break;
       case "l":
-        await add(pack, { ...base, type: "symlink", linkname: entry.link ?? "" });
+        await pack.add({ ...base, type: "symlink", linkname: entry.link ?? "" });
         break;
       case "f": {
         const first = entry.nlink > 1 ? firstPathOfInode.get(entry.ino) : void 0;
         if (first !== void 0) {
-          await add(pack, { ...base, type: "link", linkname: first });
+          await pack.add({ ...base, type: "link", linkname: first });
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path27.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path27.join)(root, entry.path));
         break;
       }
       default:
@@ -12268,11 +14119,12 @@ async function addFile(pack, header, path) {
   const file = (await (0, import_promises12.open)(path, import_node_fs32.constants.O_RDONLY | import_node_fs32.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_fs32, import_promises12, import_node_path27, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs32, import_promises12, import_node_path27, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
+    import_node_crypto8 = require("node:crypto");
     import_node_fs32 = require("node:fs");
     import_promises12 = require("node:fs/promises");
     import_node_path27 = require("node:path");
@@ -12280,11 +14132,15 @@ var init_layer_from_dir = __esm({
     init_errors();
     init_digest();
     init_scan();
+    init_tar_buffer();
     init_tar_pax();
     init_whiteouts();
     USTAR_MAX_ID = 262143;
     OPAQUE_VALUE2 = Buffer.from("y").toString("base64");
     __name(writeLayer, "writeLayer");
+    __name(layerError, "layerError");
+    __name(streamPacker, "streamPacker");
+    __name(bufferPacker, "bufferPacker");
     __name(isOpaqueDir, "isOpaqueDir");
     __name(addEntries, "addEntries");
     __name(emptyHeader, "emptyHeader");
@@ -12442,6 +14298,7 @@ var init_builder = __esm({
     init_reference();
     init_store();
     init_types();
+    init_fsops();
     init_fs();
     init_cache();
     init_config();
@@ -12481,6 +14338,8 @@ var init_builder = __esm({
       #usedArgs = /* @__PURE__ */ new Set();
       #nextStep = 1;
       #workDirs = [];
+      /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
+      #scanner;
       #pulls = /* @__PURE__ */ new Map();
       #remote;
       /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
@@ -12518,6 +14377,7 @@ var init_builder = __esm({
           return result;
         } finally {
           for (const dir of this.#workDirs) removeTree(dir);
+          await this.#scanner?.close();
         }
       }
       async #loadRemoteCache() {
@@ -12989,6 +14849,10 @@ ${trigger}
         }
         const cached3 = record !== void 0;
         if (!record) {
+          if (!this.#scanner) {
+            this.#scanner = new FsOps();
+            this.#scanner.start();
+          }
           const lower = await this.#lower(state);
           const work = await this.#workDir();
           const upper = (0, import_node_path28.join)(work, "upper");
@@ -13024,7 +14888,11 @@ ${trigger}
         stored.catch(() => {
         });
         const { writeLayer: writeLayer2 } = await Promise.resolve().then(() => (init_layer_from_dir(), layer_from_dir_exports));
-        const { diffId, size: size2, opaque } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
+        const scanner = this.#scanner;
+        const { diffId, size: size2, opaque } = await writeLayer2(upper, stream, {
+          sourceDateEpoch: this.#epoch,
+          scan: /* @__PURE__ */ __name((dir) => scanner.scan(dir), "scan")
+        });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
         const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
@@ -21591,7 +23459,7 @@ function parseShard(text) {
   return { index, count };
 }
 function shardOf(name, count) {
-  const hash = (0, import_node_crypto8.createHash)("sha256").update(name).digest();
+  const hash = (0, import_node_crypto9.createHash)("sha256").update(name).digest();
   return hash.readUInt32BE(0) % count + 1;
 }
 function matchesFilter(job, pattern) {
@@ -21625,12 +23493,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto8;
+var import_node_crypto9;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto8 = require("node:crypto");
+    import_node_crypto9 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -21696,8 +23564,8 @@ function liveReporter(out, options) {
     return chars.length > max ? `${chars.slice(0, max - 1).join("")}\u2026` : text;
   }, "clip");
   function block() {
-    const finished = counts.passed + counts.failed + counts.error + counts.interrupted;
-    const queued = Math.max(0, total - finished - running.size);
+    const finished2 = counts.passed + counts.failed + counts.error + counts.interrupted;
+    const queued = Math.max(0, total - finished2 - running.size);
     const parts = [
       `${paint("1", String(running.size))} running`,
       paint(counts.passed ? "32" : "0", `${counts.passed} passed`),
@@ -21706,7 +23574,7 @@ function liveReporter(out, options) {
       ...counts.interrupted ? [paint("33", `${counts.interrupted} interrupted`)] : [],
       `${queued} queued`
     ];
-    const lines = [`${parts.join(", ")} \xB7 ${finished}/${total} \xB7 ${formatDuration(now() - started)}`];
+    const lines = [`${parts.join(", ")} \xB7 ${finished2}/${total} \xB7 ${formatDuration(now() - started)}`];
     for (const [image, status] of images) lines.push(clip(`  image ${image}: ${status}`));
     const rows = Math.max(3, (out.rows ?? 24) - 4 - lines.length);
     const jobs = [...running.values()];
@@ -22795,13 +24663,13 @@ async function saveFailure(failure, place) {
     path: (0, import_node_path35.join)(place.dir, `${job.name}${ext}`),
     shown: (0, import_node_path35.join)(place.shown, `${job.name}${ext}`)
   }), "file");
-  const tar5 = file(".tar");
-  await saveImages(place.store, [ref], tar5.path);
-  const repro = `petri repro ${shellQuote(tar5.shown)} --rerun`;
+  const tar4 = file(".tar");
+  await saveImages(place.store, [ref], tar4.path);
+  const repro = `petri repro ${shellQuote(tar4.shown)} --rerun`;
   const commands = {
     rerun: repro,
-    shell: `petri repro ${shellQuote(tar5.shown)}`,
-    docker: `docker load -i ${shellQuote(tar5.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
+    shell: `petri repro ${shellQuote(tar4.shown)}`,
+    docker: `docker load -i ${shellQuote(tar4.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
   };
   let pushed;
   let pushError;
@@ -22836,7 +24704,7 @@ async function saveFailure(failure, place) {
         committed: {
           image: ref,
           id: committed.id,
-          archive: tar5.shown,
+          archive: tar4.shown,
           ...pushed ? { pushed } : {},
           ...pushError ? { pushError } : {}
         },
@@ -22851,11 +24719,11 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs41.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
+  (0, import_node_fs41.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar4.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
-    tar: tar5.shown,
+    tar: tar4.shown,
     json: json.shown,
     markdown: markdown.shown,
     repro,
@@ -22870,7 +24738,7 @@ function fence(text) {
   const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
   return "`".repeat(longest + 1);
 }
-function reportMarkdown(failure, ref, tar5, commands, diff, pushLine) {
+function reportMarkdown(failure, ref, tar4, commands, diff, pushLine) {
   const { job } = failure;
   const block = /* @__PURE__ */ __name((lang, text) => {
     if (text === "") return "(none)\n";
@@ -22887,7 +24755,7 @@ ${text.endsWith("\n") || text === "" ? text : `${text}
     `- image: ${failure.image.name} (${failure.image.id})`,
     `- command: \`${failure.command.map(shellQuote).join(" ")}\``,
     `- duration: ${formatDuration(failure.durationMs)}, attempts: ${failure.attempts}`,
-    `- committed: \`${ref}\`, saved to \`${tar5}\``,
+    `- committed: \`${ref}\`, saved to \`${tar4}\``,
     ...pushLine ? [`- ${pushLine}`] : [],
     "",
     "## Reproduce",
@@ -23214,7 +25082,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto9.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto10.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os5.availableParallelism)(), free = (0, import_node_os5.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -23336,12 +25204,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto9, import_node_os5, ASSUMED_JOB_MEMORY;
+var import_node_crypto10, import_node_os5, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto9 = require("node:crypto");
+    import_node_crypto10 = require("node:crypto");
     import_node_os5 = require("node:os");
     init_p_limit();
     init_store();
@@ -36094,9 +37962,9 @@ async function runDocker(plan, mode) {
   }
   try {
     say(["load", "-i", archive]);
-    const load = (0, import_node_child_process8.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
-    if (load.status !== 0)
-      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
+    const load2 = (0, import_node_child_process8.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    if (load2.status !== 0)
+      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load2.status})`);
   } finally {
     if (temp) (0, import_node_fs45.rmSync)(temp, { recursive: true, force: true });
   }
@@ -36601,7 +38469,7 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto10.createHash)("sha256");
+  const hash = (0, import_node_crypto11.createHash)("sha256");
   await (0, import_promises19.pipeline)(
     (0, import_node_fs47.createReadStream)(file),
     (0, import_node_zlib5.createGunzip)(),
@@ -36614,12 +38482,12 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs47, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto11, import_node_fs47, import_node_stream9, import_promises19, import_node_zlib5;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
+    import_node_crypto11 = require("node:crypto");
     import_node_fs47 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises19 = require("node:stream/promises");
@@ -37369,9 +39237,9 @@ async function main13(argv) {
 `);
     return 0;
   }
-  const load = COMMANDS[command2];
-  if (!load) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
-  return (await load()).main(rest);
+  const load2 = COMMANDS[command2];
+  if (!load2) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
+  return (await load2()).main(rest);
 }
 __name(main13, "main");
 var settled = false;

@@ -42,6 +42,7 @@ import {
   type StoredImage,
 } from '../image/types.js';
 import type { ContainerOptions } from '../runtime/options.js';
+import { FsOps } from '../snapshot/fsops.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
@@ -161,6 +162,8 @@ class Builder {
   #usedArgs = new Set<string>();
   #nextStep = 1;
   #workDirs: string[] = [];
+  /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
+  #scanner: FsOps | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
   #remote: RemoteCache | undefined;
   /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
@@ -200,6 +203,7 @@ class Builder {
       return result;
     } finally {
       for (const dir of this.#workDirs) removeTree(dir);
+      await this.#scanner?.close();
     }
   }
 
@@ -709,6 +713,10 @@ class Builder {
     }
     const cached = record !== undefined;
     if (!record) {
+      if (!this.#scanner) {
+        this.#scanner = new FsOps();
+        this.#scanner.start(); // ready by the time the step's layer is written
+      }
       const lower = await this.#lower(state);
       const work = await this.#workDir();
       const upper = join(work, 'upper');
@@ -744,7 +752,11 @@ class Builder {
     const stored = this.#store.writeBlobStream(stream);
     stored.catch(() => {});
     const { writeLayer } = await import('../snapshot/layer-from-dir.js');
-    const { diffId, size, opaque } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
+    const scanner = this.#scanner as FsOps;
+    const { diffId, size, opaque } = await writeLayer(upper, stream, {
+      sourceDateEpoch: this.#epoch,
+      scan: (dir) => scanner.scan(dir),
+    });
     const blob = await stored;
     const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;

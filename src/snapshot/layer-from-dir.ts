@@ -1,18 +1,28 @@
-import { constants } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, constants, openSync, readFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import type { Pack } from 'tar-stream';
 import { PetriError } from '../errors.js';
 import { HashingStream } from '../image/digest.js';
 import { type ScanEntry, scanTree } from './scan.js';
+import { TarBuffer } from './tar-buffer.js';
 import { type TarHeader, tarStream, XATTR_PAX_PREFIX } from './tar-pax.js';
 import { OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, WHITEOUT_PREFIX } from './whiteouts.js';
 
 export interface WriteLayerOptions {
   /** Clamp every mtime to this (seconds since the epoch), like SOURCE_DATE_EPOCH: reproducible layers. */
   sourceDateEpoch?: number;
+  /** Reads the tree (default: scanTree, a `petri-runner scan` process; a builder passes its FsOps' scan). */
+  scan?: (dir: string) => Promise<ScanEntry[]>;
+  /**
+   * A layer whose regular files hold at most this many bytes (default 4 MiB)
+   * is built in memory, without tar-stream's streams (the same bytes); 0
+   * streams every layer.
+   */
+  inMemoryMax?: number;
 }
 
 /** The most a ustar header holds for uid/gid (7 octal digits); above it they go into PAX records. */
@@ -37,34 +47,78 @@ export async function writeLayer(
 ): Promise<{ diffId: string; size: number; opaque: string[] }> {
   let entries: ScanEntry[];
   try {
-    entries = await scanTree(upperDir);
+    entries = await (options.scan ?? scanTree)(upperDir);
   } catch (error) {
     out.destroy(error as Error);
     throw error;
+  }
+  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
+  const bytes = entries.reduce((sum, entry) => sum + (entry.type === 'f' ? entry.size : 0), 0);
+  if (bytes <= (options.inMemoryMax ?? 4 << 20) && options.inMemoryMax !== 0) {
+    let tar: Buffer;
+    try {
+      const archive = new TarBuffer();
+      await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
+      tar = archive.finish();
+    } catch (error) {
+      out.destroy(error as Error);
+      throw layerError(upperDir, error);
+    }
+    out.end(tar);
+    await finished(out);
+    return { diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}`, size: tar.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
   const writing = pipeline(pack as unknown as NodeJS.ReadableStream, counter, out);
   writing.catch(() => {}); // awaited below
   try {
-    await addEntries(pack, upperDir, entries, options.sourceDateEpoch);
+    await addEntries(streamPacker(pack), upperDir, entries, options.sourceDateEpoch);
     pack.finalize();
     await writing;
   } catch (error) {
     pack.destroy(error as Error);
     await writing.catch(() => {});
-    if (error instanceof PetriError) throw error;
-    throw new PetriError(`cannot write ${upperDir} as a layer: ${(error as Error).message}`, { cause: error });
+    throw layerError(upperDir, error);
   }
-  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
   return { diffId: counter.digest, size: counter.size, opaque };
+}
+
+function layerError(upperDir: string, error: unknown): Error {
+  if (error instanceof PetriError) return error;
+  return new PetriError(`cannot write ${upperDir} as a layer: ${(error as Error).message}`, { cause: error });
+}
+
+/** Where the entries go: tar-stream's pack stream, or a TarBuffer. */
+interface Packer {
+  add(header: TarHeader): Promise<void>;
+  /** A regular file, its content read from `path` without following a symlink put in its place. */
+  addFile(header: TarHeader, path: string): Promise<void>;
+}
+
+function streamPacker(pack: Pack): Packer {
+  return { add: (header) => add(pack, header), addFile: (header, path) => addFile(pack, header, path) };
+}
+
+function bufferPacker(archive: TarBuffer): Packer {
+  return {
+    add: async (header) => archive.add(header, header.type === 'file' ? Buffer.alloc(0) : undefined),
+    addFile: async (header, path) => {
+      const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      try {
+        archive.add(header, readFileSync(fd));
+      } finally {
+        closeSync(fd);
+      }
+    },
+  };
 }
 
 function isOpaqueDir(entry: ScanEntry): boolean {
   return entry.type === 'd' && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE;
 }
 
-async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch: number | undefined): Promise<void> {
+async function addEntries(pack: Packer, root: string, entries: ScanEntry[], epoch: number | undefined): Promise<void> {
   const firstPathOfInode = new Map<number, string>();
   for (const entry of entries) {
     const mtime = new Date((epoch === undefined ? entry.mtime : Math.min(entry.mtime, epoch)) * 1000);
@@ -76,10 +130,10 @@ async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch:
       case 'b':
         if (entry.type === 'c' && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
           const parent = dirname(entry.path);
-          await add(pack, emptyHeader(join(parent === '.' ? '' : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          await pack.add(emptyHeader(join(parent === '.' ? '' : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
-        await add(pack, {
+        await pack.add({
           ...base,
           type: entry.type === 'c' ? 'character-device' : 'block-device',
           devmajor: entry.rdev[0],
@@ -87,25 +141,25 @@ async function addEntries(pack: Pack, root: string, entries: ScanEntry[], epoch:
         });
         break;
       case 'p':
-        await add(pack, { ...base, type: 'fifo' });
+        await pack.add({ ...base, type: 'fifo' });
         break;
       case 'd':
-        await add(pack, { ...base, name: `${entry.path}/`, type: 'directory' });
+        await pack.add({ ...base, name: `${entry.path}/`, type: 'directory' });
         if (isOpaqueDir(entry)) {
-          await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
+          await pack.add(emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
         }
         break;
       case 'l':
-        await add(pack, { ...base, type: 'symlink', linkname: entry.link ?? '' });
+        await pack.add({ ...base, type: 'symlink', linkname: entry.link ?? '' });
         break;
       case 'f': {
         const first = entry.nlink > 1 ? firstPathOfInode.get(entry.ino) : undefined;
         if (first !== undefined) {
-          await add(pack, { ...base, type: 'link', linkname: first });
+          await pack.add({ ...base, type: 'link', linkname: first });
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await addFile(pack, { ...base, type: 'file', size: entry.size }, join(root, entry.path));
+        await pack.addFile({ ...base, type: 'file', size: entry.size }, join(root, entry.path));
         break;
       }
       default:

@@ -1,12 +1,16 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import tar, { type Header } from 'tar-stream';
+import type tar from 'tar-stream';
+import type { Header } from 'tar-stream';
 
 /** PAX keys whose values are raw bytes (extended attributes, as GNU tar and Go's archive/tar write them). */
 export const XATTR_PAX_PREFIX = 'SCHILY.xattr.';
 
 type PaxRecords = Record<string, string>;
-interface HeaderCodec {
+/** tar-stream's header codec (its `headers.js`). */
+export interface HeaderCodec {
+  /** A ustar header block, or null when the header needs PAX records (a long name). */
+  encode(header: TarHeader): Buffer | null;
   encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer;
   decodePax(buf: Buffer): PaxRecords;
 }
@@ -14,7 +18,9 @@ interface HeaderCodec {
 /** A tar header as tar-stream reads and writes it, with the PAX records its typings leave out. */
 export type TarHeader = Omit<Header, 'pax'> & { pax?: PaxRecords | null };
 
-let patched = false;
+// Loaded when first used, and tar-stream's streams only by tarStream(): writing a small layer needs the codec alone.
+const load = createRequire(import.meta.url);
+let codec: HeaderCodec | undefined;
 
 /**
  * tar-stream with binary-safe PAX records. tar-stream decodes and encodes every
@@ -26,13 +32,18 @@ let patched = false;
  * binary xattr round trip, so a tar-stream that changes its internals is caught).
  */
 export function tarStream(): typeof tar {
-  if (patched) return tar;
-  const require = createRequire(import.meta.url);
-  const codec = require(join(dirname(require.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
-  codec.decodePax = decodePax;
-  codec.encodePax = encodePax;
-  patched = true;
-  return tar;
+  tarHeaders();
+  return load('tar-stream') as typeof tar;
+}
+
+/** tar-stream's header codec, patched as tarStream() says, without loading its streams. */
+export function tarHeaders(): HeaderCodec {
+  if (codec) return codec;
+  const headers = load(join(dirname(load.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
+  headers.decodePax = decodePax;
+  headers.encodePax = encodePax;
+  codec = headers;
+  return headers;
 }
 
 function encoding(key: string): BufferEncoding {
