@@ -30,6 +30,7 @@ import { closest } from '../dockerfile/suggest.js';
 import { errorLine, PetriError } from '../errors.js';
 import { readFromLayers } from '../harness/image-run.js';
 import { resolveUser } from '../image/apply-config.js';
+import type { BlobInfo } from '../image/blobs.js';
 import { imageArchitecture } from '../image/platform.js';
 import type { PullPolicy } from '../image/pull-policy.js';
 import { parseReference } from '../image/reference.js';
@@ -748,16 +749,26 @@ class Builder {
   }
 
   async #commitLayer(state: State, upper: string): Promise<LayerRef> {
-    const stream = new PassThrough();
-    const stored = this.#store.writeBlobStream(stream);
-    stored.catch(() => {});
+    let stored: Promise<BlobInfo> | undefined;
+    const sink = {
+      whole: async (tar: Buffer) => {
+        stored = this.#store.writeBlob(tar);
+        await stored;
+      },
+      stream: () => {
+        const stream = new PassThrough();
+        stored = this.#store.writeBlobStream(stream);
+        stored.catch(() => {});
+        return stream;
+      },
+    };
     const { writeLayer } = await import('../snapshot/layer-from-dir.js');
     const scanner = this.#scanner as FsOps;
-    const { diffId, size, opaque } = await writeLayer(upper, stream, {
+    const { diffId, size, opaque } = await writeLayer(upper, sink, {
       sourceDateEpoch: this.#epoch,
       scan: (dir) => scanner.scan(dir),
     });
-    const blob = await stored;
+    const blob = await (stored as Promise<BlobInfo>);
     const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
     (await this.#layerCache()).adopt(upper, { diffId, size, opaque }, parent);

@@ -18,7 +18,7 @@ import { copyFile, open, readFile } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
+import type zlibModule from 'node:zlib';
 import { cleanPath, goMatch, hasWildcards, IgnoreMatcher } from '../dockerfile/dockerignore.js';
 import { PetriError } from '../errors.js';
 import { FsOps } from '../snapshot/fsops.js';
@@ -26,6 +26,9 @@ import type { TarHeader } from '../snapshot/tar-pax.js';
 import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../snapshot/whiteouts.js';
 import { removeTree } from '../util/fs.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
+
+/** node:zlib, loaded when an archive needs it (~2 ms a COPY never spends). */
+const zlib = () => process.getBuiltinModule('node:zlib') as typeof zlibModule;
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
 export interface CopyRequest {
@@ -387,7 +390,7 @@ const MAGIC = {
 };
 
 const zstdDecompress = () =>
-  (zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
+  (zlib() as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
 
 /** ADD: whether a file is a tar archive (plain, gzip, zstd) that Docker would extract. */
 async function archiveKind(entry: SelectedEntry): Promise<SelectedEntry['archive']> {
@@ -424,7 +427,7 @@ async function readHead(path: string, size: number): Promise<Buffer> {
 
 async function decompressedHead(path: string, compression: 'gzip' | 'zstd'): Promise<Buffer> {
   const input = createReadStream(path);
-  const stream = compression === 'gzip' ? zlib.createGunzip() : (zstdDecompress() as NodeJS.ReadWriteStream);
+  const stream = compression === 'gzip' ? zlib().createGunzip() : (zstdDecompress() as NodeJS.ReadWriteStream);
   input.on('error', (error) => (stream as unknown as Readable).destroy(error));
   input.pipe(stream as unknown as NodeJS.WritableStream);
   let head = Buffer.alloc(0);
@@ -749,7 +752,7 @@ class UpperWriter implements FsView {
   /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
   async #extract(entry: SelectedEntry, destRel: string): Promise<void> {
     const stages: NodeJS.ReadWriteStream[] = [];
-    if (entry.archive === 'gzip') stages.push(zlib.createGunzip());
+    if (entry.archive === 'gzip') stages.push(zlib().createGunzip());
     if (entry.archive === 'zstd') stages.push(zstdDecompress() as NodeJS.ReadWriteStream);
     // tar-stream is loaded only when an archive is extracted: a cached build never needs it.
     const { tarStream } = await import('../snapshot/tar-pax.js');

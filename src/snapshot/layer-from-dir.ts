@@ -30,8 +30,18 @@ const USTAR_MAX_ID = 0o777777;
 const OPAQUE_VALUE = Buffer.from('y').toString('base64');
 
 /**
+ * Where a layer goes: a small one's whole archive at once (`whole`), a big
+ * one's through a stream (`stream()`, ended when done, destroyed on failure).
+ */
+export interface LayerSink {
+  whole(tar: Buffer): Promise<void>;
+  stream(): Writable;
+}
+
+/**
  * Writes `upperDir` (a container's overlay upper dir, or a plain root filesystem)
- * as an OCI layer tar to `out` (ended when done, destroyed on failure): overlay whiteouts become
+ * as an OCI layer tar to `out` (a stream, ended when done, destroyed on
+ * failure, or a LayerSink): overlay whiteouts become
  * `.wh.NAME` files, opaque directories get a `.wh..wh..opq` entry, hard links
  * stay links, device nodes, fifos and symlinks are kept, owners are numeric,
  * xattrs (but overlayfs' own) become PAX `SCHILY.xattr.*` records. Entries come
@@ -42,14 +52,24 @@ const OPAQUE_VALUE = Buffer.from('y').toString('base64');
  */
 export async function writeLayer(
   upperDir: string,
-  out: Writable,
+  out: Writable | LayerSink,
   options: WriteLayerOptions = {},
 ): Promise<{ diffId: string; size: number; opaque: string[] }> {
+  const sink: LayerSink =
+    'whole' in out
+      ? out
+      : {
+          whole: async (tar) => {
+            out.end(tar);
+            await finished(out);
+          },
+          stream: () => out,
+        };
   let entries: ScanEntry[];
   try {
     entries = await (options.scan ?? scanTree)(upperDir);
   } catch (error) {
-    out.destroy(error as Error);
+    if (!('whole' in out)) out.destroy(error as Error);
     throw error;
   }
   const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
@@ -61,16 +81,15 @@ export async function writeLayer(
       await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
       tar = archive.finish();
     } catch (error) {
-      out.destroy(error as Error);
+      if (!('whole' in out)) out.destroy(error as Error);
       throw layerError(upperDir, error);
     }
-    out.end(tar);
-    await finished(out);
+    await sink.whole(tar);
     return { diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}`, size: tar.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
-  const writing = pipeline(pack as unknown as NodeJS.ReadableStream, counter, out);
+  const writing = pipeline(pack as unknown as NodeJS.ReadableStream, counter, sink.stream());
   writing.catch(() => {}); // awaited below
   try {
     await addEntries(streamPacker(pack), upperDir, entries, options.sourceDateEpoch);
