@@ -7,10 +7,7 @@ import type { Header } from 'tar-stream';
 export const XATTR_PAX_PREFIX = 'SCHILY.xattr.';
 
 type PaxRecords = Record<string, string>;
-/** tar-stream's header codec (its `headers.js`). */
-export interface HeaderCodec {
-  /** A ustar header block, or null when the header needs PAX records (a long name). */
-  encode(header: TarHeader): Buffer | null;
+interface HeaderCodec {
   encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer;
   decodePax(buf: Buffer): PaxRecords;
 }
@@ -18,9 +15,9 @@ export interface HeaderCodec {
 /** A tar header as tar-stream reads and writes it, with the PAX records its typings leave out. */
 export type TarHeader = Omit<Header, 'pax'> & { pax?: PaxRecords | null };
 
-// Loaded when first used, and tar-stream's streams only by tarStream(): writing a small layer needs the codec alone.
+// Loaded when first used: a small layer is packed without tar-stream (tar-buffer.ts).
 const load = createRequire(import.meta.url);
-let codec: HeaderCodec | undefined;
+let patched = false;
 
 /**
  * tar-stream with binary-safe PAX records. tar-stream decodes and encodes every
@@ -32,18 +29,13 @@ let codec: HeaderCodec | undefined;
  * binary xattr round trip, so a tar-stream that changes its internals is caught).
  */
 export function tarStream(): typeof tar {
-  tarHeaders();
+  if (!patched) {
+    const codec = load(join(dirname(load.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
+    codec.decodePax = decodePax;
+    codec.encodePax = encodePax;
+    patched = true;
+  }
   return load('tar-stream') as typeof tar;
-}
-
-/** tar-stream's header codec, patched as tarStream() says, without loading its streams. */
-export function tarHeaders(): HeaderCodec {
-  if (codec) return codec;
-  const headers = load(join(dirname(load.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
-  headers.decodePax = decodePax;
-  headers.encodePax = encodePax;
-  codec = headers;
-  return headers;
 }
 
 function encoding(key: string): BufferEncoding {
@@ -68,7 +60,8 @@ function decodePax(buf: Buffer): PaxRecords {
   return result;
 }
 
-function encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer {
+/** PAX records as tar-stream's patched codec encodes them (path, linkpath, then the records in order). */
+export function encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer {
   const records: Buffer[] = [];
   const add = (key: string, value: Buffer) => {
     const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);
