@@ -132,6 +132,7 @@ describeKernel('writeLayer and diffUpper', () => {
     const [streamed, inMemory, scanned] = [join(dir, 's.tar'), join(dir, 'm.tar'), join(dir, 'f.tar')];
     const a = await writeLayer(root, createWriteStream(streamed), { sourceDateEpoch: 1, inMemoryMax: 0 });
     const b = await writeLayer(root, createWriteStream(inMemory), { sourceDateEpoch: 1 });
+    await expect(fsops.scan(join(dir, 'missing'))).rejects.toThrow(/cannot read the directory tree .*missing: scan/);
     const c = await writeLayer(root, createWriteStream(scanned), { sourceDateEpoch: 1, scan: (d) => fsops.scan(d) });
     await fsops.close();
     expect(readFileSync(inMemory).equals(readFileSync(streamed))).toBe(true);
