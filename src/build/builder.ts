@@ -197,10 +197,12 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
+      const closing = this.#scanner?.close(); // every layer is written: let it exit while the image is
       this.#warnUnusedArgs();
       const result = await this.#writeImage(state, tags);
       await this.#exportCache(state);
       this.#emit({ type: 'image', ...result, durationMs: Date.now() - started });
+      await closing;
       return result;
     } finally {
       for (const dir of this.#workDirs) removeTree(dir);
