@@ -13,6 +13,7 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { IgnoreMatcher, readDockerignore } from '../dockerfile/dockerignore.js';
@@ -163,6 +164,8 @@ class Builder {
   #usedArgs = new Set<string>();
   #nextStep = 1;
   #workDirs: string[] = [];
+  /** Working directories being removed (see #dropWorkDir). */
+  #removals: Promise<void>[] = [];
   /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
   #scanner: FsOps | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
@@ -205,6 +208,7 @@ class Builder {
       await closing;
       return result;
     } finally {
+      await Promise.all(this.#removals);
       for (const dir of this.#workDirs) removeTree(dir);
       await this.#scanner?.close();
     }
@@ -688,6 +692,18 @@ class Builder {
     return this.#layers;
   }
 
+  /**
+   * Removes a step's working directory, empty once its upper dir became the
+   * layer, in the thread pool while the build goes on; one that is not empty
+   * (or not removed) is left to the end of the build.
+   */
+  #dropWorkDir(dir: string): void {
+    const index = this.#workDirs.indexOf(dir);
+    if (index < 0) return;
+    this.#workDirs.splice(index, 1);
+    this.#removals.push(rmdir(dir).catch(() => void this.#workDirs.push(dir)));
+  }
+
   async #workDir(): Promise<string> {
     const dir = (await this.#layerCache()).workDir();
     this.#workDirs.push(dir);
@@ -733,6 +749,7 @@ class Builder {
         createdBy,
       } satisfies CacheRecord;
       this.#cache.set(key, record);
+      this.#dropWorkDir(work);
     }
     this.#usedSteps.set(key, { record, parent: state.fsKey });
     const entry: HistoryEntry = { created: record.created, created_by: createdBy };

@@ -15,6 +15,7 @@ import {
   unlinkSync,
 } from 'node:fs';
 import { copyFile, open, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { join, posix, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -28,7 +29,7 @@ import { removeTree } from '../util/fs.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
 
 /** node:zlib, loaded when an archive needs it (~2 ms a COPY never spends). */
-const zlib = () => process.getBuiltinModule('node:zlib') as typeof zlibModule;
+const zlib = () => createRequire(import.meta.url)('node:zlib') as typeof zlibModule;
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
 export interface CopyRequest {
