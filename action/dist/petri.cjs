@@ -2649,7 +2649,7 @@ async function removeQuietly(path) {
   await (0, import_promises4.unlink)(path).catch(() => {
   });
 }
-var import_node_crypto4, import_node_fs15, import_promises4, import_node_path11, import_promises5, WRITE_MISMATCH, BlobStore;
+var import_node_crypto4, import_node_fs15, import_promises4, import_node_path11, import_promises5, WRITE_MISMATCH, SYNC_IO_MAX, BlobStore;
 var init_blobs = __esm({
   "src/image/blobs.ts"() {
     "use strict";
@@ -2664,6 +2664,7 @@ var init_blobs = __esm({
     init_layout();
     init_temp();
     WRITE_MISMATCH = "the source is corrupt or was tampered with";
+    SYNC_IO_MAX = 1 << 20;
     BlobStore = class {
       static {
         __name(this, "BlobStore");
@@ -2686,6 +2687,7 @@ var init_blobs = __esm({
         if (expected !== void 0 && validateDigest(expected) !== digest) {
           throw digestMismatch(expected, digest, WRITE_MISMATCH);
         }
+        if (buffer.length <= SYNC_IO_MAX) return this.#writeSmall(buffer, { digest, size: buffer.length });
         const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
         await (0, import_promises4.writeFile)(temp, buffer, { flag: "wx" });
         return this.#commit(temp, { digest, size: buffer.length });
@@ -2741,9 +2743,12 @@ var init_blobs = __esm({
       /** A blob's content, verified against its digest. */
       async readBlob(digest) {
         const path = this.#existingPath(digest);
-        const data = await (0, import_promises4.readFile)(path).catch((error) => {
+        let data;
+        try {
+          data = (sizeOf(path) ?? Number.POSITIVE_INFINITY) <= SYNC_IO_MAX ? (0, import_node_fs15.readFileSync)(path) : await (0, import_promises4.readFile)(path);
+        } catch (error) {
           throw this.#readError(digest, path, error);
-        });
+        }
         const actual = sha256Digest(data);
         if (actual !== digest) throw digestMismatch(digest, actual, corruptWhere(path));
         return data;
@@ -2789,6 +2794,31 @@ var init_blobs = __esm({
        * right size) is kept and its mtime refreshed, so that a prune's grace period
        * protects it again until the new image that uses it is tagged.
        */
+      /** writeBlob of a small buffer, as #commit does it but synchronously, the temp file written only when needed. */
+      #writeSmall(buffer, blob) {
+        const final = this.blobPath(blob.digest);
+        try {
+          if (sizeOf(final) === blob.size) {
+            const now = /* @__PURE__ */ new Date();
+            (0, import_node_fs15.utimesSync)(final, now, now);
+            return blob;
+          }
+        } catch (error) {
+          if (error.code !== "ENOENT") throw error;
+        }
+        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
+        (0, import_node_fs15.writeFileSync)(temp, buffer, { flag: "wx" });
+        try {
+          (0, import_node_fs15.renameSync)(temp, final);
+        } catch (error) {
+          try {
+            (0, import_node_fs15.unlinkSync)(temp);
+          } catch {
+          }
+          throw error;
+        }
+        return blob;
+      }
       async #commit(temp, blob) {
         const final = this.blobPath(blob.digest);
         try {
@@ -7998,20 +8028,17 @@ var require_tar_stream = __commonJS({
 var tar_pax_exports = {};
 __export(tar_pax_exports, {
   XATTR_PAX_PREFIX: () => XATTR_PAX_PREFIX,
-  tarHeaders: () => tarHeaders,
+  encodePax: () => encodePax,
   tarStream: () => tarStream
 });
 function tarStream() {
-  tarHeaders();
+  if (!patched) {
+    const codec = import_headers.default;
+    codec.decodePax = decodePax;
+    codec.encodePax = encodePax;
+    patched = true;
+  }
   return import_tar_stream.default;
-}
-function tarHeaders() {
-  if (codec) return codec;
-  const headers = import_headers.default;
-  headers.decodePax = decodePax;
-  headers.encodePax = encodePax;
-  codec = headers;
-  return headers;
 }
 function encoding(key) {
   return key.startsWith(XATTR_PAX_PREFIX) ? "latin1" : "utf8";
@@ -8046,7 +8073,7 @@ function encodePax(opts) {
   for (const [key, value] of Object.entries(opts.pax ?? {})) add2(key, Buffer.from(value, encoding(key)));
   return Buffer.concat(records);
 }
-var import_headers, import_tar_stream, import_node_module3, XATTR_PAX_PREFIX, load, codec;
+var import_headers, import_tar_stream, import_node_module3, XATTR_PAX_PREFIX, load, patched;
 var init_tar_pax = __esm({
   "src/snapshot/tar-pax.ts"() {
     "use strict";
@@ -8056,8 +8083,8 @@ var init_tar_pax = __esm({
     import_node_module3 = require("node:module");
     XATTR_PAX_PREFIX = "SCHILY.xattr.";
     load = (0, import_node_module3.createRequire)(petri_import_meta_url);
+    patched = false;
     __name(tarStream, "tarStream");
-    __name(tarHeaders, "tarHeaders");
     __name(encoding, "encoding");
     __name(decodePax, "decodePax");
     __name(encodePax, "encodePax");
@@ -11334,7 +11361,7 @@ async function readHead(path, size2) {
 }
 async function decompressedHead(path, compression) {
   const input = (0, import_node_fs29.createReadStream)(path);
-  const stream = compression === "gzip" ? import_node_zlib2.default.createGunzip() : zstdDecompress();
+  const stream = compression === "gzip" ? zlib2().createGunzip() : zstdDecompress();
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
   let head = Buffer.alloc(0);
@@ -11391,7 +11418,7 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs29, import_promises8, import_node_path25, import_promises9, import_node_zlib2, isUrl, isGit, word, Selection, join23, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs29, import_promises8, import_node_module4, import_node_path25, import_promises9, zlib2, isUrl, isGit, word, Selection, join23, statOf, digestCache, SMALL_FILE, MAGIC, zstdDecompress, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
@@ -11399,15 +11426,16 @@ var init_copy = __esm({
     import_node_crypto7 = require("node:crypto");
     import_node_fs29 = require("node:fs");
     import_promises8 = require("node:fs/promises");
+    import_node_module4 = require("node:module");
     import_node_path25 = require("node:path");
     import_promises9 = require("node:stream/promises");
-    import_node_zlib2 = __toESM(require("node:zlib"), 1);
     init_dockerignore();
     init_errors();
     init_fsops();
     init_whiteouts();
     init_fs();
     init_fs_view();
+    zlib2 = /* @__PURE__ */ __name(() => (0, import_node_module4.createRequire)(petri_import_meta_url)("node:zlib"), "zlib");
     isUrl = /* @__PURE__ */ __name((source) => /^https?:\/\//i.test(source), "isUrl");
     isGit = /* @__PURE__ */ __name((source) => /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source), "isGit");
     word = /* @__PURE__ */ __name((req) => req.add ? "ADD" : "COPY", "word");
@@ -11568,7 +11596,7 @@ var init_copy = __esm({
       bzip2: Buffer.from("BZh"),
       xz: Buffer.from([253, 55, 122, 88, 90, 0])
     };
-    zstdDecompress = /* @__PURE__ */ __name(() => import_node_zlib2.default.createZstdDecompress?.(), "zstdDecompress");
+    zstdDecompress = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress?.(), "zstdDecompress");
     __name(archiveKind, "archiveKind");
     __name(readHead, "readHead");
     __name(decompressedHead, "decompressedHead");
@@ -11812,7 +11840,7 @@ var init_copy = __esm({
       /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
       async #extract(entry, destRel) {
         const stages = [];
-        if (entry.archive === "gzip") stages.push(import_node_zlib2.default.createGunzip());
+        if (entry.archive === "gzip") stages.push(zlib2().createGunzip());
         if (entry.archive === "zstd") stages.push(zstdDecompress());
         const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
@@ -13887,7 +13915,55 @@ var init_scan = __esm({
 });
 
 // src/snapshot/tar-buffer.ts
-var BLOCK, ZEROS, TarBuffer;
+function ustarHeader(header) {
+  const block = Buffer.alloc(BLOCK);
+  let name = header.name;
+  let prefix = "";
+  if (Buffer.byteLength(name) !== name.length) return null;
+  while (Buffer.byteLength(name) > 100) {
+    const slash = name.indexOf("/");
+    if (slash === -1) return null;
+    prefix += prefix ? `/${name.slice(0, slash)}` : name.slice(0, slash);
+    name = name.slice(slash + 1);
+  }
+  if (Buffer.byteLength(name) > 100 || Buffer.byteLength(prefix) > 155) return null;
+  if (header.linkname && Buffer.byteLength(header.linkname) > 100) return null;
+  block.write(name);
+  block.write(octal((header.mode ?? 0) & 4095, 6), 100);
+  block.write(octal(header.uid ?? 0, 6), 108);
+  block.write(octal(header.gid ?? 0, 6), 116);
+  const size2 = header.size ?? 0;
+  if (size2.toString(8).length > 11) {
+    block[124] = 128;
+    let rest = size2;
+    for (let i = 11; i > 0; i--) {
+      block[124 + i] = rest & 255;
+      rest = Math.floor(rest / 256);
+    }
+  } else {
+    block.write(octal(size2, 11), 124);
+  }
+  block.write(octal(header.mtime.getTime() / 1e3 | 0, 11), 136);
+  block[156] = 48 + (TYPEFLAGS[header.type] ?? 0);
+  if (header.linkname) block.write(header.linkname, 157);
+  block.write("ustar\x0000", 257, "latin1");
+  if (header.uname) block.write(header.uname, 265);
+  if (header.gname) block.write(header.gname, 297);
+  block.write(octal(header.devmajor || 0, 6), 329);
+  block.write(octal(header.devminor || 0, 6), 337);
+  if (prefix) block.write(prefix, 345);
+  let sum = 8 * 32;
+  for (let i = 0; i < 148; i++) sum += block[i];
+  for (let i = 156; i < BLOCK; i++) sum += block[i];
+  block.write(octal(sum, 6), 148);
+  return block;
+}
+function octal(value, n) {
+  const digits = value.toString(8);
+  if (digits.length > n) return `${"7".repeat(n)} `;
+  return `${"0".repeat(n - digits.length)}${digits} `;
+}
+var BLOCK, ZEROS, TarBuffer, TYPEFLAGS;
 var init_tar_buffer = __esm({
   "src/snapshot/tar-buffer.ts"() {
     "use strict";
@@ -13923,16 +13999,16 @@ var init_tar_buffer = __esm({
         this.#push(ZEROS);
         return Buffer.concat(this.#chunks, this.#length);
       }
+      /** tar-stream's Pack#_encode: a ustar header, or a PAX header and records before it. */
       #encode(header) {
-        const codec2 = tarHeaders();
         if (!header.pax) {
-          const block = codec2.encode(header);
+          const block = ustarHeader(header);
           if (block) {
             this.#push(block);
             return;
           }
         }
-        const records = codec2.encodePax({ name: header.name, linkname: header.linkname, pax: header.pax ?? null });
+        const records = encodePax({ name: header.name, linkname: header.linkname, pax: header.pax ?? null });
         const paxHeader = {
           name: "PaxHeader",
           mode: header.mode,
@@ -13947,12 +14023,12 @@ var init_tar_buffer = __esm({
           devmajor: header.devmajor,
           devminor: header.devminor
         };
-        this.#push(codec2.encode(paxHeader));
+        this.#push(ustarHeader(paxHeader));
         this.#push(records);
         this.#pad(records.length);
         paxHeader.size = header.size;
         paxHeader.type = header.type;
-        this.#push(codec2.encode(paxHeader));
+        this.#push(ustarHeader(paxHeader));
       }
       #pad(size2) {
         const rest = size2 % BLOCK;
@@ -13963,6 +14039,19 @@ var init_tar_buffer = __esm({
         this.#length += chunk.length;
       }
     };
+    TYPEFLAGS = {
+      file: 0,
+      link: 1,
+      symlink: 2,
+      "character-device": 3,
+      "block-device": 4,
+      directory: 5,
+      fifo: 6,
+      "contiguous-file": 7,
+      "pax-header": 72
+    };
+    __name(ustarHeader, "ustarHeader");
+    __name(octal, "octal");
   }
 });
 
@@ -13972,11 +14061,18 @@ __export(layer_from_dir_exports, {
   writeLayer: () => writeLayer
 });
 async function writeLayer(upperDir, out, options = {}) {
+  const sink = "whole" in out ? out : {
+    whole: /* @__PURE__ */ __name(async (tar4) => {
+      out.end(tar4);
+      await (0, import_promises13.finished)(out);
+    }, "whole"),
+    stream: /* @__PURE__ */ __name(() => out, "stream")
+  };
   let entries;
   try {
     entries = await (options.scan ?? scanTree)(upperDir);
   } catch (error) {
-    out.destroy(error);
+    if (!("whole" in out)) out.destroy(error);
     throw error;
   }
   const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
@@ -13988,16 +14084,15 @@ async function writeLayer(upperDir, out, options = {}) {
       await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
       tar4 = archive.finish();
     } catch (error) {
-      out.destroy(error);
+      if (!("whole" in out)) out.destroy(error);
       throw layerError(upperDir, error);
     }
-    out.end(tar4);
-    await (0, import_promises13.finished)(out);
+    await sink.whole(tar4);
     return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar4).digest("hex")}`, size: tar4.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
-  const writing = (0, import_promises13.pipeline)(pack, counter, out);
+  const writing = (0, import_promises13.pipeline)(pack, counter, sink.stream());
   writing.catch(() => {
   });
   try {
@@ -14279,13 +14374,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process7, import_node_fs33, import_node_path28, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process7, import_node_fs33, import_promises14, import_node_path28, import_node_stream6, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
     import_node_fs33 = require("node:fs");
+    import_promises14 = require("node:fs/promises");
     import_node_path28 = require("node:path");
     import_node_stream6 = require("node:stream");
     init_dockerignore();
@@ -14338,6 +14434,8 @@ var init_builder = __esm({
       #usedArgs = /* @__PURE__ */ new Set();
       #nextStep = 1;
       #workDirs = [];
+      /** Working directories being removed (see #dropWorkDir). */
+      #removals = [];
       /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
       #scanner;
       #pulls = /* @__PURE__ */ new Map();
@@ -14370,12 +14468,15 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
+          const closing = this.#scanner?.close();
           this.#warnUnusedArgs();
           const result = await this.#writeImage(state, tags);
           await this.#exportCache(state);
           this.#emit({ type: "image", ...result, durationMs: Date.now() - started });
+          await closing;
           return result;
         } finally {
+          await Promise.all(this.#removals);
           for (const dir of this.#workDirs) removeTree(dir);
           await this.#scanner?.close();
         }
@@ -14829,6 +14930,17 @@ ${trigger}
         }
         return this.#layers;
       }
+      /**
+       * Removes a step's working directory, empty once its upper dir became the
+       * layer, in the thread pool while the build goes on; one that is not empty
+       * (or not removed) is left to the end of the build.
+       */
+      #dropWorkDir(dir) {
+        const index = this.#workDirs.indexOf(dir);
+        if (index < 0) return;
+        this.#workDirs.splice(index, 1);
+        this.#removals.push((0, import_promises14.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
+      }
       async #workDir() {
         const dir = (await this.#layerCache()).workDir();
         this.#workDirs.push(dir);
@@ -14866,6 +14978,7 @@ ${trigger}
             createdBy
           };
           this.#cache.set(key, record);
+          this.#dropWorkDir(work);
         }
         this.#usedSteps.set(key, { record, parent: state.fsKey });
         const entry = { created: record.created, created_by: createdBy };
@@ -14883,13 +14996,23 @@ ${trigger}
         };
       }
       async #commitLayer(state, upper) {
-        const stream = new import_node_stream6.PassThrough();
-        const stored = this.#store.writeBlobStream(stream);
-        stored.catch(() => {
-        });
+        let stored;
+        const sink = {
+          whole: /* @__PURE__ */ __name(async (tar4) => {
+            stored = this.#store.writeBlob(tar4);
+            await stored;
+          }, "whole"),
+          stream: /* @__PURE__ */ __name(() => {
+            const stream = new import_node_stream6.PassThrough();
+            stored = this.#store.writeBlobStream(stream);
+            stored.catch(() => {
+            });
+            return stream;
+          }, "stream")
+        };
         const { writeLayer: writeLayer2 } = await Promise.resolve().then(() => (init_layer_from_dir(), layer_from_dir_exports));
         const scanner = this.#scanner;
-        const { diffId, size: size2, opaque } = await writeLayer2(upper, stream, {
+        const { diffId, size: size2, opaque } = await writeLayer2(upper, sink, {
           sourceDateEpoch: this.#epoch,
           scan: /* @__PURE__ */ __name((dir) => scanner.scan(dir), "scan")
         });
@@ -23996,13 +24119,13 @@ var init_images = __esm({
 // src/test-runner/copy-files.ts
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
-    const source = await (0, import_promises14.stat)(file.source);
+    const source = await (0, import_promises15.stat)(file.source);
     let target = import_node_path32.posix.normalize(file.target);
     if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
     const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -24014,7 +24137,7 @@ async function makeDirs2(upper, lower, path) {
     current = import_node_path32.posix.join(current, part);
     const inUpper = (0, import_node_path32.join)(upper, current);
     try {
-      const existing = await (0, import_promises14.lstat)(inUpper);
+      const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
       throw new Error(`cannot copy files to ${path}: ${current} is not a directory in the container`);
     } catch (error) {
@@ -24026,17 +24149,17 @@ async function makeDirs2(upper, lower, path) {
         `cannot copy files to ${path}: ${current} is ${image.isSymbolicLink() ? "a symlink" : "not a directory"} in the image (name the real path)`
       );
     }
-    await (0, import_promises14.mkdir)(inUpper, { mode: 493 });
+    await (0, import_promises15.mkdir)(inUpper, { mode: 493 });
     if (image) {
-      await (0, import_promises14.chown)(inUpper, image.uid, image.gid);
-      await (0, import_promises14.chmod)(inUpper, image.mode & 4095);
+      await (0, import_promises15.chown)(inUpper, image.uid, image.gid);
+      await (0, import_promises15.chmod)(inUpper, image.mode & 4095);
     }
   }
 }
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises14.lstat)((0, import_node_path32.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path32.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -24044,12 +24167,12 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises14, import_node_path32;
+var import_promises15, import_node_path32;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises14 = require("node:fs/promises");
+    import_promises15 = require("node:fs/promises");
     import_node_path32 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
@@ -24253,8 +24376,8 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs37.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
-    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises15.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs37.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
   releaseName(container.name, container.id);
@@ -24270,13 +24393,13 @@ function toInfo(record) {
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs37, import_promises15;
+var import_node_fs37, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs37 = require("node:fs");
-    import_promises15 = require("node:timers/promises");
+    import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
     init_cgroups();
@@ -24384,7 +24507,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = import_tar_stream2.default.pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs39.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs39.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24395,7 +24518,7 @@ async function saveImages(store, refs, file) {
       size: (0, import_node_fs39.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
-    await (0, import_promises16.pipeline)(store.openBlob(digest), entry);
+    await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
   }, "addBlob");
   const addJson = /* @__PURE__ */ __name((name, value) => new Promise(
     (resolve10, reject) => pack.entry({ name, mtime: /* @__PURE__ */ new Date(0) }, `${JSON.stringify(value)}
@@ -24438,13 +24561,13 @@ async function saveImages(store, refs, file) {
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs39, import_promises16, import_tar_stream2;
+var import_node_fs39, import_promises17, import_tar_stream2;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs39 = require("node:fs");
-    import_promises16 = require("node:stream/promises");
+    import_promises17 = require("node:stream/promises");
     import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_types();
@@ -37585,7 +37708,7 @@ async function loadArchive(store, file) {
     }, next);
   });
   try {
-    await (0, import_promises17.pipeline)(maybeGunzip(file), extract);
+    await (0, import_promises18.pipeline)(maybeGunzip(file), extract);
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot load ${file}: ${error.message} (is it an image archive?)`, {
@@ -37678,17 +37801,17 @@ function sniffGzip(source) {
 }
 function maybeGunzip(file) {
   const input = (0, import_node_fs43.createReadStream)(file);
-  return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
+  return isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input;
 }
-var import_node_fs43, import_node_stream8, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs43, import_node_stream8, import_promises18, import_node_zlib2, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs43 = require("node:fs");
     import_node_stream8 = require("node:stream");
-    import_promises17 = require("node:stream/promises");
-    import_node_zlib3 = require("node:zlib");
+    import_promises18 = require("node:stream/promises");
+    import_node_zlib2 = require("node:zlib");
     import_tar_stream3 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_fs();
@@ -37725,7 +37848,7 @@ async function readArchiveImage(file) {
   });
   try {
     const input = (0, import_node_fs44.createReadStream)(file);
-    await (0, import_promises18.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib4.createGunzip)()) : input, extract);
+    await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
     const config = first ? small.get(first.Config.replace(/^\.\//, "")) : void 0;
@@ -37737,14 +37860,14 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs44, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
+var import_node_fs44, import_promises19, import_node_zlib3, import_tar_stream4, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs44 = require("node:fs");
-    import_promises18 = require("node:stream/promises");
-    import_node_zlib4 = require("node:zlib");
+    import_promises19 = require("node:stream/promises");
+    import_node_zlib3 = require("node:zlib");
     import_tar_stream4 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_fs();
@@ -38470,9 +38593,9 @@ function sourceEpoch() {
 }
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto11.createHash)("sha256");
-  await (0, import_promises19.pipeline)(
+  await (0, import_promises20.pipeline)(
     (0, import_node_fs47.createReadStream)(file),
-    (0, import_node_zlib5.createGunzip)(),
+    (0, import_node_zlib4.createGunzip)(),
     new import_node_stream9.Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);
@@ -38482,7 +38605,7 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs47, import_node_stream9, import_promises19, import_node_zlib5;
+var import_node_crypto11, import_node_fs47, import_node_stream9, import_promises20, import_node_zlib4;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
@@ -38490,8 +38613,8 @@ var init_import = __esm({
     import_node_crypto11 = require("node:crypto");
     import_node_fs47 = require("node:fs");
     import_node_stream9 = require("node:stream");
-    import_promises19 = require("node:stream/promises");
-    import_node_zlib5 = require("node:zlib");
+    import_promises20 = require("node:stream/promises");
+    import_node_zlib4 = require("node:zlib");
     init_errors();
     init_platform();
     init_reference();
