@@ -1,7 +1,8 @@
 /* fsops.c: the filesystem calls Node cannot make, for src/snapshot/:
  * `fsops` applies mknod, overlay whiteouts, opaque dirs and xattrs read as
- * JSON lines on stdin; `scan` prints a directory tree with what Node's
- * lstat cannot tell (xattrs) as JSON lines. PROTOCOL.md is the interface. */
+ * JSON lines on stdin, and scans trees; `scan` prints a directory tree with
+ * what Node's lstat cannot tell (xattrs) as JSON lines. PROTOCOL.md is the
+ * interface. */
 #define _GNU_SOURCE
 #include "json.h"
 #include "runner.h"
@@ -95,6 +96,21 @@ static int op_setxattr(const struct jval *op, const char *path, struct rerr *e)
 	return 0;
 }
 
+static int scan_dir(int dirfd, char *rel, size_t rlen, struct rerr *e);
+
+/* The `scan` op: the tree's entries as `scan` prints them, before the answer line. */
+static int op_scan(const char *path, struct rerr *e)
+{
+	static char rel[8192];
+	rel[0] = 0;
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return rerr_set(e, errno, "scan %s", path);
+	int rc = scan_dir(fd, rel, 0, e);
+	close(fd);
+	return rc;
+}
+
 static int op_apply(const struct jval *op, struct rerr *e)
 {
 	const char *name = json_str(op, "op"), *path = json_str(op, "path");
@@ -116,6 +132,8 @@ static int op_apply(const struct jval *op, struct rerr *e)
 	}
 	if (strcmp(name, "setxattr") == 0)
 		return op_setxattr(op, path, e);
+	if (strcmp(name, "scan") == 0)
+		return op_scan(path, e);
 	return rerr_set(e, 0, "unknown op \"%s\"", name);
 }
 

@@ -38,15 +38,17 @@ const tarHeaders = {
   setup(bundle) {
     bundle.onLoad({ filter: /[\\/]src[\\/]snapshot[\\/]tar-pax\.ts$/ }, (args) => {
       const code = readFileSync(args.path, 'utf8');
-      const call = "require(join(dirname(require.resolve('tar-stream')), 'headers.js'))";
-      if (!code.includes(call)) {
+      const call = "load(join(dirname(load.resolve('tar-stream')), 'headers.js'))";
+      const main = "load('tar-stream')";
+      if (!code.includes(call) || !code.includes(main)) {
         throw new Error(
-          `bundle-action: ${args.path} no longer finds tar-stream's headers.js as expected: update this plugin`,
+          `bundle-action: ${args.path} no longer loads tar-stream and its headers.js as expected: update this plugin`,
         );
       }
       const headers = join(top, 'node_modules', 'tar-stream', 'headers.js');
+      const imports = `import __petriTarHeaders from ${JSON.stringify(headers)};\nimport __petriTarStream from 'tar-stream';\n`;
       return {
-        contents: `import __petriTarHeaders from ${JSON.stringify(headers)};\n${code.replace(call, '__petriTarHeaders')}`,
+        contents: `${imports}${code.replace(call, '__petriTarHeaders').replace(main, '__petriTarStream')}`,
         loader: 'ts',
         resolveDir: dirname(args.path),
       };

@@ -20,7 +20,7 @@ const next = join(top, 'dist', `.bin-${process.pid}`);
 const old = join(top, 'dist', `.bin-old-${process.pid}`);
 rmSync(next, { recursive: true, force: true });
 await build({
-  input: join(top, 'dist', 'cli', 'main.js'),
+  input: join(top, 'dist', 'cli', 'bin.js'),
   platform: 'node',
   // Builtins and CommonJS packages are required at run time, not copied in;
   // ES-module-only packages are bundled, as require() of an ES module is still

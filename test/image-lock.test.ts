@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ImageStore, withIndexLock } from '../src/image/index.js';
 import { blobLockPath, withBlobLock } from '../src/image/lock.js';
 
@@ -41,6 +41,28 @@ describe('the index lock', () => {
     expect(order).toEqual(['holder in', 'holder out', 'tagged']);
     expect(existsSync(lockDir())).toBe(false);
     expect((await store.resolve('demo:1')).tags).toEqual(['demo:1']);
+  });
+
+  it('holds the lock as proper-lockfile sees it, and reports it taken over', async () => {
+    const { check } = await import('proper-lockfile');
+    const options = { lockfilePath: lockDir(), realpath: false, stale: 20_000 };
+    await withIndexLock(store.dir, async () => {
+      expect(await check(store.dir, options)).toBe(true);
+    });
+    expect(existsSync(lockDir())).toBe(false);
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    try {
+      const held = withIndexLock(store.dir, async () => {
+        // Another process took the lock over (a stall past the stale time): a new mtime.
+        const later = new Date(Date.now() + 60_000);
+        utimesSync(lockDir(), later, later);
+        vi.advanceTimersByTime(5_000);
+      });
+      await expect(held).rejects.toThrow(/was taken over while petri held it/);
+      expect(existsSync(lockDir())).toBe(true); // the new holder's
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('takes over a lock that a dead process left (its mtime stopped moving)', async () => {

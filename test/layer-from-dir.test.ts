@@ -98,6 +98,7 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(written).toEqual({
       diffId: `sha256:${createHash('sha256').update(bytes).digest('hex')}`,
       size: bytes.length,
+      opaque: [],
     });
 
     const out = join(dir, 'out');
@@ -118,6 +119,30 @@ describeKernel('writeLayer and diffUpper', () => {
     }
   });
 
+  it('writes the same bytes in memory as through tar-stream, and scans through an FsOps too', async () => {
+    const root = join(dir, 'tree');
+    await makeTree(root, 1_650_000_000);
+    const long = `${'deep/'.repeat(30)}name-longer-than-a-ustar-header-holds`;
+    mkdirSync(join(root, long, '..'), { recursive: true });
+    writeFileSync(join(root, long), 'x'.repeat(1000));
+    symlinkSync(`../${'t'.repeat(120)}`, join(root, 'lib/long-link'));
+    const fsops = new FsOps();
+    await fsops.whiteout(join(root, 'lib/gone'));
+    await fsops.opaque(join(root, 'deep'));
+    const [streamed, inMemory, scanned] = [join(dir, 's.tar'), join(dir, 'm.tar'), join(dir, 'f.tar')];
+    const a = await writeLayer(root, createWriteStream(streamed), { sourceDateEpoch: 1, inMemoryMax: 0 });
+    const b = await writeLayer(root, createWriteStream(inMemory), { sourceDateEpoch: 1 });
+    await expect(fsops.scan(join(dir, 'missing'))).rejects.toThrow(/cannot read the directory tree .*missing: scan/);
+    const c = await writeLayer(root, createWriteStream(scanned), { sourceDateEpoch: 1, scan: (d) => fsops.scan(d) });
+    await fsops.close();
+    expect(readFileSync(inMemory).equals(readFileSync(streamed))).toBe(true);
+    expect(readFileSync(scanned).equals(readFileSync(streamed))).toBe(true);
+    expect(b).toEqual(a);
+    expect(c).toEqual(a);
+    expect(a.opaque).toEqual(['deep']);
+    expect((await tarEntries(inMemory)).map((h) => h.name)).toContain(long);
+  });
+
   it('turns overlay whiteouts and opaque dirs into OCI ones, and back', async () => {
     const upper = join(dir, 'upper');
     mkdirSync(join(upper, 'a'), { recursive: true });
@@ -128,7 +153,8 @@ describeKernel('writeLayer and diffUpper', () => {
     await fsops.opaque(join(upper, 'o'));
     await fsops.close();
     const tar = join(dir, 'layer.tar');
-    await writeTo(upper, tar, 1_000_000_000);
+    const written = await writeTo(upper, tar, 1_000_000_000);
+    expect(written.opaque).toEqual(['o']);
     const headers = await tarEntries(tar);
     expect(headers.map((h) => h.name)).toEqual(['a/', 'a/.wh.gone', 'o/', 'o/.wh..wh..opq', 'o/new']);
     expect(headers.find((h) => h.name === 'a/.wh.gone')).toMatchObject({ type: 'file', size: 0 });
@@ -136,7 +162,8 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(headers.every((h) => h.uname === '' && h.gname === '')).toBe(true);
 
     const out = join(dir, 'out');
-    await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out);
+    const unpacked = await unpackLayer(createReadStream(tar), 'application/vnd.oci.image.layer.v1.tar', out);
+    expect(unpacked.opaque).toEqual(['o']);
     const tree = new Map((await scanTree(out)).map((e) => [e.path, e]));
     expect(tree.get('a/gone')).toMatchObject({ type: 'c', rdev: [0, 0] });
     expect(tree.get('o')?.xattrs).toEqual({ 'trusted.overlay.opaque': b64('y') });

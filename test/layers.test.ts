@@ -19,6 +19,7 @@ import ts from 'typescript';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { runnerPath } from '../src/runtime/runner-binary.js';
 import { chainIds, LayerCache, type LayerSource } from '../src/snapshot/index.js';
+import { recordedOpaqueDirs } from '../src/snapshot/layer-meta.js';
 import { tarStream } from '../src/snapshot/tar-pax.js';
 import { describeKernel } from './helpers/kernel.js';
 
@@ -106,7 +107,9 @@ describeKernel('LayerCache', () => {
       chainId: topId,
       parent: baseId,
       size: expect.any(Number),
+      opaque: [],
     });
+    expect(recordedOpaqueDirs(dirs[0] as string)).toEqual([]);
     expect(statSync(cache.dir).mode & 0o777).toBe(0o700);
 
     // Prepared again: no blob is opened, nothing new appears.

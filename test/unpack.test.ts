@@ -87,7 +87,11 @@ describeKernel('unpackLayer', () => {
       const blob = compression === 'gzip' ? zlib.gzipSync(tar) : tar;
       const target = join(dir, 'layer');
       const result = await unpack(blob, target, 'application/vnd.oci.image.layer.v1.tar');
-      expect(result).toEqual({ diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}`, size: tar.length });
+      expect(result).toEqual({
+        diffId: `sha256:${createHash('sha256').update(tar).digest('hex')}`,
+        size: tar.length,
+        opaque: [],
+      });
 
       const tree = byPath(await scanTree(target));
       expect([...tree.keys()].sort()).toEqual(
@@ -163,6 +167,21 @@ describeKernel('unpackLayer', () => {
     }
   });
 
+  it('reports the opaque directories it made, not the root nor one replaced later', async () => {
+    const unpacked = await unpack(
+      await tarOf([
+        { name: '.wh..wh..opq' },
+        { name: 'o/.wh..wh..opq' },
+        { name: 'p/q/.wh..wh..opq' },
+        { name: 'p', body: 'now a file' },
+        { name: 'r/.wh..wh..opq' },
+        { name: 'r/', type: 'directory' },
+      ]),
+      join(dir, 'layer'),
+    );
+    expect(unpacked.opaque).toEqual(['o', 'r']);
+  });
+
   it('turns OCI whiteouts into overlay ones that hide the lower layer in a mounted overlay', async () => {
     const lower = join(dir, 'lower');
     const upper = join(dir, 'upper');
@@ -175,7 +194,7 @@ describeKernel('unpackLayer', () => {
       ]),
       lower,
     );
-    await unpack(
+    const unpacked = await unpack(
       await tarOf([
         { name: 'a/', type: 'directory' },
         { name: 'a/.wh.gone' },
@@ -185,6 +204,7 @@ describeKernel('unpackLayer', () => {
       ]),
       upper,
     );
+    expect(unpacked.opaque).toEqual(['o']);
     const tree = byPath(await scanTree(upper));
     expect(tree.get('a/gone')).toMatchObject({ type: 'c', rdev: [0, 0] });
     expect(tree.get('o')?.xattrs).toEqual({ 'trusted.overlay.opaque': b64('y') });

@@ -85,11 +85,33 @@ var init_errors = __esm({
   }
 });
 
+// src/runtime/paths.ts
+function petriRoot() {
+  return process.env.PETRI_ROOT || "/var/lib/petri";
+}
+function containersDir(root = petriRoot()) {
+  return (0, import_node_path.join)(root, "containers");
+}
+function containerDir(id, root = petriRoot()) {
+  return (0, import_node_path.join)(containersDir(root), id);
+}
+var import_node_path;
+var init_paths = __esm({
+  "src/runtime/paths.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_path = require("node:path");
+    __name(petriRoot, "petriRoot");
+    __name(containersDir, "containersDir");
+    __name(containerDir, "containerDir");
+  }
+});
+
 // src/util/fs.ts
 function removeTree(path) {
   let entries;
   try {
-    entries = (0, import_node_fs.readdirSync)(path, { withFileTypes: true });
+    entries = (0, import_node_fs2.readdirSync)(path, { withFileTypes: true });
   } catch (error) {
     const code = error.code;
     if (code === "ENOENT") return;
@@ -100,7 +122,7 @@ function removeTree(path) {
     throw error;
   }
   for (const entry of entries) {
-    const child = (0, import_node_path.join)(path, entry.name);
+    const child = (0, import_node_path3.join)(path, entry.name);
     if (entry.isDirectory()) removeTree(child);
     else unlinkQuietly(child);
   }
@@ -108,45 +130,45 @@ function removeTree(path) {
 }
 function rmdirQuietly(path) {
   try {
-    (0, import_node_fs.rmdirSync)(path);
+    (0, import_node_fs2.rmdirSync)(path);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
 }
 function unlinkQuietly(path) {
   try {
-    (0, import_node_fs.unlinkSync)(path);
+    (0, import_node_fs2.unlinkSync)(path);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
 }
 function randomHex(bytes) {
   const buffer = Buffer.alloc(bytes);
-  const fd = (0, import_node_fs.openSync)("/dev/urandom", "r");
+  const fd = (0, import_node_fs2.openSync)("/dev/urandom", "r");
   try {
-    (0, import_node_fs.readSync)(fd, buffer, 0, bytes, null);
+    (0, import_node_fs2.readSync)(fd, buffer, 0, bytes, null);
   } finally {
-    (0, import_node_fs.closeSync)(fd);
+    (0, import_node_fs2.closeSync)(fd);
   }
   return buffer.toString("hex");
 }
 function isGzipFile(path) {
   const head = Buffer.alloc(2);
-  const fd = (0, import_node_fs.openSync)(path, "r");
+  const fd = (0, import_node_fs2.openSync)(path, "r");
   try {
-    (0, import_node_fs.readSync)(fd, head, 0, 2, 0);
+    (0, import_node_fs2.readSync)(fd, head, 0, 2, 0);
   } finally {
-    (0, import_node_fs.closeSync)(fd);
+    (0, import_node_fs2.closeSync)(fd);
   }
   return head[0] === 31 && head[1] === 139;
 }
-var import_node_fs, import_node_path;
+var import_node_fs2, import_node_path3;
 var init_fs = __esm({
   "src/util/fs.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs = require("node:fs");
-    import_node_path = require("node:path");
+    import_node_fs2 = require("node:fs");
+    import_node_path3 = require("node:path");
     __name(removeTree, "removeTree");
     __name(rmdirQuietly, "rmdirQuietly");
     __name(unlinkQuietly, "unlinkQuietly");
@@ -160,7 +182,7 @@ function detectCgroupMode(root = CGROUP_ROOT) {
   const forced = process.env.PETRI_CGROUP_MODE;
   if (forced === "v1" || forced === "v2" || forced === "hybrid") return forced;
   if (isCgroup2(root)) return "v2";
-  if (!(0, import_node_fs2.existsSync)(`${root}/pids`) && !(0, import_node_fs2.existsSync)(`${root}/memory`) && !(0, import_node_fs2.existsSync)(`${root}/devices`)) {
+  if (!(0, import_node_fs3.existsSync)(`${root}/pids`) && !(0, import_node_fs3.existsSync)(`${root}/memory`) && !(0, import_node_fs3.existsSync)(`${root}/devices`)) {
     throw new PetriError(
       `no cgroup hierarchy at ${root}: mount cgroup v2 there (mount -t cgroup2 none ${root}) or the v1 controllers`
     );
@@ -169,17 +191,17 @@ function detectCgroupMode(root = CGROUP_ROOT) {
 }
 function isCgroup2(path) {
   try {
-    return (0, import_node_fs2.statfsSync)(path).type === CGROUP2_SUPER_MAGIC;
+    return (0, import_node_fs3.statfsSync)(path).type === CGROUP2_SUPER_MAGIC;
   } catch {
     return false;
   }
 }
-var import_node_fs2, CGROUP2_SUPER_MAGIC, CGROUP_ROOT;
+var import_node_fs3, CGROUP2_SUPER_MAGIC, CGROUP_ROOT;
 var init_detect = __esm({
   "src/runtime/cgroups/detect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs2 = require("node:fs");
+    import_node_fs3 = require("node:fs");
     init_errors();
     CGROUP2_SUPER_MAGIC = 1667723888;
     CGROUP_ROOT = "/sys/fs/cgroup";
@@ -194,7 +216,7 @@ function cgroupPids(dirs) {
   for (const dir of dirs) {
     let text = "";
     try {
-      text = (0, import_node_fs3.readFileSync)(`${dir}/cgroup.procs`, "utf8");
+      text = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.procs`, "utf8");
     } catch {
       continue;
     }
@@ -203,15 +225,15 @@ function cgroupPids(dirs) {
   return [...pids];
 }
 function killCgroups(dirs) {
-  const killFile = dirs.map((dir) => `${dir}/cgroup.kill`).find((file) => (0, import_node_fs3.existsSync)(file));
+  const killFile = dirs.map((dir) => `${dir}/cgroup.kill`).find((file) => (0, import_node_fs4.existsSync)(file));
   if (killFile) {
     try {
-      (0, import_node_fs3.writeFileSync)(killFile, "1");
+      (0, import_node_fs4.writeFileSync)(killFile, "1");
       return;
     } catch {
     }
   }
-  const freezer = dirs.find((dir) => (0, import_node_fs3.existsSync)(`${dir}/freezer.state`));
+  const freezer = dirs.find((dir) => (0, import_node_fs4.existsSync)(`${dir}/freezer.state`));
   if (freezer) tryWrite(`${freezer}/freezer.state`, "FROZEN");
   for (const pid of cgroupPids(dirs)) {
     try {
@@ -223,7 +245,7 @@ function killCgroups(dirs) {
 }
 async function removeCgroups(dirs, timeoutMs = 5e3) {
   const deadline = Date.now() + timeoutMs;
-  let pending = dirs.filter((dir) => (0, import_node_fs3.existsSync)(dir));
+  let pending = dirs.filter((dir) => (0, import_node_fs4.existsSync)(dir));
   let delay = 1;
   let killed = false;
   while (pending.length > 0) {
@@ -267,17 +289,17 @@ function holdCgroupParents() {
   };
 }
 function removeEmptyParents(dirs) {
-  for (const parent of new Set(dirs.map((dir) => (0, import_node_path2.dirname)(dir)))) {
-    if ((0, import_node_path2.basename)(parent) !== "petri") continue;
+  for (const parent of new Set(dirs.map((dir) => (0, import_node_path4.dirname)(dir)))) {
+    if ((0, import_node_path4.basename)(parent) !== "petri") continue;
     try {
-      (0, import_node_fs3.rmdirSync)(parent);
+      (0, import_node_fs4.rmdirSync)(parent);
     } catch {
     }
   }
 }
 function tryWrite(file, value) {
   try {
-    (0, import_node_fs3.writeFileSync)(file, value);
+    (0, import_node_fs4.writeFileSync)(file, value);
     return true;
   } catch {
     return false;
@@ -285,20 +307,20 @@ function tryWrite(file, value) {
 }
 function readKeyed(file, key) {
   try {
-    const match2 = new RegExp(`^${key} (\\d+)$`, "m").exec((0, import_node_fs3.readFileSync)(file, "utf8"));
+    const match2 = new RegExp(`^${key} (\\d+)$`, "m").exec((0, import_node_fs4.readFileSync)(file, "utf8"));
     return match2 ? Number(match2[1]) : 0;
   } catch {
     return 0;
   }
 }
-var import_node_fs3, import_promises, import_node_path2, import_promises2, parentHolds, heldParents;
+var import_node_fs4, import_promises, import_node_path4, import_promises2, parentHolds, heldParents;
 var init_dirs = __esm({
   "src/runtime/cgroups/dirs.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs3 = require("node:fs");
+    import_node_fs4 = require("node:fs");
     import_promises = require("node:fs/promises");
-    import_node_path2 = require("node:path");
+    import_node_path4 = require("node:path");
     import_promises2 = require("node:timers/promises");
     __name(cgroupPids, "cgroupPids");
     __name(killCgroups, "killCgroups");
@@ -329,13 +351,13 @@ function createV2(id, limits, created) {
   const parent = `${CGROUP_ROOT}/${PARENT}`;
   const dir = `${parent}/${id}`;
   mkdirRacing(dir, () => {
-    (0, import_node_fs4.mkdirSync)(parent, { recursive: true });
+    (0, import_node_fs5.mkdirSync)(parent, { recursive: true });
     enableControllers(CGROUP_ROOT);
     enableControllers(parent);
   });
   created.push(dir);
   const wanted = [limits.memory && "memory.max", limits.pids && "pids.max", limits.cpus && "cpu.max"];
-  if (wanted.some((file) => file && !(0, import_node_fs4.existsSync)(`${dir}/${file}`))) {
+  if (wanted.some((file) => file && !(0, import_node_fs5.existsSync)(`${dir}/${file}`))) {
     enableControllers(CGROUP_ROOT);
     enableControllers(parent);
   }
@@ -359,7 +381,7 @@ function createV1(id, limits, mode, created) {
   const dirFor = /* @__PURE__ */ __name((controller) => {
     const parent = `${CGROUP_ROOT}/${controller}/${PARENT}`;
     const dir = `${parent}/${id}`;
-    mkdirRacing(dir, () => (0, import_node_fs4.mkdirSync)(parent, { recursive: true }));
+    mkdirRacing(dir, () => (0, import_node_fs5.mkdirSync)(parent, { recursive: true }));
     created.push(dir);
     return dir;
   }, "dirFor");
@@ -369,7 +391,7 @@ function createV1(id, limits, mode, created) {
   if (limits.memory) {
     memory = dirFor("memory");
     write(memory, "memory.limit_in_bytes", String(limits.memory));
-    if ((0, import_node_fs4.existsSync)(`${memory}/memory.memsw.limit_in_bytes`)) {
+    if ((0, import_node_fs5.existsSync)(`${memory}/memory.memsw.limit_in_bytes`)) {
       write(memory, "memory.memsw.limit_in_bytes", String(limits.memory));
     }
   }
@@ -379,7 +401,7 @@ function createV1(id, limits, mode, created) {
     write(cpu, "cpu.cfs_period_us", String(CPU_PERIOD));
     write(cpu, "cpu.cfs_quota_us", String(Math.round(limits.cpus * CPU_PERIOD)));
   }
-  if (!unified && (0, import_node_fs4.existsSync)(`${CGROUP_ROOT}/freezer`)) dirFor("freezer");
+  if (!unified && (0, import_node_fs5.existsSync)(`${CGROUP_ROOT}/freezer`)) dirFor("freezer");
   const dirs = [...created];
   return {
     mode,
@@ -399,7 +421,7 @@ function writeDeviceRulesV1(dir, rules) {
 function mkdirRacing(dir, makeParent) {
   for (let attempt2 = 0; ; attempt2++) {
     try {
-      (0, import_node_fs4.mkdirSync)(dir);
+      (0, import_node_fs5.mkdirSync)(dir);
       return;
     } catch (error) {
       if (error.code !== "ENOENT" || attempt2 >= 5) throw error;
@@ -408,27 +430,27 @@ function mkdirRacing(dir, makeParent) {
   }
 }
 function enableControllers(dir) {
-  const available = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.controllers`, "utf8").split(/\s+/);
-  const enabled2 = (0, import_node_fs4.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
+  const available = (0, import_node_fs5.readFileSync)(`${dir}/cgroup.controllers`, "utf8").split(/\s+/);
+  const enabled3 = (0, import_node_fs5.readFileSync)(`${dir}/cgroup.subtree_control`, "utf8").split(/\s+/);
   for (const controller of V2_CONTROLLERS) {
-    if (available.includes(controller) && !enabled2.includes(controller)) {
+    if (available.includes(controller) && !enabled3.includes(controller)) {
       tryWrite(`${dir}/cgroup.subtree_control`, `+${controller}`);
     }
   }
 }
 function write(dir, file, value) {
   try {
-    (0, import_node_fs4.writeFileSync)(`${dir}/${file}`, value);
+    (0, import_node_fs5.writeFileSync)(`${dir}/${file}`, value);
   } catch (error) {
     throw new PetriError(`cannot write ${value} to ${dir}/${file}: ${error.message}`, { cause: error });
   }
 }
-var import_node_fs4, PARENT, CPU_PERIOD, V2_CONTROLLERS;
+var import_node_fs5, PARENT, CPU_PERIOD, V2_CONTROLLERS;
 var init_manager = __esm({
   "src/runtime/cgroups/manager.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs4 = require("node:fs");
+    import_node_fs5 = require("node:fs");
     init_errors();
     init_detect();
     init_dirs();
@@ -456,37 +478,15 @@ var init_cgroups = __esm({
   }
 });
 
-// src/runtime/paths.ts
-function petriRoot() {
-  return process.env.PETRI_ROOT || "/var/lib/petri";
-}
-function containersDir(root = petriRoot()) {
-  return (0, import_node_path3.join)(root, "containers");
-}
-function containerDir(id, root = petriRoot()) {
-  return (0, import_node_path3.join)(containersDir(root), id);
-}
-var import_node_path3;
-var init_paths = __esm({
-  "src/runtime/paths.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_path3 = require("node:path");
-    __name(petriRoot, "petriRoot");
-    __name(containersDir, "containersDir");
-    __name(containerDir, "containerDir");
-  }
-});
-
 // src/runtime/record.ts
 function recordPath(dir) {
-  return (0, import_node_path4.join)(dir, "record.json");
+  return (0, import_node_path5.join)(dir, "record.json");
 }
 function writeRecord(dir, record) {
   const path = recordPath(dir);
   const data = Buffer.from(JSON.stringify(record));
-  (0, import_node_fs5.writeFileSync)(`${path}.tmp`, data);
-  (0, import_node_fs5.renameSync)(`${path}.tmp`, path);
+  (0, import_node_fs6.writeFileSync)(`${path}.tmp`, data);
+  (0, import_node_fs6.renameSync)(`${path}.tmp`, path);
   return data.length;
 }
 async function writeRecordAsync(dir, record) {
@@ -504,11 +504,11 @@ async function createRecordAsync(dir, record) {
 function rewriteRecordInPlace(dir, record, minLength) {
   const json = Buffer.from(JSON.stringify(record));
   const data = json.length < minLength ? Buffer.concat([json, Buffer.alloc(minLength - json.length, " ")]) : json;
-  const fd = (0, import_node_fs5.openSync)(recordPath(dir), "r+");
+  const fd = (0, import_node_fs6.openSync)(recordPath(dir), "r+");
   try {
-    (0, import_node_fs5.writeSync)(fd, data, 0);
+    (0, import_node_fs6.writeSync)(fd, data, 0);
   } finally {
-    (0, import_node_fs5.closeSync)(fd);
+    (0, import_node_fs6.closeSync)(fd);
   }
   return data.length;
 }
@@ -516,7 +516,7 @@ function readRecord(dir) {
   for (let attempt2 = 0; ; attempt2++) {
     let text;
     try {
-      text = (0, import_node_fs5.readFileSync)(recordPath(dir), "utf8");
+      text = (0, import_node_fs6.readFileSync)(recordPath(dir), "utf8");
     } catch {
       return void 0;
     }
@@ -530,13 +530,13 @@ function readRecord(dir) {
 function listRecords() {
   let ids2;
   try {
-    ids2 = (0, import_node_fs5.readdirSync)(containersDir());
+    ids2 = (0, import_node_fs6.readdirSync)(containersDir());
   } catch {
     return [];
   }
   const records = [];
   for (const id of ids2) {
-    const record = readRecord((0, import_node_path4.join)(containersDir(), id));
+    const record = readRecord((0, import_node_path5.join)(containersDir(), id));
     if (record) records.push(record);
   }
   return records.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
@@ -551,21 +551,21 @@ function ownerAlive(owner2) {
 }
 function processStartTime(pid) {
   try {
-    const stat2 = (0, import_node_fs5.readFileSync)(`/proc/${pid}/stat`, "utf8");
+    const stat2 = (0, import_node_fs6.readFileSync)(`/proc/${pid}/stat`, "utf8");
     const fields = stat2.slice(stat2.lastIndexOf(")") + 2).split(" ");
     return Number(fields[19]);
   } catch {
     return void 0;
   }
 }
-var import_node_fs5, import_promises3, import_node_path4, ownStartTime;
+var import_node_fs6, import_promises3, import_node_path5, ownStartTime;
 var init_record = __esm({
   "src/runtime/record.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs5 = require("node:fs");
+    import_node_fs6 = require("node:fs");
     import_promises3 = require("node:fs/promises");
-    import_node_path4 = require("node:path");
+    import_node_path5 = require("node:path");
     init_paths();
     __name(recordPath, "recordPath");
     __name(writeRecord, "writeRecord");
@@ -582,14 +582,14 @@ var init_record = __esm({
 
 // src/runtime/names.ts
 function namesDir(root = petriRoot()) {
-  return (0, import_node_path5.join)(root, "names");
+  return (0, import_node_path6.join)(root, "names");
 }
 function reserveName(name, id) {
   const dir = ensureNamesDir();
-  const link2 = (0, import_node_path5.join)(dir, name);
+  const link2 = (0, import_node_path6.join)(dir, name);
   for (let attempt2 = 0; attempt2 < 5; attempt2++) {
     try {
-      (0, import_node_fs6.symlinkSync)(id, link2);
+      (0, import_node_fs7.symlinkSync)(id, link2);
       return;
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
@@ -601,23 +601,23 @@ function reserveName(name, id) {
     }
     if (readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
     withLock(dir, () => {
-      if (readLink(link2) === holder) (0, import_node_fs6.unlinkSync)(link2);
+      if (readLink(link2) === holder) (0, import_node_fs7.unlinkSync)(link2);
     });
   }
   throw new PetriError(`cannot reserve the container name "${name}": it keeps changing hands; try again`);
 }
 function checkNameFree(name) {
-  const link2 = (0, import_node_path5.join)(namesDir(), name);
-  if (!(0, import_node_fs6.lstatSync)(link2, { throwIfNoEntry: false })) return;
+  const link2 = (0, import_node_path6.join)(namesDir(), name);
+  if (!(0, import_node_fs7.lstatSync)(link2, { throwIfNoEntry: false })) return;
   const holder = readLink(link2);
   if (holder !== void 0 && readRecord(containerDir(holder))?.name === name) throw nameInUse(name, holder);
 }
 function releaseName(name, id, root = petriRoot()) {
   if (name === id) return;
-  const link2 = (0, import_node_path5.join)(namesDir(root), name);
+  const link2 = (0, import_node_path6.join)(namesDir(root), name);
   if (readLink(link2) !== id) return;
   try {
-    (0, import_node_fs6.unlinkSync)(link2);
+    (0, import_node_fs7.unlinkSync)(link2);
   } catch (error) {
     if (error.code !== "ENOENT") throw error;
   }
@@ -629,20 +629,20 @@ function nameInUse(name, id) {
 }
 function ensureNamesDir() {
   const dir = namesDir();
-  if (dir === readyNamesDir && (0, import_node_fs6.existsSync)(dir)) return dir;
+  if (dir === readyNamesDir && (0, import_node_fs7.existsSync)(dir)) return dir;
   readyNamesDir = dir;
   try {
-    (0, import_node_fs6.mkdirSync)(dir);
+    (0, import_node_fs7.mkdirSync)(dir);
   } catch (error) {
     const code = error.code;
     if (code === "EEXIST") return dir;
     if (code !== "ENOENT") throw error;
-    (0, import_node_fs6.mkdirSync)(dir, { recursive: true });
+    (0, import_node_fs7.mkdirSync)(dir, { recursive: true });
   }
   for (const record of listRecords()) {
     if (record.name === record.id) continue;
     try {
-      (0, import_node_fs6.symlinkSync)(record.id, (0, import_node_path5.join)(dir, record.name));
+      (0, import_node_fs7.symlinkSync)(record.id, (0, import_node_path6.join)(dir, record.name));
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
     }
@@ -651,24 +651,24 @@ function ensureNamesDir() {
 }
 function readLink(path) {
   try {
-    return (0, import_node_fs6.readlinkSync)(path);
+    return (0, import_node_fs7.readlinkSync)(path);
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
   }
 }
 function withLock(dir, fn) {
-  const lock = (0, import_node_path5.join)(dir, ".lock");
+  const lock = (0, import_node_path6.join)(dir, ".lock");
   const pause = new Int32Array(new SharedArrayBuffer(4));
   for (; ; ) {
     try {
-      (0, import_node_fs6.mkdirSync)(lock);
+      (0, import_node_fs7.mkdirSync)(lock);
       break;
     } catch (error) {
       if (error.code !== "EEXIST") throw error;
     }
     try {
-      if (Date.now() - (0, import_node_fs6.statSync)(lock).mtimeMs > LOCK_STALE_MS) (0, import_node_fs6.rmdirSync)(lock);
+      if (Date.now() - (0, import_node_fs7.statSync)(lock).mtimeMs > LOCK_STALE_MS) (0, import_node_fs7.rmdirSync)(lock);
     } catch {
     }
     Atomics.wait(pause, 0, 0, 5);
@@ -676,16 +676,16 @@ function withLock(dir, fn) {
   try {
     fn();
   } finally {
-    (0, import_node_fs6.rmdirSync)(lock);
+    (0, import_node_fs7.rmdirSync)(lock);
   }
 }
-var import_node_fs6, import_node_path5, LOCK_STALE_MS, readyNamesDir;
+var import_node_fs7, import_node_path6, LOCK_STALE_MS, readyNamesDir;
 var init_names = __esm({
   "src/runtime/names.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs6 = require("node:fs");
-    import_node_path5 = require("node:path");
+    import_node_fs7 = require("node:fs");
+    import_node_path6 = require("node:path");
     init_errors();
     init_paths();
     init_record();
@@ -729,35 +729,35 @@ var init_json_events = __esm({
 
 // src/runtime/runner-binary.ts
 function runnerPath() {
-  if (cached) return cached;
+  if (cached2) return cached2;
   const override = process.env.PETRI_RUNNER;
   if (override) {
     if (!isExecutable(override)) throw new PetriError(`PETRI_RUNNER=${override} is not an executable file`);
-    cached = override;
-    return cached;
+    cached2 = override;
+    return cached2;
   }
-  const prebuilt = (0, import_node_path6.join)(packageRoot, "build", "petri-runner");
+  const prebuilt = (0, import_node_path7.join)(packageRoot, "build", "petri-runner");
   if (isExecutable(prebuilt)) {
-    cached = prebuilt;
-    return cached;
+    cached2 = prebuilt;
+    return cached2;
   }
-  cached = buildRunner();
-  return cached;
+  cached2 = buildRunner();
+  return cached2;
 }
 function buildRunner() {
-  const require2 = (0, import_node_module.createRequire)(petri_import_meta_url);
-  const { createHash: createHash8 } = require2("node:crypto");
+  const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
+  const { createHash: createHash9 } = require2("node:crypto");
   const { execFileSync } = require2("node:child_process");
-  const sourceDir = (0, import_node_path6.join)(packageRoot, "runner");
-  if (!(0, import_node_fs7.existsSync)(sourceDir)) {
+  const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
+  if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
-  const files = (0, import_node_fs7.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash8("sha256");
-  for (const file of files) hash.update(file).update((0, import_node_fs7.readFileSync)((0, import_node_path6.join)(sourceDir, file)));
-  const out = (0, import_node_path6.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
+  const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
+  const hash = createHash9("sha256");
+  for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
+  const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
-  (0, import_node_fs7.mkdirSync)((0, import_node_path6.dirname)(out), { recursive: true });
+  (0, import_node_fs8.mkdirSync)((0, import_node_path7.dirname)(out), { recursive: true });
   const cc = process.env.CC || "cc";
   const tmp = `${out}.${process.pid}.tmp`;
   const args = [
@@ -766,7 +766,7 @@ function buildRunner() {
     "-Wextra",
     "-o",
     tmp,
-    ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path6.join)(sourceDir, f))
+    ...files.filter((f) => f.endsWith(".c")).map((f) => (0, import_node_path7.join)(sourceDir, f))
   ];
   const compile = /* @__PURE__ */ __name((extra) => execFileSync(cc, [...extra, ...args], { stdio: ["ignore", "ignore", "pipe"] }), "compile");
   try {
@@ -786,28 +786,28 @@ function buildRunner() {
     const stderr = String(error.stderr ?? "").trim().split("\n")[0];
     throw new PetriError(`cannot build petri-runner with ${cc}: ${stderr}`, { cause: error });
   }
-  (0, import_node_fs7.renameSync)(tmp, out);
+  (0, import_node_fs8.renameSync)(tmp, out);
   return out;
 }
 function isExecutable(path) {
   try {
-    (0, import_node_fs7.accessSync)(path, import_node_fs7.constants.X_OK);
+    (0, import_node_fs8.accessSync)(path, import_node_fs8.constants.X_OK);
     return true;
   } catch {
     return false;
   }
 }
-var import_node_fs7, import_node_module, import_node_path6, packageRoot, cached;
+var import_node_fs8, import_node_module2, import_node_path7, packageRoot, cached2;
 var init_runner_binary = __esm({
   "src/runtime/runner-binary.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs7 = require("node:fs");
-    import_node_module = require("node:module");
-    import_node_path6 = require("node:path");
+    import_node_fs8 = require("node:fs");
+    import_node_module2 = require("node:module");
+    import_node_path7 = require("node:path");
     init_errors();
     init_paths();
-    packageRoot = (0, import_node_path6.join)(__dirname, "..", "..");
+    packageRoot = (0, import_node_path7.join)(__dirname, "..", "..");
     __name(runnerPath, "runnerPath");
     __name(buildRunner, "buildRunner");
     __name(isExecutable, "isExecutable");
@@ -816,7 +816,7 @@ var init_runner_binary = __esm({
 
 // src/runtime/runner-server.ts
 function useRunnerServer(on = true) {
-  enabled = on;
+  enabled2 = on;
   if (on) sharedServer();
   else if (server) {
     server.child.kill("SIGKILL");
@@ -824,7 +824,7 @@ function useRunnerServer(on = true) {
   }
 }
 function sharedServer() {
-  if (!enabled) return void 0;
+  if (!enabled2) return void 0;
   if (!server?.alive) {
     try {
       server = new RunnerServer();
@@ -841,7 +841,7 @@ function readyServer() {
 function servable(stdio) {
   return stdio[0] !== "inherit";
 }
-var import_node_child_process, import_node_crypto, import_node_net, RunnerServer, server, enabled;
+var import_node_child_process, import_node_crypto, import_node_net, RunnerServer, server, enabled2;
 var init_runner_server = __esm({
   "src/runtime/runner-server.ts"() {
     "use strict";
@@ -948,7 +948,7 @@ var init_runner_server = __esm({
         return { control, stdin: streams[0], stdout: streams[1], stderr: streams[2], closed, hold };
       }
     };
-    enabled = false;
+    enabled2 = false;
     __name(useRunnerServer, "useRunnerServer");
     __name(sharedServer, "sharedServer");
     __name(readyServer, "readyServer");
@@ -1186,10 +1186,10 @@ function reuseSpare(dir, record, bundle) {
   const spare = pool.pop();
   if (spare === void 0) return false;
   try {
-    overwrite((0, import_node_path7.join)(spare, "spare.json"), record);
-    overwrite((0, import_node_path7.join)(spare, "config.json"), bundle);
-    (0, import_node_fs8.renameSync)((0, import_node_path7.join)(spare, "spare.json"), (0, import_node_path7.join)(spare, "record.json"));
-    (0, import_node_fs8.renameSync)(spare, dir);
+    overwrite((0, import_node_path8.join)(spare, "spare.json"), record);
+    overwrite((0, import_node_path8.join)(spare, "config.json"), bundle);
+    (0, import_node_fs9.renameSync)((0, import_node_path8.join)(spare, "spare.json"), (0, import_node_path8.join)(spare, "record.json"));
+    (0, import_node_fs9.renameSync)(spare, dir);
     return true;
   } catch {
     removeQuietly(spare);
@@ -1199,21 +1199,21 @@ function reuseSpare(dir, record, bundle) {
 async function retireToSpare(dir) {
   if (pool.length >= MAX_SPARES) return false;
   try {
-    const entries = (0, import_node_fs8.readdirSync)(dir).sort().join(",");
+    const entries = (0, import_node_fs9.readdirSync)(dir).sort().join(",");
     if (entries !== "config.json,record.json,rootfs,upper,work") return false;
-    if ((0, import_node_fs8.readdirSync)((0, import_node_path7.join)(dir, "work")).some((name) => name !== "work")) return false;
-    const upper = (0, import_node_path7.join)(dir, "upper");
-    const written = (0, import_node_fs8.readdirSync)(upper);
+    if ((0, import_node_fs9.readdirSync)((0, import_node_path8.join)(dir, "work")).some((name) => name !== "work")) return false;
+    const upper = (0, import_node_path8.join)(dir, "upper");
+    const written = (0, import_node_fs9.readdirSync)(upper);
     if (written.length > 0) {
       await Promise.all(
-        written.map((name) => import_node_fs8.promises.rm((0, import_node_path7.join)(upper, name), { recursive: true, force: true, maxRetries: 3 }))
+        written.map((name) => import_node_fs9.promises.rm((0, import_node_path8.join)(upper, name), { recursive: true, force: true, maxRetries: 3 }))
       );
     }
     if (pool.length >= MAX_SPARES) return false;
     const { pid, startTime } = selfIdentity();
-    const spare = (0, import_node_path7.join)((0, import_node_path7.dirname)(dir), `spare-${pid}-${startTime}-${sequence++}`);
-    (0, import_node_fs8.renameSync)((0, import_node_path7.join)(dir, "record.json"), (0, import_node_path7.join)(dir, "spare.json"));
-    (0, import_node_fs8.renameSync)(dir, spare);
+    const spare = (0, import_node_path8.join)((0, import_node_path8.dirname)(dir), `spare-${pid}-${startTime}-${sequence++}`);
+    (0, import_node_fs9.renameSync)((0, import_node_path8.join)(dir, "record.json"), (0, import_node_path8.join)(dir, "spare.json"));
+    (0, import_node_fs9.renameSync)(dir, spare);
     pool.push(spare);
     hookExit();
     return true;
@@ -1242,12 +1242,12 @@ function spareCount() {
 }
 function overwrite(path, text) {
   const data = Buffer.from(text);
-  const fd = (0, import_node_fs8.openSync)(path, "r+");
+  const fd = (0, import_node_fs9.openSync)(path, "r+");
   try {
-    (0, import_node_fs8.writeSync)(fd, data, 0, data.length, 0);
-    (0, import_node_fs8.ftruncateSync)(fd, data.length);
+    (0, import_node_fs9.writeSync)(fd, data, 0, data.length, 0);
+    (0, import_node_fs9.ftruncateSync)(fd, data.length);
   } finally {
-    (0, import_node_fs8.closeSync)(fd);
+    (0, import_node_fs9.closeSync)(fd);
   }
 }
 function removeQuietly(path) {
@@ -1256,13 +1256,13 @@ function removeQuietly(path) {
   } catch {
   }
 }
-var import_node_fs8, import_node_path7, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook, SIGNALS;
+var import_node_fs9, import_node_path8, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook, SIGNALS;
 var init_spares = __esm({
   "src/runtime/spares.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs8 = require("node:fs");
-    import_node_path7 = require("node:path");
+    import_node_fs9 = require("node:fs");
+    import_node_path8 = require("node:path");
     init_fs();
     init_record();
     MAX_SPARES = 8;
@@ -1311,19 +1311,19 @@ function ownBoundingSet() {
   if (bounding) return bounding;
   let mask = (1n << BigInt(ALL_CAPABILITIES.length)) - 1n;
   try {
-    const match2 = /^CapBnd:\s*([0-9a-f]+)$/m.exec((0, import_node_fs9.readFileSync)("/proc/self/status", "utf8"));
+    const match2 = /^CapBnd:\s*([0-9a-f]+)$/m.exec((0, import_node_fs10.readFileSync)("/proc/self/status", "utf8"));
     if (match2) mask = BigInt(`0x${match2[1]}`);
   } catch {
   }
   bounding = ALL_CAPABILITIES.filter((_, bit) => mask >> BigInt(bit) & 1n);
   return bounding;
 }
-var import_node_fs9, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, bounding;
+var import_node_fs10, ALL_CAPABILITIES, DEFAULT_CAPABILITIES, bounding;
 var init_capabilities = __esm({
   "src/runtime/capabilities.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs9 = require("node:fs");
+    import_node_fs10 = require("node:fs");
     init_errors();
     ALL_CAPABILITIES = [
       "CAP_CHOWN",
@@ -1531,19 +1531,19 @@ function resolveUlimits(ulimits) {
 }
 function readOwnLimits() {
   const limits = /* @__PURE__ */ new Map();
-  for (const line of (0, import_node_fs10.readFileSync)("/proc/self/limits", "utf8").split("\n").slice(1)) {
+  for (const line of (0, import_node_fs11.readFileSync)("/proc/self/limits", "utf8").split("\n").slice(1)) {
     const row = line.slice(0, 26).trim();
     const hard = line.slice(47, 68).trim();
     if (row && hard && hard !== "unlimited") limits.set(row, Number(hard));
   }
   return limits;
 }
-var import_node_fs10, ULIMITS;
+var import_node_fs11, ULIMITS;
 var init_ulimits = __esm({
   "src/runtime/ulimits.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs10 = require("node:fs");
+    import_node_fs11 = require("node:fs");
     init_errors();
     ULIMITS = {
       core: { row: "Max core file size", type: "RLIMIT_CORE" },
@@ -1743,13 +1743,13 @@ async function sweepContainers(root) {
   const dir = containersDir(root);
   let entries;
   try {
-    entries = (0, import_node_fs11.readdirSync)(dir);
+    entries = (0, import_node_fs12.readdirSync)(dir);
   } catch {
     return [];
   }
   const removed = [];
   for (const id of entries) {
-    const path = (0, import_node_path8.join)(dir, id);
+    const path = (0, import_node_path9.join)(dir, id);
     const spareOf = spareOwner(id);
     if (spareOf) {
       if (ownerAlive(spareOf)) continue;
@@ -1787,18 +1787,18 @@ async function sweepContainers(root) {
 }
 function olderThan(path, ms) {
   try {
-    return Date.now() - (0, import_node_fs11.statSync)(path).mtimeMs > ms;
+    return Date.now() - (0, import_node_fs12.statSync)(path).mtimeMs > ms;
   } catch {
     return false;
   }
 }
-var import_node_fs11, import_node_path8, swept;
+var import_node_fs12, import_node_path9, swept;
 var init_sweep = __esm({
   "src/runtime/sweep.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs11 = require("node:fs");
-    import_node_path8 = require("node:path");
+    import_node_fs12 = require("node:fs");
+    import_node_path9 = require("node:path");
     init_fs();
     init_cgroups();
     init_names();
@@ -1819,23 +1819,23 @@ __export(container_exports, {
   execInContainer: () => execInContainer
 });
 async function removeContainerDir(dir, subdirs) {
-  const upper = (0, import_node_path9.join)(dir, "upper");
+  const upper = (0, import_node_path10.join)(dir, "upper");
   try {
-    (0, import_node_fs12.rmdirSync)(upper);
+    (0, import_node_fs13.rmdirSync)(upper);
   } catch (error) {
     const code = error.code;
-    if (code === "ENOTEMPTY" || code === "EEXIST") await import_node_fs12.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
+    if (code === "ENOTEMPTY" || code === "EEXIST") await import_node_fs13.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
     else if (code !== "ENOENT") throw error;
   }
   try {
-    for (const sub of subdirs) rmdirQuietly((0, import_node_path9.join)(dir, sub));
-    for (const file of ["record.json", "config.json"]) unlinkQuietly((0, import_node_path9.join)(dir, file));
-    (0, import_node_fs12.rmdirSync)(dir);
+    for (const sub of subdirs) rmdirQuietly((0, import_node_path10.join)(dir, sub));
+    for (const file of ["record.json", "config.json"]) unlinkQuietly((0, import_node_path10.join)(dir, file));
+    (0, import_node_fs13.rmdirSync)(dir);
   } catch {
     try {
       removeTree(dir);
     } catch {
-      await import_node_fs12.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
+      await import_node_fs13.promises.rm(dir, { recursive: true, force: true, maxRetries: 3 });
     }
   }
 }
@@ -1857,12 +1857,12 @@ function explainSetupError(message) {
 }
 function ensureContainersDir() {
   if (containersDirReady) return;
-  if ((0, import_node_fs12.mkdirSync)(containersDir(), { recursive: true, mode: 448 }) !== void 0) spreadSubdirs(containersDir());
+  if ((0, import_node_fs13.mkdirSync)(containersDir(), { recursive: true, mode: 448 }) !== void 0) spreadSubdirs(containersDir());
   containersDirReady = true;
 }
 async function ensureContainersDirAsync() {
   if (containersDirReady) return;
-  if (await import_node_fs12.promises.mkdir(containersDir(), { recursive: true, mode: 448 }) !== void 0) {
+  if (await import_node_fs13.promises.mkdir(containersDir(), { recursive: true, mode: 448 }) !== void 0) {
     spreadSubdirs(containersDir());
   }
   containersDirReady = true;
@@ -1917,7 +1917,7 @@ function execInContainer(target, command2, options = {}, through) {
       })
     };
   }
-  const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path9.join)(target.dir, "config.json")];
+  const args = ["exec", "--pid", String(target.pid), "--config", (0, import_node_path10.join)(target.dir, "config.json")];
   for (const dir of target.cgroupDirs) args.push("--cgroup", dir);
   args.push("--process", processJson);
   const runner = new RunnerProcess(args, [
@@ -1986,15 +1986,15 @@ function validateOptions(options) {
     throw new PetriError(`invalid working directory "${options.workdir}": it must be an absolute path`);
   }
 }
-var import_node_child_process3, import_node_fs12, import_node_os2, import_node_path9, MAX_LOWER_OPTION, Container, containersDirReady;
+var import_node_child_process3, import_node_fs13, import_node_os2, import_node_path10, MAX_LOWER_OPTION, Container, containersDirReady;
 var init_container = __esm({
   "src/runtime/container.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process3 = require("node:child_process");
-    import_node_fs12 = require("node:fs");
+    import_node_fs13 = require("node:fs");
     import_node_os2 = require("node:os");
-    import_node_path9 = require("node:path");
+    import_node_path10 = require("node:path");
     init_errors();
     init_fs();
     init_cgroups();
@@ -2045,14 +2045,14 @@ var init_container = __esm({
         const deep = !inPlace && lower.join(":").length > MAX_LOWER_OPTION;
         this.spec = createSpec(options, {
           id,
-          rootPath: inPlace ? lower[0] : (0, import_node_path9.join)(this.dir, "rootfs"),
+          rootPath: inPlace ? lower[0] : (0, import_node_path10.join)(this.dir, "rootfs"),
           ...inPlace ? {} : {
             overlay: {
               // Deep images: short names, linked from the container's `l/` dir, keep the option under a page.
               lower: deep ? lower.map((_, i) => i.toString(36)) : lower,
-              upper: (0, import_node_path9.join)(this.dir, "upper"),
-              work: (0, import_node_path9.join)(this.dir, "work"),
-              ...deep ? { lowerBase: (0, import_node_path9.join)(this.dir, "l") } : {}
+              upper: (0, import_node_path10.join)(this.dir, "upper"),
+              work: (0, import_node_path10.join)(this.dir, "work"),
+              ...deep ? { lowerBase: (0, import_node_path10.join)(this.dir, "l") } : {}
             }
           },
           cgroupMount: this.cgroupMode === "v2"
@@ -2077,17 +2077,17 @@ var init_container = __esm({
       materialize() {
         ensureContainersDir();
         if (this.materializeFromSpare()) return;
-        (0, import_node_fs12.mkdirSync)(this.dir);
+        (0, import_node_fs13.mkdirSync)(this.dir);
         try {
           this.cgroups ??= this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
           this.recordBytes = writeRecord(this.dir, this.record);
-          if (!this.options.rootfsInPlace) for (const sub of ["rootfs", "upper", "work"]) (0, import_node_fs12.mkdirSync)((0, import_node_path9.join)(this.dir, sub));
+          if (!this.options.rootfsInPlace) for (const sub of ["rootfs", "upper", "work"]) (0, import_node_fs13.mkdirSync)((0, import_node_path10.join)(this.dir, sub));
           if (this.deep) {
-            (0, import_node_fs12.mkdirSync)((0, import_node_path9.join)(this.dir, "l"));
-            for (const [i, dir] of this.lower.entries()) (0, import_node_fs12.symlinkSync)(dir, (0, import_node_path9.join)(this.dir, "l", i.toString(36)));
+            (0, import_node_fs13.mkdirSync)((0, import_node_path10.join)(this.dir, "l"));
+            for (const [i, dir] of this.lower.entries()) (0, import_node_fs13.symlinkSync)(dir, (0, import_node_path10.join)(this.dir, "l", i.toString(36)));
           }
-          (0, import_node_fs12.writeFileSync)((0, import_node_path9.join)(this.dir, "config.json"), JSON.stringify(this.spec));
+          (0, import_node_fs13.writeFileSync)((0, import_node_path10.join)(this.dir, "config.json"), JSON.stringify(this.spec));
           if (this.options.name !== void 0) reserveName(this.options.name, this.id);
         } catch (error) {
           if (this.cgroups) void this.cgroups.remove().catch(() => {
@@ -2100,7 +2100,7 @@ var init_container = __esm({
       async materializeAsync() {
         await ensureContainersDirAsync();
         if (this.materializeFromSpare()) return;
-        await import_node_fs12.promises.mkdir(this.dir);
+        await import_node_fs13.promises.mkdir(this.dir);
         try {
           this.cgroups ??= this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
@@ -2109,13 +2109,13 @@ var init_container = __esm({
             createRecordAsync(dir, this.record).then((bytes) => {
               this.recordBytes = bytes;
             }),
-            import_node_fs12.promises.writeFile((0, import_node_path9.join)(dir, "config.json"), JSON.stringify(this.spec))
+            import_node_fs13.promises.writeFile((0, import_node_path10.join)(dir, "config.json"), JSON.stringify(this.spec))
           ];
           if (!this.options.rootfsInPlace)
-            for (const sub of ["rootfs", "upper", "work"]) work.push(import_node_fs12.promises.mkdir((0, import_node_path9.join)(dir, sub)));
+            for (const sub of ["rootfs", "upper", "work"]) work.push(import_node_fs13.promises.mkdir((0, import_node_path10.join)(dir, sub)));
           if (this.deep) {
             work.push(
-              import_node_fs12.promises.mkdir((0, import_node_path9.join)(dir, "l")).then(() => Promise.all(this.lower.map((layer, i) => import_node_fs12.promises.symlink(layer, (0, import_node_path9.join)(dir, "l", i.toString(36))))))
+              import_node_fs13.promises.mkdir((0, import_node_path10.join)(dir, "l")).then(() => Promise.all(this.lower.map((layer, i) => import_node_fs13.promises.symlink(layer, (0, import_node_path10.join)(dir, "l", i.toString(36))))))
             );
           }
           const settled2 = await Promise.allSettled(work);
@@ -2125,7 +2125,7 @@ var init_container = __esm({
         } catch (error) {
           if (this.cgroups) await this.cgroups.remove().catch(() => {
           });
-          await import_node_fs12.promises.rm(this.dir, { recursive: true, force: true }).catch(() => {
+          await import_node_fs13.promises.rm(this.dir, { recursive: true, force: true }).catch(() => {
           });
           throw error;
         }
@@ -2371,7 +2371,7 @@ var init_container = __esm({
           failure = failure ? withCleanupError(failure, error) : error;
         }
         try {
-          if (this.deep) removeTree((0, import_node_path9.join)(this.dir, "l"));
+          if (this.deep) removeTree((0, import_node_path10.join)(this.dir, "l"));
           if (this.options.rootfsInPlace || !await retireToSpare(this.dir)) {
             await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ["rootfs", "work/work", "work"]);
           }
@@ -2642,7 +2642,7 @@ function tempOwnerAlive(name) {
 }
 function processStartTime2(pid) {
   try {
-    const stat2 = (0, import_node_fs13.readFileSync)(`/proc/${pid}/stat`, "utf8");
+    const stat2 = (0, import_node_fs14.readFileSync)(`/proc/${pid}/stat`, "utf8");
     const fields = stat2.slice(stat2.lastIndexOf(")") + 2).split(" ");
     if (fields[0] === "Z") return void 0;
     return Number(fields[19]);
@@ -2650,13 +2650,13 @@ function processStartTime2(pid) {
     return void 0;
   }
 }
-var import_node_crypto3, import_node_fs13, TEMP, ownStartTime2;
+var import_node_crypto3, import_node_fs14, TEMP, ownStartTime2;
 var init_temp = __esm({
   "src/image/temp.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto3 = require("node:crypto");
-    import_node_fs13 = require("node:fs");
+    import_node_fs14 = require("node:fs");
     TEMP = /^\.tmp-(\d+)-(\d+)-[0-9a-f]+$/;
     __name(tempName, "tempName");
     __name(isTempName, "isTempName");
@@ -2691,16 +2691,16 @@ var init_types = __esm({
 
 // src/image/layout.ts
 function blobsDir(dir) {
-  return (0, import_node_path10.join)(dir, "blobs", "sha256");
+  return (0, import_node_path11.join)(dir, "blobs", "sha256");
 }
 function createLayout(dir) {
-  if ((0, import_node_fs14.existsSync)((0, import_node_path10.join)(dir, INDEX_FILE)) && (0, import_node_fs14.existsSync)((0, import_node_path10.join)(dir, LAYOUT_FILE)) && (0, import_node_fs14.existsSync)(blobsDir(dir))) return;
+  if ((0, import_node_fs15.existsSync)((0, import_node_path11.join)(dir, INDEX_FILE)) && (0, import_node_fs15.existsSync)((0, import_node_path11.join)(dir, LAYOUT_FILE)) && (0, import_node_fs15.existsSync)(blobsDir(dir))) return;
   try {
-    (0, import_node_fs14.mkdirSync)(blobsDir(dir), { recursive: true });
-    createFileOnce((0, import_node_path10.join)(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}
+    (0, import_node_fs15.mkdirSync)(blobsDir(dir), { recursive: true });
+    createFileOnce((0, import_node_path11.join)(dir, LAYOUT_FILE), `${JSON.stringify({ imageLayoutVersion: "1.0.0" })}
 `);
     const empty = { schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: [] };
-    createFileOnce((0, import_node_path10.join)(dir, INDEX_FILE), JSON.stringify(empty));
+    createFileOnce((0, import_node_path11.join)(dir, INDEX_FILE), JSON.stringify(empty));
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(
@@ -2710,21 +2710,21 @@ function createLayout(dir) {
   }
 }
 function createFileOnce(path, content) {
-  const temp = (0, import_node_path10.join)(path, "..", tempName());
-  (0, import_node_fs14.writeFileSync)(temp, content);
+  const temp = (0, import_node_path11.join)(path, "..", tempName());
+  (0, import_node_fs15.writeFileSync)(temp, content);
   try {
-    (0, import_node_fs14.linkSync)(temp, path);
+    (0, import_node_fs15.linkSync)(temp, path);
   } catch (error) {
     if (error.code !== "EEXIST") throw error;
   } finally {
-    (0, import_node_fs14.unlinkSync)(temp);
+    (0, import_node_fs15.unlinkSync)(temp);
   }
 }
 function readIndex(dir) {
-  const path = (0, import_node_path10.join)(dir, INDEX_FILE);
+  const path = (0, import_node_path11.join)(dir, INDEX_FILE);
   let text;
   try {
-    text = (0, import_node_fs14.readFileSync)(path, "utf8");
+    text = (0, import_node_fs15.readFileSync)(path, "utf8");
   } catch (error) {
     throw new PetriError(`cannot read the image store's index ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -2745,13 +2745,13 @@ function readIndex(dir) {
   return index;
 }
 function writeIndex(dir, index) {
-  const temp = (0, import_node_path10.join)(dir, tempName());
-  (0, import_node_fs14.writeFileSync)(temp, JSON.stringify(index));
+  const temp = (0, import_node_path11.join)(dir, tempName());
+  (0, import_node_fs15.writeFileSync)(temp, JSON.stringify(index));
   try {
-    (0, import_node_fs14.renameSync)(temp, (0, import_node_path10.join)(dir, INDEX_FILE));
+    (0, import_node_fs15.renameSync)(temp, (0, import_node_path11.join)(dir, INDEX_FILE));
   } catch (error) {
     try {
-      (0, import_node_fs14.unlinkSync)(temp);
+      (0, import_node_fs15.unlinkSync)(temp);
     } catch {
     }
     throw error;
@@ -2766,13 +2766,13 @@ function namedEntry(manifest, ref) {
   entry.annotations = { ...manifest.annotations, [REF_NAME_ANNOTATION]: ref };
   return entry;
 }
-var import_node_fs14, import_node_path10, LAYOUT_FILE, INDEX_FILE;
+var import_node_fs15, import_node_path11, LAYOUT_FILE, INDEX_FILE;
 var init_layout = __esm({
   "src/image/layout.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs14 = require("node:fs");
-    import_node_path10 = require("node:path");
+    import_node_fs15 = require("node:fs");
+    import_node_path11 = require("node:path");
     init_errors();
     init_temp();
     init_types();
@@ -2794,7 +2794,7 @@ function corruptWhere(path) {
 }
 function sizeOf(path) {
   try {
-    return (0, import_node_fs15.statSync)(path).size;
+    return (0, import_node_fs16.statSync)(path).size;
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
@@ -2804,21 +2804,22 @@ async function removeQuietly2(path) {
   await (0, import_promises4.unlink)(path).catch(() => {
   });
 }
-var import_node_crypto4, import_node_fs15, import_promises4, import_node_path11, import_promises5, WRITE_MISMATCH, BlobStore;
+var import_node_crypto4, import_node_fs16, import_promises4, import_node_path12, import_promises5, WRITE_MISMATCH, SYNC_IO_MAX, BlobStore;
 var init_blobs = __esm({
   "src/image/blobs.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto4 = require("node:crypto");
-    import_node_fs15 = require("node:fs");
+    import_node_fs16 = require("node:fs");
     import_promises4 = require("node:fs/promises");
-    import_node_path11 = require("node:path");
+    import_node_path12 = require("node:path");
     import_promises5 = require("node:stream/promises");
     init_errors();
     init_digest();
     init_layout();
     init_temp();
     WRITE_MISMATCH = "the source is corrupt or was tampered with";
+    SYNC_IO_MAX = 1 << 20;
     BlobStore = class {
       static {
         __name(this, "BlobStore");
@@ -2830,10 +2831,10 @@ var init_blobs = __esm({
         this.blobsDir = blobsDir(dir);
       }
       blobPath(digest) {
-        return (0, import_node_path11.join)(this.blobsDir, digestHex(digest));
+        return (0, import_node_path12.join)(this.blobsDir, digestHex(digest));
       }
       hasBlob(digest) {
-        return (0, import_node_fs15.existsSync)(this.blobPath(digest));
+        return (0, import_node_fs16.existsSync)(this.blobPath(digest));
       }
       async writeBlob(data, expected) {
         const buffer = typeof data === "string" ? Buffer.from(data) : data;
@@ -2841,17 +2842,18 @@ var init_blobs = __esm({
         if (expected !== void 0 && validateDigest(expected) !== digest) {
           throw digestMismatch(expected, digest, WRITE_MISMATCH);
         }
-        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
+        if (buffer.length <= SYNC_IO_MAX) return this.#writeSmall(buffer, { digest, size: buffer.length });
+        const temp = (0, import_node_path12.join)(this.blobsDir, tempName());
         await (0, import_promises4.writeFile)(temp, buffer, { flag: "wx" });
         return this.#commit(temp, { digest, size: buffer.length });
       }
       /** Writes a stream (a Readable, or any async iterable of bytes) as a blob. */
       async writeBlobStream(stream, expected = {}) {
         if (expected.digest !== void 0) validateDigest(expected.digest);
-        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
+        const temp = (0, import_node_path12.join)(this.blobsDir, tempName());
         const hashing = new HashingStream();
         try {
-          await (0, import_promises5.pipeline)(stream, hashing, (0, import_node_fs15.createWriteStream)(temp, { flags: "wx" }));
+          await (0, import_promises5.pipeline)(stream, hashing, (0, import_node_fs16.createWriteStream)(temp, { flags: "wx" }));
         } catch (error) {
           await removeQuietly2(temp);
           throw error;
@@ -2867,14 +2869,14 @@ var init_blobs = __esm({
       async ingestFile(path, expected = {}, options = {}) {
         const want = typeof expected === "string" ? { digest: expected } : expected;
         if (want.digest !== void 0) validateDigest(want.digest);
-        const temp = (0, import_node_path11.join)(this.blobsDir, tempName());
+        const temp = (0, import_node_path12.join)(this.blobsDir, tempName());
         try {
           if (options.link) {
-            await (0, import_promises4.link)(path, temp).catch(() => (0, import_promises4.copyFile)(path, temp, import_node_fs15.constants.COPYFILE_FICLONE));
+            await (0, import_promises4.link)(path, temp).catch(() => (0, import_promises4.copyFile)(path, temp, import_node_fs16.constants.COPYFILE_FICLONE));
             const now = /* @__PURE__ */ new Date();
             await (0, import_promises4.utimes)(temp, now, now);
           } else {
-            await (0, import_promises4.copyFile)(path, temp, import_node_fs15.constants.COPYFILE_FICLONE);
+            await (0, import_promises4.copyFile)(path, temp, import_node_fs16.constants.COPYFILE_FICLONE);
           }
         } catch (error) {
           await removeQuietly2(temp);
@@ -2883,7 +2885,7 @@ var init_blobs = __esm({
         const hash = (0, import_node_crypto4.createHash)("sha256");
         let size2 = 0;
         try {
-          for await (const chunk of (0, import_node_fs15.createReadStream)(temp)) {
+          for await (const chunk of (0, import_node_fs16.createReadStream)(temp)) {
             hash.update(chunk);
             size2 += chunk.length;
           }
@@ -2896,9 +2898,12 @@ var init_blobs = __esm({
       /** A blob's content, verified against its digest. */
       async readBlob(digest) {
         const path = this.#existingPath(digest);
-        const data = await (0, import_promises4.readFile)(path).catch((error) => {
+        let data;
+        try {
+          data = (sizeOf(path) ?? Number.POSITIVE_INFINITY) <= SYNC_IO_MAX ? (0, import_node_fs16.readFileSync)(path) : await (0, import_promises4.readFile)(path);
+        } catch (error) {
           throw this.#readError(digest, path, error);
-        });
+        }
         const actual = sha256Digest(data);
         if (actual !== digest) throw digestMismatch(digest, actual, corruptWhere(path));
         return data;
@@ -2923,7 +2928,7 @@ var init_blobs = __esm({
       openBlob(digest, size2) {
         const path = this.#existingPath(digest);
         const verify = new VerifyingStream(digest, corruptWhere(path), size2);
-        const source = (0, import_node_fs15.createReadStream)(path);
+        const source = (0, import_node_fs16.createReadStream)(path);
         source.on("error", (error) => verify.destroy(this.#readError(digest, path, error)));
         verify.on("close", () => source.destroy());
         return source.pipe(verify);
@@ -2944,6 +2949,31 @@ var init_blobs = __esm({
        * right size) is kept and its mtime refreshed, so that a prune's grace period
        * protects it again until the new image that uses it is tagged.
        */
+      /** writeBlob of a small buffer, as #commit does it but synchronously, the temp file written only when needed. */
+      #writeSmall(buffer, blob) {
+        const final = this.blobPath(blob.digest);
+        try {
+          if (sizeOf(final) === blob.size) {
+            const now = /* @__PURE__ */ new Date();
+            (0, import_node_fs16.utimesSync)(final, now, now);
+            return blob;
+          }
+        } catch (error) {
+          if (error.code !== "ENOENT") throw error;
+        }
+        const temp = (0, import_node_path12.join)(this.blobsDir, tempName());
+        (0, import_node_fs16.writeFileSync)(temp, buffer, { flag: "wx" });
+        try {
+          (0, import_node_fs16.renameSync)(temp, final);
+        } catch (error) {
+          try {
+            (0, import_node_fs16.unlinkSync)(temp);
+          } catch {
+          }
+          throw error;
+        }
+        return blob;
+      }
       async #commit(temp, blob) {
         const final = this.blobPath(blob.digest);
         try {
@@ -2964,7 +2994,7 @@ var init_blobs = __esm({
       }
       #existingPath(digest) {
         const path = this.blobPath(digest);
-        if (!(0, import_node_fs15.existsSync)(path)) {
+        if (!(0, import_node_fs16.existsSync)(path)) {
           throw new PetriError(
             `blob ${digest} is not in the image store (${path}): it was pruned or never written; import or build the image again`,
             { code: "ENOBLOB" }
@@ -3473,15 +3503,15 @@ var require_graceful_fs = __commonJS({
         return close;
       })(fs.close);
       fs.closeSync = (function(fs$closeSync) {
-        function closeSync4(fd) {
+        function closeSync5(fd) {
           fs$closeSync.apply(fs, arguments);
           resetQueue();
         }
-        __name(closeSync4, "closeSync");
-        Object.defineProperty(closeSync4, previousSymbol, {
+        __name(closeSync5, "closeSync");
+        Object.defineProperty(closeSync5, previousSymbol, {
           value: fs$closeSync
         });
-        return closeSync4;
+        return closeSync5;
       })(fs.closeSync);
       if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || "")) {
         process.on("exit", function() {
@@ -4117,7 +4147,7 @@ var require_signal_exit = __commonJS({
         }
         assert.equal(typeof cb, "function", "a callback must be provided for exit handler");
         if (loaded === false) {
-          load();
+          load2();
         }
         var ev = "exit";
         if (opts && opts.alwaysLast) {
@@ -4177,7 +4207,7 @@ var require_signal_exit = __commonJS({
         return signals;
       };
       loaded = false;
-      load = /* @__PURE__ */ __name(function load2() {
+      load2 = /* @__PURE__ */ __name(function load3() {
         if (loaded || !processOk(global.process)) {
           return;
         }
@@ -4194,7 +4224,7 @@ var require_signal_exit = __commonJS({
         process2.emit = processEmit;
         process2.reallyExit = processReallyExit;
       }, "load");
-      module3.exports.load = load;
+      module3.exports.load = load2;
       originalProcessReallyExit = process2.reallyExit;
       processReallyExit = /* @__PURE__ */ __name(function processReallyExit2(code) {
         if (!processOk(global.process)) {
@@ -4230,7 +4260,7 @@ var require_signal_exit = __commonJS({
     var emit;
     var sigListeners;
     var loaded;
-    var load;
+    var load2;
     var originalProcessReallyExit;
     var processReallyExit;
     var originalProcessEmit;
@@ -4647,7 +4677,7 @@ var require_proper_lockfile = __commonJS({
 
 // src/image/lock.ts
 function indexLockPath(dir) {
-  return (0, import_node_path12.join)(dir, "index.json.lock");
+  return (0, import_node_path13.join)(dir, "index.json.lock");
 }
 function withIndexLock(dir, fn) {
   const lockfilePath = indexLockPath(dir);
@@ -4660,11 +4690,11 @@ function withIndexLock(dir, fn) {
   });
 }
 function blobLockPath(dir, digest) {
-  return (0, import_node_path12.join)(dir, "locks", `${digestHex(digest)}.lock`);
+  return (0, import_node_path13.join)(dir, "locks", `${digestHex(digest)}.lock`);
 }
 function withBlobLock(dir, digest, fn, onWait) {
   const lockfilePath = blobLockPath(dir, digest);
-  (0, import_node_fs16.mkdirSync)((0, import_node_path12.join)(dir, "locks"), { recursive: true });
+  (0, import_node_fs17.mkdirSync)((0, import_node_path13.join)(dir, "locks"), { recursive: true });
   return withLock2(lockfilePath.slice(0, -".lock".length), lockfilePath, fn, {
     retries: { forever: true, minTimeout: 10, maxTimeout: 250, factor: 1.5, randomize: true },
     what: `the download lock of blob ${digest} (${lockfilePath})`,
@@ -4674,6 +4704,17 @@ function withBlobLock(dir, digest, fn, onWait) {
   });
 }
 async function withLock2(file, lockfilePath, fn, options) {
+  const quick = quickLock(lockfilePath);
+  if (quick) {
+    try {
+      const result = await fn();
+      const lost = quick.compromised();
+      if (lost) throw takenOver(options, lost);
+      return result;
+    } finally {
+      quick.release();
+    }
+  }
   let compromised;
   let release;
   const { lock } = await Promise.resolve().then(() => __toESM(require_proper_lockfile(), 1));
@@ -4706,25 +4747,65 @@ async function withLock2(file, lockfilePath, fn, options) {
   }
   try {
     const result = await fn();
-    if (compromised) {
-      throw new PetriError(
-        `${options.what} was taken over while petri held it (${errorLine(compromised)}): the process was stalled for over ${STALE_MS / 1e3}s; run the command again`,
-        { code: "ELOCKED", cause: compromised }
-      );
-    }
+    if (compromised) throw takenOver(options, compromised);
     return result;
   } finally {
     if (!compromised) await release().catch(() => {
     });
   }
 }
-var import_node_fs16, import_node_path12, STALE_MS, WAIT_MS;
+function takenOver(options, cause) {
+  return new PetriError(
+    `${options.what} was taken over while petri held it (${errorLine(cause)}): the process was stalled for over ${STALE_MS / 1e3}s; run the command again`,
+    { code: "ELOCKED", cause }
+  );
+}
+function quickLock(lockfilePath) {
+  try {
+    (0, import_node_fs17.mkdirSync)(lockfilePath);
+  } catch {
+    return void 0;
+  }
+  let mtime;
+  let lost;
+  const remove = /* @__PURE__ */ __name(() => {
+    try {
+      (0, import_node_fs17.rmdirSync)(lockfilePath);
+    } catch {
+    }
+  }, "remove");
+  const refresh = /* @__PURE__ */ __name(() => {
+    try {
+      const now = (0, import_node_fs17.statSync)(lockfilePath).mtimeMs;
+      if (mtime !== void 0 && now !== mtime) throw new Error("the lock was updated by another process");
+      const time = /* @__PURE__ */ new Date();
+      (0, import_node_fs17.utimesSync)(lockfilePath, time, time);
+      mtime = (0, import_node_fs17.statSync)(lockfilePath).mtimeMs;
+    } catch (error) {
+      lost = error;
+      clearInterval(timer);
+    }
+  }, "refresh");
+  refresh();
+  const timer = setInterval(refresh, STALE_MS / 4);
+  timer.unref();
+  process.on("exit", remove);
+  return {
+    release: /* @__PURE__ */ __name(() => {
+      clearInterval(timer);
+      process.off("exit", remove);
+      if (!lost) remove();
+    }, "release"),
+    compromised: /* @__PURE__ */ __name(() => lost, "compromised")
+  };
+}
+var import_node_fs17, import_node_path13, STALE_MS, WAIT_MS;
 var init_lock = __esm({
   "src/image/lock.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs16 = require("node:fs");
-    import_node_path12 = require("node:path");
+    import_node_fs17 = require("node:fs");
+    import_node_path13 = require("node:path");
     init_errors();
     init_digest();
     STALE_MS = 2e4;
@@ -4734,6 +4815,8 @@ var init_lock = __esm({
     __name(blobLockPath, "blobLockPath");
     __name(withBlobLock, "withBlobLock");
     __name(withLock2, "withLock");
+    __name(takenOver, "takenOver");
+    __name(quickLock, "quickLock");
   }
 });
 
@@ -4806,16 +4889,16 @@ async function pruneBlobs(blobs, options = {}) {
     const result = { removed: [], bytes: 0 };
     const cutoff = Date.now() - graceMs;
     for (const dir of [blobs.dir, blobs.blobsDir]) {
-      for (const name of (0, import_node_fs17.readdirSync)(dir)) {
+      for (const name of (0, import_node_fs18.readdirSync)(dir)) {
         if (!isTempName(name) || tempOwnerAlive(name)) continue;
-        result.bytes += removeIfOlder((0, import_node_path13.join)(dir, name), cutoff) ?? 0;
+        result.bytes += removeIfOlder((0, import_node_path14.join)(dir, name), cutoff) ?? 0;
       }
     }
-    for (const name of (0, import_node_fs17.readdirSync)(blobs.blobsDir)) {
+    for (const name of (0, import_node_fs18.readdirSync)(blobs.blobsDir)) {
       if (!HEX64.test(name)) continue;
       const digest = `sha256:${name}`;
       if (reachable.has(digest) || keep.has(digest)) continue;
-      const size2 = removeIfOlder((0, import_node_path13.join)(blobs.blobsDir, name), cutoff);
+      const size2 = removeIfOlder((0, import_node_path14.join)(blobs.blobsDir, name), cutoff);
       if (size2 === void 0) continue;
       result.removed.push(digest);
       result.bytes += size2;
@@ -4825,22 +4908,22 @@ async function pruneBlobs(blobs, options = {}) {
 }
 function removeIfOlder(path, cutoff) {
   try {
-    const stat2 = (0, import_node_fs17.lstatSync)(path);
+    const stat2 = (0, import_node_fs18.lstatSync)(path);
     if (stat2.mtimeMs >= cutoff) return void 0;
-    (0, import_node_fs17.unlinkSync)(path);
+    (0, import_node_fs18.unlinkSync)(path);
     return stat2.size;
   } catch (error) {
     if (error.code === "ENOENT") return void 0;
     throw error;
   }
 }
-var import_node_fs17, import_node_path13, DEFAULT_GRACE_MS, HEX64;
+var import_node_fs18, import_node_path14, DEFAULT_GRACE_MS, HEX64;
 var init_prune = __esm({
   "src/image/prune.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs17 = require("node:fs");
-    import_node_path13 = require("node:path");
+    import_node_fs18 = require("node:fs");
+    import_node_path14 = require("node:path");
     init_errors();
     init_layout();
     init_lock();
@@ -5033,13 +5116,13 @@ __export(store_exports, {
 function noSuchImage(text) {
   return new PetriError(`no such image: ${text}`, { code: "ENOIMAGE" });
 }
-var import_node_fs18, import_node_path14, ImageStore;
+var import_node_fs19, import_node_path15, ImageStore;
 var init_store = __esm({
   "src/image/store.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs18 = require("node:fs");
-    import_node_path14 = require("node:path");
+    import_node_fs19 = require("node:fs");
+    import_node_path15 = require("node:path");
     init_errors();
     init_paths();
     init_blobs();
@@ -5055,7 +5138,7 @@ var init_store = __esm({
       static {
         __name(this, "ImageStore");
       }
-      static open(dir = (0, import_node_path14.join)(petriRoot(), "images")) {
+      static open(dir = (0, import_node_path15.join)(petriRoot(), "images")) {
         createLayout(dir);
         return new _ImageStore(dir);
       }
@@ -5265,7 +5348,7 @@ var init_store = __esm({
         for (const { digest, size: size2, role } of refs) {
           let actual;
           try {
-            actual = (0, import_node_fs18.statSync)(this.blobPath(digest)).size;
+            actual = (0, import_node_fs19.statSync)(this.blobPath(digest)).size;
           } catch {
             throw new PetriError(
               `cannot tag ${name}: its ${role} ${digest} is not in the image store (pruned, or never written); write the image again and tag it`,
@@ -5282,6 +5365,34 @@ var init_store = __esm({
       }
     };
     __name(noSuchImage, "noSuchImage");
+  }
+});
+
+// src/snapshot/layer-meta.ts
+function writeLayerMeta(top, meta) {
+  (0, import_node_fs20.writeFileSync)((0, import_node_path16.join)(top, "meta.json"), `${JSON.stringify(meta)}
+`);
+}
+function recordedOpaqueDirs(tree) {
+  if ((0, import_node_path16.basename)(tree) !== "fs") return void 0;
+  let meta;
+  try {
+    meta = JSON.parse((0, import_node_fs20.readFileSync)((0, import_node_path16.join)((0, import_node_path16.dirname)(tree), "meta.json"), "utf8"));
+  } catch {
+    return void 0;
+  }
+  const opaque = meta?.opaque;
+  return Array.isArray(opaque) && opaque.every((dir) => typeof dir === "string") ? opaque : void 0;
+}
+var import_node_fs20, import_node_path16;
+var init_layer_meta = __esm({
+  "src/snapshot/layer-meta.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs20 = require("node:fs");
+    import_node_path16 = require("node:path");
+    __name(writeLayerMeta, "writeLayerMeta");
+    __name(recordedOpaqueDirs, "recordedOpaqueDirs");
   }
 });
 
@@ -5318,11 +5429,25 @@ var init_fsops = __esm({
       setxattr(path, name, value) {
         return this.apply({ op: "setxattr", path, name, value: value.toString("base64") });
       }
+      /**
+       * Every entry under `dir`, as `scanTree` reads it, without a process of its
+       * own: a builder scans each layer it writes with one FsOps.
+       */
+      async scan(dir) {
+        const lines = [];
+        await this.#send({ op: "scan", path: dir }, lines).catch((error) => {
+          throw new PetriError(`cannot read the directory tree ${dir}: ${error.message}`, { cause: error });
+        });
+        return lines.map((line) => JSON.parse(line));
+      }
       apply(op) {
+        return this.#send(op);
+      }
+      #send(op, lines) {
         const child = this.#start();
         return new Promise((resolve10, reject) => {
           if (this.#failure) return reject(this.#failure);
-          this.#waiting.push({ resolve: resolve10, reject });
+          this.#waiting.push({ resolve: resolve10, reject, ...lines ? { lines } : {} });
           child.stdin.write(`${JSON.stringify(op)}
 `);
         });
@@ -5333,6 +5458,10 @@ var init_fsops = __esm({
         if (!child || !this.#closed) return Promise.resolve();
         child.stdin.end();
         return this.#closed;
+      }
+      /** Starts the process now, so that it is ready when the first op comes. */
+      start() {
+        this.#start();
       }
       #start() {
         if (this.#child) return this.#child;
@@ -5353,6 +5482,11 @@ var init_fsops = __esm({
         return child;
       }
       #answer(line) {
+        const scanning = this.#waiting[0]?.lines;
+        if (scanning && line.startsWith("{")) {
+          scanning.push(line);
+          return;
+        }
         const waiter = this.#waiting.shift();
         if (!waiter) return;
         if (line === "ok") {
@@ -5387,7 +5521,7 @@ function cleanEntryPath(name) {
   return parts.join("/");
 }
 function resolveInRoot(rootDir, name) {
-  const root = (0, import_node_path15.resolve)(rootDir);
+  const root = (0, import_node_path17.resolve)(rootDir);
   const parts = cleanEntryPath(name).split("/");
   const last = parts.pop();
   if (!last) return root;
@@ -5400,7 +5534,7 @@ function resolveInRoot(rootDir, name) {
       resolved.pop();
       continue;
     }
-    const here = (0, import_node_path15.join)(root, ...resolved, part);
+    const here = (0, import_node_path17.join)(root, ...resolved, part);
     if (!isSymlink(here)) {
       resolved.push(part);
       continue;
@@ -5408,28 +5542,28 @@ function resolveInRoot(rootDir, name) {
     if (++followed > MAX_SYMLINKS) {
       throw new PetriError(`layer entry "${name}": too many levels of symbolic links in its parent directories`);
     }
-    const target = (0, import_node_fs19.readlinkSync)(here);
+    const target = (0, import_node_fs21.readlinkSync)(here);
     if (target.startsWith("/")) resolved.length = 0;
     pending.push(...target.split("/").reverse());
   }
-  const path = (0, import_node_path15.join)(root, ...resolved, last);
+  const path = (0, import_node_path17.join)(root, ...resolved, last);
   if (!path.startsWith(`${root}/`)) throw new PetriError(`layer entry "${name}" resolves outside the layer root`);
   return path;
 }
 function isSymlink(path) {
   try {
-    return (0, import_node_fs19.lstatSync)(path).isSymbolicLink();
+    return (0, import_node_fs21.lstatSync)(path).isSymbolicLink();
   } catch {
     return false;
   }
 }
-var import_node_fs19, import_node_path15, MAX_SYMLINKS;
+var import_node_fs21, import_node_path17, MAX_SYMLINKS;
 var init_safe_path = __esm({
   "src/snapshot/safe-path.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs19 = require("node:fs");
-    import_node_path15 = require("node:path");
+    import_node_fs21 = require("node:fs");
+    import_node_path17 = require("node:path");
     init_errors();
     MAX_SYMLINKS = 40;
     __name(cleanEntryPath, "cleanEntryPath");
@@ -5643,7 +5777,7 @@ var require_headers = __commonJS({
   "node_modules/tar-stream/headers.js"(exports2) {
     init_import_meta_url();
     var b4a = require_b4a();
-    var ZEROS = "0000000000000000000";
+    var ZEROS2 = "0000000000000000000";
     var SEVENS = "7777777777777777777";
     var ZERO_OFFSET = "0".charCodeAt(0);
     var USTAR_MAGIC = b4a.from([117, 115, 116, 97, 114, 0]);
@@ -5848,7 +5982,7 @@ var require_headers = __commonJS({
     function encodeOct(val, n) {
       val = val.toString(8);
       if (val.length > n) return SEVENS.slice(0, n) + " ";
-      return ZEROS.slice(0, n - val.length) + val + " ";
+      return ZEROS2.slice(0, n - val.length) + val + " ";
     }
     __name(encodeOct, "encodeOct");
     function encodeSizeBin(num, buf, off) {
@@ -8049,15 +8183,16 @@ var require_tar_stream = __commonJS({
 var tar_pax_exports = {};
 __export(tar_pax_exports, {
   XATTR_PAX_PREFIX: () => XATTR_PAX_PREFIX,
+  encodePax: () => encodePax,
   tarStream: () => tarStream
 });
 function tarStream() {
-  if (patched) return import_tar_stream.default;
-  const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const codec = import_headers.default;
-  codec.decodePax = decodePax;
-  codec.encodePax = encodePax;
-  patched = true;
+  if (!patched) {
+    const codec = import_headers.default;
+    codec.decodePax = decodePax;
+    codec.encodePax = encodePax;
+    patched = true;
+  }
   return import_tar_stream.default;
 }
 function encoding(key) {
@@ -8093,15 +8228,16 @@ function encodePax(opts) {
   for (const [key, value] of Object.entries(opts.pax ?? {})) add2(key, Buffer.from(value, encoding(key)));
   return Buffer.concat(records);
 }
-var import_headers, import_node_module2, import_tar_stream, XATTR_PAX_PREFIX, patched;
+var import_headers, import_tar_stream, import_node_module3, XATTR_PAX_PREFIX, load, patched;
 var init_tar_pax = __esm({
   "src/snapshot/tar-pax.ts"() {
     "use strict";
     init_import_meta_url();
     import_headers = __toESM(require_headers(), 1);
-    import_node_module2 = require("node:module");
     import_tar_stream = __toESM(require_tar_stream(), 1);
+    import_node_module3 = require("node:module");
     XATTR_PAX_PREFIX = "SCHILY.xattr.";
+    load = (0, import_node_module3.createRequire)(petri_import_meta_url);
     patched = false;
     __name(tarStream, "tarStream");
     __name(encoding, "encoding");
@@ -8139,14 +8275,14 @@ function mtimeOf(header) {
   if (Number.isFinite(pax)) return new Date(pax * 1e3);
   return header.mtime ?? /* @__PURE__ */ new Date(0);
 }
-var import_node_fs20, import_promises6, import_node_path16, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
+var import_node_fs22, import_promises6, import_node_path18, XATTR_REFUSED, DEVICE_TYPES, EntryWriter;
 var init_entry_writer = __esm({
   "src/snapshot/entry-writer.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs20 = require("node:fs");
+    import_node_fs22 = require("node:fs");
     import_promises6 = require("node:fs/promises");
-    import_node_path16 = require("node:path");
+    import_node_path18 = require("node:path");
     init_errors();
     init_fs();
     init_fsops();
@@ -8163,9 +8299,11 @@ var init_entry_writer = __esm({
       #fsops = new FsOps();
       /** Directory mtimes, set at the end: writing into a directory changes its mtime. */
       #dirTimes = /* @__PURE__ */ new Map();
+      /** Host paths of the directories made opaque (below the root) and still there. */
+      #opaque = /* @__PURE__ */ new Set();
       constructor(root) {
-        this.#root = (0, import_node_path16.resolve)(root);
-        (0, import_node_fs20.mkdirSync)(this.#root, { recursive: true, mode: 493 });
+        this.#root = (0, import_node_path18.resolve)(root);
+        (0, import_node_fs22.mkdirSync)(this.#root, { recursive: true, mode: 493 });
       }
       /** Writes one entry; `body` is its content (consumed here whatever the type). */
       async write(header, body) {
@@ -8183,7 +8321,7 @@ var init_entry_writer = __esm({
       }
       async #write(header, body) {
         const rel = cleanEntryPath(header.name);
-        const base = (0, import_node_path16.basename)(rel);
+        const base = (0, import_node_path18.basename)(rel);
         if (base.startsWith(WHITEOUT_PREFIX)) return this.#whiteout(rel, base);
         const type = header.type;
         if (rel === "" && type !== "directory") throw new PetriError("the layer root can only be a directory");
@@ -8212,11 +8350,15 @@ var init_entry_writer = __esm({
       finish() {
         for (const [path, mtime] of this.#dirTimes) {
           try {
-            if ((0, import_node_fs20.lstatSync)(path).isDirectory()) (0, import_node_fs20.lutimesSync)(path, mtime, mtime);
+            if ((0, import_node_fs22.lstatSync)(path).isDirectory()) (0, import_node_fs22.lutimesSync)(path, mtime, mtime);
           } catch (error) {
             if (error.code !== "ENOENT") throw error;
           }
         }
+      }
+      /** The opaque directories written, relative to the root, sorted. */
+      opaqueDirs() {
+        return [...this.#opaque].map((path) => path.slice(this.#root.length + 1)).sort();
       }
       close() {
         return this.#fsops.close();
@@ -8224,24 +8366,28 @@ var init_entry_writer = __esm({
       /** Where to create entry `rel`: parents made, a conflicting entry removed (a directory is kept for a directory). */
       #place(rel, directory) {
         const path = resolveInRoot(this.#root, rel);
-        (0, import_node_fs20.mkdirSync)((0, import_node_path16.dirname)(path), { recursive: true, mode: 493 });
+        (0, import_node_fs22.mkdirSync)((0, import_node_path18.dirname)(path), { recursive: true, mode: 493 });
         let existing;
         try {
-          existing = (0, import_node_fs20.lstatSync)(path);
+          existing = (0, import_node_fs22.lstatSync)(path);
         } catch {
           return path;
         }
         if (directory && existing.isDirectory()) return path;
-        if (existing.isDirectory()) removeTree(path);
-        else (0, import_node_fs20.unlinkSync)(path);
+        if (existing.isDirectory()) {
+          removeTree(path);
+          for (const dir of this.#opaque) if (dir === path || dir.startsWith(`${path}/`)) this.#opaque.delete(dir);
+        } else (0, import_node_fs22.unlinkSync)(path);
         return path;
       }
       async #whiteout(rel, base) {
-        const parent = (0, import_node_path16.dirname)(rel) === "." ? "" : (0, import_node_path16.dirname)(rel);
+        const parent = (0, import_node_path18.dirname)(rel) === "." ? "" : (0, import_node_path18.dirname)(rel);
         if (base === OPAQUE_WHITEOUT) {
           const dir = parent === "" ? this.#root : this.#place(parent, true);
-          (0, import_node_fs20.mkdirSync)(dir, { recursive: true, mode: 493 });
-          return this.#fsops.opaque(dir);
+          (0, import_node_fs22.mkdirSync)(dir, { recursive: true, mode: 493 });
+          await this.#fsops.opaque(dir);
+          if (dir !== this.#root) this.#opaque.add(dir);
+          return;
         }
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const name = base.slice(WHITEOUT_PREFIX.length);
@@ -8250,13 +8396,13 @@ var init_entry_writer = __esm({
       }
       async #directory(rel, header) {
         const path = rel === "" ? this.#root : this.#place(rel, true);
-        (0, import_node_fs20.mkdirSync)(path, { recursive: true, mode: 448 });
+        (0, import_node_fs22.mkdirSync)(path, { recursive: true, mode: 448 });
         await this.#attributes(path, header);
         this.#dirTimes.set(path, mtimeOf(header));
       }
       async #file(rel, header, body) {
         const path = this.#place(rel, false);
-        const flags = import_node_fs20.constants.O_WRONLY | import_node_fs20.constants.O_CREAT | import_node_fs20.constants.O_EXCL | import_node_fs20.constants.O_NOFOLLOW;
+        const flags = import_node_fs22.constants.O_WRONLY | import_node_fs22.constants.O_CREAT | import_node_fs22.constants.O_EXCL | import_node_fs22.constants.O_NOFOLLOW;
         const file = await (0, import_promises6.open)(path, flags, 384);
         try {
           for await (const chunk of body) {
@@ -8273,31 +8419,31 @@ var init_entry_writer = __esm({
       async #symlink(rel, header) {
         if (!header.linkname) throw new PetriError("a symlink needs a target");
         const path = this.#place(rel, false);
-        (0, import_node_fs20.symlinkSync)(header.linkname, path);
-        (0, import_node_fs20.lchownSync)(path, ...owner(header));
+        (0, import_node_fs22.symlinkSync)(header.linkname, path);
+        (0, import_node_fs22.lchownSync)(path, ...owner(header));
         await this.#xattrs(path, header);
-        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs22.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #hardlink(rel, header) {
         const targetRel = cleanEntryPath(header.linkname ?? "");
         const target = resolveInRoot(this.#root, targetRel);
         let stat2;
         try {
-          stat2 = (0, import_node_fs20.lstatSync)(target);
+          stat2 = (0, import_node_fs22.lstatSync)(target);
         } catch {
           throw new PetriError(`its hard link target "${header.linkname}" is not in the layer (an earlier entry)`);
         }
         if (stat2.isDirectory()) throw new PetriError(`its hard link target "${header.linkname}" is a directory`);
         const path = resolveInRoot(this.#root, rel);
         if (path === target) return;
-        (0, import_node_fs20.linkSync)(target, this.#place(rel, false));
+        (0, import_node_fs22.linkSync)(target, this.#place(rel, false));
       }
       /** Owner, mode (after the owner: chown clears setuid), xattrs, mtime of a non-file entry. */
       async #attributes(path, header) {
-        (0, import_node_fs20.lchownSync)(path, ...owner(header));
+        (0, import_node_fs22.lchownSync)(path, ...owner(header));
         await (0, import_promises6.chmod)(path, (header.mode ?? 493) & 4095);
         await this.#xattrs(path, header);
-        (0, import_node_fs20.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
+        (0, import_node_fs22.lutimesSync)(path, mtimeOf(header), mtimeOf(header));
       }
       async #xattrs(path, header) {
         for (const [key, value] of Object.entries(header.pax ?? {})) {
@@ -8358,7 +8504,7 @@ async function unpackLayer(blob, mediaType, target) {
   } finally {
     await writer.close();
   }
-  return { diffId: counter.digest, size: counter.size };
+  return { diffId: counter.digest, size: counter.size, opaque: writer.opaqueDirs() };
 }
 async function sniff(blob) {
   const iterator = blob[Symbol.asyncIterator]();
@@ -8437,17 +8583,18 @@ function alive(pid) {
     return error.code === "EPERM";
   }
 }
-var import_node_crypto5, import_node_fs21, import_node_path17, DIGEST2, TEMP_PREFIX, LayerCache;
+var import_node_crypto5, import_node_fs23, import_node_path19, DIGEST2, TEMP_PREFIX, LayerCache;
 var init_layers = __esm({
   "src/snapshot/layers.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto5 = require("node:crypto");
-    import_node_fs21 = require("node:fs");
-    import_node_path17 = require("node:path");
+    import_node_fs23 = require("node:fs");
+    import_node_path19 = require("node:path");
     init_errors();
     init_paths();
     init_fs();
+    init_layer_meta();
     DIGEST2 = /^sha256:[0-9a-f]{64}$/;
     TEMP_PREFIX = ".tmp-";
     __name(chainIds, "chainIds");
@@ -8457,7 +8604,7 @@ var init_layers = __esm({
       }
       dir;
       #pending = /* @__PURE__ */ new Map();
-      constructor(dir = (0, import_node_path17.join)(petriRoot(), "layers")) {
+      constructor(dir = (0, import_node_path19.join)(petriRoot(), "layers")) {
         this.dir = dir;
       }
       /** Unpacks what is missing of `layers` (base first); returns their trees top first, as overlay lowerdirs. */
@@ -8480,8 +8627,8 @@ var init_layers = __esm({
       }
       /** The tree of an unpacked layer, or undefined when it is not in the cache. */
       path(chainId) {
-        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-        return (0, import_node_fs21.existsSync)((0, import_node_path17.join)(top, "meta.json")) ? (0, import_node_path17.join)(top, "fs") : void 0;
+        const top = (0, import_node_path19.join)(this.dir, hexOf(chainId));
+        return (0, import_node_fs23.existsSync)((0, import_node_path19.join)(top, "meta.json")) ? (0, import_node_path19.join)(top, "fs") : void 0;
       }
       /** Every unpacked layer. */
       list() {
@@ -8489,8 +8636,9 @@ var init_layers = __esm({
         for (const name of this.#names()) {
           if (name.startsWith(TEMP_PREFIX)) continue;
           try {
-            const meta = JSON.parse((0, import_node_fs21.readFileSync)((0, import_node_path17.join)(this.dir, name, "meta.json"), "utf8"));
-            records.push({ ...meta, dir: (0, import_node_path17.join)(this.dir, name, "fs") });
+            const meta = JSON.parse((0, import_node_fs23.readFileSync)((0, import_node_path19.join)(this.dir, name, "meta.json"), "utf8"));
+            const { chainId, diffId, parent, size: size2 } = meta;
+            records.push({ chainId, diffId, parent, size: size2, dir: (0, import_node_path19.join)(this.dir, name, "fs") });
           } catch {
           }
         }
@@ -8499,10 +8647,10 @@ var init_layers = __esm({
       /** Removes these layers (the caller knows none is in use), and what crashed unpacks left. */
       remove(chainIds2) {
         for (const chainId of chainIds2) {
-          const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-          const doomed = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+          const top = (0, import_node_path19.join)(this.dir, hexOf(chainId));
+          const doomed = (0, import_node_path19.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
           try {
-            (0, import_node_fs21.renameSync)(top, doomed);
+            (0, import_node_fs23.renameSync)(top, doomed);
           } catch (error) {
             if (error.code === "ENOENT") continue;
             throw error;
@@ -8516,16 +8664,17 @@ var init_layers = __esm({
        * rename it into place), removed by the next sweep if this process dies.
        */
       workDir() {
-        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
+        (0, import_node_fs23.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path19.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs23.mkdirSync)(temp, { mode: 448 });
         return temp;
       }
       /**
        * Moves `tree` (an overlay upper dir whose layer was just written, with this
        * diffID) into the cache as the layer above `parent`, so that the steps that
-       * use it next need not unpack it. Returns the layer's tree, which is the
-       * existing one when the cache has it already.
+       * use it next need not unpack it. `layer.opaque` lists its opaque
+       * directories, as written (see LayerMeta). Returns the layer's tree, which
+       * is the existing one when the cache has it already.
        */
       adopt(tree, layer, parent) {
         const chainId = parent === null ? layer.diffId : chainIds([parent, layer.diffId])[1];
@@ -8536,14 +8685,10 @@ var init_layers = __esm({
         }
         const temp = this.workDir();
         try {
-          (0, import_node_fs21.renameSync)(tree, (0, import_node_path17.join)(temp, "fs"));
-          (0, import_node_fs21.writeFileSync)(
-            (0, import_node_path17.join)(temp, "meta.json"),
-            `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}
-`
-          );
+          (0, import_node_fs23.renameSync)(tree, (0, import_node_path19.join)(temp, "fs"));
+          writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
           try {
-            (0, import_node_fs21.renameSync)(temp, (0, import_node_path17.join)(this.dir, hexOf(chainId)));
+            (0, import_node_fs23.renameSync)(temp, (0, import_node_path19.join)(this.dir, hexOf(chainId)));
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8554,7 +8699,7 @@ var init_layers = __esm({
           removeTree(tree);
           throw error;
         }
-        return (0, import_node_path17.join)(this.dir, hexOf(chainId), "fs");
+        return (0, import_node_path19.join)(this.dir, hexOf(chainId), "fs");
       }
       /**
        * Unpacks the top layer of a stack with these `diffIds` (base first) from
@@ -8592,16 +8737,16 @@ var init_layers = __esm({
         return pending;
       }
       async #unpack(layer, chainId, parent, verified) {
-        (0, import_node_fs21.mkdirSync)(this.dir, { recursive: true, mode: 448 });
+        (0, import_node_fs23.mkdirSync)(this.dir, { recursive: true, mode: 448 });
         this.#sweep();
-        const top = (0, import_node_path17.join)(this.dir, hexOf(chainId));
-        const temp = (0, import_node_path17.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs21.mkdirSync)(temp, { mode: 448 });
+        const top = (0, import_node_path19.join)(this.dir, hexOf(chainId));
+        const temp = (0, import_node_path19.join)(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs23.mkdirSync)(temp, { mode: 448 });
         try {
           let result;
           try {
             const { unpackLayer: unpackLayer2 } = await Promise.resolve().then(() => (init_unpack(), unpack_exports));
-            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path17.join)(temp, "fs"));
+            result = await unpackLayer2(layer.open(), layer.mediaType, (0, import_node_path19.join)(temp, "fs"));
           } catch (error) {
             await verified;
             throw new PetriError(`layer ${layer.digest}: ${error.message}`, { cause: error });
@@ -8612,11 +8757,9 @@ var init_layers = __esm({
               `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`
             );
           }
-          const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
-          (0, import_node_fs21.writeFileSync)((0, import_node_path17.join)(temp, "meta.json"), `${JSON.stringify(meta)}
-`);
+          writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: result.size, opaque: result.opaque });
           try {
-            (0, import_node_fs21.renameSync)(temp, top);
+            (0, import_node_fs23.renameSync)(temp, top);
           } catch (error) {
             const code = error.code;
             if (code !== "EEXIST" && code !== "ENOTEMPTY" || !this.path(chainId)) throw error;
@@ -8626,18 +8769,18 @@ var init_layers = __esm({
           removeTree(temp);
           throw error;
         }
-        return (0, import_node_path17.join)(top, "fs");
+        return (0, import_node_path19.join)(top, "fs");
       }
       /** Removes temporary directories whose process is gone. */
       #sweep() {
         for (const name of this.#names()) {
           const pid = name.startsWith(TEMP_PREFIX) ? Number(name.slice(TEMP_PREFIX.length).split("-")[0]) : 0;
-          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path17.join)(this.dir, name));
+          if (pid > 0 && pid !== process.pid && !alive(pid)) removeTree((0, import_node_path19.join)(this.dir, name));
         }
       }
       #names() {
         try {
-          return (0, import_node_fs21.readdirSync)(this.dir);
+          return (0, import_node_fs23.readdirSync)(this.dir);
         } catch {
           return [];
         }
@@ -8759,24 +8902,24 @@ function readFromLayersCached(lower, path) {
 }
 function readFromLayers(lower, path) {
   for (const dir of lower) {
-    const full = (0, import_node_path18.join)(dir, path);
+    const full = (0, import_node_path20.join)(dir, path);
     try {
-      const stat2 = (0, import_node_fs22.lstatSync)(full);
+      const stat2 = (0, import_node_fs24.lstatSync)(full);
       if (stat2.isCharacterDevice() && stat2.rdev === 0) return void 0;
-      if (stat2.isFile()) return (0, import_node_fs22.readFileSync)(full, "utf8");
+      if (stat2.isFile()) return (0, import_node_fs24.readFileSync)(full, "utf8");
       return void 0;
     } catch {
     }
   }
   return void 0;
 }
-var import_node_fs22, import_node_path18, layerReads;
+var import_node_fs24, import_node_path20, layerReads;
 var init_image_run = __esm({
   "src/harness/image-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs22 = require("node:fs");
-    import_node_path18 = require("node:path");
+    import_node_fs24 = require("node:fs");
+    import_node_path20 = require("node:path");
     init_apply_config();
     __name(imageLayers, "imageLayers");
     __name(imageContainerOptions, "imageContainerOptions");
@@ -8833,7 +8976,7 @@ async function toContainerOptions(options, rest) {
   const str = /* @__PURE__ */ __name((key) => typeof options[key] === "string" ? options[key] : void 0, "str");
   const rootfs = str("rootfs");
   if (rootfs !== void 0) {
-    if (!(0, import_node_fs23.existsSync)(rootfs) || !(0, import_node_fs23.statSync)(rootfs).isDirectory()) {
+    if (!(0, import_node_fs25.existsSync)(rootfs) || !(0, import_node_fs25.statSync)(rootfs).isDirectory()) {
       throw new PetriError(`petri run: root filesystem ${rootfs} does not exist or is not a directory`);
     }
     if (rest.length === 0) throw new PetriError("petri run: no command given (petri run --rootfs DIR -- CMD [ARGS\u2026])");
@@ -8931,15 +9074,15 @@ function parseVolume(text) {
   if (parts.length < 2 || parts.length > 3 || !source?.startsWith("/") || !target?.startsWith("/") || mode !== void 0 && mode !== "ro" && mode !== "rw") {
     throw new PetriError(`petri run: invalid --volume "${text}": expected /host/path:/container/path[:ro]`);
   }
-  if (!(0, import_node_fs23.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
+  if (!(0, import_node_fs25.existsSync)(source)) throw new PetriError(`petri run: volume source ${source} does not exist`);
   return { source, target, readonly: mode === "ro" };
 }
-var import_node_fs23, OPTIONS, HELP;
+var import_node_fs25, OPTIONS, HELP;
 var init_run = __esm({
   "src/cli/run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs23 = require("node:fs");
+    import_node_fs25 = require("node:fs");
     init_errors();
     init_container();
     init_ulimits();
@@ -9051,7 +9194,7 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs24.readFileSync)(path, "utf8");
+    return (0, import_node_fs26.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
@@ -9066,13 +9209,13 @@ function fnv(text) {
   }
   return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
 }
-var import_node_fs24, import_node_path19, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs26, import_node_path21, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs24 = require("node:fs");
-    import_node_path19 = require("node:path");
+    import_node_fs26 = require("node:fs");
+    import_node_path21 = require("node:path");
     init_paths();
     VERSION = 1;
     MAX_ENTRIES = 2e4;
@@ -9105,11 +9248,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path19.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
+        this.#file = (0, import_node_path21.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path19.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path19.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path21.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path21.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -9131,7 +9274,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs24.existsSync)((0, import_node_path19.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs26.existsSync)((0, import_node_path21.join)(this.#blobs, "sha256", hex))) return void 0;
         this.verified = { ...record, files: now.files, index: now.index };
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
@@ -9168,10 +9311,10 @@ var init_result_cache = __esm({
               return [e];
             })
           };
-          (0, import_node_fs24.mkdirSync)((0, import_node_path19.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs24.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs24.renameSync)(tmp, this.#file);
+          (0, import_node_fs26.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs26.renameSync)(tmp, this.#file);
           this.verified = { ...record, files: record.files, index: record.index };
         } catch {
         }
@@ -9182,7 +9325,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs24.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs26.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -9199,9 +9342,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs24.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs26.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs24.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs26.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -9211,13 +9354,13 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs24.readdirSync)(dir).sort();
+            names = (0, import_node_fs26.readdirSync)(dir).sort();
           } catch {
             return false;
           }
           for (const name of names) {
             if (lines.length > MAX_ENTRIES) return false;
-            const path = (0, import_node_path19.join)(dir, name);
+            const path = (0, import_node_path21.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -9351,13 +9494,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path20.join)((0, import_node_path20.dirname)(dockerfilePath), `${(0, import_node_path20.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path20.join)(contextDir, ".dockerignore")
+    (0, import_node_path22.join)((0, import_node_path22.dirname)(dockerfilePath), `${(0, import_node_path22.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path22.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs25.readFileSync)(file, "utf8");
+      text = (0, import_node_fs27.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9505,13 +9648,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs25, import_node_path20, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs27, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs25 = require("node:fs");
-    import_node_path20 = require("node:path");
+    import_node_fs27 = require("node:fs");
+    import_node_path22 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -10852,14 +10995,14 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto6, import_node_fs26, import_node_path21, BuildCache;
+var import_node_crypto6, import_node_fs28, import_node_path23, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto6 = require("node:crypto");
-    import_node_fs26 = require("node:fs");
-    import_node_path21 = require("node:path");
+    import_node_fs28 = require("node:fs");
+    import_node_path23 = require("node:path");
     init_paths();
     init_fs();
     __name(cacheKey, "cacheKey");
@@ -10869,22 +11012,22 @@ var init_cache = __esm({
         __name(this, "BuildCache");
       }
       dir;
-      constructor(dir = (0, import_node_path21.join)(petriRoot(), "build-cache")) {
+      constructor(dir = (0, import_node_path23.join)(petriRoot(), "build-cache")) {
         this.dir = dir;
       }
       get(key) {
         try {
-          return JSON.parse((0, import_node_fs26.readFileSync)(this.#path(key), "utf8"));
+          return JSON.parse((0, import_node_fs28.readFileSync)(this.#path(key), "utf8"));
         } catch {
           return void 0;
         }
       }
       set(key, record) {
-        const steps = (0, import_node_path21.join)(this.dir, "steps");
-        (0, import_node_fs26.mkdirSync)(steps, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path21.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs26.writeFileSync)(temp, JSON.stringify(record));
-        (0, import_node_fs26.renameSync)(temp, this.#path(key));
+        const steps = (0, import_node_path23.join)(this.dir, "steps");
+        (0, import_node_fs28.mkdirSync)(steps, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path23.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs28.writeFileSync)(temp, JSON.stringify(record));
+        (0, import_node_fs28.renameSync)(temp, this.#path(key));
       }
       /**
        * The content hash of files selected from a stage or image (whose filesystem
@@ -10893,37 +11036,37 @@ var init_cache = __esm({
        */
       getSelection(key) {
         try {
-          return (0, import_node_fs26.readFileSync)((0, import_node_path21.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+          return (0, import_node_fs28.readFileSync)((0, import_node_path23.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
         } catch {
           return void 0;
         }
       }
       setSelection(key, hash) {
-        const dir = (0, import_node_path21.join)(this.dir, "selections");
-        (0, import_node_fs26.mkdirSync)(dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path21.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs26.writeFileSync)(temp, hash);
-        (0, import_node_fs26.renameSync)(temp, (0, import_node_path21.join)(dir, key.replace(/^sha256:/, "")));
+        const dir = (0, import_node_path23.join)(this.dir, "selections");
+        (0, import_node_fs28.mkdirSync)(dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path23.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs28.writeFileSync)(temp, hash);
+        (0, import_node_fs28.renameSync)(temp, (0, import_node_path23.join)(dir, key.replace(/^sha256:/, "")));
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
-        const dir = (0, import_node_path21.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
-        if (!(0, import_node_fs26.existsSync)(dir)) {
-          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+        const dir = (0, import_node_path23.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        if (!(0, import_node_fs28.existsSync)(dir)) {
+          (0, import_node_fs28.mkdirSync)((0, import_node_path23.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
-          (0, import_node_fs26.mkdirSync)(temp);
-          (0, import_node_fs26.chownSync)(temp, owner2.uid, owner2.gid);
-          (0, import_node_fs26.chmodSync)(temp, owner2.mode);
+          (0, import_node_fs28.mkdirSync)(temp);
+          (0, import_node_fs28.chownSync)(temp, owner2.uid, owner2.gid);
+          (0, import_node_fs28.chmodSync)(temp, owner2.mode);
           try {
-            (0, import_node_fs26.renameSync)(temp, dir);
+            (0, import_node_fs28.renameSync)(temp, dir);
           } catch {
-            (0, import_node_fs26.rmdirSync)(temp);
+            (0, import_node_fs28.rmdirSync)(temp);
           }
         }
         return dir;
       }
       #path(key) {
-        return (0, import_node_path21.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
+        return (0, import_node_path23.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
       }
     };
   }
@@ -10945,7 +11088,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path22.posix.resolve(current || "/", path);
+  return import_node_path24.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -10962,12 +11105,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path22;
+var import_node_path24;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path22 = require("node:path");
+    import_node_path24 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -10986,7 +11129,7 @@ function cannotDecompress(kind, what) {
   return void 0;
 }
 function decompressor(kind, what) {
-  if (kind === "gzip") return import_node_zlib2.default.createGunzip();
+  if (kind === "gzip") return zlib2().createGunzip();
   if (kind === "zstd") return zstdDecompress();
   const command2 = kind === "xz" ? "xz" : "bzip2";
   const child = (0, import_node_child_process5.spawn)(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
@@ -11017,14 +11160,14 @@ function decompressor(kind, what) {
   });
   return stream;
 }
-var import_node_child_process5, import_node_stream4, import_node_zlib2, MAGIC, zstdDecompress;
+var import_node_child_process5, import_node_stream4, import_node_module4, MAGIC, zlib2, zstdDecompress;
 var init_decompress = __esm({
   "src/build/decompress.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
     import_node_stream4 = require("node:stream");
-    import_node_zlib2 = __toESM(require("node:zlib"), 1);
+    import_node_module4 = require("node:module");
     init_errors();
     MAGIC = [
       ["gzip", Buffer.from([31, 139])],
@@ -11033,7 +11176,8 @@ var init_decompress = __esm({
       ["xz", Buffer.from([253, 55, 122, 88, 90, 0])]
     ];
     __name(compressionOf, "compressionOf");
-    zstdDecompress = /* @__PURE__ */ __name(() => import_node_zlib2.default.createZstdDecompress?.(), "zstdDecompress");
+    zlib2 = /* @__PURE__ */ __name(() => (0, import_node_module4.createRequire)(petri_import_meta_url)("node:zlib"), "zlib");
+    zstdDecompress = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress?.(), "zstdDecompress");
     __name(cannotDecompress, "cannotDecompress");
     __name(decompressor, "decompressor");
   }
@@ -11076,7 +11220,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs27.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs29.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11084,9 +11228,15 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path25.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
+  const recorded = recordedOpaqueDirs(layerDir);
+  if (recorded) {
+    const dirs2 = new Set(recorded);
+    opaqueCache.set(key, dirs2);
+    return dirs2;
+  }
   const result = (0, import_node_child_process6.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
@@ -11112,17 +11262,18 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process6, import_node_fs27, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process6, import_node_fs29, import_node_path25, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process6 = require("node:child_process");
-    import_node_fs27 = require("node:fs");
-    import_node_path23 = require("node:path");
+    import_node_fs29 = require("node:fs");
+    import_node_path25 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
+    init_layer_meta();
     init_whiteouts();
     MAX_SYMLINKS2 = 40;
     __name(cleanRel, "cleanRel");
@@ -11144,14 +11295,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path23.resolve)(dir);
+        this.root = (0, import_node_path25.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -11163,10 +11314,10 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -11174,7 +11325,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path23.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path25.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -11184,7 +11335,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs27.readdirSync)(rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs29.readdirSync)(rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -11219,7 +11370,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path23.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path25.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -11233,16 +11384,16 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path23.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path25.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs27.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs29.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path23.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path25.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -11252,10 +11403,10 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path23.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path25.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs27.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -11266,7 +11417,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -11282,7 +11433,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -11324,7 +11475,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path24.posix.basename(doc.name) || doc.name,
+      target: import_node_path26.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11374,7 +11525,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs28.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs30.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11394,7 +11545,7 @@ async function download(req, url) {
   }
   let name = "__unnamed__";
   try {
-    const base = import_node_path24.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path26.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -11435,7 +11586,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression, what) {
-  const input = (0, import_node_fs28.createReadStream)(path);
+  const input = (0, import_node_fs30.createReadStream)(path);
   const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -11483,7 +11634,7 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs30.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11494,15 +11645,15 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs28, import_promises8, import_node_path24, import_promises9, isUrl, isGit, word, Selection, join22, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs30, import_promises8, import_node_path26, import_promises9, isUrl, isGit, word, Selection, join24, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto7 = require("node:crypto");
-    import_node_fs28 = require("node:fs");
+    import_node_fs30 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path24 = require("node:path");
+    import_node_path26 = require("node:path");
     import_promises9 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
@@ -11538,7 +11689,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path24.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path26.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -11546,7 +11697,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path24.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path26.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -11556,7 +11707,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join22(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join24(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -11572,7 +11723,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join22(dir.rel, entry), name: join22(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join24(dir.rel, entry), name: join24(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -11601,9 +11752,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join22(base, sub))) {
-          const path = join22(sub, name);
-          const rel = join22(base, path);
+        for (const name of this.#view.readdir(join24(base, sub))) {
+          const path = join24(sub, name);
+          const rel = join24(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -11657,7 +11808,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join22 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join24 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -11691,8 +11842,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path24.resolve)(upper);
-        (0, import_node_fs28.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path26.resolve)(upper);
+        (0, import_node_fs30.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -11702,7 +11853,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -11712,17 +11863,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path24.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path26.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path24.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path26.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -11741,8 +11892,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path26.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs30.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -11757,7 +11908,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join22(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join24(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -11766,16 +11917,16 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join22(destRel, entry.target);
+        const rel = join24(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
-        const path = (0, import_node_path24.join)(this.#upper, rel);
+        const path = (0, import_node_path26.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -11788,14 +11939,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs28.linkSync)(first, path);
+              (0, import_node_fs30.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises8.open)(
                 path,
-                import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
+                import_node_fs30.constants.O_WRONLY | import_node_fs30.constants.O_CREAT | import_node_fs30.constants.O_EXCL | import_node_fs30.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -11804,13 +11955,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs30.constants.COPYFILE_EXCL | import_node_fs30.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs28.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs30.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -11826,12 +11977,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs28.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs30.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs28.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs28.chmodSync)(path, entry.mode);
+        (0, import_node_fs30.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs30.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -11842,20 +11993,20 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join22(current, part);
+          current = join24(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path24.join)(this.#upper, current);
-          (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path26.join)(this.#upper, current);
+          (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs28.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs28.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs30.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs30.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs28.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs28.chmodSync)(path, made.mode);
+            (0, import_node_fs30.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs30.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -11864,30 +12015,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs28.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs28.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs30.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs30.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path24.join)(this.#upper, rel);
+        const path = (0, import_node_path26.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs28.unlinkSync)(path);
+        } else (0, import_node_fs30.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path24.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path26.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -11896,7 +12047,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path24.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -11911,7 +12062,7 @@ var init_copy = __esm({
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs28.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs30.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -11943,20 +12094,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path24.posix.basename(inside);
+        const base = import_node_path26.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join22(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join24(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join22(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path24.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join24(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path26.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs28.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -11972,7 +12123,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises8.open)(
               path,
-              import_node_fs28.constants.O_WRONLY | import_node_fs28.constants.O_CREAT | import_node_fs28.constants.O_EXCL | import_node_fs28.constants.O_NOFOLLOW,
+              import_node_fs30.constants.O_WRONLY | import_node_fs30.constants.O_CREAT | import_node_fs30.constants.O_EXCL | import_node_fs30.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -11985,21 +12136,21 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs28.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs30.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join22(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join24(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs28.linkSync)((0, import_node_path24.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs30.linkSync)((0, import_node_path26.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs28.constants.COPYFILE_EXCL | import_node_fs28.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs30.constants.COPYFILE_EXCL | import_node_fs30.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs28.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs30.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -12017,16 +12168,16 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs28.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs30.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join22(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join24(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join22(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join22(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join24(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join24(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -12277,13 +12428,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path25.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
-  return (0, import_node_path25.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path27.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
+  return (0, import_node_path27.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs29.readFileSync)(path, "utf8");
+    text = (0, import_node_fs31.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12299,11 +12450,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs29.mkdirSync)((0, import_node_path25.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs31.mkdirSync)((0, import_node_path27.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs29.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs31.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs29.renameSync)(temp, path);
+    (0, import_node_fs31.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -12439,15 +12590,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process7, import_node_fs29, import_node_os4, import_node_path25, HelperNotFound;
+var import_node_child_process7, import_node_fs31, import_node_os4, import_node_path27, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
-    import_node_fs29 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     import_node_os4 = require("node:os");
-    import_node_path25 = require("node:path");
+    import_node_path27 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -12717,9 +12868,9 @@ var init_client = __esm({
       }
       #token(challenge, scopes) {
         const key = [...scopes].sort().join(" ");
-        const cached2 = this.#tokens.get(key);
-        if (cached2) {
-          return cached2.then((token) => token.expires > Date.now() ? token : this.#newToken(challenge, scopes, key));
+        const cached3 = this.#tokens.get(key);
+        if (cached3) {
+          return cached3.then((token) => token.expires > Date.now() ? token : this.#newToken(challenge, scopes, key));
         }
         return this.#newToken(challenge, scopes, key);
       }
@@ -13375,7 +13526,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs30.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs32.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -13427,12 +13578,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs30, OCTET, RetryUpload;
+var import_node_fs32, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
+    import_node_fs32 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -13981,36 +14132,221 @@ var init_scan = __esm({
   }
 });
 
+// src/snapshot/tar-buffer.ts
+function ustarHeader(header) {
+  const block = Buffer.alloc(BLOCK);
+  let name = header.name;
+  let prefix = "";
+  if (Buffer.byteLength(name) !== name.length) return null;
+  while (Buffer.byteLength(name) > 100) {
+    const slash = name.indexOf("/");
+    if (slash === -1) return null;
+    prefix += prefix ? `/${name.slice(0, slash)}` : name.slice(0, slash);
+    name = name.slice(slash + 1);
+  }
+  if (Buffer.byteLength(name) > 100 || Buffer.byteLength(prefix) > 155) return null;
+  if (header.linkname && Buffer.byteLength(header.linkname) > 100) return null;
+  block.write(name);
+  block.write(octal((header.mode ?? 0) & 4095, 6), 100);
+  block.write(octal(header.uid ?? 0, 6), 108);
+  block.write(octal(header.gid ?? 0, 6), 116);
+  const size2 = header.size ?? 0;
+  if (size2.toString(8).length > 11) {
+    block[124] = 128;
+    let rest = size2;
+    for (let i = 11; i > 0; i--) {
+      block[124 + i] = rest & 255;
+      rest = Math.floor(rest / 256);
+    }
+  } else {
+    block.write(octal(size2, 11), 124);
+  }
+  block.write(octal(header.mtime.getTime() / 1e3 | 0, 11), 136);
+  block[156] = 48 + (TYPEFLAGS[header.type] ?? 0);
+  if (header.linkname) block.write(header.linkname, 157);
+  block.write("ustar\x0000", 257, "latin1");
+  if (header.uname) block.write(header.uname, 265);
+  if (header.gname) block.write(header.gname, 297);
+  block.write(octal(header.devmajor || 0, 6), 329);
+  block.write(octal(header.devminor || 0, 6), 337);
+  if (prefix) block.write(prefix, 345);
+  let sum = 8 * 32;
+  for (let i = 0; i < 148; i++) sum += block[i];
+  for (let i = 156; i < BLOCK; i++) sum += block[i];
+  block.write(octal(sum, 6), 148);
+  return block;
+}
+function octal(value, n) {
+  const digits = value.toString(8);
+  if (digits.length > n) return `${"7".repeat(n)} `;
+  return `${"0".repeat(n - digits.length)}${digits} `;
+}
+var BLOCK, ZEROS, TarBuffer, TYPEFLAGS;
+var init_tar_buffer = __esm({
+  "src/snapshot/tar-buffer.ts"() {
+    "use strict";
+    init_import_meta_url();
+    init_tar_pax();
+    BLOCK = 512;
+    ZEROS = Buffer.alloc(2 * BLOCK);
+    TarBuffer = class {
+      static {
+        __name(this, "TarBuffer");
+      }
+      #chunks = [];
+      #length = 0;
+      /** Adds an entry; `body` is a regular file's content (its size is the header's). */
+      add(header, body) {
+        if (!header.size || header.type === "symlink") header.size = 0;
+        if (!header.mode) header.mode = header.type === "directory" ? 493 : 420;
+        if (!header.uid) header.uid = 0;
+        if (!header.gid) header.gid = 0;
+        if (!header.mtime) header.mtime = /* @__PURE__ */ new Date();
+        const isVoid = header.type !== "file" && header.type !== "contiguous-file";
+        if (body) {
+          if (isVoid && body.length > 0) throw new Error("No body allowed for this entry");
+          header.size = body.length;
+        }
+        if (!isVoid && header.size !== (body?.length ?? 0)) throw new Error("Size mismatch");
+        this.#encode(header);
+        if (body && !isVoid) this.#push(body);
+        this.#pad(header.size ?? 0);
+      }
+      /** The archive, with tar's two zero end blocks. */
+      finish() {
+        this.#push(ZEROS);
+        return Buffer.concat(this.#chunks, this.#length);
+      }
+      /** tar-stream's Pack#_encode: a ustar header, or a PAX header and records before it. */
+      #encode(header) {
+        if (!header.pax) {
+          const block = ustarHeader(header);
+          if (block) {
+            this.#push(block);
+            return;
+          }
+        }
+        const records = encodePax({ name: header.name, linkname: header.linkname, pax: header.pax ?? null });
+        const paxHeader = {
+          name: "PaxHeader",
+          mode: header.mode,
+          uid: header.uid,
+          gid: header.gid,
+          size: records.length,
+          mtime: header.mtime,
+          type: "pax-header",
+          linkname: header.linkname && "PaxHeader",
+          uname: header.uname,
+          gname: header.gname,
+          devmajor: header.devmajor,
+          devminor: header.devminor
+        };
+        this.#push(ustarHeader(paxHeader));
+        this.#push(records);
+        this.#pad(records.length);
+        paxHeader.size = header.size;
+        paxHeader.type = header.type;
+        this.#push(ustarHeader(paxHeader));
+      }
+      #pad(size2) {
+        const rest = size2 % BLOCK;
+        if (rest) this.#push(ZEROS.subarray(0, BLOCK - rest));
+      }
+      #push(chunk) {
+        this.#chunks.push(chunk);
+        this.#length += chunk.length;
+      }
+    };
+    TYPEFLAGS = {
+      file: 0,
+      link: 1,
+      symlink: 2,
+      "character-device": 3,
+      "block-device": 4,
+      directory: 5,
+      fifo: 6,
+      "contiguous-file": 7,
+      "pax-header": 72
+    };
+    __name(ustarHeader, "ustarHeader");
+    __name(octal, "octal");
+  }
+});
+
 // src/snapshot/layer-from-dir.ts
 var layer_from_dir_exports = {};
 __export(layer_from_dir_exports, {
   writeLayer: () => writeLayer
 });
 async function writeLayer(upperDir, out, options = {}) {
+  const sink = "whole" in out ? out : {
+    whole: /* @__PURE__ */ __name(async (tar4) => {
+      out.end(tar4);
+      await (0, import_promises13.finished)(out);
+    }, "whole"),
+    stream: /* @__PURE__ */ __name(() => out, "stream")
+  };
   let entries;
   try {
-    entries = await scanTree(upperDir);
+    entries = await (options.scan ?? scanTree)(upperDir);
   } catch (error) {
-    out.destroy(error);
+    if (!("whole" in out)) out.destroy(error);
     throw error;
+  }
+  const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
+  const bytes = entries.reduce((sum, entry) => sum + (entry.type === "f" ? entry.size : 0), 0);
+  if (bytes <= (options.inMemoryMax ?? 4 << 20) && options.inMemoryMax !== 0) {
+    let tar4;
+    try {
+      const archive = new TarBuffer();
+      await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
+      tar4 = archive.finish();
+    } catch (error) {
+      if (!("whole" in out)) out.destroy(error);
+      throw layerError(upperDir, error);
+    }
+    await sink.whole(tar4);
+    return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar4).digest("hex")}`, size: tar4.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
-  const writing = (0, import_promises13.pipeline)(pack, counter, out);
+  const writing = (0, import_promises13.pipeline)(pack, counter, sink.stream());
   writing.catch(() => {
   });
   try {
-    await addEntries(pack, upperDir, entries, options.sourceDateEpoch);
+    await addEntries(streamPacker(pack), upperDir, entries, options.sourceDateEpoch);
     pack.finalize();
     await writing;
   } catch (error) {
     pack.destroy(error);
     await writing.catch(() => {
     });
-    if (error instanceof PetriError) throw error;
-    throw new PetriError(`cannot write ${upperDir} as a layer: ${error.message}`, { cause: error });
+    throw layerError(upperDir, error);
   }
-  return { diffId: counter.digest, size: counter.size };
+  return { diffId: counter.digest, size: counter.size, opaque };
+}
+function layerError(upperDir, error) {
+  if (error instanceof PetriError) return error;
+  return new PetriError(`cannot write ${upperDir} as a layer: ${error.message}`, { cause: error });
+}
+function streamPacker(pack) {
+  return { add: /* @__PURE__ */ __name((header) => add(pack, header), "add"), addFile: /* @__PURE__ */ __name((header, path) => addFile(pack, header, path), "addFile") };
+}
+function bufferPacker(archive) {
+  return {
+    add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
+    addFile: /* @__PURE__ */ __name(async (header, path) => {
+      const fd = (0, import_node_fs33.openSync)(path, import_node_fs33.constants.O_RDONLY | import_node_fs33.constants.O_NOFOLLOW);
+      try {
+        archive.add(header, (0, import_node_fs33.readFileSync)(fd));
+      } finally {
+        (0, import_node_fs33.closeSync)(fd);
+      }
+    }, "addFile")
+  };
+}
+function isOpaqueDir(entry) {
+  return entry.type === "d" && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE2;
 }
 async function addEntries(pack, root, entries, epoch) {
   const firstPathOfInode = /* @__PURE__ */ new Map();
@@ -14023,11 +14359,11 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path26.dirname)(entry.path);
-          await add(pack, emptyHeader((0, import_node_path26.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path28.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path28.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
-        await add(pack, {
+        await pack.add({
           ...base,
           type: entry.type === "c" ? "character-device" : "block-device",
           devmajor: entry.rdev[0],
@@ -14035,25 +14371,25 @@ async function addEntries(pack, root, entries, epoch) {
         });
         break;
       case "p":
-        await add(pack, { ...base, type: "fifo" });
+        await pack.add({ ...base, type: "fifo" });
         break;
       case "d":
-        await add(pack, { ...base, name: `${entry.path}/`, type: "directory" });
-        if (entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE2) {
-          await add(pack, emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
+        await pack.add({ ...base, name: `${entry.path}/`, type: "directory" });
+        if (isOpaqueDir(entry)) {
+          await pack.add(emptyHeader(`${entry.path}/${OPAQUE_WHITEOUT}`, mtime));
         }
         break;
       case "l":
-        await add(pack, { ...base, type: "symlink", linkname: entry.link ?? "" });
+        await pack.add({ ...base, type: "symlink", linkname: entry.link ?? "" });
         break;
       case "f": {
         const first = entry.nlink > 1 ? firstPathOfInode.get(entry.ino) : void 0;
         if (first !== void 0) {
-          await add(pack, { ...base, type: "link", linkname: first });
+          await pack.add({ ...base, type: "link", linkname: first });
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await addFile(pack, { ...base, type: "file", size: entry.size }, (0, import_node_path26.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path28.join)(root, entry.path));
         break;
       }
       default:
@@ -14093,26 +14429,32 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs31.constants.O_RDONLY | import_node_fs31.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs33.constants.O_RDONLY | import_node_fs33.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_fs31, import_promises12, import_node_path26, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs33, import_promises12, import_node_path28, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs31 = require("node:fs");
+    import_node_crypto8 = require("node:crypto");
+    import_node_fs33 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path26 = require("node:path");
+    import_node_path28 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
     init_scan();
+    init_tar_buffer();
     init_tar_pax();
     init_whiteouts();
     USTAR_MAX_ID = 262143;
     OPAQUE_VALUE2 = Buffer.from("y").toString("base64");
     __name(writeLayer, "writeLayer");
+    __name(layerError, "layerError");
+    __name(streamPacker, "streamPacker");
+    __name(bufferPacker, "bufferPacker");
+    __name(isOpaqueDir, "isOpaqueDir");
     __name(addEntries, "addEntries");
     __name(emptyHeader, "emptyHeader");
     __name(nameOf, "nameOf");
@@ -14196,18 +14538,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path27.join)(upper, parentRel);
-        (0, import_node_fs32.mkdirSync)(path2);
-        (0, import_node_fs32.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs32.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs32.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path29.join)(upper, parentRel);
+        (0, import_node_fs34.mkdirSync)(path2);
+        (0, import_node_fs34.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs34.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs34.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path27.join)(upper, rel);
-    (0, import_node_fs32.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs32.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs32.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path29.join)(upper, rel);
+    (0, import_node_fs34.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs34.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs34.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -14216,33 +14558,33 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path27.join)(upper, rel);
+      const path = (0, import_node_path29.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs32.lstatSync)(path);
+        const stat2 = (0, import_node_fs34.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs32.readdirSync)(path).length > 0) break;
-          (0, import_node_fs32.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs32.unlinkSync)(path);
+          if ((0, import_node_fs34.readdirSync)(path).length > 0) break;
+          (0, import_node_fs34.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs34.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path27.posix.dirname(rel);
+      rel = import_node_path29.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs32.readdirSync)(from)) {
+  for (const name of (0, import_node_fs34.readdirSync)(from)) {
     try {
-      (0, import_node_fs32.renameSync)((0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name));
+      (0, import_node_fs34.renameSync)((0, import_node_path29.join)(from, name), (0, import_node_path29.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process9.spawnSync)("cp", ["-a", "--", (0, import_node_path27.join)(from, name), (0, import_node_path27.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process9.spawnSync)("cp", ["-a", "--", (0, import_node_path29.join)(from, name), (0, import_node_path29.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs32.lstatSync)(from);
-  (0, import_node_fs32.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs34.lstatSync)(from);
+  (0, import_node_fs34.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -14250,14 +14592,15 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process9, import_node_fs32, import_node_path27, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process9, import_node_fs34, import_promises14, import_node_path29, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process9 = require("node:child_process");
-    import_node_fs32 = require("node:fs");
-    import_node_path27 = require("node:path");
+    import_node_fs34 = require("node:fs");
+    import_promises14 = require("node:fs/promises");
+    import_node_path29 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -14269,6 +14612,7 @@ var init_builder = __esm({
     init_reference();
     init_store();
     init_types();
+    init_fsops();
     init_fs();
     init_cache();
     init_config();
@@ -14308,6 +14652,10 @@ var init_builder = __esm({
       #usedArgs = /* @__PURE__ */ new Set();
       #nextStep = 1;
       #workDirs = [];
+      /** Working directories being removed (see #dropWorkDir). */
+      #removals = [];
+      /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
+      #scanner;
       #pulls = /* @__PURE__ */ new Map();
       #remote;
       /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
@@ -14318,8 +14666,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path27.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path27.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path29.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path29.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -14338,13 +14686,17 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
+          const closing = this.#scanner?.close();
           this.#warnUnusedArgs();
           const result = await this.#writeImage(state, tags);
           await this.#exportCache(state);
           this.#emit({ type: "image", ...result, durationMs: Date.now() - started });
+          await closing;
           return result;
         } finally {
+          await Promise.all(this.#removals);
           for (const dir of this.#workDirs) removeTree(dir);
+          await this.#scanner?.close();
         }
       }
       async #loadRemoteCache() {
@@ -14391,12 +14743,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs32.existsSync)(this.#contextDir) || !(0, import_node_fs32.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs34.existsSync)(this.#contextDir) || !(0, import_node_fs34.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs32.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs34.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -14796,6 +15148,17 @@ ${trigger}
         }
         return this.#layers;
       }
+      /**
+       * Removes a step's working directory, empty once its upper dir became the
+       * layer, in the thread pool while the build goes on; one that is not empty
+       * (or not removed) is left to the end of the build.
+       */
+      #dropWorkDir(dir) {
+        const index = this.#workDirs.indexOf(dir);
+        if (index < 0) return;
+        this.#workDirs.splice(index, 1);
+        this.#removals.push((0, import_promises14.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
+      }
       async #workDir() {
         const dir = (await this.#layerCache()).workDir();
         this.#workDirs.push(dir);
@@ -14814,14 +15177,18 @@ ${trigger}
           record = this.#remote.get(key);
           if (record) this.#cache.set(key, record);
         }
-        const cached2 = record !== void 0;
+        const cached3 = record !== void 0;
         if (!record) {
+          if (!this.#scanner) {
+            this.#scanner = new FsOps();
+            this.#scanner.start();
+          }
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path27.join)(work, "upper");
-          (0, import_node_fs32.mkdirSync)(upper);
+          const upper = (0, import_node_path29.join)(work, "upper");
+          (0, import_node_fs34.mkdirSync)(upper);
           await make(lower, upper);
-          const layer = (0, import_node_fs32.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const layer = (0, import_node_fs34.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -14829,6 +15196,7 @@ ${trigger}
             createdBy
           };
           this.#cache.set(key, record);
+          this.#dropWorkDir(work);
         }
         this.#usedSteps.set(key, { record, parent: state.fsKey });
         const entry = { created: record.created, created_by: createdBy };
@@ -14842,20 +15210,34 @@ ${trigger}
             history: [...state.history, entry],
             created: record.created
           },
-          cached: cached2
+          cached: cached3
         };
       }
       async #commitLayer(state, upper) {
-        const stream = new import_node_stream7.PassThrough();
-        const stored = this.#store.writeBlobStream(stream);
-        stored.catch(() => {
-        });
+        let stored;
+        const sink = {
+          whole: /* @__PURE__ */ __name(async (tar4) => {
+            stored = this.#store.writeBlob(tar4);
+            await stored;
+          }, "whole"),
+          stream: /* @__PURE__ */ __name(() => {
+            const stream = new import_node_stream7.PassThrough();
+            stored = this.#store.writeBlobStream(stream);
+            stored.catch(() => {
+            });
+            return stream;
+          }, "stream")
+        };
         const { writeLayer: writeLayer2 } = await Promise.resolve().then(() => (init_layer_from_dir(), layer_from_dir_exports));
-        const { diffId, size: size2 } = await writeLayer2(upper, stream, { sourceDateEpoch: this.#epoch });
+        const scanner = this.#scanner;
+        const { diffId, size: size2, opaque } = await writeLayer2(upper, sink, {
+          sourceDateEpoch: this.#epoch,
+          scan: /* @__PURE__ */ __name((dir) => scanner.scan(dir), "scan")
+        });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
         const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-        (await this.#layerCache()).adopt(upper, { diffId, size: size2 }, parent);
+        (await this.#layerCache()).adopt(upper, { diffId, size: size2, opaque }, parent);
         return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
       }
       async #workdir(state, path) {
@@ -15077,26 +15459,26 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path27.join)(work, `script-${i}`);
-          (0, import_node_fs32.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path29.join)(work, `script-${i}`);
+          (0, import_node_fs34.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path27.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path29.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs32.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs34.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path27.join)(work, "resolv.conf");
-            (0, import_node_fs32.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path29.join)(work, "resolv.conf");
+            (0, import_node_fs34.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path27.posix.resolve(
+          const target = import_node_path29.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -15110,24 +15492,24 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path27.posix.basename(target);
+            const id = mount.id ?? import_node_path29.posix.basename(target);
             const file = this.#options.secrets?.[id];
             if (file === void 0) {
               if (mount.required)
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path27.join)(work, `secret-${i}`);
-            (0, import_node_fs32.writeFileSync)(copy, (0, import_node_fs32.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs32.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs32.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path29.join)(work, `secret-${i}`);
+            (0, import_node_fs34.writeFileSync)(copy, (0, import_node_fs34.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs34.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs34.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path27.join)(work, `bind-${i}`);
-            (0, import_node_fs32.mkdirSync)(dir);
+            const dir = (0, import_node_path29.join)(work, `bind-${i}`);
+            (0, import_node_fs34.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -15136,9 +15518,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs32.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path27.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs32.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs34.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path29.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs34.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -15186,7 +15568,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path27.join)(container.dir, "upper");
+          const upper = (0, import_node_path29.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -15194,8 +15576,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path27.join)(work, "empty-root");
-        (0, import_node_fs32.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path29.join)(work, "empty-root");
+        (0, import_node_fs34.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -15303,7 +15685,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs33.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs35.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -15313,9 +15695,9 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path28.join)(root, "images", "index.json"),
+      (0, import_node_path30.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path28.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path30.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
@@ -15330,21 +15712,21 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path28.join)(root, "build-cache", "results", `replay-${replayName(key)}`);
-    (0, import_node_fs33.mkdirSync)((0, import_node_path28.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path30.join)(root, "build-cache", "results", `replay-${replayName(key)}`);
+    (0, import_node_fs35.mkdirSync)((0, import_node_path30.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs33.writeFileSync)(tmp, body);
-    (0, import_node_fs33.renameSync)(tmp, file);
+    (0, import_node_fs35.writeFileSync)(tmp, body);
+    (0, import_node_fs35.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs33, import_node_path28, MAGIC2, SENTINEL_MS, VALUED;
+var import_node_fs35, import_node_path30, MAGIC2, SENTINEL_MS, VALUED;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs33 = require("node:fs");
-    import_node_path28 = require("node:path");
+    import_node_fs35 = require("node:fs");
+    import_node_path30 = require("node:path");
     init_paths();
     init_progress();
     MAGIC2 = "petri-replay 1\n";
@@ -15417,19 +15799,19 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path29.resolve)(src);
+    secrets[id] = (0, import_node_path31.resolve)(src);
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path29.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path29.resolve)(options.file) : void 0;
+  const context = (0, import_node_path31.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path31.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path29.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path31.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -15518,7 +15900,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path29.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path31.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -15526,7 +15908,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs34.statSync)(__filename);
+    const st = (0, import_node_fs36.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -15536,20 +15918,20 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs34.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs36.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs34, import_node_path29, HELP2, SPECS2, MODES;
+var import_node_fs36, import_node_path31, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs34 = require("node:fs");
-    import_node_path29 = require("node:path");
+    import_node_fs36 = require("node:fs");
+    import_node_path31 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -15610,7 +15992,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join27(path, key) {
+function join29(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -15619,9 +16001,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path30.relative)(cwd, file) || file;
+  const shown = (0, import_node_path32.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path30.resolve)(file, "..");
+  const dir = (0, import_node_path32.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -15659,11 +16041,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path30.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path32.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path30.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path30.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path32.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path32.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -15781,8 +16163,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path30.resolve)(dir, shown);
-    if (!(0, import_node_fs35.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path32.resolve)(dir, shown);
+    if (!(0, import_node_fs37.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -15790,13 +16172,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs35, import_node_path30, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs37, import_node_path32, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
-    import_node_path30 = require("node:path");
+    import_node_fs37 = require("node:fs");
+    import_node_path32 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -15844,7 +16226,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join27(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join29(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -15874,7 +16256,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join27, "join");
+    __name(join29, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -23468,7 +23850,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs36.existsSync)((0, import_node_path31.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs38.existsSync)((0, import_node_path33.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -23480,13 +23862,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path31.join)(dir, found[0]);
+  return (0, import_node_path33.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path31.resolve)(cwd, path);
-  const shown = (0, import_node_path31.relative)(cwd, file) || file;
-  if (!(0, import_node_fs36.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path31.extname)(file);
+  const file = (0, import_node_path33.resolve)(cwd, path);
+  const shown = (0, import_node_path33.relative)(cwd, file) || file;
+  if (!(0, import_node_fs38.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path33.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -23503,7 +23885,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs36.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs38.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -23511,7 +23893,7 @@ function parseText(shown, file, parse) {
 async function importModule(shown, file, ext) {
   let module3;
   try {
-    module3 = await import((0, import_node_url2.pathToFileURL)(file).href);
+    module3 = await import((0, import_node_url3.pathToFileURL)(file).href);
   } catch (error) {
     const code = error.code;
     if ((ext === ".ts" || ext === ".mts") && code === "ERR_UNKNOWN_FILE_EXTENSION") {
@@ -23526,14 +23908,14 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs36, import_node_path31, import_node_url2, CONFIG_NAMES;
+var import_node_fs38, import_node_path33, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
-    import_node_path31 = require("node:path");
-    import_node_url2 = require("node:url");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
+    import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
     CONFIG_NAMES = [
@@ -23569,7 +23951,7 @@ function parseShard(text) {
   return { index, count };
 }
 function shardOf(name, count) {
-  const hash = (0, import_node_crypto8.createHash)("sha256").update(name).digest();
+  const hash = (0, import_node_crypto9.createHash)("sha256").update(name).digest();
   return hash.readUInt32BE(0) % count + 1;
 }
 function matchesFilter(job, pattern) {
@@ -23603,12 +23985,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto8;
+var import_node_crypto9;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto8 = require("node:crypto");
+    import_node_crypto9 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -23674,8 +24056,8 @@ function liveReporter(out, options) {
     return chars.length > max ? `${chars.slice(0, max - 1).join("")}\u2026` : text;
   }, "clip");
   function block() {
-    const finished = counts.passed + counts.failed + counts.error + counts.interrupted;
-    const queued = Math.max(0, total - finished - running.size);
+    const finished2 = counts.passed + counts.failed + counts.error + counts.interrupted;
+    const queued = Math.max(0, total - finished2 - running.size);
     const parts = [
       `${paint("1", String(running.size))} running`,
       paint(counts.passed ? "32" : "0", `${counts.passed} passed`),
@@ -23684,7 +24066,7 @@ function liveReporter(out, options) {
       ...counts.interrupted ? [paint("33", `${counts.interrupted} interrupted`)] : [],
       `${queued} queued`
     ];
-    const lines = [`${parts.join(", ")} \xB7 ${finished}/${total} \xB7 ${formatDuration(now() - started)}`];
+    const lines = [`${parts.join(", ")} \xB7 ${finished2}/${total} \xB7 ${formatDuration(now() - started)}`];
     for (const [image, status] of images) lines.push(clip(`  image ${image}: ${status}`));
     const rows = Math.max(3, (out.rows ?? 24) - 4 - lines.length);
     const jobs = [...running.values()];
@@ -24106,13 +24488,13 @@ var init_images = __esm({
 // src/test-runner/copy-files.ts
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
-    const source = await (0, import_promises14.stat)(file.source);
-    let target = import_node_path32.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path32.posix.join(target, (0, import_node_path32.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path32.posix.dirname(target);
+    const source = await (0, import_promises15.stat)(file.source);
+    let target = import_node_path34.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path34.posix.join(target, (0, import_node_path34.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path34.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises14.cp)(file.source, (0, import_node_path32.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path34.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -24121,10 +24503,10 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path32.posix.join(current, part);
-    const inUpper = (0, import_node_path32.join)(upper, current);
+    current = import_node_path34.posix.join(current, part);
+    const inUpper = (0, import_node_path34.join)(upper, current);
     try {
-      const existing = await (0, import_promises14.lstat)(inUpper);
+      const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
       throw new Error(`cannot copy files to ${path}: ${current} is not a directory in the container`);
     } catch (error) {
@@ -24136,17 +24518,17 @@ async function makeDirs2(upper, lower, path) {
         `cannot copy files to ${path}: ${current} is ${image.isSymbolicLink() ? "a symlink" : "not a directory"} in the image (name the real path)`
       );
     }
-    await (0, import_promises14.mkdir)(inUpper, { mode: 493 });
+    await (0, import_promises15.mkdir)(inUpper, { mode: 493 });
     if (image) {
-      await (0, import_promises14.chown)(inUpper, image.uid, image.gid);
-      await (0, import_promises14.chmod)(inUpper, image.mode & 4095);
+      await (0, import_promises15.chown)(inUpper, image.uid, image.gid);
+      await (0, import_promises15.chmod)(inUpper, image.mode & 4095);
     }
   }
 }
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises14.lstat)((0, import_node_path32.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path34.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -24154,13 +24536,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises14, import_node_path32;
+var import_promises15, import_node_path34;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises14 = require("node:fs/promises");
-    import_node_path32 = require("node:path");
+    import_promises15 = require("node:fs/promises");
+    import_node_path34 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -24363,8 +24745,8 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs37.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises15.setTimeout)(20);
-    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises15.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs39.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
   releaseName(container.name, container.id);
@@ -24376,17 +24758,17 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs37.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs39.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs37, import_promises15;
+var import_node_fs39, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_promises15 = require("node:timers/promises");
+    import_node_fs39 = require("node:fs");
+    import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
     init_cgroups();
@@ -24408,7 +24790,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs38.readFileSync)((0, import_node_path33.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs40.readFileSync)((0, import_node_path35.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -24464,13 +24846,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs38, import_node_path33, import_node_stream8;
+var import_node_fs40, import_node_path35, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path35 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -24494,7 +24876,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = import_tar_stream2.default.pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises16.pipeline)(pack, (0, import_node_fs39.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs41.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24502,10 +24884,10 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs39.statSync)(path).size,
+      size: (0, import_node_fs41.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
-    await (0, import_promises16.pipeline)(store.openBlob(digest), entry);
+    await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
   }, "addBlob");
   const addJson = /* @__PURE__ */ __name((name, value) => new Promise(
     (resolve10, reject) => pack.entry({ name, mtime: /* @__PURE__ */ new Date(0) }, `${JSON.stringify(value)}
@@ -24527,7 +24909,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs39.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs41.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -24542,19 +24924,19 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs39.renameSync)(temp, file);
+  (0, import_node_fs41.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs39, import_promises16, import_tar_stream2;
+var import_node_fs41, import_promises17, import_tar_stream2;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_promises16 = require("node:stream/promises");
+    import_node_fs41 = require("node:fs");
+    import_promises17 = require("node:stream/promises");
     import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_types();
@@ -24593,7 +24975,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path34.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path36.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -24607,18 +24989,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs40.lstatSync)(path);
+    return (0, import_node_fs42.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs40, import_node_path34, OPAQUE_VALUE3;
+var import_node_fs42, import_node_path36, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_fs42 = require("node:fs");
+    import_node_path36 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -24768,18 +25150,18 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs41.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs43.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path35.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path35.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path37.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path37.join)(place.shown, `${job.name}${ext}`)
   }), "file");
-  const tar5 = file(".tar");
-  await saveImages(place.store, [ref], tar5.path);
-  const repro = `petri repro ${shellQuote(tar5.shown)} --rerun`;
+  const tar4 = file(".tar");
+  await saveImages(place.store, [ref], tar4.path);
+  const repro = `petri repro ${shellQuote(tar4.shown)} --rerun`;
   const commands = {
     rerun: repro,
-    shell: `petri repro ${shellQuote(tar5.shown)}`,
-    docker: `docker load -i ${shellQuote(tar5.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
+    shell: `petri repro ${shellQuote(tar4.shown)}`,
+    docker: `docker load -i ${shellQuote(tar4.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
   };
   let pushed;
   let pushError;
@@ -24792,7 +25174,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs41.writeFileSync)(
+  (0, import_node_fs43.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -24814,7 +25196,7 @@ async function saveFailure(failure, place) {
         committed: {
           image: ref,
           id: committed.id,
-          archive: tar5.shown,
+          archive: tar4.shown,
           ...pushed ? { pushed } : {},
           ...pushError ? { pushError } : {}
         },
@@ -24829,11 +25211,11 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs41.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar5.shown, commands, diffLines, pushLine));
+  (0, import_node_fs43.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar4.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
-    tar: tar5.shown,
+    tar: tar4.shown,
     json: json.shown,
     markdown: markdown.shown,
     repro,
@@ -24848,7 +25230,7 @@ function fence(text) {
   const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
   return "`".repeat(longest + 1);
 }
-function reportMarkdown(failure, ref, tar5, commands, diff, pushLine) {
+function reportMarkdown(failure, ref, tar4, commands, diff, pushLine) {
   const { job } = failure;
   const block = /* @__PURE__ */ __name((lang, text) => {
     if (text === "") return "(none)\n";
@@ -24865,7 +25247,7 @@ ${text.endsWith("\n") || text === "" ? text : `${text}
     `- image: ${failure.image.name} (${failure.image.id})`,
     `- command: \`${failure.command.map(shellQuote).join(" ")}\``,
     `- duration: ${formatDuration(failure.durationMs)}, attempts: ${failure.attempts}`,
-    `- committed: \`${ref}\`, saved to \`${tar5}\``,
+    `- committed: \`${ref}\`, saved to \`${tar4}\``,
     ...pushLine ? [`- ${pushLine}`] : [],
     "",
     "## Reproduce",
@@ -24888,13 +25270,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs41, import_node_path35, LABEL_TAIL, DIFF_LINES;
+var import_node_fs43, import_node_path37, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs43 = require("node:fs");
+    import_node_path37 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -25022,7 +25404,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path36.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path38.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -25158,12 +25540,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path36, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path38, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path36 = require("node:path");
+    import_node_path38 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -25192,7 +25574,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto9.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto10.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os5.availableParallelism)(), free = (0, import_node_os5.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -25314,12 +25696,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto9, import_node_os5, ASSUMED_JOB_MEMORY;
+var import_node_crypto10, import_node_os5, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto9 = require("node:crypto");
+    import_node_crypto10 = require("node:crypto");
     import_node_os5 = require("node:os");
     init_p_limit();
     init_store();
@@ -30287,10 +30669,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join36(array, separator) {
+          function join38(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join36, "join");
+          __name(join38, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -31853,7 +32235,7 @@ var require_dist2 = __commonJS({
             return toString(value).toUpperCase();
           }
           __name(toUpper, "toUpper");
-          function trim(string, chars, guard) {
+          function trim2(string, chars, guard) {
             string = toString(string);
             if (string && (guard || chars === undefined$1)) {
               return baseTrim(string);
@@ -31864,7 +32246,7 @@ var require_dist2 = __commonJS({
             var strSymbols = stringToArray(string), chrSymbols = stringToArray(chars), start = charsStartIndex(strSymbols, chrSymbols), end = charsEndIndex(strSymbols, chrSymbols) + 1;
             return castSlice(strSymbols, start, end).join("");
           }
-          __name(trim, "trim");
+          __name(trim2, "trim");
           function trimEnd(string, chars, guard) {
             string = toString(string);
             if (string && (guard || chars === undefined$1)) {
@@ -32418,7 +32800,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join36;
+          lodash2.join = join38;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -32479,7 +32861,7 @@ var require_dist2 = __commonJS({
           lodash2.toSafeInteger = toSafeInteger;
           lodash2.toString = toString;
           lodash2.toUpper = toUpper;
-          lodash2.trim = trim;
+          lodash2.trim = trim2;
           lodash2.trimEnd = trimEnd;
           lodash2.trimStart = trimStart;
           lodash2.truncate = truncate;
@@ -37462,8 +37844,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs42.mkdirSync)((0, import_node_path37.dirname)(file), { recursive: true });
-  (0, import_node_fs42.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs44.mkdirSync)((0, import_node_path39.dirname)(file), { recursive: true });
+  (0, import_node_fs44.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -37476,13 +37858,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs42, import_node_path37, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs44, import_node_path39, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_fs44 = require("node:fs");
+    import_node_path39 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -37591,7 +37973,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path38.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path40.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -37599,7 +37981,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path38.resolve)(junit), run);
+      writeJunit2((0, import_node_path40.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -37614,12 +37996,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal2).off("SIGTERM", onSignal2);
   }
 }
-var import_node_path38, HELP3, SPECS3;
+var import_node_path40, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path38 = require("node:path");
+    import_node_path40 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -37695,7 +38077,7 @@ async function loadArchive(store, file) {
     }, next);
   });
   try {
-    await (0, import_promises17.pipeline)(maybeGunzip(file), extract);
+    await (0, import_promises18.pipeline)(maybeGunzip(file), extract);
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot load ${file}: ${error.message} (is it an image archive?)`, {
@@ -37787,18 +38169,18 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs43.createReadStream)(file);
-  return isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input;
+  const input = (0, import_node_fs45.createReadStream)(file);
+  return isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input;
 }
-var import_node_fs43, import_node_stream9, import_promises17, import_node_zlib3, import_tar_stream3;
+var import_node_fs45, import_node_stream9, import_promises18, import_node_zlib2, import_tar_stream3;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
+    import_node_fs45 = require("node:fs");
     import_node_stream9 = require("node:stream");
-    import_promises17 = require("node:stream/promises");
-    import_node_zlib3 = require("node:zlib");
+    import_promises18 = require("node:stream/promises");
+    import_node_zlib2 = require("node:zlib");
     import_tar_stream3 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_fs();
@@ -37834,8 +38216,8 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs44.createReadStream)(file);
-    await (0, import_promises18.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib4.createGunzip)()) : input, extract);
+    const input = (0, import_node_fs46.createReadStream)(file);
+    await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
     const config = first ? small.get(first.Config.replace(/^\.\//, "")) : void 0;
@@ -37847,14 +38229,14 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs44, import_promises18, import_node_zlib4, import_tar_stream4, SMALL;
+var import_node_fs46, import_promises19, import_node_zlib3, import_tar_stream4, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
-    import_promises18 = require("node:stream/promises");
-    import_node_zlib4 = require("node:zlib");
+    import_node_fs46 = require("node:fs");
+    import_promises19 = require("node:stream/promises");
+    import_node_zlib3 = require("node:zlib");
     import_tar_stream4 = __toESM(require_tar_stream(), 1);
     init_errors();
     init_fs();
@@ -37884,7 +38266,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs45.existsSync)(target) && (0, import_node_fs45.statSync)(target).isFile();
+  const isFile = (0, import_node_fs47.existsSync)(target) && (0, import_node_fs47.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -38061,22 +38443,22 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
-    const { join: join36 } = await import("node:path");
+    const { join: join38 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join36(tmpdir(), "petri-repro-"));
-    archive = join36(temp, "image.tar");
+    temp = mkdtempSync(join38(tmpdir(), "petri-repro-"));
+    archive = join38(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
   }
   try {
     say(["load", "-i", archive]);
-    const load = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
-    if (load.status !== 0)
-      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load.status})`);
+    const load2 = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    if (load2.status !== 0)
+      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load2.status})`);
   } finally {
-    if (temp) (0, import_node_fs45.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs47.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
@@ -38089,13 +38471,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process10, import_node_fs45, HELP4, SPECS4;
+var import_node_child_process10, import_node_fs47, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process10 = require("node:child_process");
-    import_node_fs45 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -38324,7 +38706,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs46.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs48.readFileSync)((0, import_node_path41.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -38344,7 +38726,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path39.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path41.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -38352,13 +38734,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs46, import_node_path39, OPTIONS5, HELP8;
+var import_node_fs48, import_node_path41, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs48 = require("node:fs");
+    import_node_path41 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38539,9 +38921,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs47.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs49.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs47.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs49.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -38549,7 +38931,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs47.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs49.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -38579,10 +38961,10 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto10.createHash)("sha256");
-  await (0, import_promises19.pipeline)(
-    (0, import_node_fs47.createReadStream)(file),
-    (0, import_node_zlib5.createGunzip)(),
+  const hash = (0, import_node_crypto11.createHash)("sha256");
+  await (0, import_promises20.pipeline)(
+    (0, import_node_fs49.createReadStream)(file),
+    (0, import_node_zlib4.createGunzip)(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);
@@ -38592,16 +38974,16 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto10, import_node_fs47, import_node_stream10, import_promises19, import_node_zlib5;
+var import_node_crypto11, import_node_fs49, import_node_stream10, import_promises20, import_node_zlib4;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
-    import_node_fs47 = require("node:fs");
+    import_node_crypto11 = require("node:crypto");
+    import_node_fs49 = require("node:fs");
     import_node_stream10 = require("node:stream");
-    import_promises19 = require("node:stream/promises");
-    import_node_zlib5 = require("node:zlib");
+    import_promises20 = require("node:stream/promises");
+    import_node_zlib4 = require("node:zlib");
     init_errors();
     init_platform();
     init_reference();
@@ -38658,7 +39040,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs48.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs50.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -38671,12 +39053,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs48, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs50, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -38742,7 +39124,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs49.readFileSync)((0, import_node_path40.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs51.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -38754,13 +39136,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs49, import_node_path40, COMMIT_HELP, DIFF_HELP;
+var import_node_fs51, import_node_path42, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
-    import_node_path40 = require("node:path");
+    import_node_fs51 = require("node:fs");
+    import_node_path42 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38817,7 +39199,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs50.readFileSync)(file, "utf8");
+    text = (0, import_node_fs52.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -38839,12 +39221,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs50, HELP12, SPECS5;
+var import_node_fs52, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs50 = require("node:fs");
+    import_node_fs52 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -39142,9 +39524,148 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_module3 = __toESM(require("node:module"), 1);
+var import_node_fs53 = require("node:fs");
 init_errors();
-import_node_module3.default.enableCompileCache?.();
+
+// src/cli/compile-cache.ts
+init_import_meta_url();
+var import_node_fs = require("node:fs");
+var import_node_module = __toESM(require("node:module"), 1);
+var import_node_path2 = require("node:path");
+var import_node_url2 = require("node:url");
+var import_node_vm = require("node:vm");
+init_paths();
+function enableCompileCache() {
+  if (enabled) return;
+  enabled = true;
+  if (process.env.NODE_DISABLE_COMPILE_CACHE) return;
+  const dir = ownDir((0, import_node_path2.join)(petriRoot(), "compile-cache"));
+  if (!dir) return;
+  const builtin = import_node_module.default.enableCompileCache;
+  if (builtin) builtin(dir);
+  else if (!process.execArgv.some((arg) => arg.startsWith("--inspect-brk"))) hookCompile(dir);
+}
+__name(enableCompileCache, "enableCompileCache");
+var enabled = false;
+function ownDir(dir) {
+  const mine = /* @__PURE__ */ __name((path) => {
+    const stat2 = (0, import_node_fs.lstatSync)(path);
+    return stat2.isDirectory() && stat2.uid === process.getuid?.() && (stat2.mode & 18) === 0;
+  }, "mine");
+  try {
+    if (!mine((0, import_node_path2.dirname)(dir))) return void 0;
+    try {
+      (0, import_node_fs.mkdirSync)(dir, { mode: 448 });
+    } catch (error) {
+      if (error.code !== "EEXIST") return void 0;
+    }
+    return mine(dir) ? dir : void 0;
+  } catch {
+    return void 0;
+  }
+}
+__name(ownDir, "ownDir");
+var OWN_DIR = (0, import_node_path2.dirname)((0, import_node_url2.fileURLToPath)(petri_import_meta_url));
+var cached = /* @__PURE__ */ __name((file) => file.startsWith(`${OWN_DIR}/`) && file.endsWith(".cjs") || /[\\/]node_modules[\\/].*\.c?js$/.test(file), "cached");
+var MAX_FILES = 400;
+function hookCompile(dir) {
+  const Module = import_node_module.default;
+  const original = Module.prototype._compile;
+  const stale = [];
+  const used = /* @__PURE__ */ new Set();
+  Module.prototype._compile = function(content, filename, format) {
+    if (format === "module" || !cached(filename) || content.includes("import(")) {
+      return original.call(this, content, filename, format);
+    }
+    let key;
+    try {
+      const st = (0, import_node_fs.statSync)(filename);
+      key = `${filename}\0${st.size}\0${st.mtimeMs}\0${st.ino}\0${process.version}\0${process.arch}`;
+    } catch {
+      return original.call(this, content, filename, format);
+    }
+    const file = (0, import_node_path2.join)(dir, `${fnv1a(filename)}-${fnv1a(key)}`);
+    used.add(file);
+    const cachedData = readEntry(file, key);
+    const script = new import_node_vm.Script(Module.wrap(content), { filename, ...cachedData ? { cachedData } : {} });
+    if (!cachedData || script.cachedDataRejected) stale.push({ file, key, script });
+    const wrapper = script.runInThisContext({ displayErrors: true });
+    return wrapper.call(this.exports, this.exports, makeRequire(Module, this), this, filename, (0, import_node_path2.dirname)(filename));
+  };
+  process.once("exit", () => {
+    if (stale.length === 0) return;
+    for (const { file, key, script } of stale) writeEntry(file, key, script.createCachedData());
+    trim(dir, used);
+  });
+}
+__name(hookCompile, "hookCompile");
+function makeRequire(Module, mod) {
+  const require2 = /* @__PURE__ */ __name(((id) => mod.require(id)), "require");
+  const resolve10 = /* @__PURE__ */ __name(((request, options) => Module._resolveFilename(request, mod, false, options)), "resolve");
+  resolve10.paths = (request) => Module._resolveLookupPaths(request, mod);
+  require2.resolve = resolve10;
+  require2.main = process.mainModule;
+  require2.extensions = Module._extensions;
+  require2.cache = Module._cache;
+  return require2;
+}
+__name(makeRequire, "makeRequire");
+function readEntry(file, key) {
+  let data;
+  try {
+    data = (0, import_node_fs.readFileSync)(file);
+  } catch {
+    return void 0;
+  }
+  const length = data.length >= 4 ? data.readUInt32LE(0) : -1;
+  if (length < 0 || 4 + length > data.length || data.toString("utf8", 4, 4 + length) !== key) return void 0;
+  return data.subarray(4 + length);
+}
+__name(readEntry, "readEntry");
+function writeEntry(file, key, cachedData) {
+  const head = Buffer.alloc(4);
+  const keyBytes = Buffer.from(key);
+  head.writeUInt32LE(keyBytes.length, 0);
+  const temp = `${file}.${process.pid}.tmp`;
+  try {
+    (0, import_node_fs.writeFileSync)(temp, Buffer.concat([head, keyBytes, cachedData]), { mode: 384 });
+    (0, import_node_fs.renameSync)(temp, file);
+  } catch {
+    try {
+      (0, import_node_fs.unlinkSync)(temp);
+    } catch {
+    }
+  }
+}
+__name(writeEntry, "writeEntry");
+function trim(dir, used) {
+  try {
+    const names = (0, import_node_fs.readdirSync)(dir);
+    if (names.length <= MAX_FILES) return;
+    for (const name of names) {
+      const file = (0, import_node_path2.join)(dir, name);
+      if (!/^[0-9a-f]{8}-[0-9a-f]{8}/.test(name) || used.has(file)) continue;
+      try {
+        (0, import_node_fs.unlinkSync)(file);
+      } catch {
+      }
+    }
+  } catch {
+  }
+}
+__name(trim, "trim");
+function fnv1a(text) {
+  let hash = 2166136261;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 16777619);
+  }
+  return (hash >>> 0).toString(16).padStart(8, "0");
+}
+__name(fnv1a, "fnv1a");
+
+// src/cli/main.ts
+enableCompileCache();
 var COMMANDS = {
   run: /* @__PURE__ */ __name(() => Promise.resolve().then(() => (init_run(), run_exports)), "run"),
   build: /* @__PURE__ */ __name(() => Promise.resolve().then(() => (init_build(), build_exports)), "build"),
@@ -39203,15 +39724,14 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const { readFileSync: readFileSync22 } = await import("node:fs");
-    const pkg = JSON.parse(readFileSync22(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs53.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;
   }
-  const load = COMMANDS[command2];
-  if (!load) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
-  return (await load()).main(rest);
+  const load2 = COMMANDS[command2];
+  if (!load2) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
+  return (await load2()).main(rest);
 }
 __name(main13, "main");
 var settled = false;

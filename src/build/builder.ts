@@ -13,6 +13,7 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
+import { rmdir } from 'node:fs/promises';
 import { join, posix, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { IgnoreMatcher, readDockerignore } from '../dockerfile/dockerignore.js';
@@ -30,6 +31,7 @@ import { closest } from '../dockerfile/suggest.js';
 import { errorLine, PetriError } from '../errors.js';
 import { readFromLayers } from '../harness/image-run.js';
 import { resolveUser } from '../image/apply-config.js';
+import type { BlobInfo } from '../image/blobs.js';
 import { imageArchitecture } from '../image/platform.js';
 import type { PullPolicy } from '../image/pull-policy.js';
 import { parseReference } from '../image/reference.js';
@@ -42,6 +44,7 @@ import {
   type StoredImage,
 } from '../image/types.js';
 import type { ContainerOptions } from '../runtime/options.js';
+import { FsOps } from '../snapshot/fsops.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
@@ -161,6 +164,10 @@ class Builder {
   #usedArgs = new Set<string>();
   #nextStep = 1;
   #workDirs: string[] = [];
+  /** Working directories being removed (see #dropWorkDir). */
+  #removals: Promise<void>[] = [];
+  /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
+  #scanner: FsOps | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
   #remote: RemoteCache | undefined;
   /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
@@ -193,13 +200,17 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
+      const closing = this.#scanner?.close(); // every layer is written: let it exit while the image is
       this.#warnUnusedArgs();
       const result = await this.#writeImage(state, tags);
       await this.#exportCache(state);
       this.#emit({ type: 'image', ...result, durationMs: Date.now() - started });
+      await closing;
       return result;
     } finally {
+      await Promise.all(this.#removals);
       for (const dir of this.#workDirs) removeTree(dir);
+      await this.#scanner?.close();
     }
   }
 
@@ -681,6 +692,18 @@ class Builder {
     return this.#layers;
   }
 
+  /**
+   * Removes a step's working directory, empty once its upper dir became the
+   * layer, in the thread pool while the build goes on; one that is not empty
+   * (or not removed) is left to the end of the build.
+   */
+  #dropWorkDir(dir: string): void {
+    const index = this.#workDirs.indexOf(dir);
+    if (index < 0) return;
+    this.#workDirs.splice(index, 1);
+    this.#removals.push(rmdir(dir).catch(() => void this.#workDirs.push(dir)));
+  }
+
   async #workDir(): Promise<string> {
     const dir = (await this.#layerCache()).workDir();
     this.#workDirs.push(dir);
@@ -709,6 +732,10 @@ class Builder {
     }
     const cached = record !== undefined;
     if (!record) {
+      if (!this.#scanner) {
+        this.#scanner = new FsOps();
+        this.#scanner.start(); // ready by the time the step's layer is written
+      }
       const lower = await this.#lower(state);
       const work = await this.#workDir();
       const upper = join(work, 'upper');
@@ -722,6 +749,7 @@ class Builder {
         createdBy,
       } satisfies CacheRecord;
       this.#cache.set(key, record);
+      this.#dropWorkDir(work);
     }
     this.#usedSteps.set(key, { record, parent: state.fsKey });
     const entry: HistoryEntry = { created: record.created, created_by: createdBy };
@@ -740,15 +768,29 @@ class Builder {
   }
 
   async #commitLayer(state: State, upper: string): Promise<LayerRef> {
-    const stream = new PassThrough();
-    const stored = this.#store.writeBlobStream(stream);
-    stored.catch(() => {});
+    let stored: Promise<BlobInfo> | undefined;
+    const sink = {
+      whole: async (tar: Buffer) => {
+        stored = this.#store.writeBlob(tar);
+        await stored;
+      },
+      stream: () => {
+        const stream = new PassThrough();
+        stored = this.#store.writeBlobStream(stream);
+        stored.catch(() => {});
+        return stream;
+      },
+    };
     const { writeLayer } = await import('../snapshot/layer-from-dir.js');
-    const { diffId, size } = await writeLayer(upper, stream, { sourceDateEpoch: this.#epoch });
-    const blob = await stored;
+    const scanner = this.#scanner as FsOps;
+    const { diffId, size, opaque } = await writeLayer(upper, sink, {
+      sourceDateEpoch: this.#epoch,
+      scan: (dir) => scanner.scan(dir),
+    });
+    const blob = await (stored as Promise<BlobInfo>);
     const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-    (await this.#layerCache()).adopt(upper, { diffId, size }, parent);
+    (await this.#layerCache()).adopt(upper, { diffId, size, opaque }, parent);
     return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
   }
 

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { Duplex, PassThrough } from 'node:stream';
-import zlib from 'node:zlib';
+import type zlibModule from 'node:zlib';
 import { PetriError } from '../errors.js';
 
 /** The compressions of a tar that ADD extracts, as Docker's: gzip, bzip2, xz, and zstd. */
@@ -18,8 +19,11 @@ export function compressionOf(head: Buffer): Compression | undefined {
   return MAGIC.find(([, magic]) => head.subarray(0, magic.length).equals(magic))?.[0];
 }
 
+/** node:zlib, loaded when an archive needs it (~2 ms a COPY never spends). */
+const zlib = () => createRequire(import.meta.url)('node:zlib') as typeof zlibModule;
+
 const zstdDecompress = () =>
-  (zlib as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
+  (zlib() as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
 
 /** Why this machine cannot decompress `kind`, or undefined when it can (`what` names the source in the message). */
 export function cannotDecompress(kind: Compression, what: string): string | undefined {
@@ -36,7 +40,7 @@ export function cannotDecompress(kind: Compression, what: string): string | unde
  * the package; a failed one, an error with what it printed.
  */
 export function decompressor(kind: Compression, what: string): NodeJS.ReadWriteStream {
-  if (kind === 'gzip') return zlib.createGunzip();
+  if (kind === 'gzip') return zlib().createGunzip();
   if (kind === 'zstd') return zstdDecompress() as NodeJS.ReadWriteStream;
   const command = kind === 'xz' ? 'xz' : 'bzip2';
   const child = spawn(command, ['-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });

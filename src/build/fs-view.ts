@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import { IgnoreMatcher } from '../dockerfile/dockerignore.js';
 import { PetriError } from '../errors.js';
 import { runnerPath } from '../runtime/runner-binary.js';
+import { recordedOpaqueDirs } from '../snapshot/layer-meta.js';
 import { isOverlayWhiteout, OVERLAY_OPAQUE_XATTR } from '../snapshot/whiteouts.js';
 
 /**
@@ -191,7 +192,8 @@ const OPAQUE_VALUE = Buffer.from('y').toString('base64');
 
 /**
  * The directories (relative paths) of an unpacked layer or upper dir that carry
- * overlayfs' opaque xattr, read with one `petri-runner scan` (Node cannot read
+ * overlayfs' opaque xattr: as the layer cache recorded them when it unpacked or
+ * adopted the layer, else read with one `petri-runner scan` (Node cannot read
  * xattrs). The layer root is left out: overlayfs ignores it there. Remembered
  * per directory for the life of the process.
  */
@@ -201,6 +203,12 @@ export function opaqueDirs(layerDir: string): ReadonlySet<string> {
   const key = `${resolve(layerDir)}\0${stat.dev}:${stat.ino}:${stat.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
+  const recorded = recordedOpaqueDirs(layerDir);
+  if (recorded) {
+    const dirs = new Set(recorded);
+    opaqueCache.set(key, dirs);
+    return dirs;
+  }
   const result = spawnSync(runnerPath(), ['scan', layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {

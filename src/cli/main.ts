@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-import module from 'node:module';
+import { readFileSync } from 'node:fs';
 import { errorLine, PetriError } from '../errors.js';
+import { enableCompileCache } from './compile-cache.js';
 
-// Node 22+: keep compiled code between runs (a leaner start for every petri command); absent on Node 20.
-(module as { enableCompileCache?: () => unknown }).enableCompileCache?.();
+// Keep compiled code between runs (a leaner start for every petri command); the bundle's entry (bin.ts) did it already.
+enableCompileCache();
 
 const COMMANDS: Record<string, () => Promise<{ main: (argv: string[]) => Promise<number> }>> = {
   run: () => import('./run.js'),
@@ -64,7 +65,6 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined ? 2 : 0;
   }
   if (command === 'version' || command === '--version') {
-    const { readFileSync } = await import('node:fs');
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
     process.stdout.write(`petri ${pkg.version}\n`);
     return 0;

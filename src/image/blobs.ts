@@ -1,5 +1,16 @@
 import { createHash } from 'node:crypto';
-import { constants, createReadStream, createWriteStream, existsSync, statSync } from 'node:fs';
+import {
+  constants,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { copyFile, link, readFile, rename, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -29,6 +40,8 @@ export interface ExpectedBlob {
 }
 
 const WRITE_MISMATCH = 'the source is corrupt or was tampered with';
+/** Blobs up to this size (manifests, configs, small layers) are read and written synchronously: the thread pool's round trips cost more than the I/O. */
+const SYNC_IO_MAX = 1 << 20;
 
 /**
  * The content-addressed blobs of an OCI layout: `blobs/sha256/<hex>`. Writes go
@@ -59,6 +72,7 @@ export class BlobStore {
     if (expected !== undefined && validateDigest(expected) !== digest) {
       throw digestMismatch(expected, digest, WRITE_MISMATCH);
     }
+    if (buffer.length <= SYNC_IO_MAX) return this.#writeSmall(buffer, { digest, size: buffer.length });
     const temp = join(this.blobsDir, tempName());
     await writeFile(temp, buffer, { flag: 'wx' });
     return this.#commit(temp, { digest, size: buffer.length });
@@ -123,9 +137,12 @@ export class BlobStore {
   /** A blob's content, verified against its digest. */
   async readBlob(digest: string): Promise<Buffer> {
     const path = this.#existingPath(digest);
-    const data = await readFile(path).catch((error: unknown) => {
+    let data: Buffer;
+    try {
+      data = (sizeOf(path) ?? Number.POSITIVE_INFINITY) <= SYNC_IO_MAX ? readFileSync(path) : await readFile(path);
+    } catch (error) {
       throw this.#readError(digest, path, error);
-    });
+    }
     const actual = sha256Digest(data);
     if (actual !== digest) throw digestMismatch(digest, actual, corruptWhere(path));
     return data;
@@ -175,6 +192,32 @@ export class BlobStore {
    * right size) is kept and its mtime refreshed, so that a prune's grace period
    * protects it again until the new image that uses it is tagged.
    */
+  /** writeBlob of a small buffer, as #commit does it but synchronously, the temp file written only when needed. */
+  #writeSmall(buffer: Buffer, blob: BlobInfo): BlobInfo {
+    const final = this.blobPath(blob.digest);
+    try {
+      if (sizeOf(final) === blob.size) {
+        const now = new Date();
+        utimesSync(final, now, now);
+        return blob;
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      // Pruned between the check and the touch: put ours in its place.
+    }
+    const temp = join(this.blobsDir, tempName());
+    writeFileSync(temp, buffer, { flag: 'wx' });
+    try {
+      renameSync(temp, final);
+    } catch (error) {
+      try {
+        unlinkSync(temp);
+      } catch {}
+      throw error;
+    }
+    return blob;
+  }
+
   async #commit(temp: string, blob: BlobInfo): Promise<BlobInfo> {
     const final = this.blobPath(blob.digest);
     try {

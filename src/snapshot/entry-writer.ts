@@ -25,6 +25,8 @@ export class EntryWriter {
   readonly #fsops = new FsOps();
   /** Directory mtimes, set at the end: writing into a directory changes its mtime. */
   readonly #dirTimes = new Map<string, Date>();
+  /** Host paths of the directories made opaque (below the root) and still there. */
+  readonly #opaque = new Set<string>();
 
   constructor(root: string) {
     this.#root = resolve(root);
@@ -85,6 +87,11 @@ export class EntryWriter {
     }
   }
 
+  /** The opaque directories written, relative to the root, sorted. */
+  opaqueDirs(): string[] {
+    return [...this.#opaque].map((path) => path.slice(this.#root.length + 1)).sort();
+  }
+
   close(): Promise<void> {
     return this.#fsops.close();
   }
@@ -100,8 +107,10 @@ export class EntryWriter {
       return path;
     }
     if (directory && existing.isDirectory()) return path;
-    if (existing.isDirectory()) removeTree(path);
-    else unlinkSync(path);
+    if (existing.isDirectory()) {
+      removeTree(path);
+      for (const dir of this.#opaque) if (dir === path || dir.startsWith(`${path}/`)) this.#opaque.delete(dir);
+    } else unlinkSync(path);
     return path;
   }
 
@@ -110,7 +119,9 @@ export class EntryWriter {
     if (base === OPAQUE_WHITEOUT) {
       const dir = parent === '' ? this.#root : this.#place(parent, true);
       mkdirSync(dir, { recursive: true, mode: 0o755 });
-      return this.#fsops.opaque(dir);
+      await this.#fsops.opaque(dir);
+      if (dir !== this.#root) this.#opaque.add(dir);
+      return;
     }
     if (base.startsWith(WHITEOUT_META_PREFIX)) return;
     const name = base.slice(WHITEOUT_PREFIX.length);

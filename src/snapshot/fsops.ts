@@ -3,25 +3,28 @@ import { constants } from 'node:os';
 import { createInterface } from 'node:readline';
 import { PetriError } from '../errors.js';
 import { runnerPath } from '../runtime/runner-binary.js';
+import type { ScanEntry } from './scan.js';
 
 export type FsOp =
   | { op: 'mknod'; path: string; type: 'c' | 'b' | 'p'; major: number; minor: number; mode: number }
   | { op: 'whiteout'; path: string }
   | { op: 'opaque'; path: string }
-  | { op: 'setxattr'; path: string; name: string; value: string };
+  | { op: 'setxattr'; path: string; name: string; value: string }
+  | { op: 'scan'; path: string };
 
 const errnoNames = new Map(Object.entries(constants.errno).map(([name, value]) => [value, name]));
 
 /**
  * A `petri-runner fsops` process (runner/PROTOCOL.md) for the calls Node cannot
- * make: device nodes, fifos, overlay whiteouts, xattrs. Started on the first op;
+ * make: device nodes, fifos, overlay whiteouts, xattrs, scans of trees with
+ * their xattrs. Started on the first op (or by `start()`, ahead of it);
  * ops are applied in order, each answered before the caller goes on. A failed op
  * rejects with a PetriError whose `code` is the errno name (`EPERM`) when a system
  * call failed. `close()` ends the process.
  */
 export class FsOps {
   #child: ChildProcessWithoutNullStreams | undefined;
-  #waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  #waiting: { resolve: () => void; reject: (error: Error) => void; lines?: string[] }[] = [];
   #failure: Error | undefined;
   #closed: Promise<void> | undefined;
   #stderr = '';
@@ -42,11 +45,27 @@ export class FsOps {
     return this.apply({ op: 'setxattr', path, name, value: value.toString('base64') });
   }
 
+  /**
+   * Every entry under `dir`, as `scanTree` reads it, without a process of its
+   * own: a builder scans each layer it writes with one FsOps.
+   */
+  async scan(dir: string): Promise<ScanEntry[]> {
+    const lines: string[] = [];
+    await this.#send({ op: 'scan', path: dir }, lines).catch((error: PetriError) => {
+      throw new PetriError(`cannot read the directory tree ${dir}: ${error.message}`, { cause: error });
+    });
+    return lines.map((line) => JSON.parse(line) as ScanEntry);
+  }
+
   apply(op: FsOp): Promise<void> {
+    return this.#send(op);
+  }
+
+  #send(op: FsOp, lines?: string[]): Promise<void> {
     const child = this.#start();
     return new Promise((resolve, reject) => {
       if (this.#failure) return reject(this.#failure);
-      this.#waiting.push({ resolve, reject });
+      this.#waiting.push({ resolve, reject, ...(lines ? { lines } : {}) });
       child.stdin.write(`${JSON.stringify(op)}\n`);
     });
   }
@@ -57,6 +76,11 @@ export class FsOps {
     if (!child || !this.#closed) return Promise.resolve();
     child.stdin.end();
     return this.#closed;
+  }
+
+  /** Starts the process now, so that it is ready when the first op comes. */
+  start(): void {
+    this.#start();
   }
 
   #start(): ChildProcessWithoutNullStreams {
@@ -78,6 +102,11 @@ export class FsOps {
   }
 
   #answer(line: string): void {
+    const scanning = this.#waiting[0]?.lines;
+    if (scanning && line.startsWith('{')) {
+      scanning.push(line);
+      return;
+    }
     const waiter = this.#waiting.shift();
     if (!waiter) return;
     if (line === 'ok') {

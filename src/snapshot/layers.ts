@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PetriError } from '../errors.js';
 import { petriRoot } from '../runtime/paths.js';
 import { randomHex, removeTree } from '../util/fs.js';
+import { type LayerMeta, writeLayerMeta } from './layer-meta.js';
 
 /** One layer of an image, as the image store hands it over (base layer first). */
 export interface LayerSource {
@@ -92,8 +93,9 @@ export class LayerCache {
     for (const name of this.#names()) {
       if (name.startsWith(TEMP_PREFIX)) continue;
       try {
-        const meta = JSON.parse(readFileSync(join(this.dir, name, 'meta.json'), 'utf8')) as Omit<LayerRecord, 'dir'>;
-        records.push({ ...meta, dir: join(this.dir, name, 'fs') });
+        const meta = JSON.parse(readFileSync(join(this.dir, name, 'meta.json'), 'utf8')) as LayerMeta;
+        const { chainId, diffId, parent, size } = meta;
+        records.push({ chainId, diffId, parent, size, dir: join(this.dir, name, 'fs') });
       } catch {
         // not a layer (or one being removed)
       }
@@ -131,10 +133,11 @@ export class LayerCache {
   /**
    * Moves `tree` (an overlay upper dir whose layer was just written, with this
    * diffID) into the cache as the layer above `parent`, so that the steps that
-   * use it next need not unpack it. Returns the layer's tree, which is the
-   * existing one when the cache has it already.
+   * use it next need not unpack it. `layer.opaque` lists its opaque
+   * directories, as written (see LayerMeta). Returns the layer's tree, which
+   * is the existing one when the cache has it already.
    */
-  adopt(tree: string, layer: { diffId: string; size: number }, parent: string | null): string {
+  adopt(tree: string, layer: { diffId: string; size: number; opaque: string[] }, parent: string | null): string {
     const chainId = parent === null ? layer.diffId : (chainIds([parent, layer.diffId])[1] as string);
     const done = this.path(chainId);
     if (done) {
@@ -144,10 +147,7 @@ export class LayerCache {
     const temp = this.workDir();
     try {
       renameSync(tree, join(temp, 'fs'));
-      writeFileSync(
-        join(temp, 'meta.json'),
-        `${JSON.stringify({ diffId: layer.diffId, chainId, parent, size: layer.size })}\n`,
-      );
+      writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
       try {
         renameSync(temp, join(this.dir, hexOf(chainId)));
       } catch (error) {
@@ -223,7 +223,7 @@ export class LayerCache {
     const temp = join(this.dir, `${TEMP_PREFIX}${process.pid}-${randomHex(6)}`);
     mkdirSync(temp, { mode: 0o700 });
     try {
-      let result: { diffId: string; size: number };
+      let result: { diffId: string; size: number; opaque: string[] };
       try {
         const { unpackLayer } = await import('./unpack.js');
         result = await unpackLayer(layer.open(), layer.mediaType, join(temp, 'fs'));
@@ -238,8 +238,7 @@ export class LayerCache {
           `layer ${layer.digest} unpacks to content with digest ${result.diffId}, but the image says its diffID is ${layer.diffId}: the blob or the image config is corrupt; pull or build the image again`,
         );
       }
-      const meta = { diffId: layer.diffId, chainId, parent, size: result.size };
-      writeFileSync(join(temp, 'meta.json'), `${JSON.stringify(meta)}\n`);
+      writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: result.size, opaque: result.opaque });
       try {
         renameSync(temp, top);
       } catch (error) {

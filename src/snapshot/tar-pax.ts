@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import tar, { type Header } from 'tar-stream';
+import type tar from 'tar-stream';
+import type { Header } from 'tar-stream';
 
 /** PAX keys whose values are raw bytes (extended attributes, as GNU tar and Go's archive/tar write them). */
 export const XATTR_PAX_PREFIX = 'SCHILY.xattr.';
@@ -14,6 +15,8 @@ interface HeaderCodec {
 /** A tar header as tar-stream reads and writes it, with the PAX records its typings leave out. */
 export type TarHeader = Omit<Header, 'pax'> & { pax?: PaxRecords | null };
 
+// Loaded when first used: a small layer is packed without tar-stream (tar-buffer.ts).
+const load = createRequire(import.meta.url);
 let patched = false;
 
 /**
@@ -26,13 +29,13 @@ let patched = false;
  * binary xattr round trip, so a tar-stream that changes its internals is caught).
  */
 export function tarStream(): typeof tar {
-  if (patched) return tar;
-  const require = createRequire(import.meta.url);
-  const codec = require(join(dirname(require.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
-  codec.decodePax = decodePax;
-  codec.encodePax = encodePax;
-  patched = true;
-  return tar;
+  if (!patched) {
+    const codec = load(join(dirname(load.resolve('tar-stream')), 'headers.js')) as HeaderCodec;
+    codec.decodePax = decodePax;
+    codec.encodePax = encodePax;
+    patched = true;
+  }
+  return load('tar-stream') as typeof tar;
 }
 
 function encoding(key: string): BufferEncoding {
@@ -57,7 +60,8 @@ function decodePax(buf: Buffer): PaxRecords {
   return result;
 }
 
-function encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer {
+/** PAX records as tar-stream's patched codec encodes them (path, linkpath, then the records in order). */
+export function encodePax(opts: { name?: string; linkname?: string | null; pax?: PaxRecords | null }): Buffer {
   const records: Buffer[] = [];
   const add = (key: string, value: Buffer) => {
     const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from('\n')]);

@@ -11,6 +11,8 @@ export interface UnpackResult {
   diffId: string;
   /** Size of the uncompressed archive in bytes. */
   size: number;
+  /** The opaque directories it made (relative paths, the root left out). */
+  opaque: string[];
 }
 
 const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
@@ -60,7 +62,7 @@ export async function unpackLayer(blob: Readable, mediaType: string, target: str
   } finally {
     await writer.close();
   }
-  return { diffId: counter.digest, size: counter.size };
+  return { diffId: counter.digest, size: counter.size, opaque: writer.opaqueDirs() };
 }
 
 /** Reads the first bytes to tell the compression, and gives back a stream of all of them. */
