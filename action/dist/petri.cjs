@@ -11160,14 +11160,14 @@ function decompressor(kind, what) {
   });
   return stream;
 }
-var import_node_child_process5, import_node_stream4, import_node_module4, MAGIC, zlib2, zstdDecompress;
+var import_node_child_process5, import_node_module4, import_node_stream4, MAGIC, zlib2, zstdDecompress;
 var init_decompress = __esm({
   "src/build/decompress.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_stream4 = require("node:stream");
     import_node_module4 = require("node:module");
+    import_node_stream4 = require("node:stream");
     init_errors();
     MAGIC = [
       ["gzip", Buffer.from([31, 139])],
@@ -15572,7 +15572,10 @@ ${trigger}
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
-          await container.remove();
+          const removal = container.remove();
+          removal.catch(() => {
+          });
+          this.#removals.push(removal);
         }
       }
       #emptyDir(work) {

@@ -1172,7 +1172,10 @@ class Builder {
       removeMountpoints(upper, lower, mountTargets);
       moveContents(upper, job.upper);
     } finally {
-      await container.remove();
+      // Off the step's critical path (its layer is in job.upper): the build waits for it before it ends.
+      const removal = container.remove();
+      removal.catch(() => {}); // awaited with the others in build()
+      this.#removals.push(removal);
     }
   }
 
