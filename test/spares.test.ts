@@ -37,6 +37,9 @@ describeKernel('spare container directories', () => {
 
   it('gives a removed container’s directory to the next container, emptied, with its own record and bundle', async () => {
     const rootfs = await busyboxRootfs();
+    // A spare is kept by a process that made more than one container: this worker has made one at least now.
+    await (await run(rootfs, 'true')).container.remove();
+    drainSpares();
     const first = await run(rootfs, 'echo kept > /written && mkdir -p /deep/er && echo x > /deep/er/f');
     const inodes = ['', 'record.json', 'config.json', 'upper', 'work', 'rootfs'].map(
       (name) => statSync(join(first.container.dir, name)).ino,
@@ -72,14 +75,32 @@ describeKernel('spare container directories', () => {
     expect(mine()).toEqual([]);
   });
 
+  it('keeps no spare in a process that made one container only (a build with one RUN, petri run)', async () => {
+    const script = `
+      import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
+      import { readdirSync } from 'node:fs';
+      const c = Container.create({ rootfs: ${JSON.stringify(await busyboxRootfs())}, command: ['true'] });
+      await c.start();
+      await c.wait();
+      await c.remove();
+      console.log(readdirSync(${JSON.stringify(containersDir())}).filter((n) => n.startsWith('spare-' + process.pid + '-')).length);
+    `;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(child.status, child.stderr).toBe(0);
+    expect(child.stdout.trim()).toBe('0');
+  });
+
   it('keeps no spare past the process: removed at exit and on SIGTERM, swept after a SIGKILL', async () => {
     const rootfs = await busyboxRootfs();
     const script = (then: string) => `
       import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
-      const c = Container.create({ rootfs: ${JSON.stringify(rootfs)}, command: ['true'] });
-      await c.start();
-      await c.wait();
-      await c.remove();
+      // Two containers: a process keeps a spare once it has made more than one.
+      for (let i = 0; i < 2; i++) {
+        const c = Container.create({ rootfs: ${JSON.stringify(rootfs)}, command: ['true'] });
+        await c.start();
+        await c.wait();
+        await c.remove();
+      }
       ${then}
     `;
     const spares = (pid: number) => readdirSync(containersDir()).filter((n) => n.startsWith(`spare-${pid}-`));

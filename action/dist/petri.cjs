@@ -1986,7 +1986,7 @@ function validateOptions(options) {
     throw new PetriError(`invalid working directory "${options.workdir}": it must be an absolute path`);
   }
 }
-var import_node_child_process3, import_node_fs13, import_node_os2, import_node_path10, MAX_LOWER_OPTION, Container, containersDirReady;
+var import_node_child_process3, import_node_fs13, import_node_os2, import_node_path10, MAX_LOWER_OPTION, Container, containersDirReady, containersMade;
 var init_container = __esm({
   "src/runtime/container.ts"() {
     "use strict";
@@ -2075,6 +2075,7 @@ var init_container = __esm({
       }
       /** Makes its directory, cgroups, record and bundle (synchronously). */
       materialize() {
+        containersMade++;
         ensureContainersDir();
         if (this.materializeFromSpare()) return;
         (0, import_node_fs13.mkdirSync)(this.dir);
@@ -2098,6 +2099,7 @@ var init_container = __esm({
       }
       /** The same as `materialize`, with the filesystem work off the event loop (the cgroups are made synchronously). */
       async materializeAsync() {
+        containersMade++;
         await ensureContainersDirAsync();
         if (this.materializeFromSpare()) return;
         await import_node_fs13.promises.mkdir(this.dir);
@@ -2372,7 +2374,7 @@ var init_container = __esm({
         }
         try {
           if (this.deep) removeTree((0, import_node_path10.join)(this.dir, "l"));
-          if (this.options.rootfsInPlace || !await retireToSpare(this.dir)) {
+          if (this.options.rootfsInPlace || containersMade < 2 || !await retireToSpare(this.dir)) {
             await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ["rootfs", "work/work", "work"]);
           }
         } catch (error) {
@@ -2392,6 +2394,7 @@ var init_container = __esm({
     __name(checkNameValid, "checkNameValid");
     __name(explainSetupError, "explainSetupError");
     containersDirReady = false;
+    containersMade = 0;
     __name(ensureContainersDir, "ensureContainersDir");
     __name(ensureContainersDirAsync, "ensureContainersDirAsync");
     __name(spreadSubdirs, "spreadSubdirs");

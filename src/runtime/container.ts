@@ -136,6 +136,7 @@ export class Container {
 
   /** Makes its directory, cgroups, record and bundle (synchronously). */
   private materialize(): void {
+    containersMade++;
     ensureContainersDir();
     if (this.materializeFromSpare()) return;
     mkdirSync(this.dir);
@@ -160,6 +161,7 @@ export class Container {
 
   /** The same as `materialize`, with the filesystem work off the event loop (the cgroups are made synchronously). */
   private async materializeAsync(): Promise<void> {
+    containersMade++;
     await ensureContainersDirAsync();
     if (this.materializeFromSpare()) return;
     await fsp.mkdir(this.dir);
@@ -463,7 +465,8 @@ export class Container {
     try {
       // The dirs it made, and overlayfs's work/work; l/ (deep images) holds links: listed.
       if (this.deep) removeTree(join(this.dir, 'l'));
-      if (this.options.rootfsInPlace || !(await retireToSpare(this.dir))) {
+      // A spare is for the next container: only worth keeping in a process that makes more than one.
+      if (this.options.rootfsInPlace || containersMade < 2 || !(await retireToSpare(this.dir))) {
         await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ['rootfs', 'work/work', 'work']);
       }
     } catch (error) {
@@ -530,6 +533,8 @@ function explainSetupError(message: string): string {
 }
 
 let containersDirReady = false;
+/** How many containers this process has made (a spare is kept only once there were two). */
+let containersMade = 0;
 
 function ensureContainersDir(): void {
   if (containersDirReady) return;
