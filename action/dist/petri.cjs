@@ -838,6 +838,9 @@ function readyServer() {
   const current = sharedServer();
   return current?.ready ? current : void 0;
 }
+function runnerServerInUse() {
+  return enabled2 && server?.alive === true;
+}
 function servable(stdio) {
   return stdio[0] !== "inherit";
 }
@@ -952,6 +955,7 @@ var init_runner_server = __esm({
     __name(useRunnerServer, "useRunnerServer");
     __name(sharedServer, "sharedServer");
     __name(readyServer, "readyServer");
+    __name(runnerServerInUse, "runnerServerInUse");
     __name(servable, "servable");
   }
 });
@@ -966,7 +970,7 @@ function takeStandby() {
   return child;
 }
 function refillStandby() {
-  if (!standbyEnabled || standby) return;
+  if (!standbyEnabled || standby || runnerServerInUse()) return;
   let child;
   try {
     child = (0, import_node_child_process2.spawn)(runnerPath(), ["standby", "--control-fd", "3"], {

@@ -5,7 +5,7 @@ import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { onJsonEvents } from './json-events.js';
 import type { PortMapping } from './record.js';
 import { runnerPath } from './runner-binary.js';
-import { readyServer, type ServedLaunch, servable } from './runner-server.js';
+import { readyServer, runnerServerInUse, type ServedLaunch, servable } from './runner-server.js';
 
 export type Stdio = 'pipe' | 'inherit' | 'ignore';
 
@@ -248,7 +248,8 @@ function takeStandby(): ChildProcess | undefined {
 }
 
 function refillStandby(): void {
-  if (!standbyEnabled || standby) return;
+  // A fork server that is starting will be ready before the next container: no runner spawned ahead then.
+  if (!standbyEnabled || standby || runnerServerInUse()) return;
   let child: ChildProcess;
   try {
     child = spawn(runnerPath(), ['standby', '--control-fd', '3'], {

@@ -167,6 +167,11 @@ export function readyServer(): RunnerServer | undefined {
   return current?.ready ? current : undefined;
 }
 
+/** Whether runners go through a fork server (it may still be starting). */
+export function runnerServerInUse(): boolean {
+  return enabled && server?.alive === true;
+}
+
 /** Whether a runner with this stdio can be forked by the server (its stdin cannot be ours). */
 export function servable(stdio: [Stdio, Stdio, Stdio]): boolean {
   return stdio[0] !== 'inherit';
