@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +15,7 @@ const V2_SUITES = ['test/limits.test.ts', 'test/runtime.test.ts', 'test/exec.tes
 describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-hosted runners)', () => {
   it.skipIf(skip !== undefined)(
     `runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`,
-    () => {
+    async () => {
       const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
       try {
         // The VM is 10-15x slower than the host: the first container of a file (rootfs, probe) can take over 30 s.
@@ -24,7 +24,10 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
           'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
           `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
         ].join('; ');
-        const vm = spawnSync(v2vm, ['--out', out, command], { encoding: 'utf8', timeout: 25 * 60_000 });
+        // A VM that never finishes (seen once: its vCPUs in a soft lockup from the start, with the host's
+        // other test workers busy) is killed and started once more; a failing suite fails at once.
+        let vm = await runVm(command, out, 10 * 60_000);
+        if (vm.hung) vm = await runVm(command, out, 14 * 60_000);
         const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
         const log = `${vm.stdout}\n${vm.stderr}\n${vitestLog}`;
         expect(vm.status, log.slice(-4000)).toBe(0);
@@ -46,3 +49,40 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
     30 * 60_000,
   );
 });
+
+/**
+ * Runs v2vm.sh in a process group of its own: on `timeoutMs`, the whole group
+ * (the script, qemu) is killed, and the result says `hung`; so does a VM that
+ * ended without finishing the command (v2vm.sh exits 125 and says so).
+ */
+function runVm(
+  command: string,
+  out: string,
+  timeoutMs: number,
+): Promise<{ status: number | null; stdout: string; stderr: string; hung: boolean }> {
+  return new Promise((resolve) => {
+    const child = spawn(v2vm, ['--out', out, command], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+      stdout += text;
+    });
+    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+      stderr += text;
+    });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-(child.pid as number), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }, timeoutMs);
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      const unfinished = status === 125 && stderr.includes('the VM did not finish the command');
+      resolve({ status, stdout, stderr, hung: timedOut || unfinished });
+    });
+  });
+}
