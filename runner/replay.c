@@ -106,9 +106,13 @@ static int by_name(const void *x, const void *y)
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-/* 0 when the whole tree was read. */
-static int fp_walk(struct fp *f, const char *dir, const char *rel)
+/* 0 when the whole tree was read (a tree deeper than this is left to Node: its paths are on the stack). */
+#define MAX_DEPTH 128
+
+static int fp_walk(struct fp *f, const char *dir, const char *rel, int depth)
 {
+	if (depth > MAX_DEPTH)
+		return -1;
 	DIR *d = opendir(dir);
 	if (!d)
 		return -1;
@@ -144,7 +148,7 @@ static int fp_walk(struct fp *f, const char *dir, const char *rel)
 			rc = -1;
 			break;
 		}
-		if (fp_add(f, relpath, path) == 1 && fp_walk(f, path, relpath) < 0)
+		if (fp_add(f, relpath, path) == 1 && fp_walk(f, path, relpath, depth + 1) < 0)
 			rc = -1;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -177,7 +181,7 @@ static int fingerprint(struct fp *f, const char *context, const char *dockerfile
 	}
 	if (fp_add(f, ".", context) != 1)
 		return -1;
-	return fp_walk(f, context, "");
+	return fp_walk(f, context, "", 0);
 }
 
 /* --- the record --- */
@@ -224,9 +228,15 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* 0: replayed. -1: not (the caller runs Node). */
+/* 0: replayed. 1: replayed, but its stdout could not be written. -1: not (the caller runs Node). */
 static int replay(int argc, char **argv, double started)
 {
+	/* A terminal is Node's (its live view); so are stdout and stderr that are not plain blocking fds. */
+	for (int fd = 1; fd <= 2; fd++) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl < 0 || (fl & O_NONBLOCK))
+			return -1;
+	}
 	if (isatty(2))
 		return -1;
 	const char *root = getenv("PETRI_ROOT");
@@ -316,14 +326,15 @@ static int replay(int argc, char **argv, double started)
 		snprintf(took, sizeof took, "%.1f", ms / 1000);
 	else if (at)
 		return -1;
+	/* The progress is best effort (as Node's would be); the image ID on stdout is the result. */
 	if (at) {
-		if (write_all(2, err, (size_t)(at - err)) < 0 || write_all(2, took, strlen(took)) < 0 ||
-		    write_all(2, at + mark_len, err_len - (size_t)(at - err) - mark_len) < 0)
-			return 0; /* stderr gone: nothing better to do, and Node would print it twice */
-	} else if (write_all(2, err, err_len) < 0) {
-		return 0;
+		if (write_all(2, err, (size_t)(at - err)) == 0 && write_all(2, took, strlen(took)) == 0)
+			(void)write_all(2, at + mark_len, err_len - (size_t)(at - err) - mark_len);
+	} else {
+		(void)write_all(2, err, err_len);
 	}
-	(void)write_all(1, out, out_len);
+	if (write_all(1, out, out_len) < 0)
+		return 1;
 	return 0;
 }
 
@@ -331,8 +342,9 @@ static int replay(int argc, char **argv, double started)
 int replay_main(int argc, char **argv)
 {
 	double started = now_ms();
-	if (replay(argc - 3, argv + 3, started) == 0)
-		return 0;
+	int replayed = replay(argc - 3, argv + 3, started);
+	if (replayed >= 0)
+		return replayed;
 	char **args = calloc((size_t)argc, sizeof *args);
 	if (!args)
 		return EXIT_SETUP;

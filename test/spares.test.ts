@@ -40,8 +40,9 @@ describeKernel('spare container directories', () => {
     // A spare is kept by a process that made more than one container: this worker has made one at least now.
     await (await run(rootfs, 'true')).container.remove();
     drainSpares();
-    const first = await run(rootfs, 'echo kept > /written && mkdir -p /deep/er && echo x > /deep/er/f');
-    const inodes = ['', 'record.json', 'config.json', 'upper', 'work', 'rootfs'].map(
+    const first = await run(rootfs, 'echo kept > /written && mkdir -p /deep/er && echo x > /deep/er/f && chmod 700 /');
+    expect(statSync(join(first.container.dir, 'upper')).mode & 0o777).toBe(0o700);
+    const inodes = ['', 'record.json', 'config.json', 'work', 'rootfs'].map(
       (name) => statSync(join(first.container.dir, name)).ino,
     );
     await first.container.remove();
@@ -54,16 +55,18 @@ describeKernel('spare container directories', () => {
     expect(await sweepContainers()).not.toContain(spare);
 
     // The next container: the same inodes, its own id, record and bundle, and nothing of the first's files.
-    const second = await run(rootfs, 'ls /written /deep 2>&1; true');
+    const second = await run(rootfs, 'ls /written /deep 2>&1; stat -c "root %a" /');
     expect(second.container.dir).not.toBe(first.container.dir);
     expect(
-      ['', 'record.json', 'config.json', 'upper', 'work', 'rootfs'].map(
+      ['', 'record.json', 'config.json', 'work', 'rootfs'].map(
         (name) => statSync(join(second.container.dir, name)).ino,
       ),
     ).toEqual(inodes);
     expect(spareCount()).toBe(0);
     expect(second.output).toContain('No such file or directory');
     expect(second.output).not.toContain('kept');
+    // The writable layer is made anew: its root (the container's `/`) does not keep the first one's mode.
+    expect(second.output).toContain('root 755');
     const record = JSON.parse(readFileSync(join(second.container.dir, 'record.json'), 'utf8'));
     expect(record.id).toBe(second.container.id);
     const bundle = readFileSync(join(second.container.dir, 'config.json'), 'utf8');

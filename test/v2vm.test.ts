@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
           `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
         ].join('; ');
         // A VM that never finishes (seen once: its vCPUs in a soft lockup from the start, with the host's
-        // other test workers busy) is killed and started once more; a failing suite fails at once.
+        // other test workers busy) is killed, qemu with it, and started once more; a failing suite fails at once.
         let vm = await runVm(command, out, 10 * 60_000);
         if (vm.hung) vm = await runVm(command, out, 14 * 60_000);
         const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
@@ -51,9 +51,10 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
 });
 
 /**
- * Runs v2vm.sh in a process group of its own: on `timeoutMs`, the whole group
- * (the script, qemu) is killed, and the result says `hung`; so does a VM that
- * ended without finishing the command (v2vm.sh exits 125 and says so).
+ * Runs v2vm.sh: on `timeoutMs`, its children (qemu, tr) and then it are killed,
+ * and the result says `hung`; so does a VM that ended without finishing the
+ * command (v2vm.sh exits 125 and says so). It stays in this process's group,
+ * so that a Ctrl-C reaches qemu too.
  */
 function runVm(
   command: string,
@@ -61,7 +62,7 @@ function runVm(
   timeoutMs: number,
 ): Promise<{ status: number | null; stdout: string; stderr: string; hung: boolean }> {
   return new Promise((resolve) => {
-    const child = spawn(v2vm, ['--out', out, command], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(v2vm, ['--out', out, command], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
@@ -73,12 +74,13 @@ function runVm(
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        process.kill(-(child.pid as number), 'SIGKILL');
-      } catch {
-        // already gone
-      }
+      spawnSync('pkill', ['-KILL', '-P', String(child.pid)]);
+      child.kill('SIGKILL');
     }, timeoutMs);
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      resolve({ status: null, stdout, stderr: `${stderr}${error.message}\n`, hung: false });
+    });
     child.on('close', (status) => {
       clearTimeout(timer);
       const unfinished = status === 125 && stderr.includes('the VM did not finish the command');

@@ -1207,12 +1207,9 @@ async function retireToSpare(dir) {
     if (entries !== "config.json,record.json,rootfs,upper,work") return false;
     if ((0, import_node_fs9.readdirSync)((0, import_node_path8.join)(dir, "work")).some((name) => name !== "work")) return false;
     const upper = (0, import_node_path8.join)(dir, "upper");
-    const written = (0, import_node_fs9.readdirSync)(upper);
-    if (written.length > 0) {
-      await Promise.all(
-        written.map((name) => import_node_fs9.promises.rm((0, import_node_path8.join)(upper, name), { recursive: true, force: true, maxRetries: 3 }))
-      );
-    }
+    if ((0, import_node_fs9.readdirSync)(upper).length > 0) await import_node_fs9.promises.rm(upper, { recursive: true, force: true, maxRetries: 3 });
+    else (0, import_node_fs9.rmdirSync)(upper);
+    (0, import_node_fs9.mkdirSync)(upper);
     if (pool.length >= MAX_SPARES) return false;
     const { pid, startTime } = selfIdentity();
     const spare = (0, import_node_path8.join)((0, import_node_path8.dirname)(dir), `spare-${pid}-${startTime}-${sequence++}`);
@@ -2082,7 +2079,12 @@ var init_container = __esm({
         containersMade++;
         ensureContainersDir();
         if (this.materializeFromSpare()) return;
-        (0, import_node_fs13.mkdirSync)(this.dir);
+        try {
+          (0, import_node_fs13.mkdirSync)(this.dir);
+        } catch (error) {
+          this.dropCgroups();
+          throw error;
+        }
         try {
           this.cgroups ??= this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
@@ -2106,7 +2108,12 @@ var init_container = __esm({
         containersMade++;
         await ensureContainersDirAsync();
         if (this.materializeFromSpare()) return;
-        await import_node_fs13.promises.mkdir(this.dir);
+        try {
+          await import_node_fs13.promises.mkdir(this.dir);
+        } catch (error) {
+          this.dropCgroups();
+          throw error;
+        }
         try {
           this.cgroups ??= this.createCgroups();
           this.record.cgroupDirs = this.cgroups.dirs;
@@ -2158,6 +2165,11 @@ var init_container = __esm({
           throw error;
         }
         return true;
+      }
+      /** The cgroups a spare that could not be used left made, before the directory failed too. */
+      dropCgroups() {
+        if (this.cgroups) void this.cgroups.remove().catch(() => {
+        });
       }
       createCgroups() {
         const { memory, pids, cpus } = this.options;
@@ -2378,7 +2390,8 @@ var init_container = __esm({
         }
         try {
           if (this.deep) removeTree((0, import_node_path10.join)(this.dir, "l"));
-          if (this.options.rootfsInPlace || containersMade < 2 || !await retireToSpare(this.dir)) {
+          const spare = !this.options.rootfsInPlace && !failure && containersMade >= 2;
+          if (!spare || !await retireToSpare(this.dir)) {
             await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ["rootfs", "work/work", "work"]);
           }
         } catch (error) {
@@ -11142,7 +11155,13 @@ function decompressor(kind, what) {
   const child = (0, import_node_child_process5.spawn)(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
   const output = new import_node_stream4.PassThrough();
   child.stdout.pipe(output, { end: false });
-  const stream = import_node_stream4.Duplex.from({ writable: child.stdin, readable: output });
+  const input = new import_node_stream4.PassThrough();
+  input.pipe(child.stdin);
+  child.stdin.on("close", () => {
+    input.unpipe(child.stdin);
+    input.resume();
+  });
+  const stream = import_node_stream4.Duplex.from({ writable: input, readable: output });
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (text) => {
     stderr += text;
@@ -11162,6 +11181,7 @@ function decompressor(kind, what) {
   });
   stream.on("close", () => {
     if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.destroy();
   });
   child.stdin.on("error", () => {
   });
@@ -12065,9 +12085,9 @@ var init_copy = __esm({
       }
       /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
       async #extract(entry, destRel) {
+        const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const stages = [];
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
-        const { tarStream: tarStream2 } = await Promise.resolve().then(() => (init_tar_pax(), tar_pax_exports));
         const extract = tarStream2().extract();
         const input = (0, import_node_fs30.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
@@ -15640,21 +15660,27 @@ function replayKey(inputs) {
   const argv = [...inputs.argv];
   const noCache = argv.indexOf("--no-cache");
   if (noCache >= 0) {
-    if (VALUED.has(argv[noCache - 1] ?? "") || argv.lastIndexOf("--no-cache") !== noCache) return void 0;
+    const before = argv[noCache - 1] ?? "";
+    const flag = noCache === 1 || !before.startsWith("-") || BOOLEAN.has(before);
+    if (!flag || argv.lastIndexOf("--no-cache") !== noCache) return void 0;
     argv.splice(noCache, 1);
   }
   if (argv.some((arg) => arg === "--" || arg.startsWith("--no-cache"))) return void 0;
   const env = /* @__PURE__ */ __name((name) => process.env[name] ?? "", "env");
   const fields = ["petri-replay-1", process.cwd(), ...argv, "PETRI_ROOT", env("PETRI_ROOT")];
   fields.push("SOURCE_DATE_EPOCH", env("SOURCE_DATE_EPOCH"));
+  const scanned = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     let value;
     if (arg === "--build-arg" && i + 1 < argv.length) value = argv[++i];
     else if (arg.startsWith("--build-arg=")) value = arg.slice("--build-arg=".length);
-    if (value !== void 0 && !value.includes("=")) fields.push(value, env(value));
+    if (value !== void 0 && !value.includes("=")) {
+      fields.push(value, env(value));
+      scanned.push(value);
+    }
   }
-  for (const name of inputs.envArgs) if (!fields.includes(name)) return void 0;
+  for (const name of inputs.envArgs) if (!scanned.includes(name)) return void 0;
   return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
 }
 function replayName(key) {
@@ -15730,7 +15756,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
   } catch {
   }
 }
-var import_node_fs35, import_node_path30, MAGIC2, SENTINEL_MS, VALUED;
+var import_node_fs35, import_node_path30, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
@@ -15741,20 +15767,7 @@ var init_replay = __esm({
     init_progress();
     MAGIC2 = "petri-replay 1\n";
     SENTINEL_MS = 987654321;
-    VALUED = /* @__PURE__ */ new Set([
-      "-t",
-      "--tag",
-      "-f",
-      "--file",
-      "--build-arg",
-      "--target",
-      "--secret",
-      "--progress",
-      "--pull",
-      "--insecure-registry",
-      "--cache-to",
-      "--cache-from"
-    ]);
+    BOOLEAN = /* @__PURE__ */ new Set(["-q", "--quiet", "--help"]);
     __name(replayKey, "replayKey");
     __name(replayName, "replayName");
     __name(writeReplay, "writeReplay");

@@ -731,10 +731,10 @@ class UpperWriter implements FsView {
 
   /** ADD of a local tar: its entries written into dest, like Docker's untar (owners kept unless --chown). */
   async #extract(entry: SelectedEntry, destRel: string): Promise<void> {
-    const stages: NodeJS.ReadWriteStream[] = [];
-    if (entry.archive && entry.archive !== 'tar') stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
     // tar-stream is loaded only when an archive is extracted: a cached build never needs it.
     const { tarStream } = await import('../snapshot/tar-pax.js');
+    const stages: NodeJS.ReadWriteStream[] = [];
+    if (entry.archive && entry.archive !== 'tar') stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
     const extract = tarStream().extract();
     const input = createReadStream(entry.hostPath as string);
     const feeding = pipeline([input, ...stages, extract as unknown as NodeJS.WritableStream]);

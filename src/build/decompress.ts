@@ -47,7 +47,15 @@ export function decompressor(kind: Compression, what: string): NodeJS.ReadWriteS
   // The output ends only once the command has said it succeeded: a damaged archive is an error, not a short one.
   const output = new PassThrough();
   child.stdout.pipe(output, { end: false });
-  const stream = Duplex.from({ writable: child.stdin, readable: output });
+  // The input through a stream of ours: the command stopping early (EPIPE) is said by its exit, with its message.
+  const input = new PassThrough();
+  input.pipe(child.stdin);
+  // Once the command reads no more (done, or failed), what is left of the input is dropped, never stuck.
+  child.stdin.on('close', () => {
+    input.unpipe(child.stdin);
+    input.resume();
+  });
+  const stream = Duplex.from({ writable: input, readable: output });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (text: string) => {
     stderr += text;
@@ -67,9 +75,10 @@ export function decompressor(kind: Compression, what: string): NodeJS.ReadWriteS
       stream.destroy(new Error(`${command} -d failed (${signal ?? `exit status ${code}`}): ${stderr.trim()}`));
     }
   });
-  // Nothing reads any more (the caller stopped, or failed): the command goes too.
+  // Nothing reads any more (the caller stopped, or failed): the command goes too, and its pipes.
   stream.on('close', () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    for (const pipe of [child.stdin, child.stdout, child.stderr]) pipe.destroy();
   });
   child.stdin.on('error', () => {}); // EPIPE once the command is gone: its close says why
   return stream;

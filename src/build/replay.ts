@@ -26,21 +26,8 @@ import type { ResultState } from './result-cache.js';
 const MAGIC = 'petri-replay 1\n';
 /** A duration no build takes: found in the rendered output, it marks where replay writes its own. */
 const SENTINEL_MS = 987_654_321;
-/** The options that take a value (a `--no-cache` right after one is that value, not the flag). */
-const VALUED = new Set([
-  '-t',
-  '--tag',
-  '-f',
-  '--file',
-  '--build-arg',
-  '--target',
-  '--secret',
-  '--progress',
-  '--pull',
-  '--insecure-registry',
-  '--cache-to',
-  '--cache-from',
-]);
+/** The options of `petri build` that take no value. */
+const BOOLEAN = new Set(['-q', '--quiet', '--help']);
 
 export interface ReplayInputs {
   /** The command line after `petri`: `build …`. */
@@ -60,23 +47,30 @@ export function replayKey(inputs: ReplayInputs): Buffer | undefined {
   const argv = [...inputs.argv];
   const noCache = argv.indexOf('--no-cache');
   if (noCache >= 0) {
-    // The next build is the same one without --no-cache: that is what to replay.
-    if (VALUED.has(argv[noCache - 1] ?? '') || argv.lastIndexOf('--no-cache') !== noCache) return undefined;
+    // The next build is the same one without --no-cache: that is what to replay, when --no-cache is
+    // surely the flag (after the command, a value or a flag without one; not after `-qf` or `--build-arg`).
+    const before = argv[noCache - 1] ?? '';
+    const flag = noCache === 1 || !before.startsWith('-') || BOOLEAN.has(before);
+    if (!flag || argv.lastIndexOf('--no-cache') !== noCache) return undefined;
     argv.splice(noCache, 1);
   }
   if (argv.some((arg) => arg === '--' || arg.startsWith('--no-cache'))) return undefined;
   const env = (name: string) => process.env[name] ?? '\x01';
   const fields = ['petri-replay-1', process.cwd(), ...argv, 'PETRI_ROOT', env('PETRI_ROOT')];
   fields.push('SOURCE_DATE_EPOCH', env('SOURCE_DATE_EPOCH'));
+  const scanned: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     let value: string | undefined;
     if (arg === '--build-arg' && i + 1 < argv.length) value = argv[++i];
     else if (arg.startsWith('--build-arg=')) value = arg.slice('--build-arg='.length);
-    if (value !== undefined && !value.includes('=')) fields.push(value, env(value));
+    if (value !== undefined && !value.includes('=')) {
+      fields.push(value, env(value));
+      scanned.push(value);
+    }
   }
-  // Every bare build arg petri read must be in the key, whichever way it was spelled.
-  for (const name of inputs.envArgs) if (!fields.includes(name)) return undefined;
+  // Every bare build arg petri read must be in the key as runner/replay.c finds it, else no replay.
+  for (const name of inputs.envArgs) if (!scanned.includes(name)) return undefined;
   return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
 }
 

@@ -139,7 +139,12 @@ export class Container {
     containersMade++;
     ensureContainersDir();
     if (this.materializeFromSpare()) return;
-    mkdirSync(this.dir);
+    try {
+      mkdirSync(this.dir);
+    } catch (error) {
+      this.dropCgroups();
+      throw error;
+    }
     try {
       this.cgroups ??= this.createCgroups();
       this.record.cgroupDirs = this.cgroups.dirs;
@@ -164,7 +169,12 @@ export class Container {
     containersMade++;
     await ensureContainersDirAsync();
     if (this.materializeFromSpare()) return;
-    await fsp.mkdir(this.dir);
+    try {
+      await fsp.mkdir(this.dir);
+    } catch (error) {
+      this.dropCgroups();
+      throw error;
+    }
     try {
       this.cgroups ??= this.createCgroups();
       this.record.cgroupDirs = this.cgroups.dirs;
@@ -216,6 +226,11 @@ export class Container {
       throw error;
     }
     return true;
+  }
+
+  /** The cgroups a spare that could not be used left made, before the directory failed too. */
+  private dropCgroups(): void {
+    if (this.cgroups) void this.cgroups.remove().catch(() => {});
   }
 
   private createCgroups(): ContainerCgroups {
@@ -465,8 +480,10 @@ export class Container {
     try {
       // The dirs it made, and overlayfs's work/work; l/ (deep images) holds links: listed.
       if (this.deep) removeTree(join(this.dir, 'l'));
-      // A spare is for the next container: only worth keeping in a process that makes more than one.
-      if (this.options.rootfsInPlace || containersMade < 2 || !(await retireToSpare(this.dir))) {
+      // A spare is for the next container: only worth keeping in a process that makes more than one, and
+      // never after a failure (a process that outlived its cgroup's removal may still hold the old overlay).
+      const spare = !this.options.rootfsInPlace && !failure && containersMade >= 2;
+      if (!spare || !(await retireToSpare(this.dir))) {
         await removeContainerDir(this.dir, this.options.rootfsInPlace ? [] : ['rootfs', 'work/work', 'work']);
       }
     } catch (error) {

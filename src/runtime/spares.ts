@@ -1,4 +1,14 @@
-import { closeSync, promises as fsp, ftruncateSync, openSync, readdirSync, renameSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  promises as fsp,
+  ftruncateSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmdirSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { removeTree } from '../util/fs.js';
 import { selfIdentity } from './record.js';
@@ -55,7 +65,7 @@ export function reuseSpare(dir: string, record: string, bundle: string): boolean
 /**
  * Keeps a removed container's directory as a spare: its cgroups gone and
  * nothing mounted on it, holding only what `Container` made (rootfs, upper,
- * work, record.json, config.json). Empties the writable layer first. False,
+ * work, record.json, config.json). Makes its writable layer anew first. False,
  * with the directory untouched but for its emptied layer, when the pool is
  * full or the directory holds anything else (the caller removes it).
  */
@@ -66,13 +76,12 @@ export async function retireToSpare(dir: string): Promise<boolean> {
     if (entries !== 'config.json,record.json,rootfs,upper,work') return false;
     // overlayfs leaves `work/work` (it empties it at the next mount); an index dir would tie it to this upper dir.
     if (readdirSync(join(dir, 'work')).some((name) => name !== 'work')) return false;
+    // The writable layer made anew: its root is the container's `/`, whose mode, owner and xattrs
+    // (a `chmod 700 /`, overlayfs's own) must not carry over (one inode, the others kept).
     const upper = join(dir, 'upper');
-    const written = readdirSync(upper);
-    if (written.length > 0) {
-      await Promise.all(
-        written.map((name) => fsp.rm(join(upper, name), { recursive: true, force: true, maxRetries: 3 })),
-      );
-    }
+    if (readdirSync(upper).length > 0) await fsp.rm(upper, { recursive: true, force: true, maxRetries: 3 });
+    else rmdirSync(upper);
+    mkdirSync(upper);
     if (pool.length >= MAX_SPARES) return false;
     const { pid, startTime } = selfIdentity();
     const spare = join(dirname(dir), `spare-${pid}-${startTime}-${sequence++}`);
