@@ -1181,6 +1181,30 @@ var init_runner_process = __esm({
   }
 });
 
+// src/util/exit-signals.ts
+function cleanupOnSignals(cleanup) {
+  const unhook = /* @__PURE__ */ __name(() => {
+    for (const signal of SIGNALS) process.off(signal, onSignal);
+  }, "unhook");
+  function onSignal(signal) {
+    unhook();
+    cleanup();
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  }
+  __name(onSignal, "onSignal");
+  for (const signal of SIGNALS) process.prependListener(signal, onSignal);
+  return unhook;
+}
+var SIGNALS;
+var init_exit_signals = __esm({
+  "src/util/exit-signals.ts"() {
+    "use strict";
+    init_import_meta_url();
+    SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
+    __name(cleanupOnSignals, "cleanupOnSignals");
+  }
+});
+
 // src/runtime/spares.ts
 function spareOwner(name) {
   const match2 = SPARE_NAME.exec(name);
@@ -1226,14 +1250,11 @@ function hookExit() {
   if (exitHook) return;
   exitHook = true;
   process.on("exit", drainSpares);
-  for (const signal of SIGNALS) process.prependListener(signal, onSignal);
-}
-function onSignal(signal) {
-  for (const each of SIGNALS) process.off(each, onSignal);
-  process.off("exit", drainSpares);
-  exitHook = false;
-  drainSpares();
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  cleanupOnSignals(() => {
+    process.off("exit", drainSpares);
+    exitHook = false;
+    drainSpares();
+  });
 }
 function drainSpares() {
   for (let spare = pool.pop(); spare !== void 0; spare = pool.pop()) removeQuietly(spare);
@@ -1257,13 +1278,14 @@ function removeQuietly(path) {
   } catch {
   }
 }
-var import_node_fs9, import_node_path8, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook, SIGNALS;
+var import_node_fs9, import_node_path8, MAX_SPARES, SPARE_NAME, pool, sequence, exitHook;
 var init_spares = __esm({
   "src/runtime/spares.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs9 = require("node:fs");
     import_node_path8 = require("node:path");
+    init_exit_signals();
     init_fs();
     init_record();
     MAX_SPARES = 8;
@@ -1274,9 +1296,7 @@ var init_spares = __esm({
     __name(spareOwner, "spareOwner");
     __name(reuseSpare, "reuseSpare");
     __name(retireToSpare, "retireToSpare");
-    SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP"];
     __name(hookExit, "hookExit");
-    __name(onSignal, "onSignal");
     __name(drainSpares, "drainSpares");
     __name(spareCount, "spareCount");
     __name(overwrite, "overwrite");
@@ -9190,6 +9210,26 @@ var init_pull_policy = __esm({
   }
 });
 
+// src/util/fnv.ts
+function fnvName(data) {
+  const bytes = typeof data === "string" ? Buffer.from(data) : data;
+  let a = 2166136261;
+  let b = 16777619 ^ 1540483477;
+  for (const c of bytes) {
+    const old = b;
+    a = Math.imul(a ^ c, 16777619);
+    b = Math.imul(b ^ c, 16777619) ^ old >>> 13;
+  }
+  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
+}
+var init_fnv = __esm({
+  "src/util/fnv.ts"() {
+    "use strict";
+    init_import_meta_url();
+    __name(fnvName, "fnvName");
+  }
+});
+
 // src/build/result-cache.ts
 var result_cache_exports = {};
 __export(result_cache_exports, {
@@ -9219,16 +9259,6 @@ function readText(path) {
     return void 0;
   }
 }
-function fnv(text) {
-  let a = 2166136261;
-  let b = 16777619 ^ 1540483477;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    a = Math.imul(a ^ c, 16777619);
-    b = Math.imul(b ^ c, 16777619) ^ b >>> 13;
-  }
-  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
-}
 var import_node_fs26, import_node_path21, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
@@ -9237,6 +9267,7 @@ var init_result_cache = __esm({
     import_node_fs26 = require("node:fs");
     import_node_path21 = require("node:path");
     init_paths();
+    init_fnv();
     VERSION = 1;
     MAX_ENTRIES = 2e4;
     LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
@@ -9268,7 +9299,7 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path21.join)(root, "build-cache", "results", `${fnv(this.#key)}.json`);
+        this.#file = (0, import_node_path21.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
         this.#indexFile = (0, import_node_path21.join)(root, "images", "index.json");
@@ -9295,7 +9326,7 @@ var init_result_cache = __esm({
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
         if (!hex || !(0, import_node_fs26.existsSync)((0, import_node_path21.join)(this.#blobs, "sha256", hex))) return void 0;
-        this.verified = { ...record, files: now.files, index: now.index };
+        this.verified = record;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
       /**
@@ -9335,7 +9366,7 @@ var init_result_cache = __esm({
           const tmp = `${this.#file}.${process.pid}.tmp`;
           (0, import_node_fs26.writeFileSync)(tmp, JSON.stringify(record));
           (0, import_node_fs26.renameSync)(tmp, this.#file);
-          this.verified = { ...record, files: record.files, index: record.index };
+          this.verified = record;
         } catch {
         }
       }
@@ -9391,7 +9422,6 @@ var init_result_cache = __esm({
     };
     __name(sameBesides, "sameBesides");
     __name(readText, "readText");
-    __name(fnv, "fnv");
   }
 });
 
@@ -11143,14 +11173,14 @@ function compressionOf(head) {
   return MAGIC.find(([, magic]) => head.subarray(0, magic.length).equals(magic))?.[0];
 }
 function cannotDecompress(kind, what) {
-  if (kind === "zstd" && !zstdDecompress()) {
+  if (kind === "zstd" && !zstd()) {
     return `${what}: zstd archives need Node.js 22.15 or newer (this is ${process.version}): use a gzip tar`;
   }
   return void 0;
 }
 function decompressor(kind, what) {
   if (kind === "gzip") return zlib2().createGunzip();
-  if (kind === "zstd") return zstdDecompress();
+  if (kind === "zstd") return zstd()();
   const command2 = kind === "xz" ? "xz" : "bzip2";
   const child = (0, import_node_child_process5.spawn)(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
   const output = new import_node_stream4.PassThrough();
@@ -11187,7 +11217,7 @@ function decompressor(kind, what) {
   });
   return stream;
 }
-var import_node_child_process5, import_node_module4, import_node_stream4, MAGIC, zlib2, zstdDecompress;
+var import_node_child_process5, import_node_module4, import_node_stream4, MAGIC, zlib2, zstd;
 var init_decompress = __esm({
   "src/build/decompress.ts"() {
     "use strict";
@@ -11204,7 +11234,7 @@ var init_decompress = __esm({
     ];
     __name(compressionOf, "compressionOf");
     zlib2 = /* @__PURE__ */ __name(() => (0, import_node_module4.createRequire)(petri_import_meta_url)("node:zlib"), "zlib");
-    zstdDecompress = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress?.(), "zstdDecompress");
+    zstd = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress, "zstd");
     __name(cannotDecompress, "cannotDecompress");
     __name(decompressor, "decompressor");
   }
@@ -15653,7 +15683,6 @@ ${trigger}
 var replay_exports = {};
 __export(replay_exports, {
   replayKey: () => replayKey,
-  replayName: () => replayName,
   writeReplay: () => writeReplay
 });
 function replayKey(inputs) {
@@ -15682,16 +15711,6 @@ function replayKey(inputs) {
   }
   for (const name of inputs.envArgs) if (!scanned.includes(name)) return void 0;
   return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
-}
-function replayName(key) {
-  let a = 2166136261;
-  let b = 16777619 ^ 1540483477;
-  for (const c of key) {
-    const old = b;
-    a = Math.imul(a ^ c, 16777619);
-    b = Math.imul(b ^ c, 16777619) ^ old >>> 13;
-  }
-  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
 }
 function writeReplay(inputs, state, root = petriRoot()) {
   try {
@@ -15748,7 +15767,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path30.join)(root, "build-cache", "results", `replay-${replayName(key)}`);
+    const file = (0, import_node_path30.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
     (0, import_node_fs35.mkdirSync)((0, import_node_path30.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     (0, import_node_fs35.writeFileSync)(tmp, body);
@@ -15764,12 +15783,12 @@ var init_replay = __esm({
     import_node_fs35 = require("node:fs");
     import_node_path30 = require("node:path");
     init_paths();
+    init_fnv();
     init_progress();
     MAGIC2 = "petri-replay 1\n";
     SENTINEL_MS = 987654321;
     BOOLEAN = /* @__PURE__ */ new Set(["-q", "--quiet", "--help"]);
     __name(replayKey, "replayKey");
-    __name(replayName, "replayName");
     __name(writeReplay, "writeReplay");
   }
 });
@@ -37969,7 +37988,7 @@ async function main3(argv) {
   }
   const controller = new AbortController();
   let signalled;
-  const onSignal2 = /* @__PURE__ */ __name((signal) => {
+  const onSignal = /* @__PURE__ */ __name((signal) => {
     if (signalled) {
       process.stderr.write(
         `petri test: ${signal} again: quitting now; the containers die with petri (see petri ps -a for any left to petri rm)
@@ -37981,7 +38000,7 @@ async function main3(argv) {
     emit({ type: "interrupt", signal });
     controller.abort();
   }, "onSignal");
-  process.on("SIGINT", onSignal2).on("SIGTERM", onSignal2);
+  process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
   try {
     const artifactsShown = str("artifacts") ?? "petri-artifacts";
     const { runTests: runTests2 } = await Promise.resolve().then(() => (init_run_tests(), run_tests_exports));
@@ -38016,7 +38035,7 @@ async function main3(argv) {
     if (signalled) return signalled === "SIGINT" ? 130 : 143;
     return run.results.every((result) => result.status === "passed") ? 0 : 1;
   } finally {
-    process.off("SIGINT", onSignal2).off("SIGTERM", onSignal2);
+    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
 var import_node_path40, HELP3, SPECS3;
@@ -38352,10 +38371,10 @@ async function main4(argv) {
     );
   }
   const container = Container2.create(containerOptions);
-  const onSignal2 = /* @__PURE__ */ __name((signal) => {
+  const onSignal = /* @__PURE__ */ __name((signal) => {
     if (options.rerun && container.state === "running") container.kill(signal);
   }, "onSignal");
-  process.on("SIGINT", onSignal2).on("SIGTERM", onSignal2);
+  process.on("SIGINT", onSignal).on("SIGTERM", onSignal);
   try {
     await container.start({ stdin: options.rerun ? "ignore" : "inherit", stdout: "inherit", stderr: "inherit" });
     const result = await container.wait();
@@ -38373,7 +38392,7 @@ async function main4(argv) {
 `);
     return result.exitCode;
   } finally {
-    process.off("SIGINT", onSignal2).off("SIGTERM", onSignal2);
+    process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
     await container.remove();
   }
 }

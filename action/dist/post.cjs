@@ -20743,6 +20743,11 @@ var import_node_path6 = require("node:path");
 
 // src/runtime/spares.ts
 init_import_meta_url();
+
+// src/util/exit-signals.ts
+init_import_meta_url();
+
+// src/runtime/spares.ts
 var SPARE_NAME = /^spare-(\d+)-(\d+)-\d+$/;
 function spareOwner(name) {
   const match = SPARE_NAME.exec(name);

@@ -22,12 +22,11 @@ export function compressionOf(head: Buffer): Compression | undefined {
 /** node:zlib, loaded when an archive needs it (~2 ms a COPY never spends). */
 const zlib = () => createRequire(import.meta.url)('node:zlib') as typeof zlibModule;
 
-const zstdDecompress = () =>
-  (zlib() as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress?.();
+const zstd = () => (zlib() as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress;
 
 /** Why this machine cannot decompress `kind`, or undefined when it can (`what` names the source in the message). */
 export function cannotDecompress(kind: Compression, what: string): string | undefined {
-  if (kind === 'zstd' && !zstdDecompress()) {
+  if (kind === 'zstd' && !zstd()) {
     return `${what}: zstd archives need Node.js 22.15 or newer (this is ${process.version}): use a gzip tar`;
   }
   return undefined;
@@ -41,7 +40,7 @@ export function cannotDecompress(kind: Compression, what: string): string | unde
  */
 export function decompressor(kind: Compression, what: string): NodeJS.ReadWriteStream {
   if (kind === 'gzip') return zlib().createGunzip();
-  if (kind === 'zstd') return zstdDecompress() as NodeJS.ReadWriteStream;
+  if (kind === 'zstd') return (zstd() as () => NodeJS.ReadWriteStream)();
   const command = kind === 'xz' ? 'xz' : 'bzip2';
   const child = spawn(command, ['-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
   // The output ends only once the command has said it succeeded: a damaged archive is an error, not a short one.

@@ -1,6 +1,7 @@
 import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
+import { fnvName } from '../util/fnv.js';
 import type { BuildEvent } from './events.js';
 import { progressRenderer } from './progress.js';
 import type { ResultState } from './result-cache.js';
@@ -74,18 +75,6 @@ export function replayKey(inputs: ReplayInputs): Buffer | undefined {
   return Buffer.concat(fields.map((field) => Buffer.from(`${field}\0`)));
 }
 
-/** The record's file name for a key: FNV-1a, 2 × 32 bits, over its bytes (as runner/replay.c). */
-export function replayName(key: Buffer): string {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ 0x5bd1e995;
-  for (const c of key) {
-    const old = b;
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x01000193) ^ (old >>> 13);
-  }
-  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
-}
-
 /** Writes the replay record of a build the result cache answered or remembered. Never throws: an optimisation. */
 export function writeReplay(inputs: ReplayInputs, state: ResultState, root = petriRoot()): void {
   try {
@@ -144,7 +133,7 @@ export function writeReplay(inputs: ReplayInputs, state: ResultState, root = pet
         return [Buffer.from(`${bytes.length}\n`), bytes, Buffer.from('\n')];
       }),
     ]);
-    const file = join(root, 'build-cache', 'results', `replay-${replayName(key)}`);
+    const file = join(root, 'build-cache', 'results', `replay-${fnvName(key)}`);
     mkdirSync(join(file, '..'), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, body);

@@ -10,6 +10,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
+import { fnvName } from '../util/fnv.js';
 import type { BuildEvent } from './events.js';
 
 /**
@@ -84,14 +85,7 @@ export interface ResultHit {
 }
 
 /** What a hit or a remembered build stood on, and what it showed: for a replay record (replay.ts). */
-export interface ResultState {
-  files: string;
-  index: string;
-  id: string;
-  manifestDigest: string;
-  tags: string[];
-  events: BuildEvent[];
-}
+export type ResultState = Omit<ResultRecord, 'key'>;
 
 export class ResultCache {
   /** Set by a hit (`lookup`) or by `remember` once it has written its record. */
@@ -117,7 +111,7 @@ export class ResultCache {
       [...inputs.tags].sort(),
       process.env.SOURCE_DATE_EPOCH ?? null,
     ]);
-    this.#file = join(root, 'build-cache', 'results', `${fnv(this.#key)}.json`);
+    this.#file = join(root, 'build-cache', 'results', `${fnvName(this.#key)}.json`);
     this.#context = inputs.context;
     this.#dockerfile = inputs.dockerfile;
     this.#indexFile = join(root, 'images', 'index.json');
@@ -146,7 +140,7 @@ export class ResultCache {
     if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return undefined;
     const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
     if (!hex || !existsSync(join(this.#blobs, 'sha256', hex))) return undefined;
-    this.verified = { ...record, files: now.files, index: now.index };
+    this.verified = record; // its files and index are now's: compared above
     return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
   }
 
@@ -189,7 +183,7 @@ export class ResultCache {
       const tmp = `${this.#file}.${process.pid}.tmp`;
       writeFileSync(tmp, JSON.stringify(record));
       renameSync(tmp, this.#file);
-      this.verified = { ...record, files: record.files, index: record.index };
+      this.verified = record;
     } catch {
       // not remembered: the next build asks the builder again
     }
@@ -271,16 +265,4 @@ function readText(path: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** FNV-1a, 2 × 32 bits: a file name for a key (the record holds the key itself, compared in full). */
-function fnv(text: string): string {
-  let a = 0x811c9dc5;
-  let b = 0x01000193 ^ 0x5bd1e995;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    a = Math.imul(a ^ c, 0x01000193);
-    b = Math.imul(b ^ c, 0x01000193) ^ (b >>> 13);
-  }
-  return (a >>> 0).toString(16).padStart(8, '0') + (b >>> 0).toString(16).padStart(8, '0');
 }

@@ -2,6 +2,7 @@ import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { killCgroups } from '../runtime/cgroups/index.js';
 import { releaseName } from '../runtime/names.js';
 import { readRecord, writeRecord } from '../runtime/record.js';
+import { cleanupOnSignals } from '../util/exit-signals.js';
 import { removeTree } from '../util/fs.js';
 
 /**
@@ -25,7 +26,6 @@ export interface Disposable {
 }
 
 const live = new Set<Disposable>();
-const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 let exitHook = false;
 let signalHooks = false;
 let cleaning: Promise<void> | undefined;
@@ -33,7 +33,13 @@ let cleaning: Promise<void> | undefined;
 export function track(item: Disposable): void {
   if (!exitHook) process.on('exit', removeAllSync);
   exitHook = true;
-  if (!signalHooks) for (const signal of SIGNALS) process.prependListener(signal, onSignal);
+  // The containers removed first on a signal (the hook then steps aside: the next track() hooks again).
+  if (!signalHooks) {
+    cleanupOnSignals(() => {
+      signalHooks = false;
+      removeAllSync();
+    });
+  }
   signalHooks = true;
   live.add(item);
 }
@@ -48,19 +54,6 @@ export function removeAll(): Promise<void> {
     cleaning = undefined;
   });
   return cleaning;
-}
-
-/**
- * First of the signal's listeners: removes the containers (synchronously),
- * then steps aside. When no other listener is left, the signal is raised
- * again, so that it ends the process as it would have; libraries that do the
- * same (signal-exit, which proper-lockfile loads) then see only themselves.
- */
-function onSignal(signal: NodeJS.Signals): void {
-  for (const each of SIGNALS) process.off(each, onSignal);
-  signalHooks = false;
-  removeAllSync();
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
 }
 
 /** At `exit` nothing asynchronous runs any more: kill, wait (briefly) and remove synchronously. */

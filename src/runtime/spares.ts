@@ -10,6 +10,7 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { cleanupOnSignals } from '../util/exit-signals.js';
 import { removeTree } from '../util/fs.js';
 import { selfIdentity } from './record.js';
 
@@ -19,8 +20,9 @@ import { selfIdentity } from './record.js';
  * every container. On ext4 without a journal, allocating an inode skips the
  * group's recently freed ones one by one (`recently_deleted`), a cost that
  * grows with churn: 10-20 % of the CPU of many short containers. So a
- * removed container's directory, its writable layer emptied, is kept by the
- * process that removed it and becomes the next container's directory: renamed,
+ * removed container's directory, its writable layer made anew, is kept by the
+ * process that removed it (once it has made two containers) and becomes the
+ * next container's directory: renamed,
  * its files rewritten in place, nothing freed or allocated again.
  *
  * A spare is `containers/spare-PID-STARTTIME-N`: the owner is in its name, its
@@ -65,9 +67,9 @@ export function reuseSpare(dir: string, record: string, bundle: string): boolean
 /**
  * Keeps a removed container's directory as a spare: its cgroups gone and
  * nothing mounted on it, holding only what `Container` made (rootfs, upper,
- * work, record.json, config.json). Makes its writable layer anew first. False,
- * with the directory untouched but for its emptied layer, when the pool is
- * full or the directory holds anything else (the caller removes it).
+ * work, record.json, config.json). Makes its writable layer anew first. False
+ * when the pool is full or the directory holds anything else (the caller
+ * removes it then).
  */
 export async function retireToSpare(dir: string): Promise<boolean> {
   if (pool.length >= MAX_SPARES) return false;
@@ -95,26 +97,19 @@ export async function retireToSpare(dir: string): Promise<boolean> {
   }
 }
 
-const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
-
 /**
- * Removes the spares at `exit`, and on SIGINT, SIGTERM or SIGHUP (as vitest
- * ends its workers), after which the signal is raised again when no other
- * listener is left, so that it ends the process as it would have.
+ * Removes the spares at `exit`, and first on SIGINT, SIGTERM or SIGHUP (as
+ * vitest ends its workers), without changing what the signal does.
  */
 function hookExit(): void {
   if (exitHook) return;
   exitHook = true;
   process.on('exit', drainSpares);
-  for (const signal of SIGNALS) process.prependListener(signal, onSignal);
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  for (const each of SIGNALS) process.off(each, onSignal);
-  process.off('exit', drainSpares);
-  exitHook = false;
-  drainSpares();
-  if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  cleanupOnSignals(() => {
+    process.off('exit', drainSpares);
+    exitHook = false;
+    drainSpares();
+  });
 }
 
 /** Removes this process's spares (synchronously: also at `exit` and on a signal). */
