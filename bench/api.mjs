@@ -21,6 +21,7 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { dockerCli, haveDocker, PrivateDockerd } from './lib/private-dockerd.mjs';
+import { quiet } from './lib/quiet.mjs';
 import { mean, median } from './lib/stats.mjs';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -79,6 +80,7 @@ const MODES = [
 ];
 const results = {}; // contender → mode → { perContainer, perTest, start, exec, stop, first, file: ms[] }
 const notes = [];
+const waited = []; // ms spent waiting for a quiet machine before each run
 let versions = {};
 let failed = false;
 try {
@@ -165,6 +167,7 @@ process.exit(failed ? 1 : 0);
  * and import included.
  */
 async function runFiles(contender, counts) {
+  waited.push(await quiet());
   const workers = counts.map((tests) => {
     const t = performance.timeOrigin + performance.now();
     const child = spawn(contender.node, [join(import.meta.dirname, 'api-worker.mjs')], {
@@ -294,6 +297,10 @@ function report() {
       "started together), the tests' wall time / tests. per test: one test, start → stopped; start, exec, stop: " +
       'its parts. first test: the first in each worker (client set-up included). worker process: its wall time, ' +
       'start-up and import included.',
+  );
+  console.log(
+    `before each run, waited for a quiet machine (a 100 ms window with the CPUs ≤ 5 % busy, at most 3 s): ` +
+      `median ${median(waited).toFixed(0)} ms, longest ${Math.max(...waited).toFixed(0)} ms`,
   );
   for (const note of notes) console.log(`note: ${note}`);
 }

@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { GenericContainer } from '../src/index.js';
@@ -164,5 +164,47 @@ describeKernel('API cleanup: the containers of a test process go with it', () =>
     }
     allGone(id);
     expect(listContainers().filter((c) => c.id === id)).toEqual([]);
+  });
+});
+
+describeKernel('API start-up: the fork server', () => {
+  it("forks a process's first container: start() waits for the server it launched rather than spawning a runner", async () => {
+    // The default store (PETRI_ROOT), as a user's test has it: the image is found without a turn of the
+    // event loop, so the server's `ready` line is still unread when the container is created.
+    const first = join(images.dir, 'first.mjs');
+    writeFileSync(
+      first,
+      `
+      import { readFileSync } from 'node:fs';
+      import { GenericContainer } from ${JSON.stringify(dist)};
+      const container = await new GenericContainer('ptest/api:1').withCommand(['sleep', '1000']).start();
+      const children = readFileSync(\`/proc/\${process.pid}/task/\${process.pid}/children\`, 'utf8').split(' ').filter(Boolean);
+      console.log(JSON.stringify(children.map((pid) => readFileSync(\`/proc/\${pid}/cmdline\`, 'utf8').split('\\0')[1])));
+      await container.stop();
+      `,
+    );
+    const run = async () => {
+      const child = spawn(process.execPath, [first], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, PETRI_ROOT: images.dir },
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout?.on('data', (chunk) => {
+        stdout += chunk;
+      });
+      child.stderr?.on('data', (chunk) => {
+        stderr += chunk;
+      });
+      const code = await new Promise((resolve) => child.once('exit', resolve));
+      expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
+      return JSON.parse(stdout) as string[];
+    };
+    // The first run in a fresh store prepares the image's layers, with turns of the event loop; a
+    // user's later runs do not: the second run is the one that shows.
+    await run();
+    // the fork server only: no `petri-runner run` of its own
+    expect(await run()).toEqual(['serve']);
+    expect(existsSync(join(images.dir, 'containers')) ? readdirSync(join(images.dir, 'containers')) : []).toEqual([]);
   });
 });

@@ -863,10 +863,16 @@ var init_runner_server = __esm({
       channel;
       ready = false;
       dead = false;
+      /** Resolves once the server is ready or dead. */
+      settled;
+      settle;
       reaped = /* @__PURE__ */ new Map();
       nextId = 1;
       holds = 0;
       constructor() {
+        this.settled = new Promise((resolve10) => {
+          this.settle = resolve10;
+        });
         this.child = (0, import_node_child_process.spawn)(runnerPath(), ["serve", "--socket", this.name, "--control-fd", "3"], {
           stdio: ["ignore", "inherit", "inherit", "pipe"]
         });
@@ -880,6 +886,7 @@ var init_runner_server = __esm({
           (event) => {
             if (event.event === "ready") {
               this.ready = true;
+              this.settle();
             } else if (event.event === "reaped" && event.id !== void 0) {
               const resolve10 = this.reaped.get(event.id);
               this.reaped.delete(event.id);
@@ -897,6 +904,7 @@ var init_runner_server = __esm({
       die() {
         if (this.dead) return;
         this.dead = true;
+        this.settle();
         if (server === this) server = void 0;
         for (const [id, resolve10] of this.reaped) {
           this.reaped.delete(id);

@@ -36,11 +36,17 @@ class RunnerServer {
   private readonly channel: Socket;
   ready = false;
   private dead = false;
+  /** Resolves once the server is ready or dead. */
+  readonly settled: Promise<void>;
+  private settle!: () => void;
   private readonly reaped = new Map<number, (exit: ServedExit) => void>();
   private nextId = 1;
   private holds = 0;
 
   constructor() {
+    this.settled = new Promise((resolve) => {
+      this.settle = resolve;
+    });
     this.child = spawn(runnerPath(), ['serve', '--socket', this.name, '--control-fd', '3'], {
       stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
     });
@@ -53,6 +59,7 @@ class RunnerServer {
       (event) => {
         if (event.event === 'ready') {
           this.ready = true;
+          this.settle();
         } else if (event.event === 'reaped' && event.id !== undefined) {
           const resolve = this.reaped.get(event.id);
           this.reaped.delete(event.id);
@@ -72,6 +79,7 @@ class RunnerServer {
   private die(): void {
     if (this.dead) return;
     this.dead = true;
+    this.settle();
     if (server === this) server = undefined;
     for (const [id, resolve] of this.reaped) {
       this.reaped.delete(id);
@@ -165,6 +173,26 @@ function sharedServer(): RunnerServer | undefined {
 export function readyServer(): RunnerServer | undefined {
   const current = sharedServer();
   return current?.ready ? current : undefined;
+}
+
+/**
+ * Waits (at most `timeoutMs`) for a fork server that is still starting, so
+ * that the first container of a process is forked by it rather than spawned
+ * from Node: the server's `ready` line is usually already there, unread while
+ * the main thread was busy. Resolves at once when no server is in use.
+ */
+export async function serverStarted(timeoutMs = 1000): Promise<void> {
+  const current = enabled ? server : undefined;
+  if (!current?.alive || current.ready) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    current.settled,
+    // a held timer: the server's channel is unreferenced, and the caller waits on it
+    new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
 }
 
 /** Whether runners go through a fork server (it may still be starting). */
