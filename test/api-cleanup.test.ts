@@ -175,10 +175,19 @@ describeKernel('API start-up: the fork server', () => {
     writeFileSync(
       first,
       `
-      import { readFileSync } from 'node:fs';
+      import { readdirSync, readFileSync } from 'node:fs';
       import { GenericContainer } from ${JSON.stringify(dist)};
       const container = await new GenericContainer('ptest/api:1').withCommand(['sleep', '1000']).start();
-      const children = readFileSync(\`/proc/\${process.pid}/task/\${process.pid}/children\`, 'utf8').split(' ').filter(Boolean);
+      // this process's children: the second field after the command name in /proc/PID/stat is the parent
+      const parentOf = (pid) => {
+        try {
+          const stat = readFileSync(\`/proc/\${pid}/stat\`, 'utf8');
+          return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        } catch {
+          return undefined; // gone meanwhile
+        }
+      };
+      const children = readdirSync('/proc').filter((name) => /^\\d+$/.test(name) && parentOf(name) === process.pid);
       console.log(JSON.stringify(children.map((pid) => readFileSync(\`/proc/\${pid}/cmdline\`, 'utf8').split('\\0')[1])));
       await container.stop();
       `,
