@@ -1,5 +1,5 @@
 // One "test file" of bench/api.mjs, run as a process of its own like a vitest worker: imports
-// GenericContainer from the module given (petri's dist/index.js, or testcontainers), says `ready` on
+// GenericContainer from the module given (petri's dist/lib/index.js, or testcontainers), says `ready` on
 // stdout and waits for a line on stdin (so that workers meant to run side by side start their tests
 // together), then runs BENCH_TESTS tests one after another, each starting its own container from the
 // image, running one exec in it and stopping it. Prints one JSON line: when the process started, when

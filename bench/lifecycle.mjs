@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Container, runContainer } from '../dist/index.js';
+import { Container, runContainer } from '../dist/lib/index.js';
 
 const SEQUENTIAL = Number(process.env.BENCH_RUNS ?? 60);
 const PARALLEL = Number(process.env.BENCH_PARALLEL ?? 100);

@@ -10,7 +10,7 @@ import { sweepContainers } from '../src/runtime/sweep.js';
 import { type ApiImages, apiImages } from './helpers/api-image.js';
 import { describeKernel, missingForContainers } from './helpers/kernel.js';
 
-const dist = join(import.meta.dirname, '..', 'dist', 'index.js');
+const dist = join(import.meta.dirname, '..', 'dist', 'lib', 'index.js');
 
 let images: ApiImages;
 let script: string;

@@ -103,7 +103,7 @@ describeKernel('networks: new Network().start(), withNetwork, withNetworkAliases
 
 describeKernel('networks and ports go with the test process', () => {
   it('when it is SIGKILLed: the network holder, the container and its port forwarder die with it', async () => {
-    const dist = join(import.meta.dirname, '..', 'dist', 'index.js');
+    const dist = join(import.meta.dirname, '..', 'dist', 'lib', 'index.js');
     const script = join(images.dir, 'net-harness.mjs');
     writeFileSync(
       script,

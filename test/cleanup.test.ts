@@ -13,7 +13,7 @@ describeKernel('cleanup after a harness dies', () => {
     const rootfs = await busyboxRootfs();
     // A harness that starts two containers running `tree` (a child and a grandchild) and waits forever.
     const script = `
-      import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
+      import { Container } from ${JSON.stringify(join(top, 'dist/lib/index.js'))};
       const containers = [0, 1].map(() => Container.create({ rootfs: ${JSON.stringify(rootfs)}, command: ['/probe', 'tree'] }));
       for (const c of containers) await c.start();
       console.log(JSON.stringify(containers.map((c) => ({ id: c.id, pid: c.pid }))));

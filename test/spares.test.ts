@@ -80,7 +80,7 @@ describeKernel('spare container directories', () => {
 
   it('keeps no spare in a process that made one container only (a build with one RUN, petri run)', async () => {
     const script = `
-      import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
+      import { Container } from ${JSON.stringify(join(top, 'dist/lib/index.js'))};
       import { readdirSync } from 'node:fs';
       const c = Container.create({ rootfs: ${JSON.stringify(await busyboxRootfs())}, command: ['true'] });
       await c.start();
@@ -96,7 +96,7 @@ describeKernel('spare container directories', () => {
   it('keeps no spare past the process: removed at exit and on SIGTERM, swept after a SIGKILL', async () => {
     const rootfs = await busyboxRootfs();
     const script = (then: string) => `
-      import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
+      import { Container } from ${JSON.stringify(join(top, 'dist/lib/index.js'))};
       // Two containers: a process keeps a spare once it has made more than one.
       for (let i = 0; i < 2; i++) {
         const c = Container.create({ rootfs: ${JSON.stringify(rootfs)}, command: ['true'] });
@@ -146,7 +146,7 @@ describeKernel('spare container directories', () => {
       if (spawnSync('lsattr', ['-d', root]).status !== 0) context.skip('needs lsattr (e2fsprogs)');
       const rootfs = await busyboxRootfs();
       const script = `
-        import { Container } from ${JSON.stringify(join(top, 'dist/index.js'))};
+        import { Container } from ${JSON.stringify(join(top, 'dist/lib/index.js'))};
         const c = Container.create({ rootfs: ${JSON.stringify(rootfs)}, command: ['true'] });
         await c.start();
         await c.wait();

@@ -35,10 +35,43 @@ it('the package exports petri/vitest beside the root', () => {
   );
   expect(resolved.stderr).toBe('');
   expect(resolved.stdout.trim().split(' ')).toEqual([
-    `file://${top}/dist/index.js`,
-    `file://${top}/dist/vitest/index.js`,
+    `file://${top}/dist/lib/index.js`,
+    `file://${top}/dist/lib/vitest.js`,
     `file://${top}/package.json`,
   ]);
+});
+
+it('the bundled entries share one copy of what both use, and importing loads nothing a test may not need', () => {
+  // A fresh process, as a vitest worker is: what `import 'petri'` costs, and which of its modules are shared.
+  const script = `
+    const petri = await import('petri');
+    const { createRequire } = await import('node:module');
+    // npm packages petri loaded (vitest, imported by petri/vitest below, has its own)
+    const packages = Object.keys(createRequire(import.meta.url).cache).filter((file) => file.includes('/node_modules/'));
+    const builtins = process.moduleLoadList.filter((m) => /^NativeModule (http|https|tls|zlib)$/.test(m));
+    const vitest = await import('petri/vitest');
+    let thrown;
+    try {
+      vitest.petriGlobalSetup({ images: 5 });
+    } catch (error) {
+      thrown = error;
+    }
+    console.log(JSON.stringify({
+      sameContainer: vitest.petriContainer('busybox') instanceof petri.GenericContainer,
+      samePetriError: thrown instanceof petri.PetriError,
+      builtins,
+      packages,
+    }));
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { cwd: top, encoding: 'utf8' });
+  expect(r.stderr).toBe('');
+  expect(JSON.parse(r.stdout)).toEqual({
+    sameContainer: true,
+    samePetriError: true,
+    // loaded on first use: HTTP wait strategies, registries, archives, reused containers' lock
+    builtins: [],
+    packages: [],
+  });
 });
 
 describeKernel(

@@ -4195,7 +4195,7 @@ var require_signal_exit = __commonJS({
         }
         assert.equal(typeof cb, "function", "a callback must be provided for exit handler");
         if (loaded === false) {
-          load2();
+          load3();
         }
         var ev = "exit";
         if (opts && opts.alwaysLast) {
@@ -4255,7 +4255,7 @@ var require_signal_exit = __commonJS({
         return signals;
       };
       loaded = false;
-      load2 = /* @__PURE__ */ __name(function load3() {
+      load3 = /* @__PURE__ */ __name(function load4() {
         if (loaded || !processOk(global.process)) {
           return;
         }
@@ -4272,7 +4272,7 @@ var require_signal_exit = __commonJS({
         process2.emit = processEmit;
         process2.reallyExit = processReallyExit;
       }, "load");
-      module3.exports.load = load2;
+      module3.exports.load = load3;
       originalProcessReallyExit = process2.reallyExit;
       processReallyExit = /* @__PURE__ */ __name(function processReallyExit2(code) {
         if (!processOk(global.process)) {
@@ -4308,7 +4308,7 @@ var require_signal_exit = __commonJS({
     var emit;
     var sigListeners;
     var loaded;
-    var load2;
+    var load3;
     var originalProcessReallyExit;
     var processReallyExit;
     var originalProcessEmit;
@@ -11176,6 +11176,18 @@ var init_config = __esm({
   }
 });
 
+// src/util/lazy-builtins.ts
+var import_node_module4, load2, zlib2;
+var init_lazy_builtins = __esm({
+  "src/util/lazy-builtins.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_module4 = require("node:module");
+    load2 = (0, import_node_module4.createRequire)(petri_import_meta_url);
+    zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
+  }
+});
+
 // src/build/decompress.ts
 function compressionOf(head) {
   return MAGIC.find(([, magic]) => head.subarray(0, magic.length).equals(magic))?.[0];
@@ -11225,15 +11237,15 @@ function decompressor(kind, what) {
   });
   return stream;
 }
-var import_node_child_process5, import_node_module4, import_node_stream4, MAGIC, zlib2, zstd;
+var import_node_child_process5, import_node_stream4, MAGIC, zstd;
 var init_decompress = __esm({
   "src/build/decompress.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_module4 = require("node:module");
     import_node_stream4 = require("node:stream");
     init_errors();
+    init_lazy_builtins();
     MAGIC = [
       ["gzip", Buffer.from([31, 139])],
       ["zstd", Buffer.from([40, 181, 47, 253])],
@@ -11241,7 +11253,6 @@ var init_decompress = __esm({
       ["xz", Buffer.from([253, 55, 122, 88, 90, 0])]
     ];
     __name(compressionOf, "compressionOf");
-    zlib2 = /* @__PURE__ */ __name(() => (0, import_node_module4.createRequire)(petri_import_meta_url)("node:zlib"), "zlib");
     zstd = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress, "zstd");
     __name(cannotDecompress, "cannotDecompress");
     __name(decompressor, "decompressor");
@@ -14345,8 +14356,8 @@ __export(layer_from_dir_exports, {
 });
 async function writeLayer(upperDir, out, options = {}) {
   const sink = "whole" in out ? out : {
-    whole: /* @__PURE__ */ __name(async (tar4) => {
-      out.end(tar4);
+    whole: /* @__PURE__ */ __name(async (tar) => {
+      out.end(tar);
       await (0, import_promises13.finished)(out);
     }, "whole"),
     stream: /* @__PURE__ */ __name(() => out, "stream")
@@ -14361,17 +14372,17 @@ async function writeLayer(upperDir, out, options = {}) {
   const opaque = entries.filter(isOpaqueDir).map((entry) => entry.path);
   const bytes = entries.reduce((sum, entry) => sum + (entry.type === "f" ? entry.size : 0), 0);
   if (bytes <= (options.inMemoryMax ?? 4 << 20) && options.inMemoryMax !== 0) {
-    let tar4;
+    let tar;
     try {
       const archive = new TarBuffer();
       await addEntries(bufferPacker(archive), upperDir, entries, options.sourceDateEpoch);
-      tar4 = archive.finish();
+      tar = archive.finish();
     } catch (error) {
       if (!("whole" in out)) out.destroy(error);
       throw layerError(upperDir, error);
     }
-    await sink.whole(tar4);
-    return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar4).digest("hex")}`, size: tar4.length, opaque };
+    await sink.whole(tar);
+    return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar).digest("hex")}`, size: tar.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
@@ -15281,8 +15292,8 @@ ${trigger}
       async #commitLayer(state, upper) {
         let stored;
         const sink = {
-          whole: /* @__PURE__ */ __name(async (tar4) => {
-            stored = this.#store.writeBlob(tar4);
+          whole: /* @__PURE__ */ __name(async (tar) => {
+            stored = this.#store.writeBlob(tar);
             await stored;
           }, "whole"),
           stream: /* @__PURE__ */ __name(() => {
@@ -24924,7 +24935,7 @@ __export(save_exports, {
 async function saveImages(store, refs, file) {
   if (refs.length === 0) throw new PetriError("petri save: no image given (petri save IMAGE... -o FILE.tar)");
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
-  const pack = import_tar_stream2.default.pack();
+  const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
   const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs41.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
@@ -24980,15 +24991,15 @@ async function saveImages(store, refs, file) {
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs41, import_promises17, import_tar_stream2;
+var import_node_fs41, import_promises17;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs41 = require("node:fs");
     import_promises17 = require("node:stream/promises");
-    import_tar_stream2 = __toESM(require_tar_stream(), 1);
     init_errors();
+    init_tar_pax();
     init_types();
     __name(saveImages, "saveImages");
     __name(withTag, "withTag");
@@ -25205,13 +25216,13 @@ async function saveFailure(failure, place) {
     path: (0, import_node_path37.join)(place.dir, `${job.name}${ext}`),
     shown: (0, import_node_path37.join)(place.shown, `${job.name}${ext}`)
   }), "file");
-  const tar4 = file(".tar");
-  await saveImages(place.store, [ref], tar4.path);
-  const repro = `petri repro ${shellQuote(tar4.shown)} --rerun`;
+  const tar = file(".tar");
+  await saveImages(place.store, [ref], tar.path);
+  const repro = `petri repro ${shellQuote(tar.shown)} --rerun`;
   const commands = {
     rerun: repro,
-    shell: `petri repro ${shellQuote(tar4.shown)}`,
-    docker: `docker load -i ${shellQuote(tar4.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
+    shell: `petri repro ${shellQuote(tar.shown)}`,
+    docker: `docker load -i ${shellQuote(tar.shown)} && docker run -it --rm ${[...dockerRunFlags(record), ref, "sh"].map(shellQuote).join(" ")}`
   };
   let pushed;
   let pushError;
@@ -25246,7 +25257,7 @@ async function saveFailure(failure, place) {
         committed: {
           image: ref,
           id: committed.id,
-          archive: tar4.shown,
+          archive: tar.shown,
           ...pushed ? { pushed } : {},
           ...pushError ? { pushError } : {}
         },
@@ -25261,11 +25272,11 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs43.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar4.shown, commands, diffLines, pushLine));
+  (0, import_node_fs43.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
-    tar: tar4.shown,
+    tar: tar.shown,
     json: json.shown,
     markdown: markdown.shown,
     repro,
@@ -25280,7 +25291,7 @@ function fence(text) {
   const longest = Math.max(2, ...[...text.matchAll(/`+/g)].map((m) => m[0].length));
   return "`".repeat(longest + 1);
 }
-function reportMarkdown(failure, ref, tar4, commands, diff, pushLine) {
+function reportMarkdown(failure, ref, tar, commands, diff, pushLine) {
   const { job } = failure;
   const block = /* @__PURE__ */ __name((lang, text) => {
     if (text === "") return "(none)\n";
@@ -25297,7 +25308,7 @@ ${text.endsWith("\n") || text === "" ? text : `${text}
     `- image: ${failure.image.name} (${failure.image.id})`,
     `- command: \`${failure.command.map(shellQuote).join(" ")}\``,
     `- duration: ${formatDuration(failure.durationMs)}, attempts: ${failure.attempts}`,
-    `- committed: \`${ref}\`, saved to \`${tar4}\``,
+    `- committed: \`${ref}\`, saved to \`${tar}\``,
     ...pushLine ? [`- ${pushLine}`] : [],
     "",
     "## Reproduce",
@@ -38111,7 +38122,7 @@ __export(load_exports, {
 });
 async function loadArchive(store, file) {
   const files = /* @__PURE__ */ new Map();
-  const extract = import_tar_stream3.default.extract();
+  const extract = tarStream().extract();
   extract.on("entry", (header, stream, next) => {
     const name = header.name.replace(/^\.\//, "");
     if (header.type !== "file") {
@@ -38220,9 +38231,9 @@ function sniffGzip(source) {
 }
 function maybeGunzip(file) {
   const input = (0, import_node_fs45.createReadStream)(file);
-  return isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input;
+  return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs45, import_node_stream9, import_promises18, import_node_zlib2, import_tar_stream3;
+var import_node_fs45, import_node_stream9, import_promises18;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
@@ -38230,10 +38241,10 @@ var init_load = __esm({
     import_node_fs45 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises18 = require("node:stream/promises");
-    import_node_zlib2 = require("node:zlib");
-    import_tar_stream3 = __toESM(require_tar_stream(), 1);
     init_errors();
+    init_tar_pax();
     init_fs();
+    init_lazy_builtins();
     init_platform();
     init_types();
     __name(loadArchive, "loadArchive");
@@ -38252,7 +38263,7 @@ __export(archive_info_exports, {
 });
 async function readArchiveImage(file) {
   const small = /* @__PURE__ */ new Map();
-  const extract = import_tar_stream4.default.extract();
+  const extract = tarStream().extract();
   extract.on("entry", (header, stream, next) => {
     const chunks2 = [];
     const keep = header.type === "file" && (header.size ?? 0) <= SMALL;
@@ -38267,7 +38278,7 @@ async function readArchiveImage(file) {
   });
   try {
     const input = (0, import_node_fs46.createReadStream)(file);
-    await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib3.createGunzip)()) : input, extract);
+    await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
     const config = first ? small.get(first.Config.replace(/^\.\//, "")) : void 0;
@@ -38279,16 +38290,16 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs46, import_promises19, import_node_zlib3, import_tar_stream4, SMALL;
+var import_node_fs46, import_promises19, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs46 = require("node:fs");
     import_promises19 = require("node:stream/promises");
-    import_node_zlib3 = require("node:zlib");
-    import_tar_stream4 = __toESM(require_tar_stream(), 1);
+    import_node_zlib2 = require("node:zlib");
     init_errors();
+    init_tar_pax();
     init_fs();
     SMALL = 1024 * 1024;
     __name(readArchiveImage, "readArchiveImage");
@@ -38504,9 +38515,9 @@ async function runDocker(plan, mode) {
   }
   try {
     say(["load", "-i", archive]);
-    const load2 = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
-    if (load2.status !== 0)
-      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load2.status})`);
+    const load3 = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    if (load3.status !== 0)
+      throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
     if (temp) (0, import_node_fs47.rmSync)(temp, { recursive: true, force: true });
   }
@@ -39014,7 +39025,7 @@ async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto11.createHash)("sha256");
   await (0, import_promises20.pipeline)(
     (0, import_node_fs49.createReadStream)(file),
-    (0, import_node_zlib4.createGunzip)(),
+    zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);
@@ -39024,7 +39035,7 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs49, import_node_stream10, import_promises20, import_node_zlib4;
+var import_node_crypto11, import_node_fs49, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
@@ -39033,13 +39044,13 @@ var init_import = __esm({
     import_node_fs49 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");
-    import_node_zlib4 = require("node:zlib");
     init_errors();
     init_platform();
     init_reference();
     init_types();
     init_layer_from_dir();
     init_fs();
+    init_lazy_builtins();
     __name(importRootfs, "importRootfs");
     __name(sourceEpoch, "sourceEpoch");
     __name(uncompressedDigest, "uncompressedDigest");
@@ -39779,9 +39790,9 @@ async function main13(argv) {
 `);
     return 0;
   }
-  const load2 = COMMANDS[command2];
-  if (!load2) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
-  return (await load2()).main(rest);
+  const load3 = COMMANDS[command2];
+  if (!load3) throw new PetriError(`unknown command "${command2}" (see petri --help)`);
+  return (await load3()).main(rest);
 }
 __name(main13, "main");
 var settled = false;

@@ -1,8 +1,7 @@
 import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
 import { Duplex, PassThrough } from 'node:stream';
-import type zlibModule from 'node:zlib';
 import { PetriError } from '../errors.js';
+import { zlib } from '../util/lazy-builtins.js';
 
 /** The compressions of a tar that ADD extracts, as Docker's: gzip, bzip2, xz, and zstd. */
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz';
@@ -18,9 +17,6 @@ const MAGIC: [Compression, Buffer][] = [
 export function compressionOf(head: Buffer): Compression | undefined {
   return MAGIC.find(([, magic]) => head.subarray(0, magic.length).equals(magic))?.[0];
 }
-
-/** node:zlib, loaded when an archive needs it (~2 ms a COPY never spends). */
-const zlib = () => createRequire(import.meta.url)('node:zlib') as typeof zlibModule;
 
 const zstd = () => (zlib() as unknown as { createZstdDecompress?: () => NodeJS.ReadWriteStream }).createZstdDecompress;
 

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { PetriError } from '../errors.js';
 import { imageArchitecture } from '../image/platform.js';
 import { parseReference } from '../image/reference.js';
@@ -10,6 +9,7 @@ import type { ImageStore } from '../image/store.js';
 import { type ImageConfig, MEDIA_TYPES } from '../image/types.js';
 import { writeLayer } from '../snapshot/layer-from-dir.js';
 import { isGzipFile } from '../util/fs.js';
+import { zlib } from '../util/lazy-builtins.js';
 import type { CommitResult } from './commit.js';
 
 /**
@@ -68,7 +68,7 @@ async function uncompressedDigest(file: string): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(
     createReadStream(file),
-    createGunzip(),
+    zlib().createGunzip(),
     new Writable({
       write(chunk, _encoding, callback) {
         hash.update(chunk);

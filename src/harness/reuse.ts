@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { lock } from 'proper-lockfile';
 import { errorLine, PetriError } from '../errors.js';
 import type { ImageStore } from '../image/store.js';
 import type { StoredImage } from '../image/types.js';
@@ -103,6 +102,8 @@ async function withReuseLock<T>(hash: string, work: () => Promise<T>): Promise<T
   const target = join(petriRoot(), `reuse-${hash.slice(0, 16)}`);
   let release: () => Promise<void>;
   try {
+    // proper-lockfile (and the graceful-fs it patches fs with) only for reused containers
+    const { lock } = await import('proper-lockfile');
     release = await lock(target, {
       realpath: false,
       stale: 20_000,

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
-import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { PetriError } from '../errors.js';
 import type { ExitResult } from '../runtime/container.js';
+import { http, https } from '../util/lazy-builtins.js';
 import type { HealthMonitor } from './health-check.js';
 import type { LogBuffer } from './logs.js';
 import type { ExecResult } from './types.js';
@@ -423,7 +423,7 @@ export class HttpWaitStrategy extends WaitStrategy {
   }
 
   #attempt(hostPort: number, signal: AbortSignal): Promise<HttpOutcome> {
-    const request = this.#tls ? httpsRequest : httpRequest;
+    const { request } = this.#tls ? https() : http();
     return new Promise((resolve) => {
       let settled = false;
       const finish = (outcome: HttpOutcome) => {

@@ -2,9 +2,9 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
-import tar from 'tar-stream';
 import { errorLine, PetriError } from '../errors.js';
 import type { ImageConfig } from '../image/types.js';
+import { tarStream } from '../snapshot/tar-pax.js';
 import { isGzipFile } from '../util/fs.js';
 
 /** Files larger than this are layers, never the manifest or a config. */
@@ -22,7 +22,7 @@ export interface ArchiveImage {
  */
 export async function readArchiveImage(file: string): Promise<ArchiveImage> {
   const small = new Map<string, Buffer>();
-  const extract = tar.extract();
+  const extract = tarStream().extract();
   extract.on('entry', (header, stream, next) => {
     const chunks: Buffer[] = [];
     const keep = header.type === 'file' && (header.size ?? 0) <= SMALL;

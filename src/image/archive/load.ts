@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
-import tar from 'tar-stream';
 import { PetriError } from '../../errors.js';
+import { tarStream } from '../../snapshot/tar-pax.js';
 import { isGzipFile } from '../../util/fs.js';
+import { zlib } from '../../util/lazy-builtins.js';
 import { imageArchitecture } from '../platform.js';
 import type { ImageStore } from '../store.js';
 import {
@@ -36,7 +36,7 @@ export interface LoadedImage {
  */
 export async function loadArchive(store: ImageStore, file: string): Promise<LoadedImage[]> {
   const files = new Map<string, Entry>();
-  const extract = tar.extract();
+  const extract = tarStream().extract();
   extract.on('entry', (header, stream, next) => {
     const name = header.name.replace(/^\.\//, '');
     if (header.type !== 'file') {
@@ -152,5 +152,5 @@ function sniffGzip(source: Readable): { stream: Readable; gzip: () => boolean } 
 /** `docker save | gzip` archives are accepted too. */
 function maybeGunzip(file: string): Readable {
   const input = createReadStream(file);
-  return isGzipFile(file) ? input.pipe(createGunzip()) : input;
+  return isGzipFile(file) ? input.pipe(zlib().createGunzip()) : input;
 }

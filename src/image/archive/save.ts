@@ -1,7 +1,7 @@
 import { createWriteStream, renameSync, statSync } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import { PetriError } from '../../errors.js';
+import { tarStream } from '../../snapshot/tar-pax.js';
 import type { ImageStore } from '../store.js';
 import { type Descriptor, type ImageIndex, MEDIA_TYPES, REF_NAME_ANNOTATION, type StoredImage } from '../types.js';
 
@@ -13,7 +13,7 @@ import { type Descriptor, type ImageIndex, MEDIA_TYPES, REF_NAME_ANNOTATION, typ
 export async function saveImages(store: ImageStore, refs: string[], file: string): Promise<StoredImage[]> {
   if (refs.length === 0) throw new PetriError('petri save: no image given (petri save IMAGE... -o FILE.tar)');
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
-  const pack = tar.pack();
+  const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
   const done = pipeline(pack, createWriteStream(temp));
   const blobs = new Set<string>();

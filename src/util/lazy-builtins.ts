@@ -1,0 +1,17 @@
+import type httpModule from 'node:http';
+import type httpsModule from 'node:https';
+import { createRequire } from 'node:module';
+import type zlibModule from 'node:zlib';
+
+// Node built-ins that cost milliseconds to load (node:https ~6 ms with tls, node:http ~5 ms, node:zlib
+// ~2 ms) and that most commands and test files never use: loaded on first use instead of at import.
+const load = createRequire(import.meta.url);
+
+/** node:zlib, when an archive needs it. */
+export const zlib = (): typeof zlibModule => load('node:zlib') as typeof zlibModule;
+
+/** node:http, when a request is made. */
+export const http = (): typeof httpModule => load('node:http') as typeof httpModule;
+
+/** node:https, when a request is made. */
+export const https = (): typeof httpsModule => load('node:https') as typeof httpsModule;
