@@ -838,6 +838,18 @@ function readyServer() {
   const current = sharedServer();
   return current?.ready ? current : void 0;
 }
+function serverStarting(timeoutMs = 1e3) {
+  const current = enabled2 ? server : void 0;
+  if (!current?.alive || current.ready) return void 0;
+  let timer;
+  return Promise.race([
+    current.settled,
+    // a held timer: the server's channel is unreferenced, and the caller waits on it
+    new Promise((resolve10) => {
+      timer = setTimeout(resolve10, timeoutMs);
+    })
+  ]).finally(() => clearTimeout(timer));
+}
 function runnerServerInUse() {
   return enabled2 && server?.alive === true;
 }
@@ -963,6 +975,7 @@ var init_runner_server = __esm({
     __name(useRunnerServer, "useRunnerServer");
     __name(sharedServer, "sharedServer");
     __name(readyServer, "readyServer");
+    __name(serverStarting, "serverStarting");
     __name(runnerServerInUse, "runnerServerInUse");
     __name(servable, "servable");
   }
@@ -2031,6 +2044,7 @@ var init_container = __esm({
     init_paths();
     init_record();
     init_runner_process();
+    init_runner_server();
     init_spares();
     init_spec();
     init_sweep();
@@ -2260,6 +2274,8 @@ var init_container = __esm({
       }
       /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
       async start(io = {}) {
+        const server2 = serverStarting();
+        if (server2) await server2;
         this.expectState("start", ["created"]);
         this.currentState = "running";
         const startedAt = monotonicMs();

@@ -176,23 +176,23 @@ export function readyServer(): RunnerServer | undefined {
 }
 
 /**
- * Waits (at most `timeoutMs`) for a fork server that is still starting, so
- * that the first container of a process is forked by it rather than spawned
- * from Node: the server's `ready` line is usually already there, unread while
- * the main thread was busy. Resolves at once when no server is in use.
+ * While a fork server is starting: a promise that resolves once it is ready
+ * or dead, or after `timeoutMs`, so that the first container of a process is
+ * forked by it rather than spawned from Node (the server's `ready` line is
+ * usually already there, unread while the main thread was busy). Undefined
+ * when there is nothing to wait for, so that callers go on synchronously.
  */
-export async function serverStarted(timeoutMs = 1000): Promise<void> {
+export function serverStarting(timeoutMs = 1000): Promise<void> | undefined {
   const current = enabled ? server : undefined;
-  if (!current?.alive || current.ready) return;
+  if (!current?.alive || current.ready) return undefined;
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([
+  return Promise.race([
     current.settled,
     // a held timer: the server's channel is unreferenced, and the caller waits on it
     new Promise<void>((resolve) => {
       timer = setTimeout(resolve, timeoutMs);
     }),
-  ]);
-  clearTimeout(timer);
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Whether runners go through a fork server (it may still be starting). */
