@@ -11551,14 +11551,115 @@ var init_fs_view = __esm({
   }
 });
 
+// src/build/git-source.ts
+function isGitSource(source) {
+  return /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source);
+}
+function parseGitRef(source) {
+  const hash = source.indexOf("#");
+  if (hash < 0) return { remote: source };
+  const remote = source.slice(0, hash);
+  const fragment = source.slice(hash + 1);
+  const colon = fragment.indexOf(":");
+  const ref = colon < 0 ? fragment : fragment.slice(0, colon);
+  const subdir = colon < 0 ? "" : fragment.slice(colon + 1);
+  if (ref.startsWith("-") || /[\s\\~^?*[]|\.\.|@\{/.test(ref)) {
+    throw new PetriError(`ADD ${source}: "${ref}" is not a git ref (a branch, tag or commit)`);
+  }
+  if (subdir.split("/").includes("..")) {
+    throw new PetriError(`ADD ${source}: the subdirectory "${subdir}" leaves the repository`);
+  }
+  return { remote, ...ref ? { ref } : {}, ...subdir.replace(/^\/+|\/+$/g, "") ? { subdir } : {} };
+}
+async function checkoutGit(source, dir, checksum) {
+  const { remote, ref } = parseGitRef(source);
+  const git = /* @__PURE__ */ __name((args) => runGit(source, dir, args), "git");
+  await git(["init", "-q", "."]);
+  const wanted = ref ?? "HEAD";
+  let target = "FETCH_HEAD";
+  try {
+    await git(["fetch", "-q", "--depth=1", "--no-tags", "--", remote, wanted]);
+  } catch (error) {
+    if (!ref || !/^[0-9a-f]{7,64}$/.test(ref)) throw error;
+    await git(["fetch", "-q", "--", remote, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]);
+    target = ref;
+  }
+  const commit = (await git(["rev-parse", "--verify", "--quiet", `${target}^{commit}`]).catch(() => "")).trim();
+  if (!FULL_COMMIT.test(commit)) throw new PetriError(`ADD ${source}: no commit ${wanted} in ${remote}`);
+  if (checksum !== void 0 && checksum.toLowerCase() !== commit) {
+    throw new PetriError(`ADD ${source}: --checksum wants commit ${checksum}, but ${wanted} is ${commit}`);
+  }
+  await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
+  if ((0, import_node_fs30.existsSync)((0, import_node_path26.join)(dir, ".gitmodules"))) {
+    await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
+  }
+  const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
+  return { dir, commit, time };
+}
+function runGit(source, dir, args) {
+  return new Promise((resolve10, reject) => {
+    const child = (0, import_node_child_process7.spawn)("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...args], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", GIT_SSH_COMMAND: sshCommand() }
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (chunk) => {
+      stdout += chunk;
+    });
+    child.stderr.on("data", (chunk) => {
+      stderr = (stderr + chunk).slice(-4e3);
+    });
+    child.once("error", (error) => reject(new PetriError(`ADD ${source}: cannot run git: ${error.message}`)));
+    child.once("close", (code) => {
+      if (code === 0) return resolve10(stdout);
+      if (code === 127) {
+        return reject(new PetriError(`ADD ${source} needs git on this machine (Debian: apt-get install git)`));
+      }
+      const last = stderr.split("\n").map((line) => line.replace(/^(fatal|error): /, "").trim()).filter(Boolean).at(-1);
+      reject(new PetriError(`ADD ${source}: git ${args[0]} failed: ${last ?? `exit code ${code}`}`));
+    });
+  });
+}
+function sshCommand() {
+  return process.env.GIT_SSH_COMMAND ?? "ssh -o BatchMode=yes";
+}
+var import_node_child_process7, import_node_fs30, import_node_path26, FULL_COMMIT;
+var init_git_source = __esm({
+  "src/build/git-source.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_child_process7 = require("node:child_process");
+    import_node_fs30 = require("node:fs");
+    import_node_path26 = require("node:path");
+    init_errors();
+    __name(isGitSource, "isGitSource");
+    __name(parseGitRef, "parseGitRef");
+    FULL_COMMIT = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
+    __name(checkoutGit, "checkoutGit");
+    __name(runGit, "runGit");
+    __name(sshCommand, "sshCommand");
+  }
+});
+
 // src/build/copy.ts
 async function selectSources(req) {
   const selection = new Selection(req);
+  if (req.checksum !== void 0) {
+    const [only, ...more] = req.sources;
+    if (only === void 0 || more.length > 0 || (req.inline ?? []).length > 0) {
+      throw new PetriError(`ADD --checksum needs exactly one source (an http(s) URL or a git repository)`);
+    }
+    if (!isUrl(only) && !isGitSource(only)) {
+      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${only} is neither`);
+    }
+  }
   for (const source of req.sources) {
-    if (isUrl(source) || isGit(source)) {
+    if (isUrl(source) || isGitSource(source)) {
       if (!req.add) throw new PetriError(`COPY cannot copy from a URL (${source}): use ADD, or download it in a RUN`);
-      if (isGit(source)) throw new PetriError(`ADD of a git repository (${source}) is not supported by petri`);
-      selection.entries.push(await download(req, source));
+      if (isGitSource(source)) await selection.git(source);
+      else selection.entries.push(await download(req, source));
     } else if (req.parents) selection.parents(source);
     else if (hasWildcards(source)) selection.wildcard(source);
     else selection.path(source);
@@ -11567,7 +11668,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path26.posix.basename(doc.name) || doc.name,
+      target: import_node_path27.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11617,7 +11718,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs30.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs31.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11635,9 +11736,10 @@ async function download(req, url) {
   } catch (error) {
     throw new PetriError(`ADD failed: cannot download ${url}: ${error.message}`);
   }
+  if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
   try {
-    const base = import_node_path26.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path27.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -11654,6 +11756,20 @@ async function download(req, url) {
     content,
     digest: `sha256:${(0, import_node_crypto7.createHash)("sha256").update(content).digest("hex")}`
   };
+}
+function checkDigest(url, content, checksum) {
+  const match2 = /^(sha256|sha384|sha512):([0-9a-fA-F]+)$/.exec(checksum);
+  const lengths = { sha256: 64, sha384: 96, sha512: 128 };
+  const algorithm = match2?.[1];
+  if (!match2 || !algorithm || match2[2].length !== lengths[algorithm]) {
+    throw new PetriError(
+      `ADD --checksum=${checksum}: expected a digest, sha256: and 64 hex digits (or sha384:, sha512:)`
+    );
+  }
+  const actual = `${algorithm}:${(0, import_node_crypto7.createHash)(algorithm).update(content).digest("hex")}`;
+  if (actual !== checksum.toLowerCase()) {
+    throw new PetriError(`ADD ${url}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
+  }
 }
 async function archiveKind(entry) {
   const what = `ADD ${entry.source}`;
@@ -11678,7 +11794,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression, what) {
-  const input = (0, import_node_fs30.createReadStream)(path);
+  const input = (0, import_node_fs31.createReadStream)(path);
   const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -11726,7 +11842,7 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs30.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs31.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11737,15 +11853,15 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs30, import_promises8, import_node_path26, import_promises9, isUrl, isGit, word, Selection, join24, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs31, import_promises8, import_node_path27, import_promises9, isUrl, word, Selection, join25, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto7 = require("node:crypto");
-    import_node_fs30 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path26 = require("node:path");
+    import_node_path27 = require("node:path");
     import_promises9 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
@@ -11754,12 +11870,12 @@ var init_copy = __esm({
     init_fs();
     init_decompress();
     init_fs_view();
+    init_git_source();
     isUrl = /* @__PURE__ */ __name((source) => /^https?:\/\//i.test(source), "isUrl");
-    isGit = /* @__PURE__ */ __name((source) => /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source), "isGit");
     word = /* @__PURE__ */ __name((req) => req.add ? "ADD" : "COPY", "word");
     __name(selectSources, "selectSources");
     __name(hashSelection, "hashSelection");
-    Selection = class {
+    Selection = class _Selection {
       static {
         __name(this, "Selection");
       }
@@ -11775,13 +11891,39 @@ var init_copy = __esm({
         this.#view = req.from;
         this.#exclude = req.exclude?.length ? new IgnoreMatcher(req.exclude, `${word(req)} --exclude`) : void 0;
       }
+      /**
+       * ADD of a git repository: the commit checked out (git-source.ts), then its
+       * tree (or the fragment's subdirectory) added as a directory's contents,
+       * without `.git` unless `--keep-git-dir`. Every entry gets the commit's
+       * time as its mtime, so that the same commit gives the same layer.
+       */
+      async git(source) {
+        const req = this.#req;
+        if (!req.scratch) throw new PetriError(`ADD ${source}: a git repository cannot be added here`);
+        const { subdir } = parseGitRef(source);
+        const { dir, commit, time } = await checkoutGit(source, await req.scratch(), req.checksum);
+        const view = new ContextView(dir, new IgnoreMatcher(req.keepGitDir ? [] : [".git"]));
+        const root = cleanRel(subdir ?? ".");
+        if (!view.lstat(root)?.isDirectory()) {
+          throw new PetriError(`ADD ${source}: commit ${commit} has no directory ${subdir}`);
+        }
+        const { add: _add, checksum: _checksum, ...rest } = req;
+        const tree = new _Selection({ ...rest, from: view, sources: [root], inline: [] });
+        tree.path(root === "" ? "." : root);
+        await tree.finish();
+        const inGitDir = /* @__PURE__ */ __name((path) => /^(\.\/)?\.git(\/|$)/.test(path), "inGitDir");
+        for (const entry of tree.entries) {
+          const digest = entry.type === "file" && inGitDir(entry.source) ? { digest: `git:${commit}` } : {};
+          this.entries.push({ ...entry, ...digest, mtimeMs: time * 1e3 });
+        }
+      }
       /** A source without wildcards: must exist. */
       path(source) {
         const named = cleanRel(source);
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path26.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path27.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -11789,7 +11931,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path26.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path27.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -11799,7 +11941,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join24(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join25(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -11815,7 +11957,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join24(dir.rel, entry), name: join24(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join25(dir.rel, entry), name: join25(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -11844,9 +11986,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join24(base, sub))) {
-          const path = join24(sub, name);
-          const rel = join24(base, path);
+        for (const name of this.#view.readdir(join25(base, sub))) {
+          const path = join25(sub, name);
+          const rel = join25(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -11900,7 +12042,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join24 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join25 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -11908,6 +12050,7 @@ var init_copy = __esm({
     __name(digestFiles, "digestFiles");
     __name(fileDigest, "fileDigest");
     __name(download, "download");
+    __name(checkDigest, "checkDigest");
     __name(archiveKind, "archiveKind");
     __name(readHead, "readHead");
     __name(decompressedHead, "decompressedHead");
@@ -11934,8 +12077,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path26.resolve)(upper);
-        (0, import_node_fs30.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path27.resolve)(upper);
+        (0, import_node_fs31.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -11945,7 +12088,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -11955,17 +12098,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path26.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path27.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path26.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path27.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -11984,8 +12127,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path26.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs30.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path27.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs31.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -12000,7 +12143,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join24(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join25(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -12009,16 +12152,16 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join24(destRel, entry.target);
+        const rel = join25(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
-        const path = (0, import_node_path26.join)(this.#upper, rel);
+        const path = (0, import_node_path27.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -12031,14 +12174,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs30.linkSync)(first, path);
+              (0, import_node_fs31.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises8.open)(
                 path,
-                import_node_fs30.constants.O_WRONLY | import_node_fs30.constants.O_CREAT | import_node_fs30.constants.O_EXCL | import_node_fs30.constants.O_NOFOLLOW,
+                import_node_fs31.constants.O_WRONLY | import_node_fs31.constants.O_CREAT | import_node_fs31.constants.O_EXCL | import_node_fs31.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -12047,13 +12190,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs30.constants.COPYFILE_EXCL | import_node_fs30.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs31.constants.COPYFILE_EXCL | import_node_fs31.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs30.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs31.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -12069,12 +12212,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs30.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs31.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs30.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs30.chmodSync)(path, entry.mode);
+        (0, import_node_fs31.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs31.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -12085,20 +12228,20 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join24(current, part);
+          current = join25(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path26.join)(this.#upper, current);
-          (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path27.join)(this.#upper, current);
+          (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs30.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs30.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs31.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs31.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs30.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs30.chmodSync)(path, made.mode);
+            (0, import_node_fs31.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs31.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -12107,30 +12250,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs30.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs30.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs31.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs31.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path26.join)(this.#upper, rel);
+        const path = (0, import_node_path27.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs30.unlinkSync)(path);
+        } else (0, import_node_fs31.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path26.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path27.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -12139,7 +12282,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path26.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -12154,7 +12297,7 @@ var init_copy = __esm({
         const stages = [];
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs30.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs31.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -12186,20 +12329,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path26.posix.basename(inside);
+        const base = import_node_path27.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join24(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join25(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join24(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path26.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join25(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path27.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs30.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -12215,7 +12358,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises8.open)(
               path,
-              import_node_fs30.constants.O_WRONLY | import_node_fs30.constants.O_CREAT | import_node_fs30.constants.O_EXCL | import_node_fs30.constants.O_NOFOLLOW,
+              import_node_fs31.constants.O_WRONLY | import_node_fs31.constants.O_CREAT | import_node_fs31.constants.O_EXCL | import_node_fs31.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -12228,21 +12371,21 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs30.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs31.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join24(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join25(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs30.linkSync)((0, import_node_path26.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs31.linkSync)((0, import_node_path27.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs30.constants.COPYFILE_EXCL | import_node_fs30.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs31.constants.COPYFILE_EXCL | import_node_fs31.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs30.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs31.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -12260,16 +12403,16 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs30.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs31.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join24(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join25(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join24(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join24(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join25(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join25(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -12520,13 +12663,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path27.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
-  return (0, import_node_path27.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path28.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
+  return (0, import_node_path28.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs31.readFileSync)(path, "utf8");
+    text = (0, import_node_fs32.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12542,11 +12685,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs31.mkdirSync)((0, import_node_path27.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs32.mkdirSync)((0, import_node_path28.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs31.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs32.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs31.renameSync)(temp, path);
+    (0, import_node_fs32.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -12657,7 +12800,7 @@ function parseHelperOutput(out, helper) {
 function runHelper(name, action, input) {
   const program = `docker-credential-${name}`;
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process7.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = (0, import_node_child_process8.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (chunk) => {
@@ -12682,15 +12825,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process7, import_node_fs31, import_node_os4, import_node_path27, HelperNotFound;
+var import_node_child_process8, import_node_fs32, import_node_os4, import_node_path28, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process7 = require("node:child_process");
-    import_node_fs31 = require("node:fs");
+    import_node_child_process8 = require("node:child_process");
+    import_node_fs32 = require("node:fs");
     import_node_os4 = require("node:os");
-    import_node_path27 = require("node:path");
+    import_node_path28 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -13618,7 +13761,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs32.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs33.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -13670,12 +13813,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs32, OCTET, RetryUpload;
+var import_node_fs33, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs32 = require("node:fs");
+    import_node_fs33 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -14191,7 +14334,7 @@ var init_pull = __esm({
 
 // src/snapshot/scan.ts
 async function scanTree(dir) {
-  const child = (0, import_node_child_process8.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = (0, import_node_child_process9.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => {
     stderr += chunk.toString();
@@ -14211,12 +14354,12 @@ async function scanTree(dir) {
   }
   return lines.map((line) => JSON.parse(line));
 }
-var import_node_child_process8, import_node_readline2;
+var import_node_child_process9, import_node_readline2;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process8 = require("node:child_process");
+    import_node_child_process9 = require("node:child_process");
     import_node_readline2 = require("node:readline");
     init_errors();
     init_runner_binary();
@@ -14428,11 +14571,11 @@ function bufferPacker(archive) {
   return {
     add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
     addFile: /* @__PURE__ */ __name(async (header, path) => {
-      const fd = (0, import_node_fs33.openSync)(path, import_node_fs33.constants.O_RDONLY | import_node_fs33.constants.O_NOFOLLOW);
+      const fd = (0, import_node_fs34.openSync)(path, import_node_fs34.constants.O_RDONLY | import_node_fs34.constants.O_NOFOLLOW);
       try {
-        archive.add(header, (0, import_node_fs33.readFileSync)(fd));
+        archive.add(header, (0, import_node_fs34.readFileSync)(fd));
       } finally {
-        (0, import_node_fs33.closeSync)(fd);
+        (0, import_node_fs34.closeSync)(fd);
       }
     }, "addFile")
   };
@@ -14451,8 +14594,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path28.dirname)(entry.path);
-          await pack.add(emptyHeader((0, import_node_path28.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path29.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path29.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await pack.add({
@@ -14481,7 +14624,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path28.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path29.join)(root, entry.path));
         break;
       }
       default:
@@ -14521,18 +14664,18 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs33.constants.O_RDONLY | import_node_fs33.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs34.constants.O_RDONLY | import_node_fs34.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs33, import_promises12, import_node_path28, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs34, import_promises12, import_node_path29, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto8 = require("node:crypto");
-    import_node_fs33 = require("node:fs");
+    import_node_fs34 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path28 = require("node:path");
+    import_node_path29 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -14630,18 +14773,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path29.join)(upper, parentRel);
-        (0, import_node_fs34.mkdirSync)(path2);
-        (0, import_node_fs34.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs34.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs34.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path30.join)(upper, parentRel);
+        (0, import_node_fs35.mkdirSync)(path2);
+        (0, import_node_fs35.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs35.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs35.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path29.join)(upper, rel);
-    (0, import_node_fs34.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs34.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs34.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path30.join)(upper, rel);
+    (0, import_node_fs35.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs35.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs35.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -14650,33 +14793,33 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path29.join)(upper, rel);
+      const path = (0, import_node_path30.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs34.lstatSync)(path);
+        const stat2 = (0, import_node_fs35.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs34.readdirSync)(path).length > 0) break;
-          (0, import_node_fs34.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs34.unlinkSync)(path);
+          if ((0, import_node_fs35.readdirSync)(path).length > 0) break;
+          (0, import_node_fs35.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs35.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path29.posix.dirname(rel);
+      rel = import_node_path30.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs34.readdirSync)(from)) {
+  for (const name of (0, import_node_fs35.readdirSync)(from)) {
     try {
-      (0, import_node_fs34.renameSync)((0, import_node_path29.join)(from, name), (0, import_node_path29.join)(to, name));
+      (0, import_node_fs35.renameSync)((0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process9.spawnSync)("cp", ["-a", "--", (0, import_node_path29.join)(from, name), (0, import_node_path29.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process10.spawnSync)("cp", ["-a", "--", (0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs34.lstatSync)(from);
-  (0, import_node_fs34.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs35.lstatSync)(from);
+  (0, import_node_fs35.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -14684,15 +14827,15 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process9, import_node_fs34, import_promises14, import_node_path29, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process10, import_node_fs35, import_promises14, import_node_path30, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process9 = require("node:child_process");
-    import_node_fs34 = require("node:fs");
+    import_node_child_process10 = require("node:child_process");
+    import_node_fs35 = require("node:fs");
     import_promises14 = require("node:fs/promises");
-    import_node_path29 = require("node:path");
+    import_node_path30 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -14758,8 +14901,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path29.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path29.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path30.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path30.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -14835,12 +14978,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs34.existsSync)(this.#contextDir) || !(0, import_node_fs34.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs35.existsSync)(this.#contextDir) || !(0, import_node_fs35.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs34.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs35.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -15277,10 +15420,10 @@ ${trigger}
           }
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path29.join)(work, "upper");
-          (0, import_node_fs34.mkdirSync)(upper);
+          const upper = (0, import_node_path30.join)(work, "upper");
+          (0, import_node_fs35.mkdirSync)(upper);
           await make(lower, upper);
-          const layer = (0, import_node_fs34.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const layer = (0, import_node_fs35.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -15418,7 +15561,12 @@ ${trigger}
           ...flags.exclude ? { exclude: flags.exclude } : {},
           ...instruction.keyword === "COPY" && instruction.flags.parents ? { parents: true } : {},
           preserveOwner: source.preserveOwner,
-          ...instruction.keyword === "ADD" ? { add: true } : {}
+          ...instruction.keyword === "ADD" ? {
+            add: true,
+            ...instruction.flags.checksum !== void 0 ? { checksum: instruction.flags.checksum } : {},
+            ...instruction.flags.keepGitDir ? { keepGitDir: true } : {},
+            scratch: /* @__PURE__ */ __name(() => this.#workDir(), "scratch")
+          } : {}
         };
         if (flags.chown !== void 0) {
           const lower = /^\d+(:\d+)?$/.test(flags.chown) ? void 0 : await this.#lower(state);
@@ -15551,26 +15699,26 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path29.join)(work, `script-${i}`);
-          (0, import_node_fs34.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path30.join)(work, `script-${i}`);
+          (0, import_node_fs35.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path29.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path30.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs34.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs35.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path29.join)(work, "resolv.conf");
-            (0, import_node_fs34.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path30.join)(work, "resolv.conf");
+            (0, import_node_fs35.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path29.posix.resolve(
+          const target = import_node_path30.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -15584,24 +15732,24 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path29.posix.basename(target);
+            const id = mount.id ?? import_node_path30.posix.basename(target);
             const file = this.#options.secrets?.[id];
             if (file === void 0) {
               if (mount.required)
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path29.join)(work, `secret-${i}`);
-            (0, import_node_fs34.writeFileSync)(copy, (0, import_node_fs34.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs34.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs34.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path30.join)(work, `secret-${i}`);
+            (0, import_node_fs35.writeFileSync)(copy, (0, import_node_fs35.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs35.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs35.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path29.join)(work, `bind-${i}`);
-            (0, import_node_fs34.mkdirSync)(dir);
+            const dir = (0, import_node_path30.join)(work, `bind-${i}`);
+            (0, import_node_fs35.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -15610,9 +15758,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs34.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path29.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs34.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs35.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path30.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs35.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -15660,7 +15808,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path29.join)(container.dir, "upper");
+          const upper = (0, import_node_path30.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -15671,8 +15819,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path29.join)(work, "empty-root");
-        (0, import_node_fs34.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path30.join)(work, "empty-root");
+        (0, import_node_fs35.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -15775,7 +15923,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs35.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs36.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -15785,9 +15933,9 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path30.join)(root, "images", "index.json"),
+      (0, import_node_path31.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path30.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path31.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
@@ -15802,21 +15950,21 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path30.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs35.mkdirSync)((0, import_node_path30.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path31.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
+    (0, import_node_fs36.mkdirSync)((0, import_node_path31.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs35.writeFileSync)(tmp, body);
-    (0, import_node_fs35.renameSync)(tmp, file);
+    (0, import_node_fs36.writeFileSync)(tmp, body);
+    (0, import_node_fs36.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs35, import_node_path30, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_fs36, import_node_path31, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
-    import_node_path30 = require("node:path");
+    import_node_fs36 = require("node:fs");
+    import_node_path31 = require("node:path");
     init_paths();
     init_fnv();
     init_progress();
@@ -15876,19 +16024,19 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path31.resolve)(src);
+    secrets[id] = (0, import_node_path32.resolve)(src);
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path31.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path31.resolve)(options.file) : void 0;
+  const context = (0, import_node_path32.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path32.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path31.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path32.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -15977,7 +16125,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path31.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path32.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -15985,7 +16133,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs36.statSync)(__filename);
+    const st = (0, import_node_fs37.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -15995,20 +16143,20 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs36.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs37.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs36, import_node_path31, HELP2, SPECS2, MODES;
+var import_node_fs37, import_node_path32, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
-    import_node_path31 = require("node:path");
+    import_node_fs37 = require("node:fs");
+    import_node_path32 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -16069,7 +16217,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join29(path, key) {
+function join30(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -16078,9 +16226,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path32.relative)(cwd, file) || file;
+  const shown = (0, import_node_path33.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path32.resolve)(file, "..");
+  const dir = (0, import_node_path33.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -16118,11 +16266,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path32.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path33.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path32.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path32.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path33.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path33.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -16240,8 +16388,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path32.resolve)(dir, shown);
-    if (!(0, import_node_fs37.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path33.resolve)(dir, shown);
+    if (!(0, import_node_fs38.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -16249,13 +16397,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs37, import_node_path32, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs38, import_node_path33, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -16303,7 +16451,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join29(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join30(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -16333,7 +16481,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join29, "join");
+    __name(join30, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -23927,7 +24075,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs38.existsSync)((0, import_node_path33.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs39.existsSync)((0, import_node_path34.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -23939,13 +24087,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path33.join)(dir, found[0]);
+  return (0, import_node_path34.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path33.resolve)(cwd, path);
-  const shown = (0, import_node_path33.relative)(cwd, file) || file;
-  if (!(0, import_node_fs38.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path33.extname)(file);
+  const file = (0, import_node_path34.resolve)(cwd, path);
+  const shown = (0, import_node_path34.relative)(cwd, file) || file;
+  if (!(0, import_node_fs39.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path34.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -23962,7 +24110,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs38.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs39.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -23985,13 +24133,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs38, import_node_path33, import_node_url3, CONFIG_NAMES;
+var import_node_fs39, import_node_path34, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs39 = require("node:fs");
+    import_node_path34 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
@@ -24566,12 +24714,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises15.stat)(file.source);
-    let target = import_node_path34.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path34.posix.join(target, (0, import_node_path34.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path34.posix.dirname(target);
+    let target = import_node_path35.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path35.posix.join(target, (0, import_node_path35.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path35.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises15.cp)(file.source, (0, import_node_path34.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path35.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -24580,8 +24728,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path34.posix.join(current, part);
-    const inUpper = (0, import_node_path34.join)(upper, current);
+    current = import_node_path35.posix.join(current, part);
+    const inUpper = (0, import_node_path35.join)(upper, current);
     try {
       const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -24605,7 +24753,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises15.lstat)((0, import_node_path34.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path35.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -24613,13 +24761,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises15, import_node_path34;
+var import_promises15, import_node_path35;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises15 = require("node:fs/promises");
-    import_node_path34 = require("node:path");
+    import_node_path35 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -24822,7 +24970,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs39.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs40.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -24835,16 +24983,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs39.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs40.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs39, import_promises16;
+var import_node_fs40, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
+    import_node_fs40 = require("node:fs");
     import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -24867,7 +25015,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs40.readFileSync)((0, import_node_path35.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs41.readFileSync)((0, import_node_path36.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -24923,13 +25071,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs40, import_node_path35, import_node_stream8;
+var import_node_fs41, import_node_path36, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path36 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -24953,7 +25101,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs41.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs42.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -24961,7 +25109,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs41.statSync)(path).size,
+      size: (0, import_node_fs42.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
@@ -24986,7 +25134,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs41.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs42.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -25001,18 +25149,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs41.renameSync)(temp, file);
+  (0, import_node_fs42.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs41, import_promises17;
+var import_node_fs42, import_promises17;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
+    import_node_fs42 = require("node:fs");
     import_promises17 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
@@ -25052,7 +25200,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path36.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path37.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -25066,18 +25214,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs42.lstatSync)(path);
+    return (0, import_node_fs43.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs42, import_node_path36, OPAQUE_VALUE3;
+var import_node_fs43, import_node_path37, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_fs43 = require("node:fs");
+    import_node_path37 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -25227,10 +25375,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs43.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs44.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path37.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path37.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path38.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path38.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar = file(".tar");
   await saveImages(place.store, [ref], tar.path);
@@ -25251,7 +25399,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs43.writeFileSync)(
+  (0, import_node_fs44.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -25288,7 +25436,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs43.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  (0, import_node_fs44.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -25347,13 +25495,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs43, import_node_path37, LABEL_TAIL, DIFF_LINES;
+var import_node_fs44, import_node_path38, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_fs44 = require("node:fs");
+    import_node_path38 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -25481,7 +25629,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path38.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path39.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -25617,12 +25765,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path38, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path39, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path38 = require("node:path");
+    import_node_path39 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -30746,10 +30894,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join38(array, separator) {
+          function join39(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join38, "join");
+          __name(join39, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -32877,7 +33025,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join38;
+          lodash2.join = join39;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -37921,8 +38069,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs44.mkdirSync)((0, import_node_path39.dirname)(file), { recursive: true });
-  (0, import_node_fs44.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs45.mkdirSync)((0, import_node_path40.dirname)(file), { recursive: true });
+  (0, import_node_fs45.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -37935,13 +38083,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs44, import_node_path39, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs45, import_node_path40, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs45 = require("node:fs");
+    import_node_path40 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -38050,7 +38198,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path40.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path41.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -38058,7 +38206,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path40.resolve)(junit), run);
+      writeJunit2((0, import_node_path41.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -38073,12 +38221,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path40, HELP3, SPECS3;
+var import_node_path41, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path40 = require("node:path");
+    import_node_path41 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -38246,15 +38394,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs45.createReadStream)(file);
+  const input = (0, import_node_fs46.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs45, import_node_stream9, import_promises18;
+var import_node_fs46, import_node_stream9, import_promises18;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
+    import_node_fs46 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises18 = require("node:stream/promises");
     init_errors();
@@ -38293,7 +38441,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs46.createReadStream)(file);
+    const input = (0, import_node_fs47.createReadStream)(file);
     await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -38306,12 +38454,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs46, import_promises19, import_node_zlib2, SMALL;
+var import_node_fs47, import_promises19, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     import_promises19 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
@@ -38343,7 +38491,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs47.existsSync)(target) && (0, import_node_fs47.statSync)(target).isFile();
+  const isFile = (0, import_node_fs48.existsSync)(target) && (0, import_node_fs48.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -38501,7 +38649,7 @@ ${run(["--rm"])}
   }
 }
 function dockerAnswers() {
-  const r = (0, import_node_child_process10.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
+  const r = (0, import_node_child_process11.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
     stdio: ["ignore", "pipe", "ignore"],
     timeout: 15e3
   });
@@ -38520,26 +38668,26 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync } = await import("node:fs");
     const { tmpdir } = await import("node:os");
-    const { join: join38 } = await import("node:path");
+    const { join: join39 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join38(tmpdir(), "petri-repro-"));
-    archive = join38(temp, "image.tar");
+    temp = mkdtempSync(join39(tmpdir(), "petri-repro-"));
+    archive = join39(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
   }
   try {
     say(["load", "-i", archive]);
-    const load3 = (0, import_node_child_process10.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    const load3 = (0, import_node_child_process11.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
     if (load3.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
-    if (temp) (0, import_node_fs47.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs48.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
-  const run = (0, import_node_child_process10.spawnSync)("docker", args, { stdio: "inherit" });
+  const run = (0, import_node_child_process11.spawnSync)("docker", args, { stdio: "inherit" });
   const code = run.status ?? 128 + 9;
   if (mode === "rerun") {
     const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
@@ -38548,13 +38696,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process10, import_node_fs47, HELP4, SPECS4;
+var import_node_child_process11, import_node_fs48, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process10 = require("node:child_process");
-    import_node_fs47 = require("node:fs");
+    import_node_child_process11 = require("node:child_process");
+    import_node_fs48 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -38783,7 +38931,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs48.readFileSync)((0, import_node_path41.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs49.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -38803,7 +38951,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path41.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path42.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -38811,13 +38959,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs48, import_node_path41, OPTIONS5, HELP8;
+var import_node_fs49, import_node_path42, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
-    import_node_path41 = require("node:path");
+    import_node_fs49 = require("node:fs");
+    import_node_path42 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -38998,9 +39146,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs49.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs50.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs49.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs50.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -39008,7 +39156,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs49.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs50.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -39040,7 +39188,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto11.createHash)("sha256");
   await (0, import_promises20.pipeline)(
-    (0, import_node_fs49.createReadStream)(file),
+    (0, import_node_fs50.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -39051,13 +39199,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs49, import_node_stream10, import_promises20;
+var import_node_crypto11, import_node_fs50, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto11 = require("node:crypto");
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");
     init_errors();
@@ -39117,7 +39265,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs50.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs51.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -39130,12 +39278,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs50, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs51, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs50 = require("node:fs");
+    import_node_fs51 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -39201,7 +39349,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs51.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs52.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -39213,13 +39361,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs51, import_node_path42, COMMIT_HELP, DIFF_HELP;
+var import_node_fs52, import_node_path43, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs51 = require("node:fs");
-    import_node_path42 = require("node:path");
+    import_node_fs52 = require("node:fs");
+    import_node_path43 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39276,7 +39424,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs52.readFileSync)(file, "utf8");
+    text = (0, import_node_fs53.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -39298,12 +39446,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs52, HELP12, SPECS5;
+var import_node_fs53, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs52 = require("node:fs");
+    import_node_fs53 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -39601,7 +39749,7 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_fs53 = require("node:fs");
+var import_node_fs54 = require("node:fs");
 init_errors();
 
 // src/cli/compile-cache.ts
@@ -39801,7 +39949,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const pkg = JSON.parse((0, import_node_fs53.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs54.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

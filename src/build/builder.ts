@@ -890,7 +890,14 @@ class Builder {
       ...(flags.exclude ? { exclude: flags.exclude } : {}),
       ...(instruction.keyword === 'COPY' && instruction.flags.parents ? { parents: true } : {}),
       preserveOwner: source.preserveOwner,
-      ...(instruction.keyword === 'ADD' ? { add: true } : {}),
+      ...(instruction.keyword === 'ADD'
+        ? {
+            add: true,
+            ...(instruction.flags.checksum !== undefined ? { checksum: instruction.flags.checksum } : {}),
+            ...(instruction.flags.keepGitDir ? { keepGitDir: true } : {}),
+            scratch: () => this.#workDir(),
+          }
+        : {}),
     };
     if (flags.chown !== undefined) {
       // Names resolve in the destination's /etc/passwd and /etc/group; numbers need no lookup.

@@ -26,6 +26,7 @@ import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../
 import { removeTree } from '../util/fs.js';
 import { type Compression, cannotDecompress, compressionOf, decompressor } from './decompress.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
+import { checkoutGit, isGitSource, parseGitRef } from './git-source.js';
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
 export interface CopyRequest {
@@ -49,8 +50,14 @@ export interface CopyRequest {
   parents?: boolean;
   /** Keep the sources' owners (`--from`); otherwise 0:0 (the build context) unless `chown`. */
   preserveOwner: boolean;
-  /** ADD: local tar archives are extracted, http(s) URLs downloaded. */
+  /** ADD: local tar archives are extracted, http(s) URLs downloaded, git repositories checked out. */
   add?: boolean;
+  /** ADD `--checksum`: the digest of the one URL's content (`sha256:…`), or the git repository's commit. */
+  checksum?: string;
+  /** ADD `--keep-git-dir`: a git repository's `.git` is added too. */
+  keepGitDir?: boolean;
+  /** A fresh empty directory for a git checkout, removed after the build (ADD of a git repository needs one). */
+  scratch?: () => Promise<string>;
 }
 
 export type EntryType = 'file' | 'dir' | 'symlink' | 'char' | 'block' | 'fifo' | 'socket';
@@ -91,7 +98,6 @@ export interface SelectedEntry {
 }
 
 const isUrl = (source: string) => /^https?:\/\//i.test(source);
-const isGit = (source: string) => /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source);
 const word = (req: CopyRequest) => (req.add ? 'ADD' : 'COPY');
 
 /**
@@ -103,11 +109,20 @@ const word = (req: CopyRequest) => (req.add ? 'ADD' : 'COPY');
  */
 export async function selectSources(req: CopyRequest): Promise<SelectedEntry[]> {
   const selection = new Selection(req);
+  if (req.checksum !== undefined) {
+    const [only, ...more] = req.sources;
+    if (only === undefined || more.length > 0 || (req.inline ?? []).length > 0) {
+      throw new PetriError(`ADD --checksum needs exactly one source (an http(s) URL or a git repository)`);
+    }
+    if (!isUrl(only) && !isGitSource(only)) {
+      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${only} is neither`);
+    }
+  }
   for (const source of req.sources) {
-    if (isUrl(source) || isGit(source)) {
+    if (isUrl(source) || isGitSource(source)) {
       if (!req.add) throw new PetriError(`COPY cannot copy from a URL (${source}): use ADD, or download it in a RUN`);
-      if (isGit(source)) throw new PetriError(`ADD of a git repository (${source}) is not supported by petri`);
-      selection.entries.push(await download(req, source));
+      if (isGitSource(source)) await selection.git(source);
+      else selection.entries.push(await download(req, source));
     } else if (req.parents) selection.parents(source);
     else if (hasWildcards(source)) selection.wildcard(source);
     else selection.path(source);
@@ -160,6 +175,35 @@ class Selection {
     this.#req = req;
     this.#view = req.from;
     this.#exclude = req.exclude?.length ? new IgnoreMatcher(req.exclude, `${word(req)} --exclude`) : undefined;
+  }
+
+  /**
+   * ADD of a git repository: the commit checked out (git-source.ts), then its
+   * tree (or the fragment's subdirectory) added as a directory's contents,
+   * without `.git` unless `--keep-git-dir`. Every entry gets the commit's
+   * time as its mtime, so that the same commit gives the same layer.
+   */
+  async git(source: string): Promise<void> {
+    const req = this.#req;
+    if (!req.scratch) throw new PetriError(`ADD ${source}: a git repository cannot be added here`);
+    const { subdir } = parseGitRef(source);
+    const { dir, commit, time } = await checkoutGit(source, await req.scratch(), req.checksum);
+    const view = new ContextView(dir, new IgnoreMatcher(req.keepGitDir ? [] : ['.git']));
+    const root = cleanRel(subdir ?? '.');
+    if (!view.lstat(root)?.isDirectory()) {
+      throw new PetriError(`ADD ${source}: commit ${commit} has no directory ${subdir}`);
+    }
+    const { add: _add, checksum: _checksum, ...rest } = req;
+    const tree = new Selection({ ...rest, from: view, sources: [root], inline: [] });
+    tree.path(root === '' ? '.' : root);
+    await tree.finish();
+    // A kept .git differs from checkout to checkout (its index holds inode numbers and times): its
+    // files count as the commit in the cache key, so that the same commit is a cache hit.
+    const inGitDir = (path: string) => /^(\.\/)?\.git(\/|$)/.test(path);
+    for (const entry of tree.entries) {
+      const digest = entry.type === 'file' && inGitDir(entry.source) ? { digest: `git:${commit}` } : {};
+      this.entries.push({ ...entry, ...digest, mtimeMs: time * 1000 });
+    }
   }
 
   /** A source without wildcards: must exist. */
@@ -359,6 +403,7 @@ async function download(req: CopyRequest, url: string): Promise<SelectedEntry> {
   } catch (error) {
     throw new PetriError(`ADD failed: cannot download ${url}: ${(error as Error).message}`);
   }
+  if (req.checksum !== undefined) checkDigest(url, content, req.checksum);
   let name = '__unnamed__';
   try {
     const base = posix.basename(decodeURIComponent(new URL(url).pathname));
@@ -377,6 +422,22 @@ async function download(req: CopyRequest, url: string): Promise<SelectedEntry> {
     content,
     digest: `sha256:${createHash('sha256').update(content).digest('hex')}`,
   };
+}
+
+/** ADD --checksum of a download: `sha256:`, `sha384:` or `sha512:` and the hex digest of its content. */
+function checkDigest(url: string, content: Buffer, checksum: string): void {
+  const match = /^(sha256|sha384|sha512):([0-9a-fA-F]+)$/.exec(checksum);
+  const lengths = { sha256: 64, sha384: 96, sha512: 128 } as const;
+  const algorithm = match?.[1] as keyof typeof lengths | undefined;
+  if (!match || !algorithm || (match[2] as string).length !== lengths[algorithm]) {
+    throw new PetriError(
+      `ADD --checksum=${checksum}: expected a digest, sha256: and 64 hex digits (or sha384:, sha512:)`,
+    );
+  }
+  const actual = `${algorithm}:${createHash(algorithm).update(content).digest('hex')}`;
+  if (actual !== checksum.toLowerCase()) {
+    throw new PetriError(`ADD ${url}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
+  }
 }
 
 /** ADD: whether a file is a tar archive (plain, gzip, bzip2, xz, zstd) that Docker would extract. */
