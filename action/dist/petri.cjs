@@ -2044,7 +2044,6 @@ var init_container = __esm({
     init_paths();
     init_record();
     init_runner_process();
-    init_runner_server();
     init_spares();
     init_spec();
     init_sweep();
@@ -2274,8 +2273,6 @@ var init_container = __esm({
       }
       /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
       async start(io = {}) {
-        const server2 = serverStarting();
-        if (server2) await server2;
         this.expectState("start", ["created"]);
         this.currentState = "running";
         const startedAt = monotonicMs();
@@ -25640,6 +25637,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   ctx.signal.addEventListener("abort", onAbort);
   try {
     const sink = /* @__PURE__ */ __name((stream, name) => collect(stream, name, job.name, ctx.emit, name === "stdout" ? stdout : stderr), "sink");
+    await serverStarting();
     const starting = container.start({ stdin: job.steps ? "pipe" : "ignore", stdout: "pipe", stderr: "pipe" });
     const drained2 = [sink(container.stdout, "stdout"), sink(container.stderr, "stderr")];
     try {
@@ -25775,6 +25773,7 @@ var init_job_run = __esm({
     init_errors();
     init_image_run();
     init_container();
+    init_runner_server();
     init_units();
     init_copy_files();
     init_output();

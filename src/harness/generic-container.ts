@@ -6,7 +6,7 @@ import type { StoredImage } from '../image/types.js';
 import { resolveCapabilities } from '../runtime/capabilities.js';
 import { Container } from '../runtime/container.js';
 import { useStandbyRunners } from '../runtime/runner-process.js';
-import { useRunnerServer } from '../runtime/runner-server.js';
+import { serverStarting, useRunnerServer } from '../runtime/runner-server.js';
 import { LayerCache } from '../snapshot/layers.js';
 import { type ContainerHandle, LocalHandle } from './container-handle.js';
 import { type ContainerSpec, containerOptions, prepare, stopSignal } from './container-spec.js';
@@ -375,6 +375,9 @@ export class GenericContainer {
         const names = [...new Set([container.name, container.spec.hostname, ...this.networkAliases])];
         for (const { network, ip } of addresses) network.join(container.id, { ip, names, hosts });
       }
+      // The first container of a process is forked by the fork server start() launched, rather than
+      // spawned from Node: its `ready` line is usually there, only unread.
+      await serverStarting();
       await started.run(true);
     } catch (error) {
       await started.remove().catch(() => {});

@@ -19,7 +19,6 @@ import {
   writeRecordAsync,
 } from './record.js';
 import { RunnerProcess, type Stdio } from './runner-process.js';
-import { serverStarting } from './runner-server.js';
 import { retireToSpare, reuseSpare, spareCount } from './spares.js';
 import { createSpec, type OciProcess, type OciSpec } from './spec.js';
 import { sweepOnce } from './sweep.js';
@@ -303,10 +302,6 @@ export class Container {
 
   /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
   async start(io: StdioOptions = {}): Promise<void> {
-    // The first container of a process is forked by the fork server that is starting (petri test, the
-    // API), rather than spawned from Node: its `ready` line is usually there, only unread.
-    const server = serverStarting();
-    if (server) await server;
     this.expectState('start', ['created']);
     this.currentState = 'running';
     const startedAt = monotonicMs();

@@ -180,7 +180,8 @@ export function readyServer(): RunnerServer | undefined {
  * or dead, or after `timeoutMs`, so that the first container of a process is
  * forked by it rather than spawned from Node (the server's `ready` line is
  * usually already there, unread while the main thread was busy). Undefined
- * when there is nothing to wait for, so that callers go on synchronously.
+ * when there is nothing to wait for. Callers wait before `Container.start`,
+ * never in it: its callers read the new runner's streams at once.
  */
 export function serverStarting(timeoutMs = 1000): Promise<void> | undefined {
   const current = enabled ? server : undefined;

@@ -6,6 +6,7 @@ import { imageContainerOptions } from '../harness/image-run.js';
 import type { ImageStore } from '../image/store.js';
 import { Container, type ExitResult } from '../runtime/container.js';
 import type { ContainerOptions } from '../runtime/options.js';
+import { serverStarting } from '../runtime/runner-server.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { formatDuration } from '../util/units.js';
 import type { TestJob } from './config-validate.js';
@@ -185,6 +186,8 @@ async function runAttempt(
   try {
     const sink = (stream: Readable | null, name: 'stdout' | 'stderr') =>
       collect(stream, name, job.name, ctx.emit, name === 'stdout' ? stdout : stderr);
+    // The first job is forked by the fork server that is starting, rather than spawned from Node.
+    await serverStarting();
     // Read the output from the start: Node discards what a child's pipes hold when it exits unread.
     const starting = container.start({ stdin: job.steps ? 'pipe' : 'ignore', stdout: 'pipe', stderr: 'pipe' });
     const drained = [sink(container.stdout, 'stdout'), sink(container.stderr, 'stderr')];
