@@ -1,5 +1,5 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: Dockerfile variables like ${VAR}, not template strings
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   copyFileSync,
   cpSync,
@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { describeKernel } from './helpers/kernel.js';
+import { busyboxRootfs } from './helpers/rootfs.js';
 
 const petriBin = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 const fixtures = join(import.meta.dirname, '..', 'fixtures', 'build');
@@ -375,6 +376,55 @@ describeKernel('petri build: fixtures, cache, output', () => {
     expect(sh('ptest/secret', 'cat /checked; ls /run/secrets 2>&1 || true')).toBe(
       'ok\nls: /run/secrets: No such file or directory\n',
     );
+  });
+
+  it('ssh: RUN --mount=type=ssh reaches the agent of --ssh through a socket of its own; a required one must be given', async () => {
+    const dir = join(work, 'ssh');
+    mkdirSync(dir);
+    copyFileSync(join(await busyboxRootfs(), 'probe'), join(dir, 'probe'));
+    // A stand-in agent in a process of its own (the builds below block this one): it answers what it got.
+    const socket = join(work, 'agent.sock');
+    const agent = spawn(
+      process.execPath,
+      [
+        '-e',
+        "require('node:net').createServer((c) => { let d = ''; c.on('data', (x) => { d += x; }).on('end', () => c.end(`agent got: ${d}`)); }).listen(process.argv[1])",
+        socket,
+      ],
+      { stdio: 'ignore' },
+    );
+    try {
+      for (let i = 0; i < 200 && !existsSync(socket); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      writeFileSync(
+        join(dir, 'Dockerfile'),
+        [
+          'FROM petri-fixture/busybox',
+          'COPY probe /probe',
+          'USER 1000:1000',
+          'RUN --mount=type=ssh,uid=1000 /probe unix "$SSH_AUTH_SOCK" hello > /tmp/reply && stat -c "%u %a %F" "$SSH_AUTH_SOCK" > /tmp/socket && echo "$SSH_AUTH_SOCK" > /tmp/env',
+          '',
+        ].join('\n'),
+      );
+      build(dir, '-t', 'ptest/ssh', '--ssh', `default=${socket}`);
+      expect(sh('ptest/ssh', 'cat /tmp/reply; echo; cat /tmp/socket /tmp/env; ls /run/buildkit 2>&1 || true')).toBe(
+        'agent got: hello\n1000 600 socket\n/run/buildkit/ssh_agent.0\nls: /run/buildkit: No such file or directory\n',
+      );
+      // Without --ssh, an optional mount is left out; a required one fails the build in one line.
+      writeFileSync(
+        join(dir, 'Dockerfile'),
+        'FROM petri-fixture/busybox\nRUN --mount=type=ssh test -z "$SSH_AUTH_SOCK"\n',
+      );
+      build(dir, '--no-cache');
+      writeFileSync(join(dir, 'Dockerfile'), 'FROM petri-fixture/busybox\nRUN --mount=type=ssh,required=true true\n');
+      const missing = petri('build', '-q', dir);
+      expect(missing.status).toBe(1);
+      expect(missing.stderr).toContain('ssh default is required but was not given: pass --ssh default');
+      const bad = petri('build', '-q', '--ssh', `default=${join(dir, 'Dockerfile')}`, dir);
+      expect(bad.status).not.toBe(0);
+      expect(bad.stderr).toContain("is not an agent's socket");
+    } finally {
+      agent.kill();
+    }
   });
 
   it('plain progress: BuildKit-like step lines, CACHED and DONE; a failing RUN shows its command, exit code and last output', () => {

@@ -9231,6 +9231,81 @@ var init_pull_policy = __esm({
   }
 });
 
+// src/build/ssh-agent.ts
+var ssh_agent_exports = {};
+__export(ssh_agent_exports, {
+  agentProxy: () => agentProxy,
+  parseSshSpec: () => parseSshSpec
+});
+async function agentProxy(agent, path, owner2) {
+  const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
+    const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
+    client.pipe(upstream).pipe(client);
+    const end = /* @__PURE__ */ __name(() => {
+      client.destroy();
+      upstream.destroy();
+    }, "end");
+    client.on("error", end);
+    upstream.on("error", end);
+    client.on("close", end);
+    upstream.on("close", end);
+  });
+  await new Promise((resolve10, reject) => {
+    server2.once(
+      "error",
+      (error) => reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`))
+    );
+    server2.listen(path, () => resolve10());
+  });
+  server2.unref();
+  (0, import_node_fs26.chownSync)(path, owner2.uid, owner2.gid);
+  (0, import_node_fs26.chmodSync)(path, owner2.mode);
+  return server2;
+}
+function parseSshSpec(spec, env = process.env) {
+  const eq = spec.indexOf("=");
+  const id = eq < 0 ? spec : spec.slice(0, eq);
+  const given = eq < 0 ? void 0 : spec.slice(eq + 1);
+  if (!/^[A-Za-z0-9_.-]+$/.test(id)) {
+    throw new PetriError(`petri build: invalid --ssh ${spec}: expected ID or ID=SOCKET (default, or a name)`);
+  }
+  const socket = given ?? env.SSH_AUTH_SOCK;
+  if (!socket) {
+    throw new PetriError(
+      `petri build --ssh ${id}: SSH_AUTH_SOCK is not set: start ssh-agent, or give its socket: --ssh ${id}=PATH`
+    );
+  }
+  if (socket.includes(",")) {
+    throw new PetriError(
+      `petri build --ssh ${spec}: key files are not read by petri: load them with ssh-add and give the agent's socket`
+    );
+  }
+  let isSocket = false;
+  try {
+    isSocket = (0, import_node_fs26.statSync)(socket).isSocket();
+  } catch (error) {
+    throw new PetriError(`petri build --ssh ${id}: no agent at ${socket}: ${error.code}`);
+  }
+  if (!isSocket) {
+    throw new PetriError(
+      `petri build --ssh ${id}: ${socket} is not an agent's socket (key files are not read: load them with ssh-add)`
+    );
+  }
+  return [id, socket];
+}
+var import_node_fs26, import_node_net2;
+var init_ssh_agent = __esm({
+  "src/build/ssh-agent.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs26 = require("node:fs");
+    import_node_net2 = require("node:net");
+    init_errors();
+    __name(agentProxy, "agentProxy");
+    __name(parseSshSpec, "parseSshSpec");
+  }
+});
+
 // src/util/fnv.ts
 function fnvName(data) {
   const bytes = typeof data === "string" ? Buffer.from(data) : data;
@@ -9275,17 +9350,17 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs26.readFileSync)(path, "utf8");
+    return (0, import_node_fs27.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
 }
-var import_node_fs26, import_node_path21, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs27, import_node_path21, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs26 = require("node:fs");
+    import_node_fs27 = require("node:fs");
     import_node_path21 = require("node:path");
     init_paths();
     init_fnv();
@@ -9346,7 +9421,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs26.existsSync)((0, import_node_path21.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs27.existsSync)((0, import_node_path21.join)(this.#blobs, "sha256", hex))) return void 0;
         this.verified = record;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
@@ -9383,10 +9458,10 @@ var init_result_cache = __esm({
               return [e];
             })
           };
-          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs27.mkdirSync)((0, import_node_path21.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs26.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs26.renameSync)(tmp, this.#file);
+          (0, import_node_fs27.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs27.renameSync)(tmp, this.#file);
           this.verified = record;
         } catch {
         }
@@ -9397,7 +9472,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs26.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs27.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -9414,9 +9489,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs26.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs27.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs26.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs27.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -9426,7 +9501,7 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs26.readdirSync)(dir).sort();
+            names = (0, import_node_fs27.readdirSync)(dir).sort();
           } catch {
             return false;
           }
@@ -9571,7 +9646,7 @@ function readDockerignore(contextDir, dockerfilePath) {
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs27.readFileSync)(file, "utf8");
+      text = (0, import_node_fs28.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9719,12 +9794,12 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs27, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs28, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs27 = require("node:fs");
+    import_node_fs28 = require("node:fs");
     import_node_path22 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
@@ -11066,13 +11141,13 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto6, import_node_fs28, import_node_path23, BuildCache;
+var import_node_crypto6, import_node_fs29, import_node_path23, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto6 = require("node:crypto");
-    import_node_fs28 = require("node:fs");
+    import_node_fs29 = require("node:fs");
     import_node_path23 = require("node:path");
     init_paths();
     init_fs();
@@ -11088,17 +11163,17 @@ var init_cache = __esm({
       }
       get(key) {
         try {
-          return JSON.parse((0, import_node_fs28.readFileSync)(this.#path(key), "utf8"));
+          return JSON.parse((0, import_node_fs29.readFileSync)(this.#path(key), "utf8"));
         } catch {
           return void 0;
         }
       }
       set(key, record) {
         const steps = (0, import_node_path23.join)(this.dir, "steps");
-        (0, import_node_fs28.mkdirSync)(steps, { recursive: true, mode: 448 });
+        (0, import_node_fs29.mkdirSync)(steps, { recursive: true, mode: 448 });
         const temp = (0, import_node_path23.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs28.writeFileSync)(temp, JSON.stringify(record));
-        (0, import_node_fs28.renameSync)(temp, this.#path(key));
+        (0, import_node_fs29.writeFileSync)(temp, JSON.stringify(record));
+        (0, import_node_fs29.renameSync)(temp, this.#path(key));
       }
       /**
        * The content hash of files selected from a stage or image (whose filesystem
@@ -11107,31 +11182,31 @@ var init_cache = __esm({
        */
       getSelection(key) {
         try {
-          return (0, import_node_fs28.readFileSync)((0, import_node_path23.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+          return (0, import_node_fs29.readFileSync)((0, import_node_path23.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
         } catch {
           return void 0;
         }
       }
       setSelection(key, hash) {
         const dir = (0, import_node_path23.join)(this.dir, "selections");
-        (0, import_node_fs28.mkdirSync)(dir, { recursive: true, mode: 448 });
+        (0, import_node_fs29.mkdirSync)(dir, { recursive: true, mode: 448 });
         const temp = (0, import_node_path23.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs28.writeFileSync)(temp, hash);
-        (0, import_node_fs28.renameSync)(temp, (0, import_node_path23.join)(dir, key.replace(/^sha256:/, "")));
+        (0, import_node_fs29.writeFileSync)(temp, hash);
+        (0, import_node_fs29.renameSync)(temp, (0, import_node_path23.join)(dir, key.replace(/^sha256:/, "")));
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
         const dir = (0, import_node_path23.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
-        if (!(0, import_node_fs28.existsSync)(dir)) {
-          (0, import_node_fs28.mkdirSync)((0, import_node_path23.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+        if (!(0, import_node_fs29.existsSync)(dir)) {
+          (0, import_node_fs29.mkdirSync)((0, import_node_path23.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
-          (0, import_node_fs28.mkdirSync)(temp);
-          (0, import_node_fs28.chownSync)(temp, owner2.uid, owner2.gid);
-          (0, import_node_fs28.chmodSync)(temp, owner2.mode);
+          (0, import_node_fs29.mkdirSync)(temp);
+          (0, import_node_fs29.chownSync)(temp, owner2.uid, owner2.gid);
+          (0, import_node_fs29.chmodSync)(temp, owner2.mode);
           try {
-            (0, import_node_fs28.renameSync)(temp, dir);
+            (0, import_node_fs29.renameSync)(temp, dir);
           } catch {
-            (0, import_node_fs28.rmdirSync)(temp);
+            (0, import_node_fs29.rmdirSync)(temp);
           }
         }
         return dir;
@@ -11309,7 +11384,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs29.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs30.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11351,13 +11426,13 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process6, import_node_fs29, import_node_path25, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process6, import_node_fs30, import_node_path25, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process6 = require("node:child_process");
-    import_node_fs29 = require("node:fs");
+    import_node_fs30 = require("node:fs");
     import_node_path25 = require("node:path");
     init_dockerignore();
     init_errors();
@@ -11406,7 +11481,7 @@ var init_fs_view = __esm({
         return rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -11424,7 +11499,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs29.readdirSync)(rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs30.readdirSync)(rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -11476,7 +11551,7 @@ var init_fs_view = __esm({
           const dir = (0, import_node_path25.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs29.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs30.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
@@ -11495,7 +11570,7 @@ var init_fs_view = __esm({
         return (0, import_node_path25.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -11587,7 +11662,7 @@ async function checkoutGit(source, dir, checksum) {
     throw new PetriError(`ADD ${source}: --checksum wants commit ${checksum}, but ${wanted} is ${commit}`);
   }
   await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
-  if ((0, import_node_fs30.existsSync)((0, import_node_path26.join)(dir, ".gitmodules"))) {
+  if ((0, import_node_fs31.existsSync)((0, import_node_path26.join)(dir, ".gitmodules"))) {
     await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
   }
   const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
@@ -11622,13 +11697,13 @@ function runGit(source, dir, args) {
 function sshCommand() {
   return process.env.GIT_SSH_COMMAND ?? "ssh -o BatchMode=yes";
 }
-var import_node_child_process7, import_node_fs30, import_node_path26, FULL_COMMIT;
+var import_node_child_process7, import_node_fs31, import_node_path26, FULL_COMMIT;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
-    import_node_fs30 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     import_node_path26 = require("node:path");
     init_errors();
     __name(isGitSource, "isGitSource");
@@ -11715,7 +11790,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs31.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs32.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11791,7 +11866,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression, what) {
-  const input = (0, import_node_fs31.createReadStream)(path);
+  const input = (0, import_node_fs32.createReadStream)(path);
   const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -11839,7 +11914,7 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs31.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs32.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11850,13 +11925,13 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs31, import_promises8, import_node_path27, import_promises9, isUrl, word, Selection, join25, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs32, import_promises8, import_node_path27, import_promises9, isUrl, word, Selection, join25, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto7 = require("node:crypto");
-    import_node_fs31 = require("node:fs");
+    import_node_fs32 = require("node:fs");
     import_promises8 = require("node:fs/promises");
     import_node_path27 = require("node:path");
     import_promises9 = require("node:stream/promises");
@@ -12075,7 +12150,7 @@ var init_copy = __esm({
         this.#req = req;
         this.#lower = lower;
         this.#upper = (0, import_node_path27.resolve)(upper);
-        (0, import_node_fs31.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        (0, import_node_fs32.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -12099,7 +12174,7 @@ var init_copy = __esm({
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs32.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
@@ -12125,7 +12200,7 @@ var init_copy = __esm({
       finish() {
         for (const [rel, ms] of this.#times) {
           const path = rel === "" ? this.#upper : (0, import_node_path27.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs31.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs32.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -12158,7 +12233,7 @@ var init_copy = __esm({
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -12171,14 +12246,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs31.linkSync)(first, path);
+              (0, import_node_fs32.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises8.open)(
                 path,
-                import_node_fs31.constants.O_WRONLY | import_node_fs31.constants.O_CREAT | import_node_fs31.constants.O_EXCL | import_node_fs31.constants.O_NOFOLLOW,
+                import_node_fs32.constants.O_WRONLY | import_node_fs32.constants.O_CREAT | import_node_fs32.constants.O_EXCL | import_node_fs32.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -12187,13 +12262,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs31.constants.COPYFILE_EXCL | import_node_fs31.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs32.constants.COPYFILE_EXCL | import_node_fs32.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs31.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs32.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -12209,12 +12284,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs31.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs32.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs31.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs31.chmodSync)(path, entry.mode);
+        (0, import_node_fs32.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs32.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -12230,15 +12305,15 @@ var init_copy = __esm({
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
           const path = (0, import_node_path27.join)(this.#upper, current);
-          (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
+          (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs31.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs31.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs32.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs32.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs31.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs31.chmodSync)(path, made.mode);
+            (0, import_node_fs32.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs32.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -12247,8 +12322,8 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs31.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs31.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs32.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs32.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
@@ -12260,7 +12335,7 @@ var init_copy = __esm({
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs31.unlinkSync)(path);
+        } else (0, import_node_fs32.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
@@ -12294,7 +12369,7 @@ var init_copy = __esm({
         const stages = [];
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs31.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs32.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -12339,7 +12414,7 @@ var init_copy = __esm({
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs31.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -12355,7 +12430,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises8.open)(
               path,
-              import_node_fs31.constants.O_WRONLY | import_node_fs31.constants.O_CREAT | import_node_fs31.constants.O_EXCL | import_node_fs31.constants.O_NOFOLLOW,
+              import_node_fs32.constants.O_WRONLY | import_node_fs32.constants.O_CREAT | import_node_fs32.constants.O_EXCL | import_node_fs32.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -12368,7 +12443,7 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs31.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs32.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
             const targetRel = join25(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
@@ -12378,11 +12453,11 @@ var init_copy = __esm({
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs31.linkSync)((0, import_node_path27.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs32.linkSync)((0, import_node_path27.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs31.constants.COPYFILE_EXCL | import_node_fs31.constants.COPYFILE_FICLONE);
+              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs32.constants.COPYFILE_EXCL | import_node_fs32.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs31.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs32.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -12400,7 +12475,7 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs31.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs32.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
@@ -12666,7 +12741,7 @@ function dockerConfigPath() {
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs32.readFileSync)(path, "utf8");
+    text = (0, import_node_fs33.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12682,11 +12757,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs32.mkdirSync)((0, import_node_path28.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs33.mkdirSync)((0, import_node_path28.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs32.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs33.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs32.renameSync)(temp, path);
+    (0, import_node_fs33.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -12822,13 +12897,13 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process8, import_node_fs32, import_node_os4, import_node_path28, HelperNotFound;
+var import_node_child_process8, import_node_fs33, import_node_os4, import_node_path28, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process8 = require("node:child_process");
-    import_node_fs32 = require("node:fs");
+    import_node_fs33 = require("node:fs");
     import_node_os4 = require("node:os");
     import_node_path28 = require("node:path");
     init_errors();
@@ -13758,7 +13833,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs33.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs34.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -13810,12 +13885,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs33, OCTET, RetryUpload;
+var import_node_fs34, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs33 = require("node:fs");
+    import_node_fs34 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -14568,11 +14643,11 @@ function bufferPacker(archive) {
   return {
     add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
     addFile: /* @__PURE__ */ __name(async (header, path) => {
-      const fd = (0, import_node_fs34.openSync)(path, import_node_fs34.constants.O_RDONLY | import_node_fs34.constants.O_NOFOLLOW);
+      const fd = (0, import_node_fs35.openSync)(path, import_node_fs35.constants.O_RDONLY | import_node_fs35.constants.O_NOFOLLOW);
       try {
-        archive.add(header, (0, import_node_fs34.readFileSync)(fd));
+        archive.add(header, (0, import_node_fs35.readFileSync)(fd));
       } finally {
-        (0, import_node_fs34.closeSync)(fd);
+        (0, import_node_fs35.closeSync)(fd);
       }
     }, "addFile")
   };
@@ -14661,16 +14736,16 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs34.constants.O_RDONLY | import_node_fs34.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs35.constants.O_RDONLY | import_node_fs35.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs34, import_promises12, import_node_path29, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs35, import_promises12, import_node_path29, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto8 = require("node:crypto");
-    import_node_fs34 = require("node:fs");
+    import_node_fs35 = require("node:fs");
     import_promises12 = require("node:fs/promises");
     import_node_path29 = require("node:path");
     import_promises13 = require("node:stream/promises");
@@ -14771,17 +14846,17 @@ function makeDirs(view, upper, dir, owner2) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
         const path2 = (0, import_node_path30.join)(upper, parentRel);
-        (0, import_node_fs35.mkdirSync)(path2);
-        (0, import_node_fs35.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs35.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs35.utimesSync)(path2, ps.atime, ps.mtime);
+        (0, import_node_fs36.mkdirSync)(path2);
+        (0, import_node_fs36.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs36.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs36.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
     const path = (0, import_node_path30.join)(upper, rel);
-    (0, import_node_fs35.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs35.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs35.chownSync)(path, owner2.uid, owner2.gid);
+    (0, import_node_fs36.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs36.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs36.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -14792,11 +14867,11 @@ function removeMountpoints(upper, lower, targets) {
       if (view.lstat(rel)) break;
       const path = (0, import_node_path30.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs35.lstatSync)(path);
+        const stat2 = (0, import_node_fs36.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs35.readdirSync)(path).length > 0) break;
-          (0, import_node_fs35.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs35.unlinkSync)(path);
+          if ((0, import_node_fs36.readdirSync)(path).length > 0) break;
+          (0, import_node_fs36.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs36.unlinkSync)(path);
         else break;
       } catch {
         break;
@@ -14806,17 +14881,17 @@ function removeMountpoints(upper, lower, targets) {
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs35.readdirSync)(from)) {
+  for (const name of (0, import_node_fs36.readdirSync)(from)) {
     try {
-      (0, import_node_fs35.renameSync)((0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name));
+      (0, import_node_fs36.renameSync)((0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
       const copied2 = (0, import_node_child_process10.spawnSync)("cp", ["-a", "--", (0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs35.lstatSync)(from);
-  (0, import_node_fs35.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs36.lstatSync)(from);
+  (0, import_node_fs36.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -14824,13 +14899,13 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process10, import_node_fs35, import_promises14, import_node_path30, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process10, import_node_fs36, import_promises14, import_node_path30, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process10 = require("node:child_process");
-    import_node_fs35 = require("node:fs");
+    import_node_fs36 = require("node:fs");
     import_promises14 = require("node:fs/promises");
     import_node_path30 = require("node:path");
     import_node_stream7 = require("node:stream");
@@ -14850,6 +14925,7 @@ var init_builder = __esm({
     init_config();
     init_copy();
     init_fs_view();
+    init_ssh_agent();
     PROXY_ARGS = [
       "HTTP_PROXY",
       "http_proxy",
@@ -14975,12 +15051,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs35.existsSync)(this.#contextDir) || !(0, import_node_fs35.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs36.existsSync)(this.#contextDir) || !(0, import_node_fs36.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs35.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs36.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -15418,9 +15494,9 @@ ${trigger}
           const lower = await this.#lower(state);
           const work = await this.#workDir();
           const upper = (0, import_node_path30.join)(work, "upper");
-          (0, import_node_fs35.mkdirSync)(upper);
+          (0, import_node_fs36.mkdirSync)(upper);
           await make(lower, upper);
-          const layer = (0, import_node_fs35.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const layer = (0, import_node_fs36.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -15665,7 +15741,7 @@ ${trigger}
           case "secret":
             return { type: "secret", target: mount.target ?? null, id: mount.id ?? null };
           case "ssh":
-            throw new PetriError("RUN --mount=type=ssh is not supported by petri: use a secret mount");
+            return { type: "ssh", target: mount.target, id: mount.id ?? "default" };
           case "bind": {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, run);
@@ -15697,87 +15773,107 @@ ${trigger}
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
           const file = (0, import_node_path30.join)(work, `script-${i}`);
-          (0, import_node_fs35.writeFileSync)(file, script.content, { mode: 493 });
+          (0, import_node_fs36.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
+        const agents2 = [];
         if (job.network === "host" && !job.mounts.some((m) => import_node_path30.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs35.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs36.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
             const file = (0, import_node_path30.join)(work, "resolv.conf");
-            (0, import_node_fs35.writeFileSync)(file, resolvConf, { mode: 420 });
+            (0, import_node_fs36.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
-        for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path30.posix.resolve(
-            job.workdir,
-            mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
-          );
-          if (mount.type === "cache") {
-            const dir = this.#cache.mountDir(mount.id ?? target, {
-              uid: mount.uid ?? 0,
-              gid: mount.gid ?? 0,
-              mode: mount.mode ?? 493
-            });
-            binds.push({ source: dir, target, readonly: mount.readonly });
-          } else if (mount.type === "tmpfs") {
-            tmpfs[target] = mount.size ? `size=${mount.size}` : "";
-          } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path30.posix.basename(target);
-            const file = this.#options.secrets?.[id];
-            if (file === void 0) {
-              if (mount.required)
-                throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
-              continue;
+        let container;
+        try {
+          for (const [i, mount] of job.mounts.entries()) {
+            const target = import_node_path30.posix.resolve(
+              job.workdir,
+              mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
+            );
+            if (mount.type === "cache") {
+              const dir = this.#cache.mountDir(mount.id ?? target, {
+                uid: mount.uid ?? 0,
+                gid: mount.gid ?? 0,
+                mode: mount.mode ?? 493
+              });
+              binds.push({ source: dir, target, readonly: mount.readonly });
+            } else if (mount.type === "tmpfs") {
+              tmpfs[target] = mount.size ? `size=${mount.size}` : "";
+            } else if (mount.type === "secret") {
+              const id = mount.id ?? import_node_path30.posix.basename(target);
+              const file = this.#options.secrets?.[id];
+              if (file === void 0) {
+                if (mount.required)
+                  throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
+                continue;
+              }
+              const copy = (0, import_node_path30.join)(work, `secret-${i}`);
+              (0, import_node_fs36.writeFileSync)(copy, (0, import_node_fs36.readFileSync)(file), { mode: mount.mode ?? 256 });
+              (0, import_node_fs36.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+              if (mount.env) env[mount.env] = (0, import_node_fs36.readFileSync)(file, "utf8");
+              if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
+              else continue;
+            } else if (mount.type === "ssh") {
+              const id = mount.id ?? "default";
+              const agent = this.#options.ssh?.[id];
+              if (agent === void 0) {
+                if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
+                continue;
+              }
+              const socket = (0, import_node_path30.join)(work, `ssh-${i}.sock`);
+              agents2.push(
+                await agentProxy(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 })
+              );
+              binds.push({ source: socket, target, readonly: false });
+              env.SSH_AUTH_SOCK ??= target;
+            } else if (mount.type === "bind") {
+              const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
+              const source = await this.#sourceView(expanded, job.run);
+              const dir = (0, import_node_path30.join)(work, `bind-${i}`);
+              (0, import_node_fs36.mkdirSync)(dir);
+              const request = {
+                from: await source.view(),
+                sources: [mount.source ?? "/"],
+                dest: "/",
+                workdir: "/",
+                preserveOwner: true
+              };
+              await copyInto(request, await selectSources(request), [], dir);
+              const single2 = (0, import_node_fs36.readdirSync)(dir);
+              const file = single2.length === 1 ? (0, import_node_path30.join)(dir, single2[0]) : void 0;
+              const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs36.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+              binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
             }
-            const copy = (0, import_node_path30.join)(work, `secret-${i}`);
-            (0, import_node_fs35.writeFileSync)(copy, (0, import_node_fs35.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs35.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs35.readFileSync)(file, "utf8");
-            if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
-            else continue;
-          } else if (mount.type === "bind") {
-            const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
-            const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path30.join)(work, `bind-${i}`);
-            (0, import_node_fs35.mkdirSync)(dir);
-            const request = {
-              from: await source.view(),
-              sources: [mount.source ?? "/"],
-              dest: "/",
-              workdir: "/",
-              preserveOwner: true
-            };
-            await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs35.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path30.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs35.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
-            binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
+            mountTargets.push(target);
           }
-          mountTargets.push(target);
+          mountTargets.push(...job.scripts.map((s) => s.target));
+          const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+          const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
+          container = Container2.create({
+            rootfs: root,
+            command: job.command,
+            env,
+            workdir: job.workdir,
+            user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+            hostname: "buildkitsandbox",
+            network: job.network,
+            keep: true,
+            binds,
+            tmpfs,
+            ...job.privileged ? { privileged: true } : {}
+          });
+        } catch (error) {
+          for (const agent of agents2) agent.close();
+          throw error;
         }
-        mountTargets.push(...job.scripts.map((s) => s.target));
-        const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-        const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
-        const container = Container2.create({
-          rootfs: root,
-          command: job.command,
-          env,
-          workdir: job.workdir,
-          user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
-          hostname: "buildkitsandbox",
-          network: job.network,
-          keep: true,
-          binds,
-          tmpfs,
-          ...job.privileged ? { privileged: true } : {}
-        });
         const tail2 = [];
         try {
           const starting = container.start({ stdin: "ignore" });
@@ -15809,6 +15905,7 @@ ${trigger}
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
+          for (const agent of agents2) agent.close();
           const removal = container.remove();
           removal.catch(() => {
           });
@@ -15817,7 +15914,7 @@ ${trigger}
       }
       #emptyDir(work) {
         const dir = (0, import_node_path30.join)(work, "empty-root");
-        (0, import_node_fs35.mkdirSync)(dir, { recursive: true });
+        (0, import_node_fs36.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -15920,7 +16017,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs36.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs37.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -15948,19 +16045,19 @@ function writeReplay(inputs, state, root = petriRoot()) {
       })
     ]);
     const file = (0, import_node_path31.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs36.mkdirSync)((0, import_node_path31.join)(file, ".."), { recursive: true });
+    (0, import_node_fs37.mkdirSync)((0, import_node_path31.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs36.writeFileSync)(tmp, body);
-    (0, import_node_fs36.renameSync)(tmp, file);
+    (0, import_node_fs37.writeFileSync)(tmp, body);
+    (0, import_node_fs37.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs36, import_node_path31, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_fs37, import_node_path31, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
+    import_node_fs37 = require("node:fs");
     import_node_path31 = require("node:path");
     init_paths();
     init_fnv();
@@ -16023,13 +16120,19 @@ async function main2(argv) {
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
     secrets[id] = (0, import_node_path32.resolve)(src);
   }
+  const ssh = {};
+  for (const spec of options.ssh ?? []) {
+    const { parseSshSpec: parseSshSpec2 } = await Promise.resolve().then(() => (init_ssh_agent(), ssh_agent_exports));
+    const [id, socket] = parseSshSpec2(spec);
+    ssh[id] = socket;
+  }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
   const context = (0, import_node_path32.resolve)(rest[0]);
   const dockerfile = typeof options.file === "string" ? (0, import_node_path32.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
-  if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
+  if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys({ ...secrets, ...ssh }).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
@@ -16094,6 +16197,7 @@ async function main2(argv) {
       ...typeof options.target === "string" ? { target: options.target } : {},
       noCache: options["no-cache"] === true,
       secrets,
+      ssh,
       ...pull2 ? { pull: pull2 } : {},
       insecureRegistries: options["insecure-registry"] ?? [],
       ...caches,
@@ -16130,7 +16234,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs37.statSync)(__filename);
+    const st = (0, import_node_fs38.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -16140,19 +16244,19 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs37.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs38.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs37, import_node_path32, HELP2, SPECS2, MODES;
+var import_node_fs38, import_node_path32, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
+    import_node_fs38 = require("node:fs");
     import_node_path32 = require("node:path");
     init_errors();
     init_pull_policy();
@@ -16172,6 +16276,9 @@ layer). Progress goes to stderr; the image ID is printed on stdout.
       --secret id=ID,src=FILE
                            a secret for RUN --mount=type=secret,id=ID (repeatable);
                            never stored in a layer or a cache key
+      --ssh ID[=SOCKET]    an SSH agent for RUN --mount=type=ssh,id=ID (default: the
+                           agent of $SSH_AUTH_SOCK); the step gets a socket of its own
+                           (SSH_AUTH_SOCK in its environment) (repeatable)
       --progress MODE      auto (default: tty on a terminal, else plain), plain, tty, json, quiet
       --pull POLICY        base images (FROM, COPY --from) not in the store: missing (default:
                            pull them), always (pull even when there), never (store only);
@@ -16197,6 +16304,7 @@ so the same inputs give the same layer digests on any machine).
       { name: "target", value: true },
       { name: "no-cache" },
       { name: "secret", value: true, multiple: true },
+      { name: "ssh", value: true, multiple: true },
       { name: "progress", value: true },
       { name: "pull", value: true },
       { name: "insecure-registry", value: true, multiple: true },
@@ -16386,7 +16494,7 @@ function validateFiles(check, path, value, dir) {
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
     const source = (0, import_node_path33.resolve)(dir, shown);
-    if (!(0, import_node_fs38.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    if (!(0, import_node_fs39.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -16394,12 +16502,12 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs38, import_node_path33, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs39, import_node_path33, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
+    import_node_fs39 = require("node:fs");
     import_node_path33 = require("node:path");
     init_suggest();
     init_errors();
@@ -24072,7 +24180,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs39.existsSync)((0, import_node_path34.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs40.existsSync)((0, import_node_path34.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -24089,7 +24197,7 @@ function findConfig(dir) {
 async function loadConfig(path, cwd = process.cwd()) {
   const file = (0, import_node_path34.resolve)(cwd, path);
   const shown = (0, import_node_path34.relative)(cwd, file) || file;
-  if (!(0, import_node_fs39.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  if (!(0, import_node_fs40.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
   const ext = (0, import_node_path34.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
@@ -24107,7 +24215,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs39.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs40.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -24130,12 +24238,12 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs39, import_node_path34, import_node_url3, CONFIG_NAMES;
+var import_node_fs40, import_node_path34, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
+    import_node_fs40 = require("node:fs");
     import_node_path34 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
@@ -24967,7 +25075,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs40.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs41.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -24980,16 +25088,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs40.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs41.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs40, import_promises16;
+var import_node_fs41, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
+    import_node_fs41 = require("node:fs");
     import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -25012,7 +25120,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs41.readFileSync)((0, import_node_path36.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs42.readFileSync)((0, import_node_path36.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -25068,12 +25176,12 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs41, import_node_path36, import_node_stream8;
+var import_node_fs42, import_node_path36, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
+    import_node_fs42 = require("node:fs");
     import_node_path36 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
@@ -25098,7 +25206,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs42.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs43.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -25106,7 +25214,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs42.statSync)(path).size,
+      size: (0, import_node_fs43.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
@@ -25131,7 +25239,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs42.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs43.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -25146,18 +25254,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs42.renameSync)(temp, file);
+  (0, import_node_fs43.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs42, import_promises17;
+var import_node_fs43, import_promises17;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
+    import_node_fs43 = require("node:fs");
     import_promises17 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
@@ -25211,17 +25319,17 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs43.lstatSync)(path);
+    return (0, import_node_fs44.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs43, import_node_path37, OPAQUE_VALUE3;
+var import_node_fs44, import_node_path37, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
+    import_node_fs44 = require("node:fs");
     import_node_path37 = require("node:path");
     init_scan();
     init_whiteouts();
@@ -25372,7 +25480,7 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs44.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs45.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
     path: (0, import_node_path38.join)(place.dir, `${job.name}${ext}`),
     shown: (0, import_node_path38.join)(place.shown, `${job.name}${ext}`)
@@ -25396,7 +25504,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs44.writeFileSync)(
+  (0, import_node_fs45.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -25433,7 +25541,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs44.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  (0, import_node_fs45.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -25492,12 +25600,12 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs44, import_node_path38, LABEL_TAIL, DIFF_LINES;
+var import_node_fs45, import_node_path38, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
+    import_node_fs45 = require("node:fs");
     import_node_path38 = require("node:path");
     init_errors();
     init_commit();
@@ -38068,8 +38176,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs45.mkdirSync)((0, import_node_path40.dirname)(file), { recursive: true });
-  (0, import_node_fs45.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs46.mkdirSync)((0, import_node_path40.dirname)(file), { recursive: true });
+  (0, import_node_fs46.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -38082,12 +38190,12 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs45, import_node_path40, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs46, import_node_path40, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
+    import_node_fs46 = require("node:fs");
     import_node_path40 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
@@ -38393,15 +38501,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs46.createReadStream)(file);
+  const input = (0, import_node_fs47.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs46, import_node_stream9, import_promises18;
+var import_node_fs47, import_node_stream9, import_promises18;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
+    import_node_fs47 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises18 = require("node:stream/promises");
     init_errors();
@@ -38440,7 +38548,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs47.createReadStream)(file);
+    const input = (0, import_node_fs48.createReadStream)(file);
     await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -38453,12 +38561,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs47, import_promises19, import_node_zlib2, SMALL;
+var import_node_fs48, import_promises19, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
+    import_node_fs48 = require("node:fs");
     import_promises19 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
@@ -38490,7 +38598,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs48.existsSync)(target) && (0, import_node_fs48.statSync)(target).isFile();
+  const isFile = (0, import_node_fs49.existsSync)(target) && (0, import_node_fs49.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -38682,7 +38790,7 @@ async function runDocker(plan, mode) {
     if (load3.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
-    if (temp) (0, import_node_fs48.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs49.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
@@ -38695,13 +38803,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process11, import_node_fs48, HELP4, SPECS4;
+var import_node_child_process11, import_node_fs49, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process11 = require("node:child_process");
-    import_node_fs48 = require("node:fs");
+    import_node_fs49 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -38930,7 +39038,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs49.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs50.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -38958,12 +39066,12 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs49, import_node_path42, OPTIONS5, HELP8;
+var import_node_fs50, import_node_path42, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     import_node_path42 = require("node:path");
     init_errors();
     init_store();
@@ -39145,9 +39253,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs50.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs51.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs50.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs51.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -39155,7 +39263,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs50.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs51.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -39187,7 +39295,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto11.createHash)("sha256");
   await (0, import_promises20.pipeline)(
-    (0, import_node_fs50.createReadStream)(file),
+    (0, import_node_fs51.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -39198,13 +39306,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs50, import_node_stream10, import_promises20;
+var import_node_crypto11, import_node_fs51, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto11 = require("node:crypto");
-    import_node_fs50 = require("node:fs");
+    import_node_fs51 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");
     init_errors();
@@ -39264,7 +39372,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs51.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs52.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -39277,12 +39385,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs51, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs52, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs51 = require("node:fs");
+    import_node_fs52 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -39348,7 +39456,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs52.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs53.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -39360,12 +39468,12 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs52, import_node_path43, COMMIT_HELP, DIFF_HELP;
+var import_node_fs53, import_node_path43, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs52 = require("node:fs");
+    import_node_fs53 = require("node:fs");
     import_node_path43 = require("node:path");
     init_errors();
     init_store();
@@ -39423,7 +39531,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs53.readFileSync)(file, "utf8");
+    text = (0, import_node_fs54.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -39445,12 +39553,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs53, HELP12, SPECS5;
+var import_node_fs54, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs53 = require("node:fs");
+    import_node_fs54 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -39748,7 +39856,7 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_fs54 = require("node:fs");
+var import_node_fs55 = require("node:fs");
 init_errors();
 
 // src/cli/compile-cache.ts
@@ -39948,7 +40056,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const pkg = JSON.parse((0, import_node_fs54.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs55.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

@@ -14,6 +14,7 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
+import type { Server } from 'node:net';
 import { join, posix, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { IgnoreMatcher, readDockerignore } from '../dockerfile/dockerignore.js';
@@ -53,6 +54,7 @@ import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSo
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
+import { agentProxy } from './ssh-agent.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -68,6 +70,11 @@ export interface BuildOptions {
   noCache?: boolean;
   /** `RUN --mount=type=secret,id=ID`: ID → a file on the host. Never part of a cache key or a layer. */
   secrets?: Record<string, string>;
+  /**
+   * `RUN --mount=type=ssh,id=ID`: ID → the socket of an SSH agent on the host
+   * (`docker build --ssh`). The step reaches it through a socket of its own.
+   */
+  ssh?: Record<string, string>;
   /**
    * An image named by FROM, COPY --from or RUN --mount from= that is not in the
    * store is pulled from its registry (`missing`, the default); `always` pulls
@@ -1008,7 +1015,7 @@ class Builder {
       case 'secret':
         return { type: 'secret', target: mount.target ?? null, id: mount.id ?? null };
       case 'ssh':
-        throw new PetriError('RUN --mount=type=ssh is not supported by petri: use a secret mount');
+        return { type: 'ssh', target: mount.target, id: mount.id ?? 'default' };
       case 'bind': {
         const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
         const source = await this.#sourceView(expanded, run);
@@ -1060,6 +1067,8 @@ class Builder {
       binds.push({ source: file, target: script.target, readonly: true });
     }
     const mountTargets: string[] = [];
+    /** The SSH agent proxies of the step's ssh mounts: closed when it ends. */
+    const agents: Server[] = [];
     // With the host's network, the host's DNS too, as BuildKit does: a copy of its resolv.conf (what the
     // step writes there goes nowhere), over the image's; not part of the layer.
     if (job.network === 'host' && !job.mounts.some((m) => posix.normalize(m.target ?? '') === '/etc/resolv.conf')) {
@@ -1076,76 +1085,96 @@ class Builder {
         mountTargets.push('/etc/resolv.conf');
       }
     }
-    for (const [i, mount] of job.mounts.entries()) {
-      const target = posix.resolve(
-        job.workdir,
-        mount.target ?? (mount.type === 'secret' ? `/run/secrets/${mount.id}` : ''),
-      );
-      if (mount.type === 'cache') {
-        const dir = this.#cache.mountDir(mount.id ?? target, {
-          uid: mount.uid ?? 0,
-          gid: mount.gid ?? 0,
-          mode: mount.mode ?? 0o755,
-        });
-        binds.push({ source: dir, target, readonly: mount.readonly });
-      } else if (mount.type === 'tmpfs') {
-        tmpfs[target] = mount.size ? `size=${mount.size}` : '';
-      } else if (mount.type === 'secret') {
-        const id = mount.id ?? posix.basename(target);
-        const file = this.#options.secrets?.[id];
-        if (file === undefined) {
-          if (mount.required)
-            throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
-          continue;
+    let container: import('../runtime/container.js').Container;
+    try {
+      for (const [i, mount] of job.mounts.entries()) {
+        const target = posix.resolve(
+          job.workdir,
+          mount.target ?? (mount.type === 'secret' ? `/run/secrets/${mount.id}` : ''),
+        );
+        if (mount.type === 'cache') {
+          const dir = this.#cache.mountDir(mount.id ?? target, {
+            uid: mount.uid ?? 0,
+            gid: mount.gid ?? 0,
+            mode: mount.mode ?? 0o755,
+          });
+          binds.push({ source: dir, target, readonly: mount.readonly });
+        } else if (mount.type === 'tmpfs') {
+          tmpfs[target] = mount.size ? `size=${mount.size}` : '';
+        } else if (mount.type === 'secret') {
+          const id = mount.id ?? posix.basename(target);
+          const file = this.#options.secrets?.[id];
+          if (file === undefined) {
+            if (mount.required)
+              throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
+            continue;
+          }
+          const copy = join(work, `secret-${i}`);
+          writeFileSync(copy, readFileSync(file), { mode: mount.mode ?? 0o400 });
+          chownSync(copy, mount.uid ?? 0, mount.gid ?? 0);
+          if (mount.env) env[mount.env] = readFileSync(file, 'utf8');
+          if (mount.target !== undefined || !mount.env) binds.push({ source: copy, target, readonly: true });
+          else continue;
+        } else if (mount.type === 'ssh') {
+          const id = mount.id ?? 'default';
+          const agent = this.#options.ssh?.[id];
+          if (agent === undefined) {
+            if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
+            continue;
+          }
+          const socket = join(work, `ssh-${i}.sock`);
+          agents.push(
+            await agentProxy(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 }),
+          );
+          binds.push({ source: socket, target, readonly: false });
+          env.SSH_AUTH_SOCK ??= target;
+        } else if (mount.type === 'bind') {
+          const expanded =
+            mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
+          const source = await this.#sourceView(expanded, job.run);
+          const dir = join(work, `bind-${i}`);
+          mkdirSync(dir);
+          const request: CopyRequest = {
+            from: await source.view(),
+            sources: [mount.source ?? '/'],
+            dest: '/',
+            workdir: '/',
+            preserveOwner: true,
+          };
+          await copyInto(request, await selectSources(request), [], dir);
+          // A file (not a directory) is bound as itself.
+          const single = readdirSync(dir);
+          const file = single.length === 1 ? join(dir, single[0] as string) : undefined;
+          const isFile =
+            file !== undefined &&
+            mount.source !== undefined &&
+            !lstatSync(file).isDirectory() &&
+            request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+          binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
         }
-        const copy = join(work, `secret-${i}`);
-        writeFileSync(copy, readFileSync(file), { mode: mount.mode ?? 0o400 });
-        chownSync(copy, mount.uid ?? 0, mount.gid ?? 0);
-        if (mount.env) env[mount.env] = readFileSync(file, 'utf8');
-        if (mount.target !== undefined || !mount.env) binds.push({ source: copy, target, readonly: true });
-        else continue;
-      } else if (mount.type === 'bind') {
-        const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
-        const source = await this.#sourceView(expanded, job.run);
-        const dir = join(work, `bind-${i}`);
-        mkdirSync(dir);
-        const request: CopyRequest = {
-          from: await source.view(),
-          sources: [mount.source ?? '/'],
-          dest: '/',
-          workdir: '/',
-          preserveOwner: true,
-        };
-        await copyInto(request, await selectSources(request), [], dir);
-        // A file (not a directory) is bound as itself.
-        const single = readdirSync(dir);
-        const file = single.length === 1 ? join(dir, single[0] as string) : undefined;
-        const isFile =
-          file !== undefined &&
-          mount.source !== undefined &&
-          !lstatSync(file).isDirectory() &&
-          request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
-        binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
+        mountTargets.push(target);
       }
-      mountTargets.push(target);
-    }
-    mountTargets.push(...job.scripts.map((s) => s.target));
+      mountTargets.push(...job.scripts.map((s) => s.target));
 
-    const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-    const { Container } = await import('../runtime/container.js');
-    const container = Container.create({
-      rootfs: root,
-      command: job.command,
-      env,
-      workdir: job.workdir,
-      user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
-      hostname: 'buildkitsandbox',
-      network: job.network,
-      keep: true,
-      binds,
-      tmpfs,
-      ...(job.privileged ? { privileged: true } : {}),
-    });
+      const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+      const { Container } = await import('../runtime/container.js');
+      container = Container.create({
+        rootfs: root,
+        command: job.command,
+        env,
+        workdir: job.workdir,
+        user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+        hostname: 'buildkitsandbox',
+        network: job.network,
+        keep: true,
+        binds,
+        tmpfs,
+        ...(job.privileged ? { privileged: true } : {}),
+      });
+    } catch (error) {
+      for (const agent of agents) agent.close();
+      throw error;
+    }
     const tail: string[] = [];
     try {
       // The streams exist once start() is called; read them before it resolves (a quick command may be done by then).
@@ -1179,6 +1208,7 @@ class Builder {
       removeMountpoints(upper, lower, mountTargets);
       moveContents(upper, job.upper);
     } finally {
+      for (const agent of agents) agent.close();
       // Off the step's critical path (its layer is in job.upper): the build waits for it before it ends.
       const removal = container.remove();
       removal.catch(() => {}); // awaited with the others in build()

@@ -21,6 +21,9 @@ layer). Progress goes to stderr; the image ID is printed on stdout.
       --secret id=ID,src=FILE
                            a secret for RUN --mount=type=secret,id=ID (repeatable);
                            never stored in a layer or a cache key
+      --ssh ID[=SOCKET]    an SSH agent for RUN --mount=type=ssh,id=ID (default: the
+                           agent of $SSH_AUTH_SOCK); the step gets a socket of its own
+                           (SSH_AUTH_SOCK in its environment) (repeatable)
       --progress MODE      auto (default: tty on a terminal, else plain), plain, tty, json, quiet
       --pull POLICY        base images (FROM, COPY --from) not in the store: missing (default:
                            pull them), always (pull even when there), never (store only);
@@ -47,6 +50,7 @@ const SPECS: OptionSpec[] = [
   { name: 'target', value: true },
   { name: 'no-cache' },
   { name: 'secret', value: true, multiple: true },
+  { name: 'ssh', value: true, multiple: true },
   { name: 'progress', value: true },
   { name: 'pull', value: true },
   { name: 'insecure-registry', value: true, multiple: true },
@@ -103,6 +107,12 @@ export async function main(argv: string[]): Promise<number> {
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
     secrets[id] = resolve(src);
   }
+  const ssh: Record<string, string> = {};
+  for (const spec of (options.ssh as string[] | undefined) ?? []) {
+    const { parseSshSpec } = await import('../build/ssh-agent.js');
+    const [id, socket] = parseSshSpec(spec);
+    ssh[id] = socket;
+  }
   const cacheTo = (options['cache-to'] as string[] | undefined) ?? [];
   const cacheFrom = (options['cache-from'] as string[] | undefined) ?? [];
   const context = resolve(rest[0] as string);
@@ -110,7 +120,11 @@ export async function main(argv: string[]): Promise<number> {
   const tags = (options.tag as string[] | undefined) ?? [];
   // The same build again with nothing changed: answered from the result cache, without the builder.
   let results: import('../build/result-cache.js').ResultCache | undefined;
-  if (pull !== 'always' && cacheTo.length + cacheFrom.length === 0 && Object.keys(secrets).length === 0) {
+  if (
+    pull !== 'always' &&
+    cacheTo.length + cacheFrom.length === 0 &&
+    Object.keys({ ...secrets, ...ssh }).length === 0
+  ) {
     const { ResultCache } = await import('../build/result-cache.js');
     results = new ResultCache({
       context,
@@ -175,6 +189,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(typeof options.target === 'string' ? { target: options.target } : {}),
       noCache: options['no-cache'] === true,
       secrets,
+      ssh,
       ...(pull ? { pull: pull as PullPolicy } : {}),
       insecureRegistries: (options['insecure-registry'] as string[] | undefined) ?? [],
       ...caches,

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/swap.h>
+#include <sys/un.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -746,9 +747,30 @@ static int mode_spin(double ms) {
     return 0;
 }
 
+/* unix PATH MESSAGE: connects to the unix socket PATH, sends MESSAGE, ends its side, prints the reply. */
+static int mode_unix(const char *path, const char *message) {
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof addr.sun_path) { fprintf(stderr, "probe: path too long\n"); return 1; }
+    strcpy(addr.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+        fprintf(stderr, "probe: connect %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    size_t len = strlen(message);
+    if (write(fd, message, len) != (ssize_t)len || shutdown(fd, SHUT_WR) < 0) {
+        fprintf(stderr, "probe: write %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) fwrite(buf, 1, (size_t)n, stdout);
+    return n < 0 ? 1 : 0;
+}
+
 static int usage(const char *msg) {
     fprintf(stderr, "probe: %s\nmodes: report | exit N | signal N | out TEXT ERRTEXT | cat |"
-            " sleep S | ignore-term S | alloc MB | forks N | orphans N | tree | spin MS\n", msg);
+            " sleep S | ignore-term S | alloc MB | forks N | orphans N | tree | spin MS | unix PATH MESSAGE\n", msg);
     return 2;
 }
 
@@ -780,6 +802,7 @@ int main(int argc, char **argv) {
     if (!strcmp(m, "orphans")) return mode_orphans(atoi(a));
     if (!strcmp(m, "tree")) return mode_tree();
     if (!strcmp(m, "spin")) return mode_spin(atof(a));
+    if (!strcmp(m, "unix")) return argc > 3 ? mode_unix(a, argv[3]) : usage("missing MESSAGE");
     fprintf(stderr, "probe: unknown mode: %s\n", m);
     return 2;
 }
