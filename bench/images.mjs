@@ -23,7 +23,7 @@ import { commitContainer } from '../dist/harness/commit.js';
 import { imageContainerOptions } from '../dist/harness/image-run.js';
 import { importRootfs } from '../dist/harness/import.js';
 import { ImageStore } from '../dist/image/store.js';
-import { Container, runContainer } from '../dist/lib/index.js';
+import { Container, runContainer } from '../dist/index.js';
 import { LayerCache, unpackLayer } from '../dist/snapshot/index.js';
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 30);

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type CopyRequest, copyInto, hashSelection, selectSources } from '../src/build/copy.js';
 import { ContextView } from '../src/build/fs-view.js';
-import { parseGitRef } from '../src/build/git-source.js';
+import { parseGitRef, redactUrl } from '../src/build/git-source.js';
 import { ImageStore } from '../src/image/store.js';
 import { LayerCache } from '../src/snapshot/layers.js';
 
@@ -158,8 +158,19 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     });
     expect(parseGitRef('git@example.com:o/r.git')).toEqual({ remote: 'git@example.com:o/r.git' });
     expect(parseGitRef('git://h/r.git#:sub')).toEqual({ remote: 'git://h/r.git', subdir: 'sub' });
+    expect(parseGitRef('https://h/r.git?ref=v1&subdir=a/b')).toEqual({
+      remote: 'https://h/r.git',
+      ref: 'v1',
+      subdir: 'a/b',
+    });
     expect(() => parseGitRef('git://h/r.git#--upload-pack=x')).toThrow('is not a git ref');
     expect(() => parseGitRef('git://h/r.git#v1:../x')).toThrow('leaves the repository');
+    expect(() => parseGitRef('https://u:s3cret@h/r.git?x=1')).toThrow(
+      'ADD https://u:xxxxx@h/r.git?x=1: unknown query key x',
+    );
+    expect(redactUrl('https://oauth2:t0ken@host/r.git#main')).toBe('https://oauth2:xxxxx@host/r.git#main');
+    expect(redactUrl('https://t0ken@host/r.git')).toBe('https://xxxxx@host/r.git');
+    expect(redactUrl('git@host:o/r.git')).toBe('git@host:o/r.git');
   });
 
   it("adds the default branch's tree with its submodules, modes and links, without .git, at the commit's time", async () => {
@@ -181,11 +192,41 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     expect(mtime(join(upper, 's/deep/d.txt'))).toBe(T1);
     const byId = await add(request([`${base}/repo.git#${first}`], '/c'));
     expect(readFileSync(join(byId.upper, 'c/a.txt'), 'utf8')).toBe('one\n');
+    const byQuery = await add(request([`${base}/repo.git?ref=v1&subdir=sub`], '/q/'));
+    expect(readFileSync(join(byQuery.upper, 'q/deep/d.txt'), 'utf8')).toBe('deep\n');
+  });
+
+  it("ignores a git hook's GIT_DIR and GIT_INDEX_FILE: the user's own repository is left alone", async () => {
+    const mine = join(tmp, 'mine');
+    mkdirSync(mine);
+    git(mine, 'init', '-q', '-b', 'main');
+    writeFileSync(join(mine, 'f'), 'mine\n');
+    commit(mine, 'mine', T1);
+    const before = git(mine, 'rev-parse', 'HEAD');
+    const saved = { dir: process.env.GIT_DIR, index: process.env.GIT_INDEX_FILE };
+    process.env.GIT_DIR = join(mine, '.git');
+    process.env.GIT_INDEX_FILE = join(mine, '.git', 'index');
+    try {
+      const { upper } = await add(request([`${base}/repo.git#v1`], '/h'));
+      expect(readFileSync(join(upper, 'h/a.txt'), 'utf8')).toBe('one\n');
+    } finally {
+      if (saved.dir === undefined) delete process.env.GIT_DIR;
+      else process.env.GIT_DIR = saved.dir;
+      if (saved.index === undefined) delete process.env.GIT_INDEX_FILE;
+      else process.env.GIT_INDEX_FILE = saved.index;
+    }
+    expect(git(mine, 'rev-parse', 'HEAD')).toBe(before);
+    expect(git(mine, 'status', '--porcelain')).toBe('');
   });
 
   it('--keep-git-dir keeps .git, and the same commit is the same cache key; another commit is another', async () => {
     const { upper, entries } = await add(request([`${base}/repo.git`], '/k', { keepGitDir: true }));
     expect(git(join(upper, 'k'), 'rev-parse', 'HEAD').trim()).toBe(head);
+    // as a clone has it: the remote, the fetched tag; no FETCH_HEAD
+    expect(git(join(upper, 'k'), 'remote', 'get-url', 'origin').trim()).toBe(`${base}/repo.git`);
+    const tagged = await add(request([`${base}/repo.git#v1`], '/t', { keepGitDir: true }));
+    expect(git(join(tagged.upper, 't'), 'describe', '--tags').trim()).toBe('v1');
+    expect(() => lstatSync(join(tagged.upper, 't/.git/FETCH_HEAD'))).toThrow();
     const again = await selectSources(request([`${base}/repo.git`], '/k', { keepGitDir: true }));
     expect(hashSelection(again)).toBe(hashSelection(entries));
     const other = await selectSources(request([`${base}/repo.git#v1`], '/k', { keepGitDir: true }));
@@ -197,8 +238,12 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
 
   it('--checksum: the commit for a repository, the digest for a URL; a mismatch or a local source fails', async () => {
     await add(request([`${base}/repo.git#v1`], '/ok', { checksum: first }));
+    await add(request([`${base}/repo.git#v1`], '/ok2', { checksum: first.slice(0, 12) }));
     await expect(add(request([`${base}/repo.git#v1`], '/x', { checksum: head }))).rejects.toThrow(
-      `--checksum wants commit ${head}, but v1 is ${first}`,
+      `--checksum wants ${head}, but v1 is commit ${first}`,
+    );
+    await expect(add(request([`${base}/repo.git#v1`], '/x', { checksum: 'sha256:abc' }))).rejects.toThrow(
+      'expected the hex id of a commit',
     );
     const body = Buffer.from('payload\n');
     http = createServer((_req, res) => res.end(body));
@@ -220,6 +265,11 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     await expect(add(request([`${base}/nothing.git`], '/x'))).rejects.toThrow(
       /^ADD git:\/\/127\.0\.0\.1:\d+\/nothing\.git: git fetch failed: /,
     );
+    // a password or token in the URL never shows
+    const closed = await freePort();
+    const failure = await add(request([`http://me:s3cr3t@127.0.0.1:${closed}/r.git`], '/x')).catch((e: Error) => e);
+    expect(String(failure)).toContain(`ADD http://me:xxxxx@127.0.0.1:${closed}/r.git: git `);
+    expect(String(failure)).not.toContain('s3cr3t');
     await expect(add(request([`${base}/repo.git#no-such-branch`], '/x'))).rejects.toThrow('git fetch failed');
     await expect(add(request([`${base}/repo.git#v1:nowhere`], '/x'))).rejects.toThrow(
       `commit ${first} has no directory nowhere`,

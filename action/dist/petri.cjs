@@ -840,13 +840,16 @@ function readyServer() {
 }
 function serverStarting(timeoutMs = 1e3) {
   const current = enabled2 ? server : void 0;
-  if (!current?.alive || current.ready) return void 0;
+  if (!current?.alive || current.ready || current.slow) return void 0;
   let timer;
   return Promise.race([
     current.settled,
     // a held timer: the server's channel is unreferenced, and the caller waits on it
     new Promise((resolve10) => {
-      timer = setTimeout(resolve10, timeoutMs);
+      timer = setTimeout(() => {
+        current.slow = true;
+        resolve10();
+      }, timeoutMs);
     })
   ]).finally(() => clearTimeout(timer));
 }
@@ -877,6 +880,8 @@ var init_runner_server = __esm({
       dead = false;
       /** Resolves once the server is ready or dead. */
       settled;
+      /** A wait for it timed out: nobody waits for this one again (runners are spawned until it is ready). */
+      slow = false;
       settle;
       reaped = /* @__PURE__ */ new Map();
       nextId = 1;
@@ -11625,55 +11630,125 @@ var init_fs_view = __esm({
 
 // src/build/git-source.ts
 function isGitSource(source) {
-  return /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#]*\.git(#|$)/i.test(source);
+  return /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#?]*\.git([?#]|$)/i.test(source);
+}
+function redactUrl(text) {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@?#]*)@/i, (_all, scheme, info) => {
+    const colon = info.indexOf(":");
+    return `${scheme}${colon < 0 ? "xxxxx" : `${info.slice(0, colon)}:xxxxx`}@`;
+  });
 }
 function parseGitRef(source) {
+  const shown = redactUrl(source);
+  let remote = source;
+  let ref = "";
+  let subdir = "";
   const hash = source.indexOf("#");
-  if (hash < 0) return { remote: source };
-  const remote = source.slice(0, hash);
-  const fragment = source.slice(hash + 1);
-  const colon = fragment.indexOf(":");
-  const ref = colon < 0 ? fragment : fragment.slice(0, colon);
-  const subdir = colon < 0 ? "" : fragment.slice(colon + 1);
-  if (ref.startsWith("-") || /[\s\\~^?*[]|\.\.|@\{/.test(ref)) {
-    throw new PetriError(`ADD ${source}: "${ref}" is not a git ref (a branch, tag or commit)`);
+  if (hash >= 0) {
+    remote = source.slice(0, hash);
+    const fragment = source.slice(hash + 1);
+    const colon = fragment.indexOf(":");
+    ref = colon < 0 ? fragment : fragment.slice(0, colon);
+    subdir = colon < 0 ? "" : fragment.slice(colon + 1);
+  }
+  const query = /^([^?]*\.git)\?(.*)$/i.exec(remote);
+  if (query) {
+    remote = query[1];
+    for (const [key, value] of new URLSearchParams(query[2])) {
+      if (key === "ref" || key === "tag" || key === "branch") ref = value;
+      else if (key === "subdir") subdir = value;
+      else throw new PetriError(`ADD ${shown}: unknown query key ${key} (ref, tag, branch or subdir)`);
+    }
+  }
+  if (ref.startsWith("-") || /[\s\\~^?*[:]|\.\.|@\{/.test(ref)) {
+    throw new PetriError(`ADD ${shown}: "${ref}" is not a git ref (a branch, tag or commit)`);
   }
   if (subdir.split("/").includes("..")) {
-    throw new PetriError(`ADD ${source}: the subdirectory "${subdir}" leaves the repository`);
+    throw new PetriError(`ADD ${shown}: the subdirectory "${subdir}" leaves the repository`);
   }
-  return { remote, ...ref ? { ref } : {}, ...subdir.replace(/^\/+|\/+$/g, "") ? { subdir } : {} };
+  subdir = subdir.replace(/^\/+|\/+$/g, "");
+  return { remote, ...ref ? { ref } : {}, ...subdir ? { subdir } : {} };
 }
-async function checkoutGit(source, dir, checksum) {
+async function checkoutGit(source, dir, options = {}) {
   const { remote, ref } = parseGitRef(source);
-  const git = /* @__PURE__ */ __name((args) => runGit(source, dir, args), "git");
+  const shown = redactUrl(source);
+  const checksum = options.checksum?.toLowerCase();
+  if (checksum !== void 0 && !/^[0-9a-f]{4,64}$/.test(checksum)) {
+    throw new PetriError(`ADD --checksum=${options.checksum}: expected the hex id of a commit (or a tag) for ${shown}`);
+  }
+  const env = await gitEnvironment(remote);
+  const git = /* @__PURE__ */ __name((args) => runGit(shown, dir, args, env), "git");
   await git(["init", "-q", "."]);
   const wanted = ref ?? "HEAD";
+  const kind = options.keepGitDir && ref && !COMMIT_ID.test(ref) ? await refKind(git, remote, ref) : void 0;
+  const refspec = kind ? `+refs/${kind}/${ref}:refs/${kind === "heads" ? "remotes/origin" : "tags"}/${ref}` : wanted;
   let target = "FETCH_HEAD";
   try {
-    await git(["fetch", "-q", "--depth=1", "--no-tags", "--", remote, wanted]);
+    await git(["fetch", "-q", "--depth=1", "--no-tags", "--", remote, refspec]);
   } catch (error) {
-    if (!ref || !/^[0-9a-f]{7,64}$/.test(ref)) throw error;
+    if (!ref || !COMMIT_ID.test(ref)) throw error;
     await git(["fetch", "-q", "--", remote, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]);
     target = ref;
   }
+  const fetched = (await git(["rev-parse", "--verify", "--quiet", target]).catch(() => "")).trim();
   const commit = (await git(["rev-parse", "--verify", "--quiet", `${target}^{commit}`]).catch(() => "")).trim();
-  if (!FULL_COMMIT.test(commit)) throw new PetriError(`ADD ${source}: no commit ${wanted} in ${remote}`);
-  if (checksum !== void 0 && checksum.toLowerCase() !== commit) {
-    throw new PetriError(`ADD ${source}: --checksum wants commit ${checksum}, but ${wanted} is ${commit}`);
+  if (!FULL_COMMIT.test(commit)) throw new PetriError(`ADD ${shown}: no commit ${wanted} there`);
+  if (checksum !== void 0 && !commit.startsWith(checksum) && !fetched.startsWith(checksum)) {
+    throw new PetriError(`ADD ${shown}: --checksum wants ${options.checksum}, but ${wanted} is commit ${commit}`);
   }
   await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
   if ((0, import_node_fs31.existsSync)((0, import_node_path26.join)(dir, ".gitmodules"))) {
     await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
   }
   const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
+  if (options.keepGitDir) {
+    await git(["remote", "add", "origin", redactUrl(remote)]);
+    (0, import_node_fs31.rmSync)((0, import_node_path26.join)(dir, ".git", "FETCH_HEAD"), { force: true });
+  }
   return { dir, commit, time };
 }
-function runGit(source, dir, args) {
+async function refKind(git, remote, ref) {
+  const listed = await git(["ls-remote", "--", remote, `refs/tags/${ref}`, `refs/heads/${ref}`]);
+  if (listed.includes(`	refs/tags/${ref}
+`)) return "tags";
+  if (listed.includes(`	refs/heads/${ref}
+`)) return "heads";
+  return void 0;
+}
+async function gitEnvironment(remote) {
+  const env = { ...process.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", GIT_LFS_SKIP_SMUDGE: "1" };
+  for (const name of [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_INDEX_VERSION",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_QUARANTINE_PATH",
+    "GIT_CEILING_DIRECTORIES",
+    "GIT_DISCOVERY_ACROSS_FILESYSTEM"
+  ]) {
+    delete env[name];
+  }
+  const ssh = /^git@|^ssh:\/\//i.test(remote);
+  if (ssh && env.GIT_SSH_COMMAND === void 0 && env.GIT_SSH === void 0) {
+    const configured = await runGit(remote, "/", ["config", "--global", "--get", "core.sshCommand"], env).catch(
+      () => ""
+    );
+    if (!configured.trim()) env.GIT_SSH_COMMAND = "ssh -o BatchMode=yes";
+  }
+  return env;
+}
+function runGit(shown, dir, args, env) {
+  const settings = ["-c", "core.hooksPath=/dev/null", "-c", "core.autocrlf=false", "-c", "protocol.file.allow=user"];
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process7.spawn)("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...args], {
+    const child = (0, import_node_child_process7.spawn)("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...settings, ...args], {
       cwd: dir,
       stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", GIT_SSH_COMMAND: sshCommand() }
+      env
     });
     let stdout = "";
     let stderr = "";
@@ -11681,23 +11756,25 @@ function runGit(source, dir, args) {
       stdout += chunk;
     });
     child.stderr.on("data", (chunk) => {
-      stderr = (stderr + chunk).slice(-4e3);
+      stderr = (stderr + chunk).slice(-8e3);
     });
-    child.once("error", (error) => reject(new PetriError(`ADD ${source}: cannot run git: ${error.message}`)));
+    child.once("error", (error) => reject(new PetriError(`ADD ${shown}: cannot run git: ${error.message}`)));
     child.once("close", (code) => {
       if (code === 0) return resolve10(stdout);
       if (code === 127) {
-        return reject(new PetriError(`ADD ${source} needs git on this machine (Debian: apt-get install git)`));
+        return reject(new PetriError(`ADD ${shown} needs git on this machine (Debian: apt-get install git)`));
       }
-      const last = stderr.split("\n").map((line) => line.replace(/^(fatal|error): /, "").trim()).filter(Boolean).at(-1);
-      reject(new PetriError(`ADD ${source}: git ${args[0]} failed: ${last ?? `exit code ${code}`}`));
+      const lines = stderr.split("\n").map((line) => line.trim());
+      const error = lines.filter((line) => /^(fatal|error): /.test(line)).at(-1) ?? lines.filter(Boolean).at(-1);
+      const why = redactUrl(error?.replace(/^(fatal|error): /, "") ?? `exit code ${code}`).replace(
+        /([a-z][a-z0-9+.-]*:\/\/)[^/@\s'"]*@/gi,
+        "$1xxxxx@"
+      );
+      reject(new PetriError(`ADD ${shown}: git ${args[0]} failed: ${why}`));
     });
   });
 }
-function sshCommand() {
-  return process.env.GIT_SSH_COMMAND ?? "ssh -o BatchMode=yes";
-}
-var import_node_child_process7, import_node_fs31, import_node_path26, FULL_COMMIT;
+var import_node_child_process7, import_node_fs31, import_node_path26, FULL_COMMIT, COMMIT_ID;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
@@ -11707,11 +11784,14 @@ var init_git_source = __esm({
     import_node_path26 = require("node:path");
     init_errors();
     __name(isGitSource, "isGitSource");
+    __name(redactUrl, "redactUrl");
     __name(parseGitRef, "parseGitRef");
     FULL_COMMIT = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
+    COMMIT_ID = /^[0-9a-f]{7,64}$/;
     __name(checkoutGit, "checkoutGit");
+    __name(refKind, "refKind");
+    __name(gitEnvironment, "gitEnvironment");
     __name(runGit, "runGit");
-    __name(sshCommand, "sshCommand");
   }
 });
 
@@ -11724,12 +11804,13 @@ async function selectSources(req) {
       throw new PetriError(`ADD --checksum needs exactly one source (an http(s) URL or a git repository)`);
     }
     if (!isUrl(only) && !isGitSource(only)) {
-      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${only} is neither`);
+      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${redactUrl(only)} is neither`);
     }
   }
   for (const source of req.sources) {
     if (isUrl(source) || isGitSource(source)) {
-      if (!req.add) throw new PetriError(`COPY cannot copy from a URL (${source}): use ADD, or download it in a RUN`);
+      if (!req.add)
+        throw new PetriError(`COPY cannot copy from a URL (${redactUrl(source)}): use ADD, or download it in a RUN`);
       if (isGitSource(source)) await selection.git(source);
       else selection.entries.push(await download(req, source));
     } else if (req.parents) selection.parents(source);
@@ -11806,7 +11887,7 @@ async function download(req, url) {
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     content = Buffer.from(await response.arrayBuffer());
   } catch (error) {
-    throw new PetriError(`ADD failed: cannot download ${url}: ${error.message}`);
+    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${error.message}`);
   }
   if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
@@ -11840,7 +11921,7 @@ function checkDigest(url, content, checksum) {
   }
   const actual = `${algorithm}:${(0, import_node_crypto7.createHash)(algorithm).update(content).digest("hex")}`;
   if (actual !== checksum.toLowerCase()) {
-    throw new PetriError(`ADD ${url}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
+    throw new PetriError(`ADD ${redactUrl(url)}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
   }
 }
 async function archiveKind(entry) {
@@ -11971,13 +12052,16 @@ var init_copy = __esm({
        */
       async git(source) {
         const req = this.#req;
-        if (!req.scratch) throw new PetriError(`ADD ${source}: a git repository cannot be added here`);
+        if (!req.scratch) throw new PetriError(`ADD ${redactUrl(source)}: a git repository cannot be added here`);
         const { subdir } = parseGitRef(source);
-        const { dir, commit, time } = await checkoutGit(source, await req.scratch(), req.checksum);
+        const { dir, commit, time } = await checkoutGit(source, await req.scratch(), {
+          ...req.checksum !== void 0 ? { checksum: req.checksum } : {},
+          ...req.keepGitDir ? { keepGitDir: true } : {}
+        });
         const view = new ContextView(dir, new IgnoreMatcher(req.keepGitDir ? [] : [".git"]));
         const root = cleanRel(subdir ?? ".");
         if (!view.lstat(root)?.isDirectory()) {
-          throw new PetriError(`ADD ${source}: commit ${commit} has no directory ${subdir}`);
+          throw new PetriError(`ADD ${redactUrl(source)}: commit ${commit} has no directory ${subdir}`);
         }
         const { add: _add, checksum: _checksum, ...rest } = req;
         const tree = new _Selection({ ...rest, from: view, sources: [root], inline: [] });
@@ -14925,6 +15009,7 @@ var init_builder = __esm({
     init_config();
     init_copy();
     init_fs_view();
+    init_git_source();
     init_ssh_agent();
     PROXY_ARGS = [
       "HTTP_PROXY",
@@ -15658,7 +15743,7 @@ ${trigger}
           exclude: flags.exclude ?? [],
           parents: request.parents ?? false
         };
-        const createdBy = `${instruction.keyword} ${displayArgs(instruction)} # buildkit`;
+        const createdBy = `${instruction.keyword} ${displayArgs(instruction).split(" ").map(redactUrl).join(" ")} # buildkit`;
         return this.#layerStep(
           state,
           step,

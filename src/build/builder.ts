@@ -53,6 +53,7 @@ import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
 import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
+import { redactUrl } from './git-source.js';
 import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
 import { agentProxy } from './ssh-agent.js';
 
@@ -924,7 +925,8 @@ class Builder {
       exclude: flags.exclude ?? [],
       parents: request.parents ?? false,
     };
-    const createdBy = `${instruction.keyword} ${displayArgs(instruction)} # buildkit`;
+    // A URL's password or token never goes into the image's history.
+    const createdBy = `${instruction.keyword} ${displayArgs(instruction).split(' ').map(redactUrl).join(' ')} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) =>
       copyInto(await selection.request(), await selection.entries(), lower, upper),
     );

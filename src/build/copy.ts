@@ -26,7 +26,7 @@ import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../
 import { removeTree } from '../util/fs.js';
 import { type Compression, cannotDecompress, compressionOf, decompressor } from './decompress.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
-import { checkoutGit, isGitSource, parseGitRef } from './git-source.js';
+import { checkoutGit, isGitSource, parseGitRef, redactUrl } from './git-source.js';
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
 export interface CopyRequest {
@@ -115,12 +115,13 @@ export async function selectSources(req: CopyRequest): Promise<SelectedEntry[]> 
       throw new PetriError(`ADD --checksum needs exactly one source (an http(s) URL or a git repository)`);
     }
     if (!isUrl(only) && !isGitSource(only)) {
-      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${only} is neither`);
+      throw new PetriError(`ADD --checksum needs an http(s) URL or a git repository; ${redactUrl(only)} is neither`);
     }
   }
   for (const source of req.sources) {
     if (isUrl(source) || isGitSource(source)) {
-      if (!req.add) throw new PetriError(`COPY cannot copy from a URL (${source}): use ADD, or download it in a RUN`);
+      if (!req.add)
+        throw new PetriError(`COPY cannot copy from a URL (${redactUrl(source)}): use ADD, or download it in a RUN`);
       if (isGitSource(source)) await selection.git(source);
       else selection.entries.push(await download(req, source));
     } else if (req.parents) selection.parents(source);
@@ -185,13 +186,16 @@ class Selection {
    */
   async git(source: string): Promise<void> {
     const req = this.#req;
-    if (!req.scratch) throw new PetriError(`ADD ${source}: a git repository cannot be added here`);
+    if (!req.scratch) throw new PetriError(`ADD ${redactUrl(source)}: a git repository cannot be added here`);
     const { subdir } = parseGitRef(source);
-    const { dir, commit, time } = await checkoutGit(source, await req.scratch(), req.checksum);
+    const { dir, commit, time } = await checkoutGit(source, await req.scratch(), {
+      ...(req.checksum !== undefined ? { checksum: req.checksum } : {}),
+      ...(req.keepGitDir ? { keepGitDir: true } : {}),
+    });
     const view = new ContextView(dir, new IgnoreMatcher(req.keepGitDir ? [] : ['.git']));
     const root = cleanRel(subdir ?? '.');
     if (!view.lstat(root)?.isDirectory()) {
-      throw new PetriError(`ADD ${source}: commit ${commit} has no directory ${subdir}`);
+      throw new PetriError(`ADD ${redactUrl(source)}: commit ${commit} has no directory ${subdir}`);
     }
     const { add: _add, checksum: _checksum, ...rest } = req;
     const tree = new Selection({ ...rest, from: view, sources: [root], inline: [] });
@@ -401,7 +405,7 @@ async function download(req: CopyRequest, url: string): Promise<SelectedEntry> {
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     content = Buffer.from(await response.arrayBuffer());
   } catch (error) {
-    throw new PetriError(`ADD failed: cannot download ${url}: ${(error as Error).message}`);
+    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${(error as Error).message}`);
   }
   if (req.checksum !== undefined) checkDigest(url, content, req.checksum);
   let name = '__unnamed__';
@@ -436,7 +440,7 @@ function checkDigest(url: string, content: Buffer, checksum: string): void {
   }
   const actual = `${algorithm}:${createHash(algorithm).update(content).digest('hex')}`;
   if (actual !== checksum.toLowerCase()) {
-    throw new PetriError(`ADD ${url}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
+    throw new PetriError(`ADD ${redactUrl(url)}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
   }
 }
 

@@ -38,6 +38,8 @@ class RunnerServer {
   private dead = false;
   /** Resolves once the server is ready or dead. */
   readonly settled: Promise<void>;
+  /** A wait for it timed out: nobody waits for this one again (runners are spawned until it is ready). */
+  slow = false;
   private settle!: () => void;
   private readonly reaped = new Map<number, (exit: ServedExit) => void>();
   private nextId = 1;
@@ -185,13 +187,16 @@ export function readyServer(): RunnerServer | undefined {
  */
 export function serverStarting(timeoutMs = 1000): Promise<void> | undefined {
   const current = enabled ? server : undefined;
-  if (!current?.alive || current.ready) return undefined;
+  if (!current?.alive || current.ready || current.slow) return undefined;
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
     current.settled,
     // a held timer: the server's channel is unreferenced, and the caller waits on it
     new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
+      timer = setTimeout(() => {
+        current.slow = true;
+        resolve();
+      }, timeoutMs);
     }),
   ]).finally(() => clearTimeout(timer));
 }
