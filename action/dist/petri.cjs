@@ -745,9 +745,9 @@ function runnerPath() {
   return cached2;
 }
 function buildRunner() {
-  const require2 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash9 } = require2("node:crypto");
-  const { execFileSync } = require2("node:child_process");
+  const require3 = (0, import_node_module2.createRequire)(petri_import_meta_url);
+  const { createHash: createHash9 } = require3("node:crypto");
+  const { execFileSync } = require3("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
@@ -11270,13 +11270,16 @@ var init_config = __esm({
 });
 
 // src/util/lazy-builtins.ts
-var import_node_module4, load2, zlib2;
+var import_node_module4, require2, load2, zlib2;
 var init_lazy_builtins = __esm({
   "src/util/lazy-builtins.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_module4 = require("node:module");
-    load2 = (0, import_node_module4.createRequire)(petri_import_meta_url);
+    load2 = /* @__PURE__ */ __name((name) => {
+      require2 ??= (0, import_node_module4.createRequire)(petri_import_meta_url);
+      return require2(name);
+    }, "load");
     zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
   }
 });
@@ -40017,14 +40020,14 @@ function hookCompile(dir) {
 }
 __name(hookCompile, "hookCompile");
 function makeRequire(Module, mod) {
-  const require2 = /* @__PURE__ */ __name(((id) => mod.require(id)), "require");
+  const require3 = /* @__PURE__ */ __name(((id) => mod.require(id)), "require");
   const resolve10 = /* @__PURE__ */ __name(((request, options) => Module._resolveFilename(request, mod, false, options)), "resolve");
   resolve10.paths = (request) => Module._resolveLookupPaths(request, mod);
-  require2.resolve = resolve10;
-  require2.main = process.mainModule;
-  require2.extensions = Module._extensions;
-  require2.cache = Module._cache;
-  return require2;
+  require3.resolve = resolve10;
+  require3.main = process.mainModule;
+  require3.extensions = Module._extensions;
+  require3.cache = Module._cache;
+  return require3;
 }
 __name(makeRequire, "makeRequire");
 function readEntry(file, key) {

@@ -5,7 +5,13 @@ import type zlibModule from 'node:zlib';
 
 // Node built-ins that cost milliseconds to load (node:https ~6 ms with tls, node:http ~5 ms, node:zlib
 // ~2 ms) and that most commands and test files never use: loaded on first use instead of at import.
-const load = createRequire(import.meta.url);
+// The require function is made on first use too: in the CLI's CommonJS bundle, import.meta.url is a
+// file URL computed when asked for, and every command loads this file.
+let require: NodeJS.Require | undefined;
+const load = (name: string): unknown => {
+  require ??= createRequire(import.meta.url);
+  return require(name);
+};
 
 /** node:zlib, when an archive needs it. */
 export const zlib = (): typeof zlibModule => load('node:zlib') as typeof zlibModule;
