@@ -15013,7 +15013,6 @@ var init_builder = __esm({
     init_copy();
     init_fs_view();
     init_git_source();
-    init_ssh_agent();
     PROXY_ARGS = [
       "HTTP_PROXY",
       "http_proxy",
@@ -15917,8 +15916,9 @@ ${trigger}
                 continue;
               }
               const socket = (0, import_node_path30.join)(work, `ssh-${i}.sock`);
+              const { agentProxy: agentProxy2 } = await Promise.resolve().then(() => (init_ssh_agent(), ssh_agent_exports));
               agents2.push(
-                await agentProxy(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 })
+                await agentProxy2(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 })
               );
               binds.push({ source: socket, target, readonly: false });
               env.SSH_AUTH_SOCK ??= target;

@@ -55,7 +55,6 @@ import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 import { redactUrl } from './git-source.js';
 import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
-import { agentProxy } from './ssh-agent.js';
 
 export interface BuildOptions {
   /** The build context directory. */
@@ -1125,6 +1124,7 @@ class Builder {
             continue;
           }
           const socket = join(work, `ssh-${i}.sock`);
+        const { agentProxy } = await import('./ssh-agent.js');
           agents.push(
             await agentProxy(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 }),
           );
