@@ -9242,7 +9242,9 @@ __export(ssh_agent_exports, {
   agentProxy: () => agentProxy,
   parseSshSpec: () => parseSshSpec
 });
-async function agentProxy(agent, path, owner2) {
+async function agentProxy(agent, dir, name, owner2) {
+  const own = (0, import_node_path21.join)(dir, name).length > MAX_SOCKET_PATH ? (0, import_node_fs26.mkdtempSync)((0, import_node_path21.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
+  const path = (0, import_node_path21.join)(own ?? dir, name);
   const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
     const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
     client.pipe(upstream).pipe(client);
@@ -9255,17 +9257,26 @@ async function agentProxy(agent, path, owner2) {
     client.on("close", end);
     upstream.on("close", end);
   });
-  await new Promise((resolve10, reject) => {
-    server2.once(
-      "error",
-      (error) => reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`))
-    );
-    server2.listen(path, () => resolve10());
-  });
-  server2.unref();
-  (0, import_node_fs26.chownSync)(path, owner2.uid, owner2.gid);
-  (0, import_node_fs26.chmodSync)(path, owner2.mode);
-  return server2;
+  const close = /* @__PURE__ */ __name(() => {
+    server2.close();
+    if (own) (0, import_node_fs26.rmSync)(own, { recursive: true, force: true });
+  }, "close");
+  try {
+    await new Promise((resolve10, reject) => {
+      server2.once(
+        "error",
+        (error) => reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`))
+      );
+      server2.listen(path, () => resolve10());
+    });
+    server2.unref();
+    (0, import_node_fs26.chownSync)(path, owner2.uid, owner2.gid);
+    (0, import_node_fs26.chmodSync)(path, owner2.mode);
+  } catch (error) {
+    close();
+    throw error;
+  }
+  return { path, close };
 }
 function parseSshSpec(spec, env = process.env) {
   const eq = spec.indexOf("=");
@@ -9298,14 +9309,17 @@ function parseSshSpec(spec, env = process.env) {
   }
   return [id, socket];
 }
-var import_node_fs26, import_node_net2;
+var import_node_fs26, import_node_net2, import_node_os4, import_node_path21, MAX_SOCKET_PATH;
 var init_ssh_agent = __esm({
   "src/build/ssh-agent.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs26 = require("node:fs");
     import_node_net2 = require("node:net");
+    import_node_os4 = require("node:os");
+    import_node_path21 = require("node:path");
     init_errors();
+    MAX_SOCKET_PATH = 100;
     __name(agentProxy, "agentProxy");
     __name(parseSshSpec, "parseSshSpec");
   }
@@ -9360,13 +9374,13 @@ function readText(path) {
     return void 0;
   }
 }
-var import_node_fs27, import_node_path21, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs27, import_node_path22, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs27 = require("node:fs");
-    import_node_path21 = require("node:path");
+    import_node_path22 = require("node:path");
     init_paths();
     init_fnv();
     VERSION = 1;
@@ -9400,11 +9414,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path21.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
+        this.#file = (0, import_node_path22.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path21.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path21.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path22.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path22.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -9426,7 +9440,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs27.existsSync)((0, import_node_path21.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs27.existsSync)((0, import_node_path22.join)(this.#blobs, "sha256", hex))) return void 0;
         this.verified = record;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
@@ -9463,7 +9477,7 @@ var init_result_cache = __esm({
               return [e];
             })
           };
-          (0, import_node_fs27.mkdirSync)((0, import_node_path21.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs27.mkdirSync)((0, import_node_path22.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
           (0, import_node_fs27.writeFileSync)(tmp, JSON.stringify(record));
           (0, import_node_fs27.renameSync)(tmp, this.#file);
@@ -9512,7 +9526,7 @@ var init_result_cache = __esm({
           }
           for (const name of names) {
             if (lines.length > MAX_ENTRIES) return false;
-            const path = (0, import_node_path21.join)(dir, name);
+            const path = (0, import_node_path22.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -9645,8 +9659,8 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path22.join)((0, import_node_path22.dirname)(dockerfilePath), `${(0, import_node_path22.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path22.join)(contextDir, ".dockerignore")
+    (0, import_node_path23.join)((0, import_node_path23.dirname)(dockerfilePath), `${(0, import_node_path23.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path23.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
@@ -9799,13 +9813,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs28, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs28, import_node_path23, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs28 = require("node:fs");
-    import_node_path22 = require("node:path");
+    import_node_path23 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -11146,14 +11160,14 @@ function stableJson(value) {
     return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
   });
 }
-var import_node_crypto6, import_node_fs29, import_node_path23, BuildCache;
+var import_node_crypto6, import_node_fs29, import_node_path24, BuildCache;
 var init_cache = __esm({
   "src/build/cache.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto6 = require("node:crypto");
     import_node_fs29 = require("node:fs");
-    import_node_path23 = require("node:path");
+    import_node_path24 = require("node:path");
     init_paths();
     init_fs();
     __name(cacheKey, "cacheKey");
@@ -11163,7 +11177,7 @@ var init_cache = __esm({
         __name(this, "BuildCache");
       }
       dir;
-      constructor(dir = (0, import_node_path23.join)(petriRoot(), "build-cache")) {
+      constructor(dir = (0, import_node_path24.join)(petriRoot(), "build-cache")) {
         this.dir = dir;
       }
       get(key) {
@@ -11174,9 +11188,9 @@ var init_cache = __esm({
         }
       }
       set(key, record) {
-        const steps = (0, import_node_path23.join)(this.dir, "steps");
+        const steps = (0, import_node_path24.join)(this.dir, "steps");
         (0, import_node_fs29.mkdirSync)(steps, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path23.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
+        const temp = (0, import_node_path24.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
         (0, import_node_fs29.writeFileSync)(temp, JSON.stringify(record));
         (0, import_node_fs29.renameSync)(temp, this.#path(key));
       }
@@ -11187,23 +11201,23 @@ var init_cache = __esm({
        */
       getSelection(key) {
         try {
-          return (0, import_node_fs29.readFileSync)((0, import_node_path23.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
         } catch {
           return void 0;
         }
       }
       setSelection(key, hash) {
-        const dir = (0, import_node_path23.join)(this.dir, "selections");
+        const dir = (0, import_node_path24.join)(this.dir, "selections");
         (0, import_node_fs29.mkdirSync)(dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path23.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+        const temp = (0, import_node_path24.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
         (0, import_node_fs29.writeFileSync)(temp, hash);
-        (0, import_node_fs29.renameSync)(temp, (0, import_node_path23.join)(dir, key.replace(/^sha256:/, "")));
+        (0, import_node_fs29.renameSync)(temp, (0, import_node_path24.join)(dir, key.replace(/^sha256:/, "")));
       }
       /** The directory of a cache mount, created on first use with the mount's owner and mode. */
       mountDir(id, owner2) {
-        const dir = (0, import_node_path23.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        const dir = (0, import_node_path24.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
         if (!(0, import_node_fs29.existsSync)(dir)) {
-          (0, import_node_fs29.mkdirSync)((0, import_node_path23.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+          (0, import_node_fs29.mkdirSync)((0, import_node_path24.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
           const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
           (0, import_node_fs29.mkdirSync)(temp);
           (0, import_node_fs29.chownSync)(temp, owner2.uid, owner2.gid);
@@ -11217,7 +11231,7 @@ var init_cache = __esm({
         return dir;
       }
       #path(key) {
-        return (0, import_node_path23.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
+        return (0, import_node_path24.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
       }
     };
   }
@@ -11239,7 +11253,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path24.posix.resolve(current || "/", path);
+  return import_node_path25.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -11256,12 +11270,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path24;
+var import_node_path25;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path24 = require("node:path");
+    import_node_path25 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -11400,7 +11414,7 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path25.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path26.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
   const recorded = recordedOpaqueDirs(layerDir);
@@ -11434,14 +11448,14 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process6, import_node_fs30, import_node_path25, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_child_process6, import_node_fs30, import_node_path26, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process6 = require("node:child_process");
     import_node_fs30 = require("node:fs");
-    import_node_path25 = require("node:path");
+    import_node_path26 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
@@ -11467,14 +11481,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path25.resolve)(dir);
+        this.root = (0, import_node_path26.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -11486,7 +11500,7 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path26.join)(this.root, rel);
       }
       readlink(path) {
         return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
@@ -11497,7 +11511,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path25.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path26.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -11507,7 +11521,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs30.readdirSync)(rel === "" ? this.root : (0, import_node_path25.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs30.readdirSync)(rel === "" ? this.root : (0, import_node_path26.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -11542,7 +11556,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path25.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path26.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -11556,7 +11570,7 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path25.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path26.join)(this.lowerDirs[i], rel);
           let entries;
           try {
             entries = (0, import_node_fs30.readdirSync)(dir, { withFileTypes: true });
@@ -11565,7 +11579,7 @@ var init_fs_view = __esm({
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path25.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path26.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -11575,7 +11589,7 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path25.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path26.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
         return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
@@ -11589,7 +11603,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -11605,7 +11619,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path25.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -11700,13 +11714,13 @@ async function checkoutGit(source, dir, options = {}) {
     throw new PetriError(`ADD ${shown}: --checksum wants ${options.checksum}, but ${wanted} is commit ${commit}`);
   }
   await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
-  if ((0, import_node_fs31.existsSync)((0, import_node_path26.join)(dir, ".gitmodules"))) {
+  if ((0, import_node_fs31.existsSync)((0, import_node_path27.join)(dir, ".gitmodules"))) {
     await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
   }
   const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
   if (options.keepGitDir) {
     await git(["remote", "add", "origin", redactUrl(remote)]);
-    (0, import_node_fs31.rmSync)((0, import_node_path26.join)(dir, ".git", "FETCH_HEAD"), { force: true });
+    (0, import_node_fs31.rmSync)((0, import_node_path27.join)(dir, ".git", "FETCH_HEAD"), { force: true });
   }
   return { dir, commit, time };
 }
@@ -11777,14 +11791,14 @@ function runGit(shown, dir, args, env) {
     });
   });
 }
-var import_node_child_process7, import_node_fs31, import_node_path26, FULL_COMMIT, COMMIT_ID;
+var import_node_child_process7, import_node_fs31, import_node_path27, FULL_COMMIT, COMMIT_ID;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process7 = require("node:child_process");
     import_node_fs31 = require("node:fs");
-    import_node_path26 = require("node:path");
+    import_node_path27 = require("node:path");
     init_errors();
     __name(isGitSource, "isGitSource");
     __name(redactUrl, "redactUrl");
@@ -11824,7 +11838,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path27.posix.basename(doc.name) || doc.name,
+      target: import_node_path28.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11895,7 +11909,7 @@ async function download(req, url) {
   if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
   try {
-    const base = import_node_path27.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path28.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -12009,7 +12023,7 @@ function major(rdev) {
 function minor(rdev) {
   return rdev & 255 | rdev >>> 12 & ~255;
 }
-var import_node_crypto7, import_node_fs32, import_promises8, import_node_path27, import_promises9, isUrl, word, Selection, join25, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto7, import_node_fs32, import_promises8, import_node_path28, import_promises9, isUrl, word, Selection, join26, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
@@ -12017,7 +12031,7 @@ var init_copy = __esm({
     import_node_crypto7 = require("node:crypto");
     import_node_fs32 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path27 = require("node:path");
+    import_node_path28 = require("node:path");
     import_promises9 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
@@ -12082,7 +12096,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path27.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path28.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -12090,7 +12104,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path27.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path28.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -12100,7 +12114,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join25(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join26(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -12116,7 +12130,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join25(dir.rel, entry), name: join25(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join26(dir.rel, entry), name: join26(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -12145,9 +12159,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join25(base, sub))) {
-          const path = join25(sub, name);
-          const rel = join25(base, path);
+        for (const name of this.#view.readdir(join26(base, sub))) {
+          const path = join26(sub, name);
+          const rel = join26(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -12201,7 +12215,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join25 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join26 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -12236,7 +12250,7 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path27.resolve)(upper);
+        this.#upper = (0, import_node_path28.resolve)(upper);
         (0, import_node_fs32.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
@@ -12247,7 +12261,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -12257,7 +12271,7 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path27.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path28.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
@@ -12267,7 +12281,7 @@ var init_copy = __esm({
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path27.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path28.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -12286,7 +12300,7 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path27.join)(this.#upper, rel);
+          const path = rel === "" ? this.#upper : (0, import_node_path28.join)(this.#upper, rel);
           if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs32.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
@@ -12302,7 +12316,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join25(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join26(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -12311,12 +12325,12 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join25(destRel, entry.target);
+        const rel = join26(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
-        const path = (0, import_node_path27.join)(this.#upper, rel);
+        const path = (0, import_node_path28.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
@@ -12387,11 +12401,11 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join25(current, part);
+          current = join26(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path27.join)(this.#upper, current);
+          const path = (0, import_node_path28.join)(this.#upper, current);
           (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
@@ -12415,7 +12429,7 @@ var init_copy = __esm({
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path27.join)(this.#upper, rel);
+        const path = (0, import_node_path28.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
@@ -12426,13 +12440,13 @@ var init_copy = __esm({
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path27.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path28.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -12441,7 +12455,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path27.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -12488,13 +12502,13 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path27.posix.basename(inside);
+        const base = import_node_path28.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join25(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join26(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join25(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path27.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join26(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path28.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
@@ -12533,14 +12547,14 @@ var init_copy = __esm({
             (0, import_node_fs32.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join25(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join26(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs32.linkSync)((0, import_node_path27.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs32.linkSync)((0, import_node_path28.join)(this.#upper, targetRel), path);
             else {
               await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs32.constants.COPYFILE_EXCL | import_node_fs32.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
@@ -12568,10 +12582,10 @@ var init_copy = __esm({
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join25(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join26(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join25(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join25(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join26(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join26(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -12822,8 +12836,8 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path28.join)(process.env.HOME || (0, import_node_os4.homedir)(), ".docker");
-  return (0, import_node_path28.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path29.join)(process.env.HOME || (0, import_node_os5.homedir)(), ".docker");
+  return (0, import_node_path29.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
@@ -12844,7 +12858,7 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs33.mkdirSync)((0, import_node_path28.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs33.mkdirSync)((0, import_node_path29.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
     (0, import_node_fs33.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
@@ -12984,15 +12998,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process8, import_node_fs33, import_node_os4, import_node_path28, HelperNotFound;
+var import_node_child_process8, import_node_fs33, import_node_os5, import_node_path29, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process8 = require("node:child_process");
     import_node_fs33 = require("node:fs");
-    import_node_os4 = require("node:os");
-    import_node_path28 = require("node:path");
+    import_node_os5 = require("node:os");
+    import_node_path29 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -14753,8 +14767,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path29.dirname)(entry.path);
-          await pack.add(emptyHeader((0, import_node_path29.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path30.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path30.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await pack.add({
@@ -14783,7 +14797,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path29.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path30.join)(root, entry.path));
         break;
       }
       default:
@@ -14826,7 +14840,7 @@ async function addFile(pack, header, path) {
   const file = (await (0, import_promises12.open)(path, import_node_fs35.constants.O_RDONLY | import_node_fs35.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs35, import_promises12, import_node_path29, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs35, import_promises12, import_node_path30, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
@@ -14834,7 +14848,7 @@ var init_layer_from_dir = __esm({
     import_node_crypto8 = require("node:crypto");
     import_node_fs35 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path29 = require("node:path");
+    import_node_path30 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -14932,7 +14946,7 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path30.join)(upper, parentRel);
+        const path2 = (0, import_node_path31.join)(upper, parentRel);
         (0, import_node_fs36.mkdirSync)(path2);
         (0, import_node_fs36.chownSync)(path2, ps.uid, ps.gid);
         (0, import_node_fs36.chmodSync)(path2, ps.mode & 4095);
@@ -14940,7 +14954,7 @@ function makeDirs(view, upper, dir, owner2) {
       }
     }
     created = true;
-    const path = (0, import_node_path30.join)(upper, rel);
+    const path = (0, import_node_path31.join)(upper, rel);
     (0, import_node_fs36.mkdirSync)(path, { mode: 493 });
     (0, import_node_fs36.chmodSync)(path, 493);
     if (i === parts.length - 1) (0, import_node_fs36.chownSync)(path, owner2.uid, owner2.gid);
@@ -14952,7 +14966,7 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path30.join)(upper, rel);
+      const path = (0, import_node_path31.join)(upper, rel);
       try {
         const stat2 = (0, import_node_fs36.lstatSync)(path);
         if (stat2.isDirectory()) {
@@ -14963,17 +14977,17 @@ function removeMountpoints(upper, lower, targets) {
       } catch {
         break;
       }
-      rel = import_node_path30.posix.dirname(rel);
+      rel = import_node_path31.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
   for (const name of (0, import_node_fs36.readdirSync)(from)) {
     try {
-      (0, import_node_fs36.renameSync)((0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name));
+      (0, import_node_fs36.renameSync)((0, import_node_path31.join)(from, name), (0, import_node_path31.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process10.spawnSync)("cp", ["-a", "--", (0, import_node_path30.join)(from, name), (0, import_node_path30.join)(to, name)], { encoding: "utf8" });
+      const copied2 = (0, import_node_child_process10.spawnSync)("cp", ["-a", "--", (0, import_node_path31.join)(from, name), (0, import_node_path31.join)(to, name)], { encoding: "utf8" });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
@@ -14986,7 +15000,7 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process10, import_node_fs36, import_promises14, import_node_path30, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_child_process10, import_node_fs36, import_promises14, import_node_path31, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
@@ -14994,7 +15008,7 @@ var init_builder = __esm({
     import_node_child_process10 = require("node:child_process");
     import_node_fs36 = require("node:fs");
     import_promises14 = require("node:fs/promises");
-    import_node_path30 = require("node:path");
+    import_node_path31 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -15061,8 +15075,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path30.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path30.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path31.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path31.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -15580,7 +15594,7 @@ ${trigger}
           }
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path30.join)(work, "upper");
+          const upper = (0, import_node_path31.join)(work, "upper");
           (0, import_node_fs36.mkdirSync)(upper);
           await make(lower, upper);
           const layer = (0, import_node_fs36.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
@@ -15859,20 +15873,20 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path30.join)(work, `script-${i}`);
+          const file = (0, import_node_path31.join)(work, `script-${i}`);
           (0, import_node_fs36.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
         const agents2 = [];
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path30.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path31.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
             resolvConf = (0, import_node_fs36.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path30.join)(work, "resolv.conf");
+            const file = (0, import_node_path31.join)(work, "resolv.conf");
             (0, import_node_fs36.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
@@ -15881,7 +15895,7 @@ ${trigger}
         let container;
         try {
           for (const [i, mount] of job.mounts.entries()) {
-            const target = import_node_path30.posix.resolve(
+            const target = import_node_path31.posix.resolve(
               job.workdir,
               mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
             );
@@ -15895,14 +15909,14 @@ ${trigger}
             } else if (mount.type === "tmpfs") {
               tmpfs[target] = mount.size ? `size=${mount.size}` : "";
             } else if (mount.type === "secret") {
-              const id = mount.id ?? import_node_path30.posix.basename(target);
+              const id = mount.id ?? import_node_path31.posix.basename(target);
               const file = this.#options.secrets?.[id];
               if (file === void 0) {
                 if (mount.required)
                   throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
                 continue;
               }
-              const copy = (0, import_node_path30.join)(work, `secret-${i}`);
+              const copy = (0, import_node_path31.join)(work, `secret-${i}`);
               (0, import_node_fs36.writeFileSync)(copy, (0, import_node_fs36.readFileSync)(file), { mode: mount.mode ?? 256 });
               (0, import_node_fs36.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
               if (mount.env) env[mount.env] = (0, import_node_fs36.readFileSync)(file, "utf8");
@@ -15915,17 +15929,16 @@ ${trigger}
                 if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
                 continue;
               }
-              const socket = (0, import_node_path30.join)(work, `ssh-${i}.sock`);
               const { agentProxy: agentProxy2 } = await Promise.resolve().then(() => (init_ssh_agent(), ssh_agent_exports));
-              agents2.push(
-                await agentProxy2(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 })
-              );
-              binds.push({ source: socket, target, readonly: false });
+              const owner2 = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 };
+              const proxy = await agentProxy2(agent, work, `ssh-${i}.sock`, owner2);
+              agents2.push(proxy);
+              binds.push({ source: proxy.path, target, readonly: false });
               env.SSH_AUTH_SOCK ??= target;
             } else if (mount.type === "bind") {
               const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
               const source = await this.#sourceView(expanded, job.run);
-              const dir = (0, import_node_path30.join)(work, `bind-${i}`);
+              const dir = (0, import_node_path31.join)(work, `bind-${i}`);
               (0, import_node_fs36.mkdirSync)(dir);
               const request = {
                 from: await source.view(),
@@ -15936,7 +15949,7 @@ ${trigger}
               };
               await copyInto(request, await selectSources(request), [], dir);
               const single2 = (0, import_node_fs36.readdirSync)(dir);
-              const file = single2.length === 1 ? (0, import_node_path30.join)(dir, single2[0]) : void 0;
+              const file = single2.length === 1 ? (0, import_node_path31.join)(dir, single2[0]) : void 0;
               const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs36.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
               binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
             }
@@ -15989,7 +16002,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path30.join)(container.dir, "upper");
+          const upper = (0, import_node_path31.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -16001,7 +16014,7 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path30.join)(work, "empty-root");
+        const dir = (0, import_node_path31.join)(work, "empty-root");
         (0, import_node_fs36.mkdirSync)(dir, { recursive: true });
         return dir;
       }
@@ -16115,9 +16128,9 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path31.join)(root, "images", "index.json"),
+      (0, import_node_path32.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path31.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path32.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
@@ -16132,21 +16145,21 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path31.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs37.mkdirSync)((0, import_node_path31.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path32.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
+    (0, import_node_fs37.mkdirSync)((0, import_node_path32.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     (0, import_node_fs37.writeFileSync)(tmp, body);
     (0, import_node_fs37.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs37, import_node_path31, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_fs37, import_node_path32, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs37 = require("node:fs");
-    import_node_path31 = require("node:path");
+    import_node_path32 = require("node:path");
     init_paths();
     init_fnv();
     init_progress();
@@ -16206,7 +16219,7 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path32.resolve)(src);
+    secrets[id] = (0, import_node_path33.resolve)(src);
   }
   const ssh = {};
   for (const spec of options.ssh ?? []) {
@@ -16216,15 +16229,15 @@ async function main2(argv) {
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path32.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path32.resolve)(options.file) : void 0;
+  const context = (0, import_node_path33.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path33.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys({ ...secrets, ...ssh }).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path32.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path33.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -16314,7 +16327,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path32.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path33.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -16339,13 +16352,13 @@ function writeOut(fd, text) {
   }
   return true;
 }
-var import_node_fs38, import_node_path32, HELP2, SPECS2, MODES;
+var import_node_fs38, import_node_path33, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs38 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_path33 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -16410,7 +16423,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join30(path, key) {
+function join31(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -16419,9 +16432,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path33.relative)(cwd, file) || file;
+  const shown = (0, import_node_path34.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path33.resolve)(file, "..");
+  const dir = (0, import_node_path34.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -16459,11 +16472,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path33.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path34.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path33.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path33.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path34.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path34.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -16581,7 +16594,7 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path33.resolve)(dir, shown);
+    const source = (0, import_node_path34.resolve)(dir, shown);
     if (!(0, import_node_fs39.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
@@ -16590,13 +16603,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs39, import_node_path33, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs39, import_node_path34, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs39 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_path34 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -16644,7 +16657,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join30(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join31(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -16674,7 +16687,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join30, "join");
+    __name(join31, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -24268,7 +24281,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs40.existsSync)((0, import_node_path34.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs40.existsSync)((0, import_node_path35.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -24280,13 +24293,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path34.join)(dir, found[0]);
+  return (0, import_node_path35.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path34.resolve)(cwd, path);
-  const shown = (0, import_node_path34.relative)(cwd, file) || file;
+  const file = (0, import_node_path35.resolve)(cwd, path);
+  const shown = (0, import_node_path35.relative)(cwd, file) || file;
   if (!(0, import_node_fs40.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path34.extname)(file);
+  const ext = (0, import_node_path35.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -24326,13 +24339,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs40, import_node_path34, import_node_url3, CONFIG_NAMES;
+var import_node_fs40, import_node_path35, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs40 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_path35 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
@@ -24907,12 +24920,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises15.stat)(file.source);
-    let target = import_node_path35.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path35.posix.join(target, (0, import_node_path35.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path35.posix.dirname(target);
+    let target = import_node_path36.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path36.posix.join(target, (0, import_node_path36.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path36.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises15.cp)(file.source, (0, import_node_path35.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path36.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -24921,8 +24934,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path35.posix.join(current, part);
-    const inUpper = (0, import_node_path35.join)(upper, current);
+    current = import_node_path36.posix.join(current, part);
+    const inUpper = (0, import_node_path36.join)(upper, current);
     try {
       const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -24946,7 +24959,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises15.lstat)((0, import_node_path35.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path36.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -24954,13 +24967,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises15, import_node_path35;
+var import_promises15, import_node_path36;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises15 = require("node:fs/promises");
-    import_node_path35 = require("node:path");
+    import_node_path36 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -25208,7 +25221,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs42.readFileSync)((0, import_node_path36.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs42.readFileSync)((0, import_node_path37.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -25264,13 +25277,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs42, import_node_path36, import_node_stream8;
+var import_node_fs42, import_node_path37, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs42 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_path37 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -25393,7 +25406,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path37.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path38.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -25412,13 +25425,13 @@ function lstatOrUndefined3(path) {
     return void 0;
   }
 }
-var import_node_fs44, import_node_path37, OPAQUE_VALUE3;
+var import_node_fs44, import_node_path38, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs44 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_path38 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -25570,8 +25583,8 @@ async function saveFailure(failure, place) {
   });
   (0, import_node_fs45.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path38.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path38.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path39.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path39.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar = file(".tar");
   await saveImages(place.store, [ref], tar.path);
@@ -25688,13 +25701,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs45, import_node_path38, LABEL_TAIL, DIFF_LINES;
+var import_node_fs45, import_node_path39, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs45 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_path39 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -25822,7 +25835,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path39.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path40.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -25959,12 +25972,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path39, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path40, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path39 = require("node:path");
+    import_node_path40 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -25996,7 +26009,7 @@ function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
   return `${stamp}-${(0, import_node_crypto10.randomBytes)(2).toString("hex")}`;
 }
-function defaultParallelism(jobs, cpus = (0, import_node_os5.availableParallelism)(), free = (0, import_node_os5.freemem)()) {
+function defaultParallelism(jobs, cpus = (0, import_node_os6.availableParallelism)(), free = (0, import_node_os6.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
   const byMemory = Math.floor(free / perJob);
   return Math.max(1, Math.min(cpus + 1, byMemory, jobs.length || 1));
@@ -26116,13 +26129,13 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto10, import_node_os5, ASSUMED_JOB_MEMORY;
+var import_node_crypto10, import_node_os6, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto10 = require("node:crypto");
-    import_node_os5 = require("node:os");
+    import_node_os6 = require("node:os");
     init_p_limit();
     init_store();
     init_cgroups();
@@ -31089,10 +31102,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join39(array, separator) {
+          function join40(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join39, "join");
+          __name(join40, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -33220,7 +33233,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join39;
+          lodash2.join = join40;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -38264,7 +38277,7 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs46.mkdirSync)((0, import_node_path40.dirname)(file), { recursive: true });
+  (0, import_node_fs46.mkdirSync)((0, import_node_path41.dirname)(file), { recursive: true });
   (0, import_node_fs46.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
@@ -38278,13 +38291,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs46, import_node_path40, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs46, import_node_path41, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs46 = require("node:fs");
-    import_node_path40 = require("node:path");
+    import_node_path41 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -38393,7 +38406,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path41.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path42.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -38401,7 +38414,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path41.resolve)(junit), run);
+      writeJunit2((0, import_node_path42.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -38416,12 +38429,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path41, HELP3, SPECS3;
+var import_node_path42, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path41 = require("node:path");
+    import_node_path42 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -38861,13 +38874,13 @@ async function runDocker(plan, mode) {
   let archive = plan.archive;
   let temp;
   if (plan.saved) {
-    const { mkdtempSync } = await import("node:fs");
-    const { tmpdir } = await import("node:os");
-    const { join: join39 } = await import("node:path");
+    const { mkdtempSync: mkdtempSync2 } = await import("node:fs");
+    const { tmpdir: tmpdir2 } = await import("node:os");
+    const { join: join40 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync(join39(tmpdir(), "petri-repro-"));
-    archive = join39(temp, "image.tar");
+    temp = mkdtempSync2(join40(tmpdir2(), "petri-repro-"));
+    archive = join40(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
@@ -39126,7 +39139,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs50.readFileSync)((0, import_node_path42.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs50.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -39146,7 +39159,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path42.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path43.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -39154,13 +39167,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs50, import_node_path42, OPTIONS5, HELP8;
+var import_node_fs50, import_node_path43, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs50 = require("node:fs");
-    import_node_path42 = require("node:path");
+    import_node_path43 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39544,7 +39557,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs53.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs53.readFileSync)((0, import_node_path44.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -39556,13 +39569,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs53, import_node_path43, COMMIT_HELP, DIFF_HELP;
+var import_node_fs53, import_node_path44, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs53 = require("node:fs");
-    import_node_path43 = require("node:path");
+    import_node_path44 = require("node:path");
     init_errors();
     init_store();
     init_containers();

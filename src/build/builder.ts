@@ -14,7 +14,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { rmdir } from 'node:fs/promises';
-import type { Server } from 'node:net';
 import { join, posix, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { IgnoreMatcher, readDockerignore } from '../dockerfile/dockerignore.js';
@@ -1069,7 +1068,7 @@ class Builder {
     }
     const mountTargets: string[] = [];
     /** The SSH agent proxies of the step's ssh mounts: closed when it ends. */
-    const agents: Server[] = [];
+    const agents: { close(): void }[] = [];
     // With the host's network, the host's DNS too, as BuildKit does: a copy of its resolv.conf (what the
     // step writes there goes nowhere), over the image's; not part of the layer.
     if (job.network === 'host' && !job.mounts.some((m) => posix.normalize(m.target ?? '') === '/etc/resolv.conf')) {
@@ -1123,12 +1122,11 @@ class Builder {
             if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
             continue;
           }
-          const socket = join(work, `ssh-${i}.sock`);
-        const { agentProxy } = await import('./ssh-agent.js');
-          agents.push(
-            await agentProxy(agent, socket, { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 }),
-          );
-          binds.push({ source: socket, target, readonly: false });
+          const { agentProxy } = await import('./ssh-agent.js');
+          const owner = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 };
+          const proxy = await agentProxy(agent, work, `ssh-${i}.sock`, owner);
+          agents.push(proxy);
+          binds.push({ source: proxy.path, target, readonly: false });
           env.SSH_AUTH_SOCK ??= target;
         } else if (mount.type === 'bind') {
           const expanded =

@@ -1,20 +1,35 @@
-import { chmodSync, chownSync, statSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { chmodSync, chownSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PetriError } from '../errors.js';
 
+/** An agent's socket of a step's own (`path`), until `close()`. */
+export interface AgentProxy {
+  path: string;
+  close(): void;
+}
+
+/** What a unix socket's path may hold (108 bytes with its NUL on Linux), with room to spare. */
+const MAX_SOCKET_PATH = 100;
+
 /**
- * `RUN --mount=type=ssh`: a socket of the step's own at `path` (owner and mode
- * as the mount asks, BuildKit's defaults 0:0 and 0600) whose every connection
- * is passed on to the host's SSH agent at `agent`, as BuildKit forwards the
- * agent of `docker build --ssh`. The step never sees the host's socket, and a
- * user other than the agent's can use it. Unreferenced: it never keeps the
- * process alive; the caller closes it when the step ends.
+ * `RUN --mount=type=ssh`: a socket of the step's own, in `dir` (or, when that
+ * path would be too long for a unix socket, in a directory of its own under
+ * the OS temp dir), owner and mode as the mount asks (BuildKit's defaults 0:0
+ * and 0600), whose every connection is passed on to the host's SSH agent at
+ * `agent`, as BuildKit forwards the agent of `docker build --ssh`. The step
+ * never sees the host's socket, and a user other than the agent's can use it.
+ * Unreferenced: it never keeps the process alive.
  */
 export async function agentProxy(
   agent: string,
-  path: string,
+  dir: string,
+  name: string,
   owner: { uid: number; gid: number; mode: number },
-): Promise<Server> {
+): Promise<AgentProxy> {
+  const own = join(dir, name).length > MAX_SOCKET_PATH ? mkdtempSync(join(tmpdir(), 'petri-ssh-')) : undefined;
+  const path = join(own ?? dir, name);
   // Half-open both ways: a client that ends its side still gets the agent's answer.
   const server = createServer({ allowHalfOpen: true }, (client) => {
     const upstream = connect({ path: agent, allowHalfOpen: true });
@@ -28,16 +43,25 @@ export async function agentProxy(
     client.on('close', end);
     upstream.on('close', end);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (error) =>
-      reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`)),
-    );
-    server.listen(path, () => resolve());
-  });
-  server.unref();
-  chownSync(path, owner.uid, owner.gid);
-  chmodSync(path, owner.mode);
-  return server;
+  const close = () => {
+    server.close();
+    if (own) rmSync(own, { recursive: true, force: true });
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (error) =>
+        reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`)),
+      );
+      server.listen(path, () => resolve());
+    });
+    server.unref();
+    chownSync(path, owner.uid, owner.gid);
+    chmodSync(path, owner.mode);
+  } catch (error) {
+    close();
+    throw error;
+  }
+  return { path, close };
 }
 
 /**
