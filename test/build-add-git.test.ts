@@ -171,6 +171,9 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     expect(redactUrl('https://oauth2:t0ken@host/r.git#main')).toBe('https://oauth2:xxxxx@host/r.git#main');
     expect(redactUrl('https://t0ken@host/r.git')).toBe('https://xxxxx@host/r.git');
     expect(redactUrl('git@host:o/r.git')).toBe('git@host:o/r.git');
+    expect(redactUrl('["https://me:s3cret@h/r.git", "/src"] and http://t0k@h/x')).toBe(
+      '["https://me:xxxxx@h/r.git", "/src"] and http://xxxxx@h/x',
+    );
   });
 
   it("adds the default branch's tree with its submodules, modes and links, without .git, at the commit's time", async () => {
@@ -246,12 +249,22 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
       'expected the hex id of a commit',
     );
     const body = Buffer.from('payload\n');
-    http = createServer((_req, res) => res.end(body));
+    // a user and password in the URL are sent as basic auth
+    const basic = `Basic ${Buffer.from('me:pw').toString('base64')}`;
+    http = createServer((req, res) => {
+      if (req.url === '/private.txt' && req.headers.authorization !== basic) res.writeHead(401).end();
+      else res.end(body);
+    });
     await new Promise<void>((resolve) => http?.listen(0, '127.0.0.1', resolve));
     const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/file.txt`;
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     const { upper } = await add(request([url], '/dl/', { checksum: digest }));
     expect(readFileSync(join(upper, 'dl/file.txt'), 'utf8')).toBe('payload\n');
+    const port = (http.address() as AddressInfo).port;
+    const authorized = await add(request([`http://me:pw@127.0.0.1:${port}/private.txt`], '/p/'));
+    expect(readFileSync(join(authorized.upper, 'p/private.txt'), 'utf8')).toBe('payload\n');
+    const refused = await add(request([`http://me:wrong@127.0.0.1:${port}/private.txt`], '/p/')).catch((e) => e);
+    expect(String(refused)).toContain(`cannot download http://me:xxxxx@127.0.0.1:${port}/private.txt: HTTP 401`);
     const wrong = `sha256:${'0'.repeat(64)}`;
     await expect(add(request([url], '/dl/', { checksum: wrong }))).rejects.toThrow(`not ${wrong} (--checksum)`);
     await expect(add(request([url], '/dl/', { checksum: 'md5:abc' }))).rejects.toThrow('expected a digest');
@@ -284,34 +297,47 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     mkdirSync(ctx, { recursive: true });
     writeFileSync(
       join(ctx, 'Dockerfile'),
-      `FROM scratch\nADD ${base}/repo.git#v1:sub /sub\nADD --keep-git-dir=true ${base}/repo.git /repo\n`,
+      // the last ADD's password must show nowhere: not in the progress, not in the image's history
+      `FROM scratch\nADD ${base}/repo.git#v1:sub /sub\nADD --keep-git-dir=true ${base}/repo.git /repo\n` +
+        `ADD ["http://me:pw@127.0.0.1:${(http?.address() as AddressInfo).port}/private.txt", "/p/"]\n`,
     );
     const root = join(tmp, 'root');
+    // not spawnSync: this process serves the download
     const build = () =>
-      spawnSync(
-        process.execPath,
-        [
-          join(import.meta.dirname, '..', 'dist', 'cli', 'main.js'),
-          'build',
-          '--progress',
-          'plain',
-          '-t',
-          'gitadd:1',
-          ctx,
-        ],
-        { encoding: 'utf8', env: { ...process.env, PETRI_ROOT: root } },
-      );
-    const r = build();
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const main = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
+        const child = spawn(process.execPath, [main, 'build', '--progress', 'plain', '-t', 'gitadd:1', ctx], {
+          env: { ...process.env, PETRI_ROOT: root },
+        });
+        let stdout = '';
+        let stderr = '';
+        child.stdout.on('data', (chunk) => {
+          stdout += chunk;
+        });
+        child.stderr.on('data', (chunk) => {
+          stderr += chunk;
+        });
+        child.on('close', (status) => resolve({ status, stdout, stderr }));
+      });
+    const r = await build();
     expect(r.stderr).not.toContain('error');
     expect(r.status).toBe(0);
     const image = await ImageStore.open(join(root, 'images')).resolve('gitadd:1');
     const layers = new LayerCache(join(root, 'layers'));
-    const top = layers.stackPath(image.config.rootfs.diff_ids) as string;
-    expect(readFileSync(join(top, 'repo', 'a.txt'), 'utf8')).toBe('two\n');
-    expect(git(join(top, 'repo'), 'rev-parse', 'HEAD').trim()).toBe(head);
-    const again = build();
+    const [, repoLayer, downloadLayer] = [1, 2, 3].map(
+      (n) => layers.stackPath(image.config.rootfs.diff_ids.slice(0, n)) as string,
+    );
+    expect(readFileSync(join(repoLayer as string, 'repo', 'a.txt'), 'utf8')).toBe('two\n');
+    expect(git(join(repoLayer as string, 'repo'), 'rev-parse', 'HEAD').trim()).toBe(head);
+    expect(readFileSync(join(downloadLayer as string, 'p', 'private.txt'), 'utf8')).toBe('payload\n');
+    expect(r.stderr).toContain('me:xxxxx@');
+    expect(r.stderr).not.toContain('me:pw@');
+    const history = image.config.history?.map((h) => h.created_by ?? '') ?? [];
+    expect(history.some((line) => line.includes('me:xxxxx@'))).toBe(true);
+    expect(history.join('\n')).not.toContain('me:pw@');
+    const again = await build();
     expect(again.status).toBe(0);
-    expect(again.stderr.match(/ CACHED$/gm)?.length).toBe(2);
+    expect(again.stderr.match(/ CACHED$/gm)?.length).toBe(3);
     expect(again.stdout).toBe(r.stdout);
     // the checkouts were in the layer cache's scratch directories, removed with the build
     expect(readdirSync(join(root, 'layers')).filter((name) => name.startsWith('.tmp-'))).toEqual([]);

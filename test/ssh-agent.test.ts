@@ -74,7 +74,9 @@ const isRoot = process.getuid?.() === 0;
     it('--ssh: ID and a socket, $SSH_AUTH_SOCK by default; anything else is one clear line', () => {
       expect(parseSshSpec(`default=${agentPath}`)).toEqual(['default', agentPath]);
       expect(parseSshSpec('github', { SSH_AUTH_SOCK: agentPath })).toEqual(['github', agentPath]);
-      expect(() => parseSshSpec('default', {})).toThrow('SSH_AUTH_SOCK is not set');
+      expect(() => parseSshSpec('default', {})).toThrow('SSH_AUTH_SOCK is not set: start ssh-agent');
+      expect(() => parseSshSpec('default', { SUDO_USER: 'me' })).toThrow('sudo --preserve-env=SSH_AUTH_SOCK keeps it');
+      expect(() => parseSshSpec('default=', { SSH_AUTH_SOCK: agentPath })).toThrow('no socket given');
       const key = join(tmp, 'id_ed25519');
       writeFileSync(key, 'not a socket');
       expect(() => parseSshSpec(`default=${key}`)).toThrow("is not an agent's socket");

@@ -9243,7 +9243,7 @@ __export(ssh_agent_exports, {
   parseSshSpec: () => parseSshSpec
 });
 async function agentProxy(agent, dir, name, owner2) {
-  const own = (0, import_node_path21.join)(dir, name).length > MAX_SOCKET_PATH ? (0, import_node_fs26.mkdtempSync)((0, import_node_path21.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
+  const own = Buffer.byteLength((0, import_node_path21.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs26.mkdtempSync)((0, import_node_path21.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
   const path = (0, import_node_path21.join)(own ?? dir, name);
   const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
     const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
@@ -9287,8 +9287,9 @@ function parseSshSpec(spec, env = process.env) {
   }
   const socket = given ?? env.SSH_AUTH_SOCK;
   if (!socket) {
+    const hint = env.SUDO_USER ? "sudo --preserve-env=SSH_AUTH_SOCK keeps it" : "start ssh-agent";
     throw new PetriError(
-      `petri build --ssh ${id}: SSH_AUTH_SOCK is not set: start ssh-agent, or give its socket: --ssh ${id}=PATH`
+      `petri build --ssh ${id}: ${given === "" ? "no socket given" : "SSH_AUTH_SOCK is not set"}: ${hint}, or give the agent's socket: --ssh ${id}=PATH`
     );
   }
   if (socket.includes(",")) {
@@ -11650,7 +11651,7 @@ function isGitSource(source) {
   return /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#?]*\.git([?#]|$)/i.test(source);
 }
 function redactUrl(text) {
-  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@?#]*)@/i, (_all, scheme, info) => {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^/@?#\s"'`]*)@/gi, (_all, scheme, info) => {
     const colon = info.indexOf(":");
     return `${scheme}${colon < 0 ? "xxxxx" : `${info.slice(0, colon)}:xxxxx`}@`;
   });
@@ -11752,15 +11753,18 @@ async function gitEnvironment(remote) {
   }
   const ssh = /^git@|^ssh:\/\//i.test(remote);
   if (ssh && env.GIT_SSH_COMMAND === void 0 && env.GIT_SSH === void 0) {
-    const configured = await runGit(remote, "/", ["config", "--global", "--get", "core.sshCommand"], env).catch(
-      () => ""
-    );
+    const configured = await runGit(
+      redactUrl(remote),
+      "/",
+      ["config", "--global", "--get", "core.sshCommand"],
+      env
+    ).catch(() => "");
     if (!configured.trim()) env.GIT_SSH_COMMAND = "ssh -o BatchMode=yes";
   }
   return env;
 }
 function runGit(shown, dir, args, env) {
-  const settings = ["-c", "core.hooksPath=/dev/null", "-c", "core.autocrlf=false", "-c", "protocol.file.allow=user"];
+  const settings = ["-c", "core.hooksPath=/dev/null", "-c", "core.autocrlf=false"];
   return new Promise((resolve10, reject) => {
     const child = (0, import_node_child_process7.spawn)("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...settings, ...args], {
       cwd: dir,
@@ -11783,11 +11787,9 @@ function runGit(shown, dir, args, env) {
       }
       const lines = stderr.split("\n").map((line) => line.trim());
       const error = lines.filter((line) => /^(fatal|error): /.test(line)).at(-1) ?? lines.filter(Boolean).at(-1);
-      const why = redactUrl(error?.replace(/^(fatal|error): /, "") ?? `exit code ${code}`).replace(
-        /([a-z][a-z0-9+.-]*:\/\/)[^/@\s'"]*@/gi,
-        "$1xxxxx@"
-      );
-      reject(new PetriError(`ADD ${shown}: git ${args[0]} failed: ${why}`));
+      const why = redactUrl(error?.replace(/^(fatal|error): /, "") ?? `exit code ${code}`);
+      const command2 = args.find((arg, i) => !arg.startsWith("-") && args[i - 1] !== "-c") ?? "git";
+      reject(new PetriError(`ADD ${shown}: git ${command2} failed: ${why}`));
     });
   });
 }
@@ -11900,11 +11902,20 @@ async function download(req, url) {
   let response;
   let content;
   try {
-    response = await fetch(url, { redirect: "follow" });
+    const target = new URL(url);
+    const headers = {};
+    if (target.username || target.password) {
+      const user = decodeURIComponent(target.username);
+      const password = decodeURIComponent(target.password);
+      headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+      target.username = "";
+      target.password = "";
+    }
+    response = await fetch(target, { redirect: "follow", headers });
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     content = Buffer.from(await response.arrayBuffer());
   } catch (error) {
-    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${error.message}`);
+    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${redactUrl(error.message)}`);
   }
   if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
@@ -14899,6 +14910,10 @@ function displayArgs(instruction) {
   const { flags, args } = instruction.source;
   return [...flags, args].filter((s) => s !== "").join(" ");
 }
+function shownArgs(instruction) {
+  const text = displayArgs(instruction);
+  return instruction.keyword === "ADD" ? redactUrl(text) : text;
+}
 function escapeRegExp(text) {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
 }
@@ -15297,7 +15312,7 @@ ${trigger}
         }
         for (const [i, instruction] of stage.instructions.entries()) {
           const current = state;
-          const text = `${instruction.keyword} ${displayArgs(instruction)}`;
+          const text = `${instruction.keyword} ${shownArgs(instruction)}`;
           state = await this.#step(
             run,
             i + 2,
@@ -15759,7 +15774,7 @@ ${trigger}
           exclude: flags.exclude ?? [],
           parents: request.parents ?? false
         };
-        const createdBy = `${instruction.keyword} ${displayArgs(instruction).split(" ").map(redactUrl).join(" ")} # buildkit`;
+        const createdBy = `${instruction.keyword} ${shownArgs(instruction)} # buildkit`;
         return this.#layerStep(
           state,
           step,
@@ -15842,7 +15857,15 @@ ${trigger}
           case "secret":
             return { type: "secret", target: mount.target ?? null, id: mount.id ?? null };
           case "ssh":
-            return { type: "ssh", target: mount.target, id: mount.id ?? "default" };
+            return {
+              type: "ssh",
+              target: mount.target,
+              id: mount.id ?? "default",
+              uid: mount.uid ?? 0,
+              gid: mount.gid ?? 0,
+              mode: mount.mode ?? 384,
+              required: mount.required ?? false
+            };
           case "bind": {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, run);
@@ -15879,6 +15902,7 @@ ${trigger}
         }
         const mountTargets = [];
         const agents2 = [];
+        let sshSeen = false;
         if (job.network === "host" && !job.mounts.some((m) => import_node_path31.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
@@ -15910,7 +15934,8 @@ ${trigger}
               tmpfs[target] = mount.size ? `size=${mount.size}` : "";
             } else if (mount.type === "secret") {
               const id = mount.id ?? import_node_path31.posix.basename(target);
-              const file = this.#options.secrets?.[id];
+              const secrets = this.#options.secrets;
+              const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
               if (file === void 0) {
                 if (mount.required)
                   throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
@@ -15924,7 +15949,10 @@ ${trigger}
               else continue;
             } else if (mount.type === "ssh") {
               const id = mount.id ?? "default";
-              const agent = this.#options.ssh?.[id];
+              if (!sshSeen) env.SSH_AUTH_SOCK = target;
+              sshSeen = true;
+              const ssh = this.#options.ssh;
+              const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : void 0;
               if (agent === void 0) {
                 if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
                 continue;
@@ -15934,7 +15962,6 @@ ${trigger}
               const proxy = await agentProxy2(agent, work, `ssh-${i}.sock`, owner2);
               agents2.push(proxy);
               binds.push({ source: proxy.path, target, readonly: false });
-              env.SSH_AUTH_SOCK ??= target;
             } else if (mount.type === "bind") {
               const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
               const source = await this.#sourceView(expanded, job.run);
@@ -16046,6 +16073,7 @@ ${trigger}
     };
     __name(platformArgs, "platformArgs");
     __name(displayArgs, "displayArgs");
+    __name(shownArgs, "shownArgs");
     __name(escapeRegExp, "escapeRegExp");
     __name(oneLine, "oneLine");
     __name(parseMode, "parseMode");

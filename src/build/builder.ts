@@ -417,7 +417,7 @@ class Builder {
     }
     for (const [i, instruction] of stage.instructions.entries()) {
       const current = state;
-      const text = `${instruction.keyword} ${displayArgs(instruction)}`;
+      const text = `${instruction.keyword} ${shownArgs(instruction)}`;
       state = await this.#step(run, i + 2, total, text, instruction, (id) =>
         this.#apply(current, instruction, run, id),
       );
@@ -923,8 +923,7 @@ class Builder {
       exclude: flags.exclude ?? [],
       parents: request.parents ?? false,
     };
-    // A URL's password or token never goes into the image's history.
-    const createdBy = `${instruction.keyword} ${displayArgs(instruction).split(' ').map(redactUrl).join(' ')} # buildkit`;
+    const createdBy = `${instruction.keyword} ${shownArgs(instruction)} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) =>
       copyInto(await selection.request(), await selection.entries(), lower, upper),
     );
@@ -1015,7 +1014,15 @@ class Builder {
       case 'secret':
         return { type: 'secret', target: mount.target ?? null, id: mount.id ?? null };
       case 'ssh':
-        return { type: 'ssh', target: mount.target, id: mount.id ?? 'default' };
+        return {
+          type: 'ssh',
+          target: mount.target,
+          id: mount.id ?? 'default',
+          uid: mount.uid ?? 0,
+          gid: mount.gid ?? 0,
+          mode: mount.mode ?? 0o600,
+          required: mount.required ?? false,
+        };
       case 'bind': {
         const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
         const source = await this.#sourceView(expanded, run);
@@ -1069,6 +1076,7 @@ class Builder {
     const mountTargets: string[] = [];
     /** The SSH agent proxies of the step's ssh mounts: closed when it ends. */
     const agents: { close(): void }[] = [];
+    let sshSeen = false;
     // With the host's network, the host's DNS too, as BuildKit does: a copy of its resolv.conf (what the
     // step writes there goes nowhere), over the image's; not part of the layer.
     if (job.network === 'host' && !job.mounts.some((m) => posix.normalize(m.target ?? '') === '/etc/resolv.conf')) {
@@ -1103,7 +1111,8 @@ class Builder {
           tmpfs[target] = mount.size ? `size=${mount.size}` : '';
         } else if (mount.type === 'secret') {
           const id = mount.id ?? posix.basename(target);
-          const file = this.#options.secrets?.[id];
+          const secrets = this.#options.secrets;
+          const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : undefined;
           if (file === undefined) {
             if (mount.required)
               throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
@@ -1117,7 +1126,11 @@ class Builder {
           else continue;
         } else if (mount.type === 'ssh') {
           const id = mount.id ?? 'default';
-          const agent = this.#options.ssh?.[id];
+          // As BuildKit: the step's SSH_AUTH_SOCK is its first ssh mount's, given or not.
+          if (!sshSeen) env.SSH_AUTH_SOCK = target;
+          sshSeen = true;
+          const ssh = this.#options.ssh;
+          const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : undefined;
           if (agent === undefined) {
             if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
             continue;
@@ -1127,7 +1140,6 @@ class Builder {
           const proxy = await agentProxy(agent, work, `ssh-${i}.sock`, owner);
           agents.push(proxy);
           binds.push({ source: proxy.path, target, readonly: false });
-          env.SSH_AUTH_SOCK ??= target;
         } else if (mount.type === 'bind') {
           const expanded =
             mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
@@ -1268,6 +1280,12 @@ function platformArgs(): Record<string, string> {
 function displayArgs(instruction: Instruction): string {
   const { flags, args } = instruction.source;
   return [...flags, args].filter((s) => s !== '').join(' ');
+}
+
+/** As displayArgs, with the password or token of an ADD's URL hidden: never in progress or the image's history. */
+function shownArgs(instruction: Instruction): string {
+  const text = displayArgs(instruction);
+  return instruction.keyword === 'ADD' ? redactUrl(text) : text;
 }
 
 function escapeRegExp(text: string): string {

@@ -401,11 +401,21 @@ async function download(req: CopyRequest, url: string): Promise<SelectedEntry> {
   let response: Response;
   let content: Buffer;
   try {
-    response = await fetch(url, { redirect: 'follow' });
+    // A user and password in the URL go as basic auth, as BuildKit sends them (fetch refuses such URLs).
+    const target = new URL(url);
+    const headers: Record<string, string> = {};
+    if (target.username || target.password) {
+      const user = decodeURIComponent(target.username);
+      const password = decodeURIComponent(target.password);
+      headers.authorization = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+      target.username = '';
+      target.password = '';
+    }
+    response = await fetch(target, { redirect: 'follow', headers });
     if (!response.ok) throw new Error(`HTTP ${response.status} ${response.statusText}`.trim());
     content = Buffer.from(await response.arrayBuffer());
   } catch (error) {
-    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${(error as Error).message}`);
+    throw new PetriError(`ADD failed: cannot download ${redactUrl(url)}: ${redactUrl((error as Error).message)}`);
   }
   if (req.checksum !== undefined) checkDigest(url, content, req.checksum);
   let name = '__unnamed__';

@@ -21,9 +21,9 @@ export function isGitSource(source: string): boolean {
   return /^git@|^git:\/\/|^ssh:\/\/|^https?:\/\/[^#?]*\.git([?#]|$)/i.test(source);
 }
 
-/** The URL with its password (or a token given as the user) hidden, as BuildKit shows it. */
+/** Every URL in `text` with its password (or a token given as the user) hidden, as BuildKit shows them. */
 export function redactUrl(text: string): string {
-  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/@?#]*)@/i, (_all, scheme: string, info: string) => {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/)([^/@?#\s"'`]*)@/gi, (_all, scheme: string, info: string) => {
     const colon = info.indexOf(':');
     return `${scheme}${colon < 0 ? 'xxxxx' : `${info.slice(0, colon)}:xxxxx`}@`;
   });
@@ -168,21 +168,20 @@ async function gitEnvironment(remote: string): Promise<NodeJS.ProcessEnv> {
   }
   const ssh = /^git@|^ssh:\/\//i.test(remote);
   if (ssh && env.GIT_SSH_COMMAND === undefined && env.GIT_SSH === undefined) {
-    const configured = await runGit(remote, '/', ['config', '--global', '--get', 'core.sshCommand'], env).catch(
-      () => '',
-    );
+    const configured = await runGit(
+      redactUrl(remote),
+      '/',
+      ['config', '--global', '--get', 'core.sshCommand'],
+      env,
+    ).catch(() => '');
     if (!configured.trim()) env.GIT_SSH_COMMAND = 'ssh -o BatchMode=yes';
   }
   return env;
 }
 
-/**
- * Runs git in `dir` with umask 022, no hooks, no line-ending conversion, local
- * submodules allowed only when the user's git allows them; a failure is one
- * line with git's error.
- */
+/** Runs git in `dir` with umask 022, no hooks, no line-ending conversion; a failure is one line with git's error. */
 function runGit(shown: string, dir: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
-  const settings = ['-c', 'core.hooksPath=/dev/null', '-c', 'core.autocrlf=false', '-c', 'protocol.file.allow=user'];
+  const settings = ['-c', 'core.hooksPath=/dev/null', '-c', 'core.autocrlf=false'];
   return new Promise((resolve, reject) => {
     const child = spawn('/bin/sh', ['-c', 'umask 022 && exec git "$@"', 'sh', ...settings, ...args], {
       cwd: dir,
@@ -205,11 +204,9 @@ function runGit(shown: string, dir: string, args: string[], env: NodeJS.ProcessE
       }
       const lines = stderr.split('\n').map((line) => line.trim());
       const error = lines.filter((line) => /^(fatal|error): /.test(line)).at(-1) ?? lines.filter(Boolean).at(-1);
-      const why = redactUrl(error?.replace(/^(fatal|error): /, '') ?? `exit code ${code}`).replace(
-        /([a-z][a-z0-9+.-]*:\/\/)[^/@\s'"]*@/gi,
-        '$1xxxxx@',
-      );
-      reject(new PetriError(`ADD ${shown}: git ${args[0]} failed: ${why}`));
+      const why = redactUrl(error?.replace(/^(fatal|error): /, '') ?? `exit code ${code}`);
+      const command = args.find((arg, i) => !arg.startsWith('-') && args[i - 1] !== '-c') ?? 'git';
+      reject(new PetriError(`ADD ${shown}: git ${command} failed: ${why}`));
     });
   });
 }

@@ -28,7 +28,8 @@ export async function agentProxy(
   name: string,
   owner: { uid: number; gid: number; mode: number },
 ): Promise<AgentProxy> {
-  const own = join(dir, name).length > MAX_SOCKET_PATH ? mkdtempSync(join(tmpdir(), 'petri-ssh-')) : undefined;
+  const own =
+    Buffer.byteLength(join(dir, name)) > MAX_SOCKET_PATH ? mkdtempSync(join(tmpdir(), 'petri-ssh-')) : undefined;
   const path = join(own ?? dir, name);
   // Half-open both ways: a client that ends its side still gets the agent's answer.
   const server = createServer({ allowHalfOpen: true }, (client) => {
@@ -78,8 +79,10 @@ export function parseSshSpec(spec: string, env: NodeJS.ProcessEnv = process.env)
   }
   const socket = given ?? env.SSH_AUTH_SOCK;
   if (!socket) {
+    // sudo clears SSH_AUTH_SOCK unless told to keep it
+    const hint = env.SUDO_USER ? 'sudo --preserve-env=SSH_AUTH_SOCK keeps it' : 'start ssh-agent';
     throw new PetriError(
-      `petri build --ssh ${id}: SSH_AUTH_SOCK is not set: start ssh-agent, or give its socket: --ssh ${id}=PATH`,
+      `petri build --ssh ${id}: ${given === '' ? 'no socket given' : 'SSH_AUTH_SOCK is not set'}: ${hint}, or give the agent's socket: --ssh ${id}=PATH`,
     );
   }
   if (socket.includes(',')) {
