@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -72,6 +73,28 @@ describe('the index lock', () => {
     await tagSomething('demo:1');
     expect(existsSync(lockDir())).toBe(false);
     expect((await store.list()).length).toBe(1);
+  });
+
+  it.each([
+    'SIGTERM',
+    'SIGINT',
+  ] as const)('a process ended by %s while it holds the lock removes it: the next one need not wait for it to go stale', async (signal) => {
+    const lockLib = join(import.meta.dirname, '..', 'dist', 'image', 'lock.js');
+    const script = `import { withIndexLock } from ${JSON.stringify(lockLib)};
+        await withIndexLock(process.argv[1], () => { process.stdout.write('held\\n'); return new Promise(() => setInterval(() => {}, 1000)); });`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script, store.dir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout?.once('data', () => resolve());
+      child.once('exit', (code) => reject(new Error(`exited ${code} before holding the lock`)));
+    });
+    expect(existsSync(lockDir())).toBe(true);
+    const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve(sig ?? code)));
+    child.kill(signal);
+    // ended by the signal as before, the lock gone with it
+    expect(await exited).toBe(signal);
+    expect(existsSync(lockDir())).toBe(false);
   });
 
   it('releases the lock when the work under it fails', async () => {

@@ -4856,10 +4856,12 @@ function quickLock(lockfilePath) {
   const timer = setInterval(refresh, STALE_MS / 4);
   timer.unref();
   process.on("exit", remove);
+  const unhook = cleanupOnSignals(remove);
   return {
     release: /* @__PURE__ */ __name(() => {
       clearInterval(timer);
       process.off("exit", remove);
+      unhook();
       if (!lost) remove();
     }, "release"),
     compromised: /* @__PURE__ */ __name(() => lost, "compromised")
@@ -4873,6 +4875,7 @@ var init_lock = __esm({
     import_node_fs17 = require("node:fs");
     import_node_path13 = require("node:path");
     init_errors();
+    init_exit_signals();
     init_digest();
     STALE_MS = 2e4;
     WAIT_MS = 6e4;

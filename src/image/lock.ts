@@ -1,6 +1,7 @@
 import { mkdirSync, rmdirSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { errorLine, PetriError } from '../errors.js';
+import { cleanupOnSignals } from '../util/exit-signals.js';
 import { digestHex } from './digest.js';
 
 /** A lock held longer than this without its holder refreshing it (every STALE_MS/4) is taken as abandoned. */
@@ -145,8 +146,9 @@ function takenOver(options: LockOptions, cause: Error): PetriError {
  * that someone took it over), without loading proper-lockfile (~8 ms): when
  * the directory is free, as it mostly is. Undefined when it is not (held, or
  * an error to report): then proper-lockfile waits, takes over a stale lock or
- * says why. Removed at release, or at exit if the process ends holding it;
- * a process killed by a signal meanwhile leaves it to go stale.
+ * says why. Removed at release, or at exit or on SIGINT, SIGTERM or SIGHUP
+ * if the process ends holding it (the next petri would otherwise wait for it
+ * to go stale); only a SIGKILL leaves it for that.
  */
 function quickLock(lockfilePath: string): { release(): void; compromised(): Error | undefined } | undefined {
   try {
@@ -179,10 +181,12 @@ function quickLock(lockfilePath: string): { release(): void; compromised(): Erro
   const timer = setInterval(refresh, STALE_MS / 4);
   timer.unref();
   process.on('exit', remove);
+  const unhook = cleanupOnSignals(remove);
   return {
     release: () => {
       clearInterval(timer);
       process.off('exit', remove);
+      unhook();
       if (!lost) remove();
     },
     compromised: () => lost,
