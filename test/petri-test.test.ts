@@ -279,7 +279,8 @@ describeKernel('petri test: jobs, failures kept as images, JUnit, repro', () => 
       jobs: [
         { name: 'slow', image: 'base', run: 'echo starting; sleep 20', timeout: '1s' },
         { name: 'slow-default', image: 'base', run: 'sleep 20' },
-        { name: 'hungry', image: 'base', memory: '32m', run: 'head -c 100m /dev/zero | tail' },
+        // its own timeout: the kernel's reclaim before the OOM kill takes 0.3-0.7 s here, more under load
+        { name: 'hungry', image: 'base', memory: '32m', run: 'head -c 100m /dev/zero | tail', timeout: '10s' },
       ],
     });
     const started = Date.now();
