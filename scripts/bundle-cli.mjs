@@ -7,67 +7,60 @@
 // Each command stays in its own chunk, loaded when used; CommonJS npm
 // dependencies stay external (required from node_modules). dist/cli/main.js
 // (ES modules) still works the same.
-import { chmodSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
+import { buildInPlace } from './lib/swap-dir.mjs';
 
 const top = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(top, 'dist', 'bin');
 // Built beside it, then swapped in: a petri started meanwhile sees the old or the new bundle, never none.
-const next = join(top, 'dist', `.bin-${process.pid}`);
-const old = join(top, 'dist', `.bin-old-${process.pid}`);
-rmSync(next, { recursive: true, force: true });
-await build({
-  input: join(top, 'dist', 'cli', 'bin.js'),
-  platform: 'node',
-  // Builtins and CommonJS packages are required at run time, not copied in;
-  // ES-module-only packages are bundled, as require() of an ES module is still
-  // experimental on Node 20 (it may print a warning).
-  external: (id) => {
-    if (id.startsWith('.') || id.startsWith('/') || id.startsWith('\0')) return false;
-    if (id.startsWith('node:') || builtinModules.includes(id)) return true;
-    return !esmOnly(id.startsWith('@') ? id.split('/').slice(0, 2).join('/') : (id.split('/')[0] ?? id));
-  },
-  logLevel: 'warn',
-  output: {
-    dir: next,
-    format: 'cjs',
-    // The package is "type": "module": CommonJS files need the .cjs extension.
-    entryFileNames: 'petri.cjs',
-    chunkFileNames: '[name]-[hash].cjs',
-    // `petri run`'s code (the runtime) in one chunk, as each file required costs
-    // a resolution (realpath) and a compile; errors.js apart, as every command
-    // loads it and most never need the runtime (child_process).
-    codeSplitting: {
-      groups: [
-        { name: 'errors', test: /[\\/]dist[\\/]errors\.js$/, priority: 2 },
-        // What other commands (build, images, test) take from the runtime and util
-        // without needing the runtime itself (child_process, net): kept apart.
-        {
-          name: 'base',
-          test: /[\\/]dist[\\/](util[\\/][^\\/]+|runtime[\\/](paths|runner-binary)|cli[\\/]args)\.js$/,
-          priority: 2,
-        },
-        {
-          name: 'runtime',
-          test: /[\\/]dist[\\/](runtime|util)[\\/]|[\\/]dist[\\/]cli[\\/]run\.js$/,
-          priority: 1,
-        },
-      ],
+await buildInPlace(out, async (next) => {
+  await build({
+    input: join(top, 'dist', 'cli', 'bin.js'),
+    platform: 'node',
+    // Builtins and CommonJS packages are required at run time, not copied in;
+    // ES-module-only packages are bundled, as require() of an ES module is still
+    // experimental on Node 20 (it may print a warning).
+    external: (id) => {
+      if (id.startsWith('.') || id.startsWith('/') || id.startsWith('\0')) return false;
+      if (id.startsWith('node:') || builtinModules.includes(id)) return true;
+      return !esmOnly(id.startsWith('@') ? id.split('/').slice(0, 2).join('/') : (id.split('/')[0] ?? id));
     },
-    sourcemap: false,
-  },
+    logLevel: 'warn',
+    output: {
+      dir: next,
+      format: 'cjs',
+      // The package is "type": "module": CommonJS files need the .cjs extension.
+      entryFileNames: 'petri.cjs',
+      chunkFileNames: '[name]-[hash].cjs',
+      // `petri run`'s code (the runtime) in one chunk, as each file required costs
+      // a resolution (realpath) and a compile; errors.js apart, as every command
+      // loads it and most never need the runtime (child_process).
+      codeSplitting: {
+        groups: [
+          { name: 'errors', test: /[\\/]dist[\\/]errors\.js$/, priority: 2 },
+          // What other commands (build, images, test) take from the runtime and util
+          // without needing the runtime itself (child_process, net): kept apart.
+          {
+            name: 'base',
+            test: /[\\/]dist[\\/](util[\\/][^\\/]+|runtime[\\/](paths|runner-binary)|cli[\\/]args)\.js$/,
+            priority: 2,
+          },
+          {
+            name: 'runtime',
+            test: /[\\/]dist[\\/](runtime|util)[\\/]|[\\/]dist[\\/]cli[\\/]run\.js$/,
+            priority: 1,
+          },
+        ],
+      },
+      sourcemap: false,
+    },
+  });
+  chmodSync(join(next, 'petri.cjs'), 0o755);
 });
-chmodSync(join(next, 'petri.cjs'), 0o755);
-try {
-  renameSync(out, old);
-} catch (error) {
-  if (error.code !== 'ENOENT') throw error;
-}
-renameSync(next, out);
-rmSync(old, { recursive: true, force: true });
 console.log(`bundled ${join(out, 'petri.cjs')}`);
 
 function esmOnly(name) {

@@ -7,36 +7,28 @@
 // module in one chunk, never two copies. What the entries load only when used (the builder, the
 // registry client, archives) stays in chunks of its own, imported on first use. Built-ins and npm
 // packages are imported at run time, as before. dist/index.js (tsc's) still works the same.
-import { renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'rolldown';
+import { buildInPlace } from './lib/swap-dir.mjs';
 
 const top = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(top, 'dist', 'lib');
 // Built beside it, then swapped in: a process importing petri meanwhile sees the old or the new bundle.
-const next = join(top, 'dist', `.lib-${process.pid}`);
-const old = join(top, 'dist', `.lib-old-${process.pid}`);
-rmSync(next, { recursive: true, force: true });
-await build({
-  input: { index: join(top, 'dist', 'index.js'), vitest: join(top, 'dist', 'vitest', 'index.js') },
-  platform: 'node',
-  // Only petri's own files are bundled: built-ins and npm packages (vitest among them) are the user's.
-  external: (id) => !(id.startsWith('.') || id.startsWith('/') || id.startsWith('\0')),
-  logLevel: 'warn',
-  output: {
-    dir: next,
-    format: 'esm',
-    entryFileNames: '[name].js',
-    chunkFileNames: '[name]-[hash].js',
-    sourcemap: false,
-  },
-});
-try {
-  renameSync(out, old);
-} catch (error) {
-  if (error.code !== 'ENOENT') throw error;
-}
-renameSync(next, out);
-rmSync(old, { recursive: true, force: true });
+await buildInPlace(out, (next) =>
+  build({
+    input: { index: join(top, 'dist', 'index.js'), vitest: join(top, 'dist', 'vitest', 'index.js') },
+    platform: 'node',
+    // Only petri's own files are bundled: built-ins and npm packages (vitest among them) are the user's.
+    external: (id) => !(id.startsWith('.') || id.startsWith('/') || id.startsWith('\0')),
+    logLevel: 'warn',
+    output: {
+      dir: next,
+      format: 'esm',
+      entryFileNames: '[name].js',
+      chunkFileNames: '[name]-[hash].js',
+      sourcemap: false,
+    },
+  }),
+);
 console.log(`bundled ${join(out, 'index.js')} and ${join(out, 'vitest.js')}`);

@@ -9,6 +9,7 @@ import { readRecord } from '../src/runtime/record.js';
 import { sweepContainers } from '../src/runtime/sweep.js';
 import { type ApiImages, apiImages } from './helpers/api-image.js';
 import { describeKernel, missingForContainers } from './helpers/kernel.js';
+import { spawnCollect } from './helpers/spawn.js';
 
 const dist = join(import.meta.dirname, '..', 'dist', 'lib', 'index.js');
 
@@ -193,19 +194,9 @@ describeKernel('API start-up: the fork server', () => {
       `,
     );
     const run = async () => {
-      const child = spawn(process.execPath, [first], {
-        stdio: ['ignore', 'pipe', 'pipe'],
+      const { code, stdout, stderr } = await spawnCollect(process.execPath, [first], {
         env: { ...process.env, PETRI_ROOT: images.dir },
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout?.on('data', (chunk) => {
-        stdout += chunk;
-      });
-      child.stderr?.on('data', (chunk) => {
-        stderr += chunk;
-      });
-      const code = await new Promise((resolve) => child.once('exit', resolve));
+      }).exit;
       expect({ code, stderr }).toEqual({ code: 0, stderr: '' });
       return JSON.parse(stdout) as string[];
     };

@@ -21,6 +21,7 @@ import { ContextView } from '../src/build/fs-view.js';
 import { parseGitRef, redactUrl } from '../src/build/git-source.js';
 import { ImageStore } from '../src/image/store.js';
 import { LayerCache } from '../src/snapshot/layers.js';
+import { spawnCollect } from './helpers/spawn.js';
 
 const gitDaemon = '/usr/lib/git-core/git-daemon';
 const missing =
@@ -303,25 +304,14 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     );
     const root = join(tmp, 'root');
     // not spawnSync: this process serves the download
+    const main = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
     const build = () =>
-      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
-        const main = join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
-        const child = spawn(process.execPath, [main, 'build', '--progress', 'plain', '-t', 'gitadd:1', ctx], {
-          env: { ...process.env, PETRI_ROOT: root },
-        });
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (chunk) => {
-          stdout += chunk;
-        });
-        child.stderr.on('data', (chunk) => {
-          stderr += chunk;
-        });
-        child.on('close', (status) => resolve({ status, stdout, stderr }));
-      });
+      spawnCollect(process.execPath, [main, 'build', '--progress', 'plain', '-t', 'gitadd:1', ctx], {
+        env: { ...process.env, PETRI_ROOT: root },
+      }).exit;
     const r = await build();
     expect(r.stderr).not.toContain('error');
-    expect(r.status).toBe(0);
+    expect(r.code).toBe(0);
     const image = await ImageStore.open(join(root, 'images')).resolve('gitadd:1');
     const layers = new LayerCache(join(root, 'layers'));
     const [, repoLayer, downloadLayer] = [1, 2, 3].map(
@@ -336,7 +326,7 @@ suite(`ADD of a git repository and ADD --checksum${missing ? ` [skipped: ${missi
     expect(history.some((line) => line.includes('me:xxxxx@'))).toBe(true);
     expect(history.join('\n')).not.toContain('me:pw@');
     const again = await build();
-    expect(again.status).toBe(0);
+    expect(again.code).toBe(0);
     expect(again.stderr.match(/ CACHED$/gm)?.length).toBe(3);
     expect(again.stdout).toBe(r.stdout);
     // the checkouts were in the layer cache's scratch directories, removed with the build

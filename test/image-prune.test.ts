@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import {
   existsSync,
   mkdtempSync,
@@ -13,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type Descriptor, type ImageConfig, ImageStore, MEDIA_TYPES } from '../src/image/index.js';
+import { spawnCollect } from './helpers/spawn.js';
 
 let dir: string;
 let store: ImageStore;
@@ -151,19 +151,7 @@ const pruner = `
 `;
 
 function node(script: string, args: string[]) {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { stdio: 'pipe' });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk;
-  });
-  child.stderr.on('data', (chunk) => {
-    stderr += chunk;
-  });
-  const exit = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.on('close', (code) => resolve({ code, stdout, stderr })),
-  );
-  return { child, exit };
+  return spawnCollect(process.execPath, ['--input-type=module', '-e', script, ...args]);
 }
 
 describe('ImageStore across processes', () => {

@@ -11691,7 +11691,7 @@ function parseGitRef(source) {
   return { remote, ...ref ? { ref } : {}, ...subdir ? { subdir } : {} };
 }
 async function checkoutGit(source, dir, options = {}) {
-  const { remote, ref } = parseGitRef(source);
+  const { remote, ref, subdir } = parseGitRef(source);
   const shown = redactUrl(source);
   const checksum = options.checksum?.toLowerCase();
   if (checksum !== void 0 && !/^[0-9a-f]{4,64}$/.test(checksum)) {
@@ -11726,7 +11726,7 @@ async function checkoutGit(source, dir, options = {}) {
     await git(["remote", "add", "origin", redactUrl(remote)]);
     (0, import_node_fs31.rmSync)((0, import_node_path27.join)(dir, ".git", "FETCH_HEAD"), { force: true });
   }
-  return { dir, commit, time };
+  return { dir, commit, time, ...subdir ? { subdir } : {} };
 }
 async function refKind(git, remote, ref) {
   const listed = await git(["ls-remote", "--", remote, `refs/tags/${ref}`, `refs/heads/${ref}`]);
@@ -12084,8 +12084,7 @@ var init_copy = __esm({
       async git(source) {
         const req = this.#req;
         if (!req.scratch) throw new PetriError(`ADD ${redactUrl(source)}: a git repository cannot be added here`);
-        const { subdir } = parseGitRef(source);
-        const { dir, commit, time } = await checkoutGit(source, await req.scratch(), {
+        const { dir, commit, time, subdir } = await checkoutGit(source, await req.scratch(), {
           ...req.checksum !== void 0 ? { checksum: req.checksum } : {},
           ...req.keepGitDir ? { keepGitDir: true } : {}
         });
@@ -15081,6 +15080,8 @@ var init_builder = __esm({
       #workDirs = [];
       /** Working directories being removed (see #dropWorkDir). */
       #removals = [];
+      /** SSH agent proxies of RUN steps not closed yet (a step that failed before its container). */
+      #agents = /* @__PURE__ */ new Set();
       /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
       #scanner;
       #pulls = /* @__PURE__ */ new Map();
@@ -15122,6 +15123,7 @@ var init_builder = __esm({
           return result;
         } finally {
           await Promise.all(this.#removals);
+          for (const agent of this.#agents) agent.close();
           for (const dir of this.#workDirs) removeTree(dir);
           await this.#scanner?.close();
         }
@@ -15919,92 +15921,87 @@ ${trigger}
             mountTargets.push("/etc/resolv.conf");
           }
         }
-        let container;
-        try {
-          for (const [i, mount] of job.mounts.entries()) {
-            const target = import_node_path31.posix.resolve(
-              job.workdir,
-              mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
-            );
-            if (mount.type === "cache") {
-              const dir = this.#cache.mountDir(mount.id ?? target, {
-                uid: mount.uid ?? 0,
-                gid: mount.gid ?? 0,
-                mode: mount.mode ?? 493
-              });
-              binds.push({ source: dir, target, readonly: mount.readonly });
-            } else if (mount.type === "tmpfs") {
-              tmpfs[target] = mount.size ? `size=${mount.size}` : "";
-            } else if (mount.type === "secret") {
-              const id = mount.id ?? import_node_path31.posix.basename(target);
-              const secrets = this.#options.secrets;
-              const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
-              if (file === void 0) {
-                if (mount.required)
-                  throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
-                continue;
-              }
-              const copy = (0, import_node_path31.join)(work, `secret-${i}`);
-              (0, import_node_fs36.writeFileSync)(copy, (0, import_node_fs36.readFileSync)(file), { mode: mount.mode ?? 256 });
-              (0, import_node_fs36.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-              if (mount.env) env[mount.env] = (0, import_node_fs36.readFileSync)(file, "utf8");
-              if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
-              else continue;
-            } else if (mount.type === "ssh") {
-              const id = mount.id ?? "default";
-              if (!sshSeen) env.SSH_AUTH_SOCK = target;
-              sshSeen = true;
-              const ssh = this.#options.ssh;
-              const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : void 0;
-              if (agent === void 0) {
-                if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
-                continue;
-              }
-              const { agentProxy: agentProxy2 } = await Promise.resolve().then(() => (init_ssh_agent(), ssh_agent_exports));
-              const owner2 = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 };
-              const proxy = await agentProxy2(agent, work, `ssh-${i}.sock`, owner2);
-              agents2.push(proxy);
-              binds.push({ source: proxy.path, target, readonly: false });
-            } else if (mount.type === "bind") {
-              const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
-              const source = await this.#sourceView(expanded, job.run);
-              const dir = (0, import_node_path31.join)(work, `bind-${i}`);
-              (0, import_node_fs36.mkdirSync)(dir);
-              const request = {
-                from: await source.view(),
-                sources: [mount.source ?? "/"],
-                dest: "/",
-                workdir: "/",
-                preserveOwner: true
-              };
-              await copyInto(request, await selectSources(request), [], dir);
-              const single2 = (0, import_node_fs36.readdirSync)(dir);
-              const file = single2.length === 1 ? (0, import_node_path31.join)(dir, single2[0]) : void 0;
-              const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs36.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
-              binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
+        for (const [i, mount] of job.mounts.entries()) {
+          const target = import_node_path31.posix.resolve(
+            job.workdir,
+            mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
+          );
+          if (mount.type === "cache") {
+            const dir = this.#cache.mountDir(mount.id ?? target, {
+              uid: mount.uid ?? 0,
+              gid: mount.gid ?? 0,
+              mode: mount.mode ?? 493
+            });
+            binds.push({ source: dir, target, readonly: mount.readonly });
+          } else if (mount.type === "tmpfs") {
+            tmpfs[target] = mount.size ? `size=${mount.size}` : "";
+          } else if (mount.type === "secret") {
+            const id = mount.id ?? import_node_path31.posix.basename(target);
+            const secrets = this.#options.secrets;
+            const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
+            if (file === void 0) {
+              if (mount.required)
+                throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
+              continue;
             }
-            mountTargets.push(target);
+            const copy = (0, import_node_path31.join)(work, `secret-${i}`);
+            (0, import_node_fs36.writeFileSync)(copy, (0, import_node_fs36.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs36.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs36.readFileSync)(file, "utf8");
+            if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
+            else continue;
+          } else if (mount.type === "ssh") {
+            const id = mount.id ?? "default";
+            if (!sshSeen) env.SSH_AUTH_SOCK = target;
+            sshSeen = true;
+            const ssh = this.#options.ssh;
+            const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : void 0;
+            if (agent === void 0) {
+              if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
+              continue;
+            }
+            const { agentProxy: agentProxy2 } = await Promise.resolve().then(() => (init_ssh_agent(), ssh_agent_exports));
+            const owner2 = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 384 };
+            const proxy = await agentProxy2(agent, work, `ssh-${i}.sock`, owner2);
+            agents2.push(proxy);
+            this.#agents.add(proxy);
+            binds.push({ source: proxy.path, target, readonly: false });
+          } else if (mount.type === "bind") {
+            const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
+            const source = await this.#sourceView(expanded, job.run);
+            const dir = (0, import_node_path31.join)(work, `bind-${i}`);
+            (0, import_node_fs36.mkdirSync)(dir);
+            const request = {
+              from: await source.view(),
+              sources: [mount.source ?? "/"],
+              dest: "/",
+              workdir: "/",
+              preserveOwner: true
+            };
+            await copyInto(request, await selectSources(request), [], dir);
+            const single2 = (0, import_node_fs36.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path31.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs36.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
-          mountTargets.push(...job.scripts.map((s) => s.target));
-          const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-          const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
-          container = Container2.create({
-            rootfs: root,
-            command: job.command,
-            env,
-            workdir: job.workdir,
-            user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
-            hostname: "buildkitsandbox",
-            network: job.network,
-            keep: true,
-            binds,
-            tmpfs,
-            ...job.privileged ? { privileged: true } : {}
-          });
-        } catch (error) {
-          for (const agent of agents2) agent.close();
-          throw error;
+          mountTargets.push(target);
         }
+        mountTargets.push(...job.scripts.map((s) => s.target));
+        const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+        const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
+        const container = Container2.create({
+          rootfs: root,
+          command: job.command,
+          env,
+          workdir: job.workdir,
+          user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+          hostname: "buildkitsandbox",
+          network: job.network,
+          keep: true,
+          binds,
+          tmpfs,
+          ...job.privileged ? { privileged: true } : {}
+        });
         const tail2 = [];
         try {
           const starting = container.start({ stdin: "ignore" });
@@ -16036,7 +16033,10 @@ ${trigger}
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
-          for (const agent of agents2) agent.close();
+          for (const agent of agents2) {
+            agent.close();
+            this.#agents.delete(agent);
+          }
           const removal = container.remove();
           removal.catch(() => {
           });

@@ -172,6 +172,8 @@ class Builder {
   #workDirs: string[] = [];
   /** Working directories being removed (see #dropWorkDir). */
   #removals: Promise<void>[] = [];
+  /** SSH agent proxies of RUN steps not closed yet (a step that failed before its container). */
+  readonly #agents = new Set<{ close(): void }>();
   /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
   #scanner: FsOps | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
@@ -215,6 +217,7 @@ class Builder {
       return result;
     } finally {
       await Promise.all(this.#removals);
+      for (const agent of this.#agents) agent.close();
       for (const dir of this.#workDirs) removeTree(dir);
       await this.#scanner?.close();
     }
@@ -1074,7 +1077,7 @@ class Builder {
       binds.push({ source: file, target: script.target, readonly: true });
     }
     const mountTargets: string[] = [];
-    /** The SSH agent proxies of the step's ssh mounts: closed when it ends. */
+    /** The SSH agent proxies of the step's ssh mounts: closed when it ends (or with the build, if it fails first). */
     const agents: { close(): void }[] = [];
     let sshSeen = false;
     // With the host's network, the host's DNS too, as BuildKit does: a copy of its resolv.conf (what the
@@ -1093,100 +1096,94 @@ class Builder {
         mountTargets.push('/etc/resolv.conf');
       }
     }
-    let container: import('../runtime/container.js').Container;
-    try {
-      for (const [i, mount] of job.mounts.entries()) {
-        const target = posix.resolve(
-          job.workdir,
-          mount.target ?? (mount.type === 'secret' ? `/run/secrets/${mount.id}` : ''),
-        );
-        if (mount.type === 'cache') {
-          const dir = this.#cache.mountDir(mount.id ?? target, {
-            uid: mount.uid ?? 0,
-            gid: mount.gid ?? 0,
-            mode: mount.mode ?? 0o755,
-          });
-          binds.push({ source: dir, target, readonly: mount.readonly });
-        } else if (mount.type === 'tmpfs') {
-          tmpfs[target] = mount.size ? `size=${mount.size}` : '';
-        } else if (mount.type === 'secret') {
-          const id = mount.id ?? posix.basename(target);
-          const secrets = this.#options.secrets;
-          const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : undefined;
-          if (file === undefined) {
-            if (mount.required)
-              throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
-            continue;
-          }
-          const copy = join(work, `secret-${i}`);
-          writeFileSync(copy, readFileSync(file), { mode: mount.mode ?? 0o400 });
-          chownSync(copy, mount.uid ?? 0, mount.gid ?? 0);
-          if (mount.env) env[mount.env] = readFileSync(file, 'utf8');
-          if (mount.target !== undefined || !mount.env) binds.push({ source: copy, target, readonly: true });
-          else continue;
-        } else if (mount.type === 'ssh') {
-          const id = mount.id ?? 'default';
-          // As BuildKit: the step's SSH_AUTH_SOCK is its first ssh mount's, given or not.
-          if (!sshSeen) env.SSH_AUTH_SOCK = target;
-          sshSeen = true;
-          const ssh = this.#options.ssh;
-          const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : undefined;
-          if (agent === undefined) {
-            if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
-            continue;
-          }
-          const { agentProxy } = await import('./ssh-agent.js');
-          const owner = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 };
-          const proxy = await agentProxy(agent, work, `ssh-${i}.sock`, owner);
-          agents.push(proxy);
-          binds.push({ source: proxy.path, target, readonly: false });
-        } else if (mount.type === 'bind') {
-          const expanded =
-            mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
-          const source = await this.#sourceView(expanded, job.run);
-          const dir = join(work, `bind-${i}`);
-          mkdirSync(dir);
-          const request: CopyRequest = {
-            from: await source.view(),
-            sources: [mount.source ?? '/'],
-            dest: '/',
-            workdir: '/',
-            preserveOwner: true,
-          };
-          await copyInto(request, await selectSources(request), [], dir);
-          // A file (not a directory) is bound as itself.
-          const single = readdirSync(dir);
-          const file = single.length === 1 ? join(dir, single[0] as string) : undefined;
-          const isFile =
-            file !== undefined &&
-            mount.source !== undefined &&
-            !lstatSync(file).isDirectory() &&
-            request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
-          binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
+    for (const [i, mount] of job.mounts.entries()) {
+      const target = posix.resolve(
+        job.workdir,
+        mount.target ?? (mount.type === 'secret' ? `/run/secrets/${mount.id}` : ''),
+      );
+      if (mount.type === 'cache') {
+        const dir = this.#cache.mountDir(mount.id ?? target, {
+          uid: mount.uid ?? 0,
+          gid: mount.gid ?? 0,
+          mode: mount.mode ?? 0o755,
+        });
+        binds.push({ source: dir, target, readonly: mount.readonly });
+      } else if (mount.type === 'tmpfs') {
+        tmpfs[target] = mount.size ? `size=${mount.size}` : '';
+      } else if (mount.type === 'secret') {
+        const id = mount.id ?? posix.basename(target);
+        const secrets = this.#options.secrets;
+        const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : undefined;
+        if (file === undefined) {
+          if (mount.required)
+            throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
+          continue;
         }
-        mountTargets.push(target);
+        const copy = join(work, `secret-${i}`);
+        writeFileSync(copy, readFileSync(file), { mode: mount.mode ?? 0o400 });
+        chownSync(copy, mount.uid ?? 0, mount.gid ?? 0);
+        if (mount.env) env[mount.env] = readFileSync(file, 'utf8');
+        if (mount.target !== undefined || !mount.env) binds.push({ source: copy, target, readonly: true });
+        else continue;
+      } else if (mount.type === 'ssh') {
+        const id = mount.id ?? 'default';
+        // As BuildKit: the step's SSH_AUTH_SOCK is its first ssh mount's, given or not.
+        if (!sshSeen) env.SSH_AUTH_SOCK = target;
+        sshSeen = true;
+        const ssh = this.#options.ssh;
+        const agent = ssh && Object.hasOwn(ssh, id) ? ssh[id] : undefined;
+        if (agent === undefined) {
+          if (mount.required) throw new PetriError(`ssh ${id} is required but was not given: pass --ssh ${id}`);
+          continue;
+        }
+        const { agentProxy } = await import('./ssh-agent.js');
+        const owner = { uid: mount.uid ?? 0, gid: mount.gid ?? 0, mode: mount.mode ?? 0o600 };
+        const proxy = await agentProxy(agent, work, `ssh-${i}.sock`, owner);
+        agents.push(proxy);
+        this.#agents.add(proxy);
+        binds.push({ source: proxy.path, target, readonly: false });
+      } else if (mount.type === 'bind') {
+        const expanded = mount.from === undefined ? undefined : processWord(mount.from, this.#expansionEnv(state), {});
+        const source = await this.#sourceView(expanded, job.run);
+        const dir = join(work, `bind-${i}`);
+        mkdirSync(dir);
+        const request: CopyRequest = {
+          from: await source.view(),
+          sources: [mount.source ?? '/'],
+          dest: '/',
+          workdir: '/',
+          preserveOwner: true,
+        };
+        await copyInto(request, await selectSources(request), [], dir);
+        // A file (not a directory) is bound as itself.
+        const single = readdirSync(dir);
+        const file = single.length === 1 ? join(dir, single[0] as string) : undefined;
+        const isFile =
+          file !== undefined &&
+          mount.source !== undefined &&
+          !lstatSync(file).isDirectory() &&
+          request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+        binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
       }
-      mountTargets.push(...job.scripts.map((s) => s.target));
-
-      const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-      const { Container } = await import('../runtime/container.js');
-      container = Container.create({
-        rootfs: root,
-        command: job.command,
-        env,
-        workdir: job.workdir,
-        user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
-        hostname: 'buildkitsandbox',
-        network: job.network,
-        keep: true,
-        binds,
-        tmpfs,
-        ...(job.privileged ? { privileged: true } : {}),
-      });
-    } catch (error) {
-      for (const agent of agents) agent.close();
-      throw error;
+      mountTargets.push(target);
     }
+    mountTargets.push(...job.scripts.map((s) => s.target));
+
+    const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
+    const { Container } = await import('../runtime/container.js');
+    const container = Container.create({
+      rootfs: root,
+      command: job.command,
+      env,
+      workdir: job.workdir,
+      user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
+      hostname: 'buildkitsandbox',
+      network: job.network,
+      keep: true,
+      binds,
+      tmpfs,
+      ...(job.privileged ? { privileged: true } : {}),
+    });
     const tail: string[] = [];
     try {
       // The streams exist once start() is called; read them before it resolves (a quick command may be done by then).
@@ -1220,7 +1217,10 @@ class Builder {
       removeMountpoints(upper, lower, mountTargets);
       moveContents(upper, job.upper);
     } finally {
-      for (const agent of agents) agent.close();
+      for (const agent of agents) {
+        agent.close();
+        this.#agents.delete(agent);
+      }
       // Off the step's critical path (its layer is in job.upper): the build waits for it before it ends.
       const removal = container.remove();
       removal.catch(() => {}); // awaited with the others in build()

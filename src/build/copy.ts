@@ -26,7 +26,7 @@ import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../
 import { removeTree } from '../util/fs.js';
 import { type Compression, cannotDecompress, compressionOf, decompressor } from './decompress.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
-import { checkoutGit, isGitSource, parseGitRef, redactUrl } from './git-source.js';
+import { checkoutGit, isGitSource, redactUrl } from './git-source.js';
 
 /** One COPY or ADD, its words expanded (see builder.ts). */
 export interface CopyRequest {
@@ -187,8 +187,7 @@ class Selection {
   async git(source: string): Promise<void> {
     const req = this.#req;
     if (!req.scratch) throw new PetriError(`ADD ${redactUrl(source)}: a git repository cannot be added here`);
-    const { subdir } = parseGitRef(source);
-    const { dir, commit, time } = await checkoutGit(source, await req.scratch(), {
+    const { dir, commit, time, subdir } = await checkoutGit(source, await req.scratch(), {
       ...(req.checksum !== undefined ? { checksum: req.checksum } : {}),
       ...(req.keepGitDir ? { keepGitDir: true } : {}),
     });

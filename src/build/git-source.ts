@@ -62,11 +62,15 @@ export function parseGitRef(source: string): GitRef {
   return { remote, ...(ref ? { ref } : {}), ...(subdir ? { subdir } : {}) };
 }
 
-/** A checked-out commit: its tree in `dir` (with `.git`), its full id and its committer time (seconds). */
+/**
+ * A checked-out commit: its tree in `dir` (with `.git`), its full id, its
+ * committer time (seconds), and the subdirectory the source asked for.
+ */
 export interface GitCheckout {
   dir: string;
   commit: string;
   time: number;
+  subdir?: string;
 }
 
 const FULL_COMMIT = /^([0-9a-f]{40}|[0-9a-f]{64})$/;
@@ -88,7 +92,7 @@ export async function checkoutGit(
   dir: string,
   options: { checksum?: string; keepGitDir?: boolean } = {},
 ): Promise<GitCheckout> {
-  const { remote, ref } = parseGitRef(source);
+  const { remote, ref, subdir } = parseGitRef(source);
   const shown = redactUrl(source);
   const checksum = options.checksum?.toLowerCase();
   if (checksum !== undefined && !/^[0-9a-f]{4,64}$/.test(checksum)) {
@@ -126,7 +130,7 @@ export async function checkoutGit(
     await git(['remote', 'add', 'origin', redactUrl(remote)]);
     rmSync(join(dir, '.git', 'FETCH_HEAD'), { force: true });
   }
-  return { dir, commit, time };
+  return { dir, commit, time, ...(subdir ? { subdir } : {}) };
 }
 
 /** Whether `ref` is a tag or a branch of the remote (tags first, as git resolves them); undefined when neither. */
