@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { FsOps } from '../src/snapshot/fsops.js';
 import { diffUpper, type ScanEntry, scanTree, unpackLayer, writeLayer } from '../src/snapshot/index.js';
+import { scanOwnTree } from '../src/snapshot/scan.js';
 import { type TarHeader, tarStream } from '../src/snapshot/tar-pax.js';
 import { describeKernel } from './helpers/kernel.js';
 
@@ -141,6 +142,38 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(c).toEqual(a);
     expect(a.opaque).toEqual(['deep']);
     expect((await tarEntries(inMemory)).map((h) => h.name)).toContain(long);
+  });
+
+  it('reads a tree in Node (scanOwnTree) as petri-runner scan does, xattrs aside', async () => {
+    const root = join(dir, 'tree');
+    await makeTree(root, 1_650_000_000);
+    // Names whose order differs between UTF-16 (JavaScript's sort) and UTF-8 bytes (strcmp), and case.
+    for (const name of ['Z', 'a', 'é', '\u{1F600}', '\uE000', 'a b', 'a-b', 'a.b'])
+      writeFileSync(join(root, name), name);
+    mkdirSync(join(root, 'e\u0301'));
+    // A time before 1970 with a fraction: whole seconds rounded down, as tv_sec.
+    execFileSync('touch', ['-h', '-d', '@-1.5', join(root, 'a')]); // Node's utimes cannot set it
+    utimesSync(join(root, 'Z'), 1_650_000_000.999, 1_650_000_000.999);
+    const byRunner = await scanTree(root);
+    expect(byRunner.find((e) => e.path === 'a')?.mtime).toBe(-2);
+    const names = byRunner.filter((e) => !e.path.includes('/')).map((e) => e.path);
+    expect(names.indexOf('\uE000')).toBeLessThan(names.indexOf('\u{1F600}'));
+    const withoutXattrs = byRunner.map(({ xattrs: _, ...rest }) => rest);
+    expect(scanOwnTree(root)).toEqual(withoutXattrs);
+    expect(() => scanOwnTree(join(dir, 'missing'))).toThrow(/cannot read the directory tree .*missing: ENOENT/);
+    // The layer it writes is then the same, once the xattrs are gone from the tree.
+    const file = join(root, 'home/user/file');
+    rmSync(file);
+    writeFileSync(file, 'data');
+    chownSync(file, 1000, 1001);
+    const [byC, byNode] = [join(dir, 'c.tar'), join(dir, 'node.tar')];
+    const c = await writeLayer(root, createWriteStream(byC), { sourceDateEpoch: 1 });
+    const node = await writeLayer(root, createWriteStream(byNode), {
+      sourceDateEpoch: 1,
+      scan: async (d) => scanOwnTree(d),
+    });
+    expect(node).toEqual(c);
+    expect(readFileSync(byNode).equals(readFileSync(byC))).toBe(true);
   });
 
   it('turns overlay whiteouts and opaque dirs into OCI ones, and back', async () => {

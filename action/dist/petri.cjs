@@ -5466,14 +5466,17 @@ var init_layer_meta = __esm({
 });
 
 // src/snapshot/fsops.ts
-var import_node_child_process4, import_node_os3, import_node_readline, errnoNames, FsOps;
+var fsops_exports = {};
+__export(fsops_exports, {
+  FsOps: () => FsOps
+});
+var import_node_child_process4, import_node_os3, errnoNames, FsOps;
 var init_fsops = __esm({
   "src/snapshot/fsops.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process4 = require("node:child_process");
     import_node_os3 = require("node:os");
-    import_node_readline = require("node:readline");
     init_errors();
     init_runner_binary();
     errnoNames = new Map(Object.entries(import_node_os3.constants.errno).map(([name, value]) => [value, name]));
@@ -5486,8 +5489,8 @@ var init_fsops = __esm({
       #failure;
       #closed;
       #stderr = "";
-      mknod(path, type, major2, minor2, mode) {
-        return this.apply({ op: "mknod", path, type, major: major2, minor: minor2, mode });
+      mknod(path, type, major, minor, mode) {
+        return this.apply({ op: "mknod", path, type, major, minor, mode });
       }
       whiteout(path) {
         return this.apply({ op: "whiteout", path });
@@ -5547,7 +5550,13 @@ var init_fsops = __esm({
         child.stderr.on("data", (chunk) => {
           this.#stderr += chunk.toString();
         });
-        (0, import_node_readline.createInterface)({ input: child.stdout }).on("line", (line) => this.#answer(line));
+        let partial = "";
+        child.stdout.setEncoding("utf8");
+        child.stdout.on("data", (chunk) => {
+          const lines = (partial + chunk).split("\n");
+          partial = lines.pop() ?? "";
+          for (const line of lines) this.#answer(line);
+        });
         return child;
       }
       #answer(line) {
@@ -11154,6 +11163,22 @@ var init_platform = __esm({
   }
 });
 
+// src/util/lazy-builtins.ts
+var import_node_module4, require2, load2, zlib2, childProcess;
+var init_lazy_builtins = __esm({
+  "src/util/lazy-builtins.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_module4 = require("node:module");
+    load2 = /* @__PURE__ */ __name((name) => {
+      require2 ??= (0, import_node_module4.createRequire)(petri_import_meta_url);
+      return require2(name);
+    }, "load");
+    zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
+    childProcess = /* @__PURE__ */ __name(() => load2("node:child_process"), "childProcess");
+  }
+});
+
 // src/build/cache.ts
 function cacheKey(parent, step) {
   return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
@@ -11287,18 +11312,21 @@ var init_config = __esm({
   }
 });
 
-// src/util/lazy-builtins.ts
-var import_node_module4, require2, load2, zlib2;
-var init_lazy_builtins = __esm({
-  "src/util/lazy-builtins.ts"() {
+// src/util/dev.ts
+function devMajor(rdev) {
+  const dev = BigInt(rdev);
+  return Number((dev & 0xfff00n) >> 8n | (dev & 0xfffff00000000000n) >> 32n);
+}
+function devMinor(rdev) {
+  const dev = BigInt(rdev);
+  return Number(dev & 0xffn | (dev & 0xffffff00000n) >> 12n);
+}
+var init_dev = __esm({
+  "src/util/dev.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_module4 = require("node:module");
-    load2 = /* @__PURE__ */ __name((name) => {
-      require2 ??= (0, import_node_module4.createRequire)(petri_import_meta_url);
-      return require2(name);
-    }, "load");
-    zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
+    __name(devMajor, "devMajor");
+    __name(devMinor, "devMinor");
   }
 });
 
@@ -11316,7 +11344,7 @@ function decompressor(kind, what) {
   if (kind === "gzip") return zlib2().createGunzip();
   if (kind === "zstd") return zstd()();
   const command2 = kind === "xz" ? "xz" : "bzip2";
-  const child = (0, import_node_child_process5.spawn)(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
+  const child = childProcess().spawn(command2, ["-d", "-c"], { stdio: ["pipe", "pipe", "pipe"] });
   const output = new import_node_stream4.PassThrough();
   child.stdout.pipe(output, { end: false });
   const input = new import_node_stream4.PassThrough();
@@ -11351,12 +11379,11 @@ function decompressor(kind, what) {
   });
   return stream;
 }
-var import_node_child_process5, import_node_stream4, MAGIC, zstd;
+var import_node_stream4, MAGIC, zstd;
 var init_decompress = __esm({
   "src/build/decompress.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process5 = require("node:child_process");
     import_node_stream4 = require("node:stream");
     init_errors();
     init_lazy_builtins();
@@ -11427,7 +11454,7 @@ function opaqueDirs(layerDir) {
     opaqueCache.set(key, dirs2);
     return dirs2;
   }
-  const result = (0, import_node_child_process6.spawnSync)(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
+  const result = childProcess().spawnSync(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
     const why = result.stderr.toString().trim().replace(/^petri-runner: /, "") || `exit status ${result.status}`;
@@ -11452,12 +11479,11 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_child_process6, import_node_fs30, import_node_path26, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_fs30, import_node_path26, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process6 = require("node:child_process");
     import_node_fs30 = require("node:fs");
     import_node_path26 = require("node:path");
     init_dockerignore();
@@ -11465,6 +11491,7 @@ var init_fs_view = __esm({
     init_runner_binary();
     init_layer_meta();
     init_whiteouts();
+    init_lazy_builtins();
     MAX_SYMLINKS2 = 40;
     __name(cleanRel, "cleanRel");
     parentOf = /* @__PURE__ */ __name((rel) => {
@@ -11769,7 +11796,7 @@ async function gitEnvironment(remote) {
 function runGit(shown, dir, args, env) {
   const settings = ["-c", "core.hooksPath=/dev/null", "-c", "core.autocrlf=false"];
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process7.spawn)("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...settings, ...args], {
+    const child = childProcess().spawn("/bin/sh", ["-c", 'umask 022 && exec git "$@"', "sh", ...settings, ...args], {
       cwd: dir,
       stdio: ["ignore", "pipe", "pipe"],
       env
@@ -11796,15 +11823,15 @@ function runGit(shown, dir, args, env) {
     });
   });
 }
-var import_node_child_process7, import_node_fs31, import_node_path27, FULL_COMMIT, COMMIT_ID;
+var import_node_fs31, import_node_path27, FULL_COMMIT, COMMIT_ID;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process7 = require("node:child_process");
     import_node_fs31 = require("node:fs");
     import_node_path27 = require("node:path");
     init_errors();
+    init_lazy_builtins();
     __name(isGitSource, "isGitSource");
     __name(redactUrl, "redactUrl");
     __name(parseGitRef, "parseGitRef");
@@ -12018,6 +12045,7 @@ async function copyInto(req, entries, lower, upper) {
   } finally {
     await writer.close();
   }
+  return { helper: writer.helper };
 }
 function tarOwner(header) {
   const uid = header.pax?.uid === void 0 ? header.uid : Number(header.pax.uid);
@@ -12031,12 +12059,6 @@ function lstatOrUndefined2(path) {
     return void 0;
   }
 }
-function major(rdev) {
-  return rdev >>> 8 & 4095 | Math.floor(rdev / 2 ** 32) & ~4095;
-}
-function minor(rdev) {
-  return rdev & 255 | rdev >>> 12 & ~255;
-}
 var import_node_crypto7, import_node_fs32, import_promises8, import_node_path28, import_promises9, isUrl, word, Selection, join26, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
@@ -12049,8 +12071,8 @@ var init_copy = __esm({
     import_promises9 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
-    init_fsops();
     init_whiteouts();
+    init_dev();
     init_fs();
     init_decompress();
     init_fs_view();
@@ -12250,7 +12272,8 @@ var init_copy = __esm({
       #req;
       #lower;
       #upper;
-      #fsops = new FsOps();
+      /** The `petri-runner fsops` process for device nodes, fifos and xattrs: started by the first of them. */
+      #fsops;
       /** rel → what `upper/rel` is: a real directory (reached through real directories), missing, or something else. */
       #state = /* @__PURE__ */ new Map();
       /** Directory times to set at the end (writing into a directory changes its mtime). */
@@ -12318,7 +12341,18 @@ var init_copy = __esm({
         }
       }
       close() {
-        return this.#fsops.close();
+        return this.#fsops?.close() ?? Promise.resolve();
+      }
+      /** Whether petri-runner made some of what was written (device nodes, fifos, xattrs), which Node's lstat cannot read back. */
+      get helper() {
+        return this.#fsops !== void 0;
+      }
+      async #ops() {
+        if (!this.#fsops) {
+          const { FsOps: FsOps2 } = await Promise.resolve().then(() => (init_fsops(), fsops_exports));
+          this.#fsops ??= new FsOps2();
+        }
+        return this.#fsops;
       }
       async #place(entry, destRel, destIsDir) {
         if (entry.role === "top-file" && entry.archive) {
@@ -12389,7 +12423,7 @@ var init_copy = __esm({
           case "fifo": {
             const rdev = entry.rdev ?? 0;
             const type = entry.type === "char" ? "c" : entry.type === "block" ? "b" : "p";
-            await this.#fsops.mknod(path, type, major(rdev), minor(rdev), entry.mode);
+            await (await this.#ops()).mknod(path, type, devMajor(rdev), devMinor(rdev), entry.mode);
             break;
           }
           default:
@@ -12579,7 +12613,7 @@ var init_copy = __esm({
           case "block-device":
           case "fifo": {
             const type = header.type === "fifo" ? "p" : header.type === "block-device" ? "b" : "c";
-            await this.#fsops.mknod(path, type, header.devmajor ?? 0, header.devminor ?? 0, mode);
+            await (await this.#ops()).mknod(path, type, header.devmajor ?? 0, header.devminor ?? 0, mode);
             break;
           }
           default:
@@ -12608,7 +12642,7 @@ var init_copy = __esm({
           if (!key.startsWith(XATTR_PAX_PREFIX2)) continue;
           const name = key.slice(XATTR_PAX_PREFIX2.length);
           if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-          await this.#fsops.setxattr(path, name, Buffer.from(value, "latin1")).catch(() => {
+          await (await this.#ops()).setxattr(path, name, Buffer.from(value, "latin1")).catch(() => {
           });
         }
       }
@@ -12619,8 +12653,6 @@ var init_copy = __esm({
       return slash < 0 ? "" : rel.slice(0, slash);
     }, "parentOf");
     __name(lstatOrUndefined2, "lstatOrUndefined");
-    __name(major, "major");
-    __name(minor, "minor");
   }
 });
 
@@ -12986,7 +13018,7 @@ function parseHelperOutput(out, helper) {
 function runHelper(name, action, input) {
   const program = `docker-credential-${name}`;
   return new Promise((resolve10, reject) => {
-    const child = (0, import_node_child_process8.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
+    const child = (0, import_node_child_process5.spawn)(program, [action], { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let err = "";
     child.stdout.on("data", (chunk) => {
@@ -13011,12 +13043,12 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process8, import_node_fs33, import_node_os5, import_node_path29, HelperNotFound;
+var import_node_child_process5, import_node_fs33, import_node_os5, import_node_path29, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process8 = require("node:child_process");
+    import_node_child_process5 = require("node:child_process");
     import_node_fs33 = require("node:fs");
     import_node_os5 = require("node:os");
     import_node_path29 = require("node:path");
@@ -14519,18 +14551,23 @@ var init_pull = __esm({
 });
 
 // src/snapshot/scan.ts
+var scan_exports = {};
+__export(scan_exports, {
+  scanOwnTree: () => scanOwnTree,
+  scanTree: () => scanTree
+});
 async function scanTree(dir) {
-  const child = (0, import_node_child_process9.spawn)(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
+  const child = childProcess().spawn(runnerPath(), ["scan", dir], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (chunk) => {
     stderr += chunk.toString();
   });
+  const out = [];
+  child.stdout.on("data", (chunk) => out.push(chunk));
   const closed = new Promise((resolve10, reject) => {
     child.once("error", reject);
     child.once("close", (code2) => resolve10(code2));
   });
-  const lines = [];
-  for await (const line of (0, import_node_readline2.createInterface)({ input: child.stdout })) if (line) lines.push(line);
   const code = await closed.catch((error) => {
     throw new PetriError(`cannot start petri-runner scan: ${error.message}`);
   });
@@ -14538,18 +14575,62 @@ async function scanTree(dir) {
     const why = stderr.trim().replace(/^petri-runner: /, "") || `petri-runner scan exited with ${code}`;
     throw new PetriError(`cannot read the directory tree ${dir}: ${why}`);
   }
-  return lines.map((line) => JSON.parse(line));
+  const lines = Buffer.concat(out).toString("utf8").split("\n");
+  return lines.filter((line) => line !== "").map((line) => JSON.parse(line));
 }
-var import_node_child_process9, import_node_readline2;
+function scanOwnTree(dir) {
+  const entries = [];
+  const walk = /* @__PURE__ */ __name((abs, rel) => {
+    const names = (0, import_node_fs35.readdirSync)(abs).sort(byBytes);
+    for (const name of names) {
+      const path = (0, import_node_path30.join)(abs, name);
+      const relPath = rel ? `${rel}/${name}` : name;
+      const st = (0, import_node_fs35.lstatSync)(path, { bigint: true, throwIfNoEntry: false });
+      if (!st) continue;
+      const type = st.isFile() ? "f" : st.isDirectory() ? "d" : st.isSymbolicLink() ? "l" : st.isCharacterDevice() ? "c" : st.isBlockDevice() ? "b" : st.isFIFO() ? "p" : "s";
+      const ns = st.mtimeNs;
+      const entry = {
+        path: relPath,
+        type,
+        mode: Number(st.mode & 0o7777n),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        size: Number(st.size),
+        // whole seconds, rounded down as the kernel's tv_sec
+        mtime: Number(ns / 1000000000n - (ns < 0n && ns % 1000000000n !== 0n ? 1n : 0n)),
+        rdev: [devMajor(Number(st.rdev)), devMinor(Number(st.rdev))],
+        ino: Number(st.ino),
+        nlink: Number(st.nlink)
+      };
+      if (type === "l") entry.link = (0, import_node_fs35.readlinkSync)(path, "utf8");
+      entries.push(entry);
+      if (type === "d") walk(path, relPath);
+    }
+  }, "walk");
+  try {
+    walk(dir, "");
+  } catch (error) {
+    throw new PetriError(`cannot read the directory tree ${dir}: ${error.message}`, { cause: error });
+  }
+  return entries;
+}
+function byBytes(a, b) {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+var import_node_fs35, import_node_path30;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process9 = require("node:child_process");
-    import_node_readline2 = require("node:readline");
+    import_node_fs35 = require("node:fs");
+    import_node_path30 = require("node:path");
     init_errors();
     init_runner_binary();
+    init_dev();
+    init_lazy_builtins();
     __name(scanTree, "scanTree");
+    __name(scanOwnTree, "scanOwnTree");
+    __name(byBytes, "byBytes");
   }
 });
 
@@ -14757,11 +14838,11 @@ function bufferPacker(archive) {
   return {
     add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
     addFile: /* @__PURE__ */ __name(async (header, path) => {
-      const fd = (0, import_node_fs35.openSync)(path, import_node_fs35.constants.O_RDONLY | import_node_fs35.constants.O_NOFOLLOW);
+      const fd = (0, import_node_fs36.openSync)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW);
       try {
-        archive.add(header, (0, import_node_fs35.readFileSync)(fd));
+        archive.add(header, (0, import_node_fs36.readFileSync)(fd));
       } finally {
-        (0, import_node_fs35.closeSync)(fd);
+        (0, import_node_fs36.closeSync)(fd);
       }
     }, "addFile")
   };
@@ -14780,8 +14861,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path30.dirname)(entry.path);
-          await pack.add(emptyHeader((0, import_node_path30.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path31.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path31.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await pack.add({
@@ -14810,7 +14891,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path30.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path31.join)(root, entry.path));
         break;
       }
       default:
@@ -14850,18 +14931,18 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs35.constants.O_RDONLY | import_node_fs35.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises12.open)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs35, import_promises12, import_node_path30, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto8 = require("node:crypto");
-    import_node_fs35 = require("node:fs");
+    import_node_fs36 = require("node:fs");
     import_promises12 = require("node:fs/promises");
-    import_node_path30 = require("node:path");
+    import_node_path31 = require("node:path");
     import_promises13 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -14963,18 +15044,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path31.join)(upper, parentRel);
-        (0, import_node_fs36.mkdirSync)(path2);
-        (0, import_node_fs36.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs36.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs36.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path32.join)(upper, parentRel);
+        (0, import_node_fs37.mkdirSync)(path2);
+        (0, import_node_fs37.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs37.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs37.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path31.join)(upper, rel);
-    (0, import_node_fs36.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs36.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs36.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path32.join)(upper, rel);
+    (0, import_node_fs37.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs37.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs37.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -14983,33 +15064,35 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path31.join)(upper, rel);
+      const path = (0, import_node_path32.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs36.lstatSync)(path);
+        const stat2 = (0, import_node_fs37.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs36.readdirSync)(path).length > 0) break;
-          (0, import_node_fs36.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs36.unlinkSync)(path);
+          if ((0, import_node_fs37.readdirSync)(path).length > 0) break;
+          (0, import_node_fs37.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs37.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path31.posix.dirname(rel);
+      rel = import_node_path32.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs36.readdirSync)(from)) {
+  for (const name of (0, import_node_fs37.readdirSync)(from)) {
     try {
-      (0, import_node_fs36.renameSync)((0, import_node_path31.join)(from, name), (0, import_node_path31.join)(to, name));
+      (0, import_node_fs37.renameSync)((0, import_node_path32.join)(from, name), (0, import_node_path32.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = (0, import_node_child_process10.spawnSync)("cp", ["-a", "--", (0, import_node_path31.join)(from, name), (0, import_node_path31.join)(to, name)], { encoding: "utf8" });
+      const copied2 = childProcess().spawnSync("cp", ["-a", "--", (0, import_node_path32.join)(from, name), (0, import_node_path32.join)(to, name)], {
+        encoding: "utf8"
+      });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs36.lstatSync)(from);
-  (0, import_node_fs36.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs37.lstatSync)(from);
+  (0, import_node_fs37.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -15017,15 +15100,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_child_process10, import_node_fs36, import_promises14, import_node_path31, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_fs37, import_promises14, import_node_path32, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process10 = require("node:child_process");
-    import_node_fs36 = require("node:fs");
+    import_node_fs37 = require("node:fs");
     import_promises14 = require("node:fs/promises");
-    import_node_path31 = require("node:path");
+    import_node_path32 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -15037,8 +15119,8 @@ var init_builder = __esm({
     init_reference();
     init_store();
     init_types();
-    init_fsops();
     init_fs();
+    init_lazy_builtins();
     init_cache();
     init_config();
     init_copy();
@@ -15082,7 +15164,11 @@ var init_builder = __esm({
       #removals = [];
       /** SSH agent proxies of RUN steps not closed yet (a step that failed before its container). */
       #agents = /* @__PURE__ */ new Set();
-      /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
+      /**
+       * One `petri-runner fsops` process that scans the layers this build writes,
+       * started by the first RUN step (or layer petri-runner helped write): a
+       * layer that Node wrote alone is read with lstat here (scanOwnTree).
+       */
       #scanner;
       #pulls = /* @__PURE__ */ new Map();
       #remote;
@@ -15094,8 +15180,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path31.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path31.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path32.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path32.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         const epoch = process.env.SOURCE_DATE_EPOCH;
@@ -15114,7 +15200,8 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
-          const closing = this.#scanner?.close();
+          const closing = this.#scanner?.then((scanner) => scanner.close(), () => {
+          });
           this.#warnUnusedArgs();
           const result = await this.#writeImage(state, tags);
           await this.#exportCache(state);
@@ -15125,7 +15212,8 @@ var init_builder = __esm({
           await Promise.all(this.#removals);
           for (const agent of this.#agents) agent.close();
           for (const dir of this.#workDirs) removeTree(dir);
-          await this.#scanner?.close();
+          await this.#scanner?.then((scanner) => scanner.close(), () => {
+          });
         }
       }
       async #loadRemoteCache() {
@@ -15172,12 +15260,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs36.existsSync)(this.#contextDir) || !(0, import_node_fs36.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs37.existsSync)(this.#contextDir) || !(0, import_node_fs37.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs36.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs37.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -15597,6 +15685,9 @@ ${trigger}
        * A step that may make a layer: its key is the filesystem's key plus `step`;
        * on a hit the recorded layer is reused (nothing runs, nothing is written),
        * else `make` fills a fresh upper dir, which becomes the layer unless empty.
+       * `make` resolves to `{ helper }` when this process wrote the upper dir with
+       * its own fs calls, `helper` telling whether petri-runner made some of it
+       * (device nodes, fifos, xattrs); to nothing when a container wrote it.
        */
       async #layerStep(state, step, createdBy, make, extra = {}) {
         const key = cacheKey(state.fsKey, step);
@@ -15608,16 +15699,13 @@ ${trigger}
         }
         const cached3 = record !== void 0;
         if (!record) {
-          if (!this.#scanner) {
-            this.#scanner = new FsOps();
-            this.#scanner.start();
-          }
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path31.join)(work, "upper");
-          (0, import_node_fs36.mkdirSync)(upper);
-          await make(lower, upper);
-          const layer = (0, import_node_fs36.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+          const upper = (0, import_node_path32.join)(work, "upper");
+          (0, import_node_fs37.mkdirSync)(upper);
+          const written = await make(lower, upper);
+          const own = written !== void 0 && !written.helper;
+          const layer = (0, import_node_fs37.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -15642,7 +15730,16 @@ ${trigger}
           cached: cached3
         };
       }
-      async #commitLayer(state, upper) {
+      /** The fsops process, started now when no step has yet (a RUN step starts it ahead of its container). */
+      #startScanner() {
+        this.#scanner ??= Promise.resolve().then(() => (init_fsops(), fsops_exports)).then(({ FsOps: FsOps2 }) => {
+          const scanner = new FsOps2();
+          scanner.start();
+          return scanner;
+        });
+        return this.#scanner;
+      }
+      async #commitLayer(state, upper, own) {
         let stored;
         const sink = {
           whole: /* @__PURE__ */ __name(async (tar) => {
@@ -15658,10 +15755,10 @@ ${trigger}
           }, "stream")
         };
         const { writeLayer: writeLayer2 } = await Promise.resolve().then(() => (init_layer_from_dir(), layer_from_dir_exports));
-        const scanner = this.#scanner;
+        const { scanOwnTree: scanOwnTree2 } = await Promise.resolve().then(() => (init_scan(), scan_exports));
         const { diffId, size: size2, opaque } = await writeLayer2(upper, sink, {
           sourceDateEpoch: this.#epoch,
-          scan: /* @__PURE__ */ __name((dir) => scanner.scan(dir), "scan")
+          scan: own ? async (dir) => scanOwnTree2(dir) : async (dir) => (await this.#startScanner()).scan(dir)
         });
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
@@ -15680,6 +15777,7 @@ ${trigger}
           async (lower, upper) => {
             const owner2 = user ? resolveUser(user, (p) => readFromLayers(lower, p)) : { uid: 0, gid: 0 };
             makeDirs(new LayeredView(lower), upper, dir, owner2);
+            return { helper: false };
           },
           { config }
         );
@@ -15838,6 +15936,8 @@ ${trigger}
         };
         const createdBy = `RUN ${command2.join(" ")} # buildkit`;
         return this.#layerStep(state, step, createdBy, async (lower, upper) => {
+          this.#startScanner().catch(() => {
+          });
           await this.#runContainer(state, {
             stepId,
             command: command2,
@@ -15851,6 +15951,7 @@ ${trigger}
             upper,
             privileged: flags.security === "insecure"
           });
+          return void 0;
         });
       }
       async #mountKey(mount, run, state) {
@@ -15901,28 +16002,28 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path31.join)(work, `script-${i}`);
-          (0, import_node_fs36.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path32.join)(work, `script-${i}`);
+          (0, import_node_fs37.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
         const agents2 = [];
         let sshSeen = false;
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path31.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path32.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs36.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs37.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path31.join)(work, "resolv.conf");
-            (0, import_node_fs36.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path32.join)(work, "resolv.conf");
+            (0, import_node_fs37.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path31.posix.resolve(
+          const target = import_node_path32.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -15936,7 +16037,7 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path31.posix.basename(target);
+            const id = mount.id ?? import_node_path32.posix.basename(target);
             const secrets = this.#options.secrets;
             const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
             if (file === void 0) {
@@ -15944,10 +16045,10 @@ ${trigger}
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path31.join)(work, `secret-${i}`);
-            (0, import_node_fs36.writeFileSync)(copy, (0, import_node_fs36.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs36.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs36.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path32.join)(work, `secret-${i}`);
+            (0, import_node_fs37.writeFileSync)(copy, (0, import_node_fs37.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs37.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs37.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "ssh") {
@@ -15969,8 +16070,8 @@ ${trigger}
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path31.join)(work, `bind-${i}`);
-            (0, import_node_fs36.mkdirSync)(dir);
+            const dir = (0, import_node_path32.join)(work, `bind-${i}`);
+            (0, import_node_fs37.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -15979,9 +16080,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs36.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path31.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs36.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs37.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path32.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs37.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -16029,7 +16130,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path31.join)(container.dir, "upper");
+          const upper = (0, import_node_path32.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
         } finally {
@@ -16044,8 +16145,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path31.join)(work, "empty-root");
-        (0, import_node_fs36.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path32.join)(work, "empty-root");
+        (0, import_node_fs37.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -16149,7 +16250,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs37.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs38.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -16159,9 +16260,9 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path32.join)(root, "images", "index.json"),
+      (0, import_node_path33.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path32.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path33.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
@@ -16176,21 +16277,21 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path32.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs37.mkdirSync)((0, import_node_path32.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path33.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
+    (0, import_node_fs38.mkdirSync)((0, import_node_path33.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs37.writeFileSync)(tmp, body);
-    (0, import_node_fs37.renameSync)(tmp, file);
+    (0, import_node_fs38.writeFileSync)(tmp, body);
+    (0, import_node_fs38.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs37, import_node_path32, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_fs38, import_node_path33, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_node_path32 = require("node:path");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
     init_paths();
     init_fnv();
     init_progress();
@@ -16250,7 +16351,7 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path33.resolve)(src);
+    secrets[id] = (0, import_node_path34.resolve)(src);
   }
   const ssh = {};
   for (const spec of options.ssh ?? []) {
@@ -16260,15 +16361,15 @@ async function main2(argv) {
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path33.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path33.resolve)(options.file) : void 0;
+  const context = (0, import_node_path34.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path34.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys({ ...secrets, ...ssh }).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path33.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path34.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -16280,14 +16381,7 @@ async function main2(argv) {
     const hit = results.lookup();
     if (hit) {
       const { progressRenderer: progressRenderer3 } = await Promise.resolve().then(() => (init_progress(), progress_exports));
-      const { isatty } = await import("node:tty");
-      const render2 = progressRenderer3(
-        progress,
-        {
-          isTTY: isatty(2),
-          write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write")
-        }
-      );
+      const render2 = progressRenderer3(progress, await stderrOut());
       for (const event of hit.events) render2(event);
       render2({
         type: "image",
@@ -16313,7 +16407,7 @@ async function main2(argv) {
     cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec("--cache-to", spec)),
     cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec("--cache-from", spec))
   };
-  const renderer = progressRenderer2(progress, process.stderr);
+  const renderer = progressRenderer2(progress, await stderrOut());
   const seen = [];
   const render = /* @__PURE__ */ __name((event) => {
     if (results) seen.push(event);
@@ -16338,12 +16432,12 @@ async function main2(argv) {
     });
   } catch (error) {
     if (!(error instanceof PetriError)) throw error;
-    process.stderr.write(`petri: ${errorLine(error)}
+    writeOut(2, `petri: ${errorLine(error)}
 `);
     return 1;
   }
   results?.remember(seen, result);
-  process.stdout.write(`${result.id}
+  writeOut(1, `${result.id}
 `);
   if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
   return 0;
@@ -16358,7 +16452,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path33.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path34.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -16366,30 +16460,38 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs38.statSync)(__filename);
+    const st = (0, import_node_fs39.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
   }
 }
+async function stderrOut() {
+  let isTTY = false;
+  try {
+    isTTY = (0, import_node_fs39.fstatSync)(2).isCharacterDevice() && (await import("node:tty")).isatty(2);
+  } catch {
+  }
+  return { isTTY, write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write") };
+}
 function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs38.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs39.writeSync)(fd, data, offset);
   } catch (error) {
     if (error.code !== "EAGAIN") throw error;
     (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs38, import_node_path33, HELP2, SPECS2, MODES;
+var import_node_fs39, import_node_path34, HELP2, SPECS2, MODES;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs39 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_errors();
     init_pull_policy();
     init_args();
@@ -16449,12 +16551,13 @@ so the same inputs give the same layer digests on any machine).
     __name(main2, "main");
     __name(saveReplay, "saveReplay");
     __name(petriIdentity, "petriIdentity");
+    __name(stderrOut, "stderrOut");
     __name(writeOut, "writeOut");
   }
 });
 
 // src/test-runner/config-validate.ts
-function join31(path, key) {
+function join32(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -16463,9 +16566,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path34.relative)(cwd, file) || file;
+  const shown = (0, import_node_path35.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path34.resolve)(file, "..");
+  const dir = (0, import_node_path35.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -16503,11 +16606,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path34.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path35.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path34.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path34.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path35.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path35.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -16625,8 +16728,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path34.resolve)(dir, shown);
-    if (!(0, import_node_fs39.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path35.resolve)(dir, shown);
+    if (!(0, import_node_fs40.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -16634,13 +16737,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs39, import_node_path34, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs40, import_node_path35, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path35 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -16688,7 +16791,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join31(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join32(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -16718,7 +16821,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join31, "join");
+    __name(join32, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -24312,7 +24415,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs40.existsSync)((0, import_node_path35.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs41.existsSync)((0, import_node_path36.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -24324,13 +24427,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path35.join)(dir, found[0]);
+  return (0, import_node_path36.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path35.resolve)(cwd, path);
-  const shown = (0, import_node_path35.relative)(cwd, file) || file;
-  if (!(0, import_node_fs40.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path35.extname)(file);
+  const file = (0, import_node_path36.resolve)(cwd, path);
+  const shown = (0, import_node_path36.relative)(cwd, file) || file;
+  if (!(0, import_node_fs41.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path36.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -24347,7 +24450,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs40.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs41.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -24370,13 +24473,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs40, import_node_path35, import_node_url3, CONFIG_NAMES;
+var import_node_fs41, import_node_path36, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path36 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
@@ -24951,12 +25054,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises15.stat)(file.source);
-    let target = import_node_path36.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path36.posix.join(target, (0, import_node_path36.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path36.posix.dirname(target);
+    let target = import_node_path37.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path37.posix.join(target, (0, import_node_path37.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path37.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises15.cp)(file.source, (0, import_node_path36.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path37.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -24965,8 +25068,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path36.posix.join(current, part);
-    const inUpper = (0, import_node_path36.join)(upper, current);
+    current = import_node_path37.posix.join(current, part);
+    const inUpper = (0, import_node_path37.join)(upper, current);
     try {
       const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -24990,7 +25093,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises15.lstat)((0, import_node_path36.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path37.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -24998,13 +25101,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises15, import_node_path36;
+var import_promises15, import_node_path37;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises15 = require("node:fs/promises");
-    import_node_path36 = require("node:path");
+    import_node_path37 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -25207,7 +25310,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs41.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs42.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -25220,16 +25323,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs41.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs42.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs41, import_promises16;
+var import_node_fs42, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
+    import_node_fs42 = require("node:fs");
     import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -25252,7 +25355,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs42.readFileSync)((0, import_node_path37.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs43.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -25308,13 +25411,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs42, import_node_path37, import_node_stream8;
+var import_node_fs43, import_node_path38, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_fs43 = require("node:fs");
+    import_node_path38 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -25338,7 +25441,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs43.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs44.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -25346,7 +25449,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs43.statSync)(path).size,
+      size: (0, import_node_fs44.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
@@ -25371,7 +25474,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs43.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs44.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -25386,18 +25489,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs43.renameSync)(temp, file);
+  (0, import_node_fs44.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs43, import_promises17;
+var import_node_fs44, import_promises17;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
+    import_node_fs44 = require("node:fs");
     import_promises17 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
@@ -25437,7 +25540,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path38.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path39.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -25451,18 +25554,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs44.lstatSync)(path);
+    return (0, import_node_fs45.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs44, import_node_path38, OPAQUE_VALUE3;
+var import_node_fs45, import_node_path39, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_fs45 = require("node:fs");
+    import_node_path39 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -25612,10 +25715,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs45.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs46.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path39.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path39.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path40.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path40.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar = file(".tar");
   await saveImages(place.store, [ref], tar.path);
@@ -25636,7 +25739,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs45.writeFileSync)(
+  (0, import_node_fs46.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -25673,7 +25776,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs45.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  (0, import_node_fs46.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -25732,13 +25835,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs45, import_node_path39, LABEL_TAIL, DIFF_LINES;
+var import_node_fs46, import_node_path40, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs46 = require("node:fs");
+    import_node_path40 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -25866,7 +25969,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path40.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path41.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -26003,12 +26106,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path40, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path41, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path40 = require("node:path");
+    import_node_path41 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -26647,16 +26750,16 @@ var require_dist2 = __commonJS({
         return compareIdentifiers(b, a);
       }
       __name(rcompareIdentifiers, "rcompareIdentifiers");
-      exports$1.major = major2;
-      function major2(a, loose) {
+      exports$1.major = major;
+      function major(a, loose) {
         return new SemVer(a, loose).major;
       }
-      __name(major2, "major");
-      exports$1.minor = minor2;
-      function minor2(a, loose) {
+      __name(major, "major");
+      exports$1.minor = minor;
+      function minor(a, loose) {
         return new SemVer(a, loose).minor;
       }
-      __name(minor2, "minor");
+      __name(minor, "minor");
       exports$1.patch = patch;
       function patch(a, loose) {
         return new SemVer(a, loose).patch;
@@ -31133,10 +31236,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join40(array, separator) {
+          function join41(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join40, "join");
+          __name(join41, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -33264,7 +33367,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join40;
+          lodash2.join = join41;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -38308,8 +38411,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs46.mkdirSync)((0, import_node_path41.dirname)(file), { recursive: true });
-  (0, import_node_fs46.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs47.mkdirSync)((0, import_node_path42.dirname)(file), { recursive: true });
+  (0, import_node_fs47.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -38322,13 +38425,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs46, import_node_path41, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs47, import_node_path42, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
-    import_node_path41 = require("node:path");
+    import_node_fs47 = require("node:fs");
+    import_node_path42 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -38437,7 +38540,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path42.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path43.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -38445,7 +38548,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path42.resolve)(junit), run);
+      writeJunit2((0, import_node_path43.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -38460,12 +38563,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path42, HELP3, SPECS3;
+var import_node_path43, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path42 = require("node:path");
+    import_node_path43 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -38633,15 +38736,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs47.createReadStream)(file);
+  const input = (0, import_node_fs48.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs47, import_node_stream9, import_promises18;
+var import_node_fs48, import_node_stream9, import_promises18;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
+    import_node_fs48 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises18 = require("node:stream/promises");
     init_errors();
@@ -38680,7 +38783,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs48.createReadStream)(file);
+    const input = (0, import_node_fs49.createReadStream)(file);
     await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -38693,12 +38796,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs48, import_promises19, import_node_zlib2, SMALL;
+var import_node_fs49, import_promises19, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
+    import_node_fs49 = require("node:fs");
     import_promises19 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
@@ -38730,7 +38833,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs49.existsSync)(target) && (0, import_node_fs49.statSync)(target).isFile();
+  const isFile = (0, import_node_fs50.existsSync)(target) && (0, import_node_fs50.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan = await dockerPlan(target, isFile);
@@ -38888,7 +38991,7 @@ ${run(["--rm"])}
   }
 }
 function dockerAnswers() {
-  const r = (0, import_node_child_process11.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
+  const r = (0, import_node_child_process6.spawnSync)("docker", ["version", "--format", "{{.Server.Version}}"], {
     stdio: ["ignore", "pipe", "ignore"],
     timeout: 15e3
   });
@@ -38907,26 +39010,26 @@ async function runDocker(plan, mode) {
   if (plan.saved) {
     const { mkdtempSync: mkdtempSync2 } = await import("node:fs");
     const { tmpdir: tmpdir2 } = await import("node:os");
-    const { join: join40 } = await import("node:path");
+    const { join: join41 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync2(join40(tmpdir2(), "petri-repro-"));
-    archive = join40(temp, "image.tar");
+    temp = mkdtempSync2(join41(tmpdir2(), "petri-repro-"));
+    archive = join41(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan.image], archive);
   }
   try {
     say(["load", "-i", archive]);
-    const load3 = (0, import_node_child_process11.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
+    const load3 = (0, import_node_child_process6.spawnSync)("docker", ["load", "-i", archive], { stdio: ["ignore", "inherit", "inherit"] });
     if (load3.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
-    if (temp) (0, import_node_fs49.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs50.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
   say(args);
-  const run = (0, import_node_child_process11.spawnSync)("docker", args, { stdio: "inherit" });
+  const run = (0, import_node_child_process6.spawnSync)("docker", args, { stdio: "inherit" });
   const code = run.status ?? 128 + 9;
   if (mode === "rerun") {
     const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
@@ -38935,13 +39038,13 @@ async function runDocker(plan, mode) {
   }
   return code;
 }
-var import_node_child_process11, import_node_fs49, HELP4, SPECS4;
+var import_node_child_process6, import_node_fs50, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_child_process11 = require("node:child_process");
-    import_node_fs49 = require("node:fs");
+    import_node_child_process6 = require("node:child_process");
+    import_node_fs50 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -39170,7 +39273,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs50.readFileSync)((0, import_node_path43.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs51.readFileSync)((0, import_node_path44.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -39190,7 +39293,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path43.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path44.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -39198,13 +39301,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs50, import_node_path43, OPTIONS5, HELP8;
+var import_node_fs51, import_node_path44, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs50 = require("node:fs");
-    import_node_path43 = require("node:path");
+    import_node_fs51 = require("node:fs");
+    import_node_path44 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39385,9 +39488,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs51.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs52.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs51.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs52.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -39395,7 +39498,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs51.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs52.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -39427,7 +39530,7 @@ function sourceEpoch() {
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto11.createHash)("sha256");
   await (0, import_promises20.pipeline)(
-    (0, import_node_fs51.createReadStream)(file),
+    (0, import_node_fs52.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -39438,13 +39541,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs51, import_node_stream10, import_promises20;
+var import_node_crypto11, import_node_fs52, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto11 = require("node:crypto");
-    import_node_fs51 = require("node:fs");
+    import_node_fs52 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");
     init_errors();
@@ -39504,7 +39607,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs52.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs53.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -39517,12 +39620,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs52, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs53, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs52 = require("node:fs");
+    import_node_fs53 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -39588,7 +39691,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs53.readFileSync)((0, import_node_path44.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs54.readFileSync)((0, import_node_path45.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -39600,13 +39703,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs53, import_node_path44, COMMIT_HELP, DIFF_HELP;
+var import_node_fs54, import_node_path45, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs53 = require("node:fs");
-    import_node_path44 = require("node:path");
+    import_node_fs54 = require("node:fs");
+    import_node_path45 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39663,7 +39766,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs54.readFileSync)(file, "utf8");
+    text = (0, import_node_fs55.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -39685,12 +39788,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs54, HELP12, SPECS5;
+var import_node_fs55, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs54 = require("node:fs");
+    import_node_fs55 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -39988,7 +40091,7 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_fs55 = require("node:fs");
+var import_node_fs56 = require("node:fs");
 init_errors();
 
 // src/cli/compile-cache.ts
@@ -40188,7 +40291,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const pkg = JSON.parse((0, import_node_fs55.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs56.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

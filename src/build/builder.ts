@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
@@ -44,9 +43,10 @@ import {
   type StoredImage,
 } from '../image/types.js';
 import type { ContainerOptions } from '../runtime/options.js';
-import { FsOps } from '../snapshot/fsops.js';
+import type { FsOps } from '../snapshot/fsops.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
+import { childProcess } from '../util/lazy-builtins.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
 import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
@@ -174,8 +174,12 @@ class Builder {
   #removals: Promise<void>[] = [];
   /** SSH agent proxies of RUN steps not closed yet (a step that failed before its container). */
   readonly #agents = new Set<{ close(): void }>();
-  /** One `petri-runner fsops` process that scans every layer this build writes (started by the first step that runs). */
-  #scanner: FsOps | undefined;
+  /**
+   * One `petri-runner fsops` process that scans the layers this build writes,
+   * started by the first RUN step (or layer petri-runner helped write): a
+   * layer that Node wrote alone is read with lstat here (scanOwnTree).
+   */
+  #scanner: Promise<FsOps> | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
   #remote: RemoteCache | undefined;
   /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
@@ -208,7 +212,7 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
-      const closing = this.#scanner?.close(); // every layer is written: let it exit while the image is
+      const closing = this.#scanner?.then((scanner) => scanner.close(), () => {}); // every layer is written: let it exit meanwhile
       this.#warnUnusedArgs();
       const result = await this.#writeImage(state, tags);
       await this.#exportCache(state);
@@ -219,7 +223,7 @@ class Builder {
       await Promise.all(this.#removals);
       for (const agent of this.#agents) agent.close();
       for (const dir of this.#workDirs) removeTree(dir);
-      await this.#scanner?.close();
+      await this.#scanner?.then((scanner) => scanner.close(), () => {});
     }
   }
 
@@ -723,12 +727,15 @@ class Builder {
    * A step that may make a layer: its key is the filesystem's key plus `step`;
    * on a hit the recorded layer is reused (nothing runs, nothing is written),
    * else `make` fills a fresh upper dir, which becomes the layer unless empty.
+   * `make` resolves to `{ helper }` when this process wrote the upper dir with
+   * its own fs calls, `helper` telling whether petri-runner made some of it
+   * (device nodes, fifos, xattrs); to nothing when a container wrote it.
    */
   async #layerStep(
     state: State,
     step: object,
     createdBy: string,
-    make: (lower: string[], upper: string) => Promise<void>,
+    make: (lower: string[], upper: string) => Promise<{ helper: boolean } | undefined>,
     extra: Partial<State> = {},
   ): Promise<{ state: State; cached: boolean }> {
     const key = cacheKey(state.fsKey, step);
@@ -741,16 +748,15 @@ class Builder {
     }
     const cached = record !== undefined;
     if (!record) {
-      if (!this.#scanner) {
-        this.#scanner = new FsOps();
-        this.#scanner.start(); // ready by the time the step's layer is written
-      }
       const lower = await this.#lower(state);
       const work = await this.#workDir();
       const upper = join(work, 'upper');
       mkdirSync(upper);
-      await make(lower, upper);
-      const layer = readdirSync(upper).length === 0 ? null : await this.#commitLayer(state, upper);
+      const written = await make(lower, upper);
+      // What Node wrote alone has nothing lstat cannot see: no xattrs (Docker's layers keep only
+      // security.capability, never set by a COPY), no device nodes.
+      const own = written !== undefined && !written.helper;
+      const layer = readdirSync(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
       const created = new Date(Date.now()).toISOString();
       record = {
         layer,
@@ -776,7 +782,17 @@ class Builder {
     };
   }
 
-  async #commitLayer(state: State, upper: string): Promise<LayerRef> {
+  /** The fsops process, started now when no step has yet (a RUN step starts it ahead of its container). */
+  #startScanner(): Promise<FsOps> {
+    this.#scanner ??= import('../snapshot/fsops.js').then(({ FsOps }) => {
+      const scanner = new FsOps();
+      scanner.start();
+      return scanner;
+    });
+    return this.#scanner;
+  }
+
+  async #commitLayer(state: State, upper: string, own: boolean): Promise<LayerRef> {
     let stored: Promise<BlobInfo> | undefined;
     const sink = {
       whole: async (tar: Buffer) => {
@@ -791,10 +807,10 @@ class Builder {
       },
     };
     const { writeLayer } = await import('../snapshot/layer-from-dir.js');
-    const scanner = this.#scanner as FsOps;
+    const { scanOwnTree } = await import('../snapshot/scan.js');
     const { diffId, size, opaque } = await writeLayer(upper, sink, {
       sourceDateEpoch: this.#epoch,
-      scan: (dir) => scanner.scan(dir),
+      scan: own ? async (dir) => scanOwnTree(dir) : async (dir) => (await this.#startScanner()).scan(dir),
     });
     const blob = await (stored as Promise<BlobInfo>);
     const { chainIds } = await import('../snapshot/layers.js');
@@ -814,6 +830,7 @@ class Builder {
       async (lower, upper) => {
         const owner = user ? resolveUser(user, (p) => readFromLayers(lower, p)) : { uid: 0, gid: 0 };
         makeDirs(new LayeredView(lower), upper, dir, owner);
+        return { helper: false };
       },
       { config },
     );
@@ -992,6 +1009,7 @@ class Builder {
     };
     const createdBy = `RUN ${command.join(' ')} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) => {
+      this.#startScanner().catch(() => {}); // ready by the time the layer is written (a failure shows there)
       await this.#runContainer(state, {
         stepId,
         command,
@@ -1005,6 +1023,7 @@ class Builder {
         upper,
         privileged: flags.security === 'insecure',
       });
+      return undefined; // a container wrote the upper dir: petri-runner reads it
     });
   }
 
@@ -1387,7 +1406,9 @@ function moveContents(from: string, to: string): void {
       renameSync(join(from, name), join(to, name));
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
-      const copied = spawnSync('cp', ['-a', '--', join(from, name), join(to, name)], { encoding: 'utf8' });
+      const copied = childProcess().spawnSync('cp', ['-a', '--', join(from, name), join(to, name)], {
+        encoding: 'utf8',
+      });
       if (copied.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied.stderr.trim()}`);
     }
   }

@@ -20,9 +20,10 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { cleanPath, goMatch, hasWildcards, IgnoreMatcher } from '../dockerfile/dockerignore.js';
 import { PetriError } from '../errors.js';
-import { FsOps } from '../snapshot/fsops.js';
+import type { FsOps } from '../snapshot/fsops.js';
 import type { TarHeader } from '../snapshot/tar-pax.js';
 import { OVERLAY_XATTR_PREFIX, WHITEOUT_META_PREFIX, WHITEOUT_PREFIX } from '../snapshot/whiteouts.js';
+import { devMajor, devMinor } from '../util/dev.js';
 import { removeTree } from '../util/fs.js';
 import { type Compression, cannotDecompress, compressionOf, decompressor } from './decompress.js';
 import { ContextView, cleanRel, type FsView, LayeredView, resolvePath } from './fs-view.js';
@@ -529,7 +530,7 @@ export async function copyInto(
   entries: readonly SelectedEntry[],
   lower: readonly string[] | LayeredView,
   upper: string,
-): Promise<void> {
+): Promise<{ helper: boolean }> {
   const writer = new UpperWriter(req, lower instanceof LayeredView ? lower : new LayeredView(lower), upper);
   try {
     await writer.write(entries);
@@ -537,6 +538,7 @@ export async function copyInto(
   } finally {
     await writer.close();
   }
+  return { helper: writer.helper };
 }
 
 /**
@@ -550,7 +552,8 @@ class UpperWriter implements FsView {
   readonly #req: CopyRequest;
   readonly #lower: LayeredView;
   readonly #upper: string;
-  readonly #fsops = new FsOps();
+  /** The `petri-runner fsops` process for device nodes, fifos and xattrs: started by the first of them. */
+  #fsops: FsOps | undefined;
   /** rel → what `upper/rel` is: a real directory (reached through real directories), missing, or something else. */
   readonly #state = new Map<string, 'dir' | 'missing' | 'other'>();
   /** Directory times to set at the end (writing into a directory changes its mtime). */
@@ -633,7 +636,20 @@ class UpperWriter implements FsView {
   }
 
   close(): Promise<void> {
-    return this.#fsops.close();
+    return this.#fsops?.close() ?? Promise.resolve();
+  }
+
+  /** Whether petri-runner made some of what was written (device nodes, fifos, xattrs), which Node's lstat cannot read back. */
+  get helper(): boolean {
+    return this.#fsops !== undefined;
+  }
+
+  async #ops(): Promise<FsOps> {
+    if (!this.#fsops) {
+      const { FsOps } = await import('../snapshot/fsops.js');
+      this.#fsops ??= new FsOps();
+    }
+    return this.#fsops;
   }
 
   async #place(entry: SelectedEntry, destRel: string, destIsDir: boolean): Promise<void> {
@@ -706,7 +722,7 @@ class UpperWriter implements FsView {
       case 'fifo': {
         const rdev = entry.rdev ?? 0;
         const type = entry.type === 'char' ? 'c' : entry.type === 'block' ? 'b' : 'p';
-        await this.#fsops.mknod(path, type, major(rdev), minor(rdev), entry.mode);
+        await (await this.#ops()).mknod(path, type, devMajor(rdev), devMinor(rdev), entry.mode);
         break;
       }
       default:
@@ -913,7 +929,7 @@ class UpperWriter implements FsView {
       case 'block-device':
       case 'fifo': {
         const type = header.type === 'fifo' ? 'p' : header.type === 'block-device' ? 'b' : 'c';
-        await this.#fsops.mknod(path, type, header.devmajor ?? 0, header.devminor ?? 0, mode);
+        await (await this.#ops()).mknod(path, type, header.devmajor ?? 0, header.devminor ?? 0, mode);
         break;
       }
       default:
@@ -944,7 +960,7 @@ class UpperWriter implements FsView {
       if (!key.startsWith(XATTR_PAX_PREFIX)) continue;
       const name = key.slice(XATTR_PAX_PREFIX.length);
       if (name.startsWith(OVERLAY_XATTR_PREFIX)) continue;
-      await this.#fsops.setxattr(path, name, Buffer.from(value, 'latin1')).catch(() => {});
+      await (await this.#ops()).setxattr(path, name, Buffer.from(value, 'latin1')).catch(() => {});
     }
   }
 }
@@ -966,13 +982,4 @@ function lstatOrUndefined(path: string): Stats | undefined {
   } catch {
     return undefined; // ENOTDIR, EACCES…
   }
-}
-
-/** Linux's dev_t encoding (glibc's gnu_dev_major / gnu_dev_minor). */
-function major(rdev: number): number {
-  return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
-}
-
-function minor(rdev: number): number {
-  return (rdev & 0xff) | ((rdev >>> 12) & ~0xff);
 }

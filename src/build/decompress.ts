@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { Duplex, PassThrough } from 'node:stream';
 import { PetriError } from '../errors.js';
-import { zlib } from '../util/lazy-builtins.js';
+import { childProcess, zlib } from '../util/lazy-builtins.js';
 
 /** The compressions of a tar that ADD extracts, as Docker's: gzip, bzip2, xz, and zstd. */
 export type Compression = 'gzip' | 'zstd' | 'bzip2' | 'xz';
@@ -38,7 +37,7 @@ export function decompressor(kind: Compression, what: string): NodeJS.ReadWriteS
   if (kind === 'gzip') return zlib().createGunzip();
   if (kind === 'zstd') return (zstd() as () => NodeJS.ReadWriteStream)();
   const command = kind === 'xz' ? 'xz' : 'bzip2';
-  const child = spawn(command, ['-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = childProcess().spawn(command, ['-d', '-c'], { stdio: ['pipe', 'pipe', 'pipe'] });
   // The output ends only once the command has said it succeeded: a damaged archive is an error, not a short one.
   const output = new PassThrough();
   child.stdout.pipe(output, { end: false });

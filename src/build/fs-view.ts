@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { IgnoreMatcher } from '../dockerfile/dockerignore.js';
@@ -6,6 +5,7 @@ import { PetriError } from '../errors.js';
 import { runnerPath } from '../runtime/runner-binary.js';
 import { recordedOpaqueDirs } from '../snapshot/layer-meta.js';
 import { isOverlayWhiteout, OVERLAY_OPAQUE_XATTR } from '../snapshot/whiteouts.js';
+import { childProcess } from '../util/lazy-builtins.js';
 
 /**
  * A read-only view of a filesystem tree that COPY/ADD read from: the build
@@ -209,7 +209,7 @@ export function opaqueDirs(layerDir: string): ReadonlySet<string> {
     opaqueCache.set(key, dirs);
     return dirs;
   }
-  const result = spawnSync(runnerPath(), ['scan', layerDir], { maxBuffer: 2 ** 31 - 1 });
+  const result = childProcess().spawnSync(runnerPath(), ['scan', layerDir], { maxBuffer: 2 ** 31 - 1 });
   if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
   if (result.status !== 0) {
     const why =

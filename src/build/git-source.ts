@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { PetriError } from '../errors.js';
+import { childProcess } from '../util/lazy-builtins.js';
 
 /** `ADD <git ref>`: the repository, and the ref and subdirectory of its fragment (`#ref:subdir`) or query. */
 export interface GitRef {
@@ -187,7 +187,7 @@ async function gitEnvironment(remote: string): Promise<NodeJS.ProcessEnv> {
 function runGit(shown: string, dir: string, args: string[], env: NodeJS.ProcessEnv): Promise<string> {
   const settings = ['-c', 'core.hooksPath=/dev/null', '-c', 'core.autocrlf=false'];
   return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'umask 022 && exec git "$@"', 'sh', ...settings, ...args], {
+    const child = childProcess().spawn('/bin/sh', ['-c', 'umask 022 && exec git "$@"', 'sh', ...settings, ...args], {
       cwd: dir,
       stdio: ['ignore', 'pipe', 'pipe'],
       env,

@@ -1,4 +1,4 @@
-import { statSync, writeSync } from 'node:fs';
+import { fstatSync, statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { BuildEvent } from '../build/events.js';
 import type { CacheExport, CacheImport } from '../build/remote-cache.js';
@@ -141,14 +141,7 @@ export async function main(argv: string[]): Promise<number> {
     if (hit) {
       // fs.writeSync, not process.stdout/stderr: creating those streams loads node:stream (~4 ms), most of this path.
       const { progressRenderer } = await import('../build/progress.js');
-      const { isatty } = await import('node:tty');
-      const render = progressRenderer(
-        progress as (typeof MODES)[number],
-        {
-          isTTY: isatty(2),
-          write: (text: string | Uint8Array) => writeOut(2, text),
-        } as unknown as NodeJS.WritableStream & { isTTY: boolean },
-      );
+      const render = progressRenderer(progress as (typeof MODES)[number], await stderrOut());
       for (const event of hit.events) render(event);
       render({
         type: 'image',
@@ -173,7 +166,7 @@ export async function main(argv: string[]): Promise<number> {
     cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec('--cache-to', spec) as CacheExport),
     cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec('--cache-from', spec) as CacheImport),
   };
-  const renderer = progressRenderer(progress as (typeof MODES)[number], process.stderr);
+  const renderer = progressRenderer(progress as (typeof MODES)[number], await stderrOut());
   const seen: BuildEvent[] = [];
   const render = (event: BuildEvent) => {
     if (results) seen.push(event);
@@ -199,11 +192,11 @@ export async function main(argv: string[]): Promise<number> {
   } catch (error) {
     // Like docker build: a build that fails (a step, the Dockerfile, the context) exits 1.
     if (!(error instanceof PetriError)) throw error;
-    process.stderr.write(`petri: ${errorLine(error)}\n`);
+    writeOut(2, `petri: ${errorLine(error)}\n`);
     return 1;
   }
   results?.remember(seen, result);
-  process.stdout.write(`${result.id}\n`);
+  writeOut(1, `${result.id}\n`);
   if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
   return 0;
 }
@@ -241,6 +234,23 @@ function petriIdentity(): string {
   } catch {
     return `${import.meta.filename}:${Date.now()}:${Math.random()}`;
   }
+}
+
+/**
+ * Where progress goes: fd 2 written directly (creating process.stderr loads
+ * node:net and costs milliseconds), with whether it is a terminal (node:tty
+ * is loaded only for a character device, which a terminal is).
+ */
+async function stderrOut(): Promise<NodeJS.WritableStream & { isTTY: boolean }> {
+  let isTTY = false;
+  try {
+    isTTY = fstatSync(2).isCharacterDevice() && (await import('node:tty')).isatty(2);
+  } catch {
+    // fd 2 closed: nothing is a terminal
+  }
+  return { isTTY, write: (text: string | Uint8Array) => writeOut(2, text) } as unknown as NodeJS.WritableStream & {
+    isTTY: boolean;
+  };
 }
 
 /** Writes to fd 1 or 2 without creating process.stdout/stderr; through them when the fd would block. */

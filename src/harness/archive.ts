@@ -18,6 +18,7 @@ import { EntryWriter } from '../snapshot/entry-writer.js';
 import { cleanEntryPath } from '../snapshot/safe-path.js';
 import { type TarHeader, tarStream } from '../snapshot/tar-pax.js';
 import { WHITEOUT_PREFIX } from '../snapshot/whiteouts.js';
+import { devMajor, devMinor } from '../util/dev.js';
 import { type FsView, LayeredView, resolveParent, splitPath } from './fs-view.js';
 import type { Content, ContentToCopy, FileToCopy } from './types.js';
 
@@ -180,7 +181,7 @@ export function archivePath(view: FsView, path: string): Readable {
       }
     } else if (stat.isCharacterDevice() || stat.isBlockDevice() || stat.isFIFO()) {
       const type = stat.isFIFO() ? 'fifo' : stat.isCharacterDevice() ? 'character-device' : 'block-device';
-      await add(pack, { ...base, type, devmajor: major(stat.rdev), devminor: minor(stat.rdev) });
+      await add(pack, { ...base, type, devmajor: devMajor(stat.rdev), devminor: devMinor(stat.rdev) });
     }
   };
   void walk(name === '' ? parent : [...parent, name], name, top)
@@ -210,14 +211,6 @@ function isKernelFilesystem(path: string): boolean {
   } catch {
     return false;
   }
-}
-
-function major(rdev: number): number {
-  return Number(((BigInt(rdev) >> 8n) & 0xfffn) | ((BigInt(rdev) >> 32n) & ~0xfffn));
-}
-
-function minor(rdev: number): number {
-  return Number((BigInt(rdev) & 0xffn) | ((BigInt(rdev) >> 12n) & ~0xffn));
 }
 
 function add(pack: Pack, header: TarHeader, data?: Buffer): Promise<void> {

@@ -1,6 +1,5 @@
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { createInterface } from 'node:readline';
 import { PetriError } from '../errors.js';
 import { runnerPath } from '../runtime/runner-binary.js';
 import type { ScanEntry } from './scan.js';
@@ -97,7 +96,13 @@ export class FsOps {
     child.stderr.on('data', (chunk: Buffer) => {
       this.#stderr += chunk.toString();
     });
-    createInterface({ input: child.stdout }).on('line', (line) => this.#answer(line));
+    let partial = '';
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) this.#answer(line);
+    });
     return child;
   }
 

@@ -1,7 +1,9 @@
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { join } from 'node:path';
 import { PetriError } from '../errors.js';
 import { runnerPath } from '../runtime/runner-binary.js';
+import { devMajor, devMinor } from '../util/dev.js';
+import { childProcess } from '../util/lazy-builtins.js';
 
 /** One entry of `petri-runner scan DIR` (runner/PROTOCOL.md). */
 export interface ScanEntry {
@@ -31,17 +33,17 @@ export interface ScanEntry {
  * symlinks, with the xattrs (trusted.*, security.*) Node cannot read.
  */
 export async function scanTree(dir: string): Promise<ScanEntry[]> {
-  const child = spawn(runnerPath(), ['scan', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = childProcess().spawn(runnerPath(), ['scan', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => {
     stderr += chunk.toString();
   });
+  const out: Buffer[] = [];
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
   const closed = new Promise<number | null>((resolve, reject) => {
     child.once('error', reject);
     child.once('close', (code) => resolve(code));
   });
-  const lines: string[] = [];
-  for await (const line of createInterface({ input: child.stdout })) if (line) lines.push(line);
   const code = await closed.catch((error: Error) => {
     throw new PetriError(`cannot start petri-runner scan: ${error.message}`);
   });
@@ -49,5 +51,66 @@ export async function scanTree(dir: string): Promise<ScanEntry[]> {
     const why = stderr.trim().replace(/^petri-runner: /, '') || `petri-runner scan exited with ${code}`;
     throw new PetriError(`cannot read the directory tree ${dir}: ${why}`);
   }
-  return lines.map((line) => JSON.parse(line) as ScanEntry);
+  const lines = Buffer.concat(out).toString('utf8').split('\n');
+  return lines.filter((line) => line !== '').map((line) => JSON.parse(line) as ScanEntry);
+}
+
+/**
+ * The same entries as `scanTree`, read with lstat in this process: for a tree
+ * that petri wrote itself with Node's fs calls, which holds no xattrs that a
+ * layer keeps and no device nodes (no helper to start). Names in byte order,
+ * as petri-runner sorts them.
+ */
+export function scanOwnTree(dir: string): ScanEntry[] {
+  const entries: ScanEntry[] = [];
+  const walk = (abs: string, rel: string): void => {
+    const names = readdirSync(abs).sort(byBytes);
+    for (const name of names) {
+      const path = join(abs, name);
+      const relPath = rel ? `${rel}/${name}` : name;
+      const st = lstatSync(path, { bigint: true, throwIfNoEntry: false });
+      if (!st) continue; // gone meanwhile: skipped, as petri-runner does
+      const type = st.isFile()
+        ? 'f'
+        : st.isDirectory()
+          ? 'd'
+          : st.isSymbolicLink()
+            ? 'l'
+            : st.isCharacterDevice()
+              ? 'c'
+              : st.isBlockDevice()
+                ? 'b'
+                : st.isFIFO()
+                  ? 'p'
+                  : 's';
+      const ns = st.mtimeNs;
+      const entry: ScanEntry = {
+        path: relPath,
+        type,
+        mode: Number(st.mode & 0o7777n),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        size: Number(st.size),
+        // whole seconds, rounded down as the kernel's tv_sec
+        mtime: Number(ns / 1_000_000_000n - (ns < 0n && ns % 1_000_000_000n !== 0n ? 1n : 0n)),
+        rdev: [devMajor(Number(st.rdev)), devMinor(Number(st.rdev))],
+        ino: Number(st.ino),
+        nlink: Number(st.nlink),
+      };
+      if (type === 'l') entry.link = readlinkSync(path, 'utf8');
+      entries.push(entry);
+      if (type === 'd') walk(path, relPath);
+    }
+  };
+  try {
+    walk(dir, '');
+  } catch (error) {
+    throw new PetriError(`cannot read the directory tree ${dir}: ${(error as Error).message}`, { cause: error });
+  }
+  return entries;
+}
+
+/** strcmp's order of two names' UTF-8 bytes. */
+function byBytes(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
