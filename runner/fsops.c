@@ -98,6 +98,10 @@ static int op_setxattr(const struct jval *op, const char *path, struct rerr *e)
 
 static int scan_dir(int dirfd, char *rel, size_t rlen, struct rerr *e);
 
+/* Whether an entry's line is half printed: an error there ends the line first, so that the
+ * answer line that follows is a line of its own. */
+static int mid_entry;
+
 /* The `scan` op: the tree's entries as `scan` prints them, before the answer line. */
 static int op_scan(const char *path, struct rerr *e)
 {
@@ -108,6 +112,9 @@ static int op_scan(const char *path, struct rerr *e)
 		return rerr_set(e, errno, "scan %s", path);
 	int rc = scan_dir(fd, rel, 0, e);
 	close(fd);
+	if (rc < 0 && mid_entry)
+		putchar('\n');
+	mid_entry = 0;
 	return rc;
 }
 
@@ -249,6 +256,7 @@ static int put_entry(int dirfd, const char *name, const char *rel, const struct 
 	char type = S_ISREG(st->st_mode) ? 'f' : S_ISDIR(st->st_mode) ? 'd' : S_ISLNK(st->st_mode) ? 'l'
 		  : S_ISCHR(st->st_mode) ? 'c' : S_ISBLK(st->st_mode) ? 'b' : S_ISFIFO(st->st_mode) ? 'p' : 's';
 	fputs("{\"path\":", stdout);
+	mid_entry = 1;
 	if (put_str(rel, strlen(rel)) < 0)
 		return rerr_set(e, 0, "scan: the name %s is not UTF-8 (petri cannot carry it)", rel);
 	printf(",\"type\":\"%c\",\"mode\":%u,\"uid\":%u,\"gid\":%u,\"size\":%lld,\"mtime\":%lld,\"rdev\":[%u,%u],"
@@ -268,6 +276,7 @@ static int put_entry(int dirfd, const char *name, const char *rel, const struct 
 	if (put_xattrs(dirfd, name, rel, e) < 0)
 		return -1;
 	fputs("}\n", stdout);
+	mid_entry = 0;
 	return 0;
 }
 

@@ -450,6 +450,64 @@ describeKernel('petri build: fixtures, cache, output', () => {
     expect(cached.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
   });
 
+  it('progress through a non-blocking stderr stays whole and in order; a reader that goes away does not fail the build', async () => {
+    const dir = join(work, 'chatty');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'Dockerfile'), 'FROM petri-fixture/busybox\nRUN seq 1 20000\n');
+    const env = { ...process.env, PETRI_ROOT: root };
+    const args = [petriBin, 'build', '--no-cache', '--progress', 'plain', dir];
+    // petri's stderr: a pipe whose writing end is opened again with O_NONBLOCK (a new open file of it), read
+    // only after half a second: petri's writes meet EAGAIN. Its stdout goes to the wrapper's stderr.
+    const wrapper = join(work, 'nonblocking.cjs');
+    writeFileSync(
+      wrapper,
+      `const fs = require('node:fs');
+      const fd = fs.openSync('/proc/self/fd/1', fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      require('node:child_process').spawn(process.execPath, ${JSON.stringify(args)}, { stdio: ['ignore', 2, fd] })
+        .on('exit', (code) => process.exit(code ?? 1));`,
+    );
+    const child = spawn('sh', ['-c', '"$0" "$1" | (sleep 0.5; cat)', process.execPath, wrapper], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env,
+    });
+    let stderr = '';
+    let stdout = '';
+    child.stdout.on('data', (chunk) => {
+      stderr += chunk; // petri's stderr, through the pipe
+    });
+    child.stderr.on('data', (chunk) => {
+      stdout += chunk; // petri's stdout
+    });
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect(code).toBe(0); // cat's: petri's own shows in its stdout (the ID) and last line
+    expect(stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    const printed = stderr
+      .split('\n')
+      .filter((line) => line.startsWith('#2 ') && /^\d+$/.test(line.split(' ')[2] ?? ''))
+      .map((line) => Number(line.split(' ')[2]));
+    expect(printed).toEqual(Array.from({ length: 20000 }, (_, i) => i + 1));
+    expect(stderr.trimEnd().split('\n').at(-1)).toMatch(/^image sha256:[0-9a-f]{64} built in /);
+
+    // The reader of stderr gone before the first line (EPIPE): the build still succeeds.
+    const orphan = spawn(process.execPath, [...args.slice(0, -1), '-t', 'ptest/chatty', dir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...env },
+    });
+    orphan.stderr.destroy();
+    const [id, status] = await Promise.all([
+      new Promise<string>((resolve) => {
+        let out = '';
+        orphan.stdout.on('data', (chunk) => {
+          out += chunk;
+        });
+        orphan.stdout.on('end', () => resolve(out));
+      }),
+      new Promise((resolve) => orphan.on('close', resolve)),
+    ]);
+    expect(status).toBe(0);
+    expect(id).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+  });
+
   it('bad input: one clear line each, nothing built', () => {
     const dir = join(work, 'bad');
     mkdirSync(dir);

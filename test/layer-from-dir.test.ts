@@ -176,6 +176,70 @@ describeKernel('writeLayer and diffUpper', () => {
     expect(readFileSync(byNode).equals(readFileSync(byC))).toBe(true);
   });
 
+  it('leaves out the xattrs the host adds by itself (an inherited ACL): the same layer from either scan', async () => {
+    const root = join(dir, 'tree');
+    mkdirSync(root);
+    // A default ACL (user::rwx user:1000:r-x group::r-x mask::r-x other::r-x), as a PETRI_ROOT may have.
+    const entry = (tag: number, perm: number, id = 0xffffffff) => {
+      const bytes = Buffer.alloc(8);
+      bytes.writeUInt16LE(tag, 0);
+      bytes.writeUInt16LE(perm, 2);
+      bytes.writeUInt32LE(id, 4);
+      return bytes;
+    };
+    const acl = Buffer.concat([
+      Buffer.from([2, 0, 0, 0]),
+      entry(0x01, 7),
+      entry(0x02, 5, 1000),
+      entry(0x04, 5),
+      entry(0x10, 5),
+      entry(0x20, 5),
+    ]);
+    const fsops = new FsOps();
+    await fsops.setxattr(root, 'system.posix_acl_default', acl);
+    await fsops.setxattr(root, 'user.kept', Buffer.from('yes'));
+    await fsops.close();
+    mkdirSync(join(root, 'sub'));
+    writeFileSync(join(root, 'sub/file'), 'inherits the ACL');
+    const byRunner = await scanTree(root);
+    expect(Object.keys(byRunner.find((e) => e.path === 'sub/file')?.xattrs ?? {})).toContain('system.posix_acl_access');
+    const [byC, byNode] = [join(dir, 'c.tar'), join(dir, 'node.tar')];
+    const c = await writeLayer(root, createWriteStream(byC), { sourceDateEpoch: 1 });
+    const node = await writeLayer(root, createWriteStream(byNode), {
+      sourceDateEpoch: 1,
+      scan: async (d) => scanOwnTree(d),
+    });
+    expect(node).toEqual(c);
+    expect(readFileSync(byNode).equals(readFileSync(byC))).toBe(true);
+    const pax = (await tarEntries(byC)).flatMap((h) => Object.keys(h.pax ?? {}));
+    expect(pax.filter((key) => key.includes('acl'))).toEqual([]);
+    // user.* xattrs are kept (read by petri-runner's scan, written into the layer).
+    const top = join(dir, 'top');
+    mkdirSync(top);
+    writeFileSync(join(top, 'f'), 'x');
+    const ops = new FsOps();
+    await ops.setxattr(join(top, 'f'), 'user.kept', Buffer.from('yes'));
+    await ops.close();
+    await writeLayer(top, createWriteStream(join(dir, 'kept.tar')));
+    expect((await tarEntries(join(dir, 'kept.tar'))).find((h) => h.name === 'f')?.pax).toHaveProperty(
+      'SCHILY.xattr.user.kept',
+      'yes',
+    );
+  });
+
+  it('answers a scan that fails mid-entry (a name that is not UTF-8) with an error, not silence', async () => {
+    const bad = join(dir, 'bad');
+    mkdirSync(bad);
+    writeFileSync(Buffer.concat([Buffer.from(`${bad}/`), Buffer.from([0xff])]), 'x');
+    mkdirSync(join(dir, 'ok'));
+    writeFileSync(join(dir, 'ok/good'), 'g');
+    const fsops = new FsOps();
+    await expect(fsops.scan(bad)).rejects.toThrow(/not UTF-8/);
+    // The process still answers in step.
+    expect((await fsops.scan(join(dir, 'ok'))).map((e) => e.path)).toEqual(['good']);
+    await fsops.close();
+  });
+
   it('turns overlay whiteouts and opaque dirs into OCI ones, and back', async () => {
     const upper = join(dir, 'upper');
     mkdirSync(join(upper, 'a'), { recursive: true });

@@ -12045,7 +12045,7 @@ async function copyInto(req, entries, lower, upper) {
   } finally {
     await writer.close();
   }
-  return { helper: writer.helper };
+  return { helper: writer.helper, entries: entries.length + (req.inline?.length ?? 0) };
 }
 function tarOwner(header) {
   const uid = header.pax?.uid === void 0 ? header.uid : Number(header.pax.uid);
@@ -14910,7 +14910,7 @@ function ids(entry) {
   return { uid: 0, gid: 0, pax: { uid: String(entry.uid), gid: String(entry.gid) } };
 }
 function xattrRecords(entry) {
-  const names = Object.keys(entry.xattrs ?? {}).filter((name) => !name.startsWith(OVERLAY_XATTR_PREFIX)).sort();
+  const names = Object.keys(entry.xattrs ?? {}).filter((name) => !name.startsWith(OVERLAY_XATTR_PREFIX) && !HOST_XATTRS.has(name)).sort();
   if (names.length === 0) return void 0;
   const records = {};
   for (const name of names) {
@@ -14934,7 +14934,7 @@ async function addFile(pack, header, path) {
   const file = (await (0, import_promises12.open)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, HOST_XATTRS, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
@@ -14950,6 +14950,13 @@ var init_layer_from_dir = __esm({
     init_tar_buffer();
     init_tar_pax();
     init_whiteouts();
+    HOST_XATTRS = /* @__PURE__ */ new Set([
+      "system.posix_acl_access",
+      "system.posix_acl_default",
+      "security.selinux",
+      "security.ima",
+      "security.evm"
+    ]);
     USTAR_MAX_ID = 262143;
     OPAQUE_VALUE2 = Buffer.from("y").toString("base64");
     __name(writeLayer, "writeLayer");
@@ -15100,7 +15107,7 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_fs37, import_promises14, import_node_path32, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, Builder;
+var import_node_fs37, import_promises14, import_node_path32, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
@@ -15141,6 +15148,7 @@ var init_builder = __esm({
     DEFAULT_SHELL = ["/bin/sh", "-c"];
     DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
     __name(buildImage, "buildImage");
+    OWN_SCAN_MAX = 1e3;
     Builder = class {
       static {
         __name(this, "Builder");
@@ -15200,8 +15208,11 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
-          const closing = this.#scanner?.then((scanner) => scanner.close(), () => {
-          });
+          const closing = this.#scanner?.then(
+            (scanner) => scanner.close(),
+            () => {
+            }
+          );
           this.#warnUnusedArgs();
           const result = await this.#writeImage(state, tags);
           await this.#exportCache(state);
@@ -15212,8 +15223,11 @@ var init_builder = __esm({
           await Promise.all(this.#removals);
           for (const agent of this.#agents) agent.close();
           for (const dir of this.#workDirs) removeTree(dir);
-          await this.#scanner?.then((scanner) => scanner.close(), () => {
-          });
+          await this.#scanner?.then(
+            (scanner) => scanner.close(),
+            () => {
+            }
+          );
         }
       }
       async #loadRemoteCache() {
@@ -15685,9 +15699,9 @@ ${trigger}
        * A step that may make a layer: its key is the filesystem's key plus `step`;
        * on a hit the recorded layer is reused (nothing runs, nothing is written),
        * else `make` fills a fresh upper dir, which becomes the layer unless empty.
-       * `make` resolves to `{ helper }` when this process wrote the upper dir with
-       * its own fs calls, `helper` telling whether petri-runner made some of it
-       * (device nodes, fifos, xattrs); to nothing when a container wrote it.
+       * `make` resolves to `{ helper, entries }` when this process wrote the upper
+       * dir with its own fs calls, `helper` telling whether petri-runner made some
+       * of it (device nodes, fifos, xattrs); to nothing when a container wrote it.
        */
       async #layerStep(state, step, createdBy, make, extra = {}) {
         const key = cacheKey(state.fsKey, step);
@@ -15704,7 +15718,7 @@ ${trigger}
           const upper = (0, import_node_path32.join)(work, "upper");
           (0, import_node_fs37.mkdirSync)(upper);
           const written = await make(lower, upper);
-          const own = written !== void 0 && !written.helper;
+          const own = written !== void 0 && !written.helper && written.entries <= OWN_SCAN_MAX;
           const layer = (0, import_node_fs37.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
           const created = new Date(Date.now()).toISOString();
           record = {
@@ -15777,7 +15791,7 @@ ${trigger}
           async (lower, upper) => {
             const owner2 = user ? resolveUser(user, (p) => readFromLayers(lower, p)) : { uid: 0, gid: 0 };
             makeDirs(new LayeredView(lower), upper, dir, owner2);
-            return { helper: false };
+            return { helper: false, entries: 1 };
           },
           { config }
         );
@@ -16475,17 +16489,27 @@ async function stderrOut() {
   return { isTTY, write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write") };
 }
 function writeOut(fd, text) {
+  if (gone.has(fd)) return false;
   const data = typeof text === "string" ? Buffer.from(text) : text;
+  const stream = /* @__PURE__ */ __name(() => fd === 1 ? process.stdout : process.stderr, "stream");
+  if (streamed.has(fd)) return stream().write(data);
   let offset = 0;
   try {
     while (offset < data.length) offset += (0, import_node_fs39.writeSync)(fd, data, offset);
   } catch (error) {
-    if (error.code !== "EAGAIN") throw error;
-    (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
+    const code = error.code;
+    if (code === "EPIPE") {
+      gone.add(fd);
+      return false;
+    }
+    if (code !== "EAGAIN") throw error;
+    streamed.add(fd);
+    stream().on("error", () => gone.add(fd));
+    stream().write(data.subarray(offset));
   }
   return true;
 }
-var import_node_fs39, import_node_path34, HELP2, SPECS2, MODES;
+var import_node_fs39, import_node_path34, HELP2, SPECS2, MODES, streamed, gone;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
@@ -16553,6 +16577,8 @@ so the same inputs give the same layer digests on any machine).
     __name(petriIdentity, "petriIdentity");
     __name(stderrOut, "stderrOut");
     __name(writeOut, "writeOut");
+    streamed = /* @__PURE__ */ new Set();
+    gone = /* @__PURE__ */ new Set();
   }
 });
 

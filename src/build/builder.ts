@@ -154,6 +154,9 @@ export async function buildImage(options: BuildOptions): Promise<BuildResult> {
   return new Builder(options).build();
 }
 
+/** The most entries a COPY may write for its layer to be read in this process (scanOwnTree). */
+const OWN_SCAN_MAX = 1000;
+
 class Builder {
   readonly #options: BuildOptions;
   readonly #store: ImageStore;
@@ -212,7 +215,10 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
-      const closing = this.#scanner?.then((scanner) => scanner.close(), () => {}); // every layer is written: let it exit meanwhile
+      const closing = this.#scanner?.then(
+        (scanner) => scanner.close(),
+        () => {},
+      ); // every layer is written: let it exit meanwhile
       this.#warnUnusedArgs();
       const result = await this.#writeImage(state, tags);
       await this.#exportCache(state);
@@ -223,7 +229,10 @@ class Builder {
       await Promise.all(this.#removals);
       for (const agent of this.#agents) agent.close();
       for (const dir of this.#workDirs) removeTree(dir);
-      await this.#scanner?.then((scanner) => scanner.close(), () => {});
+      await this.#scanner?.then(
+        (scanner) => scanner.close(),
+        () => {},
+      );
     }
   }
 
@@ -727,15 +736,15 @@ class Builder {
    * A step that may make a layer: its key is the filesystem's key plus `step`;
    * on a hit the recorded layer is reused (nothing runs, nothing is written),
    * else `make` fills a fresh upper dir, which becomes the layer unless empty.
-   * `make` resolves to `{ helper }` when this process wrote the upper dir with
-   * its own fs calls, `helper` telling whether petri-runner made some of it
-   * (device nodes, fifos, xattrs); to nothing when a container wrote it.
+   * `make` resolves to `{ helper, entries }` when this process wrote the upper
+   * dir with its own fs calls, `helper` telling whether petri-runner made some
+   * of it (device nodes, fifos, xattrs); to nothing when a container wrote it.
    */
   async #layerStep(
     state: State,
     step: object,
     createdBy: string,
-    make: (lower: string[], upper: string) => Promise<{ helper: boolean } | undefined>,
+    make: (lower: string[], upper: string) => Promise<{ helper: boolean; entries: number } | undefined>,
     extra: Partial<State> = {},
   ): Promise<{ state: State; cached: boolean }> {
     const key = cacheKey(state.fsKey, step);
@@ -753,9 +762,10 @@ class Builder {
       const upper = join(work, 'upper');
       mkdirSync(upper);
       const written = await make(lower, upper);
-      // What Node wrote alone has nothing lstat cannot see: no xattrs (Docker's layers keep only
-      // security.capability, never set by a COPY), no device nodes.
-      const own = written !== undefined && !written.helper;
+      // What Node wrote alone has nothing lstat cannot see (no device nodes; no xattrs but those the host adds,
+      // which layers leave out): read here, without a process, unless it is big enough for the walk to hold
+      // up the other stages (petri-runner reads it beside them).
+      const own = written !== undefined && !written.helper && written.entries <= OWN_SCAN_MAX;
       const layer = readdirSync(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
       const created = new Date(Date.now()).toISOString();
       record = {
@@ -830,7 +840,7 @@ class Builder {
       async (lower, upper) => {
         const owner = user ? resolveUser(user, (p) => readFromLayers(lower, p)) : { uid: 0, gid: 0 };
         makeDirs(new LayeredView(lower), upper, dir, owner);
-        return { helper: false };
+        return { helper: false, entries: 1 };
       },
       { config },
     );

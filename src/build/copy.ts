@@ -530,7 +530,7 @@ export async function copyInto(
   entries: readonly SelectedEntry[],
   lower: readonly string[] | LayeredView,
   upper: string,
-): Promise<{ helper: boolean }> {
+): Promise<{ helper: boolean; entries: number }> {
   const writer = new UpperWriter(req, lower instanceof LayeredView ? lower : new LayeredView(lower), upper);
   try {
     await writer.write(entries);
@@ -538,7 +538,7 @@ export async function copyInto(
   } finally {
     await writer.close();
   }
-  return { helper: writer.helper };
+  return { helper: writer.helper, entries: entries.length + (req.inline?.length ?? 0) };
 }
 
 /**

@@ -253,15 +253,35 @@ async function stderrOut(): Promise<NodeJS.WritableStream & { isTTY: boolean }> 
   };
 }
 
-/** Writes to fd 1 or 2 without creating process.stdout/stderr; through them when the fd would block. */
+/**
+ * Writes to fd 1 or 2 without creating process.stdout/stderr. When the fd
+ * would block (EAGAIN: a non-blocking pipe), the rest and every later write to
+ * it go through process.stdout/stderr, in order. A reader that went away
+ * (EPIPE) gets nothing more; the build goes on.
+ */
 function writeOut(fd: 1 | 2, text: string | Uint8Array): boolean {
+  if (gone.has(fd)) return false;
   const data = typeof text === 'string' ? Buffer.from(text) : text;
+  const stream = () => (fd === 1 ? process.stdout : process.stderr);
+  if (streamed.has(fd)) return stream().write(data);
   let offset = 0;
   try {
     while (offset < data.length) offset += writeSync(fd, data, offset);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EAGAIN') throw error;
-    (fd === 1 ? process.stdout : process.stderr).write(data.subarray(offset));
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EPIPE') {
+      gone.add(fd);
+      return false;
+    }
+    if (code !== 'EAGAIN') throw error;
+    streamed.add(fd);
+    stream().on('error', () => gone.add(fd)); // EPIPE later: as above
+    stream().write(data.subarray(offset));
   }
   return true;
 }
+
+/** The fds that went through their stream once (writeOut). */
+const streamed = new Set<number>();
+/** The fds whose reader went away. */
+const gone = new Set<number>();
