@@ -9248,6 +9248,23 @@ var init_pull_policy = __esm({
   }
 });
 
+// src/util/lazy-builtins.ts
+var import_node_module4, require2, load2, zlib2, childProcess, tty;
+var init_lazy_builtins = __esm({
+  "src/util/lazy-builtins.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_module4 = require("node:module");
+    load2 = /* @__PURE__ */ __name((name) => {
+      require2 ??= (0, import_node_module4.createRequire)(petri_import_meta_url);
+      return require2(name);
+    }, "load");
+    zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
+    childProcess = /* @__PURE__ */ __name(() => load2("node:child_process"), "childProcess");
+    tty = /* @__PURE__ */ __name(() => load2("node:tty"), "tty");
+  }
+});
+
 // src/build/ssh-agent.ts
 var ssh_agent_exports = {};
 __export(ssh_agent_exports, {
@@ -11160,22 +11177,6 @@ var init_platform = __esm({
     "use strict";
     init_import_meta_url();
     __name(imageArchitecture, "imageArchitecture");
-  }
-});
-
-// src/util/lazy-builtins.ts
-var import_node_module4, require2, load2, zlib2, childProcess;
-var init_lazy_builtins = __esm({
-  "src/util/lazy-builtins.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_module4 = require("node:module");
-    load2 = /* @__PURE__ */ __name((name) => {
-      require2 ??= (0, import_node_module4.createRequire)(petri_import_meta_url);
-      return require2(name);
-    }, "load");
-    zlib2 = /* @__PURE__ */ __name(() => load2("node:zlib"), "zlib");
-    childProcess = /* @__PURE__ */ __name(() => load2("node:child_process"), "childProcess");
   }
 });
 
@@ -16395,7 +16396,7 @@ async function main2(argv) {
     const hit = results.lookup();
     if (hit) {
       const { progressRenderer: progressRenderer3 } = await Promise.resolve().then(() => (init_progress(), progress_exports));
-      const render2 = progressRenderer3(progress, await stderrOut());
+      const render2 = progressRenderer3(progress, stderrOut());
       for (const event of hit.events) render2(event);
       render2({
         type: "image",
@@ -16421,7 +16422,7 @@ async function main2(argv) {
     cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec("--cache-to", spec)),
     cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec("--cache-from", spec))
   };
-  const renderer = progressRenderer2(progress, await stderrOut());
+  const renderer = progressRenderer2(progress, stderrOut());
   const seen = [];
   const render = /* @__PURE__ */ __name((event) => {
     if (results) seen.push(event);
@@ -16480,10 +16481,10 @@ function petriIdentity() {
     return `${__filename}:${Date.now()}:${Math.random()}`;
   }
 }
-async function stderrOut() {
+function stderrOut() {
   let isTTY = false;
   try {
-    isTTY = (0, import_node_fs39.fstatSync)(2).isCharacterDevice() && (await import("node:tty")).isatty(2);
+    isTTY = (0, import_node_fs39.fstatSync)(2).isCharacterDevice() && tty().isatty(2);
   } catch {
   }
   return { isTTY, write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write") };
@@ -16518,6 +16519,7 @@ var init_build = __esm({
     import_node_path34 = require("node:path");
     init_errors();
     init_pull_policy();
+    init_lazy_builtins();
     init_args();
     HELP2 = `usage: petri build [options] CONTEXT
 

@@ -4,6 +4,7 @@ import type { BuildEvent } from '../build/events.js';
 import type { CacheExport, CacheImport } from '../build/remote-cache.js';
 import { errorLine, PetriError } from '../errors.js';
 import { PULL_POLICIES, type PullPolicy } from '../image/pull-policy.js';
+import { tty } from '../util/lazy-builtins.js';
 import { type OptionSpec, parseArgs } from './args.js';
 
 export const HELP = `usage: petri build [options] CONTEXT
@@ -141,7 +142,7 @@ export async function main(argv: string[]): Promise<number> {
     if (hit) {
       // fs.writeSync, not process.stdout/stderr: creating those streams loads node:stream (~4 ms), most of this path.
       const { progressRenderer } = await import('../build/progress.js');
-      const render = progressRenderer(progress as (typeof MODES)[number], await stderrOut());
+      const render = progressRenderer(progress as (typeof MODES)[number], stderrOut());
       for (const event of hit.events) render(event);
       render({
         type: 'image',
@@ -166,7 +167,7 @@ export async function main(argv: string[]): Promise<number> {
     cacheTo: cacheTo.map((spec) => remote?.parseCacheSpec('--cache-to', spec) as CacheExport),
     cacheFrom: cacheFrom.map((spec) => remote?.parseCacheSpec('--cache-from', spec) as CacheImport),
   };
-  const renderer = progressRenderer(progress as (typeof MODES)[number], await stderrOut());
+  const renderer = progressRenderer(progress as (typeof MODES)[number], stderrOut());
   const seen: BuildEvent[] = [];
   const render = (event: BuildEvent) => {
     if (results) seen.push(event);
@@ -241,10 +242,10 @@ function petriIdentity(): string {
  * node:net and costs milliseconds), with whether it is a terminal (node:tty
  * is loaded only for a character device, which a terminal is).
  */
-async function stderrOut(): Promise<NodeJS.WritableStream & { isTTY: boolean }> {
+function stderrOut(): NodeJS.WritableStream & { isTTY: boolean } {
   let isTTY = false;
   try {
-    isTTY = fstatSync(2).isCharacterDevice() && (await import('node:tty')).isatty(2);
+    isTTY = fstatSync(2).isCharacterDevice() && tty().isatty(2);
   } catch {
     // fd 2 closed: nothing is a terminal
   }

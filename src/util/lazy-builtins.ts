@@ -2,6 +2,7 @@ import type childProcessModule from 'node:child_process';
 import type httpModule from 'node:http';
 import type httpsModule from 'node:https';
 import { createRequire } from 'node:module';
+import type ttyModule from 'node:tty';
 import type zlibModule from 'node:zlib';
 
 // Node built-ins that cost milliseconds to load (node:https ~6 ms with tls, node:http ~5 ms, node:zlib
@@ -26,3 +27,6 @@ export const https = (): typeof httpsModule => load('node:https') as typeof http
 
 /** node:child_process, when a process is started. */
 export const childProcess = (): typeof childProcessModule => load('node:child_process') as typeof childProcessModule;
+
+/** node:tty, when whether an fd is a terminal matters. */
+export const tty = (): typeof ttyModule => load('node:tty') as typeof ttyModule;
