@@ -164,6 +164,10 @@ int fsops_main(void)
 			rerr_set(&e, 0, "bad op (not a JSON object): %s", err[0] ? err : "wrong type");
 		else if (op_apply(op, &e) == 0)
 			e.msg[0] = 0;
+		/* One line per answer, whatever the names in the message hold. */
+		for (char *c = e.msg; *c; c++)
+			if ((unsigned char)*c < 0x20)
+				*c = ' ';
 		if (!e.msg[0])
 			fputs("ok\n", stdout);
 		else if (e.errnum)

@@ -58,7 +58,13 @@ await buildInPlace(out, async (next) => {
           // ones (each file required costs ~0.3 ms of resolution, reading and cache lookup). Not the
           // index lock (image/lock.js): its import() of proper-lockfile keeps its chunk out of the
           // compile cache (src/cli/compile-cache.ts), which would then compile the whole store each run.
-          { name: 'lock', test: /[\\/]dist[\\/]image[\\/]lock\.js$/, priority: 3 },
+          // (Its dependencies stay where they are: errors.js in its own chunk, not with the lock.)
+          {
+            name: 'lock',
+            test: /[\\/]dist[\\/]image[\\/]lock\.js$/,
+            priority: 3,
+            includeDependenciesRecursively: false,
+          },
           {
             name: 'store',
             test: /[\\/]dist[\\/](image[\\/](reference|registry[\\/]name|digest|types|temp|layout|blobs|store|platform|apply-config)|snapshot[\\/](whiteouts|layer-meta|layers)|harness[\\/]image-run)\.js$/,

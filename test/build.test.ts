@@ -457,7 +457,7 @@ describeKernel('petri build: fixtures, cache, output', () => {
     const env = { ...process.env, PETRI_ROOT: root };
     const args = [petriBin, 'build', '--no-cache', '--progress', 'plain', dir];
     // petri's stderr: a pipe whose writing end is opened again with O_NONBLOCK (a new open file of it), read
-    // only after half a second: petri's writes meet EAGAIN. Its stdout goes to the wrapper's stderr.
+    // only after 1.5 s: petri's writes (300 KB) meet EAGAIN. Its stdout goes to the wrapper's stderr.
     const wrapper = join(work, 'nonblocking.cjs');
     writeFileSync(
       wrapper,
@@ -466,7 +466,7 @@ describeKernel('petri build: fixtures, cache, output', () => {
       require('node:child_process').spawn(process.execPath, ${JSON.stringify(args)}, { stdio: ['ignore', 2, fd] })
         .on('exit', (code) => process.exit(code ?? 1));`,
     );
-    const child = spawn('sh', ['-c', '"$0" "$1" | (sleep 0.5; cat)', process.execPath, wrapper], {
+    const child = spawn('sh', ['-c', '"$0" "$1" | (sleep 1.5; cat)', process.execPath, wrapper], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env,
     });

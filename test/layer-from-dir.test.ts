@@ -230,7 +230,8 @@ describeKernel('writeLayer and diffUpper', () => {
   it('answers a scan that fails mid-entry (a name that is not UTF-8) with an error, not silence', async () => {
     const bad = join(dir, 'bad');
     mkdirSync(bad);
-    writeFileSync(Buffer.concat([Buffer.from(`${bad}/`), Buffer.from([0xff])]), 'x');
+    // A newline in it too: the error line that names it must stay one line.
+    writeFileSync(Buffer.concat([Buffer.from(`${bad}/`), Buffer.from([0x61, 0x0a, 0xff])]), 'x');
     mkdirSync(join(dir, 'ok'));
     writeFileSync(join(dir, 'ok/good'), 'g');
     const fsops = new FsOps();

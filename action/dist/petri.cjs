@@ -12046,7 +12046,7 @@ async function copyInto(req, entries, lower, upper) {
   } finally {
     await writer.close();
   }
-  return { helper: writer.helper, entries: entries.length + (req.inline?.length ?? 0) };
+  return { helper: writer.helper, entries: writer.written };
 }
 function tarOwner(header) {
   const uid = header.pax?.uid === void 0 ? header.uid : Number(header.pax.uid);
@@ -12275,6 +12275,8 @@ var init_copy = __esm({
       #upper;
       /** The `petri-runner fsops` process for device nodes, fifos and xattrs: started by the first of them. */
       #fsops;
+      /** Entries written so far (files, directories, links, an archive's members). */
+      written = 0;
       /** rel → what `upper/rel` is: a real directory (reached through real directories), missing, or something else. */
       #state = /* @__PURE__ */ new Map();
       /** Directory times to set at the end (writing into a directory changes its mtime). */
@@ -12378,6 +12380,7 @@ var init_copy = __esm({
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
+        this.written++;
         const path = (0, import_node_path28.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
@@ -12545,6 +12548,7 @@ var init_copy = __esm({
         for (const [rel, ms] of dirTimes) this.#times.set(rel, ms);
       }
       async #untarEntry(archive, destRel, header, body, dirTimes) {
+        this.written++;
         const name = cleanPath(header.name);
         if (name === ".." || name.startsWith("../") || name.startsWith("/../")) {
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
@@ -14781,6 +14785,10 @@ var layer_from_dir_exports = {};
 __export(layer_from_dir_exports, {
   writeLayer: () => writeLayer
 });
+function keptXattr(name) {
+  if (name.startsWith(OVERLAY_XATTR_PREFIX)) return false;
+  return name.startsWith("user.") || name.startsWith("trusted.") || name === "security.capability";
+}
 async function writeLayer(upperDir, out, options = {}) {
   const sink = "whole" in out ? out : {
     whole: /* @__PURE__ */ __name(async (tar) => {
@@ -14911,7 +14919,7 @@ function ids(entry) {
   return { uid: 0, gid: 0, pax: { uid: String(entry.uid), gid: String(entry.gid) } };
 }
 function xattrRecords(entry) {
-  const names = Object.keys(entry.xattrs ?? {}).filter((name) => !name.startsWith(OVERLAY_XATTR_PREFIX) && !HOST_XATTRS.has(name)).sort();
+  const names = Object.keys(entry.xattrs ?? {}).filter(keptXattr).sort();
   if (names.length === 0) return void 0;
   const records = {};
   for (const name of names) {
@@ -14935,7 +14943,7 @@ async function addFile(pack, header, path) {
   const file = (await (0, import_promises12.open)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, HOST_XATTRS, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
@@ -14951,13 +14959,7 @@ var init_layer_from_dir = __esm({
     init_tar_buffer();
     init_tar_pax();
     init_whiteouts();
-    HOST_XATTRS = /* @__PURE__ */ new Set([
-      "system.posix_acl_access",
-      "system.posix_acl_default",
-      "security.selinux",
-      "security.ima",
-      "security.evm"
-    ]);
+    __name(keptXattr, "keptXattr");
     USTAR_MAX_ID = 262143;
     OPAQUE_VALUE2 = Buffer.from("y").toString("base64");
     __name(writeLayer, "writeLayer");
@@ -16494,19 +16496,24 @@ function writeOut(fd, text) {
   const data = typeof text === "string" ? Buffer.from(text) : text;
   const stream = /* @__PURE__ */ __name(() => fd === 1 ? process.stdout : process.stderr, "stream");
   if (streamed.has(fd)) return stream().write(data);
+  if (fd === 1 && streamed.has(2) && process.stderr.writableLength > 0) {
+    process.stderr.write(Buffer.alloc(0), () => writeOut(1, data));
+    return true;
+  }
   let offset = 0;
   try {
     while (offset < data.length) offset += (0, import_node_fs39.writeSync)(fd, data, offset);
   } catch (error) {
     const code = error.code;
-    if (code === "EPIPE") {
-      gone.add(fd);
-      return false;
+    if (code === "EAGAIN") {
+      streamed.add(fd);
+      stream().on("error", () => gone.add(fd));
+      stream().write(data.subarray(offset));
+      return true;
     }
-    if (code !== "EAGAIN") throw error;
-    streamed.add(fd);
-    stream().on("error", () => gone.add(fd));
-    stream().write(data.subarray(offset));
+    if (code !== "EPIPE" && fd === 1) throw error;
+    gone.add(fd);
+    return false;
   }
   return true;
 }

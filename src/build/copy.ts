@@ -538,7 +538,7 @@ export async function copyInto(
   } finally {
     await writer.close();
   }
-  return { helper: writer.helper, entries: entries.length + (req.inline?.length ?? 0) };
+  return { helper: writer.helper, entries: writer.written };
 }
 
 /**
@@ -554,6 +554,8 @@ class UpperWriter implements FsView {
   readonly #upper: string;
   /** The `petri-runner fsops` process for device nodes, fifos and xattrs: started by the first of them. */
   #fsops: FsOps | undefined;
+  /** Entries written so far (files, directories, links, an archive's members). */
+  written = 0;
   /** rel → what `upper/rel` is: a real directory (reached through real directories), missing, or something else. */
   readonly #state = new Map<string, 'dir' | 'missing' | 'other'>();
   /** Directory times to set at the end (writing into a directory changes its mtime). */
@@ -676,6 +678,7 @@ class UpperWriter implements FsView {
   }
 
   async #writeEntry(rel: string, entry: SelectedEntry): Promise<void> {
+    this.written++;
     const path = join(this.#upper, rel);
     const existing = this.lstat(rel);
     if (entry.type === 'dir') {
@@ -859,6 +862,7 @@ class UpperWriter implements FsView {
     body: Readable,
     dirTimes: [string, number][],
   ): Promise<void> {
+    this.written++;
     const name = cleanPath(header.name);
     if (name === '..' || name.startsWith('../') || name.startsWith('/../')) {
       throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);

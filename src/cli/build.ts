@@ -257,27 +257,34 @@ function stderrOut(): NodeJS.WritableStream & { isTTY: boolean } {
 /**
  * Writes to fd 1 or 2 without creating process.stdout/stderr. When the fd
  * would block (EAGAIN: a non-blocking pipe), the rest and every later write to
- * it go through process.stdout/stderr, in order. A reader that went away
- * (EPIPE) gets nothing more; the build goes on.
+ * it go through process.stdout/stderr, in order; the image ID then waits for
+ * the progress before it (a reader of both, `2>&1`). Progress whose fd fails
+ * otherwise (a reader gone, a terminal hung up, a full disk) is dropped and
+ * the build goes on; so is the ID when its reader is gone (EPIPE).
  */
 function writeOut(fd: 1 | 2, text: string | Uint8Array): boolean {
   if (gone.has(fd)) return false;
   const data = typeof text === 'string' ? Buffer.from(text) : text;
   const stream = () => (fd === 1 ? process.stdout : process.stderr);
   if (streamed.has(fd)) return stream().write(data);
+  if (fd === 1 && streamed.has(2) && process.stderr.writableLength > 0) {
+    process.stderr.write(Buffer.alloc(0), () => writeOut(1, data));
+    return true;
+  }
   let offset = 0;
   try {
     while (offset < data.length) offset += writeSync(fd, data, offset);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EPIPE') {
-      gone.add(fd);
-      return false;
+    if (code === 'EAGAIN') {
+      streamed.add(fd);
+      stream().on('error', () => gone.add(fd)); // failing later: as below
+      stream().write(data.subarray(offset));
+      return true;
     }
-    if (code !== 'EAGAIN') throw error;
-    streamed.add(fd);
-    stream().on('error', () => gone.add(fd)); // EPIPE later: as above
-    stream().write(data.subarray(offset));
+    if (code !== 'EPIPE' && fd === 1) throw error;
+    gone.add(fd);
+    return false;
   }
   return true;
 }

@@ -26,19 +26,18 @@ export interface WriteLayerOptions {
 }
 
 /**
- * Xattrs that the host's filesystem or security modules give files without
- * being asked: POSIX ACLs inherited from a default ACL (on PETRI_ROOT, say),
- * SELinux labels, IMA/EVM. Left out of layers (Docker keeps only
- * security.capability): a layer's bytes depend neither on the host's set-up
- * nor on which reader scanned the tree (scanOwnTree in Node cannot see xattrs).
+ * Whether a layer keeps an xattr: `user.*`, `trusted.*` (but overlayfs' own)
+ * and `security.capability`. The others are what a host gives files by itself:
+ * POSIX ACLs inherited from a default ACL (on PETRI_ROOT, say), SELinux or
+ * Smack labels, IMA/EVM, btrfs properties. They are left out (Docker keeps
+ * only security.capability), so that a layer's bytes depend neither on the
+ * host's set-up nor on which reader scanned the tree (scanOwnTree in Node
+ * cannot see xattrs).
  */
-const HOST_XATTRS = new Set([
-  'system.posix_acl_access',
-  'system.posix_acl_default',
-  'security.selinux',
-  'security.ima',
-  'security.evm',
-]);
+function keptXattr(name: string): boolean {
+  if (name.startsWith(OVERLAY_XATTR_PREFIX)) return false;
+  return name.startsWith('user.') || name.startsWith('trusted.') || name === 'security.capability';
+}
 
 /** The most a ustar header holds for uid/gid (7 octal digits); above it they go into PAX records. */
 const USTAR_MAX_ID = 0o777777;
@@ -59,8 +58,7 @@ export interface LayerSink {
  * failure, or a LayerSink): overlay whiteouts become
  * `.wh.NAME` files, opaque directories get a `.wh..wh..opq` entry, hard links
  * stay links, device nodes, fifos and symlinks are kept, owners are numeric,
- * xattrs become PAX `SCHILY.xattr.*` records (but overlayfs' own, and those
- * the host puts on files by itself: HOST_XATTRS). Entries come
+ * the xattrs it keeps (keptXattr) become PAX `SCHILY.xattr.*` records. Entries come
  * in a fixed order (depth first, by name) with no user/group names or atimes, so
  * the same tree with mtimes clamped by `sourceDateEpoch` gives the same digest.
  * Returns the diffID and size of the tar, and the opaque directories it marked
@@ -218,7 +216,7 @@ function ids(entry: ScanEntry): Pick<TarHeader, 'uid' | 'gid' | 'pax'> {
 
 function xattrRecords(entry: ScanEntry): Record<string, string> | undefined {
   const names = Object.keys(entry.xattrs ?? {})
-    .filter((name) => !name.startsWith(OVERLAY_XATTR_PREFIX) && !HOST_XATTRS.has(name))
+    .filter(keptXattr)
     .sort();
   if (names.length === 0) return undefined;
   const records: Record<string, string> = {};
