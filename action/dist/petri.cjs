@@ -16246,16 +16246,11 @@ function writeReplay(inputs, state, root = petriRoot()) {
     const key = replayKey(inputs);
     if (!key) return;
     let stderr = "";
-    const render = progressRenderer(
-      mode,
-      {
-        isTTY: false,
-        write: /* @__PURE__ */ __name((text) => {
-          stderr += text;
-          return true;
-        }, "write")
-      }
-    );
+    const render = progressRenderer(mode, {
+      write: /* @__PURE__ */ __name((text) => {
+        stderr += text;
+      }, "write")
+    });
     for (const event of state.events) render(event);
     const image = {
       type: "image",
@@ -24865,7 +24860,6 @@ function consoleReporter(mode, out = process.stdout, err = process.stderr) {
         write: /* @__PURE__ */ __name((text) => {
           for (const line of text.replace(/\n$/, "").split("\n")) err.write(`${prefix(`image ${image}`)} ${line}
 `);
-          return true;
         }, "write")
       };
       renderer = progressRenderer("plain", lines);

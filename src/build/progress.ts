@@ -11,7 +11,13 @@ export type ProgressMode = 'auto' | 'plain' | 'tty' | 'json' | 'quiet';
  * - `quiet`: nothing but warnings and errors.
  * A failing step prints its command, the reason and its last output lines.
  */
-export function progressRenderer(mode: ProgressMode, out: NodeJS.WritableStream & { isTTY?: boolean }) {
+/** Where progress goes: a stream, or anything with `write` (and whether it is a terminal). */
+export interface ProgressOut {
+  isTTY?: boolean;
+  write(text: string): unknown;
+}
+
+export function progressRenderer(mode: ProgressMode, out: ProgressOut) {
   const resolved = mode === 'auto' ? (out.isTTY ? 'tty' : 'plain') : mode;
   if (resolved === 'json') return (event: BuildEvent) => out.write(`${JSON.stringify(event)}\n`);
   const color = resolved === 'tty';

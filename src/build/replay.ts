@@ -83,16 +83,11 @@ export function writeReplay(inputs: ReplayInputs, state: ResultState, root = pet
     const key = replayKey(inputs);
     if (!key) return;
     let stderr = '';
-    const render = progressRenderer(
-      mode as 'plain',
-      {
-        isTTY: false,
-        write: (text: string) => {
-          stderr += text;
-          return true;
-        },
-      } as unknown as NodeJS.WritableStream & { isTTY: boolean },
-    );
+    const render = progressRenderer(mode as 'plain', {
+      write: (text: string) => {
+        stderr += text;
+      },
+    });
     for (const event of state.events) render(event);
     const image: BuildEvent = {
       type: 'image',

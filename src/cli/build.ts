@@ -1,6 +1,7 @@
 import { fstatSync, statSync, writeSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { BuildEvent } from '../build/events.js';
+import type { ProgressOut } from '../build/progress.js';
 import type { CacheExport, CacheImport } from '../build/remote-cache.js';
 import { errorLine, PetriError } from '../errors.js';
 import { PULL_POLICIES, type PullPolicy } from '../image/pull-policy.js';
@@ -242,16 +243,14 @@ function petriIdentity(): string {
  * node:net and costs milliseconds), with whether it is a terminal (node:tty
  * is loaded only for a character device, which a terminal is).
  */
-function stderrOut(): NodeJS.WritableStream & { isTTY: boolean } {
+function stderrOut(): ProgressOut {
   let isTTY = false;
   try {
     isTTY = fstatSync(2).isCharacterDevice() && tty().isatty(2);
   } catch {
     // fd 2 closed: nothing is a terminal
   }
-  return { isTTY, write: (text: string | Uint8Array) => writeOut(2, text) } as unknown as NodeJS.WritableStream & {
-    isTTY: boolean;
-  };
+  return { isTTY, write: (text) => writeOut(2, text) };
 }
 
 /**

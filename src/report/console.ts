@@ -38,9 +38,8 @@ export function consoleReporter(mode: ReporterMode, out: Out = process.stdout, e
       const lines = {
         write: (text: string) => {
           for (const line of text.replace(/\n$/, '').split('\n')) err.write(`${prefix(`image ${image}`)} ${line}\n`);
-          return true;
         },
-      } as unknown as NodeJS.WritableStream;
+      };
       renderer = progressRenderer('plain', lines);
       builds.set(image, renderer);
     }
