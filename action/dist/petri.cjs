@@ -746,14 +746,14 @@ function runnerPath() {
 }
 function buildRunner() {
   const require3 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash9 } = require3("node:crypto");
+  const { createHash: createHash10 } = require3("node:crypto");
   const { execFileSync } = require3("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
   const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash9("sha256");
+  const hash = createHash10("sha256");
   for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
   const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
@@ -9482,7 +9482,7 @@ var init_result_cache = __esm({
        * this build's own tags, changed while it ran. Never throws: the cache is
        * an optimisation.
        */
-      remember(events, result) {
+      remember(events, result, delta) {
         const before = this.#before;
         if (!before || before.files === void 0) return;
         const steps = events.filter((e) => e.type === "step");
@@ -9505,7 +9505,8 @@ var init_result_cache = __esm({
               if (e.type !== "step") return [];
               if (LAYER_STEP.test(e.text) && e.status === "done") return [{ ...e, status: "cached", durationMs: 0 }];
               return [e];
-            })
+            }),
+            ...delta ? { delta } : {}
           };
           (0, import_node_fs27.mkdirSync)((0, import_node_path22.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
@@ -14982,6 +14983,11 @@ var builder_exports = {};
 __export(builder_exports, {
   buildImage: () => buildImage
 });
+function traceFiles(entries) {
+  return entries.flatMap(
+    (e) => e.type === "file" && e.hostPath !== void 0 && e.digest !== void 0 ? [{ hostPath: e.hostPath, digest: e.digest, mode: e.mode, size: e.size, ...e.link ? { link: true } : {} }] : []
+  );
+}
 async function buildImage(options) {
   return new Builder(options).build();
 }
@@ -15150,6 +15156,7 @@ var init_builder = __esm({
     ];
     DEFAULT_SHELL = ["/bin/sh", "-c"];
     DEFAULT_PATH2 = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    __name(traceFiles, "traceFiles");
     __name(buildImage, "buildImage");
     OWN_SCAN_MAX = 1e3;
     Builder = class {
@@ -15211,6 +15218,7 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
+          if (this.#options.trace) this.#options.trace.target = target.index;
           const closing = this.#scanner?.then(
             (scanner) => scanner.close(),
             () => {
@@ -15441,6 +15449,15 @@ ${trigger}
         this.#emit({ ...base, status: "start" });
         try {
           const result = await body.call(this, id);
+          const trace = this.#options.trace;
+          trace?.steps.push({
+            id,
+            stage: run.stage.index,
+            keyword: instruction.keyword,
+            layers: result.state.layers.length,
+            history: result.state.history.length,
+            ...trace.reads.has(id) ? { reads: trace.reads.get(id) } : {}
+          });
           this.#emit({ ...base, status: result.cached ? "cached" : "done", durationMs: Date.now() - started });
           return result.state;
         } catch (error) {
@@ -15653,7 +15670,7 @@ ${trigger}
             return this.#run(state, instruction, run, stepId);
           case "COPY":
           case "ADD":
-            return this.#copy(state, instruction, run);
+            return this.#copy(state, instruction, run, stepId);
           case "FROM":
             throw new PetriError("FROM inside a stage");
         }
@@ -15850,7 +15867,7 @@ ${trigger}
         this.#usedSelections.set(key, hash);
         return { hash, request: getRequest, entries: getEntries };
       }
-      async #copy(state, instruction, run) {
+      async #copy(state, instruction, run, stepId) {
         const { flags, args } = instruction;
         const from = instruction.keyword === "COPY" ? instruction.flags.from : void 0;
         const source = await this.#sourceView(from, run);
@@ -15882,6 +15899,10 @@ ${trigger}
           request.chown = parseChown(flags.chown, lower);
         }
         const selection = await this.#selection(source, request);
+        if (this.#options.trace && source.key === "context") {
+          const files = instruction.keyword === "COPY" ? await selection.entries() : void 0;
+          this.#options.trace.reads.set(stepId, files ? { files: traceFiles(files) } : "other");
+        }
         const step = {
           op: instruction.keyword,
           source: source.key,
@@ -15939,6 +15960,7 @@ ${trigger}
           if (!PROXY_ARGS.includes(key) || state.args.has(key)) keyEnv.push(`${key}=${value}`);
         const mounts = flags.mounts ?? [];
         const mountKeys = [];
+        if (mounts.some((m) => m.type === "bind" && m.from === void 0)) this.#options.trace?.reads.set(stepId, "other");
         for (const mount of mounts) mountKeys.push(await this.#mountKey(mount, run, state));
         const step = {
           op: "RUN",
@@ -16206,6 +16228,243 @@ ${trigger}
   }
 });
 
+// src/build/delta.ts
+var delta_exports = {};
+__export(delta_exports, {
+  deltaFields: () => deltaFields,
+  deltaPlan: () => deltaPlan,
+  newTrace: () => newTrace
+});
+function newTrace() {
+  return { steps: [], reads: /* @__PURE__ */ new Map() };
+}
+function deltaPlan(trace, manifestDigest, context) {
+  try {
+    return plan(trace, manifestDigest, context);
+  } catch {
+    return void 0;
+  }
+}
+function plan(trace, manifestDigest, context) {
+  const steps = trace.steps.filter((s) => s.stage === trace.target);
+  let start = steps.length;
+  while (start > 0) {
+    const step = steps[start - 1];
+    const before = steps[start - 2];
+    const copy = step.keyword === "COPY" && typeof step.reads === "object";
+    const meta = META.has(step.keyword) && step.reads === void 0 && before?.layers === step.layers;
+    if (!copy && !meta) break;
+    start--;
+  }
+  while (start < steps.length && steps[start]?.keyword !== "COPY") start++;
+  const tail2 = steps.slice(start);
+  if (tail2.length === 0 || start === 0) return void 0;
+  const tailIds = new Set(tail2.map((s) => s.id));
+  const elsewhere = /* @__PURE__ */ new Set();
+  for (const step of trace.steps) {
+    if (tailIds.has(step.id) || step.reads === void 0) continue;
+    if (step.reads === "other") return void 0;
+    for (const file of step.reads.files) elsewhere.add(file.hostPath);
+  }
+  const store = (0, import_node_path33.join)(petriRoot(), "images", "blobs", "sha256");
+  const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(store, digest.replace(/^sha256:/, ""))), "blob");
+  const manifest = JSON.parse(blob(manifestDigest).toString("utf8"));
+  const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
+  const epochText = process.env.SOURCE_DATE_EPOCH;
+  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const groups = [];
+  const files = [];
+  let bytes = 0;
+  let previous = steps[start - 1];
+  for (const step of tail2) {
+    if (step.keyword === "COPY") {
+      const layer = step.layers - 1;
+      const ref = manifest.layers[layer];
+      if (step.layers !== previous.layers + 1 || !ref || ref.mediaType !== LAYER_TAR) return void 0;
+      if (config.rootfs.diff_ids[layer] !== ref.digest || step.layers > manifest.layers.length) return void 0;
+      bytes += ref.size;
+      if (bytes > MAX_TAIL_BYTES) return void 0;
+      const group = groups.length;
+      groups.push({ step: step.id, layer, history: previous.history });
+      const entries = tarEntries(blob(ref.digest));
+      const selected = step.reads.files;
+      for (const file of selected) {
+        const label = (0, import_node_path33.relative)(context, file.hostPath);
+        if (label.startsWith("..") || label === "" || label === ".dockerignore" || /[\t\n]/.test(label)) continue;
+        if (import_node_path33.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
+        if (selected.filter((f) => f.digest === file.digest).length !== 1) continue;
+        const holding = entries.filter((e) => e.digest === file.digest);
+        const entry = holding[0];
+        if (holding.length !== 1 || !entry || !entry.patchable || entry.mtime !== epoch) continue;
+        if (entry.size !== file.size) continue;
+        files.push({ label, group, offset: entry.offset });
+      }
+    }
+    previous = step;
+  }
+  if (files.length === 0) return void 0;
+  if (groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
+  return { groups, files };
+}
+function tarEntries(tar) {
+  const entries = [];
+  let offset = 0;
+  let extended = false;
+  while (offset + 512 <= tar.length) {
+    const header = tar.subarray(offset, offset + 512);
+    if (header.every((b) => b === 0)) break;
+    const type = String.fromCharCode(header[156] || 48);
+    const octalSize = header[124] < 128;
+    const size2 = octalSize ? Number.parseInt(header.toString("latin1", 124, 136).trim() || "0", 8) : Number.NaN;
+    const mtime = Number.parseInt(header.toString("latin1", 136, 148).trim() || "0", 8);
+    if (!Number.isFinite(size2)) return [];
+    const entry = { offset, type, size: size2, mtime, patchable: type === "0" && !extended && octalSize };
+    if (type === "0") {
+      entry.digest = `sha256:${(0, import_node_crypto9.createHash)("sha256").update(tar.subarray(offset + 512, offset + 512 + size2)).digest("hex")}`;
+    }
+    entries.push(entry);
+    extended = type === "x" || type === "L" || type === "K";
+    offset += 512 + Math.ceil(size2 / 512) * 512;
+  }
+  return entries;
+}
+function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
+  const blobs = (0, import_node_path33.join)(root, "images", "blobs", "sha256");
+  const text = /* @__PURE__ */ __name((digest) => (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(blobs, digest.replace(/^sha256:/, "")), "utf8"), "text");
+  const manifestText = text(state.manifestDigest);
+  const manifest = JSON.parse(manifestText);
+  const configText = text(manifest.config.digest);
+  const config = JSON.parse(configText);
+  if (JSON.stringify(manifest) !== manifestText || JSON.stringify(config) !== configText) return void 0;
+  const index = JSON.parse(state.index);
+  if (JSON.stringify(index) !== state.index) return void 0;
+  if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK))) return void 0;
+  const history = config.history ?? [];
+  const epochText = process.env.SOURCE_DATE_EPOCH;
+  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`];
+  let lastCreated = "";
+  for (const [g2, group] of plan2.groups.entries()) {
+    const layer = manifest.layers[group.layer];
+    const end = plan2.groups[g2 + 1]?.history ?? history.length;
+    const created = history[group.history]?.created;
+    if (!created || !/^[\d:.TZ-]+$/.test(created)) return void 0;
+    for (let h = group.history; h < end; h++) {
+      const entry = history[h];
+      if (!entry || entry.created !== created) return void 0;
+      entry.created = `${MARK}created:${g2}@@`;
+    }
+    config.rootfs.diff_ids[group.layer] = `sha256:${MARK}layer:${g2}@@`;
+    manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK}layer:${g2}@@`, size: -(g2 + 1) };
+    lines.push(`group	${layer.digest.slice(7)}	${layer.size}	${created}`);
+    lastCreated = created;
+  }
+  if (config.created !== void 0) {
+    if (config.created !== lastCreated) return void 0;
+    config.created = `${MARK}created:${plan2.groups.length - 1}@@`;
+  }
+  for (const file of plan2.files) lines.push(`file	${file.group}	${file.offset}	${file.label}`);
+  manifest.config = { ...manifest.config, digest: `sha256:${MARK}id@@`, size: -1e3 };
+  const sizes = /* @__PURE__ */ __name((json) => json.replace(
+    /"size":-(\d+)/g,
+    (_m, n) => n === "1000" ? `"size":${MARK}config-size@@` : `"size":${MARK}layer-size:${Number(n) - 1}@@`
+  ), "sizes");
+  const ref = /* @__PURE__ */ __name((m) => m.annotations?.["org.opencontainers.image.ref.name"], "ref");
+  const tagged = state.tags.map(
+    (tag) => index.manifests.find((m) => ref(m) === tag && m.digest === state.manifestDigest)
+  );
+  if (tagged.some((m) => m === void 0)) return void 0;
+  index.manifests = [
+    ...index.manifests.filter((m) => !state.tags.includes(ref(m) ?? "")),
+    ...tagged.map((m) => ({ ...m, digest: `sha256:${MARK}manifest@@`, size: -1 }))
+  ];
+  const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK}manifest-size@@`);
+  const pieces = [];
+  const render = progressRenderer(mode, { write: /* @__PURE__ */ __name((t) => void pieces.push(t), "write") });
+  const chunk = /* @__PURE__ */ __name((event) => {
+    pieces.length = 0;
+    render(event);
+    return pieces.join("");
+  }, "chunk");
+  const first = state.events.findIndex((e) => e.type === "step" && e.id === plan2.groups[0]?.step);
+  if (first < 0) return void 0;
+  let prefix = "";
+  for (const event of state.events.slice(0, first)) prefix += chunk(event);
+  const cached3 = plan2.groups.map(() => "");
+  const redone = plan2.groups.map(() => "");
+  let g = 0;
+  for (const event of state.events.slice(first)) {
+    if (event.type === "step") {
+      let next = -1;
+      for (const [i, group] of plan2.groups.entries()) if (group.step <= event.id) next = i;
+      if (next < g) return void 0;
+      g = next;
+    } else if (event.type !== "warning") return void 0;
+    cached3[g] += chunk(event);
+    const done = event.type === "step" && event.status === "cached" ? { ...event, status: "done" } : event;
+    redone[g] += chunk(done);
+  }
+  const image = {
+    type: "image",
+    id: `sha256:${MARK}id@@`,
+    manifestDigest: `sha256:${MARK}manifest@@`,
+    tags: state.tags,
+    durationMs: sentinelMs
+  };
+  const suffixCached = chunk({ ...image, resultCache: true });
+  const suffixRedone = chunk(image);
+  const expand = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK}id@@`, state.id.slice(7)).replaceAll(`${MARK}manifest@@`, state.manifestDigest.slice(7)), "expand");
+  if (prefix + cached3.join("") + expand(suffixCached) !== err) return void 0;
+  return [
+    `${lines.join("\n")}
+`,
+    JSON.stringify(config),
+    sizes(JSON.stringify(manifest)),
+    indexTemplate,
+    `sha256:${MARK}id@@
+`,
+    prefix,
+    ...plan2.groups.flatMap((_group, i) => [cached3[i], redone[i]]),
+    suffixCached,
+    suffixRedone
+  ];
+}
+var import_node_crypto9, import_node_fs38, import_node_path33, MAX_TAIL_BYTES, META, LAYER_TAR, MARK;
+var init_delta = __esm({
+  "src/build/delta.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_crypto9 = require("node:crypto");
+    import_node_fs38 = require("node:fs");
+    import_node_path33 = require("node:path");
+    init_paths();
+    init_progress();
+    __name(newTrace, "newTrace");
+    MAX_TAIL_BYTES = 8 << 20;
+    META = /* @__PURE__ */ new Set([
+      "ARG",
+      "ENV",
+      "LABEL",
+      "MAINTAINER",
+      "EXPOSE",
+      "VOLUME",
+      "STOPSIGNAL",
+      "USER",
+      "SHELL",
+      "ONBUILD",
+      "CMD",
+      "ENTRYPOINT",
+      "HEALTHCHECK"
+    ]);
+    LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
+    MARK = "@@petri:";
+    __name(deltaPlan, "deltaPlan");
+    __name(plan, "plan");
+    __name(tarEntries, "tarEntries");
+    __name(deltaFields, "deltaFields");
+  }
+});
+
 // src/build/replay.ts
 var replay_exports = {};
 __export(replay_exports, {
@@ -16262,7 +16521,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs38.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs39.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -16272,15 +16531,22 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path33.join)(root, "images", "index.json"),
+      (0, import_node_path34.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path33.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path34.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
       mark,
       unit
     ];
+    let delta;
+    try {
+      delta = state.delta && deltaFields(state.delta, state, mode, SENTINEL_MS, stderr, root);
+    } catch {
+      delta = void 0;
+    }
+    if (delta) fields.push(...delta);
     const body = Buffer.concat([
       Buffer.from(MAGIC2),
       ...fields.flatMap((field) => {
@@ -16289,23 +16555,24 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     ]);
-    const file = (0, import_node_path33.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs38.mkdirSync)((0, import_node_path33.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path34.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
+    (0, import_node_fs39.mkdirSync)((0, import_node_path34.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs38.writeFileSync)(tmp, body);
-    (0, import_node_fs38.renameSync)(tmp, file);
+    (0, import_node_fs39.writeFileSync)(tmp, body);
+    (0, import_node_fs39.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs38, import_node_path33, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_fs39, import_node_path34, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_fs39 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_paths();
     init_fnv();
+    init_delta();
     init_progress();
     MAGIC2 = "petri-replay 1\n";
     SENTINEL_MS = 987654321;
@@ -16363,7 +16630,7 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path34.resolve)(src);
+    secrets[id] = (0, import_node_path35.resolve)(src);
   }
   const ssh = {};
   for (const spec of options.ssh ?? []) {
@@ -16373,15 +16640,15 @@ async function main2(argv) {
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path34.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path34.resolve)(options.file) : void 0;
+  const context = (0, import_node_path35.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path35.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys({ ...secrets, ...ssh }).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path34.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path35.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -16426,6 +16693,7 @@ async function main2(argv) {
     renderer(event);
   }, "render");
   let result;
+  const trace = results ? { steps: [], reads: /* @__PURE__ */ new Map() } : void 0;
   try {
     result = await buildImage2({
       context,
@@ -16440,7 +16708,8 @@ async function main2(argv) {
       insecureRegistries: options["insecure-registry"] ?? [],
       ...caches,
       store: ImageStore2.open(),
-      onEvent: render
+      onEvent: render,
+      ...trace ? { trace } : {}
     });
   } catch (error) {
     if (!(error instanceof PetriError)) throw error;
@@ -16448,7 +16717,10 @@ async function main2(argv) {
 `);
     return 1;
   }
-  results?.remember(seen, result);
+  if (results) {
+    const { deltaPlan: deltaPlan2 } = await Promise.resolve().then(() => (init_delta(), delta_exports));
+    results.remember(seen, result, trace && deltaPlan2(trace, result.manifestDigest, context));
+  }
   writeOut(1, `${result.id}
 `);
   if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
@@ -16464,7 +16736,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path34.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path35.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -16472,7 +16744,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs39.statSync)(__filename);
+    const st = (0, import_node_fs40.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -16481,7 +16753,7 @@ function petriIdentity() {
 function stderrOut() {
   let isTTY = false;
   try {
-    isTTY = (0, import_node_fs39.fstatSync)(2).isCharacterDevice() && tty().isatty(2);
+    isTTY = (0, import_node_fs40.fstatSync)(2).isCharacterDevice() && tty().isatty(2);
   } catch {
   }
   return { isTTY, write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write") };
@@ -16497,7 +16769,7 @@ function writeOut(fd, text) {
   }
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs39.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs40.writeSync)(fd, data, offset);
   } catch (error) {
     const code = error.code;
     if (code === "EAGAIN") {
@@ -16512,13 +16784,13 @@ function writeOut(fd, text) {
   }
   return true;
 }
-var import_node_fs39, import_node_path34, HELP2, SPECS2, MODES, streamed, gone;
+var import_node_fs40, import_node_path35, HELP2, SPECS2, MODES, streamed, gone;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs39 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_fs40 = require("node:fs");
+    import_node_path35 = require("node:path");
     init_errors();
     init_pull_policy();
     init_lazy_builtins();
@@ -16587,7 +16859,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join32(path, key) {
+function join33(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -16596,9 +16868,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path35.relative)(cwd, file) || file;
+  const shown = (0, import_node_path36.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path35.resolve)(file, "..");
+  const dir = (0, import_node_path36.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -16636,11 +16908,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path35.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path36.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path35.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path35.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path36.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path36.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -16758,8 +17030,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path35.resolve)(dir, shown);
-    if (!(0, import_node_fs40.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path36.resolve)(dir, shown);
+    if (!(0, import_node_fs41.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -16767,13 +17039,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs40, import_node_path35, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs41, import_node_path36, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path36 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -16821,7 +17093,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join32(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join33(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -16851,7 +17123,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join32, "join");
+    __name(join33, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -20987,10 +21259,10 @@ var require_resolve_block_map = __commonJS({
       let offset = bm.offset;
       let commentEnd = null;
       for (const collItem of bm.items) {
-        const { start, key, sep, value } = collItem;
+        const { start, key, sep: sep2, value } = collItem;
         const keyProps = resolveProps.resolveProps(start, {
           indicator: "explicit-key-ind",
-          next: key ?? sep?.[0],
+          next: key ?? sep2?.[0],
           offset,
           onError,
           parentIndent: bm.indent,
@@ -21004,7 +21276,7 @@ var require_resolve_block_map = __commonJS({
             else if ("indent" in key && key.indent !== bm.indent)
               onError(offset, "BAD_INDENT", startColMsg);
           }
-          if (!keyProps.anchor && !keyProps.tag && !sep) {
+          if (!keyProps.anchor && !keyProps.tag && !sep2) {
             commentEnd = keyProps.end;
             if (keyProps.comment) {
               if (map.comment)
@@ -21028,7 +21300,7 @@ var require_resolve_block_map = __commonJS({
         ctx.atKey = false;
         if (utilMapIncludes.mapIncludes(ctx, map.items, keyNode))
           onError(keyStart, "DUPLICATE_KEY", "Map keys must be unique");
-        const valueProps = resolveProps.resolveProps(sep ?? [], {
+        const valueProps = resolveProps.resolveProps(sep2 ?? [], {
           indicator: "map-value-ind",
           next: value,
           offset: keyNode.range[2],
@@ -21044,7 +21316,7 @@ var require_resolve_block_map = __commonJS({
             if (ctx.options.strict && keyProps.start < valueProps.found.offset - 1024)
               onError(keyNode.range, "KEY_OVER_1024_CHARS", "The : indicator must be at most 1024 chars after the start of an implicit block mapping key");
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep, null, valueProps, onError);
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep2, null, valueProps, onError);
           if (ctx.schema.compat)
             utilFlowIndentCheck.flowIndentCheck(bm.indent, value, onError);
           offset = valueNode.range[2];
@@ -21139,7 +21411,7 @@ var require_resolve_end = __commonJS({
       let comment = "";
       if (end) {
         let hasSpace = false;
-        let sep = "";
+        let sep2 = "";
         for (const token of end) {
           const { source, type } = token;
           switch (type) {
@@ -21153,13 +21425,13 @@ var require_resolve_end = __commonJS({
               if (!comment)
                 comment = cb;
               else
-                comment += sep + cb;
-              sep = "";
+                comment += sep2 + cb;
+              sep2 = "";
               break;
             }
             case "newline":
               if (comment)
-                sep += source;
+                sep2 += source;
               hasSpace = true;
               break;
             default:
@@ -21204,18 +21476,18 @@ var require_resolve_flow_collection = __commonJS({
       let offset = fc.offset + fc.start.source.length;
       for (let i = 0; i < fc.items.length; ++i) {
         const collItem = fc.items[i];
-        const { start, key, sep, value } = collItem;
+        const { start, key, sep: sep2, value } = collItem;
         const props = resolveProps.resolveProps(start, {
           flow: fcName,
           indicator: "explicit-key-ind",
-          next: key ?? sep?.[0],
+          next: key ?? sep2?.[0],
           offset,
           onError,
           parentIndent: fc.indent,
           startOnNewline: false
         });
         if (!props.found) {
-          if (!props.anchor && !props.tag && !sep && !value) {
+          if (!props.anchor && !props.tag && !sep2 && !value) {
             if (i === 0 && props.comma)
               onError(props.comma, "UNEXPECTED_TOKEN", `Unexpected , in ${fcName}`);
             else if (i < fc.items.length - 1)
@@ -21269,8 +21541,8 @@ var require_resolve_flow_collection = __commonJS({
             }
           }
         }
-        if (!isMap && !sep && !props.found) {
-          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep, null, props, onError);
+        if (!isMap && !sep2 && !props.found) {
+          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep2, null, props, onError);
           coll.items.push(valueNode);
           offset = valueNode.range[2];
           if (isBlock(value))
@@ -21282,7 +21554,7 @@ var require_resolve_flow_collection = __commonJS({
           if (isBlock(key))
             onError(keyNode.range, "BLOCK_IN_FLOW", blockMsg);
           ctx.atKey = false;
-          const valueProps = resolveProps.resolveProps(sep ?? [], {
+          const valueProps = resolveProps.resolveProps(sep2 ?? [], {
             flow: fcName,
             indicator: "map-value-ind",
             next: value,
@@ -21293,8 +21565,8 @@ var require_resolve_flow_collection = __commonJS({
           });
           if (valueProps.found) {
             if (!isMap && !props.found && ctx.options.strict) {
-              if (sep)
-                for (const st of sep) {
+              if (sep2)
+                for (const st of sep2) {
                   if (st === valueProps.found)
                     break;
                   if (st.type === "newline") {
@@ -21311,7 +21583,7 @@ var require_resolve_flow_collection = __commonJS({
             else
               onError(valueProps.start, "MISSING_CHAR", `Missing , or : between ${fcName} items`);
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep, null, valueProps, onError) : null;
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep2, null, valueProps, onError) : null;
           if (valueNode) {
             if (isBlock(value))
               onError(valueNode.range, "BLOCK_IN_FLOW", blockMsg);
@@ -21496,7 +21768,7 @@ var require_resolve_block_scalar = __commonJS({
           chompStart = i + 1;
       }
       let value = "";
-      let sep = "";
+      let sep2 = "";
       let prevMoreIndented = false;
       for (let i = 0; i < contentStart; ++i)
         value += lines[i][0].slice(trimIndent) + "\n";
@@ -21513,24 +21785,24 @@ var require_resolve_block_scalar = __commonJS({
           indent = "";
         }
         if (type === Scalar.Scalar.BLOCK_LITERAL) {
-          value += sep + indent.slice(trimIndent) + content;
-          sep = "\n";
+          value += sep2 + indent.slice(trimIndent) + content;
+          sep2 = "\n";
         } else if (indent.length > trimIndent || content[0] === "	") {
-          if (sep === " ")
-            sep = "\n";
-          else if (!prevMoreIndented && sep === "\n")
-            sep = "\n\n";
-          value += sep + indent.slice(trimIndent) + content;
-          sep = "\n";
+          if (sep2 === " ")
+            sep2 = "\n";
+          else if (!prevMoreIndented && sep2 === "\n")
+            sep2 = "\n\n";
+          value += sep2 + indent.slice(trimIndent) + content;
+          sep2 = "\n";
           prevMoreIndented = true;
         } else if (content === "") {
-          if (sep === "\n")
+          if (sep2 === "\n")
             value += "\n";
           else
-            sep = "\n";
+            sep2 = "\n";
         } else {
-          value += sep + content;
-          sep = " ";
+          value += sep2 + content;
+          sep2 = " ";
           prevMoreIndented = false;
         }
       }
@@ -21720,25 +21992,25 @@ var require_resolve_flow_scalar = __commonJS({
         trimBoth = /^[ \t]+|[ \t]+$/g;
       }
       let res = match2[1].replace(trimEnd, "");
-      let sep = " ";
+      let sep2 = " ";
       let pos = line.lastIndex;
       while (match2 = line.exec(source)) {
         const lm = match2[1].replace(trimBoth, "");
         if (lm === "") {
-          if (sep === "\n")
-            res += sep;
+          if (sep2 === "\n")
+            res += sep2;
           else
-            sep = "\n";
+            sep2 = "\n";
         } else {
-          res += sep + lm;
-          sep = " ";
+          res += sep2 + lm;
+          sep2 = " ";
         }
         pos = line.lastIndex;
       }
       const last = /[ \t]*(.*)/sy;
       last.lastIndex = pos;
       match2 = last.exec(source);
-      return res + sep + (match2?.[1] ?? "");
+      return res + sep2 + (match2?.[1] ?? "");
     }
     __name(unfoldLines, "unfoldLines");
     function doubleQuotedValue(source, onError) {
@@ -22579,14 +22851,14 @@ var require_cst_stringify = __commonJS({
       }
     }
     __name(stringifyToken, "stringifyToken");
-    function stringifyItem({ start, key, sep, value }) {
+    function stringifyItem({ start, key, sep: sep2, value }) {
       let res = "";
       for (const st of start)
         res += st.source;
       if (key)
         res += stringifyToken(key);
-      if (sep)
-        for (const st of sep)
+      if (sep2)
+        for (const st of sep2)
           res += st.source;
       if (value)
         res += stringifyToken(value);
@@ -23780,18 +24052,18 @@ var require_parser = __commonJS({
         if (this.type === "map-value-ind") {
           const prev = getPrevProps(this.peek(2));
           const start = getFirstKeyStartProps(prev);
-          let sep;
+          let sep2;
           if (scalar2.end) {
-            sep = scalar2.end;
-            sep.push(this.sourceToken);
+            sep2 = scalar2.end;
+            sep2.push(this.sourceToken);
             delete scalar2.end;
           } else
-            sep = [this.sourceToken];
+            sep2 = [this.sourceToken];
           const map = {
             type: "block-map",
             offset: scalar2.offset,
             indent: scalar2.indent,
-            items: [{ start, key: scalar2, sep }]
+            items: [{ start, key: scalar2, sep: sep2 }]
           };
           this.onKeyLine = true;
           this.stack[this.stack.length - 1] = map;
@@ -23944,15 +24216,15 @@ var require_parser = __commonJS({
                 } else if (isFlowToken(it.key) && !includesToken(it.sep, "newline")) {
                   const start2 = getFirstKeyStartProps(it.start);
                   const key = it.key;
-                  const sep = it.sep;
-                  sep.push(this.sourceToken);
+                  const sep2 = it.sep;
+                  sep2.push(this.sourceToken);
                   delete it.key;
                   delete it.sep;
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
                     indent: this.indent,
-                    items: [{ start: start2, key, sep }]
+                    items: [{ start: start2, key, sep: sep2 }]
                   });
                 } else if (start.length > 0) {
                   it.sep = it.sep.concat(start, this.sourceToken);
@@ -24146,13 +24418,13 @@ var require_parser = __commonJS({
             const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
-            const sep = fc.end.splice(1, fc.end.length);
-            sep.push(this.sourceToken);
+            const sep2 = fc.end.splice(1, fc.end.length);
+            sep2.push(this.sourceToken);
             const map = {
               type: "block-map",
               offset: fc.offset,
               indent: fc.indent,
-              items: [{ start, key: fc, sep }]
+              items: [{ start, key: fc, sep: sep2 }]
             };
             this.onKeyLine = true;
             this.stack[this.stack.length - 1] = map;
@@ -24445,7 +24717,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs41.existsSync)((0, import_node_path36.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs42.existsSync)((0, import_node_path37.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -24457,13 +24729,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path36.join)(dir, found[0]);
+  return (0, import_node_path37.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path36.resolve)(cwd, path);
-  const shown = (0, import_node_path36.relative)(cwd, file) || file;
-  if (!(0, import_node_fs41.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path36.extname)(file);
+  const file = (0, import_node_path37.resolve)(cwd, path);
+  const shown = (0, import_node_path37.relative)(cwd, file) || file;
+  if (!(0, import_node_fs42.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path37.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -24480,7 +24752,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs41.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs42.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -24503,13 +24775,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs41, import_node_path36, import_node_url3, CONFIG_NAMES;
+var import_node_fs42, import_node_path37, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_fs42 = require("node:fs");
+    import_node_path37 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
@@ -24546,7 +24818,7 @@ function parseShard(text) {
   return { index, count };
 }
 function shardOf(name, count) {
-  const hash = (0, import_node_crypto9.createHash)("sha256").update(name).digest();
+  const hash = (0, import_node_crypto10.createHash)("sha256").update(name).digest();
   return hash.readUInt32BE(0) % count + 1;
 }
 function matchesFilter(job, pattern) {
@@ -24580,12 +24852,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto9;
+var import_node_crypto10;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto9 = require("node:crypto");
+    import_node_crypto10 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -25083,12 +25355,12 @@ var init_images = __esm({
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
     const source = await (0, import_promises15.stat)(file.source);
-    let target = import_node_path37.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path37.posix.join(target, (0, import_node_path37.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path37.posix.dirname(target);
+    let target = import_node_path38.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path38.posix.join(target, (0, import_node_path38.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path38.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises15.cp)(file.source, (0, import_node_path37.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises15.cp)(file.source, (0, import_node_path38.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -25097,8 +25369,8 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path37.posix.join(current, part);
-    const inUpper = (0, import_node_path37.join)(upper, current);
+    current = import_node_path38.posix.join(current, part);
+    const inUpper = (0, import_node_path38.join)(upper, current);
     try {
       const existing = await (0, import_promises15.lstat)(inUpper);
       if (existing.isDirectory()) continue;
@@ -25122,7 +25394,7 @@ async function makeDirs2(upper, lower, path) {
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises15.lstat)((0, import_node_path37.join)(dir, path));
+      const entry = await (0, import_promises15.lstat)((0, import_node_path38.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -25130,13 +25402,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises15, import_node_path37;
+var import_promises15, import_node_path38;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
     import_promises15 = require("node:fs/promises");
-    import_node_path37 = require("node:path");
+    import_node_path38 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -25339,7 +25611,7 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs42.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs43.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
     for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
@@ -25352,16 +25624,16 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs42.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs43.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs42, import_promises16;
+var import_node_fs43, import_promises16;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
+    import_node_fs43 = require("node:fs");
     import_promises16 = require("node:timers/promises");
     init_errors();
     init_fs();
@@ -25384,7 +25656,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs43.readFileSync)((0, import_node_path38.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs44.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -25440,13 +25712,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs43, import_node_path38, import_node_stream8;
+var import_node_fs44, import_node_path39, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
-    import_node_path38 = require("node:path");
+    import_node_fs44 = require("node:fs");
+    import_node_path39 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -25470,7 +25742,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs44.createWriteStream)(temp));
+  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs45.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -25478,7 +25750,7 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs44.statSync)(path).size,
+      size: (0, import_node_fs45.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
     await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
@@ -25503,7 +25775,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs44.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs45.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -25518,18 +25790,18 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs44.renameSync)(temp, file);
+  (0, import_node_fs45.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs44, import_promises17;
+var import_node_fs45, import_promises17;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
+    import_node_fs45 = require("node:fs");
     import_promises17 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
@@ -25569,7 +25841,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path39.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path40.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -25583,18 +25855,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs45.lstatSync)(path);
+    return (0, import_node_fs46.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs45, import_node_path39, OPAQUE_VALUE3;
+var import_node_fs46, import_node_path40, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs46 = require("node:fs");
+    import_node_path40 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -25744,10 +26016,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs46.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs47.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path40.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path40.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path41.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path41.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar = file(".tar");
   await saveImages(place.store, [ref], tar.path);
@@ -25768,7 +26040,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs46.writeFileSync)(
+  (0, import_node_fs47.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -25805,7 +26077,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs46.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  (0, import_node_fs47.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -25864,13 +26136,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs46, import_node_path40, LABEL_TAIL, DIFF_LINES;
+var import_node_fs47, import_node_path41, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
-    import_node_path40 = require("node:path");
+    import_node_fs47 = require("node:fs");
+    import_node_path41 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -25998,7 +26270,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path41.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path42.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -26135,12 +26407,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path41, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path42, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path41 = require("node:path");
+    import_node_path42 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -26170,7 +26442,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto10.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto11.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os6.availableParallelism)(), free = (0, import_node_os6.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -26292,12 +26564,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto10, import_node_os6, ASSUMED_JOB_MEMORY;
+var import_node_crypto11, import_node_os6, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
+    import_node_crypto11 = require("node:crypto");
     import_node_os6 = require("node:os");
     init_p_limit();
     init_store();
@@ -31265,10 +31537,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join41(array, separator) {
+          function join42(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join41, "join");
+          __name(join42, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -33396,7 +33668,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join41;
+          lodash2.join = join42;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -38440,8 +38712,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs47.mkdirSync)((0, import_node_path42.dirname)(file), { recursive: true });
-  (0, import_node_fs47.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs48.mkdirSync)((0, import_node_path43.dirname)(file), { recursive: true });
+  (0, import_node_fs48.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -38454,13 +38726,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs47, import_node_path42, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs48, import_node_path43, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
-    import_node_path42 = require("node:path");
+    import_node_fs48 = require("node:fs");
+    import_node_path43 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -38569,7 +38841,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path43.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path44.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -38577,7 +38849,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path43.resolve)(junit), run);
+      writeJunit2((0, import_node_path44.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -38592,12 +38864,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path43, HELP3, SPECS3;
+var import_node_path44, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path43 = require("node:path");
+    import_node_path44 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -38765,15 +39037,15 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs48.createReadStream)(file);
+  const input = (0, import_node_fs49.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs48, import_node_stream9, import_promises18;
+var import_node_fs49, import_node_stream9, import_promises18;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
+    import_node_fs49 = require("node:fs");
     import_node_stream9 = require("node:stream");
     import_promises18 = require("node:stream/promises");
     init_errors();
@@ -38812,7 +39084,7 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs49.createReadStream)(file);
+    const input = (0, import_node_fs50.createReadStream)(file);
     await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
@@ -38825,12 +39097,12 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs49, import_promises19, import_node_zlib2, SMALL;
+var import_node_fs50, import_promises19, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     import_promises19 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
@@ -38862,16 +39134,16 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs50.existsSync)(target) && (0, import_node_fs50.statSync)(target).isFile();
+  const isFile = (0, import_node_fs51.existsSync)(target) && (0, import_node_fs51.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
-    const plan = await dockerPlan(target, isFile);
+    const plan2 = await dockerPlan(target, isFile);
     const interactive = options.rerun !== true && process.stdin.isTTY === true;
     if (options.print || !(options.rerun === true || interactive) || !dockerAnswers()) {
-      printDocker(plan);
+      printDocker(plan2);
       return 0;
     }
-    return runDocker(plan, options.rerun === true ? "rerun" : shell ?? "sh");
+    return runDocker(plan2, options.rerun === true ? "rerun" : shell ?? "sh");
   }
   if (!options.rerun && !process.stdin.isTTY) {
     throw new PetriError(
@@ -39000,20 +39272,20 @@ async function dockerPlan(target, isFile) {
     loadLine: `petri save ${shellQuote(target)} -o ${shellQuote(file)} && docker load -i ${shellQuote(file)}`
   };
 }
-function dockerRunArgs(plan, extra, command2 = []) {
-  return ["run", ...extra, ...plan.flags, plan.image, ...command2];
+function dockerRunArgs(plan2, extra, command2 = []) {
+  return ["run", ...extra, ...plan2.flags, plan2.image, ...command2];
 }
-function printDocker(plan) {
-  const run = /* @__PURE__ */ __name((extra, command2 = []) => ["docker", ...dockerRunArgs(plan, extra, command2)].map(shellQuote).join(" "), "run");
+function printDocker(plan2) {
+  const run = /* @__PURE__ */ __name((extra, command2 = []) => ["docker", ...dockerRunArgs(plan2, extra, command2)].map(shellQuote).join(" "), "run");
   process.stdout.write(`# load the image:
-${plan.loadLine}
+${plan2.loadLine}
 `);
   process.stdout.write(`# a shell in the failed state:
 ${run(["-it", "--rm"])} sh
 `);
-  if (plan.settings) {
+  if (plan2.settings) {
     process.stdout.write(
-      `# run the failed command again (the image's Cmd): exit code ${plan.settings.exitCode} expected
+      `# run the failed command again (the image's Cmd): exit code ${plan2.settings.exitCode} expected
 ${run(["--rm"])}
 `
     );
@@ -39026,27 +39298,27 @@ function dockerAnswers() {
   });
   return r.status === 0 && r.stdout.toString().trim() !== "";
 }
-async function runDocker(plan, mode) {
-  if (mode === "rerun" && !plan.settings) {
+async function runDocker(plan2, mode) {
+  if (mode === "rerun" && !plan2.settings) {
     throw new PetriError(
-      `petri repro: image ${plan.image} has no petri test labels (org.petri.test.*): it is not a failed job's image, so there is no command to run again`
+      `petri repro: image ${plan2.image} has no petri test labels (org.petri.test.*): it is not a failed job's image, so there is no command to run again`
     );
   }
   const say = /* @__PURE__ */ __name((args2) => process.stderr.write(`petri repro: ${["docker", ...args2].map(shellQuote).join(" ")}
 `), "say");
-  let archive = plan.archive;
+  let archive = plan2.archive;
   let temp;
-  if (plan.saved) {
+  if (plan2.saved) {
     const { mkdtempSync: mkdtempSync2 } = await import("node:fs");
     const { tmpdir: tmpdir2 } = await import("node:os");
-    const { join: join41 } = await import("node:path");
+    const { join: join42 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync2(join41(tmpdir2(), "petri-repro-"));
-    archive = join41(temp, "image.tar");
-    process.stderr.write(`petri repro: petri save ${shellQuote(plan.image)}
+    temp = mkdtempSync2(join42(tmpdir2(), "petri-repro-"));
+    archive = join42(temp, "image.tar");
+    process.stderr.write(`petri repro: petri save ${shellQuote(plan2.image)}
 `);
-    await saveImages2(ImageStore2.open(), [plan.image], archive);
+    await saveImages2(ImageStore2.open(), [plan2.image], archive);
   }
   try {
     say(["load", "-i", archive]);
@@ -39054,26 +39326,26 @@ async function runDocker(plan, mode) {
     if (load3.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
-    if (temp) (0, import_node_fs50.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs51.rmSync)(temp, { recursive: true, force: true });
   }
-  const args = mode === "rerun" ? dockerRunArgs(plan, ["--rm"]) : dockerRunArgs(plan, ["-it", "--rm"], [mode]);
+  const args = mode === "rerun" ? dockerRunArgs(plan2, ["--rm"]) : dockerRunArgs(plan2, ["-it", "--rm"], [mode]);
   say(args);
   const run = (0, import_node_child_process6.spawnSync)("docker", args, { stdio: "inherit" });
   const code = run.status ?? 128 + 9;
   if (mode === "rerun") {
-    const before = plan.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan.settings.exitCode})` : "";
+    const before = plan2.settings?.exitCode !== void 0 ? ` (the job: exit code ${plan2.settings.exitCode})` : "";
     process.stderr.write(`petri repro: exit code ${code}${before}
 `);
   }
   return code;
 }
-var import_node_child_process6, import_node_fs50, HELP4, SPECS4;
+var import_node_child_process6, import_node_fs51, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process6 = require("node:child_process");
-    import_node_fs50 = require("node:fs");
+    import_node_fs51 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -39302,7 +39574,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs51.readFileSync)((0, import_node_path44.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs52.readFileSync)((0, import_node_path45.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -39322,7 +39594,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path44.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path45.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -39330,13 +39602,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs51, import_node_path44, OPTIONS5, HELP8;
+var import_node_fs52, import_node_path45, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs51 = require("node:fs");
-    import_node_path44 = require("node:path");
+    import_node_fs52 = require("node:fs");
+    import_node_path45 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39517,9 +39789,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs52.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs53.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs52.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs53.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -39527,7 +39799,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs52.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs53.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -39557,9 +39829,9 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto11.createHash)("sha256");
+  const hash = (0, import_node_crypto12.createHash)("sha256");
   await (0, import_promises20.pipeline)(
-    (0, import_node_fs52.createReadStream)(file),
+    (0, import_node_fs53.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -39570,13 +39842,13 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto11, import_node_fs52, import_node_stream10, import_promises20;
+var import_node_crypto12, import_node_fs53, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto11 = require("node:crypto");
-    import_node_fs52 = require("node:fs");
+    import_node_crypto12 = require("node:crypto");
+    import_node_fs53 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");
     init_errors();
@@ -39636,7 +39908,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs53.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs54.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -39649,12 +39921,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs53, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs54, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs53 = require("node:fs");
+    import_node_fs54 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -39720,7 +39992,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs54.readFileSync)((0, import_node_path45.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs55.readFileSync)((0, import_node_path46.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -39732,13 +40004,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs54, import_node_path45, COMMIT_HELP, DIFF_HELP;
+var import_node_fs55, import_node_path46, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs54 = require("node:fs");
-    import_node_path45 = require("node:path");
+    import_node_fs55 = require("node:fs");
+    import_node_path46 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39795,7 +40067,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs55.readFileSync)(file, "utf8");
+    text = (0, import_node_fs56.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -39817,12 +40089,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs55, HELP12, SPECS5;
+var import_node_fs56, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs55 = require("node:fs");
+    import_node_fs56 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -40120,7 +40392,7 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_fs56 = require("node:fs");
+var import_node_fs57 = require("node:fs");
 init_errors();
 
 // src/cli/compile-cache.ts
@@ -40320,7 +40592,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const pkg = JSON.parse((0, import_node_fs56.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs57.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

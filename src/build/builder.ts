@@ -53,6 +53,7 @@ import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSo
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 import { redactUrl } from './git-source.js';
+import type { BuildTrace, TraceFile } from './delta.js';
 import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
 
 export interface BuildOptions {
@@ -91,6 +92,8 @@ export interface BuildOptions {
   layers?: LayerCache;
   cache?: BuildCache;
   onEvent?: (event: BuildEvent) => void;
+  /** Filled as the build runs: what each step read of the context and made (the CLI's replay records: delta.ts). */
+  trace?: BuildTrace;
 }
 
 export type { PullPolicy } from '../image/pull-policy.js';
@@ -147,6 +150,15 @@ interface StageRun {
   stage: Stage;
   label: string;
   promise?: Promise<State>;
+}
+
+/** What a trace keeps of a context COPY's files. */
+function traceFiles(entries: readonly SelectedEntry[]): TraceFile[] {
+  return entries.flatMap((e) =>
+    e.type === 'file' && e.hostPath !== undefined && e.digest !== undefined
+      ? [{ hostPath: e.hostPath, digest: e.digest, mode: e.mode, size: e.size, ...(e.link ? { link: true } : {}) }]
+      : [],
+  );
 }
 
 /** Builds an image from a Dockerfile and a context, like `docker build` with BuildKit. */
@@ -215,6 +227,7 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
+      if (this.#options.trace) this.#options.trace.target = target.index;
       const closing = this.#scanner?.then(
         (scanner) => scanner.close(),
         () => {},
@@ -455,6 +468,15 @@ class Builder {
     this.#emit({ ...base, status: 'start' });
     try {
       const result = await body.call(this, id);
+      const trace = this.#options.trace;
+      trace?.steps.push({
+        id,
+        stage: run.stage.index,
+        keyword: instruction.keyword,
+        layers: result.state.layers.length,
+        history: result.state.history.length,
+        ...(trace.reads.has(id) ? { reads: trace.reads.get(id) } : {}),
+      });
       this.#emit({ ...base, status: result.cached ? 'cached' : 'done', durationMs: Date.now() - started });
       return result.state;
     } catch (error) {
@@ -681,7 +703,7 @@ class Builder {
         return this.#run(state, instruction, run, stepId);
       case 'COPY':
       case 'ADD':
-        return this.#copy(state, instruction, run);
+        return this.#copy(state, instruction, run, stepId);
       case 'FROM':
         throw new PetriError('FROM inside a stage');
     }
@@ -906,6 +928,7 @@ class Builder {
     state: State,
     instruction: Extract<Instruction, { keyword: 'COPY' | 'ADD' }>,
     run: StageRun,
+    stepId: number,
   ): Promise<{ state: State; cached: boolean }> {
     const { flags, args } = instruction;
     const from = instruction.keyword === 'COPY' ? instruction.flags.from : undefined;
@@ -941,6 +964,11 @@ class Builder {
       request.chown = parseChown(flags.chown, lower);
     }
     const selection = await this.#selection(source, request);
+    if (this.#options.trace && source.key === 'context') {
+      // A context COPY's files (their digests were needed for the key); an ADD may unpack what it reads.
+      const files = instruction.keyword === 'COPY' ? await selection.entries() : undefined;
+      this.#options.trace.reads.set(stepId, files ? { files: traceFiles(files) } : 'other');
+    }
     const step = {
       op: instruction.keyword,
       source: source.key,
@@ -1005,6 +1033,8 @@ class Builder {
 
     const mounts = flags.mounts ?? [];
     const mountKeys: object[] = [];
+    // A bind mount of the context: the step may read any of it.
+    if (mounts.some((m) => m.type === 'bind' && m.from === undefined)) this.#options.trace?.reads.set(stepId, 'other');
     for (const mount of mounts) mountKeys.push(await this.#mountKey(mount, run, state));
     const step = {
       op: 'RUN',

@@ -2,6 +2,7 @@ import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import { fnvName } from '../util/fnv.js';
+import { deltaFields } from './delta.js';
 import type { BuildEvent } from './events.js';
 import { progressRenderer } from './progress.js';
 import type { ResultState } from './result-cache.js';
@@ -121,6 +122,14 @@ export function writeReplay(inputs: ReplayInputs, state: ResultState, root = pet
       mark,
       unit,
     ];
+    // The delta (delta.ts): a build whose only change is in files its last COPY steps alone read.
+    let delta: (string | Buffer)[] | undefined;
+    try {
+      delta = state.delta && deltaFields(state.delta, state, mode as 'plain', SENTINEL_MS, stderr, root);
+    } catch {
+      delta = undefined; // a record without: a change starts Node
+    }
+    if (delta) fields.push(...delta);
     const body = Buffer.concat([
       Buffer.from(MAGIC),
       ...fields.flatMap((field) => {

@@ -11,6 +11,7 @@ import {
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import { fnvName } from '../util/fnv.js';
+import type { DeltaPlan } from './delta.js';
 import type { BuildEvent } from './events.js';
 
 /**
@@ -75,6 +76,8 @@ interface ResultRecord {
   manifestDigest: string;
   tags: string[];
   events: BuildEvent[];
+  /** What a replay record's delta needs (delta.ts), when the build has one. */
+  delta?: DeltaPlan;
 }
 
 export interface ResultHit {
@@ -152,7 +155,11 @@ export class ResultCache {
    * this build's own tags, changed while it ran. Never throws: the cache is
    * an optimisation.
    */
-  remember(events: BuildEvent[], result: { id: string; manifestDigest: string; tags: string[] }): void {
+  remember(
+    events: BuildEvent[],
+    result: { id: string; manifestDigest: string; tags: string[] },
+    delta?: DeltaPlan,
+  ): void {
     const before = this.#before;
     if (!before || before.files === undefined) return;
     const steps = events.filter((e): e is Extract<BuildEvent, { type: 'step' }> => e.type === 'step');
@@ -178,6 +185,7 @@ export class ResultCache {
           if (LAYER_STEP.test(e.text) && e.status === 'done') return [{ ...e, status: 'cached', durationMs: 0 }];
           return [e];
         }),
+        ...(delta ? { delta } : {}),
       };
       mkdirSync(join(this.#file, '..'), { recursive: true });
       const tmp = `${this.#file}.${process.pid}.tmp`;

@@ -175,6 +175,9 @@ export async function main(argv: string[]): Promise<number> {
     renderer(event);
   };
   let result: Awaited<ReturnType<typeof buildImage>>;
+  const trace: import('../build/delta.js').BuildTrace | undefined = results
+    ? { steps: [], reads: new Map() }
+    : undefined;
   try {
     result = await buildImage({
       context,
@@ -190,6 +193,7 @@ export async function main(argv: string[]): Promise<number> {
       ...caches,
       store: ImageStore.open(),
       onEvent: render,
+      ...(trace ? { trace } : {}),
     });
   } catch (error) {
     // Like docker build: a build that fails (a step, the Dockerfile, the context) exits 1.
@@ -197,7 +201,10 @@ export async function main(argv: string[]): Promise<number> {
     writeOut(2, `petri: ${errorLine(error)}\n`);
     return 1;
   }
-  results?.remember(seen, result);
+  if (results) {
+    const { deltaPlan } = await import('../build/delta.js');
+    results.remember(seen, result, trace && deltaPlan(trace, result.manifestDigest, context));
+  }
   writeOut(1, `${result.id}\n`);
   if (results) await saveReplay(argv, options, progress, context, dockerfile, results);
   return 0;
