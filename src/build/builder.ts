@@ -50,10 +50,10 @@ import { childProcess } from '../util/lazy-builtins.js';
 import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
 import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
+import type { BuildTrace, TraceFile } from './delta.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 import { redactUrl } from './git-source.js';
-import type { BuildTrace, TraceFile } from './delta.js';
 import type { CacheExport, CacheImport, RemoteCache } from './remote-cache.js';
 
 export interface BuildOptions {
