@@ -13,6 +13,7 @@
  * live view is Node's), goes to Node: a replay is never a guess. */
 #define _GNU_SOURCE
 #include "runner.h"
+#include "sha256.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -207,25 +208,592 @@ static int field(struct record *r, const char **s, size_t *n)
 	return 0;
 }
 
-static int field_is(struct record *r, const void *want, size_t want_len)
-{
-	const char *s;
-	size_t n;
-	return field(r, &s, &n) == 0 && n == want_len && memcmp(s, want, n) == 0;
-}
-
-static char *field_str(struct record *r)
-{
-	const char *s;
-	size_t n;
-	return field(r, &s, &n) == 0 ? strndup(s, n) : NULL;
-}
-
 static double now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* What a record holds (replay.ts), as read from it. */
+struct fields {
+	const char *p[32];
+	size_t n[32];
+	int count;
+};
+
+enum {
+	F_KEY,
+	F_SELF,
+	F_SELF_STAT,
+	F_CONTEXT,
+	F_DOCKERFILE,
+	F_FILES,
+	F_INDEX_PATH,
+	F_INDEX,
+	F_MANIFEST,
+	F_OUT,
+	F_ERR,
+	F_MARK,
+	F_UNIT,
+	/* the delta (delta.ts: deltaFields), when the record has one */
+	F_SPEC,
+	F_CONFIG_T,
+	F_MANIFEST_T,
+	F_INDEX_T,
+	F_OUT_T,
+	F_PREFIX,
+	F_GROUPS, /* per group: cached, redone; then the image line, cached and redone */
+};
+
+#define MAX_GROUPS 4
+
+static int same(const struct fields *f, int i, const void *s, size_t n)
+{
+	return f->n[i] == n && memcmp(f->p[i], s, n) == 0;
+}
+
+/* Prints a build's output: stderr with this run's duration at the mark, then the image ID. 0, or 1 when stdout failed. */
+static int print_output(const char *err, size_t err_len, const char *out, size_t out_len, const struct fields *f,
+			double started)
+{
+	const char *mark = f->p[F_MARK], *unit = f->p[F_UNIT];
+	size_t mark_len = f->n[F_MARK], unit_len = f->n[F_UNIT];
+	const char *at = mark_len ? memmem(err, err_len, mark, mark_len) : NULL;
+	double ms = now_ms() - started;
+	char took[32] = "";
+	if (at && unit_len == 2 && memcmp(unit, "ms", 2) == 0)
+		snprintf(took, sizeof took, "%.0f", ms);
+	else if (at && unit_len == 1 && unit[0] == 's')
+		snprintf(took, sizeof took, "%.1f", ms / 1000);
+	/* The progress is best effort (as Node's would be); the image ID on stdout is the result. */
+	if (at) {
+		if (write_all(2, err, (size_t)(at - err)) == 0 && write_all(2, took, strlen(took)) == 0)
+			(void)write_all(2, at + mark_len, err_len - (size_t)(at - err) - mark_len);
+	} else {
+		(void)write_all(2, err, err_len);
+	}
+	return write_all(1, out, out_len) < 0 ? 1 : 0;
+}
+
+/* --- the delta: a build whose only change is in files its last COPY steps alone read --- */
+
+struct group {
+	char hex[65], created[40];
+	unsigned long long size;
+	int changed, redone;
+	char new_hex[65], new_created[40];
+	unsigned long long new_size;
+};
+
+struct dfile {
+	int group;
+	unsigned long long offset, new_offset;
+	const char *label;
+	size_t label_len;
+	int differs;
+};
+
+struct delta {
+	int full;
+	long long epoch;
+	int groups;
+	struct group g[MAX_GROUPS];
+	int files;
+	struct dfile f[64];
+	char spec_copy[8192];
+};
+
+static int parse_spec(const char *spec, size_t len, struct delta *d)
+{
+	if (len >= sizeof d->spec_copy)
+		return -1;
+	memcpy(d->spec_copy, spec, len);
+	d->spec_copy[len] = 0;
+	char *save = NULL, *line = strtok_r(d->spec_copy, "\n", &save);
+	if (!line || strcmp(line, "petri-delta 1") != 0)
+		return -1;
+	d->full = -1;
+	d->epoch = -1;
+	while ((line = strtok_r(NULL, "\n", &save))) {
+		if (strcmp(line, "full 1") == 0 || strcmp(line, "full 0") == 0) {
+			d->full = line[5] == '1';
+		} else if (strncmp(line, "epoch\t", 6) == 0) {
+			d->epoch = strtoll(line + 6, NULL, 10);
+		} else if (strncmp(line, "group\t", 6) == 0) {
+			if (d->groups == MAX_GROUPS)
+				return -1;
+			struct group *g = &d->g[d->groups++];
+			if (sscanf(line + 6, "%64[0-9a-f]\t%llu\t%39[0-9:.TZ-]", g->hex, &g->size, g->created) != 3 ||
+			    strlen(g->hex) != 64)
+				return -1;
+		} else if (strncmp(line, "file\t", 5) == 0) {
+			if (d->files == (int)(sizeof d->f / sizeof d->f[0]))
+				return -1;
+			struct dfile *f = &d->f[d->files++];
+			int used = 0;
+			if (sscanf(line + 5, "%d\t%llu\t%n", &f->group, &f->offset, &used) != 2 || used == 0 ||
+			    f->group < 0 || f->group >= d->groups || f->offset % 512)
+				return -1;
+			f->label = line + 5 + used;
+			f->label_len = strlen(f->label);
+		} else {
+			return -1;
+		}
+	}
+	return d->full < 0 || d->epoch < 0 || d->groups == 0 || d->files == 0 ? -1 : 0;
+}
+
+/* The fields of a fingerprint line after its label: mode, uid, gid, size, dev, ino, mtime, ctime. */
+static int line_fields(const char *line, size_t len, const char *out[8], size_t out_len[8])
+{
+	const char *p = memchr(line, 0, len), *end = line + len;
+	for (int i = 0; i < 8; i++) {
+		if (!p || p >= end)
+			return -1;
+		p++;
+		const char *stop = memchr(p, 0, (size_t)(end - p));
+		out[i] = p;
+		out_len[i] = (size_t)((stop ? stop : end) - p);
+		p = stop;
+	}
+	return p ? -1 : 0;
+}
+
+/*
+ * Compares the record's fingerprint with now's: every line the same but those
+ * of delta files, whose mode and owner must be too (their content, size and
+ * times may differ). Marks the files that differ. 0 when the delta applies.
+ */
+static int compare_fingerprints(const char *old, size_t old_len, const char *now, size_t now_len, struct delta *d)
+{
+	const char *a = old, *a_end = old + old_len, *b = now, *b_end = now + now_len;
+	while (a < a_end || b < b_end) {
+		if (a >= a_end || b >= b_end)
+			return -1;
+		const char *a_nl = memchr(a, '\n', (size_t)(a_end - a)), *b_nl = memchr(b, '\n', (size_t)(b_end - b));
+		size_t a_len = (size_t)((a_nl ? a_nl : a_end) - a), b_len = (size_t)((b_nl ? b_nl : b_end) - b);
+		if (a_len != b_len || memcmp(a, b, a_len) != 0) {
+			const char *a_label_end = memchr(a, 0, a_len), *b_label_end = memchr(b, 0, b_len);
+			if (!a_label_end || !b_label_end)
+				return -1;
+			size_t label_len = (size_t)(a_label_end - a);
+			if (label_len != (size_t)(b_label_end - b) || memcmp(a, b, label_len) != 0)
+				return -1;
+			int found = 0;
+			for (int i = 0; i < d->files; i++)
+				if (d->f[i].label_len == label_len && memcmp(d->f[i].label, a, label_len) == 0) {
+					d->f[i].differs = 1;
+					found = 1;
+				}
+			const char *fa[8], *fb[8];
+			size_t la[8], lb[8];
+			if (!found || line_fields(a, a_len, fa, la) < 0 || line_fields(b, b_len, fb, lb) < 0)
+				return -1;
+			for (int i = 0; i < 3; i++) /* mode, uid, gid */
+				if (la[i] != lb[i] || memcmp(fa[i], fb[i], la[i]) != 0)
+					return -1;
+			if (!S_ISREG((mode_t)strtoul(fb[0], NULL, 10)))
+				return -1;
+		}
+		a += a_len + (a_nl ? 1 : 0);
+		b += b_len + (b_nl ? 1 : 0);
+		if ((a_nl == NULL) != (b_nl == NULL))
+			return -1;
+	}
+	return 0;
+}
+
+static unsigned long long octal_field(const unsigned char *p, size_t n)
+{
+	unsigned long long v = 0;
+	for (size_t i = 0; i < n && p[i] >= '0' && p[i] <= '7'; i++)
+		v = v * 8 + (unsigned long long)(p[i] - '0');
+	return v;
+}
+
+/* A file's content, read whole; its fstat in *st. NULL when it is not a regular file or changed meanwhile. */
+static char *read_content(const char *context, const char *label, size_t label_len, struct stat *st)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s/%.*s", context, (int)label_len, label) >= (int)sizeof path)
+		return NULL;
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	char *data = NULL;
+	if (fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_size < 077777777777LL) {
+		size_t size = (size_t)st->st_size, got = 0;
+		data = malloc(size + 1);
+		while (data && got <= size) {
+			ssize_t n = read(fd, data + got, size + 1 - got);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		if (data && got != size) { /* it grew or shrank while read */
+			free(data);
+			data = NULL;
+		}
+	}
+	close(fd);
+	return data;
+}
+
+/*
+ * The group's layer with each changed file's content swapped in: the old
+ * header with the new size and checksum, the content, zeros to a 512-byte
+ * block. Its digest and size in g->new_*. 0, or -1 (then Node builds).
+ */
+static int patch_layer(const char *blobs, const char *context, struct delta *d, int gi, double at_ns, struct buf *out)
+{
+	struct group *g = &d->g[gi];
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s/%s", blobs, g->hex) >= (int)sizeof path)
+		return -1;
+	struct rerr e;
+	size_t len;
+	char *old = read_whole_file(path, &len, &e);
+	if (!old || len != g->size)
+		return -1;
+	size_t from = 0;
+	out->len = 0;
+	int rc = -1;
+	for (int i = 0; i < d->files; i++) {
+		struct dfile *f = &d->f[i];
+		if (f->group != gi)
+			continue;
+		if (f->offset < from || f->offset + 512 > len)
+			goto done;
+		unsigned char header[512];
+		memcpy(header, old + f->offset, 512);
+		unsigned long long old_size = octal_field(header + 124, 11);
+		if (header[156] != '0' || header[124] >= 0x80 || (long long)octal_field(header + 136, 11) != d->epoch)
+			goto done;
+		struct stat st;
+		char *content = read_content(context, f->label, f->label_len, &st);
+		if (!content)
+			goto done;
+		/* The layer keeps min(mtime, SOURCE_DATE_EPOCH): the old header's holds only if it is clamped again. */
+		if (st.st_mtim.tv_sec < d->epoch) {
+			free(content);
+			goto done;
+		}
+		if ((double)st.st_ctim.tv_sec * 1e9 + (double)st.st_ctim.tv_nsec > at_ns - 100e6)
+			d->full = 0; /* racily clean: the next build reads it again */
+		char num[16];
+		snprintf(num, sizeof num, "%011llo ", (unsigned long long)st.st_size);
+		memcpy(header + 124, num, 12);
+		memset(header + 148, ' ', 8);
+		unsigned sum = 0;
+		for (int k = 0; k < 512; k++)
+			sum += header[k];
+		snprintf(num, sizeof num, "%06o ", sum);
+		memcpy(header + 148, num, 7);
+		header[155] = old[f->offset + 155];
+		size_t pad = (512 - (size_t)st.st_size % 512) % 512;
+		static const char zeros[512];
+		int ok = put(out, old + from, f->offset - from) == 0;
+		f->new_offset = out->len;
+		ok = ok && put(out, header, 512) == 0 && put(out, content, (size_t)st.st_size) == 0 &&
+		     put(out, zeros, pad) == 0;
+		free(content);
+		if (!ok)
+			goto done;
+		from = f->offset + 512 + (old_size + 511) / 512 * 512;
+		if (from > len)
+			goto done;
+	}
+	if (put(out, old + from, len - from) < 0)
+		goto done;
+	struct sha256 h;
+	sha256_init(&h);
+	sha256_update(&h, out->p, out->len);
+	sha256_hex(&h, g->new_hex);
+	g->new_size = out->len;
+	g->changed = strcmp(g->new_hex, g->hex) != 0;
+	rc = 0;
+done:
+	free(old);
+	return rc;
+}
+
+/* A blob written as the store writes one: beside, then renamed to its digest (kept when there already). */
+static int write_blob(const char *blobs, const char *hex, const void *data, size_t len)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s/%s", blobs, hex) >= (int)sizeof path ||
+	    snprintf(tmp, sizeof tmp, "%s/.tmp-%d-replay-%.12s", blobs, (int)getpid(), hex) >= (int)sizeof tmp)
+		return -1;
+	if (access(path, F_OK) == 0)
+		return 0;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	int ok = write_all(fd, data, len) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+static void iso_time(char out[40], long long sec, long nsec)
+{
+	time_t t = (time_t)sec;
+	struct tm tm;
+	char text[128];
+	gmtime_r(&t, &tm);
+	int n = snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+			 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(nsec / 1000000));
+	if (n > 0 && n < 40)
+		memcpy(out, text, (size_t)n + 1);
+	else
+		memcpy(out, "1970-01-01T00:00:00.000Z", 25);
+}
+
+/* The values of a template's markers (delta.ts: `@@petri:NAME@@`). */
+struct values {
+	const struct delta *d;
+	const char *id, *manifest;
+	size_t config_size, manifest_size;
+};
+
+/* A template with its markers replaced; -1 for a marker it does not know (or one whose value is not yet known). */
+static int expand(const char *t, size_t len, const struct values *v, struct buf *out)
+{
+	static const char open_mark[] = "@@petri:";
+	const char *end = t + len;
+	out->len = 0;
+	if (put(out, "", 0) < 0)
+		return -1;
+	while (t < end) {
+		const char *m = memmem(t, (size_t)(end - t), open_mark, sizeof open_mark - 1);
+		if (!m)
+			return put(out, t, (size_t)(end - t));
+		if (put(out, t, (size_t)(m - t)) < 0)
+			return -1;
+		const char *name = m + sizeof open_mark - 1;
+		const char *close_mark = memmem(name, (size_t)(end - name), "@@", 2);
+		if (!close_mark || close_mark - name > 32)
+			return -1;
+		char key[40], val[80];
+		snprintf(key, sizeof key, "%.*s", (int)(close_mark - name), name);
+		int gi = -1, n = 0;
+		const char *value = NULL;
+		if (strcmp(key, "id") == 0)
+			value = v->id;
+		else if (strcmp(key, "manifest") == 0)
+			value = v->manifest;
+		else if (strcmp(key, "config-size") == 0 && v->id)
+			snprintf(val, sizeof val, "%zu", v->config_size), value = val;
+		else if (strcmp(key, "manifest-size") == 0 && v->manifest)
+			snprintf(val, sizeof val, "%zu", v->manifest_size), value = val;
+		else if (sscanf(key, "layer:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
+			value = v->d->g[gi].new_hex;
+		else if (sscanf(key, "layer-size:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
+			snprintf(val, sizeof val, "%llu", v->d->g[gi].new_size), value = val;
+		else if (sscanf(key, "created:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
+			value = v->d->g[gi].new_created;
+		if (!value)
+			return -1;
+		if (put(out, value, strlen(value)) < 0)
+			return -1;
+		t = close_mark + 2;
+	}
+	return 0;
+}
+
+static void hash_hex(const struct buf *b, char out[65])
+{
+	struct sha256 h;
+	sha256_init(&h);
+	sha256_update(&h, b->p, b->len);
+	sha256_hex(&h, out);
+}
+
+static int put_field(struct buf *b, const void *s, size_t n)
+{
+	char head[32];
+	int k = snprintf(head, sizeof head, "%zu\n", n);
+	return put(b, head, (size_t)k) == 0 && put(b, s, n) == 0 && put(b, "\n", 1) == 0 ? 0 : -1;
+}
+
+/*
+ * Redoes the build from the record's delta: new layers for the groups whose
+ * files changed, the config, manifest and index from their templates, the
+ * output, and a new record for the next build. 0/1 as replay(); -1 when it
+ * cannot (Node builds; a blob written by then is an unreferenced one).
+ */
+static int delta_replay(const struct fields *f, const struct buf *fp, double at_ns, const char *root,
+			const char *record_path, int same_fp, double started)
+{
+	struct delta *d = calloc(1, sizeof *d);
+	if (!d || parse_spec(f->p[F_SPEC], f->n[F_SPEC], d) < 0)
+		return -1;
+	int groups = d->groups;
+	if (f->count != F_GROUPS + 2 * groups + 2)
+		return -1;
+	if (same_fp) {
+		for (int i = 0; i < d->files; i++)
+			d->f[i].differs = 1; /* racily clean before: read them all again */
+	} else if (compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, d) < 0) {
+		return -1;
+	}
+	d->full = 1;
+	char *context = strndup(f->p[F_CONTEXT], f->n[F_CONTEXT]);
+	char blobs[PATH_MAX - 128];
+	if (snprintf(blobs, sizeof blobs, "%s/images/blobs/sha256", root) >= (int)sizeof blobs)
+		return -1;
+	struct buf layers[MAX_GROUPS] = { { 0 } };
+	int any = 0;
+	for (int gi = 0; gi < groups; gi++) {
+		struct group *g = &d->g[gi];
+		int read = 0;
+		for (int i = 0; i < d->files; i++)
+			read |= d->f[i].group == gi && d->f[i].differs;
+		memcpy(g->new_hex, g->hex, sizeof g->hex);
+		g->new_size = g->size;
+		for (int i = 0; i < d->files; i++)
+			d->f[i].new_offset = d->f[i].group == gi ? d->f[i].offset : d->f[i].new_offset;
+		if (read && patch_layer(blobs, context, d, gi, at_ns, &layers[gi]) < 0)
+			return -1;
+		any |= g->changed;
+		g->redone = any;
+	}
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	for (int gi = 0; gi < groups; gi++) {
+		struct group *g = &d->g[gi];
+		if (!g->redone)
+			memcpy(g->new_created, g->created, sizeof g->created);
+		else if (d->epoch > 0)
+			iso_time(g->new_created, d->epoch, 0);
+		else
+			iso_time(g->new_created, (long long)now.tv_sec, now.tv_nsec);
+	}
+	/* The image: the same one when no layer changed (a touched file), else new blobs and the tags moved. */
+	char id[65], manifest_hex[65];
+	struct buf config = { 0 }, manifest = { 0 }, index = { 0 }, tmp = { 0 };
+	struct values v = { d, NULL, NULL, 0, 0 };
+	if (expand(f->p[F_CONFIG_T], f->n[F_CONFIG_T], &v, &config) < 0)
+		return -1;
+	hash_hex(&config, id);
+	v.id = id;
+	v.config_size = config.len;
+	if (expand(f->p[F_MANIFEST_T], f->n[F_MANIFEST_T], &v, &manifest) < 0)
+		return -1;
+	hash_hex(&manifest, manifest_hex);
+	v.manifest = manifest_hex;
+	v.manifest_size = manifest.len;
+	if (expand(f->p[F_INDEX_T], f->n[F_INDEX_T], &v, &index) < 0)
+		return -1;
+	char manifest_path[PATH_MAX];
+	if (snprintf(manifest_path, sizeof manifest_path, "%s/%s", blobs, manifest_hex) >= (int)sizeof manifest_path)
+		return -1;
+	if (any) {
+		for (int gi = 0; gi < groups; gi++)
+			if (d->g[gi].changed && write_blob(blobs, d->g[gi].new_hex, layers[gi].p, layers[gi].len) < 0)
+				return -1;
+		if (write_blob(blobs, id, config.p, config.len) < 0 ||
+		    write_blob(blobs, manifest_hex, manifest.p, manifest.len) < 0)
+			return -1;
+		/* The index under the store's lock (image/lock.ts: proper-lockfile's mkdir); a held lock is Node's to wait for. */
+		char index_path[PATH_MAX - 64], lock[PATH_MAX], index_tmp[PATH_MAX];
+		if (snprintf(index_path, sizeof index_path, "%.*s", (int)f->n[F_INDEX_PATH], f->p[F_INDEX_PATH]) >=
+			    (int)sizeof index_path ||
+		    snprintf(lock, sizeof lock, "%s.lock", index_path) >= (int)sizeof lock ||
+		    snprintf(index_tmp, sizeof index_tmp, "%s/images/.tmp-%d-replay", root, (int)getpid()) >=
+			    (int)sizeof index_tmp)
+			return -1;
+		if (mkdir(lock, 0777) < 0)
+			return -1;
+		struct rerr e;
+		size_t now_len = 0;
+		char *now_index = read_whole_file(index_path, &now_len, &e);
+		int fd = -1, ok = now_index && same(f, F_INDEX, now_index, now_len);
+		free(now_index);
+		if (ok)
+			fd = open(index_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+		ok = ok && fd >= 0 && write_all(fd, index.p, index.len) == 0;
+		if (fd >= 0)
+			ok = close(fd) == 0 && ok;
+		ok = ok && rename(index_tmp, index_path) == 0;
+		if (!ok)
+			unlink(index_tmp);
+		rmdir(lock);
+		if (!ok)
+			return -1;
+	}
+	/* The output: what Node prints for such a build. */
+	struct buf err = { 0 }, out = { 0 }, cached = { 0 };
+	int k = F_PREFIX;
+	put(&tmp, f->p[k], f->n[k]);
+	put(&cached, f->p[k], f->n[k]);
+	for (int gi = 0; gi < groups; gi++) {
+		k = F_GROUPS + 2 * gi;
+		put(&tmp, f->p[k + (d->g[gi].redone ? 1 : 0)], f->n[k + (d->g[gi].redone ? 1 : 0)]);
+		put(&cached, f->p[k], f->n[k]);
+	}
+	k = F_GROUPS + 2 * groups;
+	put(&tmp, f->p[k + (any ? 1 : 0)], f->n[k + (any ? 1 : 0)]);
+	put(&cached, f->p[k], f->n[k]);
+	if (expand(tmp.p, tmp.len, &v, &err) < 0 || expand(f->p[F_OUT_T], f->n[F_OUT_T], &v, &out) < 0)
+		return -1;
+	struct buf cached_err = { 0 };
+	if (expand(cached.p, cached.len, &v, &cached_err) < 0)
+		return -1;
+	int printed = print_output(err.p, err.len, out.p, out.len, f, started);
+
+	/* The record for the next build: now's fingerprint, index and image, the delta as it now stands. */
+	struct buf spec = { 0 }, rec = { 0 };
+	char line[256];
+	snprintf(line, sizeof line, "petri-delta 1\nfull %d\nepoch\t%lld\n", d->full, d->epoch);
+	put(&spec, line, strlen(line));
+	for (int gi = 0; gi < groups; gi++) {
+		snprintf(line, sizeof line, "group\t%s\t%llu\t%s\n", d->g[gi].new_hex, d->g[gi].new_size,
+			 d->g[gi].new_created);
+		put(&spec, line, strlen(line));
+	}
+	for (int i = 0; i < d->files; i++) {
+		snprintf(line, sizeof line, "file\t%d\t%llu\t", d->f[i].group, d->f[i].new_offset);
+		put(&spec, line, strlen(line));
+		put(&spec, d->f[i].label, d->f[i].label_len);
+		put(&spec, "\n", 1);
+	}
+	static const char magic[] = "petri-replay 1\n";
+	put(&rec, magic, sizeof magic - 1);
+	for (int i = 0; i < f->count; i++) {
+		const void *p = f->p[i];
+		size_t n = f->n[i];
+		if (i == F_FILES)
+			p = fp->p, n = fp->len;
+		else if (i == F_INDEX && any)
+			p = index.p, n = index.len;
+		else if (i == F_MANIFEST)
+			p = manifest_path, n = strlen(manifest_path);
+		else if (i == F_OUT)
+			p = out.p, n = out.len;
+		else if (i == F_ERR)
+			p = cached_err.p, n = cached_err.len;
+		else if (i == F_SPEC)
+			p = spec.p, n = spec.len;
+		if (put_field(&rec, p, n) < 0)
+			return printed;
+	}
+	char rec_tmp[PATH_MAX];
+	if (snprintf(rec_tmp, sizeof rec_tmp, "%s.%d.tmp", record_path, (int)getpid()) >= (int)sizeof rec_tmp)
+		return printed;
+	int fd = open(rec_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd >= 0) {
+		int ok = write_all(fd, rec.p, rec.len) == 0;
+		if (close(fd) < 0 || !ok || rename(rec_tmp, record_path) < 0)
+			unlink(rec_tmp);
+	}
+	return printed;
 }
 
 /* 0: replayed. 1: replayed, but its stdout could not be written. -1: not (the caller runs Node). */
@@ -281,61 +849,54 @@ static int replay(int argc, char **argv, double started)
 	if (len < sizeof magic - 1 || memcmp(text, magic, sizeof magic - 1) != 0)
 		return -1;
 	r.p += sizeof magic - 1;
-	if (!field_is(&r, key.p, key.len))
+	struct fields f = { .count = 0 };
+	while (r.p < r.end && f.count < (int)(sizeof f.p / sizeof f.p[0])) {
+		if (field(&r, &f.p[f.count], &f.n[f.count]) < 0)
+			return -1;
+		f.count++;
+	}
+	if (r.p != r.end || f.count < F_SPEC || !same(&f, F_KEY, key.p, key.len))
 		return -1;
 	/* petri itself: its build file, as it was. */
-	char *self = field_str(&r), *self_stat = field_str(&r);
+	char *self = strndup(f.p[F_SELF], f.n[F_SELF]);
 	struct stat st;
 	char seen[64];
-	if (!self || !self_stat || stat(self, &st) < 0)
+	if (!self || stat(self, &st) < 0)
 		return -1;
 	snprintf(seen, sizeof seen, "%lld:%lld", (long long)st.st_size,
 		 (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec);
-	if (strcmp(seen, self_stat) != 0)
+	if (!same(&f, F_SELF_STAT, seen, strlen(seen)))
 		return -1;
 	/* The context and the Dockerfile. */
-	char *context = field_str(&r), *dockerfile = field_str(&r);
+	char *context = strndup(f.p[F_CONTEXT], f.n[F_CONTEXT]), *dockerfile = strndup(f.p[F_DOCKERFILE], f.n[F_DOCKERFILE]);
 	if (!context || !dockerfile)
 		return -1;
-	struct fp f = { { 0 }, 0 };
-	if (fingerprint(&f, context, dockerfile) < 0 || !field_is(&r, f.out.p, f.out.len))
+	struct timespec at;
+	clock_gettime(CLOCK_REALTIME, &at);
+	struct fp fp = { { 0 }, 0 };
+	if (fingerprint(&fp, context, dockerfile) < 0)
 		return -1;
+	int same_fp = same(&f, F_FILES, fp.out.p, fp.out.len);
 	/* The image store: its index as it was, the manifest still there. */
-	char *index = field_str(&r);
+	char *index = strndup(f.p[F_INDEX_PATH], f.n[F_INDEX_PATH]);
 	if (!index)
 		return -1;
 	size_t index_len = 0;
 	char *index_text = read_whole_file(index, &index_len, &e);
-	if (!field_is(&r, index_text ? index_text : "", index_text ? index_len : 0))
+	if (!same(&f, F_INDEX, index_text ? index_text : "", index_text ? index_len : 0))
 		return -1;
-	char *manifest = field_str(&r);
+	char *manifest = strndup(f.p[F_MANIFEST], f.n[F_MANIFEST]);
 	if (!manifest || access(manifest, F_OK) < 0)
 		return -1;
-	/* What the build printed, with this run's duration where it said its own. */
-	const char *out, *err, *mark, *unit;
-	size_t out_len, err_len, mark_len, unit_len;
-	if (field(&r, &out, &out_len) < 0 || field(&r, &err, &err_len) < 0 || field(&r, &mark, &mark_len) < 0 ||
-	    field(&r, &unit, &unit_len) < 0)
+	int full = 1;
+	if (f.count > F_SPEC)
+		full = f.n[F_SPEC] > 20 && memmem(f.p[F_SPEC], f.n[F_SPEC], "\nfull 1\n", 8) != NULL;
+	if (same_fp && full)
+		return print_output(f.p[F_ERR], f.n[F_ERR], f.p[F_OUT], f.n[F_OUT], &f, started);
+	if (f.count == F_SPEC)
 		return -1;
-	const char *at = mark_len ? memmem(err, err_len, mark, mark_len) : NULL;
-	double ms = now_ms() - started;
-	char took[32] = "";
-	if (at && unit_len == 2 && memcmp(unit, "ms", 2) == 0)
-		snprintf(took, sizeof took, "%.0f", ms);
-	else if (at && unit_len == 1 && unit[0] == 's')
-		snprintf(took, sizeof took, "%.1f", ms / 1000);
-	else if (at)
-		return -1;
-	/* The progress is best effort (as Node's would be); the image ID on stdout is the result. */
-	if (at) {
-		if (write_all(2, err, (size_t)(at - err)) == 0 && write_all(2, took, strlen(took)) == 0)
-			(void)write_all(2, at + mark_len, err_len - (size_t)(at - err) - mark_len);
-	} else {
-		(void)write_all(2, err, err_len);
-	}
-	if (write_all(1, out, out_len) < 0)
-		return 1;
-	return 0;
+	return delta_replay(&f, &fp.out, (double)at.tv_sec * 1e9 + (double)at.tv_nsec, root, path, same_fp,
+			    started);
 }
 
 /* argv: petri-runner replay SCRIPT build ARGS... (checked by main). */

@@ -1,0 +1,248 @@
+import { spawnSync } from 'node:child_process';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isRoot } from './helpers/kernel.js';
+
+const top = join(import.meta.dirname, '..');
+/** Waits out the result cache's racy window: a build less than 100 ms after a change to its files is not remembered. */
+const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 150);
+
+/**
+ * The replay's delta (src/build/delta.ts, runner/replay.c): a build whose only
+ * change is the content of files its last COPY steps alone read is redone by
+ * petri-runner without Node, to the image Node would have built. Node is kept
+ * off PATH where the runner must answer (else "cannot run node", exit 127), and
+ * each image is compared with the one Node builds from the same files in a
+ * store of its own.
+ */
+(isRoot ? describe : describe.skip)(
+  `petri build replay delta${isRoot ? '' : ' [skipped: needs root (petri build)]'}`,
+  () => {
+    let dir: string;
+    let pkg: string;
+    let noNode: string;
+    const env: Record<string, string> = {};
+
+    beforeAll(() => {
+      dir = mkdtempSync(join(tmpdir(), 'ptest-delta-'));
+      pkg = join(dir, 'pkg');
+      for (const part of ['bin', 'dist', 'build', 'package.json'])
+        cpSync(join(top, part), join(pkg, part), { recursive: true });
+      symlinkSync(join(top, 'node_modules'), join(pkg, 'node_modules'));
+      noNode = join(dir, 'tools');
+      mkdirSync(noNode);
+      symlinkSync(
+        spawnSync('sh', ['-c', 'command -v readlink'], { encoding: 'utf8' }).stdout.trim(),
+        join(noNode, 'readlink'),
+      );
+      Object.assign(env, process.env);
+      delete env.SOURCE_DATE_EPOCH;
+    });
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+    const petri = (args: string[], options: { node?: boolean; root: string; extra?: object }) =>
+      spawnSync(join(pkg, 'bin', 'petri'), args, {
+        encoding: 'utf8',
+        cwd: dir,
+        env: {
+          ...env,
+          PETRI_ROOT: join(dir, options.root),
+          ...options.extra,
+          ...(options.node === false ? { PATH: noNode } : {}),
+        },
+      });
+    const ok = (result: ReturnType<typeof petri>) => {
+      expect(result.stderr).not.toContain('cannot run node');
+      expect(result.status, result.stderr).toBe(0);
+      return result;
+    };
+    const refused = (result: ReturnType<typeof petri>) => {
+      expect(result.stderr).toBe('petri: cannot run node: No such file or directory\n');
+      expect(result.status).toBe(127);
+    };
+    const context = (name: string, dockerfile: string, files: Record<string, string>) => {
+      const ctx = join(dir, name);
+      mkdirSync(ctx);
+      writeFileSync(join(ctx, 'Dockerfile'), dockerfile);
+      for (const [file, content] of Object.entries(files)) writeFileSync(join(ctx, file), content);
+      settle();
+      return ctx;
+    };
+    /** The image's config and manifest, from a store's blobs. */
+    const image = (root: string, id: string) => {
+      const blobs = join(dir, root, 'images', 'blobs', 'sha256');
+      const config = JSON.parse(readFileSync(join(blobs, id.slice(7)), 'utf8'));
+      const index = JSON.parse(readFileSync(join(dir, root, 'images', 'index.json'), 'utf8'));
+      return { config, index };
+    };
+
+    const DOCKERFILE = [
+      'FROM scratch',
+      'COPY shared.txt /shared.txt',
+      'WORKDIR /app',
+      'COPY a.txt b.txt ./',
+      'ENV X=1',
+      'COPY c.txt /c/',
+      'LABEL l=1',
+      '',
+    ].join('\n');
+
+    it('redoes the last COPY steps in C, to the image Node builds from the same files', () => {
+      const ctx = context('same', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+      const extra = { SOURCE_DATE_EPOCH: '1700000000' };
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/delta', ctx];
+      const node = (root: string) => ok(petri(args, { root, extra })).stdout;
+      node('r1');
+      node('r1');
+      const c = (expected: string) => {
+        const result = ok(petri(args, { root: 'r1', extra, node: false }));
+        // Node, in a store of its own, from the same files: the same image.
+        expect(result.stdout).toBe(node(`r-${expected}`));
+        return result;
+      };
+      writeFileSync(join(ctx, 'b.txt'), 'b, longer now: a new size\n');
+      let result = c('b');
+      expect(result.stderr).toContain('#4 [stage-0 4/7] COPY a.txt b.txt ./\n#4 DONE 0.0s\n');
+      expect(result.stderr).toContain('#6 [stage-0 6/7] COPY c.txt /c/\n#6 DONE 0.0s\n');
+      expect(result.stderr).toContain('#3 [stage-0 3/7] WORKDIR /app\n#3 CACHED\n');
+      expect(result.stderr).toMatch(/image sha256:[a-f0-9]{64} \(ptest\/delta:latest\) built in 0\.\ds\n$/);
+      // Only the second COPY's file: the first stays cached.
+      writeFileSync(join(ctx, 'c.txt'), 'c'.repeat(1500));
+      result = c('c');
+      expect(result.stderr).toContain('#4 [stage-0 4/7] COPY a.txt b.txt ./\n#4 CACHED\n');
+      expect(result.stderr).toContain('#6 [stage-0 6/7] COPY c.txt /c/\n#6 DONE 0.0s\n');
+      // Both files of one COPY, one shorter.
+      writeFileSync(join(ctx, 'a.txt'), '');
+      writeFileSync(join(ctx, 'b.txt'), 'B'.repeat(513));
+      const both = c('ab');
+      // The same build again: replayed whole (the record the runner wrote), or, within the racy window, redone
+      // to the same image.
+      expect(ok(petri(args, { root: 'r1', extra, node: false })).stdout).toBe(both.stdout);
+      settle();
+      result = ok(petri(args, { root: 'r1', extra, node: false }));
+      expect(result.stdout).toBe(both.stdout);
+      expect(result.stderr).toContain('#6 CACHED\n');
+      // A touched file: the same content, the same image, every step cached.
+      const later = new Date(Date.now() + 5000);
+      utimesSync(join(ctx, 'c.txt'), later, later);
+      result = ok(petri(args, { root: 'r1', extra, node: false }));
+      expect(result.stdout).toBe(both.stdout);
+      expect(result.stderr).toContain('#4 CACHED\n');
+      expect(result.stderr).toContain('#6 CACHED\n');
+      // What the runner wrote is a whole image: Node sees the same (its result cache misses; the step cache decides).
+      expect(node('r1')).toBe(both.stdout);
+    });
+
+    it('without SOURCE_DATE_EPOCH: the same layers as Node, the new steps timed now', () => {
+      const ctx = context('now', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+      const args = ['build', '--progress', 'json', '-t', 'ptest/now', ctx];
+      ok(petri(args, { root: 'n1' }));
+      const previous = image('n1', ok(petri(args, { root: 'n1' })).stdout.trim()).config;
+      settle();
+      writeFileSync(join(ctx, 'c.txt'), 'c2\n');
+      const before = Date.now();
+      const redone = ok(petri(args, { root: 'n1', node: false }));
+      const id = redone.stdout.trim();
+      const other = ok(petri(args, { root: 'n2' })).stdout.trim();
+      const mine = image('n1', id);
+      const theirs = image('n2', other);
+      expect(mine.config.rootfs).toEqual(theirs.config.rootfs);
+      const times = (config: { history: { created: string }[] }) => config.history.map((h) => h.created);
+      const created = times(mine.config);
+      // The last COPY and the LABEL after it are new; the steps before keep their cached times.
+      expect(Date.parse(created.at(-1) as string)).toBeGreaterThanOrEqual(before - 1);
+      expect(created.at(-2)).toBe(created.at(-1));
+      expect(created.slice(0, -2)).toEqual(times(previous).slice(0, -2));
+      expect(Date.parse(times(previous).at(-1) as string)).toBeLessThan(before);
+      expect(mine.config.created).toBe(created.at(-1));
+      const strip = (config: { created: string; history: object[] }) => ({
+        ...config,
+        created: undefined,
+        history: config.history.map((h) => ({ ...h, created: undefined })),
+      });
+      expect(strip(mine.config)).toEqual(strip(theirs.config));
+      const named = mine.index.manifests.filter(
+        (m: { annotations?: Record<string, string> }) =>
+          m.annotations?.['org.opencontainers.image.ref.name'] === 'ptest/now:latest',
+      );
+      expect(named).toHaveLength(1);
+      // The JSON events: the image event is a build's (no resultCache), the redone COPY done.
+      const events = redone.stderr
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
+      expect(events.at(-1)).toMatchObject({ type: 'image', id, tags: ['ptest/now:latest'] });
+      expect(events.at(-1).resultCache).toBeUndefined();
+      expect(events.at(-1).durationMs).toBeLessThan(1000);
+      expect(events.filter((e) => e.type === 'step' && e.text === 'COPY c.txt /c/').map((e) => e.status)).toEqual([
+        'start',
+        'done',
+      ]);
+    });
+
+    it('leaves to Node what the delta cannot vouch for', () => {
+      const ctx = context('refused', DOCKERFILE, {
+        'shared.txt': 's\n',
+        'a.txt': 'same\n',
+        'b.txt': 'same\n',
+        'c.txt': 'c\n',
+      });
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/refused', ctx];
+      /** Node builds, then remembers (out of the racy window). */
+      const refresh = () => {
+        ok(petri(args, { root: 'x' }));
+        settle();
+        ok(petri(args, { root: 'x' }));
+      };
+      refresh();
+      // A file an earlier step read too.
+      writeFileSync(join(ctx, 'shared.txt'), 's2\n');
+      refused(petri(args, { root: 'x', node: false }));
+      refresh();
+      // Two files of one COPY with the same content: which entry is whose is not certain.
+      writeFileSync(join(ctx, 'a.txt'), 'other\n');
+      refused(petri(args, { root: 'x', node: false }));
+      refresh();
+      // A new mode, a new file.
+      chmodSync(join(ctx, 'c.txt'), 0o600);
+      refused(petri(args, { root: 'x', node: false }));
+      refresh();
+      writeFileSync(join(ctx, 'd.txt'), 'd\n');
+      refused(petri(args, { root: 'x', node: false }));
+      refresh();
+      // The index locked by another petri: Node waits for it.
+      writeFileSync(join(ctx, 'c.txt'), 'c3\n');
+      const lock = join(dir, 'x', 'images', 'index.json.lock');
+      mkdirSync(lock);
+      refused(petri(args, { root: 'x', node: false }));
+      rmSync(lock, { recursive: true });
+      expect(ok(petri(args, { root: 'x', node: false })).stdout).toMatch(/^sha256:/);
+      expect(existsSync(lock)).toBe(false);
+    });
+
+    it('has no delta for a build whose context an ADD reads', () => {
+      const ctx = context('add', 'FROM scratch\nADD x.txt /x\nWORKDIR /w\nCOPY a.txt /a\n', {
+        'x.txt': 'x\n',
+        'a.txt': 'a\n',
+      });
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/add', ctx];
+      ok(petri(args, { root: 'y' }));
+      ok(petri(args, { root: 'y' }));
+      writeFileSync(join(ctx, 'a.txt'), 'a2\n');
+      refused(petri(args, { root: 'y', node: false }));
+    });
+  },
+);
