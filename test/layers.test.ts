@@ -94,6 +94,25 @@ describeKernel('LayerCache', () => {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
+  it('adopts a working directory in place: it becomes the layer, or goes when the layer is there', () => {
+    const adopt = (content: string) => {
+      const work = cache.workDir();
+      mkdirSync(join(work, 'fs'));
+      writeFileSync(join(work, 'fs', 'f'), content);
+      const diffId = sha256(content);
+      return { work, tree: cache.adopt(join(work, 'fs'), { diffId, size: 1, opaque: [] }, null, { inPlace: true }) };
+    };
+    const first = adopt('a');
+    expect(first.tree).toBe(join(cache.dir, sha256('a').slice(7), 'fs'));
+    expect(readFileSync(join(first.tree, 'f'), 'utf8')).toBe('a');
+    expect(existsSync(first.work)).toBe(false);
+    expect(JSON.parse(readFileSync(join(first.tree, '..', 'meta.json'), 'utf8')).diffId).toBe(sha256('a'));
+    const again = adopt('a');
+    expect(again.tree).toBe(first.tree);
+    expect(existsSync(again.work)).toBe(false);
+    expect(readdirSync(cache.dir)).toEqual([sha256('a').slice(7)]);
+  });
+
   it('unpacks each layer once, keyed by chain ID, and lists and removes them', async () => {
     const base = layerOf(await tarOf({ 'etc/os': 'base\n', 'bin/sh': 'sh' }));
     const top = layerOf(await tarOf({ 'etc/os': 'top\n' }));

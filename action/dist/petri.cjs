@@ -8752,18 +8752,20 @@ var init_layers = __esm({
        * diffID) into the cache as the layer above `parent`, so that the steps that
        * use it next need not unpack it. `layer.opaque` lists its opaque
        * directories, as written (see LayerMeta). Returns the layer's tree, which
-       * is the existing one when the cache has it already.
+       * is the existing one when the cache has it already. With `inPlace`, `tree`
+       * is `fs` in a `workDir()` holding nothing else: that directory is taken
+       * (or removed) with it.
        */
-      adopt(tree, layer, parent) {
+      adopt(tree, layer, parent, options = {}) {
         const chainId = parent === null ? layer.diffId : chainIds([parent, layer.diffId])[1];
         const done = this.path(chainId);
         if (done) {
-          removeTree(tree);
+          removeTree(options.inPlace ? (0, import_node_path19.dirname)(tree) : tree);
           return done;
         }
-        const temp = this.workDir();
+        const temp = options.inPlace && (0, import_node_path19.basename)(tree) === "fs" ? (0, import_node_path19.dirname)(tree) : this.workDir();
         try {
-          (0, import_node_fs23.renameSync)(tree, (0, import_node_path19.join)(temp, "fs"));
+          if (temp !== (0, import_node_path19.dirname)(tree)) (0, import_node_fs23.renameSync)(tree, (0, import_node_path19.join)(temp, "fs"));
           writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
           try {
             (0, import_node_fs23.renameSync)(temp, (0, import_node_path19.join)(this.dir, hexOf(chainId)));
@@ -8774,7 +8776,7 @@ var init_layers = __esm({
           }
         } catch (error) {
           removeTree(temp);
-          removeTree(tree);
+          if (temp !== (0, import_node_path19.dirname)(tree)) removeTree(tree);
           throw error;
         }
         return (0, import_node_path19.join)(this.dir, hexOf(chainId), "fs");
@@ -15735,7 +15737,7 @@ ${trigger}
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path32.join)(work, "upper");
+          const upper = (0, import_node_path32.join)(work, "fs");
           (0, import_node_fs37.mkdirSync)(upper);
           const written = await make(lower, upper);
           const own = written !== void 0 && !written.helper && written.entries <= OWN_SCAN_MAX;
@@ -15747,7 +15749,8 @@ ${trigger}
             createdBy
           };
           this.#cache.set(key, record);
-          this.#dropWorkDir(work);
+          if (layer) this.#workDirs.splice(this.#workDirs.indexOf(work), 1);
+          else this.#dropWorkDir(work);
         }
         this.#usedSteps.set(key, { record, parent: state.fsKey });
         const entry = { created: record.created, created_by: createdBy };
@@ -15797,7 +15800,7 @@ ${trigger}
         const blob = await stored;
         const { chainIds: chainIds2 } = await Promise.resolve().then(() => (init_layers(), layers_exports));
         const parent = chainIds2(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-        (await this.#layerCache()).adopt(upper, { diffId, size: size2, opaque }, parent);
+        (await this.#layerCache()).adopt(upper, { diffId, size: size2, opaque }, parent, { inPlace: true });
         return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
       }
       async #workdir(state, path) {
@@ -15975,8 +15978,6 @@ ${trigger}
         };
         const createdBy = `RUN ${command2.join(" ")} # buildkit`;
         return this.#layerStep(state, step, createdBy, async (lower, upper) => {
-          this.#startScanner().catch(() => {
-          });
           await this.#runContainer(state, {
             stepId,
             command: command2,
@@ -16160,6 +16161,8 @@ ${trigger}
           }), "pump");
           const pumps = Promise.all([pump(container.stdout, "stdout"), pump(container.stderr, "stderr")]);
           await starting;
+          this.#startScanner().catch(() => {
+          });
           const exit = await container.wait();
           await pumps;
           if (exit.exitCode !== 0 || exit.signal !== null) {

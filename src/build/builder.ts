@@ -781,7 +781,8 @@ class Builder {
     if (!record) {
       const lower = await this.#lower(state);
       const work = await this.#workDir();
-      const upper = join(work, 'upper');
+      // `fs`: the layer cache takes the working directory as the layer's (LayerCache.adopt, in place).
+      const upper = join(work, 'fs');
       mkdirSync(upper);
       const written = await make(lower, upper);
       // What Node wrote alone has nothing lstat cannot see (no device nodes; no xattrs but those the host adds,
@@ -796,7 +797,9 @@ class Builder {
         createdBy,
       } satisfies CacheRecord;
       this.#cache.set(key, record);
-      this.#dropWorkDir(work);
+      if (layer)
+        this.#workDirs.splice(this.#workDirs.indexOf(work), 1); // the layer cache's now
+      else this.#dropWorkDir(work);
     }
     this.#usedSteps.set(key, { record, parent: state.fsKey });
     const entry: HistoryEntry = { created: record.created, created_by: createdBy };
@@ -847,7 +850,7 @@ class Builder {
     const blob = await (stored as Promise<BlobInfo>);
     const { chainIds } = await import('../snapshot/layers.js');
     const parent = chainIds(state.layers.map((l) => l.diffId)).at(-1) ?? null;
-    (await this.#layerCache()).adopt(upper, { diffId, size, opaque }, parent);
+    (await this.#layerCache()).adopt(upper, { diffId, size, opaque }, parent, { inPlace: true });
     return { digest: blob.digest, size: blob.size, mediaType: MEDIA_TYPES.ociLayer, diffId };
   }
 
@@ -1049,7 +1052,6 @@ class Builder {
     };
     const createdBy = `RUN ${command.join(' ')} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) => {
-      this.#startScanner().catch(() => {}); // ready by the time the layer is written (a failure shows there)
       await this.#runContainer(state, {
         stepId,
         command,
@@ -1263,6 +1265,9 @@ class Builder {
         });
       const pumps = Promise.all([pump(container.stdout, 'stdout'), pump(container.stderr, 'stderr')]);
       await starting;
+      // The layer's scanner starts while the command runs (off the step's way), ready when the layer is
+      // written (a failure shows there).
+      this.#startScanner().catch(() => {});
       const exit = await container.wait();
       await pumps;
       if (exit.exitCode !== 0 || exit.signal !== null) {

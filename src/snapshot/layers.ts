@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { PetriError } from '../errors.js';
 import { petriRoot } from '../runtime/paths.js';
@@ -135,18 +135,27 @@ export class LayerCache {
    * diffID) into the cache as the layer above `parent`, so that the steps that
    * use it next need not unpack it. `layer.opaque` lists its opaque
    * directories, as written (see LayerMeta). Returns the layer's tree, which
-   * is the existing one when the cache has it already.
+   * is the existing one when the cache has it already. With `inPlace`, `tree`
+   * is `fs` in a `workDir()` holding nothing else: that directory is taken
+   * (or removed) with it.
    */
-  adopt(tree: string, layer: { diffId: string; size: number; opaque: string[] }, parent: string | null): string {
+  adopt(
+    tree: string,
+    layer: { diffId: string; size: number; opaque: string[] },
+    parent: string | null,
+    options: { inPlace?: boolean } = {},
+  ): string {
     const chainId = parent === null ? layer.diffId : (chainIds([parent, layer.diffId])[1] as string);
     const done = this.path(chainId);
     if (done) {
-      removeTree(tree);
+      removeTree(options.inPlace ? dirname(tree) : tree);
       return done;
     }
-    const temp = this.workDir();
+    // In place: `tree` is `fs` in a working directory of this cache that holds nothing else, which becomes the
+    // layer's directory as it is (a directory made, a rename and a removal fewer per layer).
+    const temp = options.inPlace && basename(tree) === 'fs' ? dirname(tree) : this.workDir();
     try {
-      renameSync(tree, join(temp, 'fs'));
+      if (temp !== dirname(tree)) renameSync(tree, join(temp, 'fs'));
       writeLayerMeta(temp, { diffId: layer.diffId, chainId, parent, size: layer.size, opaque: layer.opaque });
       try {
         renameSync(temp, join(this.dir, hexOf(chainId)));
@@ -157,7 +166,7 @@ export class LayerCache {
       }
     } catch (error) {
       removeTree(temp);
-      removeTree(tree);
+      if (temp !== dirname(tree)) removeTree(tree);
       throw error;
     }
     return join(this.dir, hexOf(chainId), 'fs');
