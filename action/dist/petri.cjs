@@ -15749,7 +15749,8 @@ ${trigger}
             createdBy
           };
           this.#cache.set(key, record);
-          if (layer) this.#workDirs.splice(this.#workDirs.indexOf(work), 1);
+          if (layer)
+            this.#workDirs.splice(this.#workDirs.indexOf(work), 1);
           else this.#dropWorkDir(work);
         }
         this.#usedSteps.set(key, { record, parent: state.fsKey });
