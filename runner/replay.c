@@ -637,12 +637,12 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 	int groups = d->groups;
 	if (f->count != F_GROUPS + 2 * groups + 2)
 		return -1;
-	if (same_fp) {
-		for (int i = 0; i < d->files; i++)
-			d->f[i].differs = 1; /* racily clean before: read them all again */
-	} else if (compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, d) < 0) {
+	if (!same_fp && compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, d) < 0)
 		return -1;
-	}
+	/* A record made racily clean vouches for none of its files' content: read them all again. */
+	if (!d->full)
+		for (int i = 0; i < d->files; i++)
+			d->f[i].differs = 1;
 	d->full = 1;
 	char *context = strndup(f->p[F_CONTEXT], f->n[F_CONTEXT]);
 	char blobs[PATH_MAX - 128];

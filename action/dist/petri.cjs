@@ -16306,7 +16306,8 @@ function plan(trace, manifestDigest, context) {
     }
     previous = step;
   }
-  if (files.length === 0) return void 0;
+  if (files.length === 0 || groups.length > MAX_GROUPS) return void 0;
+  files.splice(MAX_FILES2);
   if (groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
   return { groups, files };
 }
@@ -16433,7 +16434,7 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     suffixRedone
   ];
 }
-var import_node_crypto9, import_node_fs38, import_node_path33, MAX_TAIL_BYTES, META, LAYER_TAR, MARK;
+var import_node_crypto9, import_node_fs38, import_node_path33, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, META, LAYER_TAR, MARK;
 var init_delta = __esm({
   "src/build/delta.ts"() {
     "use strict";
@@ -16444,6 +16445,8 @@ var init_delta = __esm({
     init_paths();
     init_progress();
     __name(newTrace, "newTrace");
+    MAX_GROUPS = 4;
+    MAX_FILES2 = 64;
     MAX_TAIL_BYTES = 8 << 20;
     META = /* @__PURE__ */ new Set([
       "ARG",

@@ -65,6 +65,9 @@ export interface DeltaPlan {
   files: { label: string; group: number; offset: number }[];
 }
 
+/** The most COPY steps and files a delta has (runner/replay.c: MAX_GROUPS, its file table). */
+const MAX_GROUPS = 4;
+const MAX_FILES = 64;
 /** Tail layers bigger than this together are not patched (each delta reads and writes them whole). */
 const MAX_TAIL_BYTES = 8 << 20;
 const META = new Set([
@@ -156,7 +159,9 @@ function plan(trace: BuildTrace, manifestDigest: string, context: string): Delta
     }
     previous = step;
   }
-  if (files.length === 0) return undefined;
+  // runner/replay.c takes at most 4 groups and 64 files (a file left out is one whose change goes to Node).
+  if (files.length === 0 || groups.length > MAX_GROUPS) return undefined;
+  files.splice(MAX_FILES);
   // The tail's layers are the image's last ones.
   if ((groups.at(-1) as { layer: number }).layer !== manifest.layers.length - 1) return undefined;
   return { groups, files };
