@@ -243,10 +243,14 @@ enum {
 	F_INDEX_T,
 	F_OUT_T,
 	F_PREFIX,
-	F_GROUPS, /* per group: cached, redone; then the image line, cached and redone */
+	F_GROUPS, /* per group: stderr cached, stderr redone, step, selection and cache-record templates; then the image line, cached and built */
 };
 
+#define GROUP_FIELDS 5
 #define MAX_GROUPS 4
+#define MAX_FILES 64
+/* A layer the delta would make bigger than this is Node's to make. */
+#define MAX_LAYER (8u << 20)
 
 static int same(const struct fields *f, int i, const void *s, size_t n)
 {
@@ -281,14 +285,17 @@ static int print_output(const char *err, size_t err_len, const char *out, size_t
 struct group {
 	char hex[65], created[40];
 	unsigned long long size;
-	int changed, redone;
-	char new_hex[65], new_created[40];
+	/* this run's: its layer, whether a step-cache record had it (else redone), its time, its cache key */
+	char new_hex[65], new_created[40], key[72];
 	unsigned long long new_size;
+	int redone;
+	struct buf layer; /* the patched layer, when one of its files changed */
 };
 
 struct dfile {
 	int group;
 	unsigned long long offset, new_offset;
+	char digest[65];
 	const char *label;
 	size_t label_len;
 	int differs;
@@ -297,16 +304,39 @@ struct dfile {
 struct delta {
 	int full;
 	long long epoch;
+	char parent[80];
 	int groups;
 	struct group g[MAX_GROUPS];
 	int files;
-	struct dfile f[64];
-	char spec_copy[8192];
+	struct dfile f[MAX_FILES];
+	char spec_copy[16384];
 };
+
+/* A decimal field of a spec line up to the next tab: 0, or -1. */
+static int number_field(char **p, unsigned long long *out)
+{
+	char *stop;
+	errno = 0;
+	if (**p < '0' || **p > '9')
+		return -1;
+	*out = strtoull(*p, &stop, 10);
+	if (errno || *stop != '\t')
+		return -1;
+	*p = stop + 1;
+	return 0;
+}
+
+static int hex64(const char *p)
+{
+	for (int i = 0; i < 64; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f')))
+			return 0;
+	return 1;
+}
 
 static int parse_spec(const char *spec, size_t len, struct delta *d)
 {
-	if (len >= sizeof d->spec_copy)
+	if (len >= sizeof d->spec_copy || memchr(spec, 0, len))
 		return -1;
 	memcpy(d->spec_copy, spec, len);
 	d->spec_copy[len] = 0;
@@ -316,32 +346,53 @@ static int parse_spec(const char *spec, size_t len, struct delta *d)
 	d->full = -1;
 	d->epoch = -1;
 	while ((line = strtok_r(NULL, "\n", &save))) {
+		unsigned long long n, offset;
 		if (strcmp(line, "full 1") == 0 || strcmp(line, "full 0") == 0) {
 			d->full = line[5] == '1';
 		} else if (strncmp(line, "epoch\t", 6) == 0) {
-			d->epoch = strtoll(line + 6, NULL, 10);
+			char *p = line + 6, *stop;
+			errno = 0;
+			d->epoch = strtoll(p, &stop, 10);
+			if (errno || stop == p || *stop || d->epoch < 0)
+				return -1;
+		} else if (strncmp(line, "parent\t", 7) == 0) {
+			if (strlen(line + 7) != 71 || strncmp(line + 7, "sha256:", 7) != 0 || !hex64(line + 14))
+				return -1;
+			memcpy(d->parent, line + 7, 72);
 		} else if (strncmp(line, "group\t", 6) == 0) {
 			if (d->groups == MAX_GROUPS)
 				return -1;
 			struct group *g = &d->g[d->groups++];
-			if (sscanf(line + 6, "%64[0-9a-f]\t%llu\t%39[0-9:.TZ-]", g->hex, &g->size, g->created) != 3 ||
-			    strlen(g->hex) != 64)
+			char *p = line + 6;
+			if (!hex64(p) || p[64] != '\t')
 				return -1;
+			memcpy(g->hex, p, 64);
+			p += 65;
+			if (number_field(&p, &g->size) < 0 || strlen(p) == 0 || strlen(p) >= sizeof g->created ||
+			    strspn(p, "0123456789:.TZ-") != strlen(p))
+				return -1;
+			strcpy(g->created, p);
 		} else if (strncmp(line, "file\t", 5) == 0) {
-			if (d->files == (int)(sizeof d->f / sizeof d->f[0]))
+			if (d->files == MAX_FILES)
 				return -1;
 			struct dfile *f = &d->f[d->files++];
-			int used = 0;
-			if (sscanf(line + 5, "%d\t%llu\t%n", &f->group, &f->offset, &used) != 2 || used == 0 ||
-			    f->group < 0 || f->group >= d->groups || f->offset % 512)
+			char *p = line + 5;
+			if (number_field(&p, &n) < 0 || n >= (unsigned long long)d->groups || number_field(&p, &offset) < 0 ||
+			    offset % 512 || !hex64(p) || p[64] != '\t' || p[65] == 0)
 				return -1;
-			f->label = line + 5 + used;
+			f->group = (int)n;
+			f->offset = offset;
+			memcpy(f->digest, p, 64);
+			f->label = p + 65;
 			f->label_len = strlen(f->label);
+			/* in the layer's order, group by group (a later group's files after) */
+			if (d->files > 1 && (f[-1].group > f->group || (f[-1].group == f->group && f[-1].offset >= f->offset)))
+				return -1;
 		} else {
 			return -1;
 		}
 	}
-	return d->full < 0 || d->epoch < 0 || d->groups == 0 || d->files == 0 ? -1 : 0;
+	return d->full < 0 || d->epoch < 0 || !d->parent[0] || d->groups == 0 || d->files == 0 ? -1 : 0;
 }
 
 /* The fields of a fingerprint line after its label: mode, uid, gid, size, dev, ino, mtime, ctime. */
@@ -412,17 +463,25 @@ static unsigned long long octal_field(const unsigned char *p, size_t n)
 	return v;
 }
 
-/* A file's content, read whole; its fstat in *st. NULL when it is not a regular file or changed meanwhile. */
+static void hash_hex(const void *p, size_t n, char out[65])
+{
+	struct sha256 h;
+	sha256_init(&h);
+	sha256_update(&h, p, n);
+	sha256_hex(&h, out);
+}
+
+/* A file's content, read whole; its fstat in *st. NULL when it is not a regular file or changed while read. */
 static char *read_content(const char *context, const char *label, size_t label_len, struct stat *st)
 {
 	char path[PATH_MAX];
 	if (snprintf(path, sizeof path, "%s/%.*s", context, (int)label_len, label) >= (int)sizeof path)
 		return NULL;
-	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
 	char *data = NULL;
-	if (fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_size < 077777777777LL) {
+	if (fstat(fd, st) == 0 && S_ISREG(st->st_mode) && st->st_size < (off_t)MAX_LAYER) {
 		size_t size = (size_t)st->st_size, got = 0;
 		data = malloc(size + 1);
 		while (data && got <= size) {
@@ -445,9 +504,11 @@ static char *read_content(const char *context, const char *label, size_t label_l
 /*
  * The group's layer with each changed file's content swapped in: the old
  * header with the new size and checksum, the content, zeros to a 512-byte
- * block. Its digest and size in g->new_*. 0, or -1 (then Node builds).
+ * block (the old layer is checked against its digest on the way). Its digest
+ * and size in g->new_*, each file's new digest and offset in the file's. 0,
+ * or -1 (then Node builds).
  */
-static int patch_layer(const char *blobs, const char *context, struct delta *d, int gi, double at_ns, struct buf *out)
+static int patch_layer(const char *blobs, const char *context, struct delta *d, int gi, double at_ns)
 {
 	struct group *g = &d->g[gi];
 	char path[PATH_MAX];
@@ -456,22 +517,41 @@ static int patch_layer(const char *blobs, const char *context, struct delta *d, 
 	struct rerr e;
 	size_t len;
 	char *old = read_whole_file(path, &len, &e);
-	if (!old || len != g->size)
+	if (!old || len != g->size) {
+		free(old);
 		return -1;
+	}
+	char old_hex[65];
+	hash_hex(old, len, old_hex);
+	struct buf *out = &g->layer;
 	size_t from = 0;
 	out->len = 0;
 	int rc = -1;
+	if (strcmp(old_hex, g->hex) != 0)
+		goto done;
 	for (int i = 0; i < d->files; i++) {
 		struct dfile *f = &d->f[i];
 		if (f->group != gi)
 			continue;
-		if (f->offset < from || f->offset + 512 > len)
+		if (f->offset < from || f->offset > len || len - f->offset < 512)
 			goto done;
+		if (put(out, old + from, f->offset - from) < 0)
+			goto done;
+		f->new_offset = out->len;
 		unsigned char header[512];
 		memcpy(header, old + f->offset, 512);
 		unsigned long long old_size = octal_field(header + 124, 11);
-		if (header[156] != '0' || header[124] >= 0x80 || (long long)octal_field(header + 136, 11) != d->epoch)
+		if (header[156] != '0' || header[124] >= 0x80 || (long long)octal_field(header + 136, 11) != d->epoch ||
+		    old_size > len - f->offset - 512)
 			goto done;
+		from = f->offset + 512 + (old_size + 511) / 512 * 512;
+		if (from > len)
+			goto done;
+		if (!f->differs) { /* as it was */
+			if (put(out, old + f->offset, from - f->offset) < 0)
+				goto done;
+			continue;
+		}
 		struct stat st;
 		char *content = read_content(context, f->label, f->label_len, &st);
 		if (!content)
@@ -483,6 +563,7 @@ static int patch_layer(const char *blobs, const char *context, struct delta *d, 
 		}
 		if ((double)st.st_ctim.tv_sec * 1e9 + (double)st.st_ctim.tv_nsec > at_ns - 100e6)
 			d->full = 0; /* racily clean: the next build reads it again */
+		hash_hex(content, (size_t)st.st_size, f->digest);
 		char num[16];
 		snprintf(num, sizeof num, "%011llo ", (unsigned long long)st.st_size);
 		memcpy(header + 124, num, 12);
@@ -495,41 +576,48 @@ static int patch_layer(const char *blobs, const char *context, struct delta *d, 
 		header[155] = old[f->offset + 155];
 		size_t pad = (512 - (size_t)st.st_size % 512) % 512;
 		static const char zeros[512];
-		int ok = put(out, old + from, f->offset - from) == 0;
-		f->new_offset = out->len;
-		ok = ok && put(out, header, 512) == 0 && put(out, content, (size_t)st.st_size) == 0 &&
-		     put(out, zeros, pad) == 0;
+		int ok = put(out, header, 512) == 0 && put(out, content, (size_t)st.st_size) == 0 &&
+			 put(out, zeros, pad) == 0;
 		free(content);
-		if (!ok)
-			goto done;
-		from = f->offset + 512 + (old_size + 511) / 512 * 512;
-		if (from > len)
+		if (!ok || out->len > MAX_LAYER)
 			goto done;
 	}
-	if (put(out, old + from, len - from) < 0)
+	if (put(out, old + from, len - from) < 0 || out->len > MAX_LAYER)
 		goto done;
-	struct sha256 h;
-	sha256_init(&h);
-	sha256_update(&h, out->p, out->len);
-	sha256_hex(&h, g->new_hex);
+	hash_hex(out->p, out->len, g->new_hex);
 	g->new_size = out->len;
-	g->changed = strcmp(g->new_hex, g->hex) != 0;
 	rc = 0;
 done:
 	free(old);
 	return rc;
 }
 
-/* A blob written as the store writes one: beside, then renamed to its digest (kept when there already). */
+/* A blob written as the store writes one: beside, then renamed to its digest; one already there is touched (a prune spares it). */
 static int write_blob(const char *blobs, const char *hex, const void *data, size_t len)
 {
 	char path[PATH_MAX], tmp[PATH_MAX];
 	if (snprintf(path, sizeof path, "%s/%s", blobs, hex) >= (int)sizeof path ||
 	    snprintf(tmp, sizeof tmp, "%s/.tmp-%d-replay-%.12s", blobs, (int)getpid(), hex) >= (int)sizeof tmp)
 		return -1;
-	if (access(path, F_OK) == 0)
+	struct stat st;
+	if (stat(path, &st) == 0 && (size_t)st.st_size == len && utimensat(AT_FDCWD, path, NULL, 0) == 0)
 		return 0;
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return -1;
+	int ok = write_all(fd, data, len) == 0;
+	ok = close(fd) == 0 && ok;
+	if (!ok || rename(tmp, path) < 0) {
+		unlink(tmp);
+		return -1;
+	}
+	return 0;
+}
+
+/* A small file written beside and renamed into place. */
+static int write_file_atomic(const char *path, const char *tmp, const void *data, size_t len)
+{
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 	if (fd < 0)
 		return -1;
 	int ok = write_all(fd, data, len) == 0;
@@ -555,11 +643,14 @@ static void iso_time(char out[40], long long sec, long nsec)
 		memcpy(out, "1970-01-01T00:00:00.000Z", 25);
 }
 
-/* The values of a template's markers (delta.ts: `@@petri:NAME@@`). */
+/* The values of a template's markers (delta.ts: `@@petri:NAME@@`); a group's are known once `known` passes it. */
 struct values {
 	const struct delta *d;
 	const char *id, *manifest;
 	size_t config_size, manifest_size;
+	int known; /* groups whose layer and time are known */
+	char content[MAX_GROUPS][65];
+	int contents; /* groups whose content hash is known */
 };
 
 /* A template with its markers replaced; -1 for a marker it does not know (or one whose value is not yet known). */
@@ -582,7 +673,7 @@ static int expand(const char *t, size_t len, const struct values *v, struct buf 
 			return -1;
 		char key[40], val[80];
 		snprintf(key, sizeof key, "%.*s", (int)(close_mark - name), name);
-		int gi = -1, n = 0;
+		int i = -1, n = 0;
 		const char *value = NULL;
 		if (strcmp(key, "id") == 0)
 			value = v->id;
@@ -592,12 +683,16 @@ static int expand(const char *t, size_t len, const struct values *v, struct buf 
 			snprintf(val, sizeof val, "%zu", v->config_size), value = val;
 		else if (strcmp(key, "manifest-size") == 0 && v->manifest)
 			snprintf(val, sizeof val, "%zu", v->manifest_size), value = val;
-		else if (sscanf(key, "layer:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
-			value = v->d->g[gi].new_hex;
-		else if (sscanf(key, "layer-size:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
-			snprintf(val, sizeof val, "%llu", v->d->g[gi].new_size), value = val;
-		else if (sscanf(key, "created:%d%n", &gi, &n) == 1 && key[n] == 0 && gi >= 0 && gi < v->d->groups)
-			value = v->d->g[gi].new_created;
+		else if (sscanf(key, "layer:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+			value = v->d->g[i].new_hex;
+		else if (sscanf(key, "layer-size:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+			snprintf(val, sizeof val, "%llu", v->d->g[i].new_size), value = val;
+		else if (sscanf(key, "created:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+			value = v->d->g[i].new_created;
+		else if (sscanf(key, "digest:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->d->files)
+			value = v->d->f[i].digest;
+		else if (sscanf(key, "content:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->contents)
+			value = v->content[i];
 		if (!value)
 			return -1;
 		if (put(out, value, strlen(value)) < 0)
@@ -607,14 +702,6 @@ static int expand(const char *t, size_t len, const struct values *v, struct buf 
 	return 0;
 }
 
-static void hash_hex(const struct buf *b, char out[65])
-{
-	struct sha256 h;
-	sha256_init(&h);
-	sha256_update(&h, b->p, b->len);
-	sha256_hex(&h, out);
-}
-
 static int put_field(struct buf *b, const void *s, size_t n)
 {
 	char head[32];
@@ -622,9 +709,29 @@ static int put_field(struct buf *b, const void *s, size_t n)
 	return put(b, head, (size_t)k) == 0 && put(b, s, n) == 0 && put(b, "\n", 1) == 0 ? 0 : -1;
 }
 
+/* The `"created":"…"` of a step-cache record, or -1. */
+static int record_created(const char *text, size_t len, char out[40])
+{
+	static const char key[] = "\"created\":\"";
+	const char *p = memmem(text, len, key, sizeof key - 1);
+	if (!p)
+		return -1;
+	p += sizeof key - 1;
+	const char *q = memchr(p, '"', (size_t)(text + len - p));
+	if (!q || q - p >= 40 || q == p)
+		return -1;
+	memcpy(out, p, (size_t)(q - p));
+	out[q - p] = 0;
+	return strspn(out, "0123456789:.TZ-") == (size_t)(q - p) ? 0 : -1;
+}
+
 /*
- * Redoes the build from the record's delta: new layers for the groups whose
- * files changed, the config, manifest and index from their templates, the
+ * Redoes the build from the record's delta, step by step as the builder
+ * would: each COPY's layer (patched when a file of it changed), its cache key
+ * (from the templates: the files' digests, the selection, the key below), and
+ * the step cache's answer to it: a record there means the builder would take
+ * it (CACHED, its time); else the step is redone (DONE, now) and its record
+ * written. Then the config, manifest and index from their templates, the
  * output, and a new record for the next build. 0/1 as replay(); -1 when it
  * cannot (Node builds; a blob written by then is an unreferenced one).
  */
@@ -632,10 +739,12 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 			const char *record_path, int same_fp, double started)
 {
 	struct delta *d = calloc(1, sizeof *d);
-	if (!d || parse_spec(f->p[F_SPEC], f->n[F_SPEC], d) < 0)
+	struct values *v = calloc(1, sizeof *v);
+	char *context = strndup(f->p[F_CONTEXT], f->n[F_CONTEXT]);
+	if (!d || !v || !context || parse_spec(f->p[F_SPEC], f->n[F_SPEC], d) < 0)
 		return -1;
 	int groups = d->groups;
-	if (f->count != F_GROUPS + 2 * groups + 2)
+	if (f->count != F_GROUPS + GROUP_FIELDS * groups + 2)
 		return -1;
 	if (!same_fp && compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, d) < 0)
 		return -1;
@@ -644,12 +753,15 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		for (int i = 0; i < d->files; i++)
 			d->f[i].differs = 1;
 	d->full = 1;
-	char *context = strndup(f->p[F_CONTEXT], f->n[F_CONTEXT]);
-	char blobs[PATH_MAX - 128];
-	if (snprintf(blobs, sizeof blobs, "%s/images/blobs/sha256", root) >= (int)sizeof blobs)
+	char blobs[PATH_MAX - 128], steps[PATH_MAX - 128];
+	if (snprintf(blobs, sizeof blobs, "%s/images/blobs/sha256", root) >= (int)sizeof blobs ||
+	    snprintf(steps, sizeof steps, "%s/build-cache/steps", root) >= (int)sizeof steps)
 		return -1;
-	struct buf layers[MAX_GROUPS] = { { 0 } };
-	int any = 0;
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	v->d = d;
+	struct buf text = { 0 }, step = { 0 }, record = { 0 };
+	const char *parent = d->parent;
 	for (int gi = 0; gi < groups; gi++) {
 		struct group *g = &d->g[gi];
 		int read = 0;
@@ -658,46 +770,82 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		memcpy(g->new_hex, g->hex, sizeof g->hex);
 		g->new_size = g->size;
 		for (int i = 0; i < d->files; i++)
-			d->f[i].new_offset = d->f[i].group == gi ? d->f[i].offset : d->f[i].new_offset;
-		if (read && patch_layer(blobs, context, d, gi, at_ns, &layers[gi]) < 0)
+			if (d->f[i].group == gi)
+				d->f[i].new_offset = d->f[i].offset;
+		if (read && patch_layer(blobs, context, d, gi, at_ns) < 0)
 			return -1;
-		any |= g->changed;
-		g->redone = any;
+		/* Its cache key: the content hash of its selection, then the step on the key below. */
+		const char *const *t = (const char *const *)&f->p[F_GROUPS + GROUP_FIELDS * gi];
+		const size_t *n = &f->n[F_GROUPS + GROUP_FIELDS * gi];
+		if (expand(t[3], n[3], v, &text) < 0)
+			return -1;
+		hash_hex(text.p, text.len, v->content[gi]);
+		v->contents = gi + 1;
+		if (expand(t[2], n[2], v, &step) < 0)
+			return -1;
+		struct sha256 h;
+		sha256_init(&h);
+		sha256_update(&h, parent, strlen(parent));
+		sha256_update(&h, "", 1);
+		sha256_update(&h, step.p, step.len);
+		memcpy(g->key, "sha256:", 7);
+		sha256_hex(&h, g->key + 7);
+		parent = g->key;
+		/* The step cache: a record for this key (with its layer still there) is what the builder would take. */
+		char path[PATH_MAX], tmp[PATH_MAX], layer_path[PATH_MAX];
+		if (snprintf(path, sizeof path, "%s/%s", steps, g->key + 7) >= (int)sizeof path ||
+		    snprintf(tmp, sizeof tmp, "%s/.tmp-%d-replay-%d", steps, (int)getpid(), gi) >= (int)sizeof tmp ||
+		    snprintf(layer_path, sizeof layer_path, "%s/%s", blobs, g->new_hex) >= (int)sizeof layer_path)
+			return -1;
+		struct rerr e;
+		size_t len = 0;
+		char *cached = read_whole_file(path, &len, &e);
+		g->redone = 1;
+		if (cached && access(layer_path, F_OK) == 0) {
+			if (record_created(cached, len, g->new_created) < 0)
+				return -1;
+			v->known = gi + 1;
+			if (expand(t[4], n[4], v, &record) < 0 || record.len != len || memcmp(record.p, cached, len) != 0)
+				return -1; /* not the layer this step makes: Node's to sort out */
+			g->redone = 0;
+		}
+		free(cached);
+		if (g->redone) {
+			if (d->epoch > 0)
+				iso_time(g->new_created, d->epoch, 0);
+			else
+				iso_time(g->new_created, (long long)now.tv_sec, now.tv_nsec);
+			v->known = gi + 1;
+			if (strcmp(g->new_hex, g->hex) != 0 && write_blob(blobs, g->new_hex, g->layer.p, g->layer.len) < 0)
+				return -1;
+			if (expand(t[4], n[4], v, &record) < 0)
+				return -1;
+			mkdir(steps, 0700);
+			if (write_file_atomic(path, tmp, record.p, record.len) < 0)
+				return -1;
+		}
 	}
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	for (int gi = 0; gi < groups; gi++) {
-		struct group *g = &d->g[gi];
-		if (!g->redone)
-			memcpy(g->new_created, g->created, sizeof g->created);
-		else if (d->epoch > 0)
-			iso_time(g->new_created, d->epoch, 0);
-		else
-			iso_time(g->new_created, (long long)now.tv_sec, now.tv_nsec);
-	}
-	/* The image: the same one when no layer changed (a touched file), else new blobs and the tags moved. */
+	/* The image: the same one (a touched file; an earlier content the step cache had) or a new one, tagged. */
 	char id[65], manifest_hex[65];
 	struct buf config = { 0 }, manifest = { 0 }, index = { 0 }, tmp = { 0 };
-	struct values v = { d, NULL, NULL, 0, 0 };
-	if (expand(f->p[F_CONFIG_T], f->n[F_CONFIG_T], &v, &config) < 0)
+	if (expand(f->p[F_CONFIG_T], f->n[F_CONFIG_T], v, &config) < 0)
 		return -1;
-	hash_hex(&config, id);
-	v.id = id;
-	v.config_size = config.len;
-	if (expand(f->p[F_MANIFEST_T], f->n[F_MANIFEST_T], &v, &manifest) < 0)
+	hash_hex(config.p, config.len, id);
+	v->id = id;
+	v->config_size = config.len;
+	if (expand(f->p[F_MANIFEST_T], f->n[F_MANIFEST_T], v, &manifest) < 0)
 		return -1;
-	hash_hex(&manifest, manifest_hex);
-	v.manifest = manifest_hex;
-	v.manifest_size = manifest.len;
-	if (expand(f->p[F_INDEX_T], f->n[F_INDEX_T], &v, &index) < 0)
+	hash_hex(manifest.p, manifest.len, manifest_hex);
+	v->manifest = manifest_hex;
+	v->manifest_size = manifest.len;
+	if (expand(f->p[F_INDEX_T], f->n[F_INDEX_T], v, &index) < 0)
 		return -1;
 	char manifest_path[PATH_MAX];
 	if (snprintf(manifest_path, sizeof manifest_path, "%s/%s", blobs, manifest_hex) >= (int)sizeof manifest_path)
 		return -1;
-	if (any) {
-		for (int gi = 0; gi < groups; gi++)
-			if (d->g[gi].changed && write_blob(blobs, d->g[gi].new_hex, layers[gi].p, layers[gi].len) < 0)
-				return -1;
+	/* (the record's manifest path ends with its digest) */
+	int changed = f->n[F_MANIFEST] < 64 || memcmp(f->p[F_MANIFEST] + f->n[F_MANIFEST] - 64, manifest_hex, 64) != 0;
+	if (changed) {
 		if (write_blob(blobs, id, config.p, config.len) < 0 ||
 		    write_blob(blobs, manifest_hex, manifest.p, manifest.len) < 0)
 			return -1;
@@ -714,64 +862,58 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		struct rerr e;
 		size_t now_len = 0;
 		char *now_index = read_whole_file(index_path, &now_len, &e);
-		int fd = -1, ok = now_index && same(f, F_INDEX, now_index, now_len);
+		int ok = now_index && same(f, F_INDEX, now_index, now_len);
 		free(now_index);
-		if (ok)
-			fd = open(index_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-		ok = ok && fd >= 0 && write_all(fd, index.p, index.len) == 0;
-		if (fd >= 0)
-			ok = close(fd) == 0 && ok;
-		ok = ok && rename(index_tmp, index_path) == 0;
-		if (!ok)
-			unlink(index_tmp);
+		/* Every blob of the image still there (ImageStore.tag checks so too: a prune may have run meanwhile). */
+		ok = ok && access(manifest_path, F_OK) == 0;
+		for (const char *p = manifest.p; ok && (p = memmem(p, manifest.len - (size_t)(p - manifest.p), "sha256:", 7));
+		     p += 7) {
+			char blob[PATH_MAX];
+			ok = (size_t)(manifest.p + manifest.len - p) >= 71 && hex64(p + 7) &&
+			     snprintf(blob, sizeof blob, "%s/%.64s", blobs, p + 7) < (int)sizeof blob && access(blob, F_OK) == 0;
+		}
+		ok = ok && write_file_atomic(index_path, index_tmp, index.p, index.len) == 0;
 		rmdir(lock);
 		if (!ok)
 			return -1;
 	}
-	/* The output: what Node prints for such a build. */
-	struct buf err = { 0 }, out = { 0 }, cached = { 0 };
-	int k = F_PREFIX;
-	put(&tmp, f->p[k], f->n[k]);
-	put(&cached, f->p[k], f->n[k]);
-	for (int gi = 0; gi < groups; gi++) {
-		k = F_GROUPS + 2 * gi;
-		put(&tmp, f->p[k + (d->g[gi].redone ? 1 : 0)], f->n[k + (d->g[gi].redone ? 1 : 0)]);
-		put(&cached, f->p[k], f->n[k]);
+	/* The output: what the builder prints for such a build. */
+	struct buf err = { 0 }, out = { 0 }, cached = { 0 }, cached_err = { 0 };
+	int ok = put(&tmp, f->p[F_PREFIX], f->n[F_PREFIX]) == 0 && put(&cached, f->p[F_PREFIX], f->n[F_PREFIX]) == 0;
+	for (int gi = 0; ok && gi < groups; gi++) {
+		int k = F_GROUPS + GROUP_FIELDS * gi, r = d->g[gi].redone;
+		ok = put(&tmp, f->p[k + r], f->n[k + r]) == 0 && put(&cached, f->p[k], f->n[k]) == 0;
 	}
-	k = F_GROUPS + 2 * groups;
-	put(&tmp, f->p[k + (any ? 1 : 0)], f->n[k + (any ? 1 : 0)]);
-	put(&cached, f->p[k], f->n[k]);
-	if (expand(tmp.p, tmp.len, &v, &err) < 0 || expand(f->p[F_OUT_T], f->n[F_OUT_T], &v, &out) < 0)
-		return -1;
-	struct buf cached_err = { 0 };
-	if (expand(cached.p, cached.len, &v, &cached_err) < 0)
+	int k = F_GROUPS + GROUP_FIELDS * groups;
+	ok = ok && put(&tmp, f->p[k + 1], f->n[k + 1]) == 0 && put(&cached, f->p[k], f->n[k]) == 0;
+	if (!ok || expand(tmp.p, tmp.len, v, &err) < 0 || expand(f->p[F_OUT_T], f->n[F_OUT_T], v, &out) < 0 ||
+	    expand(cached.p, cached.len, v, &cached_err) < 0)
 		return -1;
 	int printed = print_output(err.p, err.len, out.p, out.len, f, started);
 
 	/* The record for the next build: now's fingerprint, index and image, the delta as it now stands. */
 	struct buf spec = { 0 }, rec = { 0 };
 	char line[256];
-	snprintf(line, sizeof line, "petri-delta 1\nfull %d\nepoch\t%lld\n", d->full, d->epoch);
-	put(&spec, line, strlen(line));
-	for (int gi = 0; gi < groups; gi++) {
+	snprintf(line, sizeof line, "petri-delta 1\nfull %d\nepoch\t%lld\nparent\t%s\n", d->full, d->epoch, d->parent);
+	ok = put(&spec, line, strlen(line)) == 0;
+	for (int gi = 0; ok && gi < groups; gi++) {
 		snprintf(line, sizeof line, "group\t%s\t%llu\t%s\n", d->g[gi].new_hex, d->g[gi].new_size,
 			 d->g[gi].new_created);
-		put(&spec, line, strlen(line));
+		ok = put(&spec, line, strlen(line)) == 0;
 	}
-	for (int i = 0; i < d->files; i++) {
-		snprintf(line, sizeof line, "file\t%d\t%llu\t", d->f[i].group, d->f[i].new_offset);
-		put(&spec, line, strlen(line));
-		put(&spec, d->f[i].label, d->f[i].label_len);
-		put(&spec, "\n", 1);
+	for (int i = 0; ok && i < d->files; i++) {
+		snprintf(line, sizeof line, "file\t%d\t%llu\t%s\t", d->f[i].group, d->f[i].new_offset, d->f[i].digest);
+		ok = put(&spec, line, strlen(line)) == 0 && put(&spec, d->f[i].label, d->f[i].label_len) == 0 &&
+		     put(&spec, "\n", 1) == 0;
 	}
 	static const char magic[] = "petri-replay 1\n";
-	put(&rec, magic, sizeof magic - 1);
-	for (int i = 0; i < f->count; i++) {
+	ok = ok && put(&rec, magic, sizeof magic - 1) == 0;
+	for (int i = 0; ok && i < f->count; i++) {
 		const void *p = f->p[i];
 		size_t n = f->n[i];
 		if (i == F_FILES)
 			p = fp->p, n = fp->len;
-		else if (i == F_INDEX && any)
+		else if (i == F_INDEX && changed)
 			p = index.p, n = index.len;
 		else if (i == F_MANIFEST)
 			p = manifest_path, n = strlen(manifest_path);
@@ -781,18 +923,11 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 			p = cached_err.p, n = cached_err.len;
 		else if (i == F_SPEC)
 			p = spec.p, n = spec.len;
-		if (put_field(&rec, p, n) < 0)
-			return printed;
+		ok = put_field(&rec, p, n) == 0;
 	}
 	char rec_tmp[PATH_MAX];
-	if (snprintf(rec_tmp, sizeof rec_tmp, "%s.%d.tmp", record_path, (int)getpid()) >= (int)sizeof rec_tmp)
-		return printed;
-	int fd = open(rec_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd >= 0) {
-		int ok = write_all(fd, rec.p, rec.len) == 0;
-		if (close(fd) < 0 || !ok || rename(rec_tmp, record_path) < 0)
-			unlink(rec_tmp);
-	}
+	if (ok && snprintf(rec_tmp, sizeof rec_tmp, "%s.%d.tmp", record_path, (int)getpid()) < (int)sizeof rec_tmp)
+		(void)write_file_atomic(record_path, rec_tmp, rec.p, rec.len);
 	return printed;
 }
 

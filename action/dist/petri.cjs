@@ -4029,11 +4029,11 @@ var require_retry_operation = __commonJS({
       for (var i = 0; i < this._errors.length; i++) {
         var error = this._errors[i];
         var message = error.message;
-        var count = (counts[message] || 0) + 1;
-        counts[message] = count;
-        if (count >= mainErrorCount) {
+        var count2 = (counts[message] || 0) + 1;
+        counts[message] = count2;
+        if (count2 >= mainErrorCount) {
           mainError = error;
-          mainErrorCount = count;
+          mainErrorCount = count2;
         }
       }
       return mainError;
@@ -11890,12 +11890,15 @@ async function selectSources(req) {
 }
 function hashSelection(entries) {
   const hash = (0, import_node_crypto7.createHash)("sha256");
-  for (const e of entries) {
-    const fields = [e.role, e.source, e.target, e.type, e.mode, e.uid, e.gid, e.digest, e.linkname, e.rdev, e.archive];
-    hash.update(`${JSON.stringify(fields.map((f) => f ?? null))}
-`);
-  }
+  for (const line of selectionLines(entries)) hash.update(line);
   return `sha256:${hash.digest("hex")}`;
+}
+function selectionLines(entries) {
+  return entries.map((e) => {
+    const fields = [e.role, e.source, e.target, e.type, e.mode, e.uid, e.gid, e.digest, e.linkname, e.rdev, e.archive];
+    return `${JSON.stringify(fields.map((f) => f ?? null))}
+`;
+  });
 }
 function typeOf(stat2) {
   if (stat2.isFile()) return "file";
@@ -12085,6 +12088,7 @@ var init_copy = __esm({
     word = /* @__PURE__ */ __name((req) => req.add ? "ADD" : "COPY", "word");
     __name(selectSources, "selectSources");
     __name(hashSelection, "hashSelection");
+    __name(selectionLines, "selectionLines");
     Selection = class _Selection {
       static {
         __name(this, "Selection");
@@ -14987,7 +14991,7 @@ __export(builder_exports, {
 });
 function traceFiles(entries) {
   return entries.flatMap(
-    (e) => e.type === "file" && e.hostPath !== void 0 && e.digest !== void 0 ? [{ hostPath: e.hostPath, digest: e.digest, mode: e.mode, size: e.size, ...e.link ? { link: true } : {} }] : []
+    (e, line) => e.type === "file" && e.hostPath !== void 0 && e.digest !== void 0 && e.content === void 0 ? [{ hostPath: e.hostPath, digest: e.digest, size: e.size, line, ...e.link ? { link: true } : {} }] : []
   );
 }
 async function buildImage(options) {
@@ -15903,10 +15907,6 @@ ${trigger}
           request.chown = parseChown(flags.chown, lower);
         }
         const selection = await this.#selection(source, request);
-        if (this.#options.trace && source.key === "context") {
-          const files = instruction.keyword === "COPY" ? await selection.entries() : void 0;
-          this.#options.trace.reads.set(stepId, files ? { files: traceFiles(files) } : "other");
-        }
         const step = {
           op: instruction.keyword,
           source: source.key,
@@ -15920,6 +15920,21 @@ ${trigger}
           parents: request.parents ?? false
         };
         const createdBy = `${instruction.keyword} ${shownArgs(instruction)} # buildkit`;
+        if (this.#options.trace && source.key === "context") {
+          const entries = instruction.keyword === "COPY" ? await selection.entries() : void 0;
+          this.#options.trace.reads.set(
+            stepId,
+            entries ? {
+              files: traceFiles(entries),
+              digests: entries.flatMap((e) => e.type === "file" && e.digest ? [e.digest] : []),
+              lines: selectionLines(entries),
+              parent: state.fsKey,
+              step: stableJson(step),
+              createdBy,
+              namedChown: flags.chown !== void 0 && !/^\d+(:\d+)?$/.test(flags.chown)
+            } : "other"
+          );
+        }
         return this.#layerStep(
           state,
           step,
@@ -16236,12 +16251,8 @@ ${trigger}
 var delta_exports = {};
 __export(delta_exports, {
   deltaFields: () => deltaFields,
-  deltaPlan: () => deltaPlan,
-  newTrace: () => newTrace
+  deltaPlan: () => deltaPlan
 });
-function newTrace() {
-  return { steps: [], reads: /* @__PURE__ */ new Map() };
-}
 function deltaPlan(trace, manifestDigest, context) {
   try {
     return plan(trace, manifestDigest, context);
@@ -16263,6 +16274,8 @@ function plan(trace, manifestDigest, context) {
   while (start < steps.length && steps[start]?.keyword !== "COPY") start++;
   const tail2 = steps.slice(start);
   if (tail2.length === 0 || start === 0) return void 0;
+  const copies = tail2.filter((s) => s.keyword === "COPY");
+  if (copies.length > MAX_GROUPS || copies.slice(1).some((s) => s.reads.namedChown)) return void 0;
   const tailIds = new Set(tail2.map((s) => s.id));
   const elsewhere = /* @__PURE__ */ new Set();
   for (const step of trace.steps) {
@@ -16276,40 +16289,60 @@ function plan(trace, manifestDigest, context) {
   const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
-  const groups = [];
-  const files = [];
+  const result = { parent: "", groups: [], files: [] };
   let bytes = 0;
   let previous = steps[start - 1];
+  let below;
   for (const step of tail2) {
     if (step.keyword === "COPY") {
+      const reads = step.reads;
       const layer = step.layers - 1;
       const ref = manifest.layers[layer];
       if (step.layers !== previous.layers + 1 || !ref || ref.mediaType !== LAYER_TAR) return void 0;
       if (config.rootfs.diff_ids[layer] !== ref.digest || step.layers > manifest.layers.length) return void 0;
       bytes += ref.size;
-      if (bytes > MAX_TAIL_BYTES) return void 0;
-      const group = groups.length;
-      groups.push({ step: step.id, layer, history: previous.history });
+      const text = reads.lines.join("");
+      if (bytes > MAX_TAIL_BYTES || text.length > MAX_SELECTION_TEXT) return void 0;
+      if (below ? reads.parent !== cacheKey(below.parent, JSON.parse(below.step)) : false) return void 0;
+      if (!below) result.parent = reads.parent;
+      below = reads;
+      const content = `sha256:${sha256hex(text)}`;
+      if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
+      const group = result.groups.length;
       const entries = tarEntries(blob(ref.digest));
-      const selected = step.reads.files;
-      for (const file of selected) {
+      const found = [];
+      for (const file of reads.files) {
         const label = (0, import_node_path33.relative)(context, file.hostPath);
         if (label.startsWith("..") || label === "" || label === ".dockerignore" || /[\t\n]/.test(label)) continue;
         if (import_node_path33.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
-        if (selected.filter((f) => f.digest === file.digest).length !== 1) continue;
+        if (reads.digests.filter((d) => d === file.digest).length !== 1) continue;
         const holding = entries.filter((e) => e.digest === file.digest);
         const entry = holding[0];
         if (holding.length !== 1 || !entry || !entry.patchable || entry.mtime !== epoch) continue;
-        if (entry.size !== file.size) continue;
-        files.push({ label, group, offset: entry.offset });
+        if (entry.size !== file.size || count(reads.lines[file.line] ?? "", `"${file.digest}"`) !== 1) continue;
+        found.push({ label, offset: entry.offset, digest: file.digest, line: file.line });
       }
+      found.sort((a, b) => a.offset - b.offset);
+      const lines = [...reads.lines];
+      for (const file of found.slice(0, Math.max(0, MAX_FILES2 - result.files.length))) {
+        const n = result.files.length;
+        result.files.push({ label: file.label, group, offset: file.offset, digest: file.digest.slice(7) });
+        lines[file.line] = lines[file.line].replace(`"${file.digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+      }
+      result.groups.push({
+        step: step.id,
+        layer,
+        history: previous.history,
+        stepTemplate: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:${group}@@"`),
+        hashTemplate: lines.join(""),
+        createdBy: reads.createdBy
+      });
     }
     previous = step;
   }
-  if (files.length === 0 || groups.length > MAX_GROUPS) return void 0;
-  files.splice(MAX_FILES2);
-  if (groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
-  return { groups, files };
+  if (result.files.length === 0) return void 0;
+  if (result.groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
+  return result;
 }
 function tarEntries(tar) {
   const entries = [];
@@ -16324,14 +16357,21 @@ function tarEntries(tar) {
     const mtime = Number.parseInt(header.toString("latin1", 136, 148).trim() || "0", 8);
     if (!Number.isFinite(size2)) return [];
     const entry = { offset, type, size: size2, mtime, patchable: type === "0" && !extended && octalSize };
-    if (type === "0") {
-      entry.digest = `sha256:${(0, import_node_crypto9.createHash)("sha256").update(tar.subarray(offset + 512, offset + 512 + size2)).digest("hex")}`;
-    }
+    if (type === "0") entry.digest = `sha256:${sha256hex(tar.subarray(offset + 512, offset + 512 + size2))}`;
     entries.push(entry);
     extended = type === "x" || type === "L" || type === "K";
     offset += 512 + Math.ceil(size2 / 512) * 512;
   }
   return entries;
+}
+function expand(text, values) {
+  let missing2 = false;
+  const out = text.replace(/@@petri:([a-z0-9:-]+)@@/g, (_m, name) => {
+    const value = values[name];
+    if (value === void 0) missing2 = true;
+    return value ?? "";
+  });
+  return missing2 ? void 0 : out;
 }
 function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   const blobs = (0, import_node_path33.join)(root, "images", "blobs", "sha256");
@@ -16344,10 +16384,16 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   const index = JSON.parse(state.index);
   if (JSON.stringify(index) !== state.index) return void 0;
   if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK))) return void 0;
+  const wellFormed = /^[^\0\n]*\0(-|\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+)$/;
+  if (!state.files.split("\n").every((line) => wellFormed.test(line))) return void 0;
   const history = config.history ?? [];
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
-  const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`];
+  const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
+  const values = {};
+  for (const [n, file] of plan2.files.entries()) values[`digest:${n}`] = file.digest;
+  const recordTemplates = [];
+  let parent = plan2.parent;
   let lastCreated = "";
   for (const [g2, group] of plan2.groups.entries()) {
     const layer = manifest.layers[group.layer];
@@ -16363,25 +16409,54 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK}layer:${g2}@@`, size: -(g2 + 1) };
     lines.push(`group	${layer.digest.slice(7)}	${layer.size}	${created}`);
     lastCreated = created;
+    const record = JSON.stringify({
+      layer: {
+        digest: `sha256:${MARK}layer:${g2}@@`,
+        size: -1,
+        mediaType: LAYER_TAR,
+        diffId: `sha256:${MARK}layer:${g2}@@`
+      },
+      created: `${MARK}created:${g2}@@`,
+      createdBy: group.createdBy
+    }).replace('"size":-1', `"size":${MARK}layer-size:${g2}@@`);
+    const hashText = expand(group.hashTemplate, values);
+    values[`content:${g2}`] = hashText === void 0 ? "" : sha256hex(hashText);
+    const stepText = expand(group.stepTemplate, values);
+    if (hashText === void 0 || stepText === void 0) return void 0;
+    const key = `sha256:${sha256hex(`${parent}\0${stepText}`)}`;
+    const actual = { ...values, [`layer:${g2}`]: layer.digest.slice(7), [`layer-size:${g2}`]: String(layer.size) };
+    const onDisk = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(root, "build-cache", "steps", key.slice(7)), "utf8");
+    if (expand(record, { ...actual, [`created:${g2}`]: created }) !== onDisk) return void 0;
+    recordTemplates.push(record);
+    parent = key;
   }
   if (config.created !== void 0) {
     if (config.created !== lastCreated) return void 0;
     config.created = `${MARK}created:${plan2.groups.length - 1}@@`;
   }
-  for (const file of plan2.files) lines.push(`file	${file.group}	${file.offset}	${file.label}`);
+  for (const file of plan2.files) {
+    lines.push(`file	${file.group}	${file.offset}	${file.digest}	${file.label}`);
+  }
   manifest.config = { ...manifest.config, digest: `sha256:${MARK}id@@`, size: -1e3 };
   const sizes = /* @__PURE__ */ __name((json) => json.replace(
     /"size":-(\d+)/g,
     (_m, n) => n === "1000" ? `"size":${MARK}config-size@@` : `"size":${MARK}layer-size:${Number(n) - 1}@@`
   ), "sizes");
-  const ref = /* @__PURE__ */ __name((m) => m.annotations?.["org.opencontainers.image.ref.name"], "ref");
-  const tagged = state.tags.map(
-    (tag) => index.manifests.find((m) => ref(m) === tag && m.digest === state.manifestDigest)
-  );
-  if (tagged.some((m) => m === void 0)) return void 0;
+  const tags = [...new Set(state.tags)];
+  const ref = /* @__PURE__ */ __name((m) => m.annotations?.[REF_NAME_ANNOTATION], "ref");
+  if (!tags.every((tag) => index.manifests.some((m) => ref(m) === tag && m.digest === state.manifestDigest))) {
+    return void 0;
+  }
+  const platform = config.variant ? { architecture: config.architecture, os: config.os, variant: config.variant } : { architecture: config.architecture, os: config.os };
+  const descriptor = {
+    mediaType: MEDIA_TYPES.ociManifest,
+    digest: `sha256:${MARK}manifest@@`,
+    size: -1,
+    platform
+  };
   index.manifests = [
-    ...index.manifests.filter((m) => !state.tags.includes(ref(m) ?? "")),
-    ...tagged.map((m) => ({ ...m, digest: `sha256:${MARK}manifest@@`, size: -1 }))
+    ...index.manifests.filter((m) => !tags.includes(ref(m) ?? "")),
+    ...tags.map((tag) => namedEntry(descriptor, tag))
   ];
   const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK}manifest-size@@`);
   const pieces = [];
@@ -16417,9 +16492,9 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     durationMs: sentinelMs
   };
   const suffixCached = chunk({ ...image, resultCache: true });
-  const suffixRedone = chunk(image);
-  const expand = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK}id@@`, state.id.slice(7)).replaceAll(`${MARK}manifest@@`, state.manifestDigest.slice(7)), "expand");
-  if (prefix + cached3.join("") + expand(suffixCached) !== err) return void 0;
+  const suffixBuilt = chunk(image);
+  const ids2 = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK}id@@`, state.id.slice(7)).replaceAll(`${MARK}manifest@@`, state.manifestDigest.slice(7)), "ids");
+  if (prefix + cached3.join("") + ids2(suffixCached) !== err) return void 0;
   return [
     `${lines.join("\n")}
 `,
@@ -16429,12 +16504,18 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     `sha256:${MARK}id@@
 `,
     prefix,
-    ...plan2.groups.flatMap((_group, i) => [cached3[i], redone[i]]),
+    ...plan2.groups.flatMap((group, i) => [
+      cached3[i],
+      redone[i],
+      group.stepTemplate,
+      group.hashTemplate,
+      recordTemplates[i]
+    ]),
     suffixCached,
-    suffixRedone
+    suffixBuilt
   ];
 }
-var import_node_crypto9, import_node_fs38, import_node_path33, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, META, LAYER_TAR, MARK;
+var import_node_crypto9, import_node_fs38, import_node_path33, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, MAX_SELECTION_TEXT, META, LAYER_TAR, MARK, sha256hex, count;
 var init_delta = __esm({
   "src/build/delta.ts"() {
     "use strict";
@@ -16442,12 +16523,15 @@ var init_delta = __esm({
     import_node_crypto9 = require("node:crypto");
     import_node_fs38 = require("node:fs");
     import_node_path33 = require("node:path");
+    init_layout();
+    init_types();
     init_paths();
+    init_cache();
     init_progress();
-    __name(newTrace, "newTrace");
     MAX_GROUPS = 4;
     MAX_FILES2 = 64;
     MAX_TAIL_BYTES = 8 << 20;
+    MAX_SELECTION_TEXT = 256 << 10;
     META = /* @__PURE__ */ new Set([
       "ARG",
       "ENV",
@@ -16465,9 +16549,12 @@ var init_delta = __esm({
     ]);
     LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
     MARK = "@@petri:";
+    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto9.createHash)("sha256").update(text).digest("hex"), "sha256hex");
+    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
     __name(deltaPlan, "deltaPlan");
     __name(plan, "plan");
     __name(tarEntries, "tarEntries");
+    __name(expand, "expand");
     __name(deltaFields, "deltaFields");
   }
 });
@@ -17737,8 +17824,8 @@ var require_Node = __commonJS({
         };
         const res = toJS.toJS(this, "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
     };
@@ -17850,13 +17937,13 @@ var require_Alias = __commonJS({
         const anchor = anchors2 && source && anchors2.get(source);
         return anchor ? anchor.count * anchor.aliasCount : 0;
       } else if (identity.isCollection(node)) {
-        let count = 0;
+        let count2 = 0;
         for (const item of node.items) {
           const c = getAliasCount(doc, item, anchors2);
-          if (c > count)
-            count = c;
+          if (c > count2)
+            count2 = c;
         }
-        return count;
+        return count2;
       } else if (identity.isPair(node)) {
         const kc = getAliasCount(doc, node.key, anchors2);
         const vc = getAliasCount(doc, node.value, anchors2);
@@ -20919,8 +21006,8 @@ var require_Document = __commonJS({
         };
         const res = toJS.toJS(this.contents, jsonArg ?? "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
       /**
@@ -21008,12 +21095,12 @@ var require_errors2 = __commonJS({
         lineStr = prev + lineStr;
       }
       if (/[^ ]/.test(lineStr)) {
-        let count = 1;
+        let count2 = 1;
         const end = error.linePos[1];
         if (end?.line === line && end.col > col) {
-          count = Math.max(1, Math.min(end.col - col, 80 - ci));
+          count2 = Math.max(1, Math.min(end.col - col, 80 - ci));
         }
-        const pointer = " ".repeat(ci) + "^".repeat(count);
+        const pointer = " ".repeat(ci) + "^".repeat(count2);
         error.message += `:
 
 ${lineStr}
@@ -24818,15 +24905,15 @@ __export(select_exports, {
 function parseShard(text) {
   const match2 = /^(\d+)\/(\d+)$/.exec(text.trim());
   const index = Number(match2?.[1]);
-  const count = Number(match2?.[2]);
-  if (!match2 || count < 1 || index < 1 || index > count) {
+  const count2 = Number(match2?.[2]);
+  if (!match2 || count2 < 1 || index < 1 || index > count2) {
     throw new PetriError(`invalid --shard "${text}": expected I/N with 1 \u2264 I \u2264 N, like 2/4`);
   }
-  return { index, count };
+  return { index, count: count2 };
 }
-function shardOf(name, count) {
+function shardOf(name, count2) {
   const hash = (0, import_node_crypto10.createHash)("sha256").update(name).digest();
-  return hash.readUInt32BE(0) % count + 1;
+  return hash.readUInt32BE(0) % count2 + 1;
 }
 function matchesFilter(job, pattern) {
   const candidates = [job.name, ...job.tags];
@@ -25248,14 +25335,14 @@ function summary(results, durationMs, runId, paint = (_, text) => text) {
     String(r.attempts),
     r.status === "passed" ? "" : r.message
   ]);
-  const count = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
+  const count2 = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
   const totals = [
-    `${count("passed")} passed`,
-    `${count("failed")} failed`,
-    ...count("error") ? [`${count("error")} error${count("error") === 1 ? "" : "s"}`] : [],
-    ...count("interrupted") ? [`${count("interrupted")} interrupted`] : []
+    `${count2("passed")} passed`,
+    `${count2("failed")} failed`,
+    ...count2("error") ? [`${count2("error")} error${count2("error") === 1 ? "" : "s"}`] : [],
+    ...count2("interrupted") ? [`${count2("interrupted")} interrupted`] : []
   ].join(", ");
-  const ok = count("passed") === results.length;
+  const ok = count2("passed") === results.length;
   let text = table(["JOB", "IMAGE", "STATUS", "TIME", "ATTEMPTS", "DETAIL"], rows);
   text += `${paint(ok ? "1;32" : "1;31", totals)} in ${formatDuration(durationMs)} (run ${runId})
 `;
@@ -31273,16 +31360,16 @@ var require_dist2 = __commonJS({
           }
           __name(setWrapToString, "setWrapToString");
           function shortOut(func) {
-            var count = 0, lastCalled = 0;
+            var count2 = 0, lastCalled = 0;
             return function() {
               var stamp = nativeNow(), remaining = HOT_SPAN - (stamp - lastCalled);
               lastCalled = stamp;
               if (remaining > 0) {
-                if (++count >= HOT_COUNT) {
+                if (++count2 >= HOT_COUNT) {
                   return arguments[0];
                 }
               } else {
-                count = 0;
+                count2 = 0;
               }
               return func.apply(undefined$1, arguments);
             };
@@ -34704,7 +34791,7 @@ var require_dist2 = __commonJS({
               return Object.create(this);
             }
             // DOM level 1 functions to be implemented later
-            substringData(offset, count) {
+            substringData(offset, count2) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             appendData(arg) {
@@ -34713,10 +34800,10 @@ var require_dist2 = __commonJS({
             insertData(offset, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            deleteData(offset, count) {
+            deleteData(offset, count2) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            replaceData(offset, count, arg) {
+            replaceData(offset, count2, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             isEqualNode(node) {
@@ -38374,7 +38461,7 @@ var require_dist2 = __commonJS({
        */
       _sumTestCaseCounts(counterFunction) {
         var counts = this._children.map(counterFunction);
-        return counts.reduce((sum, count) => sum + count, 0);
+        return counts.reduce((sum, count2) => sum + count2, 0);
       }
       /**
        * @param parentElement - the parent element

@@ -47,9 +47,16 @@ import type { FsOps } from '../snapshot/fsops.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { childProcess } from '../util/lazy-builtins.js';
-import { BuildCache, type CacheRecord, cacheKey, type LayerRef } from './cache.js';
+import { BuildCache, type CacheRecord, cacheKey, type LayerRef, stableJson } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
-import { type CopyRequest, copyInto, hashSelection, type SelectedEntry, selectSources } from './copy.js';
+import {
+  type CopyRequest,
+  copyInto,
+  hashSelection,
+  type SelectedEntry,
+  selectionLines,
+  selectSources,
+} from './copy.js';
 import type { BuildTrace, TraceFile } from './delta.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
@@ -154,9 +161,9 @@ interface StageRun {
 
 /** What a trace keeps of a context COPY's files. */
 function traceFiles(entries: readonly SelectedEntry[]): TraceFile[] {
-  return entries.flatMap((e) =>
-    e.type === 'file' && e.hostPath !== undefined && e.digest !== undefined
-      ? [{ hostPath: e.hostPath, digest: e.digest, mode: e.mode, size: e.size, ...(e.link ? { link: true } : {}) }]
+  return entries.flatMap((e, line) =>
+    e.type === 'file' && e.hostPath !== undefined && e.digest !== undefined && e.content === undefined
+      ? [{ hostPath: e.hostPath, digest: e.digest, size: e.size, line, ...(e.link ? { link: true as const } : {}) }]
       : [],
   );
 }
@@ -967,11 +974,6 @@ class Builder {
       request.chown = parseChown(flags.chown, lower);
     }
     const selection = await this.#selection(source, request);
-    if (this.#options.trace && source.key === 'context') {
-      // A context COPY's files (their digests were needed for the key); an ADD may unpack what it reads.
-      const files = instruction.keyword === 'COPY' ? await selection.entries() : undefined;
-      this.#options.trace.reads.set(stepId, files ? { files: traceFiles(files) } : 'other');
-    }
     const step = {
       op: instruction.keyword,
       source: source.key,
@@ -985,6 +987,25 @@ class Builder {
       parents: request.parents ?? false,
     };
     const createdBy = `${instruction.keyword} ${shownArgs(instruction)} # buildkit`;
+    if (this.#options.trace && source.key === 'context') {
+      // A context COPY: its files (their digests were needed for the key), and how its key is made, for
+      // runner/replay.c to make it again. An ADD may unpack what it reads.
+      const entries = instruction.keyword === 'COPY' ? await selection.entries() : undefined;
+      this.#options.trace.reads.set(
+        stepId,
+        entries
+          ? {
+              files: traceFiles(entries),
+              digests: entries.flatMap((e) => (e.type === 'file' && e.digest ? [e.digest] : [])),
+              lines: selectionLines(entries),
+              parent: state.fsKey,
+              step: stableJson(step),
+              createdBy,
+              namedChown: flags.chown !== undefined && !/^\d+(:\d+)?$/.test(flags.chown),
+            }
+          : 'other',
+      );
+    }
     return this.#layerStep(state, step, createdBy, async (lower, upper) =>
       copyInto(await selection.request(), await selection.entries(), lower, upper),
     );

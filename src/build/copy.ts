@@ -156,11 +156,16 @@ export async function selectSources(req: CopyRequest): Promise<SelectedEntry[]> 
  */
 export function hashSelection(entries: readonly SelectedEntry[]): string {
   const hash = createHash('sha256');
-  for (const e of entries) {
-    const fields = [e.role, e.source, e.target, e.type, e.mode, e.uid, e.gid, e.digest, e.linkname, e.rdev, e.archive];
-    hash.update(`${JSON.stringify(fields.map((f) => f ?? null))}\n`);
-  }
+  for (const line of selectionLines(entries)) hash.update(line);
   return `sha256:${hash.digest('hex')}`;
+}
+
+/** What hashSelection hashes: a JSON line per entry (runner/replay.c hashes them again from delta.ts's template). */
+export function selectionLines(entries: readonly SelectedEntry[]): string[] {
+  return entries.map((e) => {
+    const fields = [e.role, e.source, e.target, e.type, e.mode, e.uid, e.gid, e.digest, e.linkname, e.rdev, e.archive];
+    return `${JSON.stringify(fields.map((f) => f ?? null))}\n`;
+  });
 }
 
 /** Builds the entry list of one request. */
