@@ -233,6 +233,127 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       expect(existsSync(lock)).toBe(false);
     });
 
+    it('keeps the step cache as the builder does: earlier contents come back cached, Node finds the steps C made', () => {
+      const ctx = context('steps', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/steps', '-t', 'ptest/steps', ctx];
+      ok(petri(args, { root: 's' }));
+      const x = ok(petri(args, { root: 's' })).stdout;
+      settle();
+      writeFileSync(join(ctx, 'c.txt'), 'y\n');
+      const y = ok(petri(args, { root: 's', node: false }));
+      expect(y.stdout).not.toBe(x);
+      expect(y.stderr).toContain('#6 DONE 0.0s\n');
+      // The tag given twice names the image once.
+      const named = image('s', y.stdout.trim()).index.manifests.filter(
+        (m: { annotations?: Record<string, string> }) =>
+          m.annotations?.['org.opencontainers.image.ref.name'] === 'ptest/steps:latest',
+      );
+      expect(named).toHaveLength(1);
+      // Back to the first content: the step cache has that COPY, so it is the first image again, the COPY cached
+      // (without SOURCE_DATE_EPOCH too: the image's times are the cached step's).
+      writeFileSync(join(ctx, 'c.txt'), 'c\n');
+      const back = ok(petri(args, { root: 's', node: false }));
+      expect(back.stdout).toBe(x);
+      expect(back.stderr).toContain('#6 [stage-0 6/7] COPY c.txt /c/\n#6 CACHED\n');
+      // Node (its result cache misses: another fingerprint) finds the step the runner made, and the same image.
+      writeFileSync(join(ctx, 'c.txt'), 'y\n');
+      const node = spawnSync('node', [join(pkg, 'dist', 'bin', 'petri.cjs'), ...args], {
+        encoding: 'utf8',
+        cwd: dir,
+        env: { ...env, PETRI_ROOT: join(dir, 's') },
+      });
+      expect(node.status, node.stderr).toBe(0);
+      expect(node.stdout).toBe(y.stdout);
+      expect(node.stderr).toContain('#6 CACHED\n');
+      // A touched file, in JSON: a build's image event (no result cache answered it), every step cached.
+      const json = [...args, '--progress', 'json'];
+      settle();
+      ok(petri(json, { root: 's' }));
+      ok(petri(json, { root: 's' }));
+      const later = new Date(Date.now() + 5000);
+      utimesSync(join(ctx, 'a.txt'), later, later);
+      const events = ok(petri(json, { root: 's', node: false }))
+        .stderr.trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
+      expect(events.at(-1)).toMatchObject({ type: 'image', id: y.stdout.trim() });
+      expect(events.at(-1).resultCache).toBeUndefined();
+      expect(events.filter((e) => e.status === 'done' && /^COPY/.test(e.text))).toEqual([]);
+    });
+
+    it('leaves to Node a delta whose files or layers it cannot vouch for', () => {
+      const ctx = context('vouch', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/vouch', ctx];
+      const refresh = () => {
+        ok(petri(args, { root: 'v' }));
+        settle();
+        ok(petri(args, { root: 'v' }));
+      };
+      refresh();
+      const blobs = join(dir, 'v', 'images', 'blobs', 'sha256');
+      const layers = (id: string) => image('v', id).config.rootfs.diff_ids.map((d: string) => join(blobs, d.slice(7)));
+      // The last layer's blob changed in the store: its digest no longer holds.
+      const id = ok(petri(args, { root: 'v', node: false })).stdout.trim();
+      const last = layers(id).at(-1) as string;
+      const bytes = readFileSync(last);
+      bytes[600] = (bytes[600] as number) ^ 1;
+      writeFileSync(last, bytes);
+      writeFileSync(join(ctx, 'c.txt'), 'c2\n');
+      refused(petri(args, { root: 'v', node: false }));
+      rmSync(last);
+      refresh();
+      // A layer below the tail gone from the store (a prune): the image would not be whole.
+      const below = layers(ok(petri(args, { root: 'v', node: false })).stdout.trim())[1] as string;
+      const kept = readFileSync(below);
+      rmSync(below);
+      writeFileSync(join(ctx, 'c.txt'), 'c3\n');
+      refused(petri(args, { root: 'v', node: false }));
+      writeFileSync(below, kept);
+    });
+
+    it('has no delta where a tail COPY depends on more than its own files', () => {
+      // A later COPY's --chown by name reads the /etc/passwd an earlier one wrote.
+      let ctx = context('chown', 'FROM scratch\nWORKDIR /w\nCOPY passwd /etc/passwd\nCOPY --chown=app x.txt /x.txt\n', {
+        passwd: 'app:x:1000:1000::/:/bin/sh\n',
+        'x.txt': 'x\n',
+      });
+      let args = ['build', '--progress', 'plain', '-t', 'ptest/chown', ctx];
+      ok(petri(args, { root: 'c' }));
+      ok(petri(args, { root: 'c' }));
+      writeFileSync(join(ctx, 'passwd'), 'app:x:3000:3000::/:/bin/sh\n');
+      refused(petri(args, { root: 'c', node: false }));
+      // A heredoc of the same name and content over a file: which entry is the file's is not certain.
+      ctx = context('heredoc', 'FROM scratch\nWORKDIR /w\nCOPY a.txt <<a.txt /d/\nsame\na.txt\n', {
+        'a.txt': 'same\n',
+      });
+      args = ['build', '--progress', 'plain', '-t', 'ptest/heredoc', ctx];
+      ok(petri(args, { root: 'c' }));
+      ok(petri(args, { root: 'c' }));
+      writeFileSync(join(ctx, 'a.txt'), 'different\n');
+      refused(petri(args, { root: 'c', node: false }));
+      // A name with a newline in the context: the fingerprint's lines are no longer one per name.
+      ctx = context('newline', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
+      writeFileSync(join(ctx, 'x\nc.txt'), 'n\n');
+      settle();
+      args = ['build', '--progress', 'plain', '-t', 'ptest/newline', ctx];
+      ok(petri(args, { root: 'c' }));
+      ok(petri(args, { root: 'c' }));
+      writeFileSync(join(ctx, 'c.txt'), 'c2\n');
+      refused(petri(args, { root: 'c', node: false }));
+    });
+
+    it('reads a name that starts with a space as it is', () => {
+      const dockerfile = 'FROM scratch\nWORKDIR /w\nCOPY a.txt /early\nCOPY [" a.txt", "/late"]\n';
+      const ctx = context('space', dockerfile, { 'a.txt': 'a\n', ' a.txt': 'spaced\n' });
+      const extra = { SOURCE_DATE_EPOCH: '1700000000' };
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/space', ctx];
+      ok(petri(args, { root: 'p', extra }));
+      ok(petri(args, { root: 'p', extra }));
+      writeFileSync(join(ctx, 'a.txt'), 'a2\n');
+      const c = ok(petri(args, { root: 'p', extra, node: false })).stdout;
+      expect(c).toBe(ok(petri(args, { root: 'p-node', extra })).stdout);
+    });
+
     it('has no delta for a build whose context an ADD reads', () => {
       const ctx = context('add', 'FROM scratch\nADD x.txt /x\nWORKDIR /w\nCOPY a.txt /a\n', {
         'x.txt': 'x\n',
