@@ -11,20 +11,25 @@ import { progressRenderer } from './progress.js';
 /**
  * The delta of a replay record: what lets `petri-runner replay` (runner/replay.c)
  * redo, in C, a build whose only change is the content of files that its last
- * COPY steps alone read from the context. The C side swaps the new content into
- * the old layer's tar (same headers, new size and checksum), hashes it, and
- * writes the layer, config, manifest and index from templates made here; what a
- * full build would have written, as the tests check, with two gaps: no step
- * cache records for the redone steps (a later build in Node redoes them, to the
- * same layers) and no unpacked copy of the new layer (unpacked when first run).
+ * COPY steps alone read from the context. For each such COPY the C side swaps
+ * the new content into the old layer's tar (same headers, new size and
+ * checksum) and hashes it, makes the step's cache key again from templates
+ * made here (the selection's hash with the files' new digests, the step on the
+ * key below), and asks the step cache as the builder would: a record means
+ * the step is cached (its layer and time), none that it is redone (now), and
+ * its record is written. Then the config, manifest and index from templates.
+ * What a build in Node would have done, as the tests check, but for one thing:
+ * no unpacked copy of a new layer in the layer cache (unpacked when first run).
  *
  * The tail: the target stage's last steps, each a COPY from the context (not
  * ADD, which may unpack what it reads) or a step that makes no layer (ENV,
- * LABEL, CMD …), from the first such COPY on. A file is in the delta when a
- * tail COPY copied it, no other step of the build read it (another COPY or ADD
- * from the context, a RUN with the context bind-mounted: then no delta at all),
- * and its layer entry is certain: the only entry of that layer with its
- * content, whose mtime the build clamped to SOURCE_DATE_EPOCH.
+ * LABEL, CMD …), from the first such COPY on; no later COPY with `--chown` by
+ * name (it reads /etc/passwd, which an earlier one may write). A file is in
+ * the delta when a tail COPY copied it, no other step of the build read it
+ * (another COPY or ADD from the context, a RUN with the context bind-mounted:
+ * then no delta at all), and its layer entry is certain: the only entry of
+ * that layer with its content, and no other file or heredoc of that COPY with
+ * the same content, its mtime clamped to SOURCE_DATE_EPOCH.
  */
 
 /** What a build traced (BuildOptions.trace): each step in the order it ended, and what it read of the context. */
