@@ -215,10 +215,13 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* The most fields a record has: 13, then a delta's 6, 5 per group (at most 4) and 2. */
+#define FIELDS_MAX 48
+
 /* What a record holds (replay.ts), as read from it. */
 struct fields {
-	const char *p[32];
-	size_t n[32];
+	const char *p[FIELDS_MAX];
+	size_t n[FIELDS_MAX];
 	int count;
 };
 

@@ -354,6 +354,29 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       expect(c).toBe(ok(petri(args, { root: 'p-node', extra })).stdout);
     });
 
+    it('takes a tail of 4 COPY steps; one of 5 has no delta, but its same build again is still replayed', () => {
+      for (const copies of [4, 5]) {
+        const lines = ['FROM scratch', 'WORKDIR /w'];
+        const files: Record<string, string> = {};
+        for (let i = 0; i < copies; i++) {
+          lines.push(`COPY f${i}.txt /d/`, `LABEL n${i}=${i}`);
+          files[`f${i}.txt`] = `file ${i}\n`;
+        }
+        const ctx = context(`tail-${copies}`, `${lines.join('\n')}\n`, files);
+        const args = ['build', '--progress', 'plain', '-t', `ptest/tail-${copies}`, ctx];
+        ok(petri(args, { root: 't' }));
+        const first = ok(petri(args, { root: 't' })).stdout;
+        expect(ok(petri(args, { root: 't', node: false })).stdout).toBe(first);
+        writeFileSync(join(ctx, 'f1.txt'), 'changed\n');
+        if (copies === 4) {
+          const changed = ok(petri(args, { root: 't', node: false }));
+          expect(changed.stdout).not.toBe(first);
+          expect(changed.stderr).toContain('#3 CACHED\n');
+          expect(changed.stderr).toContain('#5 DONE 0.0s\n');
+        } else refused(petri(args, { root: 't', node: false }));
+      }
+    });
+
     it('has no delta for a build whose context an ADD reads', () => {
       const ctx = context('add', 'FROM scratch\nADD x.txt /x\nWORKDIR /w\nCOPY a.txt /a\n', {
         'x.txt': 'x\n',
