@@ -281,7 +281,8 @@ function report() {
       console.log(
         `  ${name} fully cached beyond process start: ${petriPart}, ` +
           `docker ${fmt(median(times.cached.docker) - dockerStart)} ms (minus docker --version)`,
-      );      // A change only the last COPY steps read is redone by petri-runner's delta (runner/replay.c), also without Node.
+      );
+      // A change only the last COPY steps read is redone by petri-runner's delta (runner/replay.c), also without Node.
       const petriChange = median(times.change.petri);
       console.log(
         `  ${name} one file changed: petri ${fmt(petriChange)} ms in all (${petriChange < node ? "redone by petri-runner's replay delta, no Node started" : 'built by Node'})`,

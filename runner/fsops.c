@@ -362,3 +362,73 @@ int scan_main(const char *dir)
 	fprintf(stderr, "petri-runner: %s\n", e.msg[0] ? e.msg : "scan: write failed");
 	return EXIT_SETUP;
 }
+
+/* --- what `run` reports of a container's upper dir (main.c: event_upper) --- */
+
+/*
+ * Whether an entry has an xattr that a layer takes (src/snapshot/layer-from-dir.ts:
+ * keptXattr: user.*, trusted.* but overlayfs' own, security.capability; and
+ * overlayfs' opaque mark); 1 too when they cannot be listed. A host's own
+ * (ACLs, labels) and overlayfs' bookkeeping (origin, impure) do not count.
+ */
+static int layer_xattrs(int dirfd, const char *name)
+{
+	char path[64 + 256], list[65536];
+	snprintf(path, sizeof path, "/proc/self/fd/%d/%s", dirfd, name);
+	ssize_t n = llistxattr(path, list, sizeof list);
+	if (n < 0)
+		return errno != ENOTSUP;
+	for (char *x = list; x < list + n; x += strlen(x) + 1) {
+		int overlay = strncmp(x, "trusted.overlay.", 16) == 0;
+		if (strncmp(x, "user.", 5) == 0 || (strncmp(x, "trusted.", 8) == 0 && !overlay) ||
+		    strcmp(x, "security.capability") == 0 || strcmp(x, "trusted.overlay.opaque") == 0)
+			return 1;
+	}
+	return 0;
+}
+
+static long plain_dir(int dirfd, long count, long max)
+{
+	DIR *d = fdopendir(dirfd);
+	if (!d) {
+		close(dirfd);
+		return -1;
+	}
+	struct dirent *ent;
+	while (count >= 0 && (ent = readdir(d))) {
+		const char *name = ent->d_name;
+		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+			continue;
+		if (++count > max || !utf8_valid((const unsigned char *)name, strlen(name))) {
+			count = -1;
+			break;
+		}
+		struct stat st;
+		if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || layer_xattrs(dirfd, name)) {
+			count = -1;
+			break;
+		}
+		if (S_ISLNK(st.st_mode)) {
+			char target[PATH_MAX];
+			ssize_t n = readlinkat(dirfd, name, target, sizeof target);
+			if (n < 0 || n == (ssize_t)sizeof target || !utf8_valid((const unsigned char *)target, (size_t)n))
+				count = -1;
+		} else if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			count = sub < 0 ? -1 : plain_dir(sub, count, max);
+		}
+	}
+	closedir(d);
+	return count;
+}
+
+/*
+ * The number of entries under `dir` when there are at most `max`, none with
+ * an xattr a layer takes (layer_xattrs), every name and link target UTF-8: a
+ * tree lstat reads as a layer needs it. -1 otherwise.
+ */
+long tree_plain(const char *dir, long max)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -1 : plain_dir(fd, 0, max);
+}

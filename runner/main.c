@@ -286,6 +286,25 @@ static void stop_forwarder(void)
 	g_forwarder = 0;
 }
 
+/* The container's upper dir, when its spec asks for the `upper` event (org.petri.report-upper). */
+static const char *g_report_upper;
+
+/*
+ * {"event":"upper","plain":true,"entries":N} when the upper dir holds at most
+ * 1000 entries, none with an xattr a layer takes (fsops.c: tree_plain) and
+ * every name and link target UTF-8: what lstat alone reads as a layer needs
+ * it (petri then scans it in Node, without `fsops`);
+ * {"event":"upper","plain":false} otherwise. Before the exit event.
+ */
+static void event_upper(int ctlfd)
+{
+	char buf[96];
+	long n = tree_plain(g_report_upper, 1000);
+	int k = n >= 0 ? snprintf(buf, sizeof buf, "{\"event\":\"upper\",\"plain\":true,\"entries\":%ld}\n", n)
+		       : snprintf(buf, sizeof buf, "{\"event\":\"upper\",\"plain\":false}\n");
+	emit(ctlfd, buf, (size_t)k);
+}
+
 int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 {
 	struct rerr rec;
@@ -392,6 +411,8 @@ int supervise(pid_t child, int ctlfd, int err_rd, int status_rd, int sigfd)
 		if (n == (ssize_t)sizeof cmd_status)
 			status = cmd_status; /* else init died without reporting */
 	}
+	if (g_report_upper && ctlfd >= 0)
+		event_upper(ctlfd);
 	event_exit(ctlfd, status);
 	return status_exit_code(status);
 }
@@ -445,6 +466,7 @@ static int cmd_run(struct run_opts *o)
 		return fail_setup(&e);
 	if (spec_parse(text, len, &s, &e) < 0 || spec_resolve_paths(&s, o->bundle, &e) < 0)
 		return fail_setup(&e);
+	g_report_upper = s.report_upper && s.ovl_upper ? s.ovl_upper : NULL;
 	int bpf = o->device_bpf ? devices_bpf_attach(&s, o->device_bpf, &e) : 0;
 	devices_bpf_cache_close(); /* nothing of the fork server's goes into the container */
 	if (bpf < 0)

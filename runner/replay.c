@@ -304,10 +304,16 @@ struct dfile {
 	int differs;
 };
 
+#define MAX_BELOW 256
+
 struct delta {
 	int full;
 	long long epoch;
 	char parent[80];
+	/* the step-cache records below the tail, and the SHA-256 of them as they were (delta.ts: deltaFields) */
+	const char *below[MAX_BELOW];
+	int nbelow;
+	char below_hash[65];
 	int groups;
 	struct group g[MAX_GROUPS];
 	int files;
@@ -362,6 +368,14 @@ static int parse_spec(const char *spec, size_t len, struct delta *d)
 			if (strlen(line + 7) != 71 || strncmp(line + 7, "sha256:", 7) != 0 || !hex64(line + 14))
 				return -1;
 			memcpy(d->parent, line + 7, 72);
+		} else if (strncmp(line, "below\t", 6) == 0) {
+			if (d->nbelow == MAX_BELOW || strlen(line + 6) != 64 || !hex64(line + 6))
+				return -1;
+			d->below[d->nbelow++] = line + 6;
+		} else if (strncmp(line, "belowhash\t", 10) == 0) {
+			if (strlen(line + 10) != 64 || !hex64(line + 10))
+				return -1;
+			memcpy(d->below_hash, line + 10, 65);
 		} else if (strncmp(line, "group\t", 6) == 0) {
 			if (d->groups == MAX_GROUPS)
 				return -1;
@@ -395,7 +409,9 @@ static int parse_spec(const char *spec, size_t len, struct delta *d)
 			return -1;
 		}
 	}
-	return d->full < 0 || d->epoch < 0 || !d->parent[0] || d->groups == 0 || d->files == 0 ? -1 : 0;
+	if (d->full < 0 || d->epoch < 0 || !d->parent[0] || !d->below_hash[0] || d->groups == 0 || d->files == 0)
+		return -1;
+	return 0;
 }
 
 /* The fields of a fingerprint line after its label: mode, uid, gid, size, dev, ino, mtime, ctime. */
@@ -712,6 +728,20 @@ static int put_field(struct buf *b, const void *s, size_t n)
 	return put(b, head, (size_t)k) == 0 && put(b, s, n) == 0 && put(b, "\n", 1) == 0 ? 0 : -1;
 }
 
+/* Whether a step-cache record's layer blob is in the store (no layer: 1, as the builder takes it). */
+static int record_layer_present(const char *text, size_t len, const char *blobs)
+{
+	static const char key[] = "\"digest\":\"sha256:";
+	const char *p = memmem(text, len, key, sizeof key - 1);
+	char path[PATH_MAX];
+	if (!p)
+		return 1;
+	p += sizeof key - 1;
+	if (text + len - p < 64 || !hex64(p) || snprintf(path, sizeof path, "%s/%.64s", blobs, p) >= (int)sizeof path)
+		return 0;
+	return access(path, F_OK) == 0;
+}
+
 /* The `"created":"…"` of a step-cache record, or -1. */
 static int record_created(const char *text, size_t len, char out[40])
 {
@@ -726,6 +756,49 @@ static int record_created(const char *text, size_t len, char out[40])
 	memcpy(out, p, (size_t)(q - p));
 	out[q - p] = 0;
 	return strspn(out, "0123456789:.TZ-") == (size_t)(q - p) ? 0 : -1;
+}
+
+/* Whether the step-cache records below the tail are as they were (the builder would read the same). */
+static int below_unchanged(const struct delta *d, const char *steps)
+{
+	struct sha256 h;
+	sha256_init(&h);
+	for (int i = 0; i < d->nbelow; i++) {
+		char path[PATH_MAX];
+		if (snprintf(path, sizeof path, "%s/%.64s", steps, d->below[i]) >= (int)sizeof path)
+			return 0;
+		struct rerr e;
+		size_t len;
+		char *text = read_whole_file(path, &len, &e);
+		if (!text)
+			return 0;
+		sha256_update(&h, "sha256:", 7);
+		sha256_update(&h, d->below[i], 64);
+		sha256_update(&h, "\n", 1);
+		sha256_update(&h, text, len);
+		sha256_update(&h, "\n", 1);
+		free(text);
+	}
+	char hex[65];
+	sha256_hex(&h, hex);
+	return strcmp(hex, d->below_hash) == 0;
+}
+
+/* Whether every blob a manifest names is in the store, with its size (ImageStore.tag checks so: a prune may run). */
+static int blobs_whole(const char *blobs, const struct buf *manifest)
+{
+	static const char key[] = "\"digest\":\"sha256:";
+	const char *end = manifest->p + manifest->len;
+	for (const char *p = manifest->p; (p = memmem(p, (size_t)(end - p), key, sizeof key - 1)); p += 64) {
+		p += sizeof key - 1;
+		char path[PATH_MAX];
+		struct stat st;
+		if (end - p < 64 + 10 || !hex64(p) || memcmp(p + 64, "\",\"size\":", 9) != 0 ||
+		    snprintf(path, sizeof path, "%s/%.64s", blobs, p) >= (int)sizeof path || stat(path, &st) < 0 ||
+		    st.st_size != strtoll(p + 73, NULL, 10))
+			return 0;
+	}
+	return 1;
 }
 
 /*
@@ -759,6 +832,8 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 	char blobs[PATH_MAX - 128], steps[PATH_MAX - 128];
 	if (snprintf(blobs, sizeof blobs, "%s/images/blobs/sha256", root) >= (int)sizeof blobs ||
 	    snprintf(steps, sizeof steps, "%s/build-cache/steps", root) >= (int)sizeof steps)
+		return -1;
+	if (!below_unchanged(d, steps))
 		return -1;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
@@ -804,12 +879,13 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		size_t len = 0;
 		char *cached = read_whole_file(path, &len, &e);
 		g->redone = 1;
-		if (cached && access(layer_path, F_OK) == 0) {
+		/* As BuildCache.get and the builder's hasBlob: a record whose layer is gone is a miss. */
+		if (cached && record_layer_present(cached, len, blobs)) {
 			if (record_created(cached, len, g->new_created) < 0)
 				return -1;
 			v->known = gi + 1;
 			if (expand(t[4], n[4], v, &record) < 0 || record.len != len || memcmp(record.p, cached, len) != 0)
-				return -1; /* not the layer this step makes: Node's to sort out */
+				return -1; /* another layer for this key (other mtimes, another epoch): Node's to take */
 			g->redone = 0;
 		}
 		free(cached);
@@ -848,7 +924,14 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		return -1;
 	/* (the record's manifest path ends with its digest) */
 	int changed = f->n[F_MANIFEST] < 64 || memcmp(f->p[F_MANIFEST] + f->n[F_MANIFEST] - 64, manifest_hex, 64) != 0;
-	if (changed) {
+	if (!changed && !blobs_whole(blobs, &manifest))
+		return -1; /* the builder would make a layer again */
+	if (changed && same(f, F_INDEX, index.p, index.len)) {
+		/* no tag to move (an untagged build): the blobs alone */
+		if (write_blob(blobs, id, config.p, config.len) < 0 ||
+		    write_blob(blobs, manifest_hex, manifest.p, manifest.len) < 0 || !blobs_whole(blobs, &manifest))
+			return -1;
+	} else if (changed) {
 		if (write_blob(blobs, id, config.p, config.len) < 0 ||
 		    write_blob(blobs, manifest_hex, manifest.p, manifest.len) < 0)
 			return -1;
@@ -868,13 +951,7 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		int ok = now_index && same(f, F_INDEX, now_index, now_len);
 		free(now_index);
 		/* Every blob of the image still there (ImageStore.tag checks so too: a prune may have run meanwhile). */
-		ok = ok && access(manifest_path, F_OK) == 0;
-		for (const char *p = manifest.p; ok && (p = memmem(p, manifest.len - (size_t)(p - manifest.p), "sha256:", 7));
-		     p += 7) {
-			char blob[PATH_MAX];
-			ok = (size_t)(manifest.p + manifest.len - p) >= 71 && hex64(p + 7) &&
-			     snprintf(blob, sizeof blob, "%s/%.64s", blobs, p + 7) < (int)sizeof blob && access(blob, F_OK) == 0;
-		}
+		ok = ok && access(manifest_path, F_OK) == 0 && blobs_whole(blobs, &manifest);
 		ok = ok && write_file_atomic(index_path, index_tmp, index.p, index.len) == 0;
 		rmdir(lock);
 		if (!ok)
@@ -888,7 +965,8 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		ok = put(&tmp, f->p[k + r], f->n[k + r]) == 0 && put(&cached, f->p[k], f->n[k]) == 0;
 	}
 	int k = F_GROUPS + GROUP_FIELDS * groups;
-	ok = ok && put(&tmp, f->p[k + 1], f->n[k + 1]) == 0 && put(&cached, f->p[k], f->n[k]) == 0;
+	/* The next replay prints the image line as a build does: Node's result cache has no record of this one. */
+	ok = ok && put(&tmp, f->p[k + 1], f->n[k + 1]) == 0 && put(&cached, f->p[k + 1], f->n[k + 1]) == 0;
 	if (!ok || expand(tmp.p, tmp.len, v, &err) < 0 || expand(f->p[F_OUT_T], f->n[F_OUT_T], v, &out) < 0 ||
 	    expand(cached.p, cached.len, v, &cached_err) < 0)
 		return -1;
@@ -899,6 +977,12 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 	char line[256];
 	snprintf(line, sizeof line, "petri-delta 1\nfull %d\nepoch\t%lld\nparent\t%s\n", d->full, d->epoch, d->parent);
 	ok = put(&spec, line, strlen(line)) == 0;
+	for (int i = 0; ok && i < d->nbelow; i++) {
+		snprintf(line, sizeof line, "below\t%.64s\n", d->below[i]);
+		ok = put(&spec, line, strlen(line)) == 0;
+	}
+	snprintf(line, sizeof line, "belowhash\t%s\n", d->below_hash);
+	ok = ok && put(&spec, line, strlen(line)) == 0;
 	for (int gi = 0; ok && gi < groups; gi++) {
 		snprintf(line, sizeof line, "group\t%s\t%llu\t%s\n", d->g[gi].new_hex, d->g[gi].new_size,
 			 d->g[gi].new_created);

@@ -138,6 +138,7 @@ int serve_main(const char *name, int chanfd, char *argv0);
 /* fsops.c: `fsops` (JSON ops on stdin) and `scan DIR`; both return the exit code. */
 int fsops_main(void);
 int scan_main(const char *dir);
+long tree_plain(const char *dir, long max);
 int replay_main(int argc, char **argv);
 
 /* forward.c: published ports (run --publish). */

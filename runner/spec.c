@@ -395,6 +395,8 @@ int spec_parse(const char *text, size_t len, struct spec *s, struct rerr *e)
 	s->ovl_upper = json_str(ann, "org.petri.rootfs.upper");
 	s->ovl_work = json_str(ann, "org.petri.rootfs.work");
 	s->ovl_lowerbase = json_str(ann, "org.petri.rootfs.lowerbase");
+	const char *report = json_str(ann, "org.petri.report-upper");
+	s->report_upper = report && strcmp(report, "1") == 0;
 	if (s->ovl_lower && !s->ovl_lower[0])
 		s->ovl_lower = NULL;
 	if (s->ovl_lower && (!!s->ovl_upper != !!s->ovl_work))

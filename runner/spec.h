@@ -78,6 +78,8 @@ struct spec {
 	size_t ndevices;
 	const char *ovl_lower, *ovl_upper, *ovl_work;
 	const char *ovl_lowerbase; /* relative lower dirs are resolved from here */
+	/* org.petri.report-upper: at the end, an `upper` event says whether ovl_upper holds only what lstat sees */
+	int report_upper;
 };
 
 /* Parses config.json text into s. */

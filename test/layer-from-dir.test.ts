@@ -17,11 +17,13 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
+import { Container } from '../src/runtime/container.js';
 import { FsOps } from '../src/snapshot/fsops.js';
 import { diffUpper, type ScanEntry, scanTree, unpackLayer, writeLayer } from '../src/snapshot/index.js';
 import { scanOwnTree } from '../src/snapshot/scan.js';
 import { type TarHeader, tarStream } from '../src/snapshot/tar-pax.js';
 import { describeKernel } from './helpers/kernel.js';
+import { busyboxRootfs } from './helpers/rootfs.js';
 
 const CAPABILITY = Buffer.from([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const BINARY = Buffer.from([0, 1, 2, 0xff, 0x80, 0x0a, 0x3d]);
@@ -180,6 +182,58 @@ describeKernel('writeLayer and diffUpper', () => {
     writeFileSync(file, 'data');
     chownSync(file, 1000, 1001);
     await sameLayerFromEitherScan(root, dir);
+  });
+
+  it("reads a container's upper dir in Node when its runner found nothing lstat misses (the RUN step's report)", async () => {
+    const rootfs = await busyboxRootfs();
+    // A lower layer of its own, with a directory to replace and files to change and delete.
+    const lower = join(dir, 'lower');
+    mkdirSync(join(lower, 'data', 'sub'), { recursive: true });
+    writeFileSync(join(lower, 'data', 'old.txt'), 'old\n');
+    writeFileSync(join(lower, 'data', 'sub', 'deep.txt'), 'deep\n');
+    // Files, a directory, a symlink, a changed file (its directory copied up, with overlayfs' origin xattr), a
+    // deleted one (a whiteout).
+    const container = Container.create({
+      rootfs: [lower, rootfs],
+      command: [
+        '/bin/sh',
+        '-c',
+        'mkdir -p /made/d && echo x > /made/f && ln -s f /made/l && echo new >> /data/old.txt && rm /data/sub/deep.txt',
+      ],
+      keep: true,
+      reportUpper: true,
+    });
+    try {
+      await container.start({ stdin: 'ignore' });
+      expect((await container.wait()).exitCode).toBe(0);
+      const upper = join(container.dir, 'upper');
+      const entries = execFileSync('find', [upper, '-mindepth', '1'], { encoding: 'utf8' }).trim().split('\n');
+      expect(container.upper).toEqual({ plain: true, entries: entries.length });
+      for (const stub of ['proc', 'sys', 'dev']) rmSync(join(upper, stub), { recursive: true, force: true });
+      await sameLayerFromEitherScan(upper, dir);
+    } finally {
+      await container.remove();
+    }
+    // What lstat misses: a directory replaced (overlayfs marks it opaque), a name that is not UTF-8, too many.
+    for (const script of [
+      'rm -rf /data && mkdir /data',
+      `touch "$(printf '/\\377')"`,
+      'mkdir /many && cd /many && touch $(seq 1 1001)',
+    ]) {
+      const other = Container.create({
+        rootfs: [lower, rootfs],
+        command: ['/bin/sh', '-c', script],
+        keep: true,
+        reportUpper: true,
+      });
+      try {
+        await other.start({ stdin: 'ignore' });
+        expect((await other.wait()).exitCode).toBe(0);
+        expect(other.upper, script).toEqual({ plain: false });
+      } finally {
+        await other.remove();
+      }
+    }
   });
 
   it('leaves out the xattrs the host adds by itself (an inherited ACL): the same layer from either scan', async () => {

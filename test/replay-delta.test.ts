@@ -186,6 +186,15 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         .map((line) => JSON.parse(line));
       expect(events.at(-1)).toMatchObject({ type: 'image', id, tags: ['ptest/now:latest'] });
       expect(events.at(-1).resultCache).toBeUndefined();
+      // The same build again: replayed from the runner's record, as a build prints it (Node's result cache has no
+      // record of the runner's build: it would build, every step cached).
+      settle();
+      const again = ok(petri(args, { root: 'n1', node: false }))
+        .stderr.trim()
+        .split('\n')
+        .map((line) => JSON.parse(line));
+      expect(again.at(-1)).toMatchObject({ type: 'image', id });
+      expect(again.at(-1).resultCache).toBeUndefined();
       expect(events.at(-1).durationMs).toBeLessThan(1000);
       expect(events.filter((e) => e.type === 'step' && e.text === 'COPY c.txt /c/').map((e) => e.status)).toEqual([
         'start',
@@ -375,6 +384,52 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
           expect(changed.stderr).toContain('#5 DONE 0.0s\n');
         } else refused(petri(args, { root: 't', node: false }));
       }
+    });
+
+    it('leaves to Node a step cache it would read otherwise: a record for the key with another layer, rewritten records below', () => {
+      const ctx = context('records', DOCKERFILE, {
+        'shared.txt': 's\n',
+        'a.txt': 'a\n',
+        'b.txt': 'b\n',
+        'c.txt': 'c\n',
+      });
+      const extra = { SOURCE_DATE_EPOCH: '1700000000' };
+      const args = ['build', '--progress', 'plain', '-t', 'ptest/records', ctx];
+      const node = (more: string[] = []) => {
+        const r = spawnSync('node', [join(pkg, 'dist', 'bin', 'petri.cjs'), 'build', '-q', ...more, ctx], {
+          encoding: 'utf8',
+          env: { ...env, PETRI_ROOT: join(dir, 'rec'), ...extra },
+        });
+        expect(r.status, r.stderr).toBe(0);
+      };
+      ok(petri(args, { root: 'rec', extra }));
+      ok(petri(args, { root: 'rec', extra }));
+      // An untagged build of c.txt's next content with an old mtime (kept in the layer: it is before the epoch):
+      // the step cache has that key with another layer than the runner would make, which the builder would take.
+      writeFileSync(join(ctx, 'c.txt'), 'c2\n');
+      const old = new Date('2020-01-01T00:00:00Z');
+      utimesSync(join(ctx, 'c.txt'), old, old);
+      node();
+      const now = new Date();
+      utimesSync(join(ctx, 'c.txt'), now, now);
+      refused(petri(args, { root: 'rec', extra, node: false }));
+      // Records below the tail rewritten by an untagged --no-cache build (no tag moves, the index stays), with
+      // new times (no SOURCE_DATE_EPOCH).
+      // (A store of its own: the step cache keys no SOURCE_DATE_EPOCH, so the layers above came with its mtimes.)
+      writeFileSync(join(ctx, 'c.txt'), 'c\n');
+      settle();
+      ok(petri(args, { root: 'rec2' }));
+      settle();
+      ok(petri(args, { root: 'rec2' }));
+      writeFileSync(join(ctx, 'c.txt'), 'c2\n');
+      expect(ok(petri(args, { root: 'rec2', node: false })).stdout).toMatch(/^sha256:/);
+      const noCache = spawnSync('node', [join(pkg, 'dist', 'bin', 'petri.cjs'), 'build', '-q', '--no-cache', ctx], {
+        encoding: 'utf8',
+        env: { ...env, PETRI_ROOT: join(dir, 'rec2') },
+      });
+      expect(noCache.status, noCache.stderr).toBe(0);
+      writeFileSync(join(ctx, 'c.txt'), 'c3\n');
+      refused(petri(args, { root: 'rec2', node: false }));
     });
 
     it('has no delta for a build whose context an ADD reads', () => {

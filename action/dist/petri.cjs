@@ -1050,6 +1050,8 @@ var init_runner_process = __esm({
       pid;
       /** The published ports (`run --publish`), once bound. */
       ports = [];
+      /** The runner's `upper` event (ContainerOptions.reportUpper), once the command ended. */
+      upper;
       started;
       exited;
       control;
@@ -1097,6 +1099,11 @@ var init_runner_process = __esm({
           } else if (event.event === "started") {
             this.pid = event.pid;
             resolveStarted();
+          } else if (event.event === "upper") {
+            this.upper = {
+              plain: event.plain === true,
+              ...event.entries !== void 0 ? { entries: event.entries } : {}
+            };
           } else if (event.event === "ports") {
             this.ports = event.ports ?? [];
           } else if (event.event === "error") {
@@ -1648,6 +1655,7 @@ function createSpec(options, context) {
     if (context.overlay.lowerBase) annotations["org.petri.rootfs.lowerbase"] = context.overlay.lowerBase;
   }
   for (const [key, value] of Object.entries(options.labels ?? {})) annotations[key] = value;
+  if (options.reportUpper) annotations["org.petri.report-upper"] = "1";
   return {
     ociVersion: "1.0.2",
     process: process2,
@@ -2271,6 +2279,10 @@ var init_container = __esm({
       /** Host pid of the container's PID 1 while it runs. */
       get pid() {
         return this.runner?.pid;
+      }
+      /** What the runner said of the upper dir when the command ended (ContainerOptions.reportUpper). */
+      get upper() {
+        return this.runner?.upper;
       }
       /** The published ports of the current run (host ports on 127.0.0.1), once started. */
       get ports() {
@@ -15224,7 +15236,13 @@ var init_builder = __esm({
           const failed = results.find((r) => r.status === "rejected");
           if (failed) throw failed.reason;
           const state = await this.#stages[target.index]?.promise;
-          if (this.#options.trace) this.#options.trace.target = target.index;
+          if (this.#options.trace) {
+            this.#options.trace.target = target.index;
+            const chain = [];
+            for (let key = state.fsKey, used = this.#usedSteps.get(key); used; key = used.parent, used = this.#usedSteps.get(key))
+              chain.push(key);
+            this.#options.trace.chain = chain;
+          }
           const closing = this.#scanner?.then(
             (scanner) => scanner.close(),
             () => {
@@ -15727,7 +15745,8 @@ ${trigger}
        * else `make` fills a fresh upper dir, which becomes the layer unless empty.
        * `make` resolves to `{ helper, entries }` when this process wrote the upper
        * dir with its own fs calls, `helper` telling whether petri-runner made some
-       * of it (device nodes, fifos, xattrs); to nothing when a container wrote it.
+       * of it (device nodes, fifos, xattrs), or when a container wrote it and its
+       * runner saw that lstat reads it whole; to nothing otherwise.
        */
       async #layerStep(state, step, createdBy, make, extra = {}) {
         const key = cacheKey(state.fsKey, step);
@@ -15994,7 +16013,7 @@ ${trigger}
         };
         const createdBy = `RUN ${command2.join(" ")} # buildkit`;
         return this.#layerStep(state, step, createdBy, async (lower, upper) => {
-          await this.#runContainer(state, {
+          const seen = await this.#runContainer(state, {
             stepId,
             command: command2,
             scripts,
@@ -16007,7 +16026,7 @@ ${trigger}
             upper,
             privileged: flags.security === "insecure"
           });
-          return void 0;
+          return seen?.plain && seen.entries !== void 0 ? { helper: false, entries: seen.entries } : void 0;
         });
       }
       async #mountKey(mount, run, state) {
@@ -16153,6 +16172,7 @@ ${trigger}
           workdir: job.workdir,
           user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
           hostname: "buildkitsandbox",
+          reportUpper: true,
           network: job.network,
           keep: true,
           binds,
@@ -16177,8 +16197,6 @@ ${trigger}
           }), "pump");
           const pumps = Promise.all([pump(container.stdout, "stdout"), pump(container.stderr, "stderr")]);
           await starting;
-          this.#startScanner().catch(() => {
-          });
           const exit = await container.wait();
           await pumps;
           if (exit.exitCode !== 0 || exit.signal !== null) {
@@ -16191,6 +16209,7 @@ ${trigger}
           const upper = (0, import_node_path32.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
+          return container.upper;
         } finally {
           for (const agent of agents2) {
             agent.close();
@@ -16289,7 +16308,7 @@ function plan(trace, manifestDigest, context) {
   const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
-  const result = { parent: "", groups: [], files: [] };
+  const result = { parent: "", below: [], groups: [], files: [] };
   let bytes = 0;
   let previous = steps[start - 1];
   let below;
@@ -16340,7 +16359,10 @@ function plan(trace, manifestDigest, context) {
     }
     previous = step;
   }
-  if (result.files.length === 0) return void 0;
+  if (result.files.length === 0 || !trace.chain) return void 0;
+  const at = trace.chain.indexOf(result.parent);
+  if (at >= 0) result.below = trace.chain.slice(at);
+  else if (trace.chain.length > result.groups.length) return void 0;
   if (result.groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
   return result;
 }
@@ -16390,6 +16412,13 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
   const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
+  const below = (0, import_node_crypto9.createHash)("sha256");
+  for (const key of plan2.below) {
+    below.update(`${key}
+`).update((0, import_node_fs38.readFileSync)((0, import_node_path33.join)(root, "build-cache", "steps", key.slice(7)))).update("\n");
+    lines.push(`below	${key.slice(7)}`);
+  }
+  lines.push(`belowhash	${below.digest("hex")}`);
   const values = {};
   for (const [n, file] of plan2.files.entries()) values[`digest:${n}`] = file.digest;
   const recordTemplates = [];

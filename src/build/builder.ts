@@ -234,7 +234,18 @@ class Builder {
       const failed = results.find((r) => r.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
       const state = await (this.#stages[target.index]?.promise as Promise<State>);
-      if (this.#options.trace) this.#options.trace.target = target.index;
+      if (this.#options.trace) {
+        this.#options.trace.target = target.index;
+        // The step-cache records the image's layers and times came from, top down.
+        const chain: string[] = [];
+        for (
+          let key = state.fsKey, used = this.#usedSteps.get(key);
+          used;
+          key = used.parent, used = this.#usedSteps.get(key)
+        )
+          chain.push(key);
+        this.#options.trace.chain = chain;
+      }
       const closing = this.#scanner?.then(
         (scanner) => scanner.close(),
         () => {},
@@ -767,7 +778,8 @@ class Builder {
    * else `make` fills a fresh upper dir, which becomes the layer unless empty.
    * `make` resolves to `{ helper, entries }` when this process wrote the upper
    * dir with its own fs calls, `helper` telling whether petri-runner made some
-   * of it (device nodes, fifos, xattrs); to nothing when a container wrote it.
+   * of it (device nodes, fifos, xattrs), or when a container wrote it and its
+   * runner saw that lstat reads it whole; to nothing otherwise.
    */
   async #layerStep(
     state: State,
@@ -793,8 +805,9 @@ class Builder {
       mkdirSync(upper);
       const written = await make(lower, upper);
       // What Node wrote alone has nothing lstat cannot see (no device nodes; no xattrs but those the host adds,
-      // which layers leave out): read here, without a process, unless it is big enough for the walk to hold
-      // up the other stages (petri-runner reads it beside them).
+      // which layers leave out), nor has what a container wrote when its runner found no xattr and no name
+      // JSON cannot carry: read here, without a process, unless it is big enough for the walk to hold up the
+      // other stages (petri-runner reads it beside them).
       const own = written !== undefined && !written.helper && written.entries <= OWN_SCAN_MAX;
       const layer = readdirSync(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
       const created = new Date(Date.now()).toISOString();
@@ -1073,7 +1086,8 @@ class Builder {
     };
     const createdBy = `RUN ${command.join(' ')} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) => {
-      await this.#runContainer(state, {
+      // What the runner saw of the upper dir: lstat reads it whole, so it is scanned here (no fsops process).
+      const seen = await this.#runContainer(state, {
         stepId,
         command,
         scripts,
@@ -1086,7 +1100,8 @@ class Builder {
         upper,
         privileged: flags.security === 'insecure',
       });
-      return undefined; // a container wrote the upper dir: petri-runner reads it
+      // Else (xattrs, names that are not UTF-8, many entries) petri-runner fsops reads it.
+      return seen?.plain && seen.entries !== undefined ? { helper: false, entries: seen.entries } : undefined;
     });
   }
 
@@ -1143,7 +1158,7 @@ class Builder {
       upper: string;
       privileged: boolean;
     },
-  ): Promise<void> {
+  ): Promise<import('../runtime/container.js').Container['upper']> {
     const { lower } = job;
     const readFile = (p: string) => readFromLayers(lower, p);
     const user = resolveUser(state.config.User || undefined, readFile);
@@ -1260,6 +1275,7 @@ class Builder {
       workdir: job.workdir,
       user: { uid: user.uid, gid: user.gid, additionalGids: user.additionalGids },
       hostname: 'buildkitsandbox',
+      reportUpper: true,
       network: job.network,
       keep: true,
       binds,
@@ -1286,9 +1302,6 @@ class Builder {
         });
       const pumps = Promise.all([pump(container.stdout, 'stdout'), pump(container.stderr, 'stderr')]);
       await starting;
-      // The layer's scanner starts while the command runs (off the step's way), ready when the layer is
-      // written (a failure shows there).
-      this.#startScanner().catch(() => {});
       const exit = await container.wait();
       await pumps;
       if (exit.exitCode !== 0 || exit.signal !== null) {
@@ -1301,6 +1314,7 @@ class Builder {
       const upper = join(container.dir, 'upper');
       removeMountpoints(upper, lower, mountTargets);
       moveContents(upper, job.upper);
+      return container.upper;
     } finally {
       for (const agent of agents) {
         agent.close();

@@ -35,6 +35,8 @@ import { progressRenderer } from './progress.js';
 /** What a build traced (BuildOptions.trace): each step in the order it ended, and what it read of the context. */
 export interface BuildTrace {
   target?: number;
+  /** The keys of the step-cache records the target's layers and times came from, top down. */
+  chain?: string[];
   steps: TraceStep[];
   /** Step id → what a context COPY selected, or 'other' for a step that read the context otherwise. */
   reads: Map<number, TraceRead>;
@@ -79,6 +81,8 @@ export type TraceRead = 'other' | TraceCopy;
 export interface DeltaPlan {
   /** The cache key of the filesystem below the tail's first COPY. */
   parent: string;
+  /** The keys of the step-cache records below it (the builder reads them again: so does the runner). */
+  below: string[];
   /**
    * Each COPY of the tail: its step id, its layer's index in the image, its first history entry's index, and
    * its cache key's making with `@@petri:digest:N@@` (plan.files[N]'s content) and `@@petri:content:G@@`.
@@ -164,7 +168,7 @@ function plan(trace: BuildTrace, manifestDigest: string, context: string): Delta
   const config = JSON.parse(blob(manifest.config.digest).toString('utf8')) as { rootfs: { diff_ids: string[] } };
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
-  const result: DeltaPlan = { parent: '', groups: [], files: [] };
+  const result: DeltaPlan = { parent: '', below: [], groups: [], files: [] };
   let bytes = 0;
   let previous = steps[start - 1] as TraceStep;
   let below: TraceCopy | undefined;
@@ -219,7 +223,10 @@ function plan(trace: BuildTrace, manifestDigest: string, context: string): Delta
     }
     previous = step;
   }
-  if (result.files.length === 0) return undefined;
+  if (result.files.length === 0 || !trace.chain) return undefined;
+  const at = trace.chain.indexOf(result.parent);
+  if (at >= 0) result.below = trace.chain.slice(at);
+  else if (trace.chain.length > result.groups.length) return undefined; // the chain must hold every layer step
   // The tail's layers are the image's last ones.
   if ((result.groups.at(-1) as { layer: number }).layer !== manifest.layers.length - 1) return undefined;
   return result;
@@ -312,6 +319,16 @@ export function deltaFields(
   const epochText = process.env.SOURCE_DATE_EPOCH;
   const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
   const lines = ['petri-delta 1', 'full 1', `epoch\t${epoch}`, `parent\t${plan.parent}`];
+  // The records below the tail, as they are: another build may rewrite one (--no-cache) without a tag moving.
+  const below = createHash('sha256');
+  for (const key of plan.below) {
+    below
+      .update(`${key}\n`)
+      .update(readFileSync(join(root, 'build-cache', 'steps', key.slice(7))))
+      .update('\n');
+    lines.push(`below\t${key.slice(7)}`);
+  }
+  lines.push(`belowhash\t${below.digest('hex')}`);
   const values: Record<string, string> = {};
   for (const [n, file] of plan.files.entries()) values[`digest:${n}`] = file.digest;
   const recordTemplates: string[] = [];

@@ -295,6 +295,11 @@ export class Container {
     return this.runner?.pid;
   }
 
+  /** What the runner said of the upper dir when the command ended (ContainerOptions.reportUpper). */
+  get upper(): { plain: boolean; entries?: number } | undefined {
+    return this.runner?.upper;
+  }
+
   /** The published ports of the current run (host ports on 127.0.0.1), once started. */
   get ports(): PortMapping[] {
     return this.currentState === 'running' ? (this.runner?.ports ?? []) : [];

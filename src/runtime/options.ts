@@ -36,6 +36,13 @@ export interface ContainerOptions {
   network?: 'none' | 'host';
   labels?: Record<string, string>;
   /**
+   * When the command ends, the runner says whether the container's upper dir
+   * holds only what lstat reads whole (`Container.upper`): at most 1000
+   * entries, no xattrs, UTF-8 names. `petri build` then scans a RUN step's
+   * layer in Node.
+   */
+  reportUpper?: boolean;
+  /**
    * TCP ports published on the host's 127.0.0.1 and forwarded by the runner into
    * the container's network namespace (to its 127.0.0.1); `host` 0 or missing: any free port.
    */

@@ -48,6 +48,8 @@ export class RunnerProcess {
   pid: number | undefined;
   /** The published ports (`run --publish`), once bound. */
   ports: PortMapping[] = [];
+  /** The runner's `upper` event (ContainerOptions.reportUpper), once the command ended. */
+  upper: { plain: boolean; entries?: number } | undefined;
   readonly started: Promise<void>;
   readonly exited: Promise<RunnerExit>;
   private readonly control: Socket;
@@ -99,6 +101,8 @@ export class RunnerProcess {
       exitCode?: number;
       signal?: number | null;
       ports?: PortMapping[];
+      plain?: boolean;
+      entries?: number;
       fd?: number;
       data?: string;
     }>(this.control, (event) => {
@@ -107,6 +111,11 @@ export class RunnerProcess {
       } else if (event.event === 'started') {
         this.pid = event.pid;
         resolveStarted();
+      } else if (event.event === 'upper') {
+        this.upper = {
+          plain: event.plain === true,
+          ...(event.entries !== undefined ? { entries: event.entries } : {}),
+        };
       } else if (event.event === 'ports') {
         this.ports = event.ports ?? [];
       } else if (event.event === 'error') {

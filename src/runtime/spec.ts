@@ -133,6 +133,7 @@ export function createSpec(options: ContainerOptions, context: SpecContext): Oci
     if (context.overlay.lowerBase) annotations['org.petri.rootfs.lowerbase'] = context.overlay.lowerBase;
   }
   for (const [key, value] of Object.entries(options.labels ?? {})) annotations[key] = value;
+  if (options.reportUpper) annotations['org.petri.report-upper'] = '1';
   return {
     ociVersion: '1.0.2',
     process,
