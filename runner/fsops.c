@@ -373,7 +373,8 @@ int scan_main(const char *dir)
  */
 static int layer_xattrs(int dirfd, const char *name)
 {
-	char path[64 + 256], list[65536];
+	static char list[65536]; /* not on the stack: plain_dir recurses */
+	char path[64 + 256];
 	snprintf(path, sizeof path, "/proc/self/fd/%d/%s", dirfd, name);
 	ssize_t n = llistxattr(path, list, sizeof list);
 	if (n < 0)
@@ -387,19 +388,30 @@ static int layer_xattrs(int dirfd, const char *name)
 	return 0;
 }
 
-static long plain_dir(int dirfd, long count, long max)
+/* A relative path longer than this is left to fsops (Node's lstat takes whole paths, PATH_MAX at most). */
+#define PLAIN_PATH_MAX 3072
+
+static long plain_dir(int dirfd, size_t rlen, long count, long max)
 {
+	static char target[PATH_MAX]; /* not on the stack: this recurses */
 	DIR *d = fdopendir(dirfd);
 	if (!d) {
 		close(dirfd);
 		return -1;
 	}
-	struct dirent *ent;
-	while (count >= 0 && (ent = readdir(d))) {
+	for (;;) {
+		errno = 0;
+		struct dirent *ent = readdir(d);
+		if (!ent) {
+			if (errno)
+				count = -1; /* a directory not read whole */
+			break;
+		}
 		const char *name = ent->d_name;
 		if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 			continue;
-		if (++count > max || !utf8_valid((const unsigned char *)name, strlen(name))) {
+		size_t len = strlen(name);
+		if (++count > max || rlen + 1 + len > PLAIN_PATH_MAX || !utf8_valid((const unsigned char *)name, len)) {
 			count = -1;
 			break;
 		}
@@ -409,14 +421,15 @@ static long plain_dir(int dirfd, long count, long max)
 			break;
 		}
 		if (S_ISLNK(st.st_mode)) {
-			char target[PATH_MAX];
 			ssize_t n = readlinkat(dirfd, name, target, sizeof target);
 			if (n < 0 || n == (ssize_t)sizeof target || !utf8_valid((const unsigned char *)target, (size_t)n))
 				count = -1;
 		} else if (S_ISDIR(st.st_mode)) {
 			int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			count = sub < 0 ? -1 : plain_dir(sub, count, max);
+			count = sub < 0 ? -1 : plain_dir(sub, rlen + 1 + len, count, max);
 		}
+		if (count < 0)
+			break;
 	}
 	closedir(d);
 	return count;
@@ -424,11 +437,12 @@ static long plain_dir(int dirfd, long count, long max)
 
 /*
  * The number of entries under `dir` when there are at most `max`, none with
- * an xattr a layer takes (layer_xattrs), every name and link target UTF-8: a
- * tree lstat reads as a layer needs it. -1 otherwise.
+ * an xattr a layer takes (layer_xattrs), every name and link target UTF-8,
+ * no relative path over PLAIN_PATH_MAX: a tree lstat reads as a layer needs
+ * it. -1 otherwise.
  */
 long tree_plain(const char *dir, long max)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	return fd < 0 ? -1 : plain_dir(fd, 0, max);
+	return fd < 0 ? -1 : plain_dir(fd, 0, 0, max);
 }

@@ -287,7 +287,7 @@ static void stop_forwarder(void)
 }
 
 /* The container's upper dir, when its spec asks for the `upper` event (org.petri.report-upper). */
-static const char *g_report_upper;
+const char *g_report_upper;
 
 /*
  * {"event":"upper","plain":true,"entries":N} when the upper dir holds at most

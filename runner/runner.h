@@ -139,6 +139,8 @@ int serve_main(const char *name, int chanfd, char *argv0);
 int fsops_main(void);
 int scan_main(const char *dir);
 long tree_plain(const char *dir, long max);
+/* The upper dir `run` reports on at the end (org.petri.report-upper); NULL in forked exec supervisors. */
+extern const char *g_report_upper;
 int replay_main(int argc, char **argv);
 
 /* forward.c: published ports (run --publish). */

@@ -215,6 +215,7 @@ static void events(int ctlfd, struct served *x)
 /* In the forked exec supervisor: never returns. */
 __attribute__((noreturn)) static void served_child(const char *json, int out, int err, int evt, int joined)
 {
+	g_report_upper = NULL; /* the run's, not this exec's */
 	struct rerr e;
 	memset(&e, 0, sizeof e);
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != g.self)
