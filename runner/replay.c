@@ -611,29 +611,7 @@ done:
 	return rc;
 }
 
-/* A blob written as the store writes one: beside, then renamed to its digest; one already there is touched (a prune spares it). */
-static int write_blob(const char *blobs, const char *hex, const void *data, size_t len)
-{
-	char path[PATH_MAX], tmp[PATH_MAX];
-	if (snprintf(path, sizeof path, "%s/%s", blobs, hex) >= (int)sizeof path ||
-	    snprintf(tmp, sizeof tmp, "%s/.tmp-%d-replay-%.12s", blobs, (int)getpid(), hex) >= (int)sizeof tmp)
-		return -1;
-	struct stat st;
-	if (stat(path, &st) == 0 && (size_t)st.st_size == len && utimensat(AT_FDCWD, path, NULL, 0) == 0)
-		return 0;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC, 0666);
-	if (fd < 0)
-		return -1;
-	int ok = write_all(fd, data, len) == 0;
-	ok = close(fd) == 0 && ok;
-	if (!ok || rename(tmp, path) < 0) {
-		unlink(tmp);
-		return -1;
-	}
-	return 0;
-}
-
-/* A small file written beside and renamed into place. */
+/* A file written beside and renamed into place. */
 static int write_file_atomic(const char *path, const char *tmp, const void *data, size_t len)
 {
 	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -646,6 +624,19 @@ static int write_file_atomic(const char *path, const char *tmp, const void *data
 		return -1;
 	}
 	return 0;
+}
+
+/* A blob written as the store writes one: beside, then renamed to its digest; one already there is touched (a prune spares it). */
+static int write_blob(const char *blobs, const char *hex, const void *data, size_t len)
+{
+	char path[PATH_MAX], tmp[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s/%s", blobs, hex) >= (int)sizeof path ||
+	    snprintf(tmp, sizeof tmp, "%s/.tmp-%d-replay-%.12s", blobs, (int)getpid(), hex) >= (int)sizeof tmp)
+		return -1;
+	struct stat st;
+	if (stat(path, &st) == 0 && (size_t)st.st_size == len && utimensat(AT_FDCWD, path, NULL, 0) == 0)
+		return 0;
+	return write_file_atomic(path, tmp, data, len);
 }
 
 static void iso_time(char out[40], long long sec, long nsec)

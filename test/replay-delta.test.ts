@@ -1,13 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import {
   chmodSync,
-  cpSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
-  symlinkSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -15,10 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRoot } from './helpers/kernel.js';
+import { replayPackage, settle } from './helpers/replay-package.js';
 
-const top = join(import.meta.dirname, '..');
-/** Waits out the result cache's racy window: a build less than 100 ms after a change to its files is not remembered. */
-const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 150);
+const _top = join(import.meta.dirname, '..');
 
 /**
  * The replay's delta (src/build/delta.ts, runner/replay.c): a build whose only
@@ -38,16 +35,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
 
     beforeAll(() => {
       dir = mkdtempSync(join(tmpdir(), 'ptest-delta-'));
-      pkg = join(dir, 'pkg');
-      for (const part of ['bin', 'dist', 'build', 'package.json'])
-        cpSync(join(top, part), join(pkg, part), { recursive: true });
-      symlinkSync(join(top, 'node_modules'), join(pkg, 'node_modules'));
-      noNode = join(dir, 'tools');
-      mkdirSync(noNode);
-      symlinkSync(
-        spawnSync('sh', ['-c', 'command -v readlink'], { encoding: 'utf8' }).stdout.trim(),
-        join(noNode, 'readlink'),
-      );
+      ({ pkg, noNode } = replayPackage(dir));
       Object.assign(env, process.env);
       delete env.SOURCE_DATE_EPOCH;
     });
@@ -68,6 +56,18 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       expect(result.stderr).not.toContain('cannot run node');
       expect(result.status, result.stderr).toBe(0);
       return result;
+    };
+    /** Node builds, then builds again out of the racy window: the result cache remembers, the replay record is written. */
+    const _remember = (args: string[], options: { root: string; extra?: object }) => {
+      ok(petri(args, options));
+      settle();
+      ok(petri(args, options));
+    };
+    /** Node builds, then builds again out of the racy window: the result cache remembers, the replay record is written. */
+    const remember = (args: string[], options: { root: string; extra?: object }) => {
+      ok(petri(args, options));
+      settle();
+      ok(petri(args, options));
     };
     const refused = (result: ReturnType<typeof petri>) => {
       expect(result.stderr).toBe('petri: cannot run node: No such file or directory\n');
@@ -210,12 +210,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         'c.txt': 'c\n',
       });
       const args = ['build', '--progress', 'plain', '-t', 'ptest/refused', ctx];
-      /** Node builds, then remembers (out of the racy window). */
-      const refresh = () => {
-        ok(petri(args, { root: 'x' }));
-        settle();
-        ok(petri(args, { root: 'x' }));
-      };
+      const refresh = () => remember(args, { root: 'x' });
       refresh();
       // A file an earlier step read too.
       writeFileSync(join(ctx, 'shared.txt'), 's2\n');
@@ -293,11 +288,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
     it('leaves to Node a delta whose files or layers it cannot vouch for', () => {
       const ctx = context('vouch', DOCKERFILE, { 'shared.txt': 's\n', 'a.txt': 'a\n', 'b.txt': 'b\n', 'c.txt': 'c\n' });
       const args = ['build', '--progress', 'plain', '-t', 'ptest/vouch', ctx];
-      const refresh = () => {
-        ok(petri(args, { root: 'v' }));
-        settle();
-        ok(petri(args, { root: 'v' }));
-      };
+      const refresh = () => remember(args, { root: 'v' });
       refresh();
       const blobs = join(dir, 'v', 'images', 'blobs', 'sha256');
       const layers = (id: string) => image('v', id).config.rootfs.diff_ids.map((d: string) => join(blobs, d.slice(7)));
@@ -327,8 +318,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         'x.txt': 'x\n',
       });
       let args = ['build', '--progress', 'plain', '-t', 'ptest/chown', ctx];
-      ok(petri(args, { root: 'c' }));
-      ok(petri(args, { root: 'c' }));
+      remember(args, { root: 'c' });
       writeFileSync(join(ctx, 'passwd'), 'app:x:3000:3000::/:/bin/sh\n');
       refused(petri(args, { root: 'c', node: false }));
       // A heredoc of the same name and content over a file: which entry is the file's is not certain.
@@ -336,8 +326,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         'a.txt': 'same\n',
       });
       args = ['build', '--progress', 'plain', '-t', 'ptest/heredoc', ctx];
-      ok(petri(args, { root: 'c' }));
-      ok(petri(args, { root: 'c' }));
+      remember(args, { root: 'c' });
       writeFileSync(join(ctx, 'a.txt'), 'different\n');
       refused(petri(args, { root: 'c', node: false }));
       // A name with a newline in the context: the fingerprint's lines are no longer one per name.
@@ -345,8 +334,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       writeFileSync(join(ctx, 'x\nc.txt'), 'n\n');
       settle();
       args = ['build', '--progress', 'plain', '-t', 'ptest/newline', ctx];
-      ok(petri(args, { root: 'c' }));
-      ok(petri(args, { root: 'c' }));
+      remember(args, { root: 'c' });
       writeFileSync(join(ctx, 'c.txt'), 'c2\n');
       refused(petri(args, { root: 'c', node: false }));
     });
@@ -356,8 +344,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       const ctx = context('space', dockerfile, { 'a.txt': 'a\n', ' a.txt': 'spaced\n' });
       const extra = { SOURCE_DATE_EPOCH: '1700000000' };
       const args = ['build', '--progress', 'plain', '-t', 'ptest/space', ctx];
-      ok(petri(args, { root: 'p', extra }));
-      ok(petri(args, { root: 'p', extra }));
+      remember(args, { root: 'p', extra });
       writeFileSync(join(ctx, 'a.txt'), 'a2\n');
       const c = ok(petri(args, { root: 'p', extra, node: false })).stdout;
       expect(c).toBe(ok(petri(args, { root: 'p-node', extra })).stdout);
@@ -402,8 +389,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         });
         expect(r.status, r.stderr).toBe(0);
       };
-      ok(petri(args, { root: 'rec', extra }));
-      ok(petri(args, { root: 'rec', extra }));
+      remember(args, { root: 'rec', extra });
       // An untagged build of c.txt's next content with an old mtime (kept in the layer: it is before the epoch):
       // the step cache has that key with another layer than the runner would make, which the builder would take.
       writeFileSync(join(ctx, 'c.txt'), 'c2\n');
@@ -418,9 +404,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
       // (A store of its own: the step cache keys no SOURCE_DATE_EPOCH, so the layers above came with its mtimes.)
       writeFileSync(join(ctx, 'c.txt'), 'c\n');
       settle();
-      ok(petri(args, { root: 'rec2' }));
-      settle();
-      ok(petri(args, { root: 'rec2' }));
+      remember(args, { root: 'rec2' });
       writeFileSync(join(ctx, 'c.txt'), 'c2\n');
       expect(ok(petri(args, { root: 'rec2', node: false })).stdout).toMatch(/^sha256:/);
       const noCache = spawnSync('node', [join(pkg, 'dist', 'bin', 'petri.cjs'), 'build', '-q', '--no-cache', ctx], {
@@ -438,8 +422,7 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
         'a.txt': 'a\n',
       });
       const args = ['build', '--progress', 'plain', '-t', 'ptest/add', ctx];
-      ok(petri(args, { root: 'y' }));
-      ok(petri(args, { root: 'y' }));
+      remember(args, { root: 'y' });
       writeFileSync(join(ctx, 'a.txt'), 'a2\n');
       refused(petri(args, { root: 'y', node: false }));
     });

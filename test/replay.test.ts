@@ -1,13 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isRoot } from './helpers/kernel.js';
+import { replayPackage, settle } from './helpers/replay-package.js';
 
-const top = join(import.meta.dirname, '..');
-/** Waits out the result cache's racy window: a build less than 100 ms after a change to its files is not remembered. */
-const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 150);
+const _top = join(import.meta.dirname, '..');
 
 /**
  * bin/petri and petri-runner replay: a remembered build answered in C without
@@ -23,22 +22,12 @@ const settle = () => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0
 
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'ptest-replay-'));
-    // A copy of the package (bin, bundle, runner): a test may touch its files.
-    pkg = join(dir, 'pkg');
-    for (const part of ['bin', 'dist', 'build', 'package.json'])
-      cpSync(join(top, part), join(pkg, part), { recursive: true });
-    symlinkSync(join(top, 'node_modules'), join(pkg, 'node_modules'));
+    ({ pkg, noNode } = replayPackage(dir));
     ctx = join(dir, 'ctx');
     mkdirSync(ctx);
     writeFileSync(join(ctx, 'Dockerfile'), 'FROM scratch\nARG WHO\nCOPY a.txt /a.txt\nLABEL who=$WHO\n');
     writeFileSync(join(ctx, 'a.txt'), 'a\n');
     settle();
-    noNode = join(dir, 'tools');
-    mkdirSync(noNode);
-    symlinkSync(
-      spawnSync('sh', ['-c', 'command -v readlink'], { encoding: 'utf8' }).stdout.trim(),
-      join(noNode, 'readlink'),
-    );
     Object.assign(env, process.env, { PETRI_ROOT: join(dir, 'root') });
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -11196,6 +11196,10 @@ var init_platform = __esm({
 });
 
 // src/build/cache.ts
+function buildEpoch() {
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  return epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+}
 function cacheKey(parent, step) {
   return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
 }
@@ -11215,6 +11219,7 @@ var init_cache = __esm({
     import_node_path24 = require("node:path");
     init_paths();
     init_fs();
+    __name(buildEpoch, "buildEpoch");
     __name(cacheKey, "cacheKey");
     __name(stableJson, "stableJson");
     BuildCache = class {
@@ -15220,8 +15225,7 @@ var init_builder = __esm({
         this.#file = options.dockerfile ?? (0, import_node_path32.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
-        const epoch = process.env.SOURCE_DATE_EPOCH;
-        this.#epoch = epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+        this.#epoch = buildEpoch();
       }
       async build() {
         const started = Date.now();
@@ -15238,10 +15242,7 @@ var init_builder = __esm({
           const state = await this.#stages[target.index]?.promise;
           if (this.#options.trace) {
             this.#options.trace.target = target.index;
-            const chain = [];
-            for (let key = state.fsKey, used = this.#usedSteps.get(key); used; key = used.parent, used = this.#usedSteps.get(key))
-              chain.push(key);
-            this.#options.trace.chain = chain;
+            this.#options.trace.chain = [...this.#stepChain(state).keys()];
           }
           const closing = this.#scanner?.then(
             (scanner) => scanner.close(),
@@ -15280,10 +15281,7 @@ var init_builder = __esm({
         const targets = this.#options.cacheTo ?? [];
         if (targets.length === 0) return;
         const { exportCache: exportCache2 } = await Promise.resolve().then(() => (init_remote_cache(), remote_cache_exports));
-        const chain = /* @__PURE__ */ new Map();
-        for (let key = state.fsKey, used = this.#usedSteps.get(key); used; key = used.parent, used = this.#usedSteps.get(key)) {
-          chain.set(key, used.record);
-        }
+        const chain = this.#stepChain(state);
         for (const target of targets) {
           const steps = target.mode === "max" ? new Map([...this.#usedSteps].map(([key, used]) => [key, used.record])) : chain;
           try {
@@ -15303,6 +15301,13 @@ var init_builder = __esm({
             this.#emit({ type: "warning", message });
           }
         }
+      }
+      /** The step-cache records a state's filesystem came from (this build's steps), top down. */
+      #stepChain(state) {
+        const chain = /* @__PURE__ */ new Map();
+        for (let key = state.fsKey, used = this.#usedSteps.get(key); used; key = used.parent, used = this.#usedSteps.get(key))
+          chain.set(key, used.record);
+        return chain;
       }
       /** Downloads the layers a `--cache-from` hit named and the store still lacks. */
       async #ensureLayers(layers) {
@@ -16306,8 +16311,7 @@ function plan(trace, manifestDigest, context) {
   const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(store, digest.replace(/^sha256:/, ""))), "blob");
   const manifest = JSON.parse(blob(manifestDigest).toString("utf8"));
   const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
-  const epochText = process.env.SOURCE_DATE_EPOCH;
-  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const epoch = buildEpoch();
   const result = { parent: "", below: [], groups: [], files: [] };
   let bytes = 0;
   let previous = steps[start - 1];
@@ -16409,8 +16413,7 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   const wellFormed = /^[^\0\n]*\0(-|\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+)$/;
   if (!state.files.split("\n").every((line) => wellFormed.test(line))) return void 0;
   const history = config.history ?? [];
-  const epochText = process.env.SOURCE_DATE_EPOCH;
-  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const epoch = buildEpoch();
   const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
   const below = (0, import_node_crypto9.createHash)("sha256");
   for (const key of plan2.below) {

@@ -47,7 +47,7 @@ import type { FsOps } from '../snapshot/fsops.js';
 import type { LayerCache } from '../snapshot/layers.js';
 import { removeTree } from '../util/fs.js';
 import { childProcess } from '../util/lazy-builtins.js';
-import { BuildCache, type CacheRecord, cacheKey, type LayerRef, stableJson } from './cache.js';
+import { BuildCache, buildEpoch, type CacheRecord, cacheKey, type LayerRef, stableJson } from './cache.js';
 import { envMap, exposedPorts, resolveWorkdir, withEnv } from './config.js';
 import {
   type CopyRequest,
@@ -216,8 +216,7 @@ class Builder {
     this.#contextDir = resolve(options.context);
     this.#file = options.dockerfile ?? join(this.#contextDir, 'Dockerfile');
     this.#emit = options.onEvent ?? (() => {});
-    const epoch = process.env.SOURCE_DATE_EPOCH;
-    this.#epoch = epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+    this.#epoch = buildEpoch();
   }
 
   async build(): Promise<BuildResult> {
@@ -237,14 +236,7 @@ class Builder {
       if (this.#options.trace) {
         this.#options.trace.target = target.index;
         // The step-cache records the image's layers and times came from, top down.
-        const chain: string[] = [];
-        for (
-          let key = state.fsKey, used = this.#usedSteps.get(key);
-          used;
-          key = used.parent, used = this.#usedSteps.get(key)
-        )
-          chain.push(key);
-        this.#options.trace.chain = chain;
+        this.#options.trace.chain = [...this.#stepChain(state).keys()];
       }
       const closing = this.#scanner?.then(
         (scanner) => scanner.close(),
@@ -283,14 +275,7 @@ class Builder {
     const targets = this.#options.cacheTo ?? [];
     if (targets.length === 0) return;
     const { exportCache } = await import('./remote-cache.js');
-    const chain = new Map<string, CacheRecord>();
-    for (
-      let key = state.fsKey, used = this.#usedSteps.get(key);
-      used;
-      key = used.parent, used = this.#usedSteps.get(key)
-    ) {
-      chain.set(key, used.record);
-    }
+    const chain = this.#stepChain(state);
     for (const target of targets) {
       const steps =
         target.mode === 'max' ? new Map([...this.#usedSteps].map(([key, used]) => [key, used.record])) : chain;
@@ -311,6 +296,18 @@ class Builder {
         this.#emit({ type: 'warning', message });
       }
     }
+  }
+
+  /** The step-cache records a state's filesystem came from (this build's steps), top down. */
+  #stepChain(state: State): Map<string, CacheRecord> {
+    const chain = new Map<string, CacheRecord>();
+    for (
+      let key = state.fsKey, used = this.#usedSteps.get(key);
+      used;
+      key = used.parent, used = this.#usedSteps.get(key)
+    )
+      chain.set(key, used.record);
+    return chain;
   }
 
   /** Downloads the layers a `--cache-from` hit named and the store still lacks. */

@@ -29,6 +29,12 @@ export interface CacheRecord {
   createdBy: string;
 }
 
+/** The builder's SOURCE_DATE_EPOCH: layer mtimes are clamped to it, new steps dated by it (0: unset, dated now). */
+export function buildEpoch(): number {
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  return epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+}
+
 /** A step's cache key: sha256 of its parent's key and what defines the step, in a fixed order. */
 export function cacheKey(parent: string, step: unknown): string {
   return `sha256:${createHash('sha256').update(parent).update('\0').update(stableJson(step)).digest('hex')}`;

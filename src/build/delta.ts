@@ -4,7 +4,7 @@ import { join, relative, sep } from 'node:path';
 import { namedEntry } from '../image/layout.js';
 import { MEDIA_TYPES, REF_NAME_ANNOTATION } from '../image/types.js';
 import { petriRoot } from '../runtime/paths.js';
-import { cacheKey } from './cache.js';
+import { buildEpoch, cacheKey } from './cache.js';
 import type { BuildEvent } from './events.js';
 import { progressRenderer } from './progress.js';
 
@@ -166,8 +166,7 @@ function plan(trace: BuildTrace, manifestDigest: string, context: string): Delta
     layers: { digest: string; mediaType: string; size: number }[];
   };
   const config = JSON.parse(blob(manifest.config.digest).toString('utf8')) as { rootfs: { diff_ids: string[] } };
-  const epochText = process.env.SOURCE_DATE_EPOCH;
-  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const epoch = buildEpoch();
   const result: DeltaPlan = { parent: '', below: [], groups: [], files: [] };
   let bytes = 0;
   let previous = steps[start - 1] as TraceStep;
@@ -316,8 +315,7 @@ export function deltaFields(
   if (!state.files.split('\n').every((line) => wellFormed.test(line))) return undefined;
 
   const history = config.history ?? [];
-  const epochText = process.env.SOURCE_DATE_EPOCH;
-  const epoch = epochText && /^\d+$/.test(epochText) ? Number(epochText) : 0;
+  const epoch = buildEpoch();
   const lines = ['petri-delta 1', 'full 1', `epoch\t${epoch}`, `parent\t${plan.parent}`];
   // The records below the tail, as they are: another build may rewrite one (--no-cache) without a tag moving.
   const below = createHash('sha256');
