@@ -16,6 +16,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { sweepContainers } from '../src/runtime/index.js';
 import { describeKernel } from './helpers/kernel.js';
 import { busyboxRootfs } from './helpers/rootfs.js';
 
@@ -506,6 +507,40 @@ describeKernel('petri build: fixtures, cache, output', () => {
     ]);
     expect(status).toBe(0);
     expect(id).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+  });
+
+  it('a build killed while a RUN step runs leaves its container to the next sweep, which removes it', async () => {
+    const dir = join(work, 'killed');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'Dockerfile'), 'FROM petri-fixture/busybox\nRUN echo running && sleep 60\n');
+    const child = spawn(process.execPath, [petriBin, 'build', '--no-cache', '--progress', 'json', dir], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, PETRI_ROOT: root },
+    });
+    const exited = new Promise((resolve) => child.once('close', resolve));
+    await new Promise<void>((resolve, reject) => {
+      let seen = '';
+      child.stderr.on('data', (chunk) => {
+        seen += chunk;
+        if (/"type":"output".*running/.test(seen)) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`petri build exited ${code} before its RUN ran: ${seen}`)));
+    });
+    const containers = join(root, 'containers');
+    const ids = readdirSync(containers).filter((name) => /^[0-9a-f]{12}$/.test(name));
+    expect(ids).toHaveLength(1);
+    child.kill('SIGKILL');
+    await exited;
+    // Its runner dies with it (PDEATHSIG); the directory and cgroups stay for a sweep, which removes them: a
+    // build's container is no kept one (`docker run` without --rm), whose record a sweep would keep.
+    const id = ids[0] as string;
+    for (let i = 0; i < 100 && existsSync(join(containers, id)); i++) {
+      await sweepContainers(root);
+      if (existsSync(join(containers, id))) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(existsSync(join(containers, id))).toBe(false);
+    for (const hier of ['', 'unified/', 'memory/', 'devices/'])
+      expect(existsSync(`/sys/fs/cgroup/${hier}petri/${id}`)).toBe(false);
   });
 
   it('bad input: one clear line each, nothing built', () => {

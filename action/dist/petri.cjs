@@ -16179,7 +16179,6 @@ ${trigger}
           hostname: "buildkitsandbox",
           reportUpper: true,
           network: job.network,
-          keep: true,
           binds,
           tmpfs,
           ...job.privileged ? { privileged: true } : {}

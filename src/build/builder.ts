@@ -1265,6 +1265,8 @@ class Builder {
 
     const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
     const { Container } = await import('../runtime/container.js');
+    // Not kept (ContainerOptions.keep): its upper is read before remove(), and wait() ends with the runner (no
+    // record to rewrite, no cgroups to remove first); a build killed meanwhile leaves it to a sweep, which removes it.
     const container = Container.create({
       rootfs: root,
       command: job.command,
@@ -1274,7 +1276,6 @@ class Builder {
       hostname: 'buildkitsandbox',
       reportUpper: true,
       network: job.network,
-      keep: true,
       binds,
       tmpfs,
       ...(job.privileged ? { privileged: true } : {}),
