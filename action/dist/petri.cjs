@@ -15212,6 +15212,8 @@ var init_builder = __esm({
        */
       #scanner;
       #pulls = /* @__PURE__ */ new Map();
+      /** Base images read from the store, each name once per build (stages FROM the same image share it). */
+      #resolved = /* @__PURE__ */ new Map();
       #remote;
       /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
       #usedSteps = /* @__PURE__ */ new Map();
@@ -15545,8 +15547,13 @@ ${trigger}
         const policy = this.#options.pull ?? "missing";
         let missing2;
         if (policy !== "always") {
+          let resolved = this.#resolved.get(name);
+          if (!resolved) {
+            resolved = this.#store.resolve(name);
+            this.#resolved.set(name, resolved);
+          }
           try {
-            return await this.#store.resolve(name);
+            return await resolved;
           } catch (error) {
             missing2 = error;
           }

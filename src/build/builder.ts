@@ -203,6 +203,8 @@ class Builder {
    */
   #scanner: Promise<FsOps> | undefined;
   #pulls = new Map<string, Promise<StoredImage>>();
+  /** Base images read from the store, each name once per build (stages FROM the same image share it). */
+  #resolved = new Map<string, Promise<StoredImage>>();
   #remote: RemoteCache | undefined;
   /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
   #usedSteps = new Map<string, { record: CacheRecord; parent: string }>();
@@ -555,8 +557,13 @@ class Builder {
     const policy = this.#options.pull ?? 'missing';
     let missing: unknown;
     if (policy !== 'always') {
+      let resolved = this.#resolved.get(name);
+      if (!resolved) {
+        resolved = this.#store.resolve(name);
+        this.#resolved.set(name, resolved);
+      }
       try {
-        return await this.#store.resolve(name);
+        return await resolved;
       } catch (error) {
         missing = error;
       }
