@@ -28,6 +28,10 @@
 #include <unistd.h>
 
 #define MAX_ENTRIES 20000
+/* A record's first line: "petri-replay 2 ", the SHA-256 (hex) of the rest at RECORD_SUM_AT, a newline. */
+#define RECORD_SUM_AT 15
+_Static_assert(sizeof "petri-replay 2 " - 1 == RECORD_SUM_AT, "the sum follows the magic");
+#define HEX64_ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
 
 struct buf {
 	char *p;
@@ -984,8 +988,9 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		ok = put(&spec, line, strlen(line)) == 0 && put(&spec, d->f[i].label, d->f[i].label_len) == 0 &&
 		     put(&spec, "\n", 1) == 0;
 	}
-	static const char magic[] = "petri-replay 1\n";
-	ok = ok && put(&rec, magic, sizeof magic - 1) == 0;
+	/* The first line: the magic and the SHA-256 of the rest, filled in once the rest is written. */
+	static const char head[] = "petri-replay 2 " HEX64_ZEROS "\n";
+	ok = ok && put(&rec, head, sizeof head - 1) == 0;
 	for (int i = 0; ok && i < f->count; i++) {
 		const void *p = f->p[i];
 		size_t n = f->n[i];
@@ -1002,6 +1007,11 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 		else if (i == F_SPEC)
 			p = spec.p, n = spec.len;
 		ok = put_field(&rec, p, n) == 0;
+	}
+	if (ok) {
+		char sum[65];
+		hash_hex(rec.p + sizeof head - 1, rec.len - (sizeof head - 1), sum);
+		memcpy(rec.p + RECORD_SUM_AT, sum, 64);
 	}
 	char rec_tmp[PATH_MAX];
 	if (ok && snprintf(rec_tmp, sizeof rec_tmp, "%s.%d.tmp", record_path, (int)getpid()) < (int)sizeof rec_tmp)
@@ -1057,11 +1067,16 @@ static int replay(int argc, char **argv, double started)
 	char *text = read_whole_file(path, &len, &e);
 	if (!text)
 		return -1;
+	/* The first line: the magic, the SHA-256 of the rest (a record changed since is not trusted). */
 	struct record r = { text, text + len };
-	static const char magic[] = "petri-replay 1\n";
-	if (len < sizeof magic - 1 || memcmp(text, magic, sizeof magic - 1) != 0)
+	static const char magic[] = "petri-replay 2 ";
+	char sum[65];
+	if (len < RECORD_SUM_AT + 65 || memcmp(text, magic, sizeof magic - 1) != 0 || text[RECORD_SUM_AT + 64] != '\n')
 		return -1;
-	r.p += sizeof magic - 1;
+	r.p += RECORD_SUM_AT + 65;
+	hash_hex(r.p, (size_t)(r.end - r.p), sum);
+	if (memcmp(sum, text + RECORD_SUM_AT, 64) != 0)
+		return -1;
 	struct fields f = { .count = 0 };
 	while (r.p < r.end && f.count < (int)(sizeof f.p / sizeof f.p[0])) {
 		if (field(&r, &f.p[f.count], &f.n[f.count]) < 0)

@@ -1,5 +1,15 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -129,6 +139,32 @@ const _top = join(import.meta.dirname, '..');
     refused(petri([...build(ctx), '--no-cache'], { node: false }));
     expect(petri([...build(ctx), '--no-cache']).status).toBe(0);
     replayed(petri(build(ctx), { node: false }));
+  });
+
+  it('never replays a record whose bytes changed since petri wrote it (its first line holds their SHA-256)', () => {
+    expect(petri(build(ctx)).status).toBe(0);
+    const { stdout: id } = replayed(petri(build(ctx), { node: false }));
+    const records = join(dir, 'root', 'build-cache', 'results');
+    // This command line's: the one its Node build just wrote.
+    const [file] = readdirSync(records)
+      .filter((n) => n.startsWith('replay-'))
+      .map((n) => join(records, n))
+      .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+    if (!file) throw new Error('no replay record');
+    const whole = readFileSync(file);
+    expect(whole.toString('latin1')).toMatch(/^petri-replay 2 [a-f0-9]{64}\n/);
+    // One byte of the stderr it prints ("CACHED" becomes "CACHEE"): a record that would still parse.
+    const at = whole.indexOf('CACHED');
+    expect(at).toBeGreaterThan(80);
+    const changed = Buffer.from(whole);
+    changed[at + 5] = 'E'.charCodeAt(0);
+    writeFileSync(file, changed);
+    refused(petri(build(ctx), { node: false }));
+    // So too a first line cut short, and the same bytes back.
+    writeFileSync(file, whole.subarray(0, 40));
+    refused(petri(build(ctx), { node: false }));
+    writeFileSync(file, whole);
+    expect(replayed(petri(build(ctx), { node: false })).stdout).toBe(id);
   });
 
   it('leaves a terminal to Node (its live view)', (context) => {

@@ -746,14 +746,14 @@ function runnerPath() {
 }
 function buildRunner() {
   const require3 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash10 } = require3("node:crypto");
+  const { createHash: createHash11 } = require3("node:crypto");
   const { execFileSync } = require3("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
   const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash10("sha256");
+  const hash = createHash11("sha256");
   for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
   const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
@@ -16679,34 +16679,36 @@ function writeReplay(inputs, state, root = petriRoot()) {
       delta = void 0;
     }
     if (delta) fields.push(...delta);
-    const body = Buffer.concat([
-      Buffer.from(MAGIC2),
-      ...fields.flatMap((field) => {
+    const body = Buffer.concat(
+      fields.flatMap((field) => {
         const bytes = Buffer.isBuffer(field) ? field : Buffer.from(field);
         return [Buffer.from(`${bytes.length}
 `), bytes, Buffer.from("\n")];
       })
-    ]);
+    );
+    const head = Buffer.from(`${MAGIC2} ${(0, import_node_crypto10.createHash)("sha256").update(body).digest("hex")}
+`);
     const file = (0, import_node_path34.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
     (0, import_node_fs39.mkdirSync)((0, import_node_path34.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs39.writeFileSync)(tmp, body);
+    (0, import_node_fs39.writeFileSync)(tmp, Buffer.concat([head, body]));
     (0, import_node_fs39.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_fs39, import_node_path34, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_crypto10, import_node_fs39, import_node_path34, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
+    import_node_crypto10 = require("node:crypto");
     import_node_fs39 = require("node:fs");
     import_node_path34 = require("node:path");
     init_paths();
     init_fnv();
     init_delta();
     init_progress();
-    MAGIC2 = "petri-replay 1\n";
+    MAGIC2 = "petri-replay 2";
     SENTINEL_MS = 987654321;
     BOOLEAN = /* @__PURE__ */ new Set(["-q", "--quiet", "--help"]);
     __name(replayKey, "replayKey");
@@ -24950,7 +24952,7 @@ function parseShard(text) {
   return { index, count: count2 };
 }
 function shardOf(name, count2) {
-  const hash = (0, import_node_crypto10.createHash)("sha256").update(name).digest();
+  const hash = (0, import_node_crypto11.createHash)("sha256").update(name).digest();
   return hash.readUInt32BE(0) % count2 + 1;
 }
 function matchesFilter(job, pattern) {
@@ -24984,12 +24986,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto10;
+var import_node_crypto11;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
+    import_node_crypto11 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -26574,7 +26576,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto11.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto12.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os6.availableParallelism)(), free = (0, import_node_os6.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -26696,12 +26698,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto11, import_node_os6, ASSUMED_JOB_MEMORY;
+var import_node_crypto12, import_node_os6, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto11 = require("node:crypto");
+    import_node_crypto12 = require("node:crypto");
     import_node_os6 = require("node:os");
     init_p_limit();
     init_store();
@@ -39961,7 +39963,7 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto12.createHash)("sha256");
+  const hash = (0, import_node_crypto13.createHash)("sha256");
   await (0, import_promises20.pipeline)(
     (0, import_node_fs53.createReadStream)(file),
     zlib2().createGunzip(),
@@ -39974,12 +39976,12 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto12, import_node_fs53, import_node_stream10, import_promises20;
+var import_node_crypto13, import_node_fs53, import_node_stream10, import_promises20;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto12 = require("node:crypto");
+    import_node_crypto13 = require("node:crypto");
     import_node_fs53 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises20 = require("node:stream/promises");

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
@@ -22,10 +23,12 @@ import type { ResultState } from './result-cache.js';
  * replays nothing); the context, the Dockerfile and their fingerprint (the
  * result cache's lstat lines); the store's index.json byte for byte and the
  * manifest's blob; and the stdout and stderr the build printed, with the
- * place of its duration. Each field is `<length>\n<bytes>\n`.
+ * place of its duration. Each field is `<length>\n<bytes>\n`, after a first
+ * line with the SHA-256 of the rest: a record changed since (a bad disk, a
+ * hand's edit) is not replayed, as its templates would make a wrong image.
  */
 
-const MAGIC = 'petri-replay 1\n';
+const MAGIC = 'petri-replay 2';
 /** A duration no build takes: found in the rendered output, it marks where replay writes its own. */
 const SENTINEL_MS = 987_654_321;
 /** The options of `petri build` that take no value. */
@@ -130,17 +133,17 @@ export function writeReplay(inputs: ReplayInputs, state: ResultState, root = pet
       delta = undefined; // a record without: a change starts Node
     }
     if (delta) fields.push(...delta);
-    const body = Buffer.concat([
-      Buffer.from(MAGIC),
-      ...fields.flatMap((field) => {
+    const body = Buffer.concat(
+      fields.flatMap((field) => {
         const bytes = Buffer.isBuffer(field) ? field : Buffer.from(field);
         return [Buffer.from(`${bytes.length}\n`), bytes, Buffer.from('\n')];
       }),
-    ]);
+    );
+    const head = Buffer.from(`${MAGIC} ${createHash('sha256').update(body).digest('hex')}\n`);
     const file = join(root, 'build-cache', 'results', `replay-${fnvName(key)}`);
     mkdirSync(join(file, '..'), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, body);
+    writeFileSync(tmp, Buffer.concat([head, body]));
     renameSync(tmp, file);
   } catch {
     // no replay: the next build starts Node, as before
