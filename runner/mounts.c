@@ -335,6 +335,11 @@ static int mount_overlay_fsconfig(const struct spec *s, struct rerr *e)
 		rerr_set(e, errno, "overlay upperdir/workdir");
 		goto out;
 	}
+	/* A whole upper dir (mount_overlay_root); every kernel with lowerdir+ knows both. */
+	if (s->ovl_upper) {
+		(void)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "redirect_dir", "off", 0);
+		(void)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "metacopy", "off", 0);
+	}
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
 		rerr_set(e, errno, "create overlay for %s", s->root);
 		goto out;
@@ -383,22 +388,40 @@ static int mount_root(const struct spec *s, struct rerr *e)
 	return r;
 }
 
+/*
+ * The upper dir must hold whole what changed: it becomes a layer (petri
+ * build's RUN, petri commit), read as plain files. So no redirects (a renamed
+ * lower directory would be an empty one with a trusted.overlay.redirect
+ * xattr) and no metacopy (a chmod'ed lower file one without its data), even
+ * where the kernel makes them by default (CONFIG_OVERLAY_FS_REDIRECT_DIR, as
+ * Ubuntu's kernels): a rename of a lower directory then fails with EXDEV,
+ * and mv copies it, as in Docker without redirects. A kernel too old for an
+ * option (metacopy: 4.19, redirect_dir: 4.10) mounts without it.
+ */
+static const char *const ovl_whole_upper[] = { ",redirect_dir=off,metacopy=off", ",redirect_dir=off", "" };
+
 static int mount_overlay_root(const struct spec *s, struct rerr *e)
 {
-	size_t n = strlen(s->ovl_lower) + 64 + (s->ovl_upper ? strlen(s->ovl_upper) + strlen(s->ovl_work) : 0);
+	size_t n = strlen(s->ovl_lower) + 96 + (s->ovl_upper ? strlen(s->ovl_upper) + strlen(s->ovl_work) : 0);
 	char *data = malloc(n);
 	if (!data)
 		return rerr_set(e, ENOMEM, "overlay options");
-	if (s->ovl_upper)
-		snprintf(data, n, "lowerdir=%s,upperdir=%s,workdir=%s", s->ovl_lower, s->ovl_upper, s->ovl_work);
-	else
-		snprintf(data, n, "lowerdir=%s", s->ovl_lower);
-	if (strlen(data) >= 4096) {
-		free(data);
-		return mount_overlay_fsconfig(s, e);
+	int r = -1, err = 0;
+	for (size_t i = 0; i < sizeof ovl_whole_upper / sizeof ovl_whole_upper[0]; i++) {
+		if (s->ovl_upper)
+			snprintf(data, n, "lowerdir=%s,upperdir=%s,workdir=%s%s", s->ovl_lower, s->ovl_upper, s->ovl_work,
+				 ovl_whole_upper[i]);
+		else
+			snprintf(data, n, "lowerdir=%s", s->ovl_lower);
+		if (strlen(data) >= 4096) {
+			free(data);
+			return mount_overlay_fsconfig(s, e);
+		}
+		r = mount("overlay", s->root, "overlay", 0, data);
+		err = errno;
+		if (r == 0 || err != EINVAL || !s->ovl_upper)
+			break;
 	}
-	int r = mount("overlay", s->root, "overlay", 0, data);
-	int err = errno;
 	free(data);
 	if (r < 0)
 		return rerr_set(e, err, "mount overlay on %s", s->root);

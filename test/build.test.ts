@@ -543,6 +543,36 @@ describeKernel('petri build: fixtures, cache, output', () => {
       expect(existsSync(`/sys/fs/cgroup/${hier}petri/${id}`)).toBe(false);
   });
 
+  it('a RUN that renames a directory of a lower layer makes a whole layer, also where overlayfs would redirect (Ubuntu kernels)', (context) => {
+    // overlayfs' default for redirects, which Ubuntu's kernels turn on: the runner mounts with redirect_dir=off.
+    const param = '/sys/module/overlay/parameters/redirect_dir';
+    let before = '';
+    try {
+      before = readFileSync(param, 'utf8').trim();
+      writeFileSync(param, 'Y');
+    } catch (error) {
+      context.skip(`needs a writable ${param} (overlayfs' default for redirects): ${(error as Error).message}`);
+    }
+    const dir = join(work, 'redirect');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'Dockerfile'),
+      'FROM petri-fixture/busybox\nRUN mkdir -p /a/b && echo moved > /a/b/f\nRUN mv /a /c\n',
+    );
+    try {
+      ok('build', '-q', '--no-cache', '-t', 'ptest/redirect', dir);
+    } finally {
+      writeFileSync(param, before);
+    }
+    // The last layer itself (what a push or `docker load` gets), not the store's unpacked copy of it.
+    const blob = (digest: string) => join(root, 'images', 'blobs', 'sha256', digest.slice('sha256:'.length));
+    const manifest = JSON.parse(readFileSync(blob(inspect('ptest/redirect').ManifestDigest), 'utf8'));
+    const layer = blob(manifest.layers.at(-1).digest);
+    const listed = spawnSync('tar', ['-tf', layer], { encoding: 'utf8' }).stdout.split('\n');
+    expect(listed).toEqual(expect.arrayContaining(['.wh.a', 'c/', 'c/b/', 'c/b/f']));
+    expect(spawnSync('tar', ['-xOf', layer, 'c/b/f'], { encoding: 'utf8' }).stdout).toBe('moved\n');
+  });
+
   it('bad input: one clear line each, nothing built', () => {
     const dir = join(work, 'bad');
     mkdirSync(dir);
