@@ -1087,6 +1087,9 @@ class Builder {
       mounts: mountKeys,
       network,
       security: flags.security ?? 'sandbox',
+      // The layer is the upper dir whole (runner/mounts.c: no overlay redirects): a RUN layer from before, where
+      // the kernel redirected by default, may have lost a renamed directory's contents, so it is not reused.
+      upper: 'whole',
     };
     const createdBy = `RUN ${command.join(' ')} # buildkit`;
     return this.#layerStep(state, step, createdBy, async (lower, upper) => {
