@@ -394,9 +394,10 @@ static int mount_root(const struct spec *s, struct rerr *e)
  * lower directory would be an empty one with a trusted.overlay.redirect
  * xattr) and no metacopy (a chmod'ed lower file one without its data), even
  * where the kernel makes them by default (CONFIG_OVERLAY_FS_REDIRECT_DIR, as
- * Ubuntu's kernels): a rename of a lower directory then fails with EXDEV,
- * and mv copies it, as in Docker without redirects. A kernel too old for an
- * option (metacopy: 4.19, redirect_dir: 4.10) mounts without it.
+ * Ubuntu's kernels): rename(2) of a lower directory then fails with EXDEV,
+ * as on kernels without redirects, and mv copies it instead. A kernel too old
+ * for an option (metacopy: 4.19, redirect_dir: 4.10) mounts without it (and
+ * logs the option it did not know).
  */
 static const char *const ovl_whole_upper[] = { ",redirect_dir=off,metacopy=off", ",redirect_dir=off", "" };
 
@@ -407,13 +408,17 @@ static int mount_overlay_root(const struct spec *s, struct rerr *e)
 	if (!data)
 		return rerr_set(e, ENOMEM, "overlay options");
 	int r = -1, err = 0;
-	for (size_t i = 0; i < sizeof ovl_whole_upper / sizeof ovl_whole_upper[0]; i++) {
+	size_t count = sizeof ovl_whole_upper / sizeof ovl_whole_upper[0];
+	for (size_t i = 0; i < count; i++) {
 		if (s->ovl_upper)
 			snprintf(data, n, "lowerdir=%s,upperdir=%s,workdir=%s%s", s->ovl_lower, s->ovl_upper, s->ovl_work,
 				 ovl_whole_upper[i]);
 		else
 			snprintf(data, n, "lowerdir=%s", s->ovl_lower);
+		/* Past a page, the options go one by one (fsconfig); that path sets these itself. */
 		if (strlen(data) >= 4096) {
+			if (s->ovl_upper && i + 1 < count)
+				continue;
 			free(data);
 			return mount_overlay_fsconfig(s, e);
 		}

@@ -543,34 +543,38 @@ describeKernel('petri build: fixtures, cache, output', () => {
       expect(existsSync(`/sys/fs/cgroup/${hier}petri/${id}`)).toBe(false);
   });
 
-  it('a RUN that renames a directory of a lower layer makes a whole layer, also where overlayfs would redirect (Ubuntu kernels)', (context) => {
-    // overlayfs' default for redirects, which Ubuntu's kernels turn on: the runner mounts with redirect_dir=off.
-    const param = '/sys/module/overlay/parameters/redirect_dir';
-    let before = '';
+  it('a RUN that renames a lower directory or chmods a lower file makes a whole layer, also where overlayfs would redirect or copy metadata only', (context) => {
+    // overlayfs' defaults for redirects (Ubuntu's kernels turn them on) and metadata-only copy-ups, host-wide while
+    // the build runs (petri's own mounts say redirect_dir=off,metacopy=off; other overlays on the host see them).
+    const params = ['redirect_dir', 'metacopy'].map((name) => `/sys/module/overlay/parameters/${name}`);
+    const before = new Map<string, string>();
     try {
-      before = readFileSync(param, 'utf8').trim();
-      writeFileSync(param, 'Y');
+      for (const param of params) before.set(param, readFileSync(param, 'utf8').trim());
+      for (const param of params) writeFileSync(param, 'Y');
     } catch (error) {
-      context.skip(`needs a writable ${param} (overlayfs' default for redirects): ${(error as Error).message}`);
+      for (const [param, value] of before) writeFileSync(param, value);
+      context.skip(`needs writable ${params.join(' and ')} (overlayfs' defaults): ${(error as Error).message}`);
     }
     const dir = join(work, 'redirect');
     mkdirSync(dir);
     writeFileSync(
       join(dir, 'Dockerfile'),
-      'FROM petri-fixture/busybox\nRUN mkdir -p /a/b && echo moved > /a/b/f\nRUN mv /a /c\n',
+      'FROM petri-fixture/busybox\nRUN mkdir -p /a/b && echo moved > /a/b/f && echo kept > /g\nRUN mv /a /c && chmod 600 /g\n',
     );
     try {
       ok('build', '-q', '--no-cache', '-t', 'ptest/redirect', dir);
     } finally {
-      writeFileSync(param, before);
+      for (const [param, value] of before) writeFileSync(param, value);
     }
     // The last layer itself (what a push or `docker load` gets), not the store's unpacked copy of it.
     const blob = (digest: string) => join(root, 'images', 'blobs', 'sha256', digest.slice('sha256:'.length));
     const manifest = JSON.parse(readFileSync(blob(inspect('ptest/redirect').ManifestDigest), 'utf8'));
     const layer = blob(manifest.layers.at(-1).digest);
     const listed = spawnSync('tar', ['-tf', layer], { encoding: 'utf8' }).stdout.split('\n');
-    expect(listed).toEqual(expect.arrayContaining(['.wh.a', 'c/', 'c/b/', 'c/b/f']));
+    expect(listed).toEqual(expect.arrayContaining(['.wh.a', 'c/', 'c/b/', 'c/b/f', 'g']));
     expect(spawnSync('tar', ['-xOf', layer, 'c/b/f'], { encoding: 'utf8' }).stdout).toBe('moved\n');
+    // A metadata-only copy of /g would be its size in zeros.
+    expect(spawnSync('tar', ['-xOf', layer, 'g'], { encoding: 'utf8' }).stdout).toBe('kept\n');
   });
 
   it('bad input: one clear line each, nothing built', () => {
