@@ -407,7 +407,7 @@ static int mount_overlay_root(const struct spec *s, struct rerr *e)
 	char *data = malloc(n);
 	if (!data)
 		return rerr_set(e, ENOMEM, "overlay options");
-	int r = -1, err = 0;
+	int r = -1, err = 0, fs_error = 0;
 	size_t count = sizeof ovl_whole_upper / sizeof ovl_whole_upper[0];
 	for (size_t i = 0; i < count; i++) {
 		if (s->ovl_upper)
@@ -415,12 +415,22 @@ static int mount_overlay_root(const struct spec *s, struct rerr *e)
 				 ovl_whole_upper[i]);
 		else
 			snprintf(data, n, "lowerdir=%s", s->ovl_lower);
-		/* Past a page, the options go one by one (fsconfig); that path sets these itself. */
 		if (strlen(data) >= 4096) {
-			if (s->ovl_upper && i + 1 < count)
-				continue;
-			free(data);
-			return mount_overlay_fsconfig(s, e);
+			/* Past a page: the options one by one (fsconfig, which sets these too); on a kernel
+			 * without it (lowerdir+: 6.8), the plain options when they fit. */
+			if (mount_overlay_fsconfig(s, e) == 0) {
+				free(data);
+				return 0;
+			}
+			fs_error = 1;
+			if (!s->ovl_upper)
+				break;
+			snprintf(data, n, "lowerdir=%s,upperdir=%s,workdir=%s", s->ovl_lower, s->ovl_upper, s->ovl_work);
+			if (strlen(data) >= 4096)
+				break;
+			fs_error = 0;
+			memset(e, 0, sizeof *e);
+			i = count - 1;
 		}
 		r = mount("overlay", s->root, "overlay", 0, data);
 		err = errno;
@@ -428,6 +438,8 @@ static int mount_overlay_root(const struct spec *s, struct rerr *e)
 			break;
 	}
 	free(data);
+	if (fs_error)
+		return -1; /* fsconfig's error (in *e), the plain options not fitting either */
 	if (r < 0)
 		return rerr_set(e, err, "mount overlay on %s", s->root);
 	return 0;
