@@ -77,11 +77,20 @@ int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t targ
 		goto fail;
 	}
 	int nsflags = s->ns_flags & (CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP);
+	/* The cgroup namespace last, in the child, once it is in the container's cgroup (cgfd): where
+	 * cgroup2 is mounted with nsdelegate (systemd's), a process whose cgroup namespace is already the
+	 * container's cannot be moved from outside that namespace's root into it (ENOENT). */
+	int late_cgroupns = cgfd >= 0 && (nsflags & CLONE_NEWCGROUP);
+	if (late_cgroupns)
+		nsflags &= ~CLONE_NEWCGROUP;
 	if (nsflags && setns(pidfd, nsflags) < 0) {
 		rerr_set(&e, errno, "setns to the namespaces of pid %d", (int)target);
 		goto fail;
 	}
-	close(pidfd);
+	if (!late_cgroupns) {
+		close(pidfd);
+		pidfd = -1;
+	}
 
 	sigset_t set, orig;
 	sigemptyset(&set);
@@ -110,8 +119,14 @@ int exec_enter(const struct spec *s, const struct process_spec *proc, pid_t targ
 		/* Without clone3 (an old kernel) the child joins the v2 directory itself. */
 		if (cgfd >= 0 && !joined && join_cgroup_fd(cgfd, v2, &e) < 0)
 			child_fail(errp[1], &e);
+		if (pidfd >= 0 && setns(pidfd, CLONE_NEWCGROUP) < 0) {
+			rerr_set(&e, errno, "setns to the cgroup namespace of pid %d", (int)target);
+			child_fail(errp[1], &e);
+		}
 		child_main(&c);
 	}
+	if (pidfd >= 0)
+		close(pidfd);
 	if (cgfd >= 0)
 		close(cgfd);
 	close(errp[1]);

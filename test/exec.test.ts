@@ -16,13 +16,18 @@ async function collect(stream: NodeJS.ReadableStream | null): Promise<string> {
 }
 
 describeKernel('exec into a running container', () => {
-  it('joins the same namespaces and cgroups, under the same security profile', async () => {
+  // Forked by the container's runner (output piped, no stdin), or by a `petri-runner exec` of its own (stdin).
+  it.each([
+    ['forked by the container runner', {}],
+    ['through petri-runner exec', { stdin: 'pipe' as const }],
+  ])('joins the same namespaces and cgroups, under the same security profile (%s)', async (_, stdio) => {
     const container = Container.create({ rootfs: await busyboxRootfs(), command: ['/probe', 'sleep', '30'] });
     try {
       await container.start();
-      const proc = container.exec(['/probe', 'report'], { env: { FROM_EXEC: '1' }, workdir: '/tmp' });
+      const proc = container.exec(['/probe', 'report'], { env: { FROM_EXEC: '1' }, workdir: '/tmp', ...stdio });
+      proc.stdin?.end();
       const [out, result] = await Promise.all([collect(proc.stdout), proc.result]);
-      expect(result.exitCode).toBe(0);
+      expect(result.exitCode, out).toBe(0);
       const report = JSON.parse(out) as ProbeReport;
       for (const ns of ['mnt', 'pid', 'net', 'uts', 'ipc', 'cgroup']) {
         expect(report.nsInodes[ns], ns).toBe(readlinkSync(`/proc/${container.pid}/ns/${ns}`));

@@ -12,7 +12,7 @@ const skip = insideVm ? 'already inside the VM' : !existsSync(v2vm) ? `no ${v2vm
 /** The suites whose cgroup code differs between v1 and v2: they run for real in a cgroup-v2-only VM. */
 const V2_SUITES = ['test/limits.test.ts', 'test/runtime.test.ts', 'test/exec.test.ts', 'test/escape.test.ts'];
 
-describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-hosted runners)', () => {
+describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, with nsdelegate, like GitHub-hosted runners)', () => {
   it.skipIf(skip !== undefined)(
     `runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`,
     async () => {
@@ -20,7 +20,9 @@ describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, like GitHub-
       try {
         // The VM is 10-15x slower than the host: the first container of a file (rootfs, probe) can take over 30 s.
         // vitest writes to a file: on the VM's console (a tty) its cursor codes would garble v2vm's own lines.
+        // cgroup2 as systemd mounts it (GitHub's runners): with nsdelegate, moves across a cgroup namespace's root fail.
         const command = [
+          'mount -o remount,nsdelegate /sys/fs/cgroup || exit 125',
           'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
           `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
         ].join('; ');
