@@ -12,45 +12,48 @@ const skip = insideVm ? 'already inside the VM' : !existsSync(v2vm) ? `no ${v2vm
 /** The suites whose cgroup code differs between v1 and v2: they run for real in a cgroup-v2-only VM. */
 const V2_SUITES = ['test/limits.test.ts', 'test/runtime.test.ts', 'test/exec.test.ts', 'test/escape.test.ts'];
 
-describeKernel('cgroup v2 (a VM whose kernel mounts only cgroup v2, with nsdelegate, like GitHub-hosted runners)', () => {
-  it.skipIf(skip !== undefined)(
-    `runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`,
-    async () => {
-      const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
-      try {
-        // The VM is 10-15x slower than the host: the first container of a file (rootfs, probe) can take over 30 s.
-        // vitest writes to a file: on the VM's console (a tty) its cursor codes would garble v2vm's own lines.
-        // cgroup2 as systemd mounts it (GitHub's runners): with nsdelegate, moves across a cgroup namespace's root fail.
-        const command = [
-          'mount -o remount,nsdelegate /sys/fs/cgroup || exit 125',
-          'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
-          `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
-        ].join('; ');
-        // A VM that never finishes (seen once: its vCPUs in a soft lockup from the start, with the host's
-        // other test workers busy) is killed, qemu with it, and started once more; a failing suite fails at once.
-        let vm = await runVm(command, out, 10 * 60_000);
-        if (vm.hung) vm = await runVm(command, out, 14 * 60_000);
-        const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
-        const log = `${vm.stdout}\n${vm.stderr}\n${vitestLog}`;
-        expect(vm.status, log.slice(-4000)).toBe(0);
-        const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
-        const titles: string[] = report.testResults.flatMap(
-          (file: { assertionResults: { fullName: string; status: string }[] }) =>
-            file.assertionResults.map((test) => `${test.status} ${test.fullName}`),
-        );
-        expect(
-          titles.filter((t) => !t.startsWith('passed')),
-          log.slice(-4000),
-        ).toEqual([]);
-        expect(titles.some((t) => t.includes('cgroup limits (cgroup v2)'))).toBe(true);
-        expect(report.numPassedTests).toBeGreaterThan(10);
-      } finally {
-        rmSync(out, { recursive: true, force: true });
-      }
-    },
-    30 * 60_000,
-  );
-});
+describeKernel(
+  'cgroup v2 (a VM whose kernel mounts only cgroup v2, with nsdelegate, like GitHub-hosted runners)',
+  () => {
+    it.skipIf(skip !== undefined)(
+      `runs the runtime's cgroup and limit suites there${skip ? ` [skipped: ${skip}]` : ''}`,
+      async () => {
+        const out = mkdtempSync(join(tmpdir(), 'ptest-v2vm-'));
+        try {
+          // The VM is 10-15x slower than the host: the first container of a file (rootfs, probe) can take over 30 s.
+          // vitest writes to a file: on the VM's console (a tty) its cursor codes would garble v2vm's own lines.
+          // cgroup2 as systemd mounts it (GitHub's runners): with nsdelegate, moves across a cgroup namespace's root fail.
+          const command = [
+            'mount -o remount,nsdelegate /sys/fs/cgroup || exit 125',
+            'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
+            `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
+          ].join('; ');
+          // A VM that never finishes (seen once: its vCPUs in a soft lockup from the start, with the host's
+          // other test workers busy) is killed, qemu with it, and started once more; a failing suite fails at once.
+          let vm = await runVm(command, out, 10 * 60_000);
+          if (vm.hung) vm = await runVm(command, out, 14 * 60_000);
+          const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
+          const log = `${vm.stdout}\n${vm.stderr}\n${vitestLog}`;
+          expect(vm.status, log.slice(-4000)).toBe(0);
+          const report = JSON.parse(readFileSync(join(out, 'report.json'), 'utf8'));
+          const titles: string[] = report.testResults.flatMap(
+            (file: { assertionResults: { fullName: string; status: string }[] }) =>
+              file.assertionResults.map((test) => `${test.status} ${test.fullName}`),
+          );
+          expect(
+            titles.filter((t) => !t.startsWith('passed')),
+            log.slice(-4000),
+          ).toEqual([]);
+          expect(titles.some((t) => t.includes('cgroup limits (cgroup v2)'))).toBe(true);
+          expect(report.numPassedTests).toBeGreaterThan(10);
+        } finally {
+          rmSync(out, { recursive: true, force: true });
+        }
+      },
+      30 * 60_000,
+    );
+  },
+);
 
 /**
  * Runs v2vm.sh: on `timeoutMs`, its children (qemu, tr) and then it are killed,
