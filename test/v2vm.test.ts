@@ -25,6 +25,9 @@ describeKernel(
           // cgroup2 as systemd mounts it (GitHub's runners): with nsdelegate, moves across a cgroup namespace's root fail.
           const command = [
             'mount -o remount,nsdelegate /sys/fs/cgroup || exit 125',
+            // Ubuntu's defaults too: overlayfs redirects, and the protected_* sysctls.
+            'echo Y > /sys/module/overlay/parameters/redirect_dir || exit 125',
+            'sysctl -qw fs.protected_regular=2 fs.protected_fifos=1 fs.protected_symlinks=1 fs.protected_hardlinks=1 || exit 125',
             'export PETRI_IN_V2VM=1 CI=1 TERM=dumb',
             `node_modules/.bin/vitest run --testTimeout=120000 --hookTimeout=240000 --reporter=verbose --reporter=json --outputFile.json=${out}/report.json ${V2_SUITES.join(' ')} > ${out}/vitest.log 2>&1`,
           ].join('; ');
