@@ -23,6 +23,7 @@ import { jobLines } from '../src/action/config-lines.js';
 import { petriTestArgs, readInputs } from '../src/action/inputs.js';
 import { restoreStore, saveStore, storeCacheKey } from '../src/action/store-cache.js';
 import { summaryMarkdown } from '../src/action/summary.js';
+import { uploadFailures } from '../src/action/upload.js';
 import { loadConfig } from '../src/test-runner/config-load.js';
 import type { JobResult } from '../src/test-runner/events.js';
 import { type ArtifactService, startArtifactService, unzip } from './helpers/artifact-service.js';
@@ -390,6 +391,39 @@ describe('the action: inputs, config lines, summary, action.yml, committed bundl
     } finally {
       for (const name of Object.keys(process.env)) if (!(name in saved)) delete process.env[name];
       Object.assign(process.env, saved);
+      await service.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("names a re-run's artifacts by its attempt: a workflow run keeps each artifact name once (409 again)", async () => {
+    const service = await startArtifactService();
+    const dir = mkdtempSync(join(tmpdir(), 'ptest-action-upload-'));
+    const saved = { token: process.env.ACTIONS_RUNTIME_TOKEN, url: process.env.ACTIONS_RESULTS_URL };
+    try {
+      for (const ext of ['tar', 'json', 'md']) writeFileSync(join(dir, `bad.${ext}`), `bad ${ext}\n`);
+      const failed = {
+        name: 'bad',
+        status: 'failed',
+        artifact: { tar: 'bad.tar', json: 'bad.json', markdown: 'bad.md' },
+      } as unknown as JobResult;
+      process.env.ACTIONS_RUNTIME_TOKEN = service.token;
+      process.env.ACTIONS_RESULTS_URL = service.url;
+      const upload = (attempt: number) =>
+        uploadFailures([failed], { cwd: dir, prefix: 'petri-failed-', attempt, log: () => {} });
+      expect((await upload(1)).get('bad')).toMatchObject({ name: 'petri-failed-bad' });
+      expect((await upload(2)).get('bad')).toMatchObject({ name: 'petri-failed-bad-attempt2' });
+      // The same name once more, as every attempt got before: refused.
+      expect((await upload(2)).get('bad')?.error).toMatch(/409|already exists|Conflict/i);
+      expect([...service.artifacts.keys()]).toEqual(['petri-failed-bad', 'petri-failed-bad-attempt2']);
+    } finally {
+      for (const [key, value] of [
+        ['ACTIONS_RUNTIME_TOKEN', saved.token],
+        ['ACTIONS_RESULTS_URL', saved.url],
+      ] as const) {
+        if (value === undefined) delete process.env[key];
+        else process.env[key] = value;
+      }
       await service.close();
       rmSync(dir, { recursive: true, force: true });
     }

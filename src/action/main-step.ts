@@ -92,6 +92,7 @@ async function main(petriScript: string): Promise<void> {
     ? await uploadFailures(results, {
         cwd,
         prefix: inputs.artifactPrefix,
+        attempt: Number.parseInt(process.env.GITHUB_RUN_ATTEMPT ?? '1', 10) || 1,
         ...(inputs.retentionDays !== undefined ? { retentionDays: inputs.retentionDays } : {}),
         log: (line) => core.info(line),
       })

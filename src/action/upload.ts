@@ -9,6 +9,8 @@ export interface UploadOptions {
   /** Where petri ran: the results' paths are relative to it. */
   cwd: string;
   prefix: string;
+  /** The workflow run's attempt (GITHUB_RUN_ATTEMPT): a re-run's artifacts need names of their own. */
+  attempt?: number;
   retentionDays?: number;
   log: (line: string) => void;
 }
@@ -20,9 +22,15 @@ export function artifactServiceAvailable(): boolean {
 
 /**
  * Uploads each failed job's archive and reports (`<job>.tar`, `.json`, `.md`)
- * as one artifact named PREFIX<job>; `gh run download RUN -n NAME` brings them
- * back. One failed upload does not stop the others.
+ * as one artifact named PREFIX<job> (PREFIX<job>-attempt<N> in a re-run's
+ * attempt N: a workflow run keeps each name once, and refuses it again with
+ * a conflict); `gh run download RUN -n NAME` brings them back. One failed
+ * upload does not stop the others.
  */
+export function artifactName(prefix: string, job: string, attempt = 1): string {
+  return attempt > 1 ? `${prefix}${job}-attempt${attempt}` : `${prefix}${job}`;
+}
+
 export async function uploadFailures(
   results: JobResult[],
   options: UploadOptions,
@@ -40,7 +48,7 @@ export async function uploadFailures(
     const files = [artifact.tar, artifact.json, artifact.markdown]
       .map((path) => resolve(options.cwd, path))
       .filter((path) => existsSync(path));
-    const name = `${options.prefix}${r.name}`;
+    const name = artifactName(options.prefix, r.name, options.attempt);
     try {
       const root = dirname(resolve(options.cwd, artifact.tar));
       if (!files.includes(join(root, `${r.name}.tar`))) throw new Error(`${artifact.tar} is missing`);

@@ -45,6 +45,13 @@ export async function startArtifactService(): Promise<ArtifactService> {
       if (req.method === 'POST' && url.pathname === `${SERVICE}CreateArtifact`) {
         const request = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
         const name = String(request.name);
+        // As the service: a workflow run keeps each artifact name once (a re-run's attempt too).
+        if (artifacts.has(name)) {
+          return reply(409, {
+            code: 'already_exists',
+            msg: `an artifact with this name already exists on the workflow run`,
+          });
+        }
         artifacts.set(name, {
           name,
           created: request,
