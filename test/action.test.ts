@@ -804,7 +804,12 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
       const uid = Number(spawnSync('id', ['-u', user], { encoding: 'utf8' }).stdout.trim());
       const gid = Number(spawnSync('id', ['-g', user], { encoding: 'utf8' }).stdout.trim());
       for (const path of [project, run, ...readdirSync(run).map((f) => join(run, f))]) chownSync(path, uid, gid);
-      const env = actionEnv(project, run, { 'artifact-prefix': 'sudo-' });
+      // Outputs in folders that do not exist yet: petri (root) makes them, the action gives them back too.
+      const env = actionEnv(project, run, {
+        'artifact-prefix': 'sudo-',
+        artifacts: 'out/petri',
+        junit: 'reports/ci/junit.xml',
+      });
 
       // Without sudo rights: one line that says what is wrong, and nothing else happens.
       const denied = await runNode(MAIN, env, { cwd: project, uid, gid }).done;
@@ -816,7 +821,7 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
           `^::error::petri needs root \\(namespaces, mounts, cgroups\\), and this job runs as uid ${uid} without passwordless sudo \\(.+\\): use a GitHub-hosted runner, or give the runner's user passwordless sudo, or run the job as root$`,
         ),
       );
-      expect(existsSync(join(project, 'petri-artifacts'))).toBe(false);
+      expect(existsSync(join(project, 'out'))).toBe(false);
       if (!sudoInstalled)
         return context.skip('sudo is not installed (apt-get install sudo): the sudo path is not tested');
 
@@ -828,13 +833,21 @@ describeKernel('the action on the real kernel: petri test, summary, annotations,
       expect(r.stdout).toContain(`::error title=petri test%3A job broken failed,file=petri.config.yaml,line=${line}::`);
       expect(fileCommands(join(run, 'output'))).toMatchObject({ passed: '1', failed: '1' });
       // petri wrote these as root; the action gave them back to its user.
-      for (const file of ['', 'broken.tar', 'broken.json', 'junit.xml']) {
-        expect(statSync(join(project, 'petri-artifacts', file)).uid, file).toBe(uid);
+      for (const file of [
+        'out',
+        'out/petri',
+        'out/petri/broken.tar',
+        'out/petri/broken.json',
+        'reports',
+        'reports/ci',
+      ]) {
+        expect(statSync(join(project, file)).uid, file).toBe(uid);
       }
+      expect(statSync(join(project, 'reports/ci/junit.xml')).uid).toBe(uid);
       expect(service.artifacts.has('sudo-broken')).toBe(true);
       const files = unzip(service.artifacts.get('sudo-broken')?.blob as Buffer);
       expect(sha256(files.get('broken.tar') as Buffer)).toBe(
-        sha256(readFileSync(join(project, 'petri-artifacts', 'broken.tar'))),
+        sha256(readFileSync(join(project, 'out', 'petri', 'broken.tar'))),
       );
       expect(readFileSync(join(run, 'summary.md'), 'utf8')).toContain(
         'gh run download 4242 -R octo/project -n sudo-broken',

@@ -1,6 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative, resolve, sep } from 'node:path';
+import { dirname, join, relative, resolve, sep } from 'node:path';
 import * as core from '@actions/core';
 import { errorLine } from '../errors.js';
 import { consoleReporter } from '../report/console.js';
@@ -19,6 +19,17 @@ import { uploadFailures } from './upload.js';
 
 /** How many of a job's last output lines the summary and the annotations show. */
 const LAST_LINES = 20;
+
+/** The highest folder above each path that does not exist yet (petri, root, would leave it root's). */
+function missingParents(paths: string[]): string[] {
+  const missing: string[] = [];
+  for (const path of paths) {
+    let highest: string | undefined;
+    for (let dir = dirname(path); dir !== dirname(dir) && !existsSync(dir); dir = dirname(dir)) highest = dir;
+    if (highest !== undefined) missing.push(highest);
+  }
+  return missing;
+}
 
 /** The action's main step: runs `petri test`, then reports, uploads and caches. Never throws: failures go to setFailed. */
 export async function runMain(petriScript: string): Promise<void> {
@@ -51,6 +62,12 @@ async function main(petriScript: string): Promise<void> {
   };
   const cache = inputs.cache && configFile ? await restoreCache(configFile, cwd, cacheOptions) : undefined;
 
+  // What petri writes, and the folders above it that petri (root) will make: all given back to this user after.
+  const artifactsDir = inWorkingDirectory(inputs, inputs.artifacts);
+  const junitFile = inputs.junit !== undefined ? inWorkingDirectory(inputs, inputs.junit) : undefined;
+  const outputs = [artifactsDir, ...(junitFile ? [junitFile] : [])];
+  const madeParents = missingParents(outputs);
+
   const tails = new Map<string, string[]>();
   const render = consoleReporter('plain', process.stdout, process.stdout);
   const run = await runPetri({
@@ -77,9 +94,10 @@ async function main(petriScript: string): Promise<void> {
   });
   core.saveState(STATE.finished, '1');
 
-  const artifactsDir = inWorkingDirectory(inputs, inputs.artifacts);
-  const junitFile = inputs.junit !== undefined ? inWorkingDirectory(inputs, inputs.junit) : undefined;
-  const written = [artifactsDir, ...(junitFile ? [junitFile] : [])].filter((path) => existsAsRoot(access, path));
+  // A folder it made holds only what it wrote there (its outputs, or the folders on their way).
+  const written = [...madeParents.filter((dir) => existsAsRoot(access, dir)), ...outputs].filter(
+    (path, i, all) => all.indexOf(path) === i && existsAsRoot(access, path),
+  );
   try {
     giveBack(access, written);
   } catch (error) {
