@@ -95,9 +95,7 @@ async function main(petriScript: string): Promise<void> {
   core.saveState(STATE.finished, '1');
 
   // A folder it made holds only what it wrote there (its outputs, or the folders on their way).
-  const written = [...madeParents.filter((dir) => existsAsRoot(access, dir)), ...outputs].filter(
-    (path, i, all) => all.indexOf(path) === i && existsAsRoot(access, path),
-  );
+  const written = [...new Set([...madeParents, ...outputs])].filter((path) => existsAsRoot(access, path));
   try {
     giveBack(access, written);
   } catch (error) {
