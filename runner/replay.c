@@ -16,6 +16,7 @@
 #include "sha256.h"
 
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -23,6 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -434,12 +438,26 @@ static int line_fields(const char *line, size_t len, const char *out[8], size_t 
 	return p ? -1 : 0;
 }
 
+/* Marks a delta file whose fingerprint line differs; 0 when the label is none of its files. */
+static int mark_delta_file(void *ctx, const char *label, size_t label_len)
+{
+	struct delta *d = ctx;
+	int found = 0;
+	for (int i = 0; i < d->files; i++)
+		if (d->f[i].label_len == label_len && memcmp(d->f[i].label, label, label_len) == 0) {
+			d->f[i].differs = 1;
+			found = 1;
+		}
+	return found;
+}
+
 /*
  * Compares the record's fingerprint with now's: every line the same but those
- * of delta files, whose mode and owner must be too (their content, size and
- * times may differ). Marks the files that differ. 0 when the delta applies.
+ * of files `mark` knows (and marks), whose mode and owner must be too (their
+ * content, size and times may differ). 0 when only such files differ.
  */
-static int compare_fingerprints(const char *old, size_t old_len, const char *now, size_t now_len, struct delta *d)
+static int compare_fingerprints(const char *old, size_t old_len, const char *now, size_t now_len,
+				int (*mark)(void *, const char *, size_t), void *ctx)
 {
 	const char *a = old, *a_end = old + old_len, *b = now, *b_end = now + now_len;
 	while (a < a_end || b < b_end) {
@@ -454,12 +472,7 @@ static int compare_fingerprints(const char *old, size_t old_len, const char *now
 			size_t label_len = (size_t)(a_label_end - a);
 			if (label_len != (size_t)(b_label_end - b) || memcmp(a, b, label_len) != 0)
 				return -1;
-			int found = 0;
-			for (int i = 0; i < d->files; i++)
-				if (d->f[i].label_len == label_len && memcmp(d->f[i].label, a, label_len) == 0) {
-					d->f[i].differs = 1;
-					found = 1;
-				}
+			int found = mark(ctx, a, label_len);
 			const char *fa[8], *fb[8];
 			size_t la[8], lb[8];
 			if (!found || line_fields(a, a_len, fa, la) < 0 || line_fields(b, b_len, fb, lb) < 0)
@@ -817,7 +830,7 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 	int groups = d->groups;
 	if (f->count != F_GROUPS + GROUP_FIELDS * groups + 2)
 		return -1;
-	if (!same_fp && compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, d) < 0)
+	if (!same_fp && compare_fingerprints(f->p[F_FILES], f->n[F_FILES], fp->p, fp->len, mark_delta_file, d) < 0)
 		return -1;
 	/* A record made racily clean vouches for none of its files' content: read them all again. */
 	if (!d->full)
@@ -1019,6 +1032,514 @@ static int delta_replay(const struct fields *f, const struct buf *fp, double at_
 	return printed;
 }
 
+/* --- early runs (src/build/early.ts): the RUN after a context COPY, started while Node starts --- */
+
+#define EARLY_MAX 64
+
+struct early_file {
+	const char *label;
+	size_t label_len;
+	char digest[65]; /* as recorded, then now's */
+	int differs;
+	char *data;
+	struct stat st;
+};
+
+struct early_entry {
+	int is_dir, file;
+	unsigned mode, uid, gid;
+	long long mtime_ns;
+	const char *path;
+};
+
+struct early {
+	char spec[32768];
+	const char *parent, *options, *containers, *layers;
+	const char *cgroup[8];
+	int ncgroups, resolv;
+	/* the index entries of the images the build took, as they must still be */
+	const char *index[16];
+	int nindex;
+	struct early_file f[EARLY_MAX];
+	int files;
+	struct early_entry e[EARLY_MAX];
+	int entries;
+	/* this run's */
+	char id[13], dir[PATH_MAX], staging[PATH_MAX], lower[PATH_MAX], resolv_path[PATH_MAX], created[40], owner[64];
+	char key[72];
+	char made_cgroup[8][PATH_MAX];
+	int made_cgroups;
+};
+
+static int mark_early_file(void *ctx, const char *label, size_t label_len)
+{
+	struct early *x = ctx;
+	int found = 0;
+	for (int i = 0; i < x->files; i++)
+		if (x->f[i].label_len == label_len && memcmp(x->f[i].label, label, label_len) == 0)
+			x->f[i].differs = found = 1;
+	return found;
+}
+
+/* Splits a tab-separated line in place into at most n fields; the count. */
+static int tabs(char *line, char **out, int n)
+{
+	int k = 0;
+	out[k++] = line;
+	for (char *p = line; *p && k < n; p++)
+		if (*p == '\t') {
+			*p = 0;
+			out[k++] = p + 1;
+		}
+	return k;
+}
+
+static int parse_early(const char *spec, size_t len, struct early *x)
+{
+	if (len >= sizeof x->spec || memchr(spec, 0, len))
+		return -1;
+	memcpy(x->spec, spec, len);
+	x->spec[len] = 0;
+	char *save = NULL, *line = strtok_r(x->spec, "\n", &save);
+	if (!line || strcmp(line, "petri-early 1") != 0)
+		return -1;
+	x->resolv = -1;
+	while ((line = strtok_r(NULL, "\n", &save))) {
+		char *v[8];
+		int n = tabs(line, v, 8);
+		if (n == 2 && strcmp(v[0], "parent") == 0 && strlen(v[1]) == 71 && hex64(v[1] + 7)) {
+			x->parent = v[1];
+		} else if (n == 2 && strcmp(v[0], "options") == 0 && strlen(v[1]) == 64 && hex64(v[1])) {
+			x->options = v[1];
+		} else if (n == 2 && strcmp(v[0], "resolv") == 0 && (v[1][0] == '0' || v[1][0] == '1') && !v[1][1]) {
+			x->resolv = v[1][0] == '1';
+		} else if (n == 2 && strcmp(v[0], "containers") == 0 && v[1][0] == '/') {
+			x->containers = v[1];
+		} else if (n == 2 && strcmp(v[0], "layers") == 0 && v[1][0] == '/') {
+			x->layers = v[1];
+		} else if (n == 2 && strcmp(v[0], "index") == 0 && v[1][0] == '{' && x->nindex < 16) {
+			x->index[x->nindex++] = v[1];
+		} else if (n == 2 && strcmp(v[0], "cgroup") == 0 && v[1][0] == '/' && x->ncgroups < 8) {
+			x->cgroup[x->ncgroups++] = v[1];
+		} else if (n == 3 && strcmp(v[0], "src") == 0 && x->files < EARLY_MAX && strlen(v[1]) == 64 &&
+			   hex64(v[1]) && v[2][0]) {
+			struct early_file *f = &x->f[x->files++];
+			memcpy(f->digest, v[1], 65);
+			f->label = v[2];
+			f->label_len = strlen(v[2]);
+		} else if (n == 8 && (strcmp(v[0], "dir") == 0 || strcmp(v[0], "file") == 0) && x->entries < EARLY_MAX) {
+			struct early_entry *e = &x->e[x->entries++];
+			char *stop;
+			e->is_dir = v[0][0] == 'd';
+			e->mode = (unsigned)strtoul(v[1], &stop, 10);
+			e->uid = (unsigned)strtoul(v[2], &stop, 10);
+			e->gid = (unsigned)strtoul(v[3], &stop, 10);
+			e->mtime_ns = strtoll(v[4], &stop, 10);
+			e->file = e->is_dir ? -1 : atoi(v[5]);
+			e->path = v[7];
+			if (e->mode > 07777 || !e->path[0] || e->path[0] == '/' || strstr(e->path, "..") ||
+			    (!e->is_dir && (e->file < 0 || e->file >= x->files)))
+				return -1;
+		} else {
+			return -1;
+		}
+	}
+	if (!x->parent || !x->options || x->resolv < 0 || !x->containers || !x->layers || !x->files || !x->entries)
+		return -1;
+	return 0;
+}
+
+/* `@@petri:NAME@@` markers replaced by values[NAME]; -1 for one not in the table. */
+static int expand_early(const char *t, size_t len, const char *const *names, const char *const *values, int n,
+			struct buf *out)
+{
+	static const char open_mark[] = "@@petri:";
+	const char *end = t + len;
+	out->len = 0;
+	if (put(out, "", 0) < 0)
+		return -1;
+	while (t < end) {
+		const char *m = memmem(t, (size_t)(end - t), open_mark, sizeof open_mark - 1);
+		if (!m)
+			return put(out, t, (size_t)(end - t));
+		if (put(out, t, (size_t)(m - t)) < 0)
+			return -1;
+		const char *name = m + sizeof open_mark - 1;
+		const char *close_mark = memmem(name, (size_t)(end - name), "@@", 2);
+		if (!close_mark)
+			return -1;
+		size_t name_len = (size_t)(close_mark - name);
+		int i = 0;
+		while (i < n && (strlen(names[i]) != name_len || memcmp(names[i], name, name_len) != 0))
+			i++;
+		if (i == n || put(out, values[i], strlen(values[i])) < 0)
+			return -1;
+		t = close_mark + 2;
+	}
+	return 0;
+}
+
+/* The time Node gives a copied file (copy.ts: lutimesSync(path, mtimeMs / 1000)), as libuv makes it of a double. */
+static struct timespec node_copy_time(const struct timespec *mtime)
+{
+	double ms = (double)mtime->tv_sec * 1e3 + (double)mtime->tv_nsec / 1e6;
+	double t = ms / 1000;
+	struct timespec ts;
+	ts.tv_sec = (time_t)t;
+	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+	ts.tv_nsec -= ts.tv_nsec % 1000;
+	if (ts.tv_nsec < 0) {
+		ts.tv_nsec += 1000000000L;
+		ts.tv_sec -= 1;
+	}
+	return ts;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st, (void)type, (void)ftw;
+	remove(path);
+	return 0;
+}
+
+static void remove_tree(const char *path)
+{
+	if (path[0])
+		nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void early_undo(struct early *x)
+{
+	for (int i = x->made_cgroups - 1; i >= 0; i--)
+		rmdir(x->made_cgroup[i]);
+	remove_tree(x->dir);
+	remove_tree(x->staging);
+}
+
+static int write_new(const char *path, const void *data, size_t len, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -1;
+	int rc = write_all(fd, data, len);
+	if (close(fd) < 0)
+		rc = -1;
+	return rc;
+}
+
+/* The staging directory: the COPY's layer laid out again, the context files as they are now. */
+static int early_stage(struct early *x)
+{
+	char path[PATH_MAX];
+	if (mkdir(x->staging, 0700) < 0) {
+		x->staging[0] = 0; /* not ours to remove */
+		return -1;
+	}
+	if (mkdir(x->lower, 0755) < 0)
+		return -1;
+	for (int i = 0; i < x->entries; i++) {
+		struct early_entry *e = &x->e[i];
+		if (snprintf(path, sizeof path, "%s/%s", x->lower, e->path) >= (int)sizeof path)
+			return -1;
+		if (e->is_dir) {
+			if (mkdir(path, 0700) < 0 || lchown(path, e->uid, e->gid) < 0 || chmod(path, e->mode) < 0)
+				return -1;
+			continue;
+		}
+		struct early_file *f = &x->f[e->file];
+		int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -1;
+		struct timespec t[2];
+		t[0] = t[1] = node_copy_time(&f->st.st_mtim);
+		int rc = write_all(fd, f->data, (size_t)f->st.st_size) == 0 && fchown(fd, e->uid, e->gid) == 0 &&
+				 fchmod(fd, e->mode) == 0 && futimens(fd, t) == 0
+			 ? 0
+			 : -1;
+		if (close(fd) < 0 || rc < 0)
+			return -1;
+	}
+	/* Directory times last (writing into one changes its mtime), the deepest first. */
+	for (int i = x->entries - 1; i >= 0; i--) {
+		struct early_entry *e = &x->e[i];
+		if (!e->is_dir)
+			continue;
+		struct timespec t[2];
+		t[0].tv_sec = t[1].tv_sec = (time_t)(e->mtime_ns / 1000000000LL);
+		t[0].tv_nsec = t[1].tv_nsec = (long)(e->mtime_ns % 1000000000LL);
+		if (snprintf(path, sizeof path, "%s/%s", x->lower, e->path) >= (int)sizeof path ||
+		    utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW) < 0)
+			return -1;
+	}
+	if (x->resolv) {
+		struct rerr e;
+		size_t len;
+		char *conf = read_whole_file("/etc/resolv.conf", &len, &e);
+		if (!conf || write_new(x->resolv_path, conf, len, 0644) < 0)
+			return -1;
+		free(conf);
+	}
+	return 0;
+}
+
+/* mkdir -p, noting what it made (removed again if the early run cannot start). */
+static int early_cgroup(struct early *x, const char *dir)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
+		return -1;
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 || x->made_cgroups == 8)
+		return -1;
+	strcpy(x->made_cgroup[x->made_cgroups++], path);
+	return 0;
+}
+
+/*
+ * In the child forked for it: the container, made from the plan's templates
+ * as Container.create makes it, and its runner started (exec) with `sock` as
+ * its control fd. Returns only when that fails.
+ */
+static void early_exec(struct early *x, const char *config_t, size_t config_n, const char *record_t, size_t record_n,
+		       const char *args_t, size_t args_n, int sock)
+{
+	const char *names[] = { "ID", "DIR", "LOWER", "RESOLV", "CREATED", "OWNER" };
+	const char *values[] = { x->id, x->dir, x->lower, x->resolv_path, x->created, x->owner };
+	int nv = 6;
+	struct buf b = { 0 };
+	char path[PATH_MAX];
+	if (mkdir(x->containers, 0700) < 0 && errno != EEXIST)
+		return;
+	if (mkdir(x->dir, 0777) < 0) {
+		x->dir[0] = 0; /* not ours to remove */
+		return;
+	}
+	for (int i = 0; i < x->ncgroups; i++)
+		if (expand_early(x->cgroup[i], strlen(x->cgroup[i]), names, values, nv, &b) < 0 ||
+		    early_cgroup(x, b.p) < 0)
+			return;
+	if (expand_early(record_t, record_n, names, values, nv, &b) < 0 ||
+	    snprintf(path, sizeof path, "%s/record.json", x->dir) >= (int)sizeof path ||
+	    write_new(path, b.p, b.len, 0666) < 0)
+		return;
+	static const char *const subs[] = { "rootfs", "upper", "work" };
+	for (int i = 0; i < 3; i++)
+		if (snprintf(path, sizeof path, "%s/%s", x->dir, subs[i]) >= (int)sizeof path || mkdir(path, 0777) < 0)
+			return;
+	if (expand_early(config_t, config_n, names, values, nv, &b) < 0 ||
+	    snprintf(path, sizeof path, "%s/config.json", x->dir) >= (int)sizeof path ||
+	    write_new(path, b.p, b.len, 0666) < 0)
+		return;
+	/* The runner's command line: `run --control-fd 3` and the rest, as RunnerProcess gives it (Node reads
+	 * it back, for its next plan). */
+	if (expand_early(args_t, args_n, names, values, nv, &b) < 0 ||
+	    snprintf(path, sizeof path, "%s/args", x->staging) >= (int)sizeof path || write_new(path, b.p, b.len, 0600) < 0)
+		return;
+	char *argv[24];
+	int argc = 0;
+	argv[argc++] = "petri-runner";
+	for (size_t i = 0; i < b.len && argc < 20; i += strlen(b.p + i) + 1) {
+		argv[argc++] = b.p + i;
+		if (argc == 2) {
+			argv[argc++] = "--control-fd";
+			argv[argc++] = "3";
+		}
+	}
+	argv[argc] = NULL;
+	if (argc < 4 || strcmp(argv[1], "run") != 0)
+		return;
+	char self[PATH_MAX];
+	ssize_t self_len = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (self_len <= 0)
+		return;
+	self[self_len] = 0;
+	argv[0] = self;
+	/* Its output: files Node reads once the step is taken. */
+	int in = open("/dev/null", O_RDONLY | O_CLOEXEC), out = -1, err = -1;
+	if (snprintf(path, sizeof path, "%s/stdout", x->staging) < (int)sizeof path)
+		out = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (snprintf(path, sizeof path, "%s/stderr", x->staging) < (int)sizeof path)
+		err = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (in < 0 || out < 0 || err < 0)
+		return;
+	/* fds 0-2 are open (replay checked), so these never land on 3, but sock may be 3 */
+	if (sock == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sock, 3) < 0)
+		return;
+	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+		return;
+	execv(self, argv);
+}
+
+/*
+ * Starts the plan's RUN early when the record's fingerprint and now's differ
+ * only in the content of files its COPY reads, and the step cache has no
+ * RUN with this content below it: sets PETRI_EARLY_RUN for Node. 0 when
+ * started; -1 (nothing left behind) otherwise.
+ */
+static int early_start(const char *record_path, const char *record_sum, const char *context, const struct fields *rf,
+		       const struct buf *now, const char *root, const char *index_text, size_t index_len)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof path, "%s.early", record_path) >= (int)sizeof path)
+		return -1;
+	struct rerr e;
+	size_t len;
+	char *text = read_whole_file(path, &len, &e);
+	static const char magic[] = "petri-early 1 ";
+	char sum[65];
+	int rc = -1;
+	struct early *x = calloc(1, sizeof *x);
+	struct buf a = { 0 }, b = { 0 };
+	if (!text || !x || len < sizeof magic - 1 + 65 || memcmp(text, magic, sizeof magic - 1) != 0 ||
+	    text[sizeof magic - 1 + 64] != '\n')
+		goto out;
+	struct record r = { text + sizeof magic + 64, text + len };
+	hash_hex(r.p, (size_t)(r.end - r.p), sum);
+	if (memcmp(sum, text + sizeof magic - 1, 64) != 0)
+		goto out;
+	const char *p[8];
+	size_t n[8];
+	for (int i = 0; i < 8; i++)
+		if (field(&r, &p[i], &n[i]) < 0)
+			goto out;
+	if (r.p != r.end || n[0] != 64 || memcmp(p[0], record_sum, 64) != 0 || parse_early(p[1], n[1], x) < 0)
+		goto out;
+	/* The images it stands on: each still where the store's index had it (no tag moved). */
+	for (int i = 0; i < x->nindex; i++)
+		if (!index_text || !memmem(index_text, index_len, x->index[i], strlen(x->index[i])))
+			goto out;
+	/* Only the content of the COPY's files changed (at least one). */
+	if (compare_fingerprints(rf->p[F_FILES], rf->n[F_FILES], now->p, now->len, mark_early_file, x) < 0)
+		goto out;
+	int changed = 0;
+	for (int i = 0; i < x->files; i++) {
+		struct early_file *f = &x->f[i];
+		changed |= f->differs;
+		f->data = read_content(context, f->label, f->label_len, &f->st);
+		if (!f->data)
+			goto out;
+		char hex[65];
+		hash_hex(f->data, (size_t)f->st.st_size, hex);
+		if (!f->differs && strcmp(hex, f->digest) != 0)
+			goto out;
+		memcpy(f->digest, hex, 65);
+	}
+	if (!changed)
+		goto out;
+	/* The COPY's cache key, then the RUN's (cache.ts: cacheKey), from the templates. */
+	const char *names[EARLY_MAX + 1], *values[EARLY_MAX + 1];
+	char labels[EARLY_MAX][24], content[65];
+	for (int i = 0; i < x->files; i++) {
+		snprintf(labels[i], sizeof labels[i], "digest:%d", i);
+		names[i] = labels[i];
+		values[i] = x->f[i].digest;
+	}
+	if (expand_early(p[3], n[3], names, values, x->files, &a) < 0)
+		goto out;
+	hash_hex(a.p, a.len, content);
+	names[0] = "content:0";
+	values[0] = content;
+	if (expand_early(p[2], n[2], names, values, 1, &b) < 0)
+		goto out;
+	a.len = 0;
+	char copy_key[72], run_hex[65];
+	if (put(&a, x->parent, strlen(x->parent)) < 0 || put(&a, "", 1) < 0 || put(&a, b.p, b.len) < 0)
+		goto out;
+	memcpy(copy_key, "sha256:", 7);
+	hash_hex(a.p, a.len, copy_key + 7);
+	a.len = 0;
+	if (put(&a, copy_key, 71) < 0 || put(&a, "", 1) < 0 || put(&a, p[4], n[4]) < 0)
+		goto out;
+	hash_hex(a.p, a.len, run_hex);
+	snprintf(x->key, sizeof x->key, "sha256:%s", run_hex);
+	if (snprintf(path, sizeof path, "%s/build-cache/steps/%s", root, run_hex) >= (int)sizeof path ||
+	    access(path, F_OK) == 0 || errno != ENOENT)
+		goto out; /* cached: Node takes it from there */
+	/* This run's names: the container's id, its directory, the staging directory. */
+	unsigned char rnd[12];
+	int urandom = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (urandom < 0 || read(urandom, rnd, sizeof rnd) != (ssize_t)sizeof rnd) {
+		if (urandom >= 0)
+			close(urandom);
+		goto out;
+	}
+	close(urandom);
+	for (int i = 0; i < 6; i++)
+		snprintf(x->id + 2 * i, 3, "%02x", rnd[i]);
+	char tag[13];
+	for (int i = 0; i < 6; i++)
+		snprintf(tag + 2 * i, 3, "%02x", rnd[6 + i]);
+	if (snprintf(x->dir, sizeof x->dir, "%s/%s", x->containers, x->id) >= (int)sizeof x->dir ||
+	    snprintf(x->staging, sizeof x->staging, "%s/.tmp-%d-e%s", x->layers, (int)getpid(), tag) >=
+		    (int)sizeof x->staging ||
+	    snprintf(x->lower, sizeof x->lower, "%s/fs", x->staging) >= (int)sizeof x->lower ||
+	    snprintf(x->resolv_path, sizeof x->resolv_path, "%s/resolv.conf", x->staging) >= (int)sizeof x->resolv_path ||
+	    strpbrk(x->staging, "\"\\:") || strpbrk(x->dir, "\"\\:")) {
+		x->dir[0] = x->staging[0] = 0;
+		goto out;
+	}
+	/* The record's owner: this process (Node, once it execs), with its start time (record.ts: selfIdentity). */
+	char *stat_text = read_whole_file("/proc/self/stat", &len, &e);
+	const char *close_paren = stat_text ? strrchr(stat_text, ')') : NULL;
+	unsigned long long start_time = 0;
+	if (close_paren) {
+		const char *q = close_paren + 2;
+		for (int i = 0; i < 19 && q; i++)
+			q = strchr(q, ' ') ? strchr(q, ' ') + 1 : NULL;
+		if (q)
+			start_time = strtoull(q, NULL, 10);
+	}
+	free(stat_text);
+	if (!start_time)
+		goto out;
+	snprintf(x->owner, sizeof x->owner, "{\"pid\":%d,\"startTime\":%llu}", (int)getpid(), start_time);
+	struct timespec now_ts;
+	clock_gettime(CLOCK_REALTIME, &now_ts);
+	struct tm tm;
+	gmtime_r(&now_ts.tv_sec, &tm);
+	char day[32];
+	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(x->created, sizeof x->created, "%.24s.%03dZ", day, (int)(now_ts.tv_nsec / 1000000) % 1000);
+	/* The staging directory, the container and its runner: a child's work, while this process becomes Node. */
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		goto out;
+	pid_t parent = getpid(), pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		/* Dies with Node (the runner, after exec, sees to it itself too). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) == 0 && getppid() == parent && early_stage(x) == 0)
+			early_exec(x, p[5], n[5], p[6], n[6], p[7], n[7], sv[1]);
+		early_undo(x);
+		_exit(EXIT_SETUP);
+	}
+	close(sv[1]);
+	if (pid < 0 || fcntl(sv[0], F_SETFD, 0) < 0) {
+		close(sv[0]);
+		goto out;
+	}
+	char env[PATH_MAX + 256];
+	snprintf(env, sizeof env, "%d:%s:%s:%s:%s", sv[0], x->id, x->staging, x->key, x->options);
+	setenv("PETRI_EARLY_RUN", env, 1);
+	rc = 0;
+out:
+	if (x)
+		for (int i = 0; i < x->files; i++)
+			free(x->f[i].data);
+	free(x);
+	free(a.p);
+	free(b.p);
+	free(text);
+	return rc;
+}
+
 /* 0: replayed. 1: replayed, but its stdout could not be written. -1: not (the caller runs Node). */
 static int replay(int argc, char **argv, double started)
 {
@@ -1111,20 +1632,30 @@ static int replay(int argc, char **argv, double started)
 		return -1;
 	size_t index_len = 0;
 	char *index_text = read_whole_file(index, &index_len, &e);
-	if (!same(&f, F_INDEX, index_text ? index_text : "", index_text ? index_len : 0))
-		return -1;
 	char *manifest = strndup(f.p[F_MANIFEST], f.n[F_MANIFEST]);
-	if (!manifest || access(manifest, F_OK) < 0)
+	char record_sum[65];
+	memcpy(record_sum, text + RECORD_SUM_AT, 64);
+	record_sum[64] = 0;
+	if (!same(&f, F_INDEX, index_text ? index_text : "", index_text ? index_len : 0) || !manifest ||
+	    access(manifest, F_OK) < 0) {
+		/* Not this image again (another tag moved, or this one: the last build's result was not
+		 * remembered). Node builds, with an early run when the record has one (Node judges it). */
+		if (!same_fp)
+			(void)early_start(path, record_sum, context, &f, &fp.out, root, index_text, index_len);
 		return -1;
+	}
 	int full = 1;
 	if (f.count > F_SPEC)
 		full = f.n[F_SPEC] > 20 && memmem(f.p[F_SPEC], f.n[F_SPEC], "\nfull 1\n", 8) != NULL;
 	if (same_fp && full)
 		return print_output(f.p[F_ERR], f.n[F_ERR], f.p[F_OUT], f.n[F_OUT], &f, started);
-	if (f.count == F_SPEC)
-		return -1;
-	return delta_replay(&f, &fp.out, (double)at.tv_sec * 1e9 + (double)at.tv_nsec, root, path, same_fp,
-			    started);
+	int done = f.count == F_SPEC ? -1
+				     : delta_replay(&f, &fp.out, (double)at.tv_sec * 1e9 + (double)at.tv_nsec, root,
+						    path, same_fp, started);
+	/* Node builds: with the RUN after a changed COPY running meanwhile, when the record has its plan. */
+	if (done < 0 && !same_fp)
+		(void)early_start(path, record_sum, context, &f, &fp.out, root, index_text, index_len);
+	return done;
 }
 
 /* argv: petri-runner replay SCRIPT build ARGS... (checked by main). */

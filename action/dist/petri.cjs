@@ -86,6 +86,12 @@ var init_errors = __esm({
 });
 
 // src/runtime/paths.ts
+var paths_exports = {};
+__export(paths_exports, {
+  containerDir: () => containerDir,
+  containersDir: () => containersDir,
+  petriRoot: () => petriRoot
+});
 function petriRoot() {
   return process.env.PETRI_ROOT || "/var/lib/petri";
 }
@@ -468,6 +474,15 @@ var init_manager = __esm({
 });
 
 // src/runtime/cgroups/index.ts
+var cgroups_exports = {};
+__export(cgroups_exports, {
+  cgroupPids: () => cgroupPids,
+  createCgroups: () => createCgroups,
+  detectCgroupMode: () => detectCgroupMode,
+  holdCgroupParents: () => holdCgroupParents,
+  killCgroups: () => killCgroups,
+  removeCgroups: () => removeCgroups
+});
 var init_cgroups = __esm({
   "src/runtime/cgroups/index.ts"() {
     "use strict";
@@ -746,14 +761,14 @@ function runnerPath() {
 }
 function buildRunner() {
   const require3 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash11 } = require3("node:crypto");
+  const { createHash: createHash12 } = require3("node:crypto");
   const { execFileSync } = require3("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
   const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash11("sha256");
+  const hash = createHash12("sha256");
   for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
   const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
@@ -2288,11 +2303,8 @@ var init_container = __esm({
       get ports() {
         return this.currentState === "running" ? this.runner?.ports ?? [] : [];
       }
-      /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
-      async start(io = {}) {
-        this.expectState("start", ["created"]);
-        this.currentState = "running";
-        const startedAt = monotonicMs();
+      /** The runner's command line that starts it (`petri-runner run …`, without the control fd). */
+      runnerArgs() {
         const args = ["run"];
         if (this.options.init === false) args.push("--no-init");
         const { cloneIntoDir, deviceBpfDir } = this.cgroups;
@@ -2304,7 +2316,18 @@ var init_container = __esm({
           args.push("--network", `${network.holderPid}:${network.address}`);
         }
         args.push(this.dir);
-        const runner = new RunnerProcess(args, [io.stdin ?? "ignore", io.stdout ?? "pipe", io.stderr ?? "pipe"]);
+        return args;
+      }
+      /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
+      async start(io = {}) {
+        this.expectState("start", ["created"]);
+        this.currentState = "running";
+        const startedAt = monotonicMs();
+        const runner = new RunnerProcess(this.runnerArgs(), [
+          io.stdin ?? "ignore",
+          io.stdout ?? "pipe",
+          io.stderr ?? "pipe"
+        ]);
         this.runner = runner;
         this.stdin = runner.stdin;
         this.stdout = runner.stdout;
@@ -3581,15 +3604,15 @@ var require_graceful_fs = __commonJS({
         return close;
       })(fs.close);
       fs.closeSync = (function(fs$closeSync) {
-        function closeSync5(fd) {
+        function closeSync6(fd) {
           fs$closeSync.apply(fs, arguments);
           resetQueue();
         }
-        __name(closeSync5, "closeSync");
-        Object.defineProperty(closeSync5, previousSymbol, {
+        __name(closeSync6, "closeSync");
+        Object.defineProperty(closeSync6, previousSymbol, {
           value: fs$closeSync
         });
-        return closeSync5;
+        return closeSync6;
       })(fs.closeSync);
       if (/\bgfs4\b/i.test(process.env.NODE_DEBUG || "")) {
         process.on("exit", function() {
@@ -3613,8 +3636,8 @@ var require_graceful_fs = __commonJS({
       fs2.createReadStream = createReadStream7;
       fs2.createWriteStream = createWriteStream3;
       var fs$readFile = fs2.readFile;
-      fs2.readFile = readFile4;
-      function readFile4(path, options, cb) {
+      fs2.readFile = readFile5;
+      function readFile5(path, options, cb) {
         if (typeof options === "function")
           cb = options, options = null;
         return go$readFile(path, options, cb);
@@ -3630,7 +3653,7 @@ var require_graceful_fs = __commonJS({
         }
         __name(go$readFile, "go$readFile");
       }
-      __name(readFile4, "readFile");
+      __name(readFile5, "readFile");
       var fs$writeFile = fs2.writeFile;
       fs2.writeFile = writeFile3;
       function writeFile3(path, data, options, cb) {
@@ -4041,11 +4064,11 @@ var require_retry_operation = __commonJS({
       for (var i = 0; i < this._errors.length; i++) {
         var error = this._errors[i];
         var message = error.message;
-        var count2 = (counts[message] || 0) + 1;
-        counts[message] = count2;
-        if (count2 >= mainErrorCount) {
+        var count3 = (counts[message] || 0) + 1;
+        counts[message] = count3;
+        if (count3 >= mainErrorCount) {
           mainError = error;
-          mainErrorCount = count2;
+          mainErrorCount = count3;
         }
       }
       return mainError;
@@ -8901,11 +8924,11 @@ function imageEnv(config, extra = {}) {
   }
   return { ...env, ...extra };
 }
-function resolveUser(spec, readFile4) {
+function resolveUser(spec, readFile5) {
   if (!spec) spec = "0";
   const [userPart = "", groupPart] = spec.split(":");
-  const passwd = parseDb(readFile4("/etc/passwd"));
-  const groups = parseDb(readFile4("/etc/group"));
+  const passwd = parseDb(readFile5("/etc/passwd"));
+  const groups = parseDb(readFile5("/etc/group"));
   let uid;
   let gid;
   let name;
@@ -9279,6 +9302,476 @@ var init_lazy_builtins = __esm({
   }
 });
 
+// src/build/cache.ts
+function buildEpoch() {
+  const epoch = process.env.SOURCE_DATE_EPOCH;
+  return epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
+}
+function cacheKey(parent, step) {
+  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
+}
+function stableJson(value) {
+  return JSON.stringify(value, (_key, v) => {
+    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
+    return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
+  });
+}
+var import_node_crypto6, import_node_fs26, import_node_path21, BuildCache;
+var init_cache = __esm({
+  "src/build/cache.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_crypto6 = require("node:crypto");
+    import_node_fs26 = require("node:fs");
+    import_node_path21 = require("node:path");
+    init_paths();
+    init_fs();
+    __name(buildEpoch, "buildEpoch");
+    __name(cacheKey, "cacheKey");
+    __name(stableJson, "stableJson");
+    BuildCache = class {
+      static {
+        __name(this, "BuildCache");
+      }
+      dir;
+      constructor(dir = (0, import_node_path21.join)(petriRoot(), "build-cache")) {
+        this.dir = dir;
+      }
+      get(key) {
+        try {
+          return JSON.parse((0, import_node_fs26.readFileSync)(this.#path(key), "utf8"));
+        } catch {
+          return void 0;
+        }
+      }
+      set(key, record) {
+        const steps = (0, import_node_path21.join)(this.dir, "steps");
+        (0, import_node_fs26.mkdirSync)(steps, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path21.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs26.writeFileSync)(temp, JSON.stringify(record));
+        (0, import_node_fs26.renameSync)(temp, this.#path(key));
+      }
+      /**
+       * The content hash of files selected from a stage or image (whose filesystem
+       * never changes for a given key), so that a cached build need not unpack or
+       * read that filesystem again to compute a COPY --from key.
+       */
+      getSelection(key) {
+        try {
+          return (0, import_node_fs26.readFileSync)((0, import_node_path21.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
+        } catch {
+          return void 0;
+        }
+      }
+      setSelection(key, hash) {
+        const dir = (0, import_node_path21.join)(this.dir, "selections");
+        (0, import_node_fs26.mkdirSync)(dir, { recursive: true, mode: 448 });
+        const temp = (0, import_node_path21.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
+        (0, import_node_fs26.writeFileSync)(temp, hash);
+        (0, import_node_fs26.renameSync)(temp, (0, import_node_path21.join)(dir, key.replace(/^sha256:/, "")));
+      }
+      /** The directory of a cache mount, created on first use with the mount's owner and mode. */
+      mountDir(id, owner2) {
+        const dir = (0, import_node_path21.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
+        if (!(0, import_node_fs26.existsSync)(dir)) {
+          (0, import_node_fs26.mkdirSync)((0, import_node_path21.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
+          const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
+          (0, import_node_fs26.mkdirSync)(temp);
+          (0, import_node_fs26.chownSync)(temp, owner2.uid, owner2.gid);
+          (0, import_node_fs26.chmodSync)(temp, owner2.mode);
+          try {
+            (0, import_node_fs26.renameSync)(temp, dir);
+          } catch {
+            (0, import_node_fs26.rmdirSync)(temp);
+          }
+        }
+        return dir;
+      }
+      #path(key) {
+        return (0, import_node_path21.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
+      }
+    };
+  }
+});
+
+// src/build/early.ts
+var early_exports = {};
+__export(early_exports, {
+  EarlyRun: () => EarlyRun,
+  containerTemplates: () => containerTemplates,
+  earlyPlan: () => earlyPlan,
+  layerTree: () => layerTree,
+  optionsHash: () => optionsHash,
+  writeEarlyPlan: () => writeEarlyPlan
+});
+function optionsHash(options, lowerTop, resolv) {
+  const text = stableJson(options);
+  const marked = text.split(JSON.stringify(lowerTop).slice(1, -1)).join(`${MARK}LOWER@@`).split(resolv === void 0 ? "\0" : JSON.stringify(resolv).slice(1, -1)).join(`${MARK}RESOLV@@`);
+  return sha256hex(marked);
+}
+function layerTree(dir) {
+  const out = [];
+  let bytes = 0;
+  const walk = /* @__PURE__ */ __name((rel) => {
+    for (const name of (0, import_node_fs27.readdirSync)((0, import_node_path22.join)(dir, rel)).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      const st = (0, import_node_fs27.lstatSync)((0, import_node_path22.join)(dir, path), { bigint: true });
+      const type = st.isDirectory() ? "dir" : st.isFile() ? "file" : void 0;
+      if (!type || out.length >= MAX_ENTRIES || /[\t\n\\"]/.test(path) || st.nlink > (type === "dir" ? 1n << 30n : 1n))
+        return false;
+      const entry = {
+        path,
+        type,
+        mode: Number(st.mode & 0o7777n),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        mtimeNs: String(st.mtimeNs),
+        size: type === "file" ? Number(st.size) : 0
+      };
+      if (type === "file") {
+        bytes += entry.size;
+        if (bytes > MAX_BYTES) return false;
+        entry.digest = sha256hex((0, import_node_fs27.readFileSync)((0, import_node_path22.join)(dir, path)));
+      }
+      out.push(entry);
+      if (type === "dir" && !walk(path)) return false;
+    }
+    return true;
+  }, "walk");
+  try {
+    return walk("") && out.length > 0 ? out : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function sameTree(a, b) {
+  if (a.length !== b.length) return false;
+  return a.every((x, i) => {
+    const y = b[i];
+    return x.path === y.path && x.type === y.type && x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && x.mtimeNs === y.mtimeNs && x.size === y.size;
+  });
+}
+function containerTemplates(c) {
+  const plain = /* @__PURE__ */ __name((s) => JSON.stringify(s) === `"${s}"`, "plain");
+  if (![c.dir, c.lowerTop, c.resolv ?? ""].every(plain)) return void 0;
+  const all = [c.config, c.record, ...c.args, ...c.cgroups];
+  if (all.some((t) => t.includes(MARK) || t.includes("\0"))) return void 0;
+  const mark = /* @__PURE__ */ __name((text) => {
+    let t = text.split(c.dir).join(`${MARK}DIR@@`);
+    t = t.split(c.lowerTop).join(`${MARK}LOWER@@`);
+    if (c.resolv !== void 0) t = t.split(c.resolv).join(`${MARK}RESOLV@@`);
+    return t.split(c.id).join(`${MARK}ID@@`);
+  }, "mark");
+  const record = JSON.parse(c.record);
+  record.createdAt = `${MARK}CREATED@@`;
+  record.owner = `${MARK}OWNER@@`;
+  const recordText = mark(JSON.stringify(record)).replace(`"${MARK}OWNER@@"`, `${MARK}OWNER@@`);
+  const out = { config: mark(c.config), record: recordText, args: c.args.map(mark), cgroups: c.cgroups.map(mark) };
+  const work = c.resolv === void 0 ? void 0 : c.resolv.slice(0, c.resolv.lastIndexOf("/"));
+  const texts = [out.config, out.record, ...out.args, ...out.cgroups];
+  if (work && texts.some((t) => t.includes(work))) return void 0;
+  if (!out.args.includes(`${MARK}DIR@@`) || !out.config.includes(`${MARK}LOWER@@`)) return void 0;
+  return out;
+}
+function earlyPlan(trace, context) {
+  try {
+    for (const candidate of trace.early ?? []) {
+      const plan2 = planOf(trace, candidate, context);
+      if (plan2) return plan2;
+    }
+  } catch {
+  }
+  return void 0;
+}
+function planOf(trace, c, context) {
+  const run = trace.steps.find((s) => s.id === c.runStep);
+  if (!run) return void 0;
+  const stage = trace.steps.filter((s) => s.stage === run.stage && s.id < run.id);
+  const copy = stage.at(-1);
+  const below = stage.at(-2);
+  if (copy?.keyword !== "COPY" || typeof copy.reads !== "object" || copy.reads === null) return void 0;
+  const reads = copy.reads;
+  if (below && copy.layers !== below.layers + 1) return void 0;
+  if (cacheKey(reads.parent, JSON.parse(reads.step)) !== c.parent) return void 0;
+  if (cacheKey(c.parent, JSON.parse(c.stepText)) !== c.key) return void 0;
+  for (const step of trace.steps) {
+    if (step.id === copy.id || step.reads === void 0) continue;
+    if (step.reads === "other") return void 0;
+    const others = new Set(step.reads.files.map((f) => f.hostPath));
+    if (reads.files.some((f) => others.has(f.hostPath))) return void 0;
+  }
+  const text = reads.lines.join("");
+  const content = `sha256:${sha256hex(text)}`;
+  if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
+  const lines = [...reads.lines];
+  const files = [];
+  const tree = [];
+  for (const entry of c.tree) {
+    if (entry.type !== "file") {
+      tree.push(entry);
+      continue;
+    }
+    const digest = `sha256:${entry.digest}`;
+    const holding = reads.files.filter((f) => f.digest === digest);
+    const file = holding[0];
+    if (holding.length !== 1 || !file || file.link || reads.digests.filter((d) => d === digest).length !== 1)
+      return void 0;
+    const label = (0, import_node_path22.relative)(context, file.hostPath);
+    if (label.startsWith("..") || label === "" || import_node_path22.sep !== "/" || /[\t\n]/.test(label)) return void 0;
+    if (count(lines[file.line] ?? "", `"${digest}"`) !== 1) return void 0;
+    const n = files.length;
+    lines[file.line] = lines[file.line].replace(`"${digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+    files.push({ label, digest: entry.digest });
+    tree.push({ ...entry, file: n });
+  }
+  if (files.length === 0 || files.length !== reads.files.length) return void 0;
+  const indexText = (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(petriRoot(), "images", "index.json"), "utf8");
+  const entries = JSON.parse(indexText).manifests ?? [];
+  const index = [];
+  for (const digest of new Set(trace.bases ?? [])) {
+    const texts = entries.filter((e) => e.digest === digest).map((e) => JSON.stringify(e));
+    if (texts.length === 0 || texts.some((t) => !indexText.includes(t) || /[\t\n]/.test(t))) return void 0;
+    index.push(...texts);
+  }
+  return {
+    index,
+    copyParent: reads.parent,
+    copyStep: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:0@@"`),
+    copyHash: lines.join(""),
+    files,
+    runStep: c.stepText,
+    tree,
+    resolv: c.resolv,
+    options: c.options,
+    config: c.config,
+    record: c.record,
+    args: c.args,
+    cgroups: c.cgroups
+  };
+}
+function writeEarlyPlan(file, recordSum, plan2) {
+  try {
+    if (!plan2) {
+      (0, import_node_fs27.rmSync)(file, { force: true });
+      return;
+    }
+    const spec = [
+      "petri-early 1",
+      `parent	${plan2.copyParent}`,
+      ...plan2.index.map((entry) => `index	${entry}`),
+      `containers	${containersDir()}`,
+      `layers	${(0, import_node_path22.join)(petriRoot(), "layers")}`,
+      ...plan2.files.map((f) => `src	${f.digest}	${f.label}`),
+      ...plan2.tree.map(
+        (e) => `${e.type}	${e.mode}	${e.uid}	${e.gid}	${e.mtimeNs}	${e.file ?? "-"}	${e.digest ?? "-"}	${e.path}`
+      ),
+      `resolv	${plan2.resolv ? 1 : 0}`,
+      `options	${plan2.options}`,
+      ...plan2.cgroups.map((c) => `cgroup	${c}`)
+    ].join("\n");
+    const fields = [recordSum, `${spec}
+`, plan2.copyStep, plan2.copyHash, plan2.runStep, plan2.config, plan2.record];
+    fields.push(plan2.args.join("\0"));
+    const body = Buffer.concat(
+      fields.flatMap((field) => {
+        const bytes = Buffer.from(field);
+        return [Buffer.from(`${bytes.length}
+`), bytes, Buffer.from("\n")];
+      })
+    );
+    const head = Buffer.from(`petri-early 1 ${sha256hex(body)}
+`);
+    const tmp = `${file}.${process.pid}.tmp`;
+    (0, import_node_fs27.writeFileSync)(tmp, Buffer.concat([head, body]));
+    (0, import_node_fs27.renameSync)(tmp, file);
+  } catch {
+  }
+}
+var import_node_crypto7, import_node_fs27, import_promises8, import_node_path22, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
+var init_early = __esm({
+  "src/build/early.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_crypto7 = require("node:crypto");
+    import_node_fs27 = require("node:fs");
+    import_promises8 = require("node:fs/promises");
+    import_node_path22 = require("node:path");
+    init_paths();
+    init_fs();
+    init_cache();
+    MARK = "@@petri:";
+    MAX_ENTRIES = 64;
+    MAX_BYTES = 8 << 20;
+    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto7.createHash)("sha256").update(text).digest("hex"), "sha256hex");
+    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
+    __name(optionsHash, "optionsHash");
+    __name(layerTree, "layerTree");
+    __name(sameTree, "sameTree");
+    __name(containerTemplates, "containerTemplates");
+    __name(earlyPlan, "earlyPlan");
+    __name(planOf, "planOf");
+    __name(writeEarlyPlan, "writeEarlyPlan");
+    EarlyRun = class _EarlyRun {
+      static {
+        __name(this, "EarlyRun");
+      }
+      id;
+      dir;
+      staging;
+      key;
+      options;
+      #fd;
+      #taken = false;
+      #events;
+      #done;
+      constructor(fd, id, staging, key, options, dir) {
+        this.#fd = fd;
+        this.id = id;
+        this.staging = staging;
+        this.key = key;
+        this.options = options;
+        this.dir = dir;
+      }
+      /** The early run the environment names (once: the variable is removed), or undefined. */
+      static fromEnv(containersDir2) {
+        const value = process.env.PETRI_EARLY_RUN;
+        if (value === void 0) return void 0;
+        delete process.env.PETRI_EARLY_RUN;
+        const m = /^(\d+):([0-9a-f]{12}):(\/[^\0:]+):(sha256:[0-9a-f]{64}):([0-9a-f]{64})$/.exec(value);
+        if (!m) return void 0;
+        const [, fd, id, staging, key, options] = m;
+        const run = new _EarlyRun(Number(fd), id, staging, key, options, (0, import_node_path22.join)(containersDir2, id));
+        run.#events = new Promise(
+          (resolve10, reject) => (0, import_node_fs27.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
+        ).finally(() => {
+          try {
+            (0, import_node_fs27.closeSync)(run.#fd);
+          } catch {
+          }
+        });
+        run.#events.catch(() => {
+        });
+        return run;
+      }
+      /**
+       * The early run, when it is the one the builder is about to start: the same
+       * step key and container options, over the COPY layer `lowerTop` as
+       * unpacked here, with the same resolv.conf copy (`resolv`). Taken once.
+       */
+      take(key, options, lowerTop, resolv) {
+        if (this.#taken || key !== this.key || options !== this.options) return false;
+        const staged = layerTree((0, import_node_path22.join)(this.staging, "fs"));
+        const own = layerTree(lowerTop);
+        if (!staged || !own || !sameTree(staged, own)) return false;
+        let copy;
+        try {
+          copy = (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, "resolv.conf"));
+        } catch {
+          copy = void 0;
+        }
+        if (resolv === void 0 !== (copy === void 0) || resolv && copy && !resolv.equals(copy)) return false;
+        this.#taken = true;
+        return true;
+      }
+      /** Paths of the staging directory as the container saw them (its top layer, its resolv.conf copy). */
+      get lowerTop() {
+        return (0, import_node_path22.join)(this.staging, "fs");
+      }
+      get resolvPath() {
+        return (0, import_node_path22.join)(this.staging, "resolv.conf");
+      }
+      /** How the runner ended (once it has), from its events. */
+      async exit() {
+        let text = "";
+        try {
+          text = await this.#events;
+        } catch {
+        }
+        const exit = { exitCode: 125, signal: null, error: "petri-runner ended without an exit event" };
+        for (const line of text.split("\n")) {
+          if (!line.startsWith("{")) continue;
+          let event;
+          try {
+            event = JSON.parse(line);
+          } catch {
+            continue;
+          }
+          if (event.event === "upper")
+            exit.upper = {
+              plain: event.plain === true,
+              ...typeof event.entries === "number" ? { entries: event.entries } : {}
+            };
+          else if (event.event === "error") exit.error = String(event.message ?? "unknown error");
+          else if (event.event === "exit") {
+            exit.exitCode = typeof event.exitCode === "number" ? event.exitCode : 0;
+            exit.signal = typeof event.signal === "number" ? event.signal : null;
+            if (!text.includes('"event":"error"')) delete exit.error;
+          }
+        }
+        return exit;
+      }
+      /** The runner's command line (without its control fd), as the C side wrote it down. */
+      args() {
+        try {
+          return (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, "args"), "utf8").split("\0");
+        } catch {
+          return [];
+        }
+      }
+      /** What the command wrote (files in the staging directory). */
+      output(stream) {
+        try {
+          return (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, stream), "utf8");
+        } catch {
+          return "";
+        }
+      }
+      /**
+       * A taken run's cgroups, its runner gone (they are empty): removed here, as
+       * the runtime's removeCgroups would, with the `petri` parent when it is
+       * left empty; else, or when one is still busy, by the runtime (its module
+       * is not loaded on the build's path otherwise).
+       */
+      async #removeCgroups(cgroups) {
+        if (this.#taken) {
+          await this.exit();
+          let busy = false;
+          for (const dir of cgroups) {
+            await (0, import_promises8.rmdir)(dir).catch((error) => {
+              if (error.code !== "ENOENT") busy = true;
+            });
+          }
+          if (!busy) {
+            for (const parent of new Set(cgroups.map((dir) => (0, import_node_path22.dirname)(dir))))
+              if ((0, import_node_path22.basename)(parent) === "petri") await (0, import_promises8.rmdir)(parent).catch(() => {
+              });
+            return;
+          }
+        }
+        const { killCgroups: killCgroups2, removeCgroups: removeCgroups2 } = await Promise.resolve().then(() => (init_cgroups(), cgroups_exports));
+        if (!this.#taken) killCgroups2(cgroups);
+        await this.exit();
+        await removeCgroups2(cgroups).catch(() => {
+        });
+      }
+      /** Kills what still runs (an early run not taken), waits for the runner, and removes the container and the staging directory. */
+      remove() {
+        this.#done ??= (async () => {
+          let cgroups = [];
+          try {
+            cgroups = JSON.parse((0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
+          } catch {
+          }
+          await this.#removeCgroups(cgroups);
+          removeTree(this.dir);
+          removeTree(this.staging);
+        })();
+        return this.#done;
+      }
+    };
+  }
+});
+
 // src/build/ssh-agent.ts
 var ssh_agent_exports = {};
 __export(ssh_agent_exports, {
@@ -9286,8 +9779,8 @@ __export(ssh_agent_exports, {
   parseSshSpec: () => parseSshSpec
 });
 async function agentProxy(agent, dir, name, owner2) {
-  const own = Buffer.byteLength((0, import_node_path21.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs26.mkdtempSync)((0, import_node_path21.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
-  const path = (0, import_node_path21.join)(own ?? dir, name);
+  const own = Buffer.byteLength((0, import_node_path23.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs28.mkdtempSync)((0, import_node_path23.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
+  const path = (0, import_node_path23.join)(own ?? dir, name);
   const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
     const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
     client.pipe(upstream).pipe(client);
@@ -9302,7 +9795,7 @@ async function agentProxy(agent, dir, name, owner2) {
   });
   const close = /* @__PURE__ */ __name(() => {
     server2.close();
-    if (own) (0, import_node_fs26.rmSync)(own, { recursive: true, force: true });
+    if (own) (0, import_node_fs28.rmSync)(own, { recursive: true, force: true });
   }, "close");
   try {
     await new Promise((resolve10, reject) => {
@@ -9313,8 +9806,8 @@ async function agentProxy(agent, dir, name, owner2) {
       server2.listen(path, () => resolve10());
     });
     server2.unref();
-    (0, import_node_fs26.chownSync)(path, owner2.uid, owner2.gid);
-    (0, import_node_fs26.chmodSync)(path, owner2.mode);
+    (0, import_node_fs28.chownSync)(path, owner2.uid, owner2.gid);
+    (0, import_node_fs28.chmodSync)(path, owner2.mode);
   } catch (error) {
     close();
     throw error;
@@ -9342,7 +9835,7 @@ function parseSshSpec(spec, env = process.env) {
   }
   let isSocket = false;
   try {
-    isSocket = (0, import_node_fs26.statSync)(socket).isSocket();
+    isSocket = (0, import_node_fs28.statSync)(socket).isSocket();
   } catch (error) {
     throw new PetriError(`petri build --ssh ${id}: no agent at ${socket}: ${error.code}`);
   }
@@ -9353,15 +9846,15 @@ function parseSshSpec(spec, env = process.env) {
   }
   return [id, socket];
 }
-var import_node_fs26, import_node_net2, import_node_os4, import_node_path21, MAX_SOCKET_PATH;
+var import_node_fs28, import_node_net2, import_node_os4, import_node_path23, MAX_SOCKET_PATH;
 var init_ssh_agent = __esm({
   "src/build/ssh-agent.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs26 = require("node:fs");
+    import_node_fs28 = require("node:fs");
     import_node_net2 = require("node:net");
     import_node_os4 = require("node:os");
-    import_node_path21 = require("node:path");
+    import_node_path23 = require("node:path");
     init_errors();
     MAX_SOCKET_PATH = 100;
     __name(agentProxy, "agentProxy");
@@ -9413,22 +9906,22 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs27.readFileSync)(path, "utf8");
+    return (0, import_node_fs29.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
 }
-var import_node_fs27, import_node_path22, VERSION, MAX_ENTRIES, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs29, import_node_path24, VERSION, MAX_ENTRIES2, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs27 = require("node:fs");
-    import_node_path22 = require("node:path");
+    import_node_fs29 = require("node:fs");
+    import_node_path24 = require("node:path");
     init_paths();
     init_fnv();
     VERSION = 1;
-    MAX_ENTRIES = 2e4;
+    MAX_ENTRIES2 = 2e4;
     LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
     RACY_NS = 100000000n;
     __name(fetchesUrls, "fetchesUrls");
@@ -9458,11 +9951,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path22.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
+        this.#file = (0, import_node_path24.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path22.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path22.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path24.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path24.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -9484,7 +9977,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs27.existsSync)((0, import_node_path22.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs29.existsSync)((0, import_node_path24.join)(this.#blobs, "sha256", hex))) return void 0;
         this.verified = record;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
@@ -9496,7 +9989,7 @@ var init_result_cache = __esm({
        * this build's own tags, changed while it ran. Never throws: the cache is
        * an optimisation.
        */
-      remember(events, result, delta) {
+      remember(events, result, delta, early) {
         const before = this.#before;
         if (!before || before.files === void 0) return;
         const steps = events.filter((e) => e.type === "step");
@@ -9517,15 +10010,19 @@ var init_result_cache = __esm({
             events: events.flatMap((e) => {
               if (e.type === "warning") return [e];
               if (e.type !== "step") return [];
-              if (LAYER_STEP.test(e.text) && e.status === "done") return [{ ...e, status: "cached", durationMs: 0 }];
+              if (LAYER_STEP.test(e.text) && e.status === "done") {
+                const { early: _, ...step } = e;
+                return [{ ...step, status: "cached", durationMs: 0 }];
+              }
               return [e];
             }),
-            ...delta ? { delta } : {}
+            ...delta ? { delta } : {},
+            ...early ? { early } : {}
           };
-          (0, import_node_fs27.mkdirSync)((0, import_node_path22.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs29.mkdirSync)((0, import_node_path24.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs27.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs27.renameSync)(tmp, this.#file);
+          (0, import_node_fs29.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs29.renameSync)(tmp, this.#file);
           this.verified = record;
         } catch {
         }
@@ -9536,7 +10033,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs27.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs29.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -9553,9 +10050,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs27.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs29.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs27.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs29.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -9565,13 +10062,13 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs27.readdirSync)(dir).sort();
+            names = (0, import_node_fs29.readdirSync)(dir).sort();
           } catch {
             return false;
           }
           for (const name of names) {
-            if (lines.length > MAX_ENTRIES) return false;
-            const path = (0, import_node_path22.join)(dir, name);
+            if (lines.length > MAX_ENTRIES2) return false;
+            const path = (0, import_node_path24.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -9704,13 +10201,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path23.join)((0, import_node_path23.dirname)(dockerfilePath), `${(0, import_node_path23.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path23.join)(contextDir, ".dockerignore")
+    (0, import_node_path25.join)((0, import_node_path25.dirname)(dockerfilePath), `${(0, import_node_path25.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path25.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs28.readFileSync)(file, "utf8");
+      text = (0, import_node_fs30.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9858,13 +10355,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs28, import_node_path23, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs30, import_node_path25, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs28 = require("node:fs");
-    import_node_path23 = require("node:path");
+    import_node_fs30 = require("node:fs");
+    import_node_path25 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -11195,98 +11692,6 @@ var init_platform = __esm({
   }
 });
 
-// src/build/cache.ts
-function buildEpoch() {
-  const epoch = process.env.SOURCE_DATE_EPOCH;
-  return epoch && /^\d+$/.test(epoch) ? Number(epoch) : 0;
-}
-function cacheKey(parent, step) {
-  return `sha256:${(0, import_node_crypto6.createHash)("sha256").update(parent).update("\0").update(stableJson(step)).digest("hex")}`;
-}
-function stableJson(value) {
-  return JSON.stringify(value, (_key, v) => {
-    if (v === null || typeof v !== "object" || Array.isArray(v)) return v;
-    return Object.fromEntries(Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1));
-  });
-}
-var import_node_crypto6, import_node_fs29, import_node_path24, BuildCache;
-var init_cache = __esm({
-  "src/build/cache.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_crypto6 = require("node:crypto");
-    import_node_fs29 = require("node:fs");
-    import_node_path24 = require("node:path");
-    init_paths();
-    init_fs();
-    __name(buildEpoch, "buildEpoch");
-    __name(cacheKey, "cacheKey");
-    __name(stableJson, "stableJson");
-    BuildCache = class {
-      static {
-        __name(this, "BuildCache");
-      }
-      dir;
-      constructor(dir = (0, import_node_path24.join)(petriRoot(), "build-cache")) {
-        this.dir = dir;
-      }
-      get(key) {
-        try {
-          return JSON.parse((0, import_node_fs29.readFileSync)(this.#path(key), "utf8"));
-        } catch {
-          return void 0;
-        }
-      }
-      set(key, record) {
-        const steps = (0, import_node_path24.join)(this.dir, "steps");
-        (0, import_node_fs29.mkdirSync)(steps, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path24.join)(steps, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs29.writeFileSync)(temp, JSON.stringify(record));
-        (0, import_node_fs29.renameSync)(temp, this.#path(key));
-      }
-      /**
-       * The content hash of files selected from a stage or image (whose filesystem
-       * never changes for a given key), so that a cached build need not unpack or
-       * read that filesystem again to compute a COPY --from key.
-       */
-      getSelection(key) {
-        try {
-          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "selections", key.replace(/^sha256:/, "")), "utf8");
-        } catch {
-          return void 0;
-        }
-      }
-      setSelection(key, hash) {
-        const dir = (0, import_node_path24.join)(this.dir, "selections");
-        (0, import_node_fs29.mkdirSync)(dir, { recursive: true, mode: 448 });
-        const temp = (0, import_node_path24.join)(dir, `.tmp-${process.pid}-${randomHex(6)}`);
-        (0, import_node_fs29.writeFileSync)(temp, hash);
-        (0, import_node_fs29.renameSync)(temp, (0, import_node_path24.join)(dir, key.replace(/^sha256:/, "")));
-      }
-      /** The directory of a cache mount, created on first use with the mount's owner and mode. */
-      mountDir(id, owner2) {
-        const dir = (0, import_node_path24.join)(this.dir, "mounts", (0, import_node_crypto6.createHash)("sha256").update(id).digest("hex").slice(0, 32));
-        if (!(0, import_node_fs29.existsSync)(dir)) {
-          (0, import_node_fs29.mkdirSync)((0, import_node_path24.join)(this.dir, "mounts"), { recursive: true, mode: 448 });
-          const temp = `${dir}.tmp-${process.pid}-${randomHex(6)}`;
-          (0, import_node_fs29.mkdirSync)(temp);
-          (0, import_node_fs29.chownSync)(temp, owner2.uid, owner2.gid);
-          (0, import_node_fs29.chmodSync)(temp, owner2.mode);
-          try {
-            (0, import_node_fs29.renameSync)(temp, dir);
-          } catch {
-            (0, import_node_fs29.rmdirSync)(temp);
-          }
-        }
-        return dir;
-      }
-      #path(key) {
-        return (0, import_node_path24.join)(this.dir, "steps", key.replace(/^sha256:/, ""));
-      }
-    };
-  }
-});
-
 // src/build/config.ts
 function envMap(config) {
   const env = /* @__PURE__ */ new Map();
@@ -11303,7 +11708,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path25.posix.resolve(current || "/", path);
+  return import_node_path26.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -11320,12 +11725,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path25;
+var import_node_path26;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path25 = require("node:path");
+    import_node_path26 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -11458,7 +11863,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs30.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs31.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -11466,7 +11871,7 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path26.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path27.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
   const recorded = recordedOpaqueDirs(layerDir);
@@ -11500,13 +11905,13 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_fs30, import_node_path26, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_fs31, import_node_path27, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
-    import_node_path26 = require("node:path");
+    import_node_fs31 = require("node:fs");
+    import_node_path27 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
@@ -11533,14 +11938,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path26.resolve)(dir);
+        this.root = (0, import_node_path27.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -11552,10 +11957,10 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path26.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path27.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -11563,7 +11968,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path26.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path27.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -11573,7 +11978,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs30.readdirSync)(rel === "" ? this.root : (0, import_node_path26.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs31.readdirSync)(rel === "" ? this.root : (0, import_node_path27.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -11608,7 +12013,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path26.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path27.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -11622,16 +12027,16 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path26.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path27.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs30.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs31.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path26.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path27.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -11641,10 +12046,10 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path26.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path27.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs30.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -11655,7 +12060,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -11671,7 +12076,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path26.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -11766,13 +12171,13 @@ async function checkoutGit(source, dir, options = {}) {
     throw new PetriError(`ADD ${shown}: --checksum wants ${options.checksum}, but ${wanted} is commit ${commit}`);
   }
   await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
-  if ((0, import_node_fs31.existsSync)((0, import_node_path27.join)(dir, ".gitmodules"))) {
+  if ((0, import_node_fs32.existsSync)((0, import_node_path28.join)(dir, ".gitmodules"))) {
     await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
   }
   const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
   if (options.keepGitDir) {
     await git(["remote", "add", "origin", redactUrl(remote)]);
-    (0, import_node_fs31.rmSync)((0, import_node_path27.join)(dir, ".git", "FETCH_HEAD"), { force: true });
+    (0, import_node_fs32.rmSync)((0, import_node_path28.join)(dir, ".git", "FETCH_HEAD"), { force: true });
   }
   return { dir, commit, time, ...subdir ? { subdir } : {} };
 }
@@ -11844,13 +12249,13 @@ function runGit(shown, dir, args, env) {
     });
   });
 }
-var import_node_fs31, import_node_path27, FULL_COMMIT, COMMIT_ID;
+var import_node_fs32, import_node_path28, FULL_COMMIT, COMMIT_ID;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs31 = require("node:fs");
-    import_node_path27 = require("node:path");
+    import_node_fs32 = require("node:fs");
+    import_node_path28 = require("node:path");
     init_errors();
     init_lazy_builtins();
     __name(isGitSource, "isGitSource");
@@ -11891,7 +12296,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path28.posix.basename(doc.name) || doc.name,
+      target: import_node_path29.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -11899,14 +12304,14 @@ async function selectSources(req) {
       mtimeMs: Date.now(),
       size: content.length,
       content,
-      digest: `sha256:${(0, import_node_crypto7.createHash)("sha256").update(content).digest("hex")}`
+      digest: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(content).digest("hex")}`
     });
   }
   await selection.finish();
   return selection.entries;
 }
 function hashSelection(entries) {
-  const hash = (0, import_node_crypto7.createHash)("sha256");
+  const hash = (0, import_node_crypto8.createHash)("sha256");
   for (const line of selectionLines(entries)) hash.update(line);
   return `sha256:${hash.digest("hex")}`;
 }
@@ -11941,10 +12346,10 @@ async function fileDigest(path, stat2) {
   const key = stat2 && `${stat2.dev}:${stat2.ino}:${stat2.size}:${stat2.mtimeMs}:${stat2.ctimeMs}`;
   const known = key && digestCache.get(key);
   if (known) return known;
-  const hash = (0, import_node_crypto7.createHash)("sha256");
+  const hash = (0, import_node_crypto8.createHash)("sha256");
   try {
-    if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises8.readFile)(path));
-    else for await (const chunk of (0, import_node_fs32.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises9.readFile)(path));
+    else for await (const chunk of (0, import_node_fs33.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -11974,7 +12379,7 @@ async function download(req, url) {
   if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
   try {
-    const base = import_node_path28.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path29.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -11989,7 +12394,7 @@ async function download(req, url) {
     mtimeMs: Number.isNaN(modified) ? Date.now() : modified,
     size: content.length,
     content,
-    digest: `sha256:${(0, import_node_crypto7.createHash)("sha256").update(content).digest("hex")}`
+    digest: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(content).digest("hex")}`
   };
 }
 function checkDigest(url, content, checksum) {
@@ -12001,7 +12406,7 @@ function checkDigest(url, content, checksum) {
       `ADD --checksum=${checksum}: expected a digest, sha256: and 64 hex digits (or sha384:, sha512:)`
     );
   }
-  const actual = `${algorithm}:${(0, import_node_crypto7.createHash)(algorithm).update(content).digest("hex")}`;
+  const actual = `${algorithm}:${(0, import_node_crypto8.createHash)(algorithm).update(content).digest("hex")}`;
   if (actual !== checksum.toLowerCase()) {
     throw new PetriError(`ADD ${redactUrl(url)}: the content's digest is ${actual}, not ${checksum} (--checksum)`);
   }
@@ -12019,7 +12424,7 @@ async function archiveKind(entry) {
   return compression ?? "tar";
 }
 async function readHead(path, size2) {
-  const file = await (0, import_promises8.open)(path, "r");
+  const file = await (0, import_promises9.open)(path, "r");
   try {
     const buffer = Buffer.alloc(size2);
     const { bytesRead } = await file.read(buffer, 0, size2, 0);
@@ -12029,7 +12434,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression, what) {
-  const input = (0, import_node_fs32.createReadStream)(path);
+  const input = (0, import_node_fs33.createReadStream)(path);
   const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -12078,21 +12483,21 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs32.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs33.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
 }
-var import_node_crypto7, import_node_fs32, import_promises8, import_node_path28, import_promises9, isUrl, word, Selection, join26, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto8, import_node_fs33, import_promises9, import_node_path29, import_promises10, isUrl, word, Selection, join27, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto7 = require("node:crypto");
-    import_node_fs32 = require("node:fs");
-    import_promises8 = require("node:fs/promises");
-    import_node_path28 = require("node:path");
-    import_promises9 = require("node:stream/promises");
+    import_node_crypto8 = require("node:crypto");
+    import_node_fs33 = require("node:fs");
+    import_promises9 = require("node:fs/promises");
+    import_node_path29 = require("node:path");
+    import_promises10 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
     init_whiteouts();
@@ -12156,7 +12561,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path28.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path29.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -12164,7 +12569,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path28.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path29.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -12174,7 +12579,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join26(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join27(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -12190,7 +12595,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join26(dir.rel, entry), name: join26(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join27(dir.rel, entry), name: join27(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -12219,9 +12624,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join26(base, sub))) {
-          const path = join26(sub, name);
-          const rel = join26(base, path);
+        for (const name of this.#view.readdir(join27(base, sub))) {
+          const path = join27(sub, name);
+          const rel = join27(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -12275,7 +12680,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join26 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join27 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -12313,8 +12718,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path28.resolve)(upper);
-        (0, import_node_fs32.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path29.resolve)(upper);
+        (0, import_node_fs33.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -12324,7 +12729,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -12334,17 +12739,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path28.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path29.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs32.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs33.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path28.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path29.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -12363,8 +12768,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path28.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs32.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path29.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs33.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -12390,7 +12795,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join26(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join27(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -12399,17 +12804,17 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join26(destRel, entry.target);
+        const rel = join27(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
         this.written++;
-        const path = (0, import_node_path28.join)(this.#upper, rel);
+        const path = (0, import_node_path29.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -12422,14 +12827,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs32.linkSync)(first, path);
+              (0, import_node_fs33.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
-              const file = await (0, import_promises8.open)(
+              const file = await (0, import_promises9.open)(
                 path,
-                import_node_fs32.constants.O_WRONLY | import_node_fs32.constants.O_CREAT | import_node_fs32.constants.O_EXCL | import_node_fs32.constants.O_NOFOLLOW,
+                import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -12438,13 +12843,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises8.copyFile)(entry.hostPath, path, import_node_fs32.constants.COPYFILE_EXCL | import_node_fs32.constants.COPYFILE_FICLONE);
+              await (0, import_promises9.copyFile)(entry.hostPath, path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs32.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs33.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -12460,12 +12865,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs32.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs33.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs32.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs32.chmodSync)(path, entry.mode);
+        (0, import_node_fs33.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs33.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -12476,20 +12881,20 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join26(current, part);
+          current = join27(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path28.join)(this.#upper, current);
-          (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path29.join)(this.#upper, current);
+          (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs32.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs32.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs33.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs33.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs32.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs32.chmodSync)(path, made.mode);
+            (0, import_node_fs33.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs33.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -12498,30 +12903,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs32.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs32.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs33.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs33.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path28.join)(this.#upper, rel);
+        const path = (0, import_node_path29.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs32.unlinkSync)(path);
+        } else (0, import_node_fs33.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path28.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path29.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -12530,7 +12935,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path28.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -12545,8 +12950,8 @@ var init_copy = __esm({
         const stages = [];
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs32.createReadStream)(entry.hostPath);
-        const feeding = (0, import_promises9.pipeline)([input, ...stages, extract]);
+        const input = (0, import_node_fs33.createReadStream)(entry.hostPath);
+        const feeding = (0, import_promises10.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
         const dirTimes = [];
@@ -12578,20 +12983,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path28.posix.basename(inside);
+        const base = import_node_path29.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join26(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join27(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join26(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path28.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join27(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path29.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs32.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -12605,9 +13010,9 @@ var init_copy = __esm({
         switch (header.type) {
           case "file":
           case "contiguous-file": {
-            const file = await (0, import_promises8.open)(
+            const file = await (0, import_promises9.open)(
               path,
-              import_node_fs32.constants.O_WRONLY | import_node_fs32.constants.O_CREAT | import_node_fs32.constants.O_EXCL | import_node_fs32.constants.O_NOFOLLOW,
+              import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -12620,21 +13025,21 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs32.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs33.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join26(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join27(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs32.linkSync)((0, import_node_path28.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs33.linkSync)((0, import_node_path29.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises8.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs32.constants.COPYFILE_EXCL | import_node_fs32.constants.COPYFILE_FICLONE);
+              await (0, import_promises9.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs32.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs33.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -12652,16 +13057,16 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs32.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs33.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join26(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join27(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join26(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join26(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join27(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join27(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -12910,13 +13315,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path29.join)(process.env.HOME || (0, import_node_os5.homedir)(), ".docker");
-  return (0, import_node_path29.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path30.join)(process.env.HOME || (0, import_node_os5.homedir)(), ".docker");
+  return (0, import_node_path30.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs33.readFileSync)(path, "utf8");
+    text = (0, import_node_fs34.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -12932,11 +13337,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs33.mkdirSync)((0, import_node_path29.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs34.mkdirSync)((0, import_node_path30.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs33.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs34.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs33.renameSync)(temp, path);
+    (0, import_node_fs34.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -13072,15 +13477,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process5, import_node_fs33, import_node_os5, import_node_path29, HelperNotFound;
+var import_node_child_process5, import_node_fs34, import_node_os5, import_node_path30, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_fs33 = require("node:fs");
+    import_node_fs34 = require("node:fs");
     import_node_os5 = require("node:os");
-    import_node_path29 = require("node:path");
+    import_node_path30 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -13143,12 +13548,12 @@ function formatWait(ms) {
   if (ms < 90 * 6e4) return `${Math.round(ms / 6e4)} min`;
   return `${Math.round(ms / 36e5)} h`;
 }
-var import_promises10, RegistryClient;
+var import_promises11, RegistryClient;
 var init_client = __esm({
   "src/image/registry/client.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises10 = require("node:timers/promises");
+    import_promises11 = require("node:timers/promises");
     init_errors();
     init_auth();
     init_credentials();
@@ -13244,7 +13649,7 @@ var init_client = __esm({
             const wait = this.#rateLimitWait(response, attempt2);
             const detail = await errorDetail(response);
             if (wait === void 0 || attempt2 >= retries) throw this.#rateLimited(response, detail);
-            await (0, import_promises10.setTimeout)(wait);
+            await (0, import_promises11.setTimeout)(wait);
             continue;
           }
           if (response.status >= 500 && response.status !== 501 && idempotent && attempt2 < retries) {
@@ -13265,7 +13670,7 @@ var init_client = __esm({
       /** A wait between retries: 250 ms, 500 ms, 1 s, 2 s… with jitter. */
       async #backoff(attempt2) {
         const base = this.#options.backoffMs ?? 250;
-        await (0, import_promises10.setTimeout)(Math.min(8e3, base * 2 ** attempt2) * (0.75 + Math.random() / 2));
+        await (0, import_promises11.setTimeout)(Math.min(8e3, base * 2 ** attempt2) * (0.75 + Math.random() / 2));
       }
       /** Exposed for blob downloads that resume after a broken connection. */
       backoff(attempt2) {
@@ -14008,7 +14413,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs34.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs35.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -14060,12 +14465,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs34, OCTET, RetryUpload;
+var import_node_fs35, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs34 = require("node:fs");
+    import_node_fs35 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -14457,7 +14862,7 @@ async function pull(store, ref, reference, client, options, emit) {
     async () => {
       if (store.hasBlob(blob.digest)) {
         const now = /* @__PURE__ */ new Date();
-        await (0, import_promises11.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
+        await (0, import_promises12.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
         });
         if (unpack && !unpack.cache.stackPath(unpack.diffIds)) {
           await unpack.cache.unpackStream(
@@ -14558,12 +14963,12 @@ function checkConfig(config, manifest, reference, wanted, strict, emit) {
     emit({ type: "warning", message });
   }
 }
-var import_promises11;
+var import_promises12;
 var init_pull = __esm({
   "src/image/registry/pull.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises11 = require("node:fs/promises");
+    import_promises12 = require("node:fs/promises");
     init_p_limit();
     init_errors();
     init_lock();
@@ -14610,11 +15015,11 @@ async function scanTree(dir) {
 function scanOwnTree(dir) {
   const entries = [];
   const walk = /* @__PURE__ */ __name((abs, rel) => {
-    const names = (0, import_node_fs35.readdirSync)(abs).sort(byBytes);
+    const names = (0, import_node_fs36.readdirSync)(abs).sort(byBytes);
     for (const name of names) {
-      const path = (0, import_node_path30.join)(abs, name);
+      const path = (0, import_node_path31.join)(abs, name);
       const relPath = rel ? `${rel}/${name}` : name;
-      const st = (0, import_node_fs35.lstatSync)(path, { bigint: true, throwIfNoEntry: false });
+      const st = (0, import_node_fs36.lstatSync)(path, { bigint: true, throwIfNoEntry: false });
       if (!st) continue;
       const type = st.isFile() ? "f" : st.isDirectory() ? "d" : st.isSymbolicLink() ? "l" : st.isCharacterDevice() ? "c" : st.isBlockDevice() ? "b" : st.isFIFO() ? "p" : "s";
       const ns = st.mtimeNs;
@@ -14631,7 +15036,7 @@ function scanOwnTree(dir) {
         ino: Number(st.ino),
         nlink: Number(st.nlink)
       };
-      if (type === "l") entry.link = (0, import_node_fs35.readlinkSync)(path, "utf8");
+      if (type === "l") entry.link = (0, import_node_fs36.readlinkSync)(path, "utf8");
       entries.push(entry);
       if (type === "d") walk(path, relPath);
     }
@@ -14646,13 +15051,13 @@ function scanOwnTree(dir) {
 function byBytes(a, b) {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
-var import_node_fs35, import_node_path30;
+var import_node_fs36, import_node_path31;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
-    import_node_path30 = require("node:path");
+    import_node_fs36 = require("node:fs");
+    import_node_path31 = require("node:path");
     init_errors();
     init_runner_binary();
     init_dev();
@@ -14817,7 +15222,7 @@ async function writeLayer(upperDir, out, options = {}) {
   const sink = "whole" in out ? out : {
     whole: /* @__PURE__ */ __name(async (tar) => {
       out.end(tar);
-      await (0, import_promises13.finished)(out);
+      await (0, import_promises14.finished)(out);
     }, "whole"),
     stream: /* @__PURE__ */ __name(() => out, "stream")
   };
@@ -14841,11 +15246,11 @@ async function writeLayer(upperDir, out, options = {}) {
       throw layerError(upperDir, error);
     }
     await sink.whole(tar);
-    return { diffId: `sha256:${(0, import_node_crypto8.createHash)("sha256").update(tar).digest("hex")}`, size: tar.length, opaque };
+    return { diffId: `sha256:${(0, import_node_crypto9.createHash)("sha256").update(tar).digest("hex")}`, size: tar.length, opaque };
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
-  const writing = (0, import_promises13.pipeline)(pack, counter, sink.stream());
+  const writing = (0, import_promises14.pipeline)(pack, counter, sink.stream());
   writing.catch(() => {
   });
   try {
@@ -14871,11 +15276,11 @@ function bufferPacker(archive) {
   return {
     add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
     addFile: /* @__PURE__ */ __name(async (header, path) => {
-      const fd = (0, import_node_fs36.openSync)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW);
+      const fd = (0, import_node_fs37.openSync)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW);
       try {
-        archive.add(header, (0, import_node_fs36.readFileSync)(fd));
+        archive.add(header, (0, import_node_fs37.readFileSync)(fd));
       } finally {
-        (0, import_node_fs36.closeSync)(fd);
+        (0, import_node_fs37.closeSync)(fd);
       }
     }, "addFile")
   };
@@ -14894,8 +15299,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path31.dirname)(entry.path);
-          await pack.add(emptyHeader((0, import_node_path31.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path32.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path32.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await pack.add({
@@ -14924,7 +15329,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path31.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path32.join)(root, entry.path));
         break;
       }
       default:
@@ -14964,19 +15369,19 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises12.open)(path, import_node_fs36.constants.O_RDONLY | import_node_fs36.constants.O_NOFOLLOW)).createReadStream();
-  await Promise.all([(0, import_promises13.pipeline)(file, sink), done]);
+  const file = (await (0, import_promises13.open)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW)).createReadStream();
+  await Promise.all([(0, import_promises14.pipeline)(file, sink), done]);
 }
-var import_node_crypto8, import_node_fs36, import_promises12, import_node_path31, import_promises13, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto9, import_node_fs37, import_promises13, import_node_path32, import_promises14, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto8 = require("node:crypto");
-    import_node_fs36 = require("node:fs");
-    import_promises12 = require("node:fs/promises");
-    import_node_path31 = require("node:path");
-    import_promises13 = require("node:stream/promises");
+    import_node_crypto9 = require("node:crypto");
+    import_node_fs37 = require("node:fs");
+    import_promises13 = require("node:fs/promises");
+    import_node_path32 = require("node:path");
+    import_promises14 = require("node:stream/promises");
     init_errors();
     init_digest();
     init_scan();
@@ -15083,18 +15488,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path32.join)(upper, parentRel);
-        (0, import_node_fs37.mkdirSync)(path2);
-        (0, import_node_fs37.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs37.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs37.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path33.join)(upper, parentRel);
+        (0, import_node_fs38.mkdirSync)(path2);
+        (0, import_node_fs38.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs38.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs38.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path32.join)(upper, rel);
-    (0, import_node_fs37.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs37.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs37.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path33.join)(upper, rel);
+    (0, import_node_fs38.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs38.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs38.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -15103,35 +15508,35 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path32.join)(upper, rel);
+      const path = (0, import_node_path33.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs37.lstatSync)(path);
+        const stat2 = (0, import_node_fs38.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs37.readdirSync)(path).length > 0) break;
-          (0, import_node_fs37.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs37.unlinkSync)(path);
+          if ((0, import_node_fs38.readdirSync)(path).length > 0) break;
+          (0, import_node_fs38.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs38.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path32.posix.dirname(rel);
+      rel = import_node_path33.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs37.readdirSync)(from)) {
+  for (const name of (0, import_node_fs38.readdirSync)(from)) {
     try {
-      (0, import_node_fs37.renameSync)((0, import_node_path32.join)(from, name), (0, import_node_path32.join)(to, name));
+      (0, import_node_fs38.renameSync)((0, import_node_path33.join)(from, name), (0, import_node_path33.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = childProcess().spawnSync("cp", ["-a", "--", (0, import_node_path32.join)(from, name), (0, import_node_path32.join)(to, name)], {
+      const copied2 = childProcess().spawnSync("cp", ["-a", "--", (0, import_node_path33.join)(from, name), (0, import_node_path33.join)(to, name)], {
         encoding: "utf8"
       });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs37.lstatSync)(from);
-  (0, import_node_fs37.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs38.lstatSync)(from);
+  (0, import_node_fs38.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -15139,14 +15544,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_fs37, import_promises14, import_node_path32, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
+var import_node_fs38, import_promises15, import_node_path33, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs37 = require("node:fs");
-    import_promises14 = require("node:fs/promises");
-    import_node_path32 = require("node:path");
+    import_node_fs38 = require("node:fs");
+    import_promises15 = require("node:fs/promises");
+    import_node_path33 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -15163,6 +15568,7 @@ var init_builder = __esm({
     init_cache();
     init_config();
     init_copy();
+    init_early();
     init_fs_view();
     init_git_source();
     PROXY_ARGS = [
@@ -15218,13 +15624,15 @@ var init_builder = __esm({
       /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
       #usedSteps = /* @__PURE__ */ new Map();
       #usedSelections = /* @__PURE__ */ new Map();
+      /** RUN steps whose container ran early (early.ts). */
+      #earlySteps = /* @__PURE__ */ new Set();
       constructor(options) {
         this.#options = options;
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path32.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path32.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path33.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path33.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         this.#epoch = buildEpoch();
@@ -15258,6 +15666,7 @@ var init_builder = __esm({
           await closing;
           return result;
         } finally {
+          if (this.#options.early) this.#removals.push(this.#options.early.remove());
           await Promise.all(this.#removals);
           for (const agent of this.#agents) agent.close();
           for (const dir of this.#workDirs) removeTree(dir);
@@ -15316,12 +15725,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs37.existsSync)(this.#contextDir) || !(0, import_node_fs37.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs38.existsSync)(this.#contextDir) || !(0, import_node_fs38.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs37.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs38.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -15489,7 +15898,12 @@ ${trigger}
             history: result.state.history.length,
             ...trace.reads.has(id) ? { reads: trace.reads.get(id) } : {}
           });
-          this.#emit({ ...base, status: result.cached ? "cached" : "done", durationMs: Date.now() - started });
+          this.#emit({
+            ...base,
+            status: result.cached ? "cached" : "done",
+            durationMs: Date.now() - started,
+            ...this.#earlySteps.has(id) ? { early: true } : {}
+          });
           return result.state;
         } catch (error) {
           const located = error instanceof PetriError && !(error instanceof DockerfileError) ? new PetriError(
@@ -15544,6 +15958,15 @@ ${trigger}
       }
       /** An image from the store, pulled from its registry first as the pull policy says (each name once per build). */
       async #baseImage(name, stepId) {
+        const image = await this.#storedBase(name, stepId);
+        const trace = this.#options.trace;
+        if (trace) {
+          trace.bases ??= [];
+          trace.bases.push(image.manifestDigest);
+        }
+        return image;
+      }
+      async #storedBase(name, stepId) {
         const policy = this.#options.pull ?? "missing";
         let missing2;
         if (policy !== "always") {
@@ -15744,7 +16167,7 @@ ${trigger}
         const index = this.#workDirs.indexOf(dir);
         if (index < 0) return;
         this.#workDirs.splice(index, 1);
-        this.#removals.push((0, import_promises14.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
+        this.#removals.push((0, import_promises15.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
       }
       async #workDir() {
         const dir = (await this.#layerCache()).workDir();
@@ -15772,11 +16195,11 @@ ${trigger}
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path32.join)(work, "fs");
-          (0, import_node_fs37.mkdirSync)(upper);
+          const upper = (0, import_node_path33.join)(work, "fs");
+          (0, import_node_fs38.mkdirSync)(upper);
           const written = await make(lower, upper);
           const own = written !== void 0 && !written.helper && written.entries <= OWN_SCAN_MAX;
-          const layer = (0, import_node_fs37.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
+          const layer = (0, import_node_fs38.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -15995,19 +16418,19 @@ ${trigger}
         const network = flags.network === "none" ? "none" : "host";
         const runEnv = /* @__PURE__ */ new Map();
         const keyEnv = [];
-        for (const [key, value] of state.args) {
-          if (value !== void 0) runEnv.set(key, value);
+        for (const [key2, value] of state.args) {
+          if (value !== void 0) runEnv.set(key2, value);
         }
-        for (const key of PROXY_ARGS) {
-          const value = this.#options.buildArgs?.[key];
-          if (value !== void 0 && !state.args.has(key)) {
-            runEnv.set(key, value);
-            this.#usedArgs.add(key);
+        for (const key2 of PROXY_ARGS) {
+          const value = this.#options.buildArgs?.[key2];
+          if (value !== void 0 && !state.args.has(key2)) {
+            runEnv.set(key2, value);
+            this.#usedArgs.add(key2);
           }
         }
-        for (const [key, value] of envMap(state.config)) runEnv.set(key, value);
-        for (const [key, value] of runEnv)
-          if (!PROXY_ARGS.includes(key) || state.args.has(key)) keyEnv.push(`${key}=${value}`);
+        for (const [key2, value] of envMap(state.config)) runEnv.set(key2, value);
+        for (const [key2, value] of runEnv)
+          if (!PROXY_ARGS.includes(key2) || state.args.has(key2)) keyEnv.push(`${key2}=${value}`);
         const mounts = flags.mounts ?? [];
         const mountKeys = [];
         if (mounts.some((m) => m.type === "bind" && m.from === void 0)) this.#options.trace?.reads.set(stepId, "other");
@@ -16027,6 +16450,8 @@ ${trigger}
           upper: "whole"
         };
         const createdBy = `RUN ${command2.join(" ")} # buildkit`;
+        const stepText = stableJson(step);
+        const key = { key: cacheKey(state.fsKey, step), parent: state.fsKey, stepText };
         return this.#layerStep(state, step, createdBy, async (lower, upper) => {
           const seen = await this.#runContainer(state, {
             stepId,
@@ -16039,7 +16464,8 @@ ${trigger}
             run,
             lower,
             upper,
-            privileged: flags.security === "insecure"
+            privileged: flags.security === "insecure",
+            key
           });
           return seen?.plain && seen.entries !== void 0 ? { helper: false, entries: seen.entries } : void 0;
         });
@@ -16083,8 +16509,8 @@ ${trigger}
       }
       async #runContainer(state, job) {
         const { lower } = job;
-        const readFile4 = /* @__PURE__ */ __name((p) => readFromLayers(lower, p), "readFile");
-        const user = resolveUser(state.config.User || void 0, readFile4);
+        const readFile5 = /* @__PURE__ */ __name((p) => readFromLayers(lower, p), "readFile");
+        const user = resolveUser(state.config.User || void 0, readFile5);
         const env = Object.fromEntries(job.env);
         if (env.PATH === void 0) env.PATH = DEFAULT_PATH2;
         if (env.HOME === void 0 && user.home) env.HOME = user.home;
@@ -16092,28 +16518,28 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path32.join)(work, `script-${i}`);
-          (0, import_node_fs37.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path33.join)(work, `script-${i}`);
+          (0, import_node_fs38.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
         const agents2 = [];
         let sshSeen = false;
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path32.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path33.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs37.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs38.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path32.join)(work, "resolv.conf");
-            (0, import_node_fs37.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path33.join)(work, "resolv.conf");
+            (0, import_node_fs38.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path32.posix.resolve(
+          const target = import_node_path33.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -16127,7 +16553,7 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path32.posix.basename(target);
+            const id = mount.id ?? import_node_path33.posix.basename(target);
             const secrets = this.#options.secrets;
             const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
             if (file === void 0) {
@@ -16135,10 +16561,10 @@ ${trigger}
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path32.join)(work, `secret-${i}`);
-            (0, import_node_fs37.writeFileSync)(copy, (0, import_node_fs37.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs37.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs37.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path33.join)(work, `secret-${i}`);
+            (0, import_node_fs38.writeFileSync)(copy, (0, import_node_fs38.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs38.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs38.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "ssh") {
@@ -16160,8 +16586,8 @@ ${trigger}
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path32.join)(work, `bind-${i}`);
-            (0, import_node_fs37.mkdirSync)(dir);
+            const dir = (0, import_node_path33.join)(work, `bind-${i}`);
+            (0, import_node_fs38.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -16170,17 +16596,16 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs37.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path32.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs37.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs38.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path33.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs38.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
         }
         mountTargets.push(...job.scripts.map((s) => s.target));
         const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-        const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
-        const container = Container2.create({
+        const options = {
           rootfs: root,
           command: job.command,
           env,
@@ -16192,6 +16617,42 @@ ${trigger}
           binds,
           tmpfs,
           ...job.privileged ? { privileged: true } : {}
+        };
+        const resolvBind = binds.find((b) => b.target === "/etc/resolv.conf");
+        const top = lower[0];
+        const plain = top !== void 0 && job.scripts.length === 0 && job.mounts.length === 0 && !job.privileged && binds.length === (resolvBind ? 1 : 0) && Object.keys(tmpfs).length === 0;
+        const hash = plain ? optionsHash(options, top, resolvBind?.source) : "";
+        const trace = this.#options.trace;
+        const note = /* @__PURE__ */ __name((c) => {
+          if (!plain || !trace || !c.args.includes("--clone-into")) return;
+          const tree = layerTree(top);
+          const record = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "record.json"), "utf8");
+          const cgroups = JSON.parse(record).cgroupDirs;
+          const config = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "config.json"), "utf8");
+          const templates = tree && containerTemplates({ ...c, config, record, cgroups });
+          if (!tree || !templates) return;
+          trace.early ??= [];
+          trace.early.push({ runStep: job.stepId, ...job.key, tree, resolv: !!resolvBind, options: hash, ...templates });
+        }, "note");
+        const early = this.#options.early;
+        if (plain && early?.take(job.key.key, hash, top, resolvBind && (0, import_node_fs38.readFileSync)(resolvBind.source))) {
+          const seen = await this.#adoptEarly(
+            early,
+            job,
+            lower,
+            mountTargets,
+            () => note({ ...early, lowerTop: early.lowerTop, resolv: resolvBind && early.resolvPath, args: early.args() })
+          );
+          if (seen !== false) return seen;
+        }
+        const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
+        const container = Container2.create(options);
+        note({
+          id: container.id,
+          dir: container.dir,
+          lowerTop: top ?? "",
+          resolv: resolvBind?.source,
+          args: container.runnerArgs()
         });
         const tail2 = [];
         try {
@@ -16220,7 +16681,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path32.join)(container.dir, "upper");
+          const upper = (0, import_node_path33.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
           return container.upper;
@@ -16235,9 +16696,46 @@ ${trigger}
           this.#removals.push(removal);
         }
       }
+      /**
+       * The step's container, run early (early.ts): its output shown, its upper
+       * dir taken as this one's would be. False when its runner could not start
+       * the container (then the step runs its own).
+       */
+      async #adoptEarly(early, job, lower, mountTargets, note) {
+        try {
+          const exit = await early.exit();
+          if (exit.error !== void 0) return false;
+          const tail2 = [];
+          for (const stream of ["stdout", "stderr"]) {
+            const data = early.output(stream);
+            if (data === "") continue;
+            for (const line of data.split("\n")) if (line !== "") tail2.push(line);
+            this.#emit({ type: "output", id: job.stepId, stream, data });
+          }
+          if (exit.exitCode !== 0 || exit.signal !== null) {
+            const how = exit.signal !== null ? `signal ${exit.signal}` : `exit code: ${exit.exitCode}`;
+            const last = tail2.slice(-3);
+            throw new PetriError(
+              `process "${job.command.join(" ")}" did not complete successfully: ${how}${last.length ? ` (last output: ${last.join(" | ")})` : ""}`,
+              { code: "ERUN" }
+            );
+          }
+          const upper = (0, import_node_path33.join)(early.dir, "upper");
+          removeMountpoints(upper, lower, mountTargets);
+          moveContents(upper, job.upper);
+          note();
+          this.#earlySteps.add(job.stepId);
+          return exit.upper;
+        } finally {
+          const removal = early.remove();
+          removal.catch(() => {
+          });
+          this.#removals.push(removal);
+        }
+      }
       #emptyDir(work) {
-        const dir = (0, import_node_path32.join)(work, "empty-root");
-        (0, import_node_fs37.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path33.join)(work, "empty-root");
+        (0, import_node_fs38.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -16316,8 +16814,8 @@ function plan(trace, manifestDigest, context) {
     if (step.reads === "other") return void 0;
     for (const file of step.reads.files) elsewhere.add(file.hostPath);
   }
-  const store = (0, import_node_path33.join)(petriRoot(), "images", "blobs", "sha256");
-  const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(store, digest.replace(/^sha256:/, ""))), "blob");
+  const store = (0, import_node_path34.join)(petriRoot(), "images", "blobs", "sha256");
+  const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(store, digest.replace(/^sha256:/, ""))), "blob");
   const manifest = JSON.parse(blob(manifestDigest).toString("utf8"));
   const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
   const epoch = buildEpoch();
@@ -16338,20 +16836,20 @@ function plan(trace, manifestDigest, context) {
       if (below ? reads.parent !== cacheKey(below.parent, JSON.parse(below.step)) : false) return void 0;
       if (!below) result.parent = reads.parent;
       below = reads;
-      const content = `sha256:${sha256hex(text)}`;
-      if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
+      const content = `sha256:${sha256hex2(text)}`;
+      if (count2(reads.step, `"content":"${content}"`) !== 1) return void 0;
       const group = result.groups.length;
       const entries = tarEntries(blob(ref.digest));
       const found = [];
       for (const file of reads.files) {
-        const label = (0, import_node_path33.relative)(context, file.hostPath);
+        const label = (0, import_node_path34.relative)(context, file.hostPath);
         if (label.startsWith("..") || label === "" || label === ".dockerignore" || /[\t\n]/.test(label)) continue;
-        if (import_node_path33.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
+        if (import_node_path34.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
         if (reads.digests.filter((d) => d === file.digest).length !== 1) continue;
         const holding = entries.filter((e) => e.digest === file.digest);
         const entry = holding[0];
         if (holding.length !== 1 || !entry || !entry.patchable || entry.mtime !== epoch) continue;
-        if (entry.size !== file.size || count(reads.lines[file.line] ?? "", `"${file.digest}"`) !== 1) continue;
+        if (entry.size !== file.size || count2(reads.lines[file.line] ?? "", `"${file.digest}"`) !== 1) continue;
         found.push({ label, offset: entry.offset, digest: file.digest, line: file.line });
       }
       found.sort((a, b) => a.offset - b.offset);
@@ -16359,13 +16857,13 @@ function plan(trace, manifestDigest, context) {
       for (const file of found.slice(0, Math.max(0, MAX_FILES2 - result.files.length))) {
         const n = result.files.length;
         result.files.push({ label: file.label, group, offset: file.offset, digest: file.digest.slice(7) });
-        lines[file.line] = lines[file.line].replace(`"${file.digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+        lines[file.line] = lines[file.line].replace(`"${file.digest}"`, `"sha256:${MARK2}digest:${n}@@"`);
       }
       result.groups.push({
         step: step.id,
         layer,
         history: previous.history,
-        stepTemplate: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:${group}@@"`),
+        stepTemplate: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK2}content:${group}@@"`),
         hashTemplate: lines.join(""),
         createdBy: reads.createdBy
       });
@@ -16392,7 +16890,7 @@ function tarEntries(tar) {
     const mtime = Number.parseInt(header.toString("latin1", 136, 148).trim() || "0", 8);
     if (!Number.isFinite(size2)) return [];
     const entry = { offset, type, size: size2, mtime, patchable: type === "0" && !extended && octalSize };
-    if (type === "0") entry.digest = `sha256:${sha256hex(tar.subarray(offset + 512, offset + 512 + size2))}`;
+    if (type === "0") entry.digest = `sha256:${sha256hex2(tar.subarray(offset + 512, offset + 512 + size2))}`;
     entries.push(entry);
     extended = type === "x" || type === "L" || type === "K";
     offset += 512 + Math.ceil(size2 / 512) * 512;
@@ -16409,8 +16907,8 @@ function expand(text, values) {
   return missing2 ? void 0 : out;
 }
 function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
-  const blobs = (0, import_node_path33.join)(root, "images", "blobs", "sha256");
-  const text = /* @__PURE__ */ __name((digest) => (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(blobs, digest.replace(/^sha256:/, "")), "utf8"), "text");
+  const blobs = (0, import_node_path34.join)(root, "images", "blobs", "sha256");
+  const text = /* @__PURE__ */ __name((digest) => (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(blobs, digest.replace(/^sha256:/, "")), "utf8"), "text");
   const manifestText = text(state.manifestDigest);
   const manifest = JSON.parse(manifestText);
   const configText = text(manifest.config.digest);
@@ -16418,16 +16916,16 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   if (JSON.stringify(manifest) !== manifestText || JSON.stringify(config) !== configText) return void 0;
   const index = JSON.parse(state.index);
   if (JSON.stringify(index) !== state.index) return void 0;
-  if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK))) return void 0;
+  if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK2))) return void 0;
   const wellFormed = /^[^\0\n]*\0(-|\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+)$/;
   if (!state.files.split("\n").every((line) => wellFormed.test(line))) return void 0;
   const history = config.history ?? [];
   const epoch = buildEpoch();
   const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
-  const below = (0, import_node_crypto9.createHash)("sha256");
+  const below = (0, import_node_crypto10.createHash)("sha256");
   for (const key of plan2.below) {
     below.update(`${key}
-`).update((0, import_node_fs38.readFileSync)((0, import_node_path33.join)(root, "build-cache", "steps", key.slice(7)))).update("\n");
+`).update((0, import_node_fs39.readFileSync)((0, import_node_path34.join)(root, "build-cache", "steps", key.slice(7)))).update("\n");
     lines.push(`below	${key.slice(7)}`);
   }
   lines.push(`belowhash	${below.digest("hex")}`);
@@ -16444,44 +16942,44 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     for (let h = group.history; h < end; h++) {
       const entry = history[h];
       if (!entry || entry.created !== created) return void 0;
-      entry.created = `${MARK}created:${g2}@@`;
+      entry.created = `${MARK2}created:${g2}@@`;
     }
-    config.rootfs.diff_ids[group.layer] = `sha256:${MARK}layer:${g2}@@`;
-    manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK}layer:${g2}@@`, size: -(g2 + 1) };
+    config.rootfs.diff_ids[group.layer] = `sha256:${MARK2}layer:${g2}@@`;
+    manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK2}layer:${g2}@@`, size: -(g2 + 1) };
     lines.push(`group	${layer.digest.slice(7)}	${layer.size}	${created}`);
     lastCreated = created;
     const record = JSON.stringify({
       layer: {
-        digest: `sha256:${MARK}layer:${g2}@@`,
+        digest: `sha256:${MARK2}layer:${g2}@@`,
         size: -1,
         mediaType: LAYER_TAR,
-        diffId: `sha256:${MARK}layer:${g2}@@`
+        diffId: `sha256:${MARK2}layer:${g2}@@`
       },
-      created: `${MARK}created:${g2}@@`,
+      created: `${MARK2}created:${g2}@@`,
       createdBy: group.createdBy
-    }).replace('"size":-1', `"size":${MARK}layer-size:${g2}@@`);
+    }).replace('"size":-1', `"size":${MARK2}layer-size:${g2}@@`);
     const hashText = expand(group.hashTemplate, values);
-    values[`content:${g2}`] = hashText === void 0 ? "" : sha256hex(hashText);
+    values[`content:${g2}`] = hashText === void 0 ? "" : sha256hex2(hashText);
     const stepText = expand(group.stepTemplate, values);
     if (hashText === void 0 || stepText === void 0) return void 0;
-    const key = `sha256:${sha256hex(`${parent}\0${stepText}`)}`;
+    const key = `sha256:${sha256hex2(`${parent}\0${stepText}`)}`;
     const actual = { ...values, [`layer:${g2}`]: layer.digest.slice(7), [`layer-size:${g2}`]: String(layer.size) };
-    const onDisk = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(root, "build-cache", "steps", key.slice(7)), "utf8");
+    const onDisk = (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(root, "build-cache", "steps", key.slice(7)), "utf8");
     if (expand(record, { ...actual, [`created:${g2}`]: created }) !== onDisk) return void 0;
     recordTemplates.push(record);
     parent = key;
   }
   if (config.created !== void 0) {
     if (config.created !== lastCreated) return void 0;
-    config.created = `${MARK}created:${plan2.groups.length - 1}@@`;
+    config.created = `${MARK2}created:${plan2.groups.length - 1}@@`;
   }
   for (const file of plan2.files) {
     lines.push(`file	${file.group}	${file.offset}	${file.digest}	${file.label}`);
   }
-  manifest.config = { ...manifest.config, digest: `sha256:${MARK}id@@`, size: -1e3 };
+  manifest.config = { ...manifest.config, digest: `sha256:${MARK2}id@@`, size: -1e3 };
   const sizes = /* @__PURE__ */ __name((json) => json.replace(
     /"size":-(\d+)/g,
-    (_m, n) => n === "1000" ? `"size":${MARK}config-size@@` : `"size":${MARK}layer-size:${Number(n) - 1}@@`
+    (_m, n) => n === "1000" ? `"size":${MARK2}config-size@@` : `"size":${MARK2}layer-size:${Number(n) - 1}@@`
   ), "sizes");
   const tags = [...new Set(state.tags)];
   const ref = /* @__PURE__ */ __name((m) => m.annotations?.[REF_NAME_ANNOTATION], "ref");
@@ -16491,7 +16989,7 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   const platform = config.variant ? { architecture: config.architecture, os: config.os, variant: config.variant } : { architecture: config.architecture, os: config.os };
   const descriptor = {
     mediaType: MEDIA_TYPES.ociManifest,
-    digest: `sha256:${MARK}manifest@@`,
+    digest: `sha256:${MARK2}manifest@@`,
     size: -1,
     platform
   };
@@ -16499,7 +16997,7 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     ...index.manifests.filter((m) => !tags.includes(ref(m) ?? "")),
     ...tags.map((tag) => namedEntry(descriptor, tag))
   ];
-  const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK}manifest-size@@`);
+  const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK2}manifest-size@@`);
   const pieces = [];
   const render = progressRenderer(mode, { write: /* @__PURE__ */ __name((t) => void pieces.push(t), "write") });
   const chunk = /* @__PURE__ */ __name((event) => {
@@ -16527,14 +17025,14 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
   }
   const image = {
     type: "image",
-    id: `sha256:${MARK}id@@`,
-    manifestDigest: `sha256:${MARK}manifest@@`,
+    id: `sha256:${MARK2}id@@`,
+    manifestDigest: `sha256:${MARK2}manifest@@`,
     tags: state.tags,
     durationMs: sentinelMs
   };
   const suffixCached = chunk({ ...image, resultCache: true });
   const suffixBuilt = chunk(image);
-  const ids2 = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK}id@@`, state.id.slice(7)).replaceAll(`${MARK}manifest@@`, state.manifestDigest.slice(7)), "ids");
+  const ids2 = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK2}id@@`, state.id.slice(7)).replaceAll(`${MARK2}manifest@@`, state.manifestDigest.slice(7)), "ids");
   if (prefix + cached3.join("") + ids2(suffixCached) !== err) return void 0;
   return [
     `${lines.join("\n")}
@@ -16542,7 +17040,7 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     JSON.stringify(config),
     sizes(JSON.stringify(manifest)),
     indexTemplate,
-    `sha256:${MARK}id@@
+    `sha256:${MARK2}id@@
 `,
     prefix,
     ...plan2.groups.flatMap((group, i) => [
@@ -16556,14 +17054,14 @@ function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
     suffixBuilt
   ];
 }
-var import_node_crypto9, import_node_fs38, import_node_path33, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, MAX_SELECTION_TEXT, META, LAYER_TAR, MARK, sha256hex, count;
+var import_node_crypto10, import_node_fs39, import_node_path34, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, MAX_SELECTION_TEXT, META, LAYER_TAR, MARK2, sha256hex2, count2;
 var init_delta = __esm({
   "src/build/delta.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto9 = require("node:crypto");
-    import_node_fs38 = require("node:fs");
-    import_node_path33 = require("node:path");
+    import_node_crypto10 = require("node:crypto");
+    import_node_fs39 = require("node:fs");
+    import_node_path34 = require("node:path");
     init_layout();
     init_types();
     init_paths();
@@ -16589,9 +17087,9 @@ var init_delta = __esm({
       "HEALTHCHECK"
     ]);
     LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
-    MARK = "@@petri:";
-    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto9.createHash)("sha256").update(text).digest("hex"), "sha256hex");
-    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
+    MARK2 = "@@petri:";
+    sha256hex2 = /* @__PURE__ */ __name((text) => (0, import_node_crypto10.createHash)("sha256").update(text).digest("hex"), "sha256hex");
+    count2 = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
     __name(deltaPlan, "deltaPlan");
     __name(plan, "plan");
     __name(tarEntries, "tarEntries");
@@ -16656,7 +17154,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
     };
     render(image);
     const [mark, unit] = stderr.includes(String(SENTINEL_MS)) ? [String(SENTINEL_MS), "ms"] : stderr.includes((SENTINEL_MS / 1e3).toFixed(1)) ? [(SENTINEL_MS / 1e3).toFixed(1), "s"] : ["", ""];
-    const self2 = (0, import_node_fs39.statSync)(inputs.self, { bigint: true });
+    const self2 = (0, import_node_fs40.statSync)(inputs.self, { bigint: true });
     const hex = /^sha256:([a-f0-9]{64})$/.exec(state.manifestDigest)?.[1];
     if (!hex) return;
     const fields = [
@@ -16666,9 +17164,9 @@ function writeReplay(inputs, state, root = petriRoot()) {
       inputs.context,
       inputs.dockerfile,
       state.files,
-      (0, import_node_path34.join)(root, "images", "index.json"),
+      (0, import_node_path35.join)(root, "images", "index.json"),
       state.index,
-      (0, import_node_path34.join)(root, "images", "blobs", "sha256", hex),
+      (0, import_node_path35.join)(root, "images", "blobs", "sha256", hex),
       `${state.id}
 `,
       stderr,
@@ -16689,27 +17187,30 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     );
-    const head = Buffer.from(`${MAGIC2} ${(0, import_node_crypto10.createHash)("sha256").update(body).digest("hex")}
+    const sum = (0, import_node_crypto11.createHash)("sha256").update(body).digest("hex");
+    const head = Buffer.from(`${MAGIC2} ${sum}
 `);
-    const file = (0, import_node_path34.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
-    (0, import_node_fs39.mkdirSync)((0, import_node_path34.join)(file, ".."), { recursive: true });
+    const file = (0, import_node_path35.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
+    (0, import_node_fs40.mkdirSync)((0, import_node_path35.join)(file, ".."), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs39.writeFileSync)(tmp, Buffer.concat([head, body]));
-    (0, import_node_fs39.renameSync)(tmp, file);
+    (0, import_node_fs40.writeFileSync)(tmp, Buffer.concat([head, body]));
+    (0, import_node_fs40.renameSync)(tmp, file);
+    writeEarlyPlan(`${file}.early`, sum, state.early);
   } catch {
   }
 }
-var import_node_crypto10, import_node_fs39, import_node_path34, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_crypto11, import_node_fs40, import_node_path35, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
-    import_node_fs39 = require("node:fs");
-    import_node_path34 = require("node:path");
+    import_node_crypto11 = require("node:crypto");
+    import_node_fs40 = require("node:fs");
+    import_node_path35 = require("node:path");
     init_paths();
     init_fnv();
     init_delta();
+    init_early();
     init_progress();
     MAGIC2 = "petri-replay 2";
     SENTINEL_MS = 987654321;
@@ -16726,6 +17227,14 @@ __export(build_exports, {
   main: () => main2
 });
 async function main2(argv) {
+  const early = process.env.PETRI_EARLY_RUN === void 0 ? void 0 : (await Promise.resolve().then(() => (init_early(), early_exports))).EarlyRun.fromEnv((await Promise.resolve().then(() => (init_paths(), paths_exports))).containersDir());
+  try {
+    return await build(argv, early);
+  } finally {
+    await early?.remove();
+  }
+}
+async function build(argv, early) {
   const startedAt = Date.now();
   const { options, rest } = parseArgs("build", argv, SPECS2);
   let pull2 = options.pull;
@@ -16767,7 +17276,7 @@ async function main2(argv) {
     const id = fields.id;
     const src = fields.src ?? fields.source;
     if (!id || !src) throw new PetriError(`petri build: invalid --secret ${spec}: expected id=ID,src=FILE`);
-    secrets[id] = (0, import_node_path35.resolve)(src);
+    secrets[id] = (0, import_node_path36.resolve)(src);
   }
   const ssh = {};
   for (const spec of options.ssh ?? []) {
@@ -16777,15 +17286,15 @@ async function main2(argv) {
   }
   const cacheTo = options["cache-to"] ?? [];
   const cacheFrom = options["cache-from"] ?? [];
-  const context = (0, import_node_path35.resolve)(rest[0]);
-  const dockerfile = typeof options.file === "string" ? (0, import_node_path35.resolve)(options.file) : void 0;
+  const context = (0, import_node_path36.resolve)(rest[0]);
+  const dockerfile = typeof options.file === "string" ? (0, import_node_path36.resolve)(options.file) : void 0;
   const tags = options.tag ?? [];
   let results;
   if (pull2 !== "always" && cacheTo.length + cacheFrom.length === 0 && Object.keys({ ...secrets, ...ssh }).length === 0) {
     const { ResultCache: ResultCache2 } = await Promise.resolve().then(() => (init_result_cache(), result_cache_exports));
     results = new ResultCache2({
       context,
-      dockerfile: dockerfile ?? (0, import_node_path35.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path36.resolve)(context, "Dockerfile"),
       ...typeof options.target === "string" ? { target: options.target } : {},
       buildArgs,
       tags,
@@ -16846,7 +17355,8 @@ async function main2(argv) {
       ...caches,
       store: ImageStore2.open(),
       onEvent: render,
-      ...trace ? { trace } : {}
+      ...trace ? { trace } : {},
+      ...early ? { early } : {}
     });
   } catch (error) {
     if (!(error instanceof PetriError)) throw error;
@@ -16855,8 +17365,16 @@ async function main2(argv) {
     return 1;
   }
   if (results) {
-    const { deltaPlan: deltaPlan2 } = await Promise.resolve().then(() => (init_delta(), delta_exports));
-    results.remember(seen, result, trace && deltaPlan2(trace, result.manifestDigest, context));
+    const [{ deltaPlan: deltaPlan2 }, { earlyPlan: earlyPlan2 }] = await Promise.all([
+      Promise.resolve().then(() => (init_delta(), delta_exports)),
+      Promise.resolve().then(() => (init_early(), early_exports))
+    ]);
+    results.remember(
+      seen,
+      result,
+      trace && deltaPlan2(trace, result.manifestDigest, context),
+      trace && earlyPlan2(trace, context)
+    );
   }
   writeOut(1, `${result.id}
 `);
@@ -16873,7 +17391,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
       envArgs,
       progress,
       context,
-      dockerfile: dockerfile ?? (0, import_node_path35.resolve)(context, "Dockerfile"),
+      dockerfile: dockerfile ?? (0, import_node_path36.resolve)(context, "Dockerfile"),
       self: __filename
     },
     results.verified
@@ -16881,7 +17399,7 @@ async function saveReplay(argv, options, progress, context, dockerfile, results)
 }
 function petriIdentity() {
   try {
-    const st = (0, import_node_fs40.statSync)(__filename);
+    const st = (0, import_node_fs41.statSync)(__filename);
     return `${__filename}:${st.size}:${st.mtimeMs}`;
   } catch {
     return `${__filename}:${Date.now()}:${Math.random()}`;
@@ -16890,7 +17408,7 @@ function petriIdentity() {
 function stderrOut() {
   let isTTY = false;
   try {
-    isTTY = (0, import_node_fs40.fstatSync)(2).isCharacterDevice() && tty().isatty(2);
+    isTTY = (0, import_node_fs41.fstatSync)(2).isCharacterDevice() && tty().isatty(2);
   } catch {
   }
   return { isTTY, write: /* @__PURE__ */ __name((text) => writeOut(2, text), "write") };
@@ -16906,7 +17424,7 @@ function writeOut(fd, text) {
   }
   let offset = 0;
   try {
-    while (offset < data.length) offset += (0, import_node_fs40.writeSync)(fd, data, offset);
+    while (offset < data.length) offset += (0, import_node_fs41.writeSync)(fd, data, offset);
   } catch (error) {
     const code = error.code;
     if (code === "EAGAIN") {
@@ -16921,13 +17439,13 @@ function writeOut(fd, text) {
   }
   return true;
 }
-var import_node_fs40, import_node_path35, HELP2, SPECS2, MODES, streamed, gone;
+var import_node_fs41, import_node_path36, HELP2, SPECS2, MODES, streamed, gone;
 var init_build = __esm({
   "src/cli/build.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs40 = require("node:fs");
-    import_node_path35 = require("node:path");
+    import_node_fs41 = require("node:fs");
+    import_node_path36 = require("node:path");
     init_errors();
     init_pull_policy();
     init_lazy_builtins();
@@ -16986,6 +17504,7 @@ so the same inputs give the same layer digests on any machine).
     ];
     MODES = ["auto", "plain", "tty", "json", "quiet"];
     __name(main2, "main");
+    __name(build, "build");
     __name(saveReplay, "saveReplay");
     __name(petriIdentity, "petriIdentity");
     __name(stderrOut, "stderrOut");
@@ -16996,7 +17515,7 @@ so the same inputs give the same layer digests on any machine).
 });
 
 // src/test-runner/config-validate.ts
-function join33(path, key) {
+function join34(path, key) {
   return path === "" ? key : `${path}.${key}`;
 }
 function show(value) {
@@ -17005,9 +17524,9 @@ function show(value) {
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
 }
 function validateConfig(raw, file, cwd = process.cwd(), hostEnv = process.env) {
-  const shown = (0, import_node_path36.relative)(cwd, file) || file;
+  const shown = (0, import_node_path37.relative)(cwd, file) || file;
   const check = new Checker(shown.startsWith("..") ? file : shown);
-  const dir = (0, import_node_path36.resolve)(file, "..");
+  const dir = (0, import_node_path37.resolve)(file, "..");
   const top = check.object("", raw, TOP_KEYS, "an object with images and jobs");
   const imagesRaw = check.object("images", top.images ?? {}, void 0, "an object of image name \u2192 image");
   const images = /* @__PURE__ */ new Map();
@@ -17045,11 +17564,11 @@ function validateImage(check, path, name, value, dir) {
   }
   if (!("context" in entry)) check.fail(path, value, expected);
   check.object(path, entry, BUILD_KEYS, expected);
-  const context = (0, import_node_path36.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
+  const context = (0, import_node_path37.resolve)(dir, check.string(`${path}.context`, entry.context, "a directory path"));
   const image = { name, kind: "build", context, buildArgs: {} };
   if (entry.dockerfile !== void 0) {
     const dockerfile = check.string(`${path}.dockerfile`, entry.dockerfile, "a file path, relative to the context");
-    image.dockerfile = (0, import_node_path36.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path36.resolve)(context, dockerfile);
+    image.dockerfile = (0, import_node_path37.isAbsolute)(dockerfile) ? dockerfile : (0, import_node_path37.resolve)(context, dockerfile);
   }
   if (entry.target !== void 0) image.target = check.string(`${path}.target`, entry.target, "a stage name");
   if (entry.buildArgs !== void 0) {
@@ -17167,8 +17686,8 @@ function validateFiles(check, path, value, dir) {
     const at = `${path}[${i}]`;
     const file = check.object(at, entry, FILE_KEYS, "an object with source and target");
     const shown = check.string(`${at}.source`, file.source, "a file or directory path, relative to the config file");
-    const source = (0, import_node_path36.resolve)(dir, shown);
-    if (!(0, import_node_fs41.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
+    const source = (0, import_node_path37.resolve)(dir, shown);
+    if (!(0, import_node_fs42.existsSync)(source)) check.fail(`${at}.source`, shown, `an existing file or directory (${source} is missing)`);
     const target = check.string(`${at}.target`, file.target, "an absolute path in the container");
     if (!target.startsWith("/") || target.split("/").includes("..")) {
       check.fail(`${at}.target`, target, "an absolute path in the container, without ..");
@@ -17176,13 +17695,13 @@ function validateFiles(check, path, value, dir) {
     return { source, target, shown };
   });
 }
-var import_node_fs41, import_node_path36, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
+var import_node_fs42, import_node_path37, TOP_KEYS, BUILD_KEYS, JOB_KEYS, FILE_KEYS, JOB_NAME, IMAGE_NAME, ENV_NAME, Checker;
 var init_config_validate = __esm({
   "src/test-runner/config-validate.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs41 = require("node:fs");
-    import_node_path36 = require("node:path");
+    import_node_fs42 = require("node:fs");
+    import_node_path37 = require("node:path");
     init_suggest();
     init_errors();
     init_units();
@@ -17230,7 +17749,7 @@ var init_config_validate = __esm({
           for (const key of Object.keys(record)) {
             if (!keys.includes(key)) {
               throw new PetriError(
-                `${this.file}: ${join33(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
+                `${this.file}: ${join34(path, key)}: unknown key${didYouMean(key, keys)}: expected one of ${keys.join(", ")}`,
                 { code: "ECONFIG" }
               );
             }
@@ -17260,7 +17779,7 @@ var init_config_validate = __esm({
         return value;
       }
     };
-    __name(join33, "join");
+    __name(join34, "join");
     __name(show, "show");
     __name(validateConfig, "validateConfig");
     __name(validateImage, "validateImage");
@@ -17867,8 +18386,8 @@ var require_Node = __commonJS({
         };
         const res = toJS.toJS(this, "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count: count2, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count2);
+          for (const { count: count3, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count3);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
     };
@@ -17980,13 +18499,13 @@ var require_Alias = __commonJS({
         const anchor = anchors2 && source && anchors2.get(source);
         return anchor ? anchor.count * anchor.aliasCount : 0;
       } else if (identity.isCollection(node)) {
-        let count2 = 0;
+        let count3 = 0;
         for (const item of node.items) {
           const c = getAliasCount(doc, item, anchors2);
-          if (c > count2)
-            count2 = c;
+          if (c > count3)
+            count3 = c;
         }
-        return count2;
+        return count3;
       } else if (identity.isPair(node)) {
         const kc = getAliasCount(doc, node.key, anchors2);
         const vc = getAliasCount(doc, node.value, anchors2);
@@ -21049,8 +21568,8 @@ var require_Document = __commonJS({
         };
         const res = toJS.toJS(this.contents, jsonArg ?? "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count: count2, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count2);
+          for (const { count: count3, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count3);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
       /**
@@ -21138,12 +21657,12 @@ var require_errors2 = __commonJS({
         lineStr = prev + lineStr;
       }
       if (/[^ ]/.test(lineStr)) {
-        let count2 = 1;
+        let count3 = 1;
         const end = error.linePos[1];
         if (end?.line === line && end.col > col) {
-          count2 = Math.max(1, Math.min(end.col - col, 80 - ci));
+          count3 = Math.max(1, Math.min(end.col - col, 80 - ci));
         }
-        const pointer = " ".repeat(ci) + "^".repeat(count2);
+        const pointer = " ".repeat(ci) + "^".repeat(count3);
         error.message += `:
 
 ${lineStr}
@@ -21396,10 +21915,10 @@ var require_resolve_block_map = __commonJS({
       let offset = bm.offset;
       let commentEnd = null;
       for (const collItem of bm.items) {
-        const { start, key, sep: sep2, value } = collItem;
+        const { start, key, sep: sep3, value } = collItem;
         const keyProps = resolveProps.resolveProps(start, {
           indicator: "explicit-key-ind",
-          next: key ?? sep2?.[0],
+          next: key ?? sep3?.[0],
           offset,
           onError,
           parentIndent: bm.indent,
@@ -21413,7 +21932,7 @@ var require_resolve_block_map = __commonJS({
             else if ("indent" in key && key.indent !== bm.indent)
               onError(offset, "BAD_INDENT", startColMsg);
           }
-          if (!keyProps.anchor && !keyProps.tag && !sep2) {
+          if (!keyProps.anchor && !keyProps.tag && !sep3) {
             commentEnd = keyProps.end;
             if (keyProps.comment) {
               if (map.comment)
@@ -21437,7 +21956,7 @@ var require_resolve_block_map = __commonJS({
         ctx.atKey = false;
         if (utilMapIncludes.mapIncludes(ctx, map.items, keyNode))
           onError(keyStart, "DUPLICATE_KEY", "Map keys must be unique");
-        const valueProps = resolveProps.resolveProps(sep2 ?? [], {
+        const valueProps = resolveProps.resolveProps(sep3 ?? [], {
           indicator: "map-value-ind",
           next: value,
           offset: keyNode.range[2],
@@ -21453,7 +21972,7 @@ var require_resolve_block_map = __commonJS({
             if (ctx.options.strict && keyProps.start < valueProps.found.offset - 1024)
               onError(keyNode.range, "KEY_OVER_1024_CHARS", "The : indicator must be at most 1024 chars after the start of an implicit block mapping key");
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep2, null, valueProps, onError);
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : composeEmptyNode(ctx, offset, sep3, null, valueProps, onError);
           if (ctx.schema.compat)
             utilFlowIndentCheck.flowIndentCheck(bm.indent, value, onError);
           offset = valueNode.range[2];
@@ -21548,7 +22067,7 @@ var require_resolve_end = __commonJS({
       let comment = "";
       if (end) {
         let hasSpace = false;
-        let sep2 = "";
+        let sep3 = "";
         for (const token of end) {
           const { source, type } = token;
           switch (type) {
@@ -21562,13 +22081,13 @@ var require_resolve_end = __commonJS({
               if (!comment)
                 comment = cb;
               else
-                comment += sep2 + cb;
-              sep2 = "";
+                comment += sep3 + cb;
+              sep3 = "";
               break;
             }
             case "newline":
               if (comment)
-                sep2 += source;
+                sep3 += source;
               hasSpace = true;
               break;
             default:
@@ -21613,18 +22132,18 @@ var require_resolve_flow_collection = __commonJS({
       let offset = fc.offset + fc.start.source.length;
       for (let i = 0; i < fc.items.length; ++i) {
         const collItem = fc.items[i];
-        const { start, key, sep: sep2, value } = collItem;
+        const { start, key, sep: sep3, value } = collItem;
         const props = resolveProps.resolveProps(start, {
           flow: fcName,
           indicator: "explicit-key-ind",
-          next: key ?? sep2?.[0],
+          next: key ?? sep3?.[0],
           offset,
           onError,
           parentIndent: fc.indent,
           startOnNewline: false
         });
         if (!props.found) {
-          if (!props.anchor && !props.tag && !sep2 && !value) {
+          if (!props.anchor && !props.tag && !sep3 && !value) {
             if (i === 0 && props.comma)
               onError(props.comma, "UNEXPECTED_TOKEN", `Unexpected , in ${fcName}`);
             else if (i < fc.items.length - 1)
@@ -21678,8 +22197,8 @@ var require_resolve_flow_collection = __commonJS({
             }
           }
         }
-        if (!isMap && !sep2 && !props.found) {
-          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep2, null, props, onError);
+        if (!isMap && !sep3 && !props.found) {
+          const valueNode = value ? composeNode(ctx, value, props, onError) : composeEmptyNode(ctx, props.end, sep3, null, props, onError);
           coll.items.push(valueNode);
           offset = valueNode.range[2];
           if (isBlock(value))
@@ -21691,7 +22210,7 @@ var require_resolve_flow_collection = __commonJS({
           if (isBlock(key))
             onError(keyNode.range, "BLOCK_IN_FLOW", blockMsg);
           ctx.atKey = false;
-          const valueProps = resolveProps.resolveProps(sep2 ?? [], {
+          const valueProps = resolveProps.resolveProps(sep3 ?? [], {
             flow: fcName,
             indicator: "map-value-ind",
             next: value,
@@ -21702,8 +22221,8 @@ var require_resolve_flow_collection = __commonJS({
           });
           if (valueProps.found) {
             if (!isMap && !props.found && ctx.options.strict) {
-              if (sep2)
-                for (const st of sep2) {
+              if (sep3)
+                for (const st of sep3) {
                   if (st === valueProps.found)
                     break;
                   if (st.type === "newline") {
@@ -21720,7 +22239,7 @@ var require_resolve_flow_collection = __commonJS({
             else
               onError(valueProps.start, "MISSING_CHAR", `Missing , or : between ${fcName} items`);
           }
-          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep2, null, valueProps, onError) : null;
+          const valueNode = value ? composeNode(ctx, value, valueProps, onError) : valueProps.found ? composeEmptyNode(ctx, valueProps.end, sep3, null, valueProps, onError) : null;
           if (valueNode) {
             if (isBlock(value))
               onError(valueNode.range, "BLOCK_IN_FLOW", blockMsg);
@@ -21905,7 +22424,7 @@ var require_resolve_block_scalar = __commonJS({
           chompStart = i + 1;
       }
       let value = "";
-      let sep2 = "";
+      let sep3 = "";
       let prevMoreIndented = false;
       for (let i = 0; i < contentStart; ++i)
         value += lines[i][0].slice(trimIndent) + "\n";
@@ -21922,24 +22441,24 @@ var require_resolve_block_scalar = __commonJS({
           indent = "";
         }
         if (type === Scalar.Scalar.BLOCK_LITERAL) {
-          value += sep2 + indent.slice(trimIndent) + content;
-          sep2 = "\n";
+          value += sep3 + indent.slice(trimIndent) + content;
+          sep3 = "\n";
         } else if (indent.length > trimIndent || content[0] === "	") {
-          if (sep2 === " ")
-            sep2 = "\n";
-          else if (!prevMoreIndented && sep2 === "\n")
-            sep2 = "\n\n";
-          value += sep2 + indent.slice(trimIndent) + content;
-          sep2 = "\n";
+          if (sep3 === " ")
+            sep3 = "\n";
+          else if (!prevMoreIndented && sep3 === "\n")
+            sep3 = "\n\n";
+          value += sep3 + indent.slice(trimIndent) + content;
+          sep3 = "\n";
           prevMoreIndented = true;
         } else if (content === "") {
-          if (sep2 === "\n")
+          if (sep3 === "\n")
             value += "\n";
           else
-            sep2 = "\n";
+            sep3 = "\n";
         } else {
-          value += sep2 + content;
-          sep2 = " ";
+          value += sep3 + content;
+          sep3 = " ";
           prevMoreIndented = false;
         }
       }
@@ -22129,25 +22648,25 @@ var require_resolve_flow_scalar = __commonJS({
         trimBoth = /^[ \t]+|[ \t]+$/g;
       }
       let res = match2[1].replace(trimEnd, "");
-      let sep2 = " ";
+      let sep3 = " ";
       let pos = line.lastIndex;
       while (match2 = line.exec(source)) {
         const lm = match2[1].replace(trimBoth, "");
         if (lm === "") {
-          if (sep2 === "\n")
-            res += sep2;
+          if (sep3 === "\n")
+            res += sep3;
           else
-            sep2 = "\n";
+            sep3 = "\n";
         } else {
-          res += sep2 + lm;
-          sep2 = " ";
+          res += sep3 + lm;
+          sep3 = " ";
         }
         pos = line.lastIndex;
       }
       const last = /[ \t]*(.*)/sy;
       last.lastIndex = pos;
       match2 = last.exec(source);
-      return res + sep2 + (match2?.[1] ?? "");
+      return res + sep3 + (match2?.[1] ?? "");
     }
     __name(unfoldLines, "unfoldLines");
     function doubleQuotedValue(source, onError) {
@@ -22988,14 +23507,14 @@ var require_cst_stringify = __commonJS({
       }
     }
     __name(stringifyToken, "stringifyToken");
-    function stringifyItem({ start, key, sep: sep2, value }) {
+    function stringifyItem({ start, key, sep: sep3, value }) {
       let res = "";
       for (const st of start)
         res += st.source;
       if (key)
         res += stringifyToken(key);
-      if (sep2)
-        for (const st of sep2)
+      if (sep3)
+        for (const st of sep3)
           res += st.source;
       if (value)
         res += stringifyToken(value);
@@ -24189,18 +24708,18 @@ var require_parser = __commonJS({
         if (this.type === "map-value-ind") {
           const prev = getPrevProps(this.peek(2));
           const start = getFirstKeyStartProps(prev);
-          let sep2;
+          let sep3;
           if (scalar2.end) {
-            sep2 = scalar2.end;
-            sep2.push(this.sourceToken);
+            sep3 = scalar2.end;
+            sep3.push(this.sourceToken);
             delete scalar2.end;
           } else
-            sep2 = [this.sourceToken];
+            sep3 = [this.sourceToken];
           const map = {
             type: "block-map",
             offset: scalar2.offset,
             indent: scalar2.indent,
-            items: [{ start, key: scalar2, sep: sep2 }]
+            items: [{ start, key: scalar2, sep: sep3 }]
           };
           this.onKeyLine = true;
           this.stack[this.stack.length - 1] = map;
@@ -24353,15 +24872,15 @@ var require_parser = __commonJS({
                 } else if (isFlowToken(it.key) && !includesToken(it.sep, "newline")) {
                   const start2 = getFirstKeyStartProps(it.start);
                   const key = it.key;
-                  const sep2 = it.sep;
-                  sep2.push(this.sourceToken);
+                  const sep3 = it.sep;
+                  sep3.push(this.sourceToken);
                   delete it.key;
                   delete it.sep;
                   this.stack.push({
                     type: "block-map",
                     offset: this.offset,
                     indent: this.indent,
-                    items: [{ start: start2, key, sep: sep2 }]
+                    items: [{ start: start2, key, sep: sep3 }]
                   });
                 } else if (start.length > 0) {
                   it.sep = it.sep.concat(start, this.sourceToken);
@@ -24555,13 +25074,13 @@ var require_parser = __commonJS({
             const prev = getPrevProps(parent);
             const start = getFirstKeyStartProps(prev);
             fixFlowSeqItems(fc);
-            const sep2 = fc.end.splice(1, fc.end.length);
-            sep2.push(this.sourceToken);
+            const sep3 = fc.end.splice(1, fc.end.length);
+            sep3.push(this.sourceToken);
             const map = {
               type: "block-map",
               offset: fc.offset,
               indent: fc.indent,
-              items: [{ start, key: fc, sep: sep2 }]
+              items: [{ start, key: fc, sep: sep3 }]
             };
             this.onKeyLine = true;
             this.stack[this.stack.length - 1] = map;
@@ -24854,7 +25373,7 @@ __export(config_load_exports, {
   loadConfig: () => loadConfig
 });
 function findConfig(dir) {
-  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs42.existsSync)((0, import_node_path37.join)(dir, name)));
+  const found = CONFIG_NAMES.filter((name) => (0, import_node_fs43.existsSync)((0, import_node_path38.join)(dir, name)));
   if (found.length === 0) {
     throw new PetriError(
       `no petri.config.{js,mjs,json,yaml,yml} in ${dir}: write one (see the README's petri test section), or pass --config FILE`,
@@ -24866,13 +25385,13 @@ function findConfig(dir) {
       code: "ECONFIG"
     });
   }
-  return (0, import_node_path37.join)(dir, found[0]);
+  return (0, import_node_path38.join)(dir, found[0]);
 }
 async function loadConfig(path, cwd = process.cwd()) {
-  const file = (0, import_node_path37.resolve)(cwd, path);
-  const shown = (0, import_node_path37.relative)(cwd, file) || file;
-  if (!(0, import_node_fs42.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
-  const ext = (0, import_node_path37.extname)(file);
+  const file = (0, import_node_path38.resolve)(cwd, path);
+  const shown = (0, import_node_path38.relative)(cwd, file) || file;
+  if (!(0, import_node_fs43.existsSync)(file)) throw new PetriError(`config file ${shown} does not exist`, { code: "ECONFIG" });
+  const ext = (0, import_node_path38.extname)(file);
   let raw;
   if (ext === ".json") raw = parseText(shown, file, (text) => JSON.parse(text));
   else if (ext === ".yaml" || ext === ".yml") {
@@ -24889,7 +25408,7 @@ async function loadConfig(path, cwd = process.cwd()) {
 }
 function parseText(shown, file, parse) {
   try {
-    return parse((0, import_node_fs42.readFileSync)(file, "utf8"));
+    return parse((0, import_node_fs43.readFileSync)(file, "utf8"));
   } catch (error) {
     throw new PetriError(`${shown}: cannot parse: ${errorLine(error)}`, { code: "ECONFIG", cause: error });
   }
@@ -24912,13 +25431,13 @@ async function importModule(shown, file, ext) {
   if (typeof config === "function") config = await config();
   return config;
 }
-var import_node_fs42, import_node_path37, import_node_url3, CONFIG_NAMES;
+var import_node_fs43, import_node_path38, import_node_url3, CONFIG_NAMES;
 var init_config_load = __esm({
   "src/test-runner/config-load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs42 = require("node:fs");
-    import_node_path37 = require("node:path");
+    import_node_fs43 = require("node:fs");
+    import_node_path38 = require("node:path");
     import_node_url3 = require("node:url");
     init_errors();
     init_config_validate();
@@ -24948,15 +25467,15 @@ __export(select_exports, {
 function parseShard(text) {
   const match2 = /^(\d+)\/(\d+)$/.exec(text.trim());
   const index = Number(match2?.[1]);
-  const count2 = Number(match2?.[2]);
-  if (!match2 || count2 < 1 || index < 1 || index > count2) {
+  const count3 = Number(match2?.[2]);
+  if (!match2 || count3 < 1 || index < 1 || index > count3) {
     throw new PetriError(`invalid --shard "${text}": expected I/N with 1 \u2264 I \u2264 N, like 2/4`);
   }
-  return { index, count: count2 };
+  return { index, count: count3 };
 }
-function shardOf(name, count2) {
-  const hash = (0, import_node_crypto11.createHash)("sha256").update(name).digest();
-  return hash.readUInt32BE(0) % count2 + 1;
+function shardOf(name, count3) {
+  const hash = (0, import_node_crypto12.createHash)("sha256").update(name).digest();
+  return hash.readUInt32BE(0) % count3 + 1;
 }
 function matchesFilter(job, pattern) {
   const candidates = [job.name, ...job.tags];
@@ -24989,12 +25508,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto11;
+var import_node_crypto12;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto11 = require("node:crypto");
+    import_node_crypto12 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -25378,14 +25897,14 @@ function summary(results, durationMs, runId, paint = (_, text) => text) {
     String(r.attempts),
     r.status === "passed" ? "" : r.message
   ]);
-  const count2 = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
+  const count3 = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
   const totals = [
-    `${count2("passed")} passed`,
-    `${count2("failed")} failed`,
-    ...count2("error") ? [`${count2("error")} error${count2("error") === 1 ? "" : "s"}`] : [],
-    ...count2("interrupted") ? [`${count2("interrupted")} interrupted`] : []
+    `${count3("passed")} passed`,
+    `${count3("failed")} failed`,
+    ...count3("error") ? [`${count3("error")} error${count3("error") === 1 ? "" : "s"}`] : [],
+    ...count3("interrupted") ? [`${count3("interrupted")} interrupted`] : []
   ].join(", ");
-  const ok = count2("passed") === results.length;
+  const ok = count3("passed") === results.length;
   let text = table(["JOB", "IMAGE", "STATUS", "TIME", "ATTEMPTS", "DETAIL"], rows);
   text += `${paint(ok ? "1;32" : "1;31", totals)} in ${formatDuration(durationMs)} (run ${runId})
 `;
@@ -25491,13 +26010,13 @@ var init_images = __esm({
 // src/test-runner/copy-files.ts
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
-    const source = await (0, import_promises15.stat)(file.source);
-    let target = import_node_path38.posix.normalize(file.target);
-    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path38.posix.join(target, (0, import_node_path38.basename)(file.source));
-    const parent = source.isDirectory() ? target : import_node_path38.posix.dirname(target);
+    const source = await (0, import_promises16.stat)(file.source);
+    let target = import_node_path39.posix.normalize(file.target);
+    if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path39.posix.join(target, (0, import_node_path39.basename)(file.source));
+    const parent = source.isDirectory() ? target : import_node_path39.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises15.cp)(file.source, (0, import_node_path38.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises16.cp)(file.source, (0, import_node_path39.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -25506,10 +26025,10 @@ async function copyJobFiles(files, upper, lower) {
 async function makeDirs2(upper, lower, path) {
   let current = "/";
   for (const part of path.split("/").filter(Boolean)) {
-    current = import_node_path38.posix.join(current, part);
-    const inUpper = (0, import_node_path38.join)(upper, current);
+    current = import_node_path39.posix.join(current, part);
+    const inUpper = (0, import_node_path39.join)(upper, current);
     try {
-      const existing = await (0, import_promises15.lstat)(inUpper);
+      const existing = await (0, import_promises16.lstat)(inUpper);
       if (existing.isDirectory()) continue;
       throw new Error(`cannot copy files to ${path}: ${current} is not a directory in the container`);
     } catch (error) {
@@ -25521,17 +26040,17 @@ async function makeDirs2(upper, lower, path) {
         `cannot copy files to ${path}: ${current} is ${image.isSymbolicLink() ? "a symlink" : "not a directory"} in the image (name the real path)`
       );
     }
-    await (0, import_promises15.mkdir)(inUpper, { mode: 493 });
+    await (0, import_promises16.mkdir)(inUpper, { mode: 493 });
     if (image) {
-      await (0, import_promises15.chown)(inUpper, image.uid, image.gid);
-      await (0, import_promises15.chmod)(inUpper, image.mode & 4095);
+      await (0, import_promises16.chown)(inUpper, image.uid, image.gid);
+      await (0, import_promises16.chmod)(inUpper, image.mode & 4095);
     }
   }
 }
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises15.lstat)((0, import_node_path38.join)(dir, path));
+      const entry = await (0, import_promises16.lstat)((0, import_node_path39.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -25539,13 +26058,13 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises15, import_node_path38;
+var import_promises16, import_node_path39;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises15 = require("node:fs/promises");
-    import_node_path38 = require("node:path");
+    import_promises16 = require("node:fs/promises");
+    import_node_path39 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
     __name(fromLayers, "fromLayers");
@@ -25748,8 +26267,8 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs43.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises16.setTimeout)(20);
-    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises16.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs44.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises17.setTimeout)(20);
+    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises17.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
   releaseName(container.name, container.id);
@@ -25761,17 +26280,17 @@ function ownerStillRecording(dir) {
   return record?.keep === true && record.state === "running" && ownerAlive(record.owner);
 }
 function toInfo(record) {
-  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs43.existsSync)(`/proc/${record.initPid}/ns`);
+  const alive2 = record.state === "running" && ownerAlive(record.owner) && record.initPid !== void 0 && (0, import_node_fs44.existsSync)(`/proc/${record.initPid}/ns`);
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs43, import_promises16;
+var import_node_fs44, import_promises17;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs43 = require("node:fs");
-    import_promises16 = require("node:timers/promises");
+    import_node_fs44 = require("node:fs");
+    import_promises17 = require("node:timers/promises");
     init_errors();
     init_fs();
     init_cgroups();
@@ -25793,7 +26312,7 @@ __export(commit_exports, {
 });
 async function commitContainer(store, ref, options = {}) {
   const container = findContainer(ref);
-  const spec = JSON.parse((0, import_node_fs44.readFileSync)((0, import_node_path39.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs45.readFileSync)((0, import_node_path40.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations["org.petri.rootfs.upper"];
   if (!upper) {
     throw new PetriError(
@@ -25849,13 +26368,13 @@ function mergedConfig(base, spec, command2, labels = {}) {
     Labels: { ...from.Labels, ...labels }
   };
 }
-var import_node_fs44, import_node_path39, import_node_stream8;
+var import_node_fs45, import_node_path40, import_node_stream8;
 var init_commit = __esm({
   "src/harness/commit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs44 = require("node:fs");
-    import_node_path39 = require("node:path");
+    import_node_fs45 = require("node:fs");
+    import_node_path40 = require("node:path");
     import_node_stream8 = require("node:stream");
     init_errors();
     init_changes();
@@ -25879,7 +26398,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises17.pipeline)(pack, (0, import_node_fs45.createWriteStream)(temp));
+  const done = (0, import_promises18.pipeline)(pack, (0, import_node_fs46.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -25887,10 +26406,10 @@ async function saveImages(store, refs, file) {
     const path = store.blobPath(digest);
     const entry = pack.entry({
       name: `blobs/sha256/${digest.slice(7)}`,
-      size: (0, import_node_fs45.statSync)(path).size,
+      size: (0, import_node_fs46.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
-    await (0, import_promises17.pipeline)(store.openBlob(digest), entry);
+    await (0, import_promises18.pipeline)(store.openBlob(digest), entry);
   }, "addBlob");
   const addJson = /* @__PURE__ */ __name((name, value) => new Promise(
     (resolve10, reject) => pack.entry({ name, mtime: /* @__PURE__ */ new Date(0) }, `${JSON.stringify(value)}
@@ -25912,7 +26431,7 @@ async function saveImages(store, refs, file) {
     const descriptor = {
       mediaType: image.manifest.mediaType ?? MEDIA_TYPES.ociManifest,
       digest: image.manifestDigest,
-      size: (0, import_node_fs45.statSync)(store.blobPath(image.manifestDigest)).size
+      size: (0, import_node_fs46.statSync)(store.blobPath(image.manifestDigest)).size
     };
     if (tags.length === 0) index.manifests.push(descriptor);
     for (const tag of tags) {
@@ -25927,19 +26446,19 @@ async function saveImages(store, refs, file) {
   await addJson("manifest.json", dockerManifest);
   pack.finalize();
   await done;
-  (0, import_node_fs45.renameSync)(temp, file);
+  (0, import_node_fs46.renameSync)(temp, file);
   return images;
 }
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs45, import_promises17;
+var import_node_fs46, import_promises18;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs45 = require("node:fs");
-    import_promises17 = require("node:stream/promises");
+    import_node_fs46 = require("node:fs");
+    import_promises18 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
     init_types();
@@ -25978,7 +26497,7 @@ function existsBelow(lowers, rel) {
     const prefix = parts.slice(0, i + 1);
     const deeper = [];
     for (const layer of layers) {
-      const stat2 = lstatOrUndefined3((0, import_node_path40.join)(layer, ...prefix));
+      const stat2 = lstatOrUndefined3((0, import_node_path41.join)(layer, ...prefix));
       if (!stat2) continue;
       if (isOverlayWhiteout(stat2)) break;
       if (i === parts.length - 1) return true;
@@ -25992,18 +26511,18 @@ function existsBelow(lowers, rel) {
 }
 function lstatOrUndefined3(path) {
   try {
-    return (0, import_node_fs46.lstatSync)(path);
+    return (0, import_node_fs47.lstatSync)(path);
   } catch {
     return void 0;
   }
 }
-var import_node_fs46, import_node_path40, OPAQUE_VALUE3;
+var import_node_fs47, import_node_path41, OPAQUE_VALUE3;
 var init_diff = __esm({
   "src/snapshot/diff.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs46 = require("node:fs");
-    import_node_path40 = require("node:path");
+    import_node_fs47 = require("node:fs");
+    import_node_path41 = require("node:path");
     init_scan();
     init_whiteouts();
     OPAQUE_VALUE3 = Buffer.from("y").toString("base64");
@@ -26153,10 +26672,10 @@ async function saveFailure(failure, place) {
     labels: failureLabels(record),
     changes: [`CMD ${JSON.stringify(failure.command)}`]
   });
-  (0, import_node_fs47.mkdirSync)(place.dir, { recursive: true });
+  (0, import_node_fs48.mkdirSync)(place.dir, { recursive: true });
   const file = /* @__PURE__ */ __name((ext) => ({
-    path: (0, import_node_path41.join)(place.dir, `${job.name}${ext}`),
-    shown: (0, import_node_path41.join)(place.shown, `${job.name}${ext}`)
+    path: (0, import_node_path42.join)(place.dir, `${job.name}${ext}`),
+    shown: (0, import_node_path42.join)(place.shown, `${job.name}${ext}`)
   }), "file");
   const tar = file(".tar");
   await saveImages(place.store, [ref], tar.path);
@@ -26177,7 +26696,7 @@ async function saveFailure(failure, place) {
   }
   const json = file(".json");
   const markdown = file(".md");
-  (0, import_node_fs47.writeFileSync)(
+  (0, import_node_fs48.writeFileSync)(
     json.path,
     `${JSON.stringify(
       {
@@ -26214,7 +26733,7 @@ async function saveFailure(failure, place) {
 `
   );
   const pushLine = pushed ? `pushed to \`${pushed}\`` : pushError ? `could not be pushed: ${pushError}` : void 0;
-  (0, import_node_fs47.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
+  (0, import_node_fs48.writeFileSync)(markdown.path, reportMarkdown(failure, ref, tar.shown, commands, diffLines, pushLine));
   return {
     image: ref,
     imageId: committed.id,
@@ -26273,13 +26792,13 @@ ${commands.docker}`
   ];
   return `${out.join("\n")}`;
 }
-var import_node_fs47, import_node_path41, LABEL_TAIL, DIFF_LINES;
+var import_node_fs48, import_node_path42, LABEL_TAIL, DIFF_LINES;
 var init_failure_artifact = __esm({
   "src/test-runner/failure-artifact.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs47 = require("node:fs");
-    import_node_path41 = require("node:path");
+    import_node_fs48 = require("node:fs");
+    import_node_path42 = require("node:path");
     init_errors();
     init_commit();
     init_save();
@@ -26407,7 +26926,7 @@ async function runAttempt(job, image, ctx, { timeoutMs, attempt: attempt2 }) {
   const lower = Array.isArray(options.rootfs) ? options.rootfs : [options.rootfs];
   if (job.files.length > 0) {
     try {
-      await copyJobFiles(job.files, (0, import_node_path42.join)(container.dir, "upper"), lower);
+      await copyJobFiles(job.files, (0, import_node_path43.join)(container.dir, "upper"), lower);
     } catch (error) {
       return { ...base, container, status: "error", message: errorLine(error) };
     }
@@ -26544,12 +27063,12 @@ function formatSize(bytes) {
   }
   return `${bytes}b`;
 }
-var import_node_path42, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
+var import_node_path43, import_node_string_decoder, TAIL_BYTES, HOLD_COMMAND;
 var init_job_run = __esm({
   "src/test-runner/job-run.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path42 = require("node:path");
+    import_node_path43 = require("node:path");
     import_node_string_decoder = require("node:string_decoder");
     init_errors();
     init_image_run();
@@ -26579,7 +27098,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto12.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto13.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os6.availableParallelism)(), free = (0, import_node_os6.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -26701,12 +27220,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto12, import_node_os6, ASSUMED_JOB_MEMORY;
+var import_node_crypto13, import_node_os6, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto12 = require("node:crypto");
+    import_node_crypto13 = require("node:crypto");
     import_node_os6 = require("node:os");
     init_p_limit();
     init_store();
@@ -31403,16 +31922,16 @@ var require_dist2 = __commonJS({
           }
           __name(setWrapToString, "setWrapToString");
           function shortOut(func) {
-            var count2 = 0, lastCalled = 0;
+            var count3 = 0, lastCalled = 0;
             return function() {
               var stamp = nativeNow(), remaining = HOT_SPAN - (stamp - lastCalled);
               lastCalled = stamp;
               if (remaining > 0) {
-                if (++count2 >= HOT_COUNT) {
+                if (++count3 >= HOT_COUNT) {
                   return arguments[0];
                 }
               } else {
-                count2 = 0;
+                count3 = 0;
               }
               return func.apply(undefined$1, arguments);
             };
@@ -31674,10 +32193,10 @@ var require_dist2 = __commonJS({
             }
             return mapped.length && mapped[0] === arrays[0] ? baseIntersection(mapped, undefined$1, comparator) : [];
           });
-          function join42(array, separator) {
+          function join43(array, separator) {
             return array == null ? "" : nativeJoin.call(array, separator);
           }
-          __name(join42, "join");
+          __name(join43, "join");
           function last(array) {
             var length = array == null ? 0 : array.length;
             return length ? array[length - 1] : undefined$1;
@@ -33805,7 +34324,7 @@ var require_dist2 = __commonJS({
           lodash2.isUndefined = isUndefined;
           lodash2.isWeakMap = isWeakMap;
           lodash2.isWeakSet = isWeakSet;
-          lodash2.join = join42;
+          lodash2.join = join43;
           lodash2.kebabCase = kebabCase;
           lodash2.last = last;
           lodash2.lastIndexOf = lastIndexOf;
@@ -34834,7 +35353,7 @@ var require_dist2 = __commonJS({
               return Object.create(this);
             }
             // DOM level 1 functions to be implemented later
-            substringData(offset, count2) {
+            substringData(offset, count3) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             appendData(arg) {
@@ -34843,10 +35362,10 @@ var require_dist2 = __commonJS({
             insertData(offset, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            deleteData(offset, count2) {
+            deleteData(offset, count3) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            replaceData(offset, count2, arg) {
+            replaceData(offset, count3, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             isEqualNode(node) {
@@ -38504,7 +39023,7 @@ var require_dist2 = __commonJS({
        */
       _sumTestCaseCounts(counterFunction) {
         var counts = this._children.map(counterFunction);
-        return counts.reduce((sum, count2) => sum + count2, 0);
+        return counts.reduce((sum, count3) => sum + count3, 0);
       }
       /**
        * @param parentElement - the parent element
@@ -38849,8 +39368,8 @@ function junitXml(run) {
   return report.build().replace(/<testsuites\b[^>]*>/, (tag) => tag.replace(/\s+skipped="\d+"/, ""));
 }
 function writeJunit(file, run) {
-  (0, import_node_fs48.mkdirSync)((0, import_node_path43.dirname)(file), { recursive: true });
-  (0, import_node_fs48.writeFileSync)(file, junitXml(run));
+  (0, import_node_fs49.mkdirSync)((0, import_node_path44.dirname)(file), { recursive: true });
+  (0, import_node_fs49.writeFileSync)(file, junitXml(run));
 }
 function seconds2(ms) {
   return Math.round(ms) / 1e3;
@@ -38863,13 +39382,13 @@ function bounded(text) {
 ${text.slice(-OUTPUT_CHARS)}` : text;
   return cdata(cut);
 }
-var import_node_fs48, import_node_path43, import_junit_report_builder, builder, OUTPUT_CHARS;
+var import_node_fs49, import_node_path44, import_junit_report_builder, builder, OUTPUT_CHARS;
 var init_junit = __esm({
   "src/report/junit.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs48 = require("node:fs");
-    import_node_path43 = require("node:path");
+    import_node_fs49 = require("node:fs");
+    import_node_path44 = require("node:path");
     import_junit_report_builder = __toESM(require_dist2(), 1);
     init_output();
     builder = import_junit_report_builder.default.default ?? import_junit_report_builder.default;
@@ -38978,7 +39497,7 @@ async function main3(argv) {
         insecureRegistries: options["insecure-registry"] ?? []
       },
       ...pushFailed !== void 0 ? { pushFailed } : {},
-      artifactsDir: (0, import_node_path44.resolve)(artifactsShown),
+      artifactsDir: (0, import_node_path45.resolve)(artifactsShown),
       artifactsShown,
       emit,
       signal: controller.signal
@@ -38986,7 +39505,7 @@ async function main3(argv) {
     const junit = str("junit");
     if (junit !== void 0) {
       const { writeJunit: writeJunit2 } = await Promise.resolve().then(() => (init_junit(), junit_exports));
-      writeJunit2((0, import_node_path44.resolve)(junit), run);
+      writeJunit2((0, import_node_path45.resolve)(junit), run);
     }
     emit({
       type: "summary",
@@ -39001,12 +39520,12 @@ async function main3(argv) {
     process.off("SIGINT", onSignal).off("SIGTERM", onSignal);
   }
 }
-var import_node_path44, HELP3, SPECS3;
+var import_node_path45, HELP3, SPECS3;
 var init_test = __esm({
   "src/cli/test.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path44 = require("node:path");
+    import_node_path45 = require("node:path");
     init_errors();
     init_units();
     init_args();
@@ -39082,7 +39601,7 @@ async function loadArchive(store, file) {
     }, next);
   });
   try {
-    await (0, import_promises18.pipeline)(maybeGunzip(file), extract);
+    await (0, import_promises19.pipeline)(maybeGunzip(file), extract);
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot load ${file}: ${error.message} (is it an image archive?)`, {
@@ -39174,17 +39693,17 @@ function sniffGzip(source) {
   return { stream: out, gzip: /* @__PURE__ */ __name(() => gzip, "gzip") };
 }
 function maybeGunzip(file) {
-  const input = (0, import_node_fs49.createReadStream)(file);
+  const input = (0, import_node_fs50.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs49, import_node_stream9, import_promises18;
+var import_node_fs50, import_node_stream9, import_promises19;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs49 = require("node:fs");
+    import_node_fs50 = require("node:fs");
     import_node_stream9 = require("node:stream");
-    import_promises18 = require("node:stream/promises");
+    import_promises19 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
     init_fs();
@@ -39221,8 +39740,8 @@ async function readArchiveImage(file) {
     stream.resume();
   });
   try {
-    const input = (0, import_node_fs50.createReadStream)(file);
-    await (0, import_promises19.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
+    const input = (0, import_node_fs51.createReadStream)(file);
+    await (0, import_promises20.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
     const config = first ? small.get(first.Config.replace(/^\.\//, "")) : void 0;
@@ -39234,13 +39753,13 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs50, import_promises19, import_node_zlib2, SMALL;
+var import_node_fs51, import_promises20, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs50 = require("node:fs");
-    import_promises19 = require("node:stream/promises");
+    import_node_fs51 = require("node:fs");
+    import_promises20 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
     init_tar_pax();
@@ -39271,7 +39790,7 @@ async function main4(argv) {
     throw new PetriError("petri repro: choose one of --shell and --rerun");
   }
   if (options.print && !options.docker) throw new PetriError("petri repro: --print goes with --docker");
-  const isFile = (0, import_node_fs51.existsSync)(target) && (0, import_node_fs51.statSync)(target).isFile();
+  const isFile = (0, import_node_fs52.existsSync)(target) && (0, import_node_fs52.statSync)(target).isFile();
   if (!isFile && /\.(tar|tgz|tar\.gz)$/.test(target)) throw new PetriError(`petri repro: ${target} does not exist`);
   if (options.docker) {
     const plan2 = await dockerPlan(target, isFile);
@@ -39448,11 +39967,11 @@ async function runDocker(plan2, mode) {
   if (plan2.saved) {
     const { mkdtempSync: mkdtempSync2 } = await import("node:fs");
     const { tmpdir: tmpdir2 } = await import("node:os");
-    const { join: join42 } = await import("node:path");
+    const { join: join43 } = await import("node:path");
     const { ImageStore: ImageStore2 } = await Promise.resolve().then(() => (init_store(), store_exports));
     const { saveImages: saveImages2 } = await Promise.resolve().then(() => (init_save(), save_exports));
-    temp = mkdtempSync2(join42(tmpdir2(), "petri-repro-"));
-    archive = join42(temp, "image.tar");
+    temp = mkdtempSync2(join43(tmpdir2(), "petri-repro-"));
+    archive = join43(temp, "image.tar");
     process.stderr.write(`petri repro: petri save ${shellQuote(plan2.image)}
 `);
     await saveImages2(ImageStore2.open(), [plan2.image], archive);
@@ -39463,7 +39982,7 @@ async function runDocker(plan2, mode) {
     if (load3.status !== 0)
       throw new PetriError(`petri repro: docker load -i ${archive} failed (exit code ${load3.status})`);
   } finally {
-    if (temp) (0, import_node_fs51.rmSync)(temp, { recursive: true, force: true });
+    if (temp) (0, import_node_fs52.rmSync)(temp, { recursive: true, force: true });
   }
   const args = mode === "rerun" ? dockerRunArgs(plan2, ["--rm"]) : dockerRunArgs(plan2, ["-it", "--rm"], [mode]);
   say(args);
@@ -39476,13 +39995,13 @@ async function runDocker(plan2, mode) {
   }
   return code;
 }
-var import_node_child_process6, import_node_fs51, HELP4, SPECS4;
+var import_node_child_process6, import_node_fs52, HELP4, SPECS4;
 var init_repro = __esm({
   "src/cli/repro.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process6 = require("node:child_process");
-    import_node_fs51 = require("node:fs");
+    import_node_fs52 = require("node:fs");
     init_errors();
     init_failure_labels();
     init_units();
@@ -39711,7 +40230,7 @@ async function inspectOne(store, ref) {
   }
   try {
     const container = findContainer(ref);
-    const spec = JSON.parse((0, import_node_fs52.readFileSync)((0, import_node_path45.join)(container.dir, "config.json"), "utf8"));
+    const spec = JSON.parse((0, import_node_fs53.readFileSync)((0, import_node_path46.join)(container.dir, "config.json"), "utf8"));
     return {
       Id: container.id,
       Name: container.name,
@@ -39731,7 +40250,7 @@ async function inspectOne(store, ref) {
       },
       GraphDriver: {
         Name: "overlay",
-        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path45.join)(container.dir, "upper") }
+        Data: { LowerDir: container.lower.join(":"), UpperDir: (0, import_node_path46.join)(container.dir, "upper") }
       }
     };
   } catch (error) {
@@ -39739,13 +40258,13 @@ async function inspectOne(store, ref) {
   }
   throw new PetriError(`no such image or container: ${ref}`);
 }
-var import_node_fs52, import_node_path45, OPTIONS5, HELP8;
+var import_node_fs53, import_node_path46, OPTIONS5, HELP8;
 var init_inspect = __esm({
   "src/cli/inspect.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs52 = require("node:fs");
-    import_node_path45 = require("node:path");
+    import_node_fs53 = require("node:fs");
+    import_node_path46 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -39926,9 +40445,9 @@ __export(import_exports, {
 });
 async function importRootfs(store, source, ref, options = {}) {
   const tag = parseReference(ref).ref;
-  if (!(0, import_node_fs53.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
+  if (!(0, import_node_fs54.existsSync)(source)) throw new PetriError(`cannot import ${source}: no such file or directory`);
   let layer;
-  if ((0, import_node_fs53.statSync)(source).isDirectory()) {
+  if ((0, import_node_fs54.statSync)(source).isDirectory()) {
     const stream = new import_node_stream10.PassThrough();
     const stored = store.writeBlobStream(stream);
     const { diffId } = await writeLayer(source, stream, sourceEpoch());
@@ -39936,7 +40455,7 @@ async function importRootfs(store, source, ref, options = {}) {
     layer = { ...blob, mediaType: MEDIA_TYPES.ociLayer, diffId };
   } else {
     const gzip = isGzipFile(source);
-    const blob = await store.writeBlobStream((0, import_node_fs53.createReadStream)(source));
+    const blob = await store.writeBlobStream((0, import_node_fs54.createReadStream)(source));
     const diffId = gzip ? await uncompressedDigest(source) : blob.digest;
     layer = { ...blob, mediaType: gzip ? MEDIA_TYPES.ociLayerGzip : MEDIA_TYPES.ociLayer, diffId };
   }
@@ -39966,9 +40485,9 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto13.createHash)("sha256");
-  await (0, import_promises20.pipeline)(
-    (0, import_node_fs53.createReadStream)(file),
+  const hash = (0, import_node_crypto14.createHash)("sha256");
+  await (0, import_promises21.pipeline)(
+    (0, import_node_fs54.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
       write(chunk, _encoding, callback) {
@@ -39979,15 +40498,15 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto13, import_node_fs53, import_node_stream10, import_promises20;
+var import_node_crypto14, import_node_fs54, import_node_stream10, import_promises21;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto13 = require("node:crypto");
-    import_node_fs53 = require("node:fs");
+    import_node_crypto14 = require("node:crypto");
+    import_node_fs54 = require("node:fs");
     import_node_stream10 = require("node:stream");
-    import_promises20 = require("node:stream/promises");
+    import_promises21 = require("node:stream/promises");
     init_errors();
     init_platform();
     init_reference();
@@ -40045,7 +40564,7 @@ async function loadMain(argv) {
   if (options.help) return help(LOAD_HELP);
   const input = options.input;
   if (typeof input !== "string") throw new PetriError("petri load: -i FILE.tar is required (the archive to read)");
-  if (!(0, import_node_fs54.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
+  if (!(0, import_node_fs55.existsSync)(input)) throw new PetriError(`petri load: ${input} does not exist`);
   for (const image of await loadArchive(ImageStore.open(), input)) {
     if (image.tags.length === 0) process.stdout.write(`Loaded image ID: ${image.id}
 `);
@@ -40058,12 +40577,12 @@ function help(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs54, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
+var import_node_fs55, IMPORT_HELP, SAVE_HELP, LOAD_HELP;
 var init_image_commands = __esm({
   "src/cli/image-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs54 = require("node:fs");
+    import_node_fs55 = require("node:fs");
     init_errors();
     init_load();
     init_save();
@@ -40129,7 +40648,7 @@ async function diffMain(argv) {
   if (options.help) return help2(DIFF_HELP);
   if (rest.length !== 1) throw new PetriError("petri diff: expected one CONTAINER");
   const container = findContainer(rest[0]);
-  const spec = JSON.parse((0, import_node_fs55.readFileSync)((0, import_node_path46.join)(container.dir, "config.json"), "utf8"));
+  const spec = JSON.parse((0, import_node_fs56.readFileSync)((0, import_node_path47.join)(container.dir, "config.json"), "utf8"));
   const upper = spec.annotations?.["org.petri.rootfs.upper"];
   if (!upper) throw new PetriError(`petri diff: container ${container.name} runs on its root directory in place`);
   const { diffUpper: diffUpper2 } = await Promise.resolve().then(() => (init_diff(), diff_exports));
@@ -40141,13 +40660,13 @@ function help2(text) {
   process.stdout.write(text);
   return 0;
 }
-var import_node_fs55, import_node_path46, COMMIT_HELP, DIFF_HELP;
+var import_node_fs56, import_node_path47, COMMIT_HELP, DIFF_HELP;
 var init_container_commands = __esm({
   "src/cli/container-commands.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs55 = require("node:fs");
-    import_node_path46 = require("node:path");
+    import_node_fs56 = require("node:fs");
+    import_node_path47 = require("node:path");
     init_errors();
     init_store();
     init_containers();
@@ -40204,7 +40723,7 @@ async function main12(argv) {
   if (file === void 0 || extra.length > 0) throw new PetriError("petri dockerfile parse: expected one FILE");
   let text;
   try {
-    text = (0, import_node_fs56.readFileSync)(file, "utf8");
+    text = (0, import_node_fs57.readFileSync)(file, "utf8");
   } catch (error) {
     const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
     process.stderr.write(`petri: ${file}:1:1: cannot read the Dockerfile: ${reason}
@@ -40226,12 +40745,12 @@ async function main12(argv) {
 `);
   return 0;
 }
-var import_node_fs56, HELP12, SPECS5;
+var import_node_fs57, HELP12, SPECS5;
 var init_dockerfile2 = __esm({
   "src/cli/dockerfile.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs56 = require("node:fs");
+    import_node_fs57 = require("node:fs");
     init_dockerfile();
     init_errors();
     init_args();
@@ -40529,7 +41048,7 @@ Removes the credentials petri login (or docker login) saved for SERVER (default:
 
 // src/cli/main.ts
 init_import_meta_url();
-var import_node_fs57 = require("node:fs");
+var import_node_fs58 = require("node:fs");
 init_errors();
 
 // src/cli/compile-cache.ts
@@ -40729,7 +41248,7 @@ async function main13(argv) {
     return command2 === void 0 ? 2 : 0;
   }
   if (command2 === "version" || command2 === "--version") {
-    const pkg = JSON.parse((0, import_node_fs57.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
+    const pkg = JSON.parse((0, import_node_fs58.readFileSync)(new URL("../../package.json", petri_import_meta_url), "utf8"));
     process.stdout.write(`petri ${pkg.version}
 `);
     return 0;

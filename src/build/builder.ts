@@ -58,6 +58,7 @@ import {
   selectSources,
 } from './copy.js';
 import type { BuildTrace, TraceFile } from './delta.js';
+import { containerTemplates, type EarlyRun, layerTree, optionsHash } from './early.js';
 import type { BuildEvent } from './events.js';
 import { ContextView, cleanRel, type FsView, LayeredView } from './fs-view.js';
 import { redactUrl } from './git-source.js';
@@ -101,6 +102,8 @@ export interface BuildOptions {
   onEvent?: (event: BuildEvent) => void;
   /** Filled as the build runs: what each step read of the context and made (the CLI's replay records: delta.ts). */
   trace?: BuildTrace;
+  /** A RUN step started early by petri-runner replay (early.ts): taken for its step, or removed unused. */
+  early?: EarlyRun;
 }
 
 export type { PullPolicy } from '../image/pull-policy.js';
@@ -209,6 +212,8 @@ class Builder {
   /** The steps this build made or took from a cache: key → the record and the key of the filesystem below it. */
   #usedSteps = new Map<string, { record: CacheRecord; parent: string }>();
   #usedSelections = new Map<string, string>();
+  /** RUN steps whose container ran early (early.ts). */
+  #earlySteps = new Set<number>();
 
   constructor(options: BuildOptions) {
     this.#options = options;
@@ -251,6 +256,7 @@ class Builder {
       await closing;
       return result;
     } finally {
+      if (this.#options.early) this.#removals.push(this.#options.early.remove());
       await Promise.all(this.#removals);
       for (const agent of this.#agents) agent.close();
       for (const dir of this.#workDirs) removeTree(dir);
@@ -494,7 +500,12 @@ class Builder {
         history: result.state.history.length,
         ...(trace.reads.has(id) ? { reads: trace.reads.get(id) } : {}),
       });
-      this.#emit({ ...base, status: result.cached ? 'cached' : 'done', durationMs: Date.now() - started });
+      this.#emit({
+        ...base,
+        status: result.cached ? 'cached' : 'done',
+        durationMs: Date.now() - started,
+        ...(this.#earlySteps.has(id) ? { early: true as const } : {}),
+      });
       return result.state;
     } catch (error) {
       const located =
@@ -554,6 +565,16 @@ class Builder {
 
   /** An image from the store, pulled from its registry first as the pull policy says (each name once per build). */
   async #baseImage(name: string, stepId: number | undefined): Promise<StoredImage> {
+    const image = await this.#storedBase(name, stepId);
+    const trace = this.#options.trace;
+    if (trace) {
+      trace.bases ??= [];
+      trace.bases.push(image.manifestDigest);
+    }
+    return image;
+  }
+
+  async #storedBase(name: string, stepId: number | undefined): Promise<StoredImage> {
     const policy = this.#options.pull ?? 'missing';
     let missing: unknown;
     if (policy !== 'always') {
@@ -1092,6 +1113,8 @@ class Builder {
       upper: 'whole',
     };
     const createdBy = `RUN ${command.join(' ')} # buildkit`;
+    const stepText = stableJson(step);
+    const key = { key: cacheKey(state.fsKey, step), parent: state.fsKey, stepText };
     return this.#layerStep(state, step, createdBy, async (lower, upper) => {
       // What the runner saw of the upper dir: lstat reads it whole, so it is scanned here (no fsops process).
       const seen = await this.#runContainer(state, {
@@ -1106,6 +1129,7 @@ class Builder {
         lower,
         upper,
         privileged: flags.security === 'insecure',
+        key,
       });
       // Else (xattrs, names that are not UTF-8, many entries) petri-runner fsops reads it.
       return seen?.plain && seen.entries !== undefined ? { helper: false, entries: seen.entries } : undefined;
@@ -1164,6 +1188,8 @@ class Builder {
       lower: string[];
       upper: string;
       privileged: boolean;
+      /** The step's cache key, the key below it and the step as hashed: for early runs (early.ts). */
+      key: { key: string; parent: string; stepText: string };
     },
   ): Promise<import('../runtime/container.js').Container['upper']> {
     const { lower } = job;
@@ -1274,10 +1300,7 @@ class Builder {
     mountTargets.push(...job.scripts.map((s) => s.target));
 
     const root = lower.length > 0 ? lower : [this.#emptyDir(work)];
-    const { Container } = await import('../runtime/container.js');
-    // Not kept (ContainerOptions.keep): its upper is read before remove(), and wait() ends with the runner (no
-    // record to rewrite, no cgroups to remove first); a build killed meanwhile leaves it to a sweep, which removes it.
-    const container = Container.create({
+    const options: ContainerOptions = {
       rootfs: root,
       command: job.command,
       env,
@@ -1289,6 +1312,48 @@ class Builder {
       binds,
       tmpfs,
       ...(job.privileged ? { privileged: true } : {}),
+    };
+    // An early run (early.ts) is for a RUN with no mounts of its own over a layer of files: this one, maybe.
+    const resolvBind = binds.find((b) => b.target === '/etc/resolv.conf');
+    const top = lower[0];
+    const plain =
+      top !== undefined &&
+      job.scripts.length === 0 &&
+      job.mounts.length === 0 &&
+      !job.privileged &&
+      binds.length === (resolvBind ? 1 : 0) &&
+      Object.keys(tmpfs).length === 0;
+    const hash = plain ? optionsHash(options, top, resolvBind?.source) : '';
+    const trace = this.#options.trace;
+    /** What an early run of this step needs next time: the layer below and the templates of a container for it. */
+    const note = (c: { id: string; dir: string; lowerTop: string; resolv: string | undefined; args: string[] }) => {
+      if (!plain || !trace || !c.args.includes('--clone-into')) return;
+      const tree = layerTree(top as string);
+      const record = readFileSync(join(c.dir, 'record.json'), 'utf8');
+      const cgroups = (JSON.parse(record) as { cgroupDirs: string[] }).cgroupDirs;
+      const config = readFileSync(join(c.dir, 'config.json'), 'utf8');
+      const templates = tree && containerTemplates({ ...c, config, record, cgroups });
+      if (!tree || !templates) return;
+      trace.early ??= [];
+      trace.early.push({ runStep: job.stepId, ...job.key, tree, resolv: !!resolvBind, options: hash, ...templates });
+    };
+    const early = this.#options.early;
+    if (plain && early?.take(job.key.key, hash, top, resolvBind && readFileSync(resolvBind.source))) {
+      const seen = await this.#adoptEarly(early, job, lower, mountTargets, () =>
+        note({ ...early, lowerTop: early.lowerTop, resolv: resolvBind && early.resolvPath, args: early.args() }),
+      );
+      if (seen !== false) return seen;
+    }
+    const { Container } = await import('../runtime/container.js');
+    // Not kept (ContainerOptions.keep): its upper is read before remove(), and wait() ends with the runner (no
+    // record to rewrite, no cgroups to remove first); a build killed meanwhile leaves it to a sweep, which removes it.
+    const container = Container.create(options);
+    note({
+      id: container.id,
+      dir: container.dir,
+      lowerTop: top ?? '',
+      resolv: resolvBind?.source,
+      args: container.runnerArgs(),
     });
     const tail: string[] = [];
     try {
@@ -1331,6 +1396,49 @@ class Builder {
       // Off the step's critical path (its layer is in job.upper): the build waits for it before it ends.
       const removal = container.remove();
       removal.catch(() => {}); // awaited with the others in build()
+      this.#removals.push(removal);
+    }
+  }
+
+  /**
+   * The step's container, run early (early.ts): its output shown, its upper
+   * dir taken as this one's would be. False when its runner could not start
+   * the container (then the step runs its own).
+   */
+  async #adoptEarly(
+    early: EarlyRun,
+    job: { stepId: number; command: string[]; upper: string },
+    lower: string[],
+    mountTargets: string[],
+    note: () => void,
+  ): Promise<import('../runtime/container.js').Container['upper'] | false> {
+    try {
+      const exit = await early.exit();
+      if (exit.error !== undefined) return false;
+      const tail: string[] = [];
+      for (const stream of ['stdout', 'stderr'] as const) {
+        const data = early.output(stream);
+        if (data === '') continue;
+        for (const line of data.split('\n')) if (line !== '') tail.push(line);
+        this.#emit({ type: 'output', id: job.stepId, stream, data });
+      }
+      if (exit.exitCode !== 0 || exit.signal !== null) {
+        const how = exit.signal !== null ? `signal ${exit.signal}` : `exit code: ${exit.exitCode}`;
+        const last = tail.slice(-3);
+        throw new PetriError(
+          `process "${job.command.join(' ')}" did not complete successfully: ${how}${last.length ? ` (last output: ${last.join(' | ')})` : ''}`,
+          { code: 'ERUN' },
+        );
+      }
+      const upper = join(early.dir, 'upper');
+      removeMountpoints(upper, lower, mountTargets);
+      moveContents(upper, job.upper);
+      note();
+      this.#earlySteps.add(job.stepId);
+      return exit.upper;
+    } finally {
+      const removal = early.remove();
+      removal.catch(() => {});
       this.#removals.push(removal);
     }
   }

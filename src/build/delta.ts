@@ -40,6 +40,10 @@ export interface BuildTrace {
   steps: TraceStep[];
   /** Step id → what a context COPY selected, or 'other' for a step that read the context otherwise. */
   reads: Map<number, TraceRead>;
+  /** RUN steps that ran over a context COPY's layer: what an early run of them needs (early.ts). */
+  early?: import('./early.js').EarlyCandidate[];
+  /** The manifest digests of the images the build took from the store (FROM, COPY --from, RUN --mount from). */
+  bases?: string[];
 }
 
 export interface TraceStep {

@@ -15,6 +15,8 @@ export type BuildEvent =
       durationMs?: number;
       /** For `error`: the one-line reason. */
       error?: string;
+      /** A RUN step whose container petri started early, while it started itself (see the README). */
+      early?: true;
     }
   | { type: 'output'; id: number; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'warning'; message: string }

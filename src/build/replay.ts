@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import { fnvName } from '../util/fnv.js';
 import { deltaFields } from './delta.js';
+import { writeEarlyPlan } from './early.js';
 import type { BuildEvent } from './events.js';
 import { progressRenderer } from './progress.js';
 import type { ResultState } from './result-cache.js';
@@ -139,12 +140,15 @@ export function writeReplay(inputs: ReplayInputs, state: ResultState, root = pet
         return [Buffer.from(`${bytes.length}\n`), bytes, Buffer.from('\n')];
       }),
     );
-    const head = Buffer.from(`${MAGIC} ${createHash('sha256').update(body).digest('hex')}\n`);
+    const sum = createHash('sha256').update(body).digest('hex');
+    const head = Buffer.from(`${MAGIC} ${sum}\n`);
     const file = join(root, 'build-cache', 'results', `replay-${fnvName(key)}`);
     mkdirSync(join(file, '..'), { recursive: true });
     const tmp = `${file}.${process.pid}.tmp`;
     writeFileSync(tmp, Buffer.concat([head, body]));
     renameSync(tmp, file);
+    // The early run's plan (early.ts), tied to this record by its checksum.
+    writeEarlyPlan(`${file}.early`, sum, state.early);
   } catch {
     // no replay: the next build starts Node, as before
   }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { petriRoot } from '../runtime/paths.js';
 import { fnvName } from '../util/fnv.js';
 import type { DeltaPlan } from './delta.js';
+import type { EarlyPlan } from './early.js';
 import type { BuildEvent } from './events.js';
 
 /**
@@ -78,6 +79,8 @@ interface ResultRecord {
   events: BuildEvent[];
   /** What a replay record's delta needs (delta.ts), when the build has one. */
   delta?: DeltaPlan;
+  /** What an early run of one of its RUN steps needs (early.ts), when the build has one. */
+  early?: EarlyPlan;
 }
 
 export interface ResultHit {
@@ -159,6 +162,7 @@ export class ResultCache {
     events: BuildEvent[],
     result: { id: string; manifestDigest: string; tags: string[] },
     delta?: DeltaPlan,
+    early?: EarlyPlan,
   ): void {
     const before = this.#before;
     if (!before || before.files === undefined) return;
@@ -182,10 +186,14 @@ export class ResultCache {
         events: events.flatMap((e): BuildEvent[] => {
           if (e.type === 'warning') return [e];
           if (e.type !== 'step') return [];
-          if (LAYER_STEP.test(e.text) && e.status === 'done') return [{ ...e, status: 'cached', durationMs: 0 }];
+          if (LAYER_STEP.test(e.text) && e.status === 'done') {
+            const { early: _, ...step } = e;
+            return [{ ...step, status: 'cached', durationMs: 0 }];
+          }
           return [e];
         }),
         ...(delta ? { delta } : {}),
+        ...(early ? { early } : {}),
       };
       mkdirSync(join(this.#file, '..'), { recursive: true });
       const tmp = `${this.#file}.${process.pid}.tmp`;

@@ -65,6 +65,19 @@ const SPECS: OptionSpec[] = [
 const MODES = ['auto', 'plain', 'tty', 'json', 'quiet'] as const;
 
 export async function main(argv: string[]): Promise<number> {
+  // A RUN step petri-runner replay started while Node started (build/early.ts): the builder takes it or it is removed.
+  const early =
+    process.env.PETRI_EARLY_RUN === undefined
+      ? undefined
+      : (await import('../build/early.js')).EarlyRun.fromEnv((await import('../runtime/paths.js')).containersDir());
+  try {
+    return await build(argv, early);
+  } finally {
+    await early?.remove();
+  }
+}
+
+async function build(argv: string[], early: import('../build/early.js').EarlyRun | undefined): Promise<number> {
   const startedAt = Date.now();
   const { options, rest } = parseArgs('build', argv, SPECS);
   let pull = options.pull as string | undefined;
@@ -194,6 +207,7 @@ export async function main(argv: string[]): Promise<number> {
       store: ImageStore.open(),
       onEvent: render,
       ...(trace ? { trace } : {}),
+      ...(early ? { early } : {}),
     });
   } catch (error) {
     // Like docker build: a build that fails (a step, the Dockerfile, the context) exits 1.
@@ -202,8 +216,16 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (results) {
-    const { deltaPlan } = await import('../build/delta.js');
-    results.remember(seen, result, trace && deltaPlan(trace, result.manifestDigest, context));
+    const [{ deltaPlan }, { earlyPlan }] = await Promise.all([
+      import('../build/delta.js'),
+      import('../build/early.js'),
+    ]);
+    results.remember(
+      seen,
+      result,
+      trace && deltaPlan(trace, result.manifestDigest, context),
+      trace && earlyPlan(trace, context),
+    );
   }
   writeOut(1, `${result.id}\n`);
   if (results) await saveReplay(argv, options, progress, context, dockerfile, results);

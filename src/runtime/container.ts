@@ -305,11 +305,8 @@ export class Container {
     return this.currentState === 'running' ? (this.runner?.ports ?? []) : [];
   }
 
-  /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
-  async start(io: StdioOptions = {}): Promise<void> {
-    this.expectState('start', ['created']);
-    this.currentState = 'running';
-    const startedAt = monotonicMs();
+  /** The runner's command line that starts it (`petri-runner run …`, without the control fd). */
+  runnerArgs(): string[] {
     const args = ['run'];
     if (this.options.init === false) args.push('--no-init');
     const { cloneIntoDir, deviceBpfDir } = this.cgroups;
@@ -321,7 +318,19 @@ export class Container {
       args.push('--network', `${network.holderPid}:${network.address}`);
     }
     args.push(this.dir);
-    const runner = new RunnerProcess(args, [io.stdin ?? 'ignore', io.stdout ?? 'pipe', io.stderr ?? 'pipe']);
+    return args;
+  }
+
+  /** Starts the command; resolves once it runs, rejects (exit code in `.exitCode`) when setup fails. */
+  async start(io: StdioOptions = {}): Promise<void> {
+    this.expectState('start', ['created']);
+    this.currentState = 'running';
+    const startedAt = monotonicMs();
+    const runner = new RunnerProcess(this.runnerArgs(), [
+      io.stdin ?? 'ignore',
+      io.stdout ?? 'pipe',
+      io.stderr ?? 'pipe',
+    ]);
     this.runner = runner;
     this.stdin = runner.stdin;
     this.stdout = runner.stdout;
