@@ -196,7 +196,9 @@ describeKernel('petri build: early runs', () => {
     const results = join(dir, 'e', 'build-cache', 'results');
     const file = join(results, readdirSync(results).find((f) => f.endsWith('.early')) as string);
     const text = readFileSync(file, 'latin1');
-    const body = text.slice(text.indexOf('\n') + 1).replace(/\noptions\t[0-9a-f]{64}\n/, `\noptions\t${'0'.repeat(64)}\n`);
+    const body = text
+      .slice(text.indexOf('\n') + 1)
+      .replace(/\noptions\t[0-9a-f]{64}\n/, `\noptions\t${'0'.repeat(64)}\n`);
     const sum = createHash('sha256').update(Buffer.from(body, 'latin1')).digest('hex');
     writeFileSync(file, Buffer.from(`petri-early 1 ${sum}\n${body}`, 'latin1'));
     hits.length = 0;
