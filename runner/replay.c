@@ -1046,7 +1046,7 @@ struct early_file {
 };
 
 struct early_entry {
-	int is_dir, file;
+	int is_dir, file, fresh;
 	unsigned mode, uid, gid;
 	long long mtime_ns;
 	const char *path;
@@ -1134,7 +1134,8 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 			e->mode = (unsigned)strtoul(v[1], &stop, 10);
 			e->uid = (unsigned)strtoul(v[2], &stop, 10);
 			e->gid = (unsigned)strtoul(v[3], &stop, 10);
-			e->mtime_ns = strtoll(v[4], &stop, 10);
+			e->fresh = strcmp(v[4], "now") == 0;
+			e->mtime_ns = e->fresh ? 0 : strtoll(v[4], &stop, 10);
 			e->file = e->is_dir ? -1 : atoi(v[5]);
 			e->path = v[7];
 			if (e->mode > 07777 || !e->path[0] || e->path[0] == '/' || strstr(e->path, "..") ||
@@ -1267,6 +1268,8 @@ static int early_stage(struct early *x)
 		struct timespec t[2];
 		t[0].tv_sec = t[1].tv_sec = (time_t)(e->mtime_ns / 1000000000LL);
 		t[0].tv_nsec = t[1].tv_nsec = (long)(e->mtime_ns % 1000000000LL);
+		if (e->fresh) /* made by the COPY: its time is now, as Node gives it */
+			t[0].tv_nsec = t[1].tv_nsec = UTIME_NOW;
 		if (snprintf(path, sizeof path, "%s/%s", x->lower, e->path) >= (int)sizeof path ||
 		    utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW) < 0)
 			return -1;

@@ -147,6 +147,25 @@ describeKernel('petri build: early runs', () => {
     await clean('a');
   });
 
+  it('takes the early run over a COPY into directories it makes (their times the build’s own)', async () => {
+    await store('g');
+    const ctx = context('fresh');
+    const report = `wget -q -O /dev/null "http://127.0.0.1:${port}/fresh/$(cat /out.txt)"`;
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      `FROM petri-fixture/busybox\nCOPY app.sh /new/dir/\nRUN sh /new/dir/app.sh > /out.txt && ${report}\n`,
+    );
+    write(ctx, 'one');
+    await remember('g', ctx);
+    hits.length = 0;
+    write(ctx, 'two');
+    const early = await build('g', ctx);
+    expect(early.run).toMatchObject({ status: 'done', early: true });
+    expect(hits).toEqual(['/fresh/two']);
+    expect(await ok('g', ['run', '--rm', 'ptest/early', 'cat', '/out.txt'])).toBe('two');
+    await clean('g');
+  });
+
   it('never runs early a RUN the step cache has, nor one over a base image whose tag moved', async () => {
     await store('c');
     const ctx = context('cached');

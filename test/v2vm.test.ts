@@ -60,7 +60,7 @@ describeKernel(
             log.slice(-4000),
           ).toEqual([]);
           expect(titles.some((t) => t.includes('cgroup limits (cgroup v2)'))).toBe(true);
-          expect(titles.filter((t) => t.startsWith('passed petri build: early runs'))).toHaveLength(5);
+          expect(titles.filter((t) => t.startsWith('passed petri build: early runs'))).toHaveLength(6);
           expect(report.numPassedTests).toBeGreaterThan(10);
         } finally {
           rmSync(out, { recursive: true, force: true });

@@ -9394,792 +9394,6 @@ var init_cache = __esm({
   }
 });
 
-// src/build/early.ts
-var early_exports = {};
-__export(early_exports, {
-  EarlyRun: () => EarlyRun,
-  containerTemplates: () => containerTemplates,
-  earlyPlan: () => earlyPlan,
-  layerTree: () => layerTree,
-  optionsHash: () => optionsHash,
-  writeEarlyPlan: () => writeEarlyPlan
-});
-function optionsHash(options, lowerTop, resolv) {
-  const text = stableJson(options);
-  const marked = text.split(JSON.stringify(lowerTop).slice(1, -1)).join(`${MARK}LOWER@@`).split(resolv === void 0 ? "\0" : JSON.stringify(resolv).slice(1, -1)).join(`${MARK}RESOLV@@`);
-  return sha256hex(marked);
-}
-function layerTree(dir) {
-  const out = [];
-  let bytes = 0;
-  const walk = /* @__PURE__ */ __name((rel) => {
-    for (const name of (0, import_node_fs27.readdirSync)((0, import_node_path22.join)(dir, rel)).sort()) {
-      const path = rel ? `${rel}/${name}` : name;
-      const st = (0, import_node_fs27.lstatSync)((0, import_node_path22.join)(dir, path), { bigint: true });
-      const type = st.isDirectory() ? "dir" : st.isFile() ? "file" : void 0;
-      if (!type || out.length >= MAX_ENTRIES || /[\t\n\\"]/.test(path) || st.nlink > (type === "dir" ? 1n << 30n : 1n))
-        return false;
-      const entry = {
-        path,
-        type,
-        mode: Number(st.mode & 0o7777n),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        mtimeNs: String(st.mtimeNs),
-        size: type === "file" ? Number(st.size) : 0
-      };
-      if (type === "file") {
-        bytes += entry.size;
-        if (bytes > MAX_BYTES) return false;
-        entry.digest = sha256hex((0, import_node_fs27.readFileSync)((0, import_node_path22.join)(dir, path)));
-      }
-      out.push(entry);
-      if (type === "dir" && !walk(path)) return false;
-    }
-    return true;
-  }, "walk");
-  try {
-    return walk("") && out.length > 0 ? out : void 0;
-  } catch {
-    return void 0;
-  }
-}
-function sameTree(a, b) {
-  if (a.length !== b.length) return false;
-  return a.every((x, i) => {
-    const y = b[i];
-    return x.path === y.path && x.type === y.type && x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && x.mtimeNs === y.mtimeNs && x.size === y.size;
-  });
-}
-function containerTemplates(c) {
-  const plain = /* @__PURE__ */ __name((s) => JSON.stringify(s) === `"${s}"`, "plain");
-  if (![c.dir, c.lowerTop, c.resolv ?? ""].every(plain)) return void 0;
-  const all = [c.config, c.record, ...c.args, ...c.cgroups];
-  if (all.some((t) => t.includes(MARK) || t.includes("\0"))) return void 0;
-  const mark = /* @__PURE__ */ __name((text) => {
-    let t = text.split(c.dir).join(`${MARK}DIR@@`);
-    t = t.split(c.lowerTop).join(`${MARK}LOWER@@`);
-    if (c.resolv !== void 0) t = t.split(c.resolv).join(`${MARK}RESOLV@@`);
-    return t.split(c.id).join(`${MARK}ID@@`);
-  }, "mark");
-  const record = JSON.parse(c.record);
-  record.createdAt = `${MARK}CREATED@@`;
-  record.owner = `${MARK}OWNER@@`;
-  const recordText = mark(JSON.stringify(record)).replace(`"${MARK}OWNER@@"`, `${MARK}OWNER@@`);
-  const out = { config: mark(c.config), record: recordText, args: c.args.map(mark), cgroups: c.cgroups.map(mark) };
-  const work = c.resolv === void 0 ? void 0 : c.resolv.slice(0, c.resolv.lastIndexOf("/"));
-  const texts = [out.config, out.record, ...out.args, ...out.cgroups];
-  if (work && texts.some((t) => t.includes(work))) return void 0;
-  if (!out.args.includes(`${MARK}DIR@@`) || !out.config.includes(`${MARK}LOWER@@`)) return void 0;
-  return out;
-}
-function earlyPlan(trace, context) {
-  try {
-    for (const candidate of trace.early ?? []) {
-      const plan2 = planOf(trace, candidate, context);
-      if (plan2) return plan2;
-    }
-  } catch {
-  }
-  return void 0;
-}
-function planOf(trace, c, context) {
-  const run = trace.steps.find((s) => s.id === c.runStep);
-  if (!run) return void 0;
-  const stage = trace.steps.filter((s) => s.stage === run.stage && s.id < run.id);
-  const copy = stage.at(-1);
-  const below = stage.at(-2);
-  if (copy?.keyword !== "COPY" || typeof copy.reads !== "object" || copy.reads === null) return void 0;
-  const reads = copy.reads;
-  if (below && copy.layers !== below.layers + 1) return void 0;
-  if (cacheKey(reads.parent, JSON.parse(reads.step)) !== c.parent) return void 0;
-  if (cacheKey(c.parent, JSON.parse(c.stepText)) !== c.key) return void 0;
-  for (const step of trace.steps) {
-    if (step.id === copy.id || step.reads === void 0) continue;
-    if (step.reads === "other") return void 0;
-    const others = new Set(step.reads.files.map((f) => f.hostPath));
-    if (reads.files.some((f) => others.has(f.hostPath))) return void 0;
-  }
-  const text = reads.lines.join("");
-  const content = `sha256:${sha256hex(text)}`;
-  if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
-  const lines = [...reads.lines];
-  const files = [];
-  const tree = [];
-  for (const entry of c.tree) {
-    if (entry.type !== "file") {
-      tree.push(entry);
-      continue;
-    }
-    const digest = `sha256:${entry.digest}`;
-    const holding = reads.files.filter((f) => f.digest === digest);
-    const file = holding[0];
-    if (holding.length !== 1 || !file || file.link || reads.digests.filter((d) => d === digest).length !== 1)
-      return void 0;
-    const label = (0, import_node_path22.relative)(context, file.hostPath);
-    if (label.startsWith("..") || label === "" || import_node_path22.sep !== "/" || /[\t\n]/.test(label)) return void 0;
-    if (count(lines[file.line] ?? "", `"${digest}"`) !== 1) return void 0;
-    const n = files.length;
-    lines[file.line] = lines[file.line].replace(`"${digest}"`, `"sha256:${MARK}digest:${n}@@"`);
-    files.push({ label, digest: entry.digest });
-    tree.push({ ...entry, file: n });
-  }
-  if (files.length === 0 || files.length !== reads.files.length) return void 0;
-  const indexText = (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(petriRoot(), "images", "index.json"), "utf8");
-  const entries = JSON.parse(indexText).manifests ?? [];
-  const index = [];
-  for (const digest of new Set(trace.bases ?? [])) {
-    const texts = entries.filter((e) => e.digest === digest).map((e) => JSON.stringify(e));
-    if (texts.length === 0 || texts.some((t) => !indexText.includes(t) || /[\t\n]/.test(t))) return void 0;
-    index.push(...texts);
-  }
-  return {
-    index,
-    copyParent: reads.parent,
-    copyStep: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:0@@"`),
-    copyHash: lines.join(""),
-    files,
-    runStep: c.stepText,
-    tree,
-    resolv: c.resolv,
-    options: c.options,
-    config: c.config,
-    record: c.record,
-    args: c.args,
-    cgroups: c.cgroups
-  };
-}
-function writeEarlyPlan(file, recordSum, plan2) {
-  try {
-    if (!plan2) {
-      (0, import_node_fs27.rmSync)(file, { force: true });
-      return;
-    }
-    const spec = [
-      "petri-early 1",
-      `parent	${plan2.copyParent}`,
-      ...plan2.index.map((entry) => `index	${entry}`),
-      `containers	${containersDir()}`,
-      `layers	${(0, import_node_path22.join)(petriRoot(), "layers")}`,
-      ...plan2.files.map((f) => `src	${f.digest}	${f.label}`),
-      ...plan2.tree.map(
-        (e) => `${e.type}	${e.mode}	${e.uid}	${e.gid}	${e.mtimeNs}	${e.file ?? "-"}	${e.digest ?? "-"}	${e.path}`
-      ),
-      `resolv	${plan2.resolv ? 1 : 0}`,
-      `options	${plan2.options}`,
-      ...plan2.cgroups.map((c) => `cgroup	${c}`)
-    ].join("\n");
-    const fields = [recordSum, `${spec}
-`, plan2.copyStep, plan2.copyHash, plan2.runStep, plan2.config, plan2.record];
-    fields.push(plan2.args.join("\0"));
-    const body = Buffer.concat(
-      fields.flatMap((field) => {
-        const bytes = Buffer.from(field);
-        return [Buffer.from(`${bytes.length}
-`), bytes, Buffer.from("\n")];
-      })
-    );
-    const head = Buffer.from(`petri-early 1 ${sha256hex(body)}
-`);
-    const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs27.writeFileSync)(tmp, Buffer.concat([head, body]));
-    (0, import_node_fs27.renameSync)(tmp, file);
-  } catch {
-  }
-}
-var import_node_crypto7, import_node_fs27, import_promises8, import_node_path22, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
-var init_early = __esm({
-  "src/build/early.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_crypto7 = require("node:crypto");
-    import_node_fs27 = require("node:fs");
-    import_promises8 = require("node:fs/promises");
-    import_node_path22 = require("node:path");
-    init_paths();
-    init_fs();
-    init_cache();
-    MARK = "@@petri:";
-    MAX_ENTRIES = 64;
-    MAX_BYTES = 8 << 20;
-    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto7.createHash)("sha256").update(text).digest("hex"), "sha256hex");
-    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
-    __name(optionsHash, "optionsHash");
-    __name(layerTree, "layerTree");
-    __name(sameTree, "sameTree");
-    __name(containerTemplates, "containerTemplates");
-    __name(earlyPlan, "earlyPlan");
-    __name(planOf, "planOf");
-    __name(writeEarlyPlan, "writeEarlyPlan");
-    EarlyRun = class _EarlyRun {
-      static {
-        __name(this, "EarlyRun");
-      }
-      id;
-      dir;
-      staging;
-      key;
-      options;
-      #fd;
-      #taken = false;
-      #events;
-      #done;
-      constructor(fd, id, staging, key, options, dir) {
-        this.#fd = fd;
-        this.id = id;
-        this.staging = staging;
-        this.key = key;
-        this.options = options;
-        this.dir = dir;
-      }
-      /** The early run the environment names (once: the variable is removed), or undefined. */
-      static fromEnv(containersDir2) {
-        const value = process.env.PETRI_EARLY_RUN;
-        if (value === void 0) return void 0;
-        delete process.env.PETRI_EARLY_RUN;
-        const m = /^(\d+):([0-9a-f]{12}):(\/[^\0:]+):(sha256:[0-9a-f]{64}):([0-9a-f]{64})$/.exec(value);
-        if (!m) return void 0;
-        const [, fd, id, staging, key, options] = m;
-        const run = new _EarlyRun(Number(fd), id, staging, key, options, (0, import_node_path22.join)(containersDir2, id));
-        run.#events = new Promise(
-          (resolve10, reject) => (0, import_node_fs27.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
-        ).finally(() => {
-          try {
-            (0, import_node_fs27.closeSync)(run.#fd);
-          } catch {
-          }
-        });
-        run.#events.catch(() => {
-        });
-        return run;
-      }
-      /**
-       * The early run, when it is the one the builder is about to start: the same
-       * step key and container options, over the COPY layer `lowerTop` as
-       * unpacked here, with the same resolv.conf copy (`resolv`). Taken once.
-       */
-      take(key, options, lowerTop, resolv) {
-        if (this.#taken || key !== this.key || options !== this.options) return false;
-        const staged = layerTree((0, import_node_path22.join)(this.staging, "fs"));
-        const own = layerTree(lowerTop);
-        if (!staged || !own || !sameTree(staged, own)) return false;
-        let copy;
-        try {
-          copy = (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, "resolv.conf"));
-        } catch {
-          copy = void 0;
-        }
-        if (resolv === void 0 !== (copy === void 0) || resolv && copy && !resolv.equals(copy)) return false;
-        this.#taken = true;
-        return true;
-      }
-      /** Paths of the staging directory as the container saw them (its top layer, its resolv.conf copy). */
-      get lowerTop() {
-        return (0, import_node_path22.join)(this.staging, "fs");
-      }
-      get resolvPath() {
-        return (0, import_node_path22.join)(this.staging, "resolv.conf");
-      }
-      /** How the runner ended (once it has), from its events. */
-      async exit() {
-        let text = "";
-        try {
-          text = await this.#events;
-        } catch {
-        }
-        const exit = { exitCode: 125, signal: null, error: "petri-runner ended without an exit event" };
-        for (const line of text.split("\n")) {
-          if (!line.startsWith("{")) continue;
-          let event;
-          try {
-            event = JSON.parse(line);
-          } catch {
-            continue;
-          }
-          if (event.event === "upper")
-            exit.upper = {
-              plain: event.plain === true,
-              ...typeof event.entries === "number" ? { entries: event.entries } : {}
-            };
-          else if (event.event === "error") exit.error = String(event.message ?? "unknown error");
-          else if (event.event === "exit") {
-            exit.exitCode = typeof event.exitCode === "number" ? event.exitCode : 0;
-            exit.signal = typeof event.signal === "number" ? event.signal : null;
-            if (!text.includes('"event":"error"')) delete exit.error;
-          }
-        }
-        return exit;
-      }
-      /** The runner's command line (without its control fd), as the C side wrote it down. */
-      args() {
-        try {
-          return (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, "args"), "utf8").split("\0");
-        } catch {
-          return [];
-        }
-      }
-      /** What the command wrote (files in the staging directory). */
-      output(stream) {
-        try {
-          return (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.staging, stream), "utf8");
-        } catch {
-          return "";
-        }
-      }
-      /**
-       * A taken run's cgroups, its runner gone (they are empty): removed here, as
-       * the runtime's removeCgroups would, with the `petri` parent when it is
-       * left empty; else, or when one is still busy, by the runtime (its module
-       * is not loaded on the build's path otherwise).
-       */
-      async #removeCgroups(cgroups) {
-        if (this.#taken) {
-          await this.exit();
-          let busy = false;
-          for (const dir of cgroups) {
-            await (0, import_promises8.rmdir)(dir).catch((error) => {
-              if (error.code !== "ENOENT") busy = true;
-            });
-          }
-          if (!busy) {
-            for (const parent of new Set(cgroups.map((dir) => (0, import_node_path22.dirname)(dir))))
-              if ((0, import_node_path22.basename)(parent) === "petri") await (0, import_promises8.rmdir)(parent).catch(() => {
-              });
-            return;
-          }
-        }
-        const { killCgroups: killCgroups2, removeCgroups: removeCgroups2 } = await Promise.resolve().then(() => (init_cgroups(), cgroups_exports));
-        if (!this.#taken) killCgroups2(cgroups);
-        await this.exit();
-        await removeCgroups2(cgroups).catch(() => {
-        });
-      }
-      /** Kills what still runs (an early run not taken), waits for the runner, and removes the container and the staging directory. */
-      remove() {
-        this.#done ??= (async () => {
-          let cgroups = [];
-          try {
-            cgroups = JSON.parse((0, import_node_fs27.readFileSync)((0, import_node_path22.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
-          } catch {
-          }
-          await this.#removeCgroups(cgroups);
-          removeTree(this.dir);
-          removeTree(this.staging);
-        })();
-        return this.#done;
-      }
-    };
-  }
-});
-
-// src/build/ssh-agent.ts
-var ssh_agent_exports = {};
-__export(ssh_agent_exports, {
-  agentProxy: () => agentProxy,
-  parseSshSpec: () => parseSshSpec
-});
-async function agentProxy(agent, dir, name, owner2) {
-  const own = Buffer.byteLength((0, import_node_path23.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs28.mkdtempSync)((0, import_node_path23.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
-  const path = (0, import_node_path23.join)(own ?? dir, name);
-  const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
-    const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
-    client.pipe(upstream).pipe(client);
-    const end = /* @__PURE__ */ __name(() => {
-      client.destroy();
-      upstream.destroy();
-    }, "end");
-    client.on("error", end);
-    upstream.on("error", end);
-    client.on("close", end);
-    upstream.on("close", end);
-  });
-  const close = /* @__PURE__ */ __name(() => {
-    server2.close();
-    if (own) (0, import_node_fs28.rmSync)(own, { recursive: true, force: true });
-  }, "close");
-  try {
-    await new Promise((resolve10, reject) => {
-      server2.once(
-        "error",
-        (error) => reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`))
-      );
-      server2.listen(path, () => resolve10());
-    });
-    server2.unref();
-    (0, import_node_fs28.chownSync)(path, owner2.uid, owner2.gid);
-    (0, import_node_fs28.chmodSync)(path, owner2.mode);
-  } catch (error) {
-    close();
-    throw error;
-  }
-  return { path, close };
-}
-function parseSshSpec(spec, env = process.env) {
-  const eq = spec.indexOf("=");
-  const id = eq < 0 ? spec : spec.slice(0, eq);
-  const given = eq < 0 ? void 0 : spec.slice(eq + 1);
-  if (!/^[A-Za-z0-9_.-]+$/.test(id)) {
-    throw new PetriError(`petri build: invalid --ssh ${spec}: expected ID or ID=SOCKET (default, or a name)`);
-  }
-  const socket = given ?? env.SSH_AUTH_SOCK;
-  if (!socket) {
-    const hint = env.SUDO_USER ? "sudo --preserve-env=SSH_AUTH_SOCK keeps it" : "start ssh-agent";
-    throw new PetriError(
-      `petri build --ssh ${id}: ${given === "" ? "no socket given" : "SSH_AUTH_SOCK is not set"}: ${hint}, or give the agent's socket: --ssh ${id}=PATH`
-    );
-  }
-  if (socket.includes(",")) {
-    throw new PetriError(
-      `petri build --ssh ${spec}: key files are not read by petri: load them with ssh-add and give the agent's socket`
-    );
-  }
-  let isSocket = false;
-  try {
-    isSocket = (0, import_node_fs28.statSync)(socket).isSocket();
-  } catch (error) {
-    throw new PetriError(`petri build --ssh ${id}: no agent at ${socket}: ${error.code}`);
-  }
-  if (!isSocket) {
-    throw new PetriError(
-      `petri build --ssh ${id}: ${socket} is not an agent's socket (key files are not read: load them with ssh-add)`
-    );
-  }
-  return [id, socket];
-}
-var import_node_fs28, import_node_net2, import_node_os4, import_node_path23, MAX_SOCKET_PATH;
-var init_ssh_agent = __esm({
-  "src/build/ssh-agent.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_fs28 = require("node:fs");
-    import_node_net2 = require("node:net");
-    import_node_os4 = require("node:os");
-    import_node_path23 = require("node:path");
-    init_errors();
-    MAX_SOCKET_PATH = 100;
-    __name(agentProxy, "agentProxy");
-    __name(parseSshSpec, "parseSshSpec");
-  }
-});
-
-// src/util/fnv.ts
-function fnvName(data) {
-  const bytes = typeof data === "string" ? Buffer.from(data) : data;
-  let a = 2166136261;
-  let b = 16777619 ^ 1540483477;
-  for (const c of bytes) {
-    const old = b;
-    a = Math.imul(a ^ c, 16777619);
-    b = Math.imul(b ^ c, 16777619) ^ old >>> 13;
-  }
-  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
-}
-var init_fnv = __esm({
-  "src/util/fnv.ts"() {
-    "use strict";
-    init_import_meta_url();
-    __name(fnvName, "fnvName");
-  }
-});
-
-// src/build/result-cache.ts
-var result_cache_exports = {};
-__export(result_cache_exports, {
-  ResultCache: () => ResultCache
-});
-function fetchesUrls(dockerfile) {
-  return dockerfile.replace(/\\\r?\n/g, " ").split("\n").some((line) => /^\s*(ONBUILD\s+)?ADD\b/i.test(line) && /:\/\/|git@|\$/.test(line));
-}
-function sameBesides(before, after, tags) {
-  if (before === after) return true;
-  const others = /* @__PURE__ */ __name((text) => {
-    try {
-      const index = JSON.parse(text);
-      const name = /* @__PURE__ */ __name((m) => m.annotations?.["org.opencontainers.image.ref.name"], "name");
-      return JSON.stringify((index.manifests ?? []).filter((m) => !tags.includes(name(m) ?? "")));
-    } catch {
-      return void 0;
-    }
-  }, "others");
-  const a = others(before);
-  return a !== void 0 && a === others(after);
-}
-function readText(path) {
-  try {
-    return (0, import_node_fs29.readFileSync)(path, "utf8");
-  } catch {
-    return void 0;
-  }
-}
-var import_node_fs29, import_node_path24, VERSION, MAX_ENTRIES2, LAYER_STEP, RACY_NS, ResultCache;
-var init_result_cache = __esm({
-  "src/build/result-cache.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_fs29 = require("node:fs");
-    import_node_path24 = require("node:path");
-    init_paths();
-    init_fnv();
-    VERSION = 1;
-    MAX_ENTRIES2 = 2e4;
-    LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
-    RACY_NS = 100000000n;
-    __name(fetchesUrls, "fetchesUrls");
-    ResultCache = class {
-      static {
-        __name(this, "ResultCache");
-      }
-      /** Set by a hit (`lookup`) or by `remember` once it has written its record. */
-      verified;
-      #key;
-      #file;
-      #context;
-      #dockerfile;
-      #indexFile;
-      #blobs;
-      #before;
-      /** The newest ctime the last fingerprint saw (ns). */
-      #newest = 0n;
-      constructor(inputs, root = petriRoot()) {
-        this.#key = JSON.stringify([
-          VERSION,
-          inputs.petri,
-          inputs.context,
-          inputs.dockerfile,
-          inputs.target ?? null,
-          Object.entries(inputs.buildArgs).sort(([a], [b]) => a < b ? -1 : 1),
-          [...inputs.tags].sort(),
-          process.env.SOURCE_DATE_EPOCH ?? null
-        ]);
-        this.#file = (0, import_node_path24.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
-        this.#context = inputs.context;
-        this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path24.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path24.join)(root, "images", "blobs");
-      }
-      /** Notes the context and the store's index as they are before a build (what `remember` records). */
-      begin() {
-        const at = BigInt(Date.now()) * 1000000n;
-        this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "", at };
-      }
-      /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
-      lookup() {
-        this.begin();
-        const now = this.#before;
-        if (now.files === void 0) return void 0;
-        const text = readText(this.#file);
-        if (text === void 0) return void 0;
-        let record;
-        try {
-          record = JSON.parse(text);
-        } catch {
-          return void 0;
-        }
-        if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
-        const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs29.existsSync)((0, import_node_path24.join)(this.#blobs, "sha256", hex))) return void 0;
-        this.verified = record;
-        return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
-      }
-      /**
-       * After a successful build: remembers it, as the same build again would now
-       * find every step in the step cache. Its steps are recorded as that build
-       * would show them (layer steps `CACHED`, no output). Not when something
-       * came from a URL, or when the context, or the store's index other than
-       * this build's own tags, changed while it ran. Never throws: the cache is
-       * an optimisation.
-       */
-      remember(events, result, delta, early) {
-        const before = this.#before;
-        if (!before || before.files === void 0) return;
-        const steps = events.filter((e) => e.type === "step");
-        if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === "error")) return;
-        if (events.some((e) => e.type === "cache")) return;
-        if (this.#newest > before.at - RACY_NS) return;
-        if (fetchesUrls(readText(this.#dockerfile) ?? "")) return;
-        try {
-          const after = readText(this.#indexFile) ?? "";
-          if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
-          const record = {
-            key: this.#key,
-            files: before.files,
-            index: after,
-            id: result.id,
-            manifestDigest: result.manifestDigest,
-            tags: result.tags,
-            events: events.flatMap((e) => {
-              if (e.type === "warning") return [e];
-              if (e.type !== "step") return [];
-              if (LAYER_STEP.test(e.text) && e.status === "done") {
-                const { early: _, ...step } = e;
-                return [{ ...step, status: "cached", durationMs: 0 }];
-              }
-              return [e];
-            }),
-            ...delta ? { delta } : {},
-            ...early ? { early } : {}
-          };
-          (0, import_node_fs29.mkdirSync)((0, import_node_path24.join)(this.#file, ".."), { recursive: true });
-          const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs29.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs29.renameSync)(tmp, this.#file);
-          this.verified = record;
-        } catch {
-        }
-      }
-      /** The lstat of every entry of the context, the Dockerfile and its .dockerignore; undefined for a context too big. */
-      #fingerprint() {
-        const lines = [];
-        const add2 = /* @__PURE__ */ __name((label, path) => {
-          let st;
-          try {
-            st = (0, import_node_fs29.lstatSync)(path, { bigint: true });
-          } catch {
-            lines.push(`${label}\0-`);
-            return false;
-          }
-          lines.push(
-            `${label}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.dev}\0${st.ino}\0${st.mtimeNs}\0${st.ctimeNs}`
-          );
-          if (st.ctimeNs > this.#newest) this.#newest = st.ctimeNs;
-          return st.isDirectory();
-        }, "add");
-        this.#newest = 0n;
-        for (const [label, path] of [
-          ["@dockerfile", this.#dockerfile],
-          ["@dockerignore", `${this.#dockerfile}.dockerignore`]
-        ]) {
-          if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs29.lstatSync)(path).isSymbolicLink()) {
-            try {
-              add2(`${label}-target`, (0, import_node_fs29.realpathSync)(path));
-            } catch {
-              lines.push(`${label}-target\0-`);
-            }
-          }
-        }
-        if (!add2(".", this.#context)) return void 0;
-        const walk = /* @__PURE__ */ __name((dir, rel) => {
-          let names;
-          try {
-            names = (0, import_node_fs29.readdirSync)(dir).sort();
-          } catch {
-            return false;
-          }
-          for (const name of names) {
-            if (lines.length > MAX_ENTRIES2) return false;
-            const path = (0, import_node_path24.join)(dir, name);
-            const relPath = rel ? `${rel}/${name}` : name;
-            if (add2(relPath, path) && !walk(path, relPath)) return false;
-          }
-          return true;
-        }, "walk");
-        return walk(this.#context, "") ? lines.join("\n") : void 0;
-      }
-    };
-    __name(sameBesides, "sameBesides");
-    __name(readText, "readText");
-  }
-});
-
-// src/build/progress.ts
-var progress_exports = {};
-__export(progress_exports, {
-  progressRenderer: () => progressRenderer
-});
-function progressRenderer(mode, out) {
-  const resolved = mode === "auto" ? out.isTTY ? "tty" : "plain" : mode;
-  if (resolved === "json") return (event) => out.write(`${JSON.stringify(event)}
-`);
-  const color = resolved === "tty";
-  const paint = /* @__PURE__ */ __name((code, text) => color ? `\x1B[${code}m${text}\x1B[0m` : text, "paint");
-  const started = /* @__PURE__ */ new Map();
-  const partial = /* @__PURE__ */ new Map();
-  const tails = /* @__PURE__ */ new Map();
-  const quiet = resolved === "quiet";
-  const flush = /* @__PURE__ */ __name((id) => {
-    const rest = partial.get(id);
-    if (rest) {
-      if (!quiet) out.write(`${paint("2", `#${id} ${elapsed(id)}`)} ${rest}
-`);
-      partial.delete(id);
-    }
-  }, "flush");
-  const elapsed = /* @__PURE__ */ __name((id) => ((Date.now() - (started.get(id) ?? Date.now())) / 1e3).toFixed(3), "elapsed");
-  return (event) => {
-    switch (event.type) {
-      case "step": {
-        const label = `#${event.id} [${event.stage} ${event.index}/${event.total}] ${event.text}`;
-        if (event.status === "start") {
-          started.set(event.id, Date.now());
-          if (!quiet) out.write(`${paint("1;34", label)}
-`);
-        } else if (event.status === "cached") {
-          if (!quiet) out.write(`${paint("34", `#${event.id} CACHED`)}
-`);
-        } else if (event.status === "done") {
-          flush(event.id);
-          if (!quiet) out.write(`${paint("32", `#${event.id} DONE ${seconds(event.durationMs)}`)}
-`);
-        } else {
-          flush(event.id);
-          const tail2 = tails.get(event.id) ?? [];
-          if (quiet && tail2.length > 0) out.write(`${label}
-`);
-          for (const line of tail2) out.write(`${paint("2", `#${event.id}`)} ${line}
-`);
-          if (!quiet) out.write(`${paint("31", `#${event.id} ERROR ${event.error ?? ""}`)}
-`);
-        }
-        break;
-      }
-      case "output": {
-        const text = (partial.get(event.id) ?? "") + event.data;
-        const lines = text.split("\n");
-        partial.set(event.id, lines.pop() ?? "");
-        const tail2 = tails.get(event.id) ?? [];
-        for (const line of lines) {
-          if (!quiet) out.write(`${paint("2", `#${event.id} ${elapsed(event.id)}`)} ${line}
-`);
-          else tail2.push(line);
-        }
-        if (quiet) tails.set(event.id, tail2.slice(-10));
-        break;
-      }
-      case "warning":
-        out.write(`${paint("33", `WARNING: ${event.message}`)}
-`);
-        break;
-      case "cache":
-        if (!quiet) {
-          out.write(
-            `${paint("34", `cache exported to ${event.ref} (${event.digest}): ${event.steps} steps, ${event.layers} layers`)}
-`
-          );
-        }
-        break;
-      case "image":
-        if (!quiet) {
-          const names = event.tags.length ? ` (${event.tags.join(", ")})` : "";
-          out.write(`${paint("1;32", `image ${event.id}${names} built in ${seconds(event.durationMs)}`)}
-`);
-        }
-        break;
-    }
-  };
-}
-function seconds(ms) {
-  return `${((ms ?? 0) / 1e3).toFixed(1)}s`;
-}
-var init_progress = __esm({
-  "src/build/progress.ts"() {
-    "use strict";
-    init_import_meta_url();
-    __name(progressRenderer, "progressRenderer");
-    __name(seconds, "seconds");
-  }
-});
-
 // src/dockerfile/dockerignore.ts
 function parseDockerignore(text) {
   const patterns = [];
@@ -10201,13 +9415,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path25.join)((0, import_node_path25.dirname)(dockerfilePath), `${(0, import_node_path25.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path25.join)(contextDir, ".dockerignore")
+    (0, import_node_path22.join)((0, import_node_path22.dirname)(dockerfilePath), `${(0, import_node_path22.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path22.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs30.readFileSync)(file, "utf8");
+      text = (0, import_node_fs27.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -10355,13 +9569,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs30, import_node_path25, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs27, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
-    import_node_path25 = require("node:path");
+    import_node_fs27 = require("node:fs");
+    import_node_path22 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -10520,6 +9734,1072 @@ var init_dockerignore = __esm({
         return this.#patterns.some((p) => !p.exception && p.mayMatchBelow(dir));
       }
     };
+  }
+});
+
+// src/build/fs-view.ts
+function cleanRel(path) {
+  const parts = [];
+  for (const part of path.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") parts.pop();
+    else parts.push(part);
+  }
+  return parts.join("/");
+}
+function resolvePath(view, path, followFinal = true) {
+  const pending = path.split("/").filter((p) => p !== "" && p !== ".").reverse();
+  const resolved = [];
+  let followed = 0;
+  for (let part = pending.pop(); part !== void 0; part = pending.pop()) {
+    if (part === "..") {
+      resolved.pop();
+      continue;
+    }
+    const rel = resolved.length === 0 ? part : `${resolved.join("/")}/${part}`;
+    const final = pending.length === 0;
+    const stat2 = view.lstat(rel);
+    if (!stat2?.isSymbolicLink() || final && !followFinal) {
+      resolved.push(part);
+      continue;
+    }
+    if (++followed > MAX_SYMLINKS2) throw new PetriError(`${path}: too many levels of symbolic links`);
+    const target = view.readlink(rel);
+    if (target.startsWith("/")) resolved.length = 0;
+    pending.push(
+      ...target.split("/").filter((p) => p !== "" && p !== ".").reverse()
+    );
+  }
+  return resolved.join("/");
+}
+function lstatOrUndefined(path) {
+  try {
+    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
+  } catch {
+    return void 0;
+  }
+}
+function opaqueDirs(layerDir) {
+  const stat2 = lstatOrUndefined(layerDir);
+  if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
+  const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const known = opaqueCache.get(key);
+  if (known) return known;
+  const recorded = recordedOpaqueDirs(layerDir);
+  if (recorded) {
+    const dirs2 = new Set(recorded);
+    opaqueCache.set(key, dirs2);
+    return dirs2;
+  }
+  const result = childProcess().spawnSync(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
+  if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
+  if (result.status !== 0) {
+    const why = result.stderr.toString().trim().replace(/^petri-runner: /, "") || `exit status ${result.status}`;
+    throw new PetriError(`cannot read the layer ${layerDir}: ${why}`);
+  }
+  const out = result.stdout.toString("utf8");
+  const dirs = /* @__PURE__ */ new Set();
+  const needle = `"${OVERLAY_OPAQUE_XATTR}"`;
+  for (let at = out.indexOf(needle); at >= 0; at = out.indexOf(needle, at + 1)) {
+    const start = out.lastIndexOf("\n", at) + 1;
+    const end = out.indexOf("\n", at);
+    const entry = JSON.parse(out.slice(start, end < 0 ? void 0 : end));
+    if (entry.type === "d" && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE) dirs.add(entry.path);
+  }
+  opaqueCache.set(key, dirs);
+  return dirs;
+}
+function isWhiteoutPath(path) {
+  const stat2 = lstatOrUndefined(path);
+  return stat2 !== void 0 && isOverlayWhiteout(stat2);
+}
+function byteOrder(a, b) {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+var import_node_fs28, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var init_fs_view = __esm({
+  "src/build/fs-view.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs28 = require("node:fs");
+    import_node_path23 = require("node:path");
+    init_dockerignore();
+    init_errors();
+    init_runner_binary();
+    init_layer_meta();
+    init_whiteouts();
+    init_lazy_builtins();
+    MAX_SYMLINKS2 = 40;
+    __name(cleanRel, "cleanRel");
+    parentOf = /* @__PURE__ */ __name((rel) => {
+      const slash = rel.lastIndexOf("/");
+      return slash < 0 ? "" : rel.slice(0, slash);
+    }, "parentOf");
+    __name(resolvePath, "resolvePath");
+    __name(lstatOrUndefined, "lstatOrUndefined");
+    ContextView = class {
+      static {
+        __name(this, "ContextView");
+      }
+      description = "the build context";
+      root;
+      ignore;
+      /** rel → whether it is a visible real directory reached through real directories. */
+      #dirs = /* @__PURE__ */ new Map();
+      /** rel of an ignored directory → whether something below it is re-included. */
+      #reincluded = /* @__PURE__ */ new Map();
+      constructor(dir, ignore = new IgnoreMatcher([])) {
+        this.root = (0, import_node_path23.resolve)(dir);
+        this.ignore = ignore;
+      }
+      lstat(path) {
+        const rel = cleanRel(path);
+        if (rel === "") return lstatOrUndefined(this.root);
+        if (!this.#isDir(parentOf(rel))) return void 0;
+        const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.root, rel));
+        if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
+        return stat2;
+      }
+      readdir(path) {
+        const rel = cleanRel(path);
+        if (!this.#isDir(rel)) return [];
+        return this.#children(rel);
+      }
+      hostPath(path) {
+        const rel = cleanRel(path);
+        if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
+        return rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel);
+      }
+      readlink(path) {
+        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+      }
+      #isDir(rel) {
+        const known = this.#dirs.get(rel);
+        if (known !== void 0) return known;
+        let result;
+        if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
+        else {
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path23.join)(this.root, rel)) : void 0;
+          result = stat2?.isDirectory() === true && this.#visible(rel, true);
+        }
+        this.#dirs.set(rel, result);
+        return result;
+      }
+      /** The visible names in `rel`, a directory whose parents are known to be visible directories. */
+      #children(rel) {
+        let entries;
+        try {
+          entries = (0, import_node_fs28.readdirSync)(rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel), { withFileTypes: true });
+        } catch {
+          return [];
+        }
+        const names = [];
+        for (const entry of entries) {
+          const child = rel === "" ? entry.name : `${rel}/${entry.name}`;
+          if (this.#visible(child, entry.isDirectory())) names.push(entry.name);
+        }
+        return names.sort(byteOrder);
+      }
+      #visible(rel, isDir) {
+        if (!this.ignore.matches(rel)) return true;
+        if (!isDir || !this.ignore.exceptionBelow(rel)) return false;
+        let reincluded = this.#reincluded.get(rel);
+        if (reincluded === void 0) {
+          reincluded = this.#children(rel).length > 0;
+          this.#reincluded.set(rel, reincluded);
+        }
+        return reincluded;
+      }
+    };
+    opaqueCache = /* @__PURE__ */ new Map();
+    OPAQUE_VALUE = Buffer.from("y").toString("base64");
+    __name(opaqueDirs, "opaqueDirs");
+    LayeredView = class {
+      static {
+        __name(this, "LayeredView");
+      }
+      lowerDirs;
+      description;
+      #opaque;
+      /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
+      #dirs = /* @__PURE__ */ new Map();
+      constructor(lowerDirs, options = {}) {
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path23.resolve)(dir));
+        this.description = options.description ?? "the --from stage or image";
+        this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
+      }
+      lstat(path) {
+        return this.#find(cleanRel(path))?.stat;
+      }
+      readdir(path) {
+        const rel = cleanRel(path);
+        const layers = this.#layersOf(rel);
+        if (!layers) return [];
+        const names = /* @__PURE__ */ new Set();
+        const hidden = /* @__PURE__ */ new Set();
+        for (const i of layers) {
+          const dir = (0, import_node_path23.join)(this.lowerDirs[i], rel);
+          let entries;
+          try {
+            entries = (0, import_node_fs28.readdirSync)(dir, { withFileTypes: true });
+          } catch {
+            continue;
+          }
+          for (const entry of entries) {
+            if (names.has(entry.name) || hidden.has(entry.name)) continue;
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path23.join)(dir, entry.name));
+            (whiteout ? hidden : names).add(entry.name);
+          }
+        }
+        return [...names].sort(byteOrder);
+      }
+      hostPath(path) {
+        const rel = cleanRel(path);
+        const found = this.#find(rel);
+        if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
+        return (0, import_node_path23.join)(this.lowerDirs[found.layer], rel);
+      }
+      readlink(path) {
+        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+      }
+      /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
+      #find(rel) {
+        if (rel === "") {
+          const stat2 = this.lowerDirs.length > 0 ? lstatOrUndefined(this.lowerDirs[0]) : void 0;
+          return stat2 ? { stat: stat2, layer: 0 } : void 0;
+        }
+        const layers = this.#layersOf(parentOf(rel));
+        if (!layers) return void 0;
+        for (const i of layers) {
+          const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+          if (!stat2) continue;
+          if (isOverlayWhiteout(stat2)) return void 0;
+          return { stat: stat2, layer: i };
+        }
+        return void 0;
+      }
+      /** The layers whose directory `rel` makes up the merged directory, top first; undefined when it is not a directory. */
+      #layersOf(rel) {
+        const known = this.#dirs.get(rel);
+        if (known !== void 0) return known ?? void 0;
+        let result = [];
+        if (rel === "") {
+          result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
+        } else {
+          for (const i of this.#layersOf(parentOf(rel)) ?? []) {
+            const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+            if (!stat2) continue;
+            if (!stat2.isDirectory()) break;
+            result.push(i);
+          }
+          const opaque = result.findIndex((i, k) => k < result.length - 1 && this.#isOpaque(i, rel));
+          if (opaque >= 0) result = result.slice(0, opaque + 1);
+        }
+        const value = result.length > 0 ? result : null;
+        this.#dirs.set(rel, value);
+        return value ?? void 0;
+      }
+      #isOpaque(layer, rel) {
+        let dirs = this.#opaque[layer];
+        if (!dirs) {
+          dirs = opaqueDirs(this.lowerDirs[layer]);
+          this.#opaque[layer] = dirs;
+        }
+        return dirs.has(rel);
+      }
+    };
+    __name(isWhiteoutPath, "isWhiteoutPath");
+    __name(byteOrder, "byteOrder");
+  }
+});
+
+// src/build/early.ts
+var early_exports = {};
+__export(early_exports, {
+  EarlyRun: () => EarlyRun,
+  containerTemplates: () => containerTemplates,
+  earlyPlan: () => earlyPlan,
+  layerTree: () => layerTree,
+  optionsHash: () => optionsHash,
+  writeEarlyPlan: () => writeEarlyPlan
+});
+function optionsHash(options, lowerTop, resolv) {
+  const text = stableJson(options);
+  const marked = text.split(JSON.stringify(lowerTop).slice(1, -1)).join(`${MARK}LOWER@@`).split(resolv === void 0 ? "\0" : JSON.stringify(resolv).slice(1, -1)).join(`${MARK}RESOLV@@`);
+  return sha256hex(marked);
+}
+function layerTree(dir, below) {
+  const view = below && new LayeredView(below);
+  const out = [];
+  let bytes = 0;
+  const walk = /* @__PURE__ */ __name((rel) => {
+    for (const name of (0, import_node_fs29.readdirSync)((0, import_node_path24.join)(dir, rel)).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      const st = (0, import_node_fs29.lstatSync)((0, import_node_path24.join)(dir, path), { bigint: true });
+      const type = st.isDirectory() ? "dir" : st.isFile() ? "file" : void 0;
+      if (!type || out.length >= MAX_ENTRIES || /[\t\n\\"]/.test(path) || st.nlink > (type === "dir" ? 1n << 30n : 1n))
+        return false;
+      const entry = {
+        path,
+        type,
+        mode: Number(st.mode & 0o7777n),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        mtimeNs: String(st.mtimeNs),
+        size: type === "file" ? Number(st.size) : 0
+      };
+      if (type === "dir" && view && !view.lstat(path)?.isDirectory()) entry.fresh = true;
+      if (type === "file") {
+        bytes += entry.size;
+        if (bytes > MAX_BYTES) return false;
+        entry.digest = sha256hex((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(dir, path)));
+      }
+      out.push(entry);
+      if (type === "dir" && !walk(path)) return false;
+    }
+    return true;
+  }, "walk");
+  try {
+    return walk("") && out.length > 0 ? out : void 0;
+  } catch {
+    return void 0;
+  }
+}
+function sameTree(a, b) {
+  if (a.length !== b.length) return false;
+  return a.every((x, i) => {
+    const y = b[i];
+    return x.path === y.path && x.type === y.type && x.mode === y.mode && x.uid === y.uid && x.gid === y.gid && (x.mtimeNs === y.mtimeNs || x.fresh || y.fresh) && x.size === y.size;
+  });
+}
+function containerTemplates(c) {
+  const plain = /* @__PURE__ */ __name((s) => JSON.stringify(s) === `"${s}"`, "plain");
+  if (![c.dir, c.lowerTop, c.resolv ?? ""].every(plain)) return void 0;
+  const all = [c.config, c.record, ...c.args, ...c.cgroups];
+  if (all.some((t) => t.includes(MARK) || t.includes("\0"))) return void 0;
+  const mark = /* @__PURE__ */ __name((text) => {
+    let t = text.split(c.dir).join(`${MARK}DIR@@`);
+    t = t.split(c.lowerTop).join(`${MARK}LOWER@@`);
+    if (c.resolv !== void 0) t = t.split(c.resolv).join(`${MARK}RESOLV@@`);
+    return t.split(c.id).join(`${MARK}ID@@`);
+  }, "mark");
+  const record = JSON.parse(c.record);
+  record.createdAt = `${MARK}CREATED@@`;
+  record.owner = `${MARK}OWNER@@`;
+  const recordText = mark(JSON.stringify(record)).replace(`"${MARK}OWNER@@"`, `${MARK}OWNER@@`);
+  const out = { config: mark(c.config), record: recordText, args: c.args.map(mark), cgroups: c.cgroups.map(mark) };
+  const work = c.resolv === void 0 ? void 0 : c.resolv.slice(0, c.resolv.lastIndexOf("/"));
+  const texts = [out.config, out.record, ...out.args, ...out.cgroups];
+  if (work && texts.some((t) => t.includes(work))) return void 0;
+  if (!out.args.includes(`${MARK}DIR@@`) || !out.config.includes(`${MARK}LOWER@@`)) return void 0;
+  return out;
+}
+function earlyPlan(trace, context) {
+  try {
+    for (const candidate of trace.early ?? []) {
+      const plan2 = planOf(trace, candidate, context);
+      if (plan2) return plan2;
+    }
+  } catch {
+  }
+  return void 0;
+}
+function planOf(trace, c, context) {
+  const run = trace.steps.find((s) => s.id === c.runStep);
+  if (!run) return void 0;
+  const stage = trace.steps.filter((s) => s.stage === run.stage && s.id < run.id);
+  const copy = stage.at(-1);
+  const below = stage.at(-2);
+  if (copy?.keyword !== "COPY" || typeof copy.reads !== "object" || copy.reads === null) return void 0;
+  const reads = copy.reads;
+  if (below && copy.layers !== below.layers + 1) return void 0;
+  if (cacheKey(reads.parent, JSON.parse(reads.step)) !== c.parent) return void 0;
+  if (cacheKey(c.parent, JSON.parse(c.stepText)) !== c.key) return void 0;
+  for (const step of trace.steps) {
+    if (step.id === copy.id || step.reads === void 0) continue;
+    if (step.reads === "other") return void 0;
+    const others = new Set(step.reads.files.map((f) => f.hostPath));
+    if (reads.files.some((f) => others.has(f.hostPath))) return void 0;
+  }
+  const text = reads.lines.join("");
+  const content = `sha256:${sha256hex(text)}`;
+  if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
+  const lines = [...reads.lines];
+  const files = [];
+  const tree = [];
+  for (const entry of c.tree) {
+    if (entry.type !== "file") {
+      tree.push(entry);
+      continue;
+    }
+    const digest = `sha256:${entry.digest}`;
+    const holding = reads.files.filter((f) => f.digest === digest);
+    const file = holding[0];
+    if (holding.length !== 1 || !file || file.link || reads.digests.filter((d) => d === digest).length !== 1)
+      return void 0;
+    const label = (0, import_node_path24.relative)(context, file.hostPath);
+    if (label.startsWith("..") || label === "" || import_node_path24.sep !== "/" || /[\t\n]/.test(label)) return void 0;
+    if (count(lines[file.line] ?? "", `"${digest}"`) !== 1) return void 0;
+    const n = files.length;
+    lines[file.line] = lines[file.line].replace(`"${digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+    files.push({ label, digest: entry.digest });
+    tree.push({ ...entry, file: n });
+  }
+  if (files.length === 0 || files.length !== reads.files.length) return void 0;
+  const indexText = (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(petriRoot(), "images", "index.json"), "utf8");
+  const entries = JSON.parse(indexText).manifests ?? [];
+  const index = [];
+  for (const digest of new Set(trace.bases ?? [])) {
+    const texts = entries.filter((e) => e.digest === digest).map((e) => JSON.stringify(e));
+    if (texts.length === 0 || texts.some((t) => !indexText.includes(t) || /[\t\n]/.test(t))) return void 0;
+    index.push(...texts);
+  }
+  return {
+    index,
+    copyParent: reads.parent,
+    copyStep: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:0@@"`),
+    copyHash: lines.join(""),
+    files,
+    runStep: c.stepText,
+    tree,
+    resolv: c.resolv,
+    options: c.options,
+    config: c.config,
+    record: c.record,
+    args: c.args,
+    cgroups: c.cgroups
+  };
+}
+function writeEarlyPlan(file, recordSum, plan2) {
+  try {
+    if (!plan2) {
+      (0, import_node_fs29.rmSync)(file, { force: true });
+      return;
+    }
+    const spec = [
+      "petri-early 1",
+      `parent	${plan2.copyParent}`,
+      ...plan2.index.map((entry) => `index	${entry}`),
+      `containers	${containersDir()}`,
+      `layers	${(0, import_node_path24.join)(petriRoot(), "layers")}`,
+      ...plan2.files.map((f) => `src	${f.digest}	${f.label}`),
+      ...plan2.tree.map(
+        (e) => `${e.type}	${e.mode}	${e.uid}	${e.gid}	${e.fresh ? "now" : e.mtimeNs}	${e.file ?? "-"}	${e.digest ?? "-"}	${e.path}`
+      ),
+      `resolv	${plan2.resolv ? 1 : 0}`,
+      `options	${plan2.options}`,
+      ...plan2.cgroups.map((c) => `cgroup	${c}`)
+    ].join("\n");
+    const fields = [recordSum, `${spec}
+`, plan2.copyStep, plan2.copyHash, plan2.runStep, plan2.config, plan2.record];
+    fields.push(plan2.args.join("\0"));
+    const body = Buffer.concat(
+      fields.flatMap((field) => {
+        const bytes = Buffer.from(field);
+        return [Buffer.from(`${bytes.length}
+`), bytes, Buffer.from("\n")];
+      })
+    );
+    const head = Buffer.from(`petri-early 1 ${sha256hex(body)}
+`);
+    const tmp = `${file}.${process.pid}.tmp`;
+    (0, import_node_fs29.writeFileSync)(tmp, Buffer.concat([head, body]));
+    (0, import_node_fs29.renameSync)(tmp, file);
+  } catch {
+  }
+}
+var import_node_crypto7, import_node_fs29, import_promises8, import_node_path24, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
+var init_early = __esm({
+  "src/build/early.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_crypto7 = require("node:crypto");
+    import_node_fs29 = require("node:fs");
+    import_promises8 = require("node:fs/promises");
+    import_node_path24 = require("node:path");
+    init_paths();
+    init_fs();
+    init_cache();
+    init_fs_view();
+    MARK = "@@petri:";
+    MAX_ENTRIES = 64;
+    MAX_BYTES = 8 << 20;
+    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto7.createHash)("sha256").update(text).digest("hex"), "sha256hex");
+    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
+    __name(optionsHash, "optionsHash");
+    __name(layerTree, "layerTree");
+    __name(sameTree, "sameTree");
+    __name(containerTemplates, "containerTemplates");
+    __name(earlyPlan, "earlyPlan");
+    __name(planOf, "planOf");
+    __name(writeEarlyPlan, "writeEarlyPlan");
+    EarlyRun = class _EarlyRun {
+      static {
+        __name(this, "EarlyRun");
+      }
+      id;
+      dir;
+      staging;
+      key;
+      options;
+      #fd;
+      #taken = false;
+      #events;
+      #done;
+      constructor(fd, id, staging, key, options, dir) {
+        this.#fd = fd;
+        this.id = id;
+        this.staging = staging;
+        this.key = key;
+        this.options = options;
+        this.dir = dir;
+      }
+      /** The early run the environment names (once: the variable is removed), or undefined. */
+      static fromEnv(containersDir2) {
+        const value = process.env.PETRI_EARLY_RUN;
+        if (value === void 0) return void 0;
+        delete process.env.PETRI_EARLY_RUN;
+        const m = /^(\d+):([0-9a-f]{12}):(\/[^\0:]+):(sha256:[0-9a-f]{64}):([0-9a-f]{64})$/.exec(value);
+        if (!m) return void 0;
+        const [, fd, id, staging, key, options] = m;
+        const run = new _EarlyRun(Number(fd), id, staging, key, options, (0, import_node_path24.join)(containersDir2, id));
+        run.#events = new Promise(
+          (resolve10, reject) => (0, import_node_fs29.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
+        ).finally(() => {
+          try {
+            (0, import_node_fs29.closeSync)(run.#fd);
+          } catch {
+          }
+        });
+        run.#events.catch(() => {
+        });
+        return run;
+      }
+      /**
+       * The early run, when it is the one the builder is about to start: the same
+       * step key and container options, over the COPY layer `lowerTop` as
+       * unpacked here (`lower`: top first), with the same resolv.conf copy
+       * (`resolv`). Taken once.
+       */
+      take(key, options, lower, resolv) {
+        if (this.#taken || key !== this.key || options !== this.options) return false;
+        const staged = layerTree((0, import_node_path24.join)(this.staging, "fs"));
+        const own = layerTree(lower[0], lower.slice(1));
+        if (!staged || !own || !sameTree(staged, own)) return false;
+        let copy;
+        try {
+          copy = (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, "resolv.conf"));
+        } catch {
+          copy = void 0;
+        }
+        if (resolv === void 0 !== (copy === void 0) || resolv && copy && !resolv.equals(copy)) return false;
+        this.#taken = true;
+        return true;
+      }
+      /** Paths of the staging directory as the container saw them (its top layer, its resolv.conf copy). */
+      get lowerTop() {
+        return (0, import_node_path24.join)(this.staging, "fs");
+      }
+      get resolvPath() {
+        return (0, import_node_path24.join)(this.staging, "resolv.conf");
+      }
+      /** How the runner ended (once it has), from its events. */
+      async exit() {
+        let text = "";
+        try {
+          text = await this.#events;
+        } catch {
+        }
+        const exit = { exitCode: 125, signal: null, error: "petri-runner ended without an exit event" };
+        for (const line of text.split("\n")) {
+          if (!line.startsWith("{")) continue;
+          let event;
+          try {
+            event = JSON.parse(line);
+          } catch {
+            continue;
+          }
+          if (event.event === "upper")
+            exit.upper = {
+              plain: event.plain === true,
+              ...typeof event.entries === "number" ? { entries: event.entries } : {}
+            };
+          else if (event.event === "error") exit.error = String(event.message ?? "unknown error");
+          else if (event.event === "exit") {
+            exit.exitCode = typeof event.exitCode === "number" ? event.exitCode : 0;
+            exit.signal = typeof event.signal === "number" ? event.signal : null;
+            if (!text.includes('"event":"error"')) delete exit.error;
+          }
+        }
+        return exit;
+      }
+      /** The runner's command line (without its control fd), as the C side wrote it down. */
+      args() {
+        try {
+          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, "args"), "utf8").split("\0");
+        } catch {
+          return [];
+        }
+      }
+      /** What the command wrote (files in the staging directory). */
+      output(stream) {
+        try {
+          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, stream), "utf8");
+        } catch {
+          return "";
+        }
+      }
+      /**
+       * A taken run's cgroups, its runner gone (they are empty): removed here, as
+       * the runtime's removeCgroups would, with the `petri` parent when it is
+       * left empty; else, or when one is still busy, by the runtime (its module
+       * is not loaded on the build's path otherwise).
+       */
+      async #removeCgroups(cgroups) {
+        if (this.#taken) {
+          await this.exit();
+          let busy = false;
+          for (const dir of cgroups) {
+            await (0, import_promises8.rmdir)(dir).catch((error) => {
+              if (error.code !== "ENOENT") busy = true;
+            });
+          }
+          if (!busy) {
+            for (const parent of new Set(cgroups.map((dir) => (0, import_node_path24.dirname)(dir))))
+              if ((0, import_node_path24.basename)(parent) === "petri") await (0, import_promises8.rmdir)(parent).catch(() => {
+              });
+            return;
+          }
+        }
+        const { killCgroups: killCgroups2, removeCgroups: removeCgroups2 } = await Promise.resolve().then(() => (init_cgroups(), cgroups_exports));
+        if (!this.#taken) killCgroups2(cgroups);
+        await this.exit();
+        await removeCgroups2(cgroups).catch(() => {
+        });
+      }
+      /** Kills what still runs (an early run not taken), waits for the runner, and removes the container and the staging directory. */
+      remove() {
+        this.#done ??= (async () => {
+          let cgroups = [];
+          try {
+            cgroups = JSON.parse((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
+          } catch {
+          }
+          await this.#removeCgroups(cgroups);
+          removeTree(this.dir);
+          removeTree(this.staging);
+        })();
+        return this.#done;
+      }
+    };
+  }
+});
+
+// src/build/ssh-agent.ts
+var ssh_agent_exports = {};
+__export(ssh_agent_exports, {
+  agentProxy: () => agentProxy,
+  parseSshSpec: () => parseSshSpec
+});
+async function agentProxy(agent, dir, name, owner2) {
+  const own = Buffer.byteLength((0, import_node_path25.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs30.mkdtempSync)((0, import_node_path25.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
+  const path = (0, import_node_path25.join)(own ?? dir, name);
+  const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
+    const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
+    client.pipe(upstream).pipe(client);
+    const end = /* @__PURE__ */ __name(() => {
+      client.destroy();
+      upstream.destroy();
+    }, "end");
+    client.on("error", end);
+    upstream.on("error", end);
+    client.on("close", end);
+    upstream.on("close", end);
+  });
+  const close = /* @__PURE__ */ __name(() => {
+    server2.close();
+    if (own) (0, import_node_fs30.rmSync)(own, { recursive: true, force: true });
+  }, "close");
+  try {
+    await new Promise((resolve10, reject) => {
+      server2.once(
+        "error",
+        (error) => reject(new PetriError(`RUN --mount=type=ssh: cannot make the agent's socket ${path}: ${error.message}`))
+      );
+      server2.listen(path, () => resolve10());
+    });
+    server2.unref();
+    (0, import_node_fs30.chownSync)(path, owner2.uid, owner2.gid);
+    (0, import_node_fs30.chmodSync)(path, owner2.mode);
+  } catch (error) {
+    close();
+    throw error;
+  }
+  return { path, close };
+}
+function parseSshSpec(spec, env = process.env) {
+  const eq = spec.indexOf("=");
+  const id = eq < 0 ? spec : spec.slice(0, eq);
+  const given = eq < 0 ? void 0 : spec.slice(eq + 1);
+  if (!/^[A-Za-z0-9_.-]+$/.test(id)) {
+    throw new PetriError(`petri build: invalid --ssh ${spec}: expected ID or ID=SOCKET (default, or a name)`);
+  }
+  const socket = given ?? env.SSH_AUTH_SOCK;
+  if (!socket) {
+    const hint = env.SUDO_USER ? "sudo --preserve-env=SSH_AUTH_SOCK keeps it" : "start ssh-agent";
+    throw new PetriError(
+      `petri build --ssh ${id}: ${given === "" ? "no socket given" : "SSH_AUTH_SOCK is not set"}: ${hint}, or give the agent's socket: --ssh ${id}=PATH`
+    );
+  }
+  if (socket.includes(",")) {
+    throw new PetriError(
+      `petri build --ssh ${spec}: key files are not read by petri: load them with ssh-add and give the agent's socket`
+    );
+  }
+  let isSocket = false;
+  try {
+    isSocket = (0, import_node_fs30.statSync)(socket).isSocket();
+  } catch (error) {
+    throw new PetriError(`petri build --ssh ${id}: no agent at ${socket}: ${error.code}`);
+  }
+  if (!isSocket) {
+    throw new PetriError(
+      `petri build --ssh ${id}: ${socket} is not an agent's socket (key files are not read: load them with ssh-add)`
+    );
+  }
+  return [id, socket];
+}
+var import_node_fs30, import_node_net2, import_node_os4, import_node_path25, MAX_SOCKET_PATH;
+var init_ssh_agent = __esm({
+  "src/build/ssh-agent.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs30 = require("node:fs");
+    import_node_net2 = require("node:net");
+    import_node_os4 = require("node:os");
+    import_node_path25 = require("node:path");
+    init_errors();
+    MAX_SOCKET_PATH = 100;
+    __name(agentProxy, "agentProxy");
+    __name(parseSshSpec, "parseSshSpec");
+  }
+});
+
+// src/util/fnv.ts
+function fnvName(data) {
+  const bytes = typeof data === "string" ? Buffer.from(data) : data;
+  let a = 2166136261;
+  let b = 16777619 ^ 1540483477;
+  for (const c of bytes) {
+    const old = b;
+    a = Math.imul(a ^ c, 16777619);
+    b = Math.imul(b ^ c, 16777619) ^ old >>> 13;
+  }
+  return (a >>> 0).toString(16).padStart(8, "0") + (b >>> 0).toString(16).padStart(8, "0");
+}
+var init_fnv = __esm({
+  "src/util/fnv.ts"() {
+    "use strict";
+    init_import_meta_url();
+    __name(fnvName, "fnvName");
+  }
+});
+
+// src/build/result-cache.ts
+var result_cache_exports = {};
+__export(result_cache_exports, {
+  ResultCache: () => ResultCache
+});
+function fetchesUrls(dockerfile) {
+  return dockerfile.replace(/\\\r?\n/g, " ").split("\n").some((line) => /^\s*(ONBUILD\s+)?ADD\b/i.test(line) && /:\/\/|git@|\$/.test(line));
+}
+function sameBesides(before, after, tags) {
+  if (before === after) return true;
+  const others = /* @__PURE__ */ __name((text) => {
+    try {
+      const index = JSON.parse(text);
+      const name = /* @__PURE__ */ __name((m) => m.annotations?.["org.opencontainers.image.ref.name"], "name");
+      return JSON.stringify((index.manifests ?? []).filter((m) => !tags.includes(name(m) ?? "")));
+    } catch {
+      return void 0;
+    }
+  }, "others");
+  const a = others(before);
+  return a !== void 0 && a === others(after);
+}
+function readText(path) {
+  try {
+    return (0, import_node_fs31.readFileSync)(path, "utf8");
+  } catch {
+    return void 0;
+  }
+}
+var import_node_fs31, import_node_path26, VERSION, MAX_ENTRIES2, LAYER_STEP, RACY_NS, ResultCache;
+var init_result_cache = __esm({
+  "src/build/result-cache.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_fs31 = require("node:fs");
+    import_node_path26 = require("node:path");
+    init_paths();
+    init_fnv();
+    VERSION = 1;
+    MAX_ENTRIES2 = 2e4;
+    LAYER_STEP = /^(RUN|COPY|ADD|WORKDIR)\b/i;
+    RACY_NS = 100000000n;
+    __name(fetchesUrls, "fetchesUrls");
+    ResultCache = class {
+      static {
+        __name(this, "ResultCache");
+      }
+      /** Set by a hit (`lookup`) or by `remember` once it has written its record. */
+      verified;
+      #key;
+      #file;
+      #context;
+      #dockerfile;
+      #indexFile;
+      #blobs;
+      #before;
+      /** The newest ctime the last fingerprint saw (ns). */
+      #newest = 0n;
+      constructor(inputs, root = petriRoot()) {
+        this.#key = JSON.stringify([
+          VERSION,
+          inputs.petri,
+          inputs.context,
+          inputs.dockerfile,
+          inputs.target ?? null,
+          Object.entries(inputs.buildArgs).sort(([a], [b]) => a < b ? -1 : 1),
+          [...inputs.tags].sort(),
+          process.env.SOURCE_DATE_EPOCH ?? null
+        ]);
+        this.#file = (0, import_node_path26.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
+        this.#context = inputs.context;
+        this.#dockerfile = inputs.dockerfile;
+        this.#indexFile = (0, import_node_path26.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path26.join)(root, "images", "blobs");
+      }
+      /** Notes the context and the store's index as they are before a build (what `remember` records). */
+      begin() {
+        const at = BigInt(Date.now()) * 1000000n;
+        this.#before = { files: this.#fingerprint(), index: readText(this.#indexFile) ?? "", at };
+      }
+      /** The remembered result when nothing it depended on changed; else undefined (then build, and `remember`). */
+      lookup() {
+        this.begin();
+        const now = this.#before;
+        if (now.files === void 0) return void 0;
+        const text = readText(this.#file);
+        if (text === void 0) return void 0;
+        let record;
+        try {
+          record = JSON.parse(text);
+        } catch {
+          return void 0;
+        }
+        if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
+        const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
+        if (!hex || !(0, import_node_fs31.existsSync)((0, import_node_path26.join)(this.#blobs, "sha256", hex))) return void 0;
+        this.verified = record;
+        return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
+      }
+      /**
+       * After a successful build: remembers it, as the same build again would now
+       * find every step in the step cache. Its steps are recorded as that build
+       * would show them (layer steps `CACHED`, no output). Not when something
+       * came from a URL, or when the context, or the store's index other than
+       * this build's own tags, changed while it ran. Never throws: the cache is
+       * an optimisation.
+       */
+      remember(events, result, delta, early) {
+        const before = this.#before;
+        if (!before || before.files === void 0) return;
+        const steps = events.filter((e) => e.type === "step");
+        if (steps.some((e) => /^ADD\b.*\bhttps?:\/\//i.test(e.text) || e.status === "error")) return;
+        if (events.some((e) => e.type === "cache")) return;
+        if (this.#newest > before.at - RACY_NS) return;
+        if (fetchesUrls(readText(this.#dockerfile) ?? "")) return;
+        try {
+          const after = readText(this.#indexFile) ?? "";
+          if (this.#fingerprint() !== before.files || !sameBesides(before.index, after, result.tags)) return;
+          const record = {
+            key: this.#key,
+            files: before.files,
+            index: after,
+            id: result.id,
+            manifestDigest: result.manifestDigest,
+            tags: result.tags,
+            events: events.flatMap((e) => {
+              if (e.type === "warning") return [e];
+              if (e.type !== "step") return [];
+              if (LAYER_STEP.test(e.text) && e.status === "done") {
+                const { early: _, ...step } = e;
+                return [{ ...step, status: "cached", durationMs: 0 }];
+              }
+              return [e];
+            }),
+            ...delta ? { delta } : {},
+            ...early ? { early } : {}
+          };
+          (0, import_node_fs31.mkdirSync)((0, import_node_path26.join)(this.#file, ".."), { recursive: true });
+          const tmp = `${this.#file}.${process.pid}.tmp`;
+          (0, import_node_fs31.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs31.renameSync)(tmp, this.#file);
+          this.verified = record;
+        } catch {
+        }
+      }
+      /** The lstat of every entry of the context, the Dockerfile and its .dockerignore; undefined for a context too big. */
+      #fingerprint() {
+        const lines = [];
+        const add2 = /* @__PURE__ */ __name((label, path) => {
+          let st;
+          try {
+            st = (0, import_node_fs31.lstatSync)(path, { bigint: true });
+          } catch {
+            lines.push(`${label}\0-`);
+            return false;
+          }
+          lines.push(
+            `${label}\0${st.mode}\0${st.uid}\0${st.gid}\0${st.size}\0${st.dev}\0${st.ino}\0${st.mtimeNs}\0${st.ctimeNs}`
+          );
+          if (st.ctimeNs > this.#newest) this.#newest = st.ctimeNs;
+          return st.isDirectory();
+        }, "add");
+        this.#newest = 0n;
+        for (const [label, path] of [
+          ["@dockerfile", this.#dockerfile],
+          ["@dockerignore", `${this.#dockerfile}.dockerignore`]
+        ]) {
+          if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
+          if ((0, import_node_fs31.lstatSync)(path).isSymbolicLink()) {
+            try {
+              add2(`${label}-target`, (0, import_node_fs31.realpathSync)(path));
+            } catch {
+              lines.push(`${label}-target\0-`);
+            }
+          }
+        }
+        if (!add2(".", this.#context)) return void 0;
+        const walk = /* @__PURE__ */ __name((dir, rel) => {
+          let names;
+          try {
+            names = (0, import_node_fs31.readdirSync)(dir).sort();
+          } catch {
+            return false;
+          }
+          for (const name of names) {
+            if (lines.length > MAX_ENTRIES2) return false;
+            const path = (0, import_node_path26.join)(dir, name);
+            const relPath = rel ? `${rel}/${name}` : name;
+            if (add2(relPath, path) && !walk(path, relPath)) return false;
+          }
+          return true;
+        }, "walk");
+        return walk(this.#context, "") ? lines.join("\n") : void 0;
+      }
+    };
+    __name(sameBesides, "sameBesides");
+    __name(readText, "readText");
+  }
+});
+
+// src/build/progress.ts
+var progress_exports = {};
+__export(progress_exports, {
+  progressRenderer: () => progressRenderer
+});
+function progressRenderer(mode, out) {
+  const resolved = mode === "auto" ? out.isTTY ? "tty" : "plain" : mode;
+  if (resolved === "json") return (event) => out.write(`${JSON.stringify(event)}
+`);
+  const color = resolved === "tty";
+  const paint = /* @__PURE__ */ __name((code, text) => color ? `\x1B[${code}m${text}\x1B[0m` : text, "paint");
+  const started = /* @__PURE__ */ new Map();
+  const partial = /* @__PURE__ */ new Map();
+  const tails = /* @__PURE__ */ new Map();
+  const quiet = resolved === "quiet";
+  const flush = /* @__PURE__ */ __name((id) => {
+    const rest = partial.get(id);
+    if (rest) {
+      if (!quiet) out.write(`${paint("2", `#${id} ${elapsed(id)}`)} ${rest}
+`);
+      partial.delete(id);
+    }
+  }, "flush");
+  const elapsed = /* @__PURE__ */ __name((id) => ((Date.now() - (started.get(id) ?? Date.now())) / 1e3).toFixed(3), "elapsed");
+  return (event) => {
+    switch (event.type) {
+      case "step": {
+        const label = `#${event.id} [${event.stage} ${event.index}/${event.total}] ${event.text}`;
+        if (event.status === "start") {
+          started.set(event.id, Date.now());
+          if (!quiet) out.write(`${paint("1;34", label)}
+`);
+        } else if (event.status === "cached") {
+          if (!quiet) out.write(`${paint("34", `#${event.id} CACHED`)}
+`);
+        } else if (event.status === "done") {
+          flush(event.id);
+          if (!quiet) out.write(`${paint("32", `#${event.id} DONE ${seconds(event.durationMs)}`)}
+`);
+        } else {
+          flush(event.id);
+          const tail2 = tails.get(event.id) ?? [];
+          if (quiet && tail2.length > 0) out.write(`${label}
+`);
+          for (const line of tail2) out.write(`${paint("2", `#${event.id}`)} ${line}
+`);
+          if (!quiet) out.write(`${paint("31", `#${event.id} ERROR ${event.error ?? ""}`)}
+`);
+        }
+        break;
+      }
+      case "output": {
+        const text = (partial.get(event.id) ?? "") + event.data;
+        const lines = text.split("\n");
+        partial.set(event.id, lines.pop() ?? "");
+        const tail2 = tails.get(event.id) ?? [];
+        for (const line of lines) {
+          if (!quiet) out.write(`${paint("2", `#${event.id} ${elapsed(event.id)}`)} ${line}
+`);
+          else tail2.push(line);
+        }
+        if (quiet) tails.set(event.id, tail2.slice(-10));
+        break;
+      }
+      case "warning":
+        out.write(`${paint("33", `WARNING: ${event.message}`)}
+`);
+        break;
+      case "cache":
+        if (!quiet) {
+          out.write(
+            `${paint("34", `cache exported to ${event.ref} (${event.digest}): ${event.steps} steps, ${event.layers} layers`)}
+`
+          );
+        }
+        break;
+      case "image":
+        if (!quiet) {
+          const names = event.tags.length ? ` (${event.tags.join(", ")})` : "";
+          out.write(`${paint("1;32", `image ${event.id}${names} built in ${seconds(event.durationMs)}`)}
+`);
+        }
+        break;
+    }
+  };
+}
+function seconds(ms) {
+  return `${((ms ?? 0) / 1e3).toFixed(1)}s`;
+}
+var init_progress = __esm({
+  "src/build/progress.ts"() {
+    "use strict";
+    init_import_meta_url();
+    __name(progressRenderer, "progressRenderer");
+    __name(seconds, "seconds");
   }
 });
 
@@ -11708,7 +11988,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path26.posix.resolve(current || "/", path);
+  return import_node_path27.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -11725,12 +12005,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path26;
+var import_node_path27;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path26 = require("node:path");
+    import_node_path27 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -11823,282 +12103,6 @@ var init_decompress = __esm({
     zstd = /* @__PURE__ */ __name(() => zlib2().createZstdDecompress, "zstd");
     __name(cannotDecompress, "cannotDecompress");
     __name(decompressor, "decompressor");
-  }
-});
-
-// src/build/fs-view.ts
-function cleanRel(path) {
-  const parts = [];
-  for (const part of path.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") parts.pop();
-    else parts.push(part);
-  }
-  return parts.join("/");
-}
-function resolvePath(view, path, followFinal = true) {
-  const pending = path.split("/").filter((p) => p !== "" && p !== ".").reverse();
-  const resolved = [];
-  let followed = 0;
-  for (let part = pending.pop(); part !== void 0; part = pending.pop()) {
-    if (part === "..") {
-      resolved.pop();
-      continue;
-    }
-    const rel = resolved.length === 0 ? part : `${resolved.join("/")}/${part}`;
-    const final = pending.length === 0;
-    const stat2 = view.lstat(rel);
-    if (!stat2?.isSymbolicLink() || final && !followFinal) {
-      resolved.push(part);
-      continue;
-    }
-    if (++followed > MAX_SYMLINKS2) throw new PetriError(`${path}: too many levels of symbolic links`);
-    const target = view.readlink(rel);
-    if (target.startsWith("/")) resolved.length = 0;
-    pending.push(
-      ...target.split("/").filter((p) => p !== "" && p !== ".").reverse()
-    );
-  }
-  return resolved.join("/");
-}
-function lstatOrUndefined(path) {
-  try {
-    return (0, import_node_fs31.lstatSync)(path, { throwIfNoEntry: false });
-  } catch {
-    return void 0;
-  }
-}
-function opaqueDirs(layerDir) {
-  const stat2 = lstatOrUndefined(layerDir);
-  if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path27.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
-  const known = opaqueCache.get(key);
-  if (known) return known;
-  const recorded = recordedOpaqueDirs(layerDir);
-  if (recorded) {
-    const dirs2 = new Set(recorded);
-    opaqueCache.set(key, dirs2);
-    return dirs2;
-  }
-  const result = childProcess().spawnSync(runnerPath(), ["scan", layerDir], { maxBuffer: 2 ** 31 - 1 });
-  if (result.error) throw new PetriError(`cannot start petri-runner scan: ${result.error.message}`);
-  if (result.status !== 0) {
-    const why = result.stderr.toString().trim().replace(/^petri-runner: /, "") || `exit status ${result.status}`;
-    throw new PetriError(`cannot read the layer ${layerDir}: ${why}`);
-  }
-  const out = result.stdout.toString("utf8");
-  const dirs = /* @__PURE__ */ new Set();
-  const needle = `"${OVERLAY_OPAQUE_XATTR}"`;
-  for (let at = out.indexOf(needle); at >= 0; at = out.indexOf(needle, at + 1)) {
-    const start = out.lastIndexOf("\n", at) + 1;
-    const end = out.indexOf("\n", at);
-    const entry = JSON.parse(out.slice(start, end < 0 ? void 0 : end));
-    if (entry.type === "d" && entry.xattrs?.[OVERLAY_OPAQUE_XATTR] === OPAQUE_VALUE) dirs.add(entry.path);
-  }
-  opaqueCache.set(key, dirs);
-  return dirs;
-}
-function isWhiteoutPath(path) {
-  const stat2 = lstatOrUndefined(path);
-  return stat2 !== void 0 && isOverlayWhiteout(stat2);
-}
-function byteOrder(a, b) {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
-var import_node_fs31, import_node_path27, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
-var init_fs_view = __esm({
-  "src/build/fs-view.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_fs31 = require("node:fs");
-    import_node_path27 = require("node:path");
-    init_dockerignore();
-    init_errors();
-    init_runner_binary();
-    init_layer_meta();
-    init_whiteouts();
-    init_lazy_builtins();
-    MAX_SYMLINKS2 = 40;
-    __name(cleanRel, "cleanRel");
-    parentOf = /* @__PURE__ */ __name((rel) => {
-      const slash = rel.lastIndexOf("/");
-      return slash < 0 ? "" : rel.slice(0, slash);
-    }, "parentOf");
-    __name(resolvePath, "resolvePath");
-    __name(lstatOrUndefined, "lstatOrUndefined");
-    ContextView = class {
-      static {
-        __name(this, "ContextView");
-      }
-      description = "the build context";
-      root;
-      ignore;
-      /** rel → whether it is a visible real directory reached through real directories. */
-      #dirs = /* @__PURE__ */ new Map();
-      /** rel of an ignored directory → whether something below it is re-included. */
-      #reincluded = /* @__PURE__ */ new Map();
-      constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path27.resolve)(dir);
-        this.ignore = ignore;
-      }
-      lstat(path) {
-        const rel = cleanRel(path);
-        if (rel === "") return lstatOrUndefined(this.root);
-        if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.root, rel));
-        if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
-        return stat2;
-      }
-      readdir(path) {
-        const rel = cleanRel(path);
-        if (!this.#isDir(rel)) return [];
-        return this.#children(rel);
-      }
-      hostPath(path) {
-        const rel = cleanRel(path);
-        if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path27.join)(this.root, rel);
-      }
-      readlink(path) {
-        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
-      }
-      #isDir(rel) {
-        const known = this.#dirs.get(rel);
-        if (known !== void 0) return known;
-        let result;
-        if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
-        else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path27.join)(this.root, rel)) : void 0;
-          result = stat2?.isDirectory() === true && this.#visible(rel, true);
-        }
-        this.#dirs.set(rel, result);
-        return result;
-      }
-      /** The visible names in `rel`, a directory whose parents are known to be visible directories. */
-      #children(rel) {
-        let entries;
-        try {
-          entries = (0, import_node_fs31.readdirSync)(rel === "" ? this.root : (0, import_node_path27.join)(this.root, rel), { withFileTypes: true });
-        } catch {
-          return [];
-        }
-        const names = [];
-        for (const entry of entries) {
-          const child = rel === "" ? entry.name : `${rel}/${entry.name}`;
-          if (this.#visible(child, entry.isDirectory())) names.push(entry.name);
-        }
-        return names.sort(byteOrder);
-      }
-      #visible(rel, isDir) {
-        if (!this.ignore.matches(rel)) return true;
-        if (!isDir || !this.ignore.exceptionBelow(rel)) return false;
-        let reincluded = this.#reincluded.get(rel);
-        if (reincluded === void 0) {
-          reincluded = this.#children(rel).length > 0;
-          this.#reincluded.set(rel, reincluded);
-        }
-        return reincluded;
-      }
-    };
-    opaqueCache = /* @__PURE__ */ new Map();
-    OPAQUE_VALUE = Buffer.from("y").toString("base64");
-    __name(opaqueDirs, "opaqueDirs");
-    LayeredView = class {
-      static {
-        __name(this, "LayeredView");
-      }
-      lowerDirs;
-      description;
-      #opaque;
-      /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
-      #dirs = /* @__PURE__ */ new Map();
-      constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path27.resolve)(dir));
-        this.description = options.description ?? "the --from stage or image";
-        this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
-      }
-      lstat(path) {
-        return this.#find(cleanRel(path))?.stat;
-      }
-      readdir(path) {
-        const rel = cleanRel(path);
-        const layers = this.#layersOf(rel);
-        if (!layers) return [];
-        const names = /* @__PURE__ */ new Set();
-        const hidden = /* @__PURE__ */ new Set();
-        for (const i of layers) {
-          const dir = (0, import_node_path27.join)(this.lowerDirs[i], rel);
-          let entries;
-          try {
-            entries = (0, import_node_fs31.readdirSync)(dir, { withFileTypes: true });
-          } catch {
-            continue;
-          }
-          for (const entry of entries) {
-            if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path27.join)(dir, entry.name));
-            (whiteout ? hidden : names).add(entry.name);
-          }
-        }
-        return [...names].sort(byteOrder);
-      }
-      hostPath(path) {
-        const rel = cleanRel(path);
-        const found = this.#find(rel);
-        if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path27.join)(this.lowerDirs[found.layer], rel);
-      }
-      readlink(path) {
-        return (0, import_node_fs31.readlinkSync)(this.hostPath(path), "utf8");
-      }
-      /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
-      #find(rel) {
-        if (rel === "") {
-          const stat2 = this.lowerDirs.length > 0 ? lstatOrUndefined(this.lowerDirs[0]) : void 0;
-          return stat2 ? { stat: stat2, layer: 0 } : void 0;
-        }
-        const layers = this.#layersOf(parentOf(rel));
-        if (!layers) return void 0;
-        for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.lowerDirs[i], rel));
-          if (!stat2) continue;
-          if (isOverlayWhiteout(stat2)) return void 0;
-          return { stat: stat2, layer: i };
-        }
-        return void 0;
-      }
-      /** The layers whose directory `rel` makes up the merged directory, top first; undefined when it is not a directory. */
-      #layersOf(rel) {
-        const known = this.#dirs.get(rel);
-        if (known !== void 0) return known ?? void 0;
-        let result = [];
-        if (rel === "") {
-          result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
-        } else {
-          for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path27.join)(this.lowerDirs[i], rel));
-            if (!stat2) continue;
-            if (!stat2.isDirectory()) break;
-            result.push(i);
-          }
-          const opaque = result.findIndex((i, k) => k < result.length - 1 && this.#isOpaque(i, rel));
-          if (opaque >= 0) result = result.slice(0, opaque + 1);
-        }
-        const value = result.length > 0 ? result : null;
-        this.#dirs.set(rel, value);
-        return value ?? void 0;
-      }
-      #isOpaque(layer, rel) {
-        let dirs = this.#opaque[layer];
-        if (!dirs) {
-          dirs = opaqueDirs(this.lowerDirs[layer]);
-          this.#opaque[layer] = dirs;
-        }
-        return dirs.has(rel);
-      }
-    };
-    __name(isWhiteoutPath, "isWhiteoutPath");
-    __name(byteOrder, "byteOrder");
   }
 });
 
@@ -16625,7 +16629,7 @@ ${trigger}
         const trace = this.#options.trace;
         const note = /* @__PURE__ */ __name((c) => {
           if (!plain || !trace || !c.args.includes("--clone-into")) return;
-          const tree = layerTree(top);
+          const tree = layerTree(top, lower.slice(1));
           const record = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "record.json"), "utf8");
           const cgroups = JSON.parse(record).cgroupDirs;
           const config = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "config.json"), "utf8");
@@ -16635,7 +16639,7 @@ ${trigger}
           trace.early.push({ runStep: job.stepId, ...job.key, tree, resolv: !!resolvBind, options: hash, ...templates });
         }, "note");
         const early = this.#options.early;
-        if (plain && early?.take(job.key.key, hash, top, resolvBind && (0, import_node_fs38.readFileSync)(resolvBind.source))) {
+        if (plain && early?.take(job.key.key, hash, lower, resolvBind && (0, import_node_fs38.readFileSync)(resolvBind.source))) {
           const seen = await this.#adoptEarly(
             early,
             job,

@@ -1328,7 +1328,7 @@ class Builder {
     /** What an early run of this step needs next time: the layer below and the templates of a container for it. */
     const note = (c: { id: string; dir: string; lowerTop: string; resolv: string | undefined; args: string[] }) => {
       if (!plain || !trace || !c.args.includes('--clone-into')) return;
-      const tree = layerTree(top as string);
+      const tree = layerTree(top as string, lower.slice(1));
       const record = readFileSync(join(c.dir, 'record.json'), 'utf8');
       const cgroups = (JSON.parse(record) as { cgroupDirs: string[] }).cgroupDirs;
       const config = readFileSync(join(c.dir, 'config.json'), 'utf8');
@@ -1338,7 +1338,7 @@ class Builder {
       trace.early.push({ runStep: job.stepId, ...job.key, tree, resolv: !!resolvBind, options: hash, ...templates });
     };
     const early = this.#options.early;
-    if (plain && early?.take(job.key.key, hash, top, resolvBind && readFileSync(resolvBind.source))) {
+    if (plain && early?.take(job.key.key, hash, lower, resolvBind && readFileSync(resolvBind.source))) {
       const seen = await this.#adoptEarly(early, job, lower, mountTargets, () =>
         note({ ...early, lowerTop: early.lowerTop, resolv: resolvBind && early.resolvPath, args: early.args() }),
       );

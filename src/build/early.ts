@@ -6,6 +6,7 @@ import { containersDir, petriRoot } from '../runtime/paths.js';
 import { removeTree } from '../util/fs.js';
 import { cacheKey, stableJson } from './cache.js';
 import type { BuildTrace, TraceCopy, TraceStep } from './delta.js';
+import { LayeredView } from './fs-view.js';
 
 /**
  * Early runs: the RUN step right after a context COPY, started by `petri-runner
@@ -47,6 +48,8 @@ export interface EarlyEntry {
   size: number;
   /** A file's content digest (hex). */
   digest?: string;
+  /** A directory the COPY made (none below it): its time is the build's own, compared with nothing. */
+  fresh?: true;
 }
 
 /** What the builder notes of a RUN that ran over a COPY's layer (BuildTrace.early). */
@@ -97,8 +100,13 @@ export function optionsHash(options: object, lowerTop: string, resolv: string | 
   return sha256hex(marked);
 }
 
-/** The entries of a layer's tree (dirs and regular files only, at most MAX_ENTRIES), or undefined. */
-export function layerTree(dir: string): EarlyEntry[] | undefined {
+/**
+ * The entries of a layer's tree (dirs and regular files only, at most
+ * MAX_ENTRIES), or undefined; with the layers below it, its directories
+ * that none of them has are marked fresh.
+ */
+export function layerTree(dir: string, below?: readonly string[]): EarlyEntry[] | undefined {
+  const view = below && new LayeredView(below);
   const out: EarlyEntry[] = [];
   let bytes = 0;
   const walk = (rel: string): boolean => {
@@ -117,6 +125,7 @@ export function layerTree(dir: string): EarlyEntry[] | undefined {
         mtimeNs: String(st.mtimeNs),
         size: type === 'file' ? Number(st.size) : 0,
       };
+      if (type === 'dir' && view && !view.lstat(path)?.isDirectory()) entry.fresh = true;
       if (type === 'file') {
         bytes += entry.size;
         if (bytes > MAX_BYTES) return false;
@@ -145,7 +154,7 @@ function sameTree(a: EarlyEntry[], b: EarlyEntry[]): boolean {
       x.mode === y.mode &&
       x.uid === y.uid &&
       x.gid === y.gid &&
-      x.mtimeNs === y.mtimeNs &&
+      (x.mtimeNs === y.mtimeNs || x.fresh || y.fresh) &&
       x.size === y.size
     );
   });
@@ -289,7 +298,7 @@ export function writeEarlyPlan(file: string, recordSum: string, plan: EarlyPlan 
       ...plan.files.map((f) => `src\t${f.digest}\t${f.label}`),
       ...plan.tree.map(
         (e) =>
-          `${e.type}\t${e.mode}\t${e.uid}\t${e.gid}\t${e.mtimeNs}\t${e.file ?? '-'}\t${e.digest ?? '-'}\t${e.path}`,
+          `${e.type}\t${e.mode}\t${e.uid}\t${e.gid}\t${e.fresh ? 'now' : e.mtimeNs}\t${e.file ?? '-'}\t${e.digest ?? '-'}\t${e.path}`,
       ),
       `resolv\t${plan.resolv ? 1 : 0}`,
       `options\t${plan.options}`,
@@ -367,12 +376,13 @@ export class EarlyRun {
   /**
    * The early run, when it is the one the builder is about to start: the same
    * step key and container options, over the COPY layer `lowerTop` as
-   * unpacked here, with the same resolv.conf copy (`resolv`). Taken once.
+   * unpacked here (`lower`: top first), with the same resolv.conf copy
+   * (`resolv`). Taken once.
    */
-  take(key: string, options: string, lowerTop: string, resolv: Buffer | undefined): boolean {
+  take(key: string, options: string, lower: readonly string[], resolv: Buffer | undefined): boolean {
     if (this.#taken || key !== this.key || options !== this.options) return false;
     const staged = layerTree(join(this.staging, 'fs'));
-    const own = layerTree(lowerTop);
+    const own = layerTree(lower[0] as string, lower.slice(1));
     if (!staged || !own || !sameTree(staged, own)) return false;
     let copy: Buffer | undefined;
     try {
