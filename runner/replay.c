@@ -1060,6 +1060,8 @@ struct early {
 	/* the index entries of the images the build took, as they must still be */
 	const char *index[16];
 	int nindex;
+	/* how Node sets a copied file's time: its nanoseconds truncated to microseconds (libuv < 1.52) or not */
+	int times_us;
 	struct early_file f[EARLY_MAX];
 	int files;
 	struct early_entry e[EARLY_MAX];
@@ -1104,6 +1106,7 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 	if (!line || strcmp(line, "petri-early 1") != 0)
 		return -1;
 	x->resolv = -1;
+	x->times_us = -1;
 	while ((line = strtok_r(NULL, "\n", &save))) {
 		char *v[8];
 		int n = tabs(line, v, 8);
@@ -1113,6 +1116,8 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 			x->options = v[1];
 		} else if (n == 2 && strcmp(v[0], "resolv") == 0 && (v[1][0] == '0' || v[1][0] == '1') && !v[1][1]) {
 			x->resolv = v[1][0] == '1';
+		} else if (n == 2 && strcmp(v[0], "mtimes") == 0 && (!strcmp(v[1], "us") || !strcmp(v[1], "ns"))) {
+			x->times_us = v[1][0] == 'u';
 		} else if (n == 2 && strcmp(v[0], "containers") == 0 && v[1][0] == '/') {
 			x->containers = v[1];
 		} else if (n == 2 && strcmp(v[0], "layers") == 0 && v[1][0] == '/') {
@@ -1145,7 +1150,8 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 			return -1;
 		}
 	}
-	if (!x->parent || !x->options || x->resolv < 0 || !x->containers || !x->layers || !x->files || !x->entries)
+	if (!x->parent || !x->options || x->resolv < 0 || x->times_us < 0 || !x->containers || !x->layers || !x->files ||
+	    !x->entries)
 		return -1;
 	return 0;
 }
@@ -1181,14 +1187,15 @@ static int expand_early(const char *t, size_t len, const char *const *names, con
 }
 
 /* The time Node gives a copied file (copy.ts: lutimesSync(path, mtimeMs / 1000)), as libuv makes it of a double. */
-static struct timespec node_copy_time(const struct timespec *mtime)
+static struct timespec node_copy_time(const struct timespec *mtime, int us)
 {
 	double ms = (double)mtime->tv_sec * 1e3 + (double)mtime->tv_nsec / 1e6;
 	double t = ms / 1000;
 	struct timespec ts;
 	ts.tv_sec = (time_t)t;
 	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	ts.tv_nsec -= ts.tv_nsec % 1000;
+	if (us)
+		ts.tv_nsec -= ts.tv_nsec % 1000;
 	if (ts.tv_nsec < 0) {
 		ts.tv_nsec += 1000000000L;
 		ts.tv_sec -= 1;
@@ -1252,7 +1259,7 @@ static int early_stage(struct early *x)
 		if (fd < 0)
 			return -1;
 		struct timespec t[2];
-		t[0] = t[1] = node_copy_time(&f->st.st_mtim);
+		t[0] = t[1] = node_copy_time(&f->st.st_mtim, x->times_us);
 		int rc = write_all(fd, f->data, (size_t)f->st.st_size) == 0 && fchown(fd, e->uid, e->gid) == 0 &&
 				 fchmod(fd, e->mode) == 0 && futimens(fd, t) == 0
 			 ? 0

@@ -10170,6 +10170,10 @@ function planOf(trace, c, context) {
     cgroups: c.cgroups
   };
 }
+function copyTimes() {
+  const [major = 0, minor = 0] = process.versions.uv.split(".").map(Number);
+  return major > 1 || major === 1 && minor >= 52 ? "ns" : "us";
+}
 function writeEarlyPlan(file, recordSum, plan2) {
   try {
     if (!plan2) {
@@ -10187,6 +10191,7 @@ function writeEarlyPlan(file, recordSum, plan2) {
         (e) => `${e.type}	${e.mode}	${e.uid}	${e.gid}	${e.fresh ? "now" : e.mtimeNs}	${e.file ?? "-"}	${e.digest ?? "-"}	${e.path}`
       ),
       `resolv	${plan2.resolv ? 1 : 0}`,
+      `mtimes	${copyTimes()}`,
       `options	${plan2.options}`,
       ...plan2.cgroups.map((c) => `cgroup	${c}`)
     ].join("\n");
@@ -10232,6 +10237,7 @@ var init_early = __esm({
     __name(containerTemplates, "containerTemplates");
     __name(earlyPlan, "earlyPlan");
     __name(planOf, "planOf");
+    __name(copyTimes, "copyTimes");
     __name(writeEarlyPlan, "writeEarlyPlan");
     EarlyRun = class _EarlyRun {
       static {

@@ -282,6 +282,16 @@ function planOf(trace: BuildTrace, c: EarlyCandidate, context: string): EarlyPla
   };
 }
 
+/**
+ * How this Node sets a copied file's time (copy.ts: lutimesSync(mtimeMs / 1000)):
+ * libuv before 1.52 truncates the double's nanoseconds to microseconds, later
+ * ones keep them (runner/replay.c lays the COPY's files out so).
+ */
+function copyTimes(): 'us' | 'ns' {
+  const [major = 0, minor = 0] = process.versions.uv.split('.').map(Number);
+  return major > 1 || (major === 1 && minor >= 52) ? 'ns' : 'us';
+}
+
 /** Writes the plan beside the replay record (`<record>.early`), tied to the record by its checksum; else removes it. */
 export function writeEarlyPlan(file: string, recordSum: string, plan: EarlyPlan | undefined): void {
   try {
@@ -301,6 +311,7 @@ export function writeEarlyPlan(file: string, recordSum: string, plan: EarlyPlan 
           `${e.type}\t${e.mode}\t${e.uid}\t${e.gid}\t${e.fresh ? 'now' : e.mtimeNs}\t${e.file ?? '-'}\t${e.digest ?? '-'}\t${e.path}`,
       ),
       `resolv\t${plan.resolv ? 1 : 0}`,
+      `mtimes\t${copyTimes()}`,
       `options\t${plan.options}`,
       ...plan.cgroups.map((c) => `cgroup\t${c}`),
     ].join('\n');
