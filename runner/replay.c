@@ -1553,14 +1553,17 @@ out:
 /* 0: replayed. 1: replayed, but its stdout could not be written. -1: not (the caller runs Node). */
 static int replay(int argc, char **argv, double started)
 {
-	/* A terminal is Node's (its live view); so are stdout and stderr that are not plain blocking fds. */
+	/* A terminal is Node's (its live view); so are stdout and stderr that are not plain blocking fds: then
+	 * only an early run (it prints nothing). Closed ones are Node's alone; a closed stdin, no early run (the
+	 * runner's socket could land on fd 0). */
+	int node_only = isatty(2), early = fcntl(0, F_GETFL) >= 0;
 	for (int fd = 1; fd <= 2; fd++) {
 		int fl = fcntl(fd, F_GETFL);
-		if (fl < 0 || (fl & O_NONBLOCK))
+		if (fl < 0)
 			return -1;
+		if (fl & O_NONBLOCK)
+			node_only = 1;
 	}
-	if (isatty(2))
-		return -1;
 	const char *root = getenv("PETRI_ROOT");
 	if (!root || !*root)
 		root = "/var/lib/petri";
@@ -1646,11 +1649,12 @@ static int replay(int argc, char **argv, double started)
 	char record_sum[65];
 	memcpy(record_sum, text + RECORD_SUM_AT, 64);
 	record_sum[64] = 0;
-	if (!same(&f, F_INDEX, index_text ? index_text : "", index_text ? index_len : 0) || !manifest ||
+	if (node_only || !same(&f, F_INDEX, index_text ? index_text : "", index_text ? index_len : 0) || !manifest ||
 	    access(manifest, F_OK) < 0) {
 		/* Not this image again (another tag moved, or this one: the last build's result was not
-		 * remembered). Node builds, with an early run when the record has one (Node judges it). */
-		if (!same_fp)
+		 * remembered), or a terminal's build. Node builds, with an early run when the record has one
+		 * (Node judges it). */
+		if (!same_fp && early)
 			(void)early_start(path, record_sum, context, &f, &fp.out, root, index_text, index_len);
 		return -1;
 	}
@@ -1663,7 +1667,7 @@ static int replay(int argc, char **argv, double started)
 				     : delta_replay(&f, &fp.out, (double)at.tv_sec * 1e9 + (double)at.tv_nsec, root,
 						    path, same_fp, started);
 	/* Node builds: with the RUN after a changed COPY running meanwhile, when the record has its plan. */
-	if (done < 0 && !same_fp)
+	if (done < 0 && !same_fp && early)
 		(void)early_start(path, record_sum, context, &f, &fp.out, root, index_text, index_len);
 	return done;
 }

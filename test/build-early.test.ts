@@ -144,6 +144,24 @@ describeKernel('petri build: early runs', () => {
       expect(again.run).toMatchObject({ status: 'done', early: true });
     }
     expect(hits).toEqual(['/same/two', '/same/two', '/same/three', '/same/four']);
+    // A terminal's build (its live view is Node's, no replay): still an early run.
+    write(ctx, 'five');
+    const command = [join(pkg, 'bin', 'petri'), 'build', '--progress', 'json', '-t', 'ptest/early', ctx].join(' ');
+    const tty = await new Promise<string>((resolve) =>
+      execFile(
+        'script',
+        ['-qec', command, '/dev/null'],
+        { encoding: 'utf8', cwd: dir, env: { ...env, PETRI_ROOT: join(dir, 'a') }, timeout: 120_000 },
+        (_error, stdout) => resolve(stdout),
+      ),
+    );
+    const ran = tty
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith('{"type":"step"'))
+      .map((l) => JSON.parse(l) as Step)
+      .find((s) => s.text.startsWith('RUN') && s.status !== 'start');
+    expect(ran).toMatchObject({ status: 'done', early: true });
+    expect(hits.at(-1)).toBe('/same/five');
     await clean('a');
   });
 
