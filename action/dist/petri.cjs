@@ -10028,7 +10028,7 @@ function optionsHash(options, lowerTop, resolv) {
   const marked = text.split(JSON.stringify(lowerTop).slice(1, -1)).join(`${MARK}LOWER@@`).split(resolv === void 0 ? "\0" : JSON.stringify(resolv).slice(1, -1)).join(`${MARK}RESOLV@@`);
   return sha256hex(marked);
 }
-function layerTree(dir, below) {
+function layerTree(dir, below, digests = true) {
   const view = below && new LayeredView(below);
   const out = [];
   let bytes = 0;
@@ -10052,7 +10052,7 @@ function layerTree(dir, below) {
       if (type === "file") {
         bytes += entry.size;
         if (bytes > MAX_BYTES) return false;
-        entry.digest = sha256hex((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(dir, path)));
+        if (digests) entry.digest = sha256hex((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(dir, path)));
       }
       out.push(entry);
       if (type === "dir" && !walk(path)) return false;
@@ -10289,8 +10289,8 @@ var init_early = __esm({
        */
       take(key, options, lower, resolv) {
         if (this.#taken || key !== this.key || options !== this.options) return false;
-        const staged = layerTree((0, import_node_path24.join)(this.staging, "fs"));
-        const own = layerTree(lower[0], lower.slice(1));
+        const staged = layerTree((0, import_node_path24.join)(this.staging, "fs"), void 0, false);
+        const own = layerTree(lower[0], lower.slice(1), false);
         if (!staged || !own || !sameTree(staged, own)) return false;
         let copy;
         try {

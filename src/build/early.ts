@@ -105,7 +105,7 @@ export function optionsHash(options: object, lowerTop: string, resolv: string | 
  * MAX_ENTRIES), or undefined; with the layers below it, its directories
  * that none of them has are marked fresh.
  */
-export function layerTree(dir: string, below?: readonly string[]): EarlyEntry[] | undefined {
+export function layerTree(dir: string, below?: readonly string[], digests = true): EarlyEntry[] | undefined {
   const view = below && new LayeredView(below);
   const out: EarlyEntry[] = [];
   let bytes = 0;
@@ -129,7 +129,7 @@ export function layerTree(dir: string, below?: readonly string[]): EarlyEntry[] 
       if (type === 'file') {
         bytes += entry.size;
         if (bytes > MAX_BYTES) return false;
-        entry.digest = sha256hex(readFileSync(join(dir, path)));
+        if (digests) entry.digest = sha256hex(readFileSync(join(dir, path)));
       }
       out.push(entry);
       if (type === 'dir' && !walk(path)) return false;
@@ -392,8 +392,9 @@ export class EarlyRun {
    */
   take(key: string, options: string, lower: readonly string[], resolv: Buffer | undefined): boolean {
     if (this.#taken || key !== this.key || options !== this.options) return false;
-    const staged = layerTree(join(this.staging, 'fs'));
-    const own = layerTree(lower[0] as string, lower.slice(1));
+    // Content is the cache key's (the C side hashed what it laid out); the rest is compared here.
+    const staged = layerTree(join(this.staging, 'fs'), undefined, false);
+    const own = layerTree(lower[0] as string, lower.slice(1), false);
     if (!staged || !own || !sameTree(staged, own)) return false;
     let copy: Buffer | undefined;
     try {
