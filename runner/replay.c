@@ -26,7 +26,6 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1141,10 +1140,15 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 			e->gid = (unsigned)strtoul(v[3], &stop, 10);
 			e->fresh = strcmp(v[4], "now") == 0;
 			e->mtime_ns = e->fresh ? 0 : strtoll(v[4], &stop, 10);
-			e->file = e->is_dir ? -1 : atoi(v[5]);
+			e->file = -1;
+			if (!e->is_dir) {
+				char *end;
+				long k = strtol(v[5], &end, 10);
+				e->file = end != v[5] && !*end && k >= 0 && k < x->files ? (int)k : -2;
+			}
 			e->path = v[7];
 			if (e->mode > 07777 || !e->path[0] || e->path[0] == '/' || strstr(e->path, "..") ||
-			    (!e->is_dir && (e->file < 0 || e->file >= x->files)))
+			    (!e->is_dir && e->file < 0))
 				return -1;
 		} else {
 			return -1;
@@ -1331,14 +1335,15 @@ static void early_exec(struct early *x, const char *config_t, size_t config_n, c
 		x->dir[0] = 0; /* not ours to remove */
 		return;
 	}
-	for (int i = 0; i < x->ncgroups; i++)
-		if (expand_early(x->cgroup[i], strlen(x->cgroup[i]), names, values, nv, &b) < 0 ||
-		    early_cgroup(x, b.p) < 0)
-			return;
+	/* The record first: it names the cgroups, so that a sweep finds whatever this makes if it is killed. */
 	if (expand_early(record_t, record_n, names, values, nv, &b) < 0 ||
 	    snprintf(path, sizeof path, "%s/record.json", x->dir) >= (int)sizeof path ||
 	    write_new(path, b.p, b.len, 0666) < 0)
 		return;
+	for (int i = 0; i < x->ncgroups; i++)
+		if (expand_early(x->cgroup[i], strlen(x->cgroup[i]), names, values, nv, &b) < 0 ||
+		    early_cgroup(x, b.p) < 0)
+			return;
 	static const char *const subs[] = { "rootfs", "upper", "work" };
 	for (int i = 0; i < 3; i++)
 		if (snprintf(path, sizeof path, "%s/%s", x->dir, subs[i]) >= (int)sizeof path || mkdir(path, 0777) < 0)
@@ -1355,7 +1360,9 @@ static void early_exec(struct early *x, const char *config_t, size_t config_n, c
 	char *argv[24];
 	int argc = 0;
 	argv[argc++] = "petri-runner";
-	for (size_t i = 0; i < b.len && argc < 20; i += strlen(b.p + i) + 1) {
+	for (size_t i = 0; i < b.len; i += strlen(b.p + i) + 1) {
+		if (argc >= 20)
+			return;
 		argv[argc++] = b.p + i;
 		if (argc == 2) {
 			argv[argc++] = "--control-fd";
@@ -1379,11 +1386,17 @@ static void early_exec(struct early *x, const char *config_t, size_t config_n, c
 		err = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (in < 0 || out < 0 || err < 0)
 		return;
-	/* fds 0-2 are open (replay checked), so these never land on 3, but sock may be 3 */
-	if (sock == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sock, 3) < 0)
-		return;
+	/* 0-2 first (the three may be 3 and up, sock too: 0-2 were open); then the control fd on 3. */
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		return;
+	if (sock == 3 ? fcntl(3, F_SETFD, 0) < 0 : dup2(sock, 3) < 0)
+		return;
+	/* As Node starts a runner (libuv): every signal default, none blocked (not what `nohup` or `&` gave petri). */
+	sigset_t none;
+	sigemptyset(&none);
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
 	execv(self, argv);
 }
 
@@ -1517,9 +1530,11 @@ static int early_start(const char *record_path, const char *record_sum, const ch
 	char day[32];
 	strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(x->created, sizeof x->created, "%.24s.%03dZ", day, (int)(now_ts.tv_nsec / 1000000) % 1000);
-	/* The staging directory, the container and its runner: a child's work, while this process becomes Node. */
+	/* The staging directory, the container and its runner: a child's work, while this process becomes Node.
+	 * The runner's events come through a pipe: Node opens its read end again, close-on-exec, and closes this
+	 * one (early.ts), so that none of its other children holds it. */
 	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+	if (pipe2(sv, O_CLOEXEC) < 0)
 		goto out;
 	pid_t parent = getpid(), pid = fork();
 	if (pid == 0) {

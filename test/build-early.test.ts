@@ -82,7 +82,13 @@ describeKernel('petri build: early runs', () => {
   };
   /** A store with the busybox base image. */
   const store = async (root: string) => ok(root, ['build', '-q', '-t', 'petri-fixture/busybox', join(dir, 'busybox')]);
-  const context = (name: string, run = 'sh app.sh > /src/out.txt') => {
+  /**
+   * The RUN: the script's output; what it found on stdin (`read`'s status: 1 for /dev/null, as for a RUN of
+   * its own, 143 for a stdin that never ends); the copied file's time to the nanosecond.
+   */
+  const RUN =
+    "sh app.sh > /src/out.txt && { timeout 5 sh -c 'read x'; echo $? > /src/stdin.txt; } && stat -c %y /src/app.sh > /src/times.txt";
+  const context = (name: string, run = RUN) => {
     const ctx = join(dir, name);
     mkdirSync(ctx);
     const report = `wget -q -O /dev/null "http://127.0.0.1:${port}/${name}/$(cat /src/out.txt)"`;
@@ -137,6 +143,7 @@ describeKernel('petri build: early runs', () => {
     expect(node.run?.early).toBeUndefined();
     expect(node.id).toBe(early.id);
     expect(await ok('a', ['run', '--rm', 'ptest/early'])).toBe('two');
+    expect(await ok('a', ['run', '--rm', 'ptest/early', 'cat', '/src/stdin.txt'])).toBe('1');
     // Again and again: each build's own early run (its result not remembered: the record stays the plan's).
     for (const text of ['three', 'four']) {
       write(ctx, text);
@@ -227,6 +234,12 @@ describeKernel('petri build: early runs', () => {
   it("drops an early run that is not the step's (Node judges it), and runs the step", async () => {
     await store('e');
     const ctx = context('judged');
+    // It says when it starts and when it ends, a second later: an early run dropped at once never ends.
+    const say = (what: string) => `wget -q -O /dev/null "http://127.0.0.1:${port}/judged/${what}-$(cat /src/out.txt)"`;
+    writeFileSync(
+      join(ctx, 'Dockerfile'),
+      `FROM petri-fixture/busybox\nWORKDIR /src\nCOPY app.sh .\nRUN sh app.sh > /src/out.txt && ${say('start')} && sleep 1 && ${say('end')}\n`,
+    );
     write(ctx, 'one');
     await remember('e', ctx);
     // The plan, rewritten as a hand (or another petri) could: the same but for the options' hash, checksum redone.
@@ -244,10 +257,9 @@ describeKernel('petri build: early runs', () => {
     expect(judged.status, judged.stderr).toBe(0);
     expect(judged.run).toMatchObject({ status: 'done' });
     expect(judged.run?.early).toBeUndefined();
-    // Run twice: the early run (removed unused, maybe before its command ran), then the step's own.
-    expect(hits.length === 1 || hits.length === 2).toBe(true);
-    expect(hits.every((h) => h === '/judged/two')).toBe(true);
-    expect(await ok('e', ['run', '--rm', 'ptest/early'])).toBe('two');
+    // The early run started, and was killed as the step came (before the step ran its own): it never ended.
+    expect(hits).toEqual(['/judged/start-two', '/judged/start-two', '/judged/end-two']);
+    expect(await ok('e', ['run', '--rm', 'ptest/early', 'cat', '/src/out.txt'])).toBe('two');
     await clean('e');
   });
 

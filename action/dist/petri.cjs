@@ -10213,7 +10213,7 @@ function writeEarlyPlan(file, recordSum, plan2) {
   } catch {
   }
 }
-var import_node_crypto7, import_node_fs29, import_promises8, import_node_path24, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
+var import_node_crypto7, import_node_fs29, import_promises8, import_node_path24, import_promises9, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
 var init_early = __esm({
   "src/build/early.ts"() {
     "use strict";
@@ -10222,6 +10222,7 @@ var init_early = __esm({
     import_node_fs29 = require("node:fs");
     import_promises8 = require("node:fs/promises");
     import_node_path24 = require("node:path");
+    import_promises9 = require("node:timers/promises");
     init_paths();
     init_fs();
     init_cache();
@@ -10267,8 +10268,15 @@ var init_early = __esm({
         delete process.env.PETRI_EARLY_RUN;
         const m = /^(\d+):([0-9a-f]{12}):(\/[^\0:]+):(sha256:[0-9a-f]{64}):([0-9a-f]{64})$/.exec(value);
         if (!m) return void 0;
-        const [, fd, id, staging, key, options] = m;
-        const run = new _EarlyRun(Number(fd), id, staging, key, options, (0, import_node_path24.join)(containersDir2, id));
+        const [, given, id, staging, key, options] = m;
+        let fd;
+        try {
+          fd = (0, import_node_fs29.openSync)(`/proc/self/fd/${given}`, "r");
+        } catch {
+          fd = Number(given);
+        }
+        if (fd !== Number(given)) (0, import_node_fs29.closeSync)(Number(given));
+        const run = new _EarlyRun(fd, id, staging, key, options, (0, import_node_path24.join)(containersDir2, id));
         run.#events = new Promise(
           (resolve10, reject) => (0, import_node_fs29.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
         ).finally(() => {
@@ -10316,7 +10324,12 @@ var init_early = __esm({
           text = await this.#events;
         } catch {
         }
-        const exit = { exitCode: 125, signal: null, error: "petri-runner ended without an exit event" };
+        const exit = {
+          exitCode: 125,
+          signal: null,
+          started: false,
+          error: "petri-runner ended without an exit event"
+        };
         for (const line of text.split("\n")) {
           if (!line.startsWith("{")) continue;
           let event;
@@ -10325,7 +10338,8 @@ var init_early = __esm({
           } catch {
             continue;
           }
-          if (event.event === "upper")
+          if (event.event === "started") exit.started = true;
+          else if (event.event === "upper")
             exit.upper = {
               plain: event.plain === true,
               ...typeof event.entries === "number" ? { entries: event.entries } : {}
@@ -10383,19 +10397,32 @@ var init_early = __esm({
         await removeCgroups2(cgroups).catch(() => {
         });
       }
+      /** Removes it now when it is for this step key but was not taken (or the step is cached): it must not run on. */
+      drop(key) {
+        if (!this.#taken && key === this.key) void this.remove().catch(() => {
+        });
+      }
       /** Kills what still runs (an early run not taken), waits for the runner, and removes the container and the staging directory. */
       remove() {
         this.#done ??= (async () => {
-          let cgroups = [];
-          try {
-            cgroups = JSON.parse((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
-          } catch {
-          }
-          await this.#removeCgroups(cgroups);
+          let ended = false;
+          void this.exit().then(() => {
+            ended = true;
+          });
+          const record = (0, import_node_path24.join)(this.dir, "record.json");
+          for (let i = 0; !this.#taken && !ended && !(0, import_node_fs29.existsSync)(record) && i < 2e3; i++) await (0, import_promises9.setTimeout)(5);
+          await this.#removeCgroups(this.#cgroups());
           removeTree(this.dir);
           removeTree(this.staging);
         })();
         return this.#done;
+      }
+      #cgroups() {
+        try {
+          return JSON.parse((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
+        } catch {
+          return [];
+        }
       }
     };
   }
@@ -12358,7 +12385,7 @@ async function fileDigest(path, stat2) {
   if (known) return known;
   const hash = (0, import_node_crypto8.createHash)("sha256");
   try {
-    if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises9.readFile)(path));
+    if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises10.readFile)(path));
     else for await (const chunk of (0, import_node_fs33.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
@@ -12434,7 +12461,7 @@ async function archiveKind(entry) {
   return compression ?? "tar";
 }
 async function readHead(path, size2) {
-  const file = await (0, import_promises9.open)(path, "r");
+  const file = await (0, import_promises10.open)(path, "r");
   try {
     const buffer = Buffer.alloc(size2);
     const { bytesRead } = await file.read(buffer, 0, size2, 0);
@@ -12498,16 +12525,16 @@ function lstatOrUndefined2(path) {
     return void 0;
   }
 }
-var import_node_crypto8, import_node_fs33, import_promises9, import_node_path29, import_promises10, isUrl, word, Selection, join27, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto8, import_node_fs33, import_promises10, import_node_path29, import_promises11, isUrl, word, Selection, join27, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto8 = require("node:crypto");
     import_node_fs33 = require("node:fs");
-    import_promises9 = require("node:fs/promises");
+    import_promises10 = require("node:fs/promises");
     import_node_path29 = require("node:path");
-    import_promises10 = require("node:stream/promises");
+    import_promises11 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
     init_whiteouts();
@@ -12842,7 +12869,7 @@ var init_copy = __esm({
               return;
             }
             if (entry.content) {
-              const file = await (0, import_promises9.open)(
+              const file = await (0, import_promises10.open)(
                 path,
                 import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
                 384
@@ -12853,7 +12880,7 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises9.copyFile)(entry.hostPath, path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
+              await (0, import_promises10.copyFile)(entry.hostPath, path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
@@ -12961,7 +12988,7 @@ var init_copy = __esm({
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const extract = tarStream2().extract();
         const input = (0, import_node_fs33.createReadStream)(entry.hostPath);
-        const feeding = (0, import_promises10.pipeline)([input, ...stages, extract]);
+        const feeding = (0, import_promises11.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
         const dirTimes = [];
@@ -13020,7 +13047,7 @@ var init_copy = __esm({
         switch (header.type) {
           case "file":
           case "contiguous-file": {
-            const file = await (0, import_promises9.open)(
+            const file = await (0, import_promises10.open)(
               path,
               import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
               384
@@ -13047,7 +13074,7 @@ var init_copy = __esm({
             }
             if (this.#inUpper(targetRel)) (0, import_node_fs33.linkSync)((0, import_node_path29.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises9.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
+              await (0, import_promises10.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
               (0, import_node_fs33.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
@@ -13558,12 +13585,12 @@ function formatWait(ms) {
   if (ms < 90 * 6e4) return `${Math.round(ms / 6e4)} min`;
   return `${Math.round(ms / 36e5)} h`;
 }
-var import_promises11, RegistryClient;
+var import_promises12, RegistryClient;
 var init_client = __esm({
   "src/image/registry/client.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises11 = require("node:timers/promises");
+    import_promises12 = require("node:timers/promises");
     init_errors();
     init_auth();
     init_credentials();
@@ -13659,7 +13686,7 @@ var init_client = __esm({
             const wait = this.#rateLimitWait(response, attempt2);
             const detail = await errorDetail(response);
             if (wait === void 0 || attempt2 >= retries) throw this.#rateLimited(response, detail);
-            await (0, import_promises11.setTimeout)(wait);
+            await (0, import_promises12.setTimeout)(wait);
             continue;
           }
           if (response.status >= 500 && response.status !== 501 && idempotent && attempt2 < retries) {
@@ -13680,7 +13707,7 @@ var init_client = __esm({
       /** A wait between retries: 250 ms, 500 ms, 1 s, 2 s… with jitter. */
       async #backoff(attempt2) {
         const base = this.#options.backoffMs ?? 250;
-        await (0, import_promises11.setTimeout)(Math.min(8e3, base * 2 ** attempt2) * (0.75 + Math.random() / 2));
+        await (0, import_promises12.setTimeout)(Math.min(8e3, base * 2 ** attempt2) * (0.75 + Math.random() / 2));
       }
       /** Exposed for blob downloads that resume after a broken connection. */
       backoff(attempt2) {
@@ -14872,7 +14899,7 @@ async function pull(store, ref, reference, client, options, emit) {
     async () => {
       if (store.hasBlob(blob.digest)) {
         const now = /* @__PURE__ */ new Date();
-        await (0, import_promises12.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
+        await (0, import_promises13.utimes)(store.blobPath(blob.digest), now, now).catch(() => {
         });
         if (unpack && !unpack.cache.stackPath(unpack.diffIds)) {
           await unpack.cache.unpackStream(
@@ -14973,12 +15000,12 @@ function checkConfig(config, manifest, reference, wanted, strict, emit) {
     emit({ type: "warning", message });
   }
 }
-var import_promises12;
+var import_promises13;
 var init_pull = __esm({
   "src/image/registry/pull.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises12 = require("node:fs/promises");
+    import_promises13 = require("node:fs/promises");
     init_p_limit();
     init_errors();
     init_lock();
@@ -15232,7 +15259,7 @@ async function writeLayer(upperDir, out, options = {}) {
   const sink = "whole" in out ? out : {
     whole: /* @__PURE__ */ __name(async (tar) => {
       out.end(tar);
-      await (0, import_promises14.finished)(out);
+      await (0, import_promises15.finished)(out);
     }, "whole"),
     stream: /* @__PURE__ */ __name(() => out, "stream")
   };
@@ -15260,7 +15287,7 @@ async function writeLayer(upperDir, out, options = {}) {
   }
   const pack = tarStream().pack();
   const counter = new HashingStream();
-  const writing = (0, import_promises14.pipeline)(pack, counter, sink.stream());
+  const writing = (0, import_promises15.pipeline)(pack, counter, sink.stream());
   writing.catch(() => {
   });
   try {
@@ -15379,19 +15406,19 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises13.open)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW)).createReadStream();
-  await Promise.all([(0, import_promises14.pipeline)(file, sink), done]);
+  const file = (await (0, import_promises14.open)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW)).createReadStream();
+  await Promise.all([(0, import_promises15.pipeline)(file, sink), done]);
 }
-var import_node_crypto9, import_node_fs37, import_promises13, import_node_path32, import_promises14, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto9, import_node_fs37, import_promises14, import_node_path32, import_promises15, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto9 = require("node:crypto");
     import_node_fs37 = require("node:fs");
-    import_promises13 = require("node:fs/promises");
+    import_promises14 = require("node:fs/promises");
     import_node_path32 = require("node:path");
-    import_promises14 = require("node:stream/promises");
+    import_promises15 = require("node:stream/promises");
     init_errors();
     init_digest();
     init_scan();
@@ -15554,13 +15581,13 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_fs38, import_promises15, import_node_path33, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
+var import_node_fs38, import_promises16, import_node_path33, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs38 = require("node:fs");
-    import_promises15 = require("node:fs/promises");
+    import_promises16 = require("node:fs/promises");
     import_node_path33 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
@@ -16177,7 +16204,7 @@ ${trigger}
         const index = this.#workDirs.indexOf(dir);
         if (index < 0) return;
         this.#workDirs.splice(index, 1);
-        this.#removals.push((0, import_promises15.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
+        this.#removals.push((0, import_promises16.rmdir)(dir).catch(() => void this.#workDirs.push(dir)));
       }
       async #workDir() {
         const dir = (await this.#layerCache()).workDir();
@@ -16202,6 +16229,7 @@ ${trigger}
           if (record) this.#cache.set(key, record);
         }
         const cached3 = record !== void 0;
+        if (cached3) this.#options.early?.drop(key);
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
@@ -16655,6 +16683,7 @@ ${trigger}
           );
           if (seen !== false) return seen;
         }
+        early?.drop(job.key.key);
         const { Container: Container2 } = await Promise.resolve().then(() => (init_container(), container_exports));
         const container = Container2.create(options);
         note({
@@ -16714,7 +16743,8 @@ ${trigger}
       async #adoptEarly(early, job, lower, mountTargets, note) {
         try {
           const exit = await early.exit();
-          if (exit.error !== void 0) return false;
+          if (exit.error !== void 0 && !exit.started) return false;
+          if (exit.error !== void 0) throw new PetriError(`the early run's runner failed: ${exit.error}`);
           const tail2 = [];
           for (const stream of ["stdout", "stderr"]) {
             const data = early.output(stream);
@@ -26020,13 +26050,13 @@ var init_images = __esm({
 // src/test-runner/copy-files.ts
 async function copyJobFiles(files, upper, lower) {
   for (const file of files) {
-    const source = await (0, import_promises16.stat)(file.source);
+    const source = await (0, import_promises17.stat)(file.source);
     let target = import_node_path39.posix.normalize(file.target);
     if (!source.isDirectory() && file.target.endsWith("/")) target = import_node_path39.posix.join(target, (0, import_node_path39.basename)(file.source));
     const parent = source.isDirectory() ? target : import_node_path39.posix.dirname(target);
     await makeDirs2(upper, lower, parent);
     try {
-      await (0, import_promises16.cp)(file.source, (0, import_node_path39.join)(upper, target), { recursive: true, force: true, dereference: false });
+      await (0, import_promises17.cp)(file.source, (0, import_node_path39.join)(upper, target), { recursive: true, force: true, dereference: false });
     } catch (error) {
       throw new Error(`cannot copy ${file.shown} to ${file.target}: ${error.message}`);
     }
@@ -26038,7 +26068,7 @@ async function makeDirs2(upper, lower, path) {
     current = import_node_path39.posix.join(current, part);
     const inUpper = (0, import_node_path39.join)(upper, current);
     try {
-      const existing = await (0, import_promises16.lstat)(inUpper);
+      const existing = await (0, import_promises17.lstat)(inUpper);
       if (existing.isDirectory()) continue;
       throw new Error(`cannot copy files to ${path}: ${current} is not a directory in the container`);
     } catch (error) {
@@ -26050,17 +26080,17 @@ async function makeDirs2(upper, lower, path) {
         `cannot copy files to ${path}: ${current} is ${image.isSymbolicLink() ? "a symlink" : "not a directory"} in the image (name the real path)`
       );
     }
-    await (0, import_promises16.mkdir)(inUpper, { mode: 493 });
+    await (0, import_promises17.mkdir)(inUpper, { mode: 493 });
     if (image) {
-      await (0, import_promises16.chown)(inUpper, image.uid, image.gid);
-      await (0, import_promises16.chmod)(inUpper, image.mode & 4095);
+      await (0, import_promises17.chown)(inUpper, image.uid, image.gid);
+      await (0, import_promises17.chmod)(inUpper, image.mode & 4095);
     }
   }
 }
 async function fromLayers(lower, path) {
   for (const dir of lower) {
     try {
-      const entry = await (0, import_promises16.lstat)((0, import_node_path39.join)(dir, path));
+      const entry = await (0, import_promises17.lstat)((0, import_node_path39.join)(dir, path));
       if (entry.isCharacterDevice() && entry.rdev === 0) return void 0;
       return entry;
     } catch {
@@ -26068,12 +26098,12 @@ async function fromLayers(lower, path) {
   }
   return void 0;
 }
-var import_promises16, import_node_path39;
+var import_promises17, import_node_path39;
 var init_copy_files = __esm({
   "src/test-runner/copy-files.ts"() {
     "use strict";
     init_import_meta_url();
-    import_promises16 = require("node:fs/promises");
+    import_promises17 = require("node:fs/promises");
     import_node_path39 = require("node:path");
     __name(copyJobFiles, "copyJobFiles");
     __name(makeDirs2, "makeDirs");
@@ -26277,8 +26307,8 @@ async function removeContainer(ref, options = {}) {
       );
     }
     killCgroups(container.cgroupDirs);
-    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs44.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises17.setTimeout)(20);
-    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises17.setTimeout)(20);
+    for (let i = 0; i < 250 && container.initPid && (0, import_node_fs44.existsSync)(`/proc/${container.initPid}/ns`); i++) await (0, import_promises18.setTimeout)(20);
+    for (let i = 0; i < 100 && ownerStillRecording(container.dir); i++) await (0, import_promises18.setTimeout)(20);
   }
   await removeCgroups(container.cgroupDirs);
   releaseName(container.name, container.id);
@@ -26294,13 +26324,13 @@ function toInfo(record) {
   const status = alive2 ? "running" : record.state === "created" && ownerAlive(record.owner) ? "created" : "exited";
   return { ...record, status, dir: containerDir(record.id) };
 }
-var import_node_fs44, import_promises17;
+var import_node_fs44, import_promises18;
 var init_containers = __esm({
   "src/runtime/containers.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs44 = require("node:fs");
-    import_promises17 = require("node:timers/promises");
+    import_promises18 = require("node:timers/promises");
     init_errors();
     init_fs();
     init_cgroups();
@@ -26408,7 +26438,7 @@ async function saveImages(store, refs, file) {
   const images = await Promise.all(refs.map((ref) => store.resolve(ref)));
   const pack = tarStream().pack();
   const temp = `${file}.${process.pid}.tmp`;
-  const done = (0, import_promises18.pipeline)(pack, (0, import_node_fs46.createWriteStream)(temp));
+  const done = (0, import_promises19.pipeline)(pack, (0, import_node_fs46.createWriteStream)(temp));
   const blobs = /* @__PURE__ */ new Set();
   const addBlob = /* @__PURE__ */ __name(async (digest) => {
     if (blobs.has(digest)) return;
@@ -26419,7 +26449,7 @@ async function saveImages(store, refs, file) {
       size: (0, import_node_fs46.statSync)(path).size,
       mtime: /* @__PURE__ */ new Date(0)
     });
-    await (0, import_promises18.pipeline)(store.openBlob(digest), entry);
+    await (0, import_promises19.pipeline)(store.openBlob(digest), entry);
   }, "addBlob");
   const addJson = /* @__PURE__ */ __name((name, value) => new Promise(
     (resolve10, reject) => pack.entry({ name, mtime: /* @__PURE__ */ new Date(0) }, `${JSON.stringify(value)}
@@ -26462,13 +26492,13 @@ async function saveImages(store, refs, file) {
 function withTag(ref) {
   return /:[\w][\w.-]*$/.test(ref.split("/").pop() ?? "") ? ref : `${ref}:latest`;
 }
-var import_node_fs46, import_promises18;
+var import_node_fs46, import_promises19;
 var init_save = __esm({
   "src/image/archive/save.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs46 = require("node:fs");
-    import_promises18 = require("node:stream/promises");
+    import_promises19 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
     init_types();
@@ -39611,7 +39641,7 @@ async function loadArchive(store, file) {
     }, next);
   });
   try {
-    await (0, import_promises19.pipeline)(maybeGunzip(file), extract);
+    await (0, import_promises20.pipeline)(maybeGunzip(file), extract);
   } catch (error) {
     if (error instanceof PetriError) throw error;
     throw new PetriError(`cannot load ${file}: ${error.message} (is it an image archive?)`, {
@@ -39706,14 +39736,14 @@ function maybeGunzip(file) {
   const input = (0, import_node_fs50.createReadStream)(file);
   return isGzipFile(file) ? input.pipe(zlib2().createGunzip()) : input;
 }
-var import_node_fs50, import_node_stream9, import_promises19;
+var import_node_fs50, import_node_stream9, import_promises20;
 var init_load = __esm({
   "src/image/archive/load.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs50 = require("node:fs");
     import_node_stream9 = require("node:stream");
-    import_promises19 = require("node:stream/promises");
+    import_promises20 = require("node:stream/promises");
     init_errors();
     init_tar_pax();
     init_fs();
@@ -39751,7 +39781,7 @@ async function readArchiveImage(file) {
   });
   try {
     const input = (0, import_node_fs51.createReadStream)(file);
-    await (0, import_promises20.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
+    await (0, import_promises21.pipeline)(isGzipFile(file) ? input.pipe((0, import_node_zlib2.createGunzip)()) : input, extract);
     const manifest = JSON.parse(String(small.get("manifest.json") ?? "null"));
     const first = manifest?.[0];
     const config = first ? small.get(first.Config.replace(/^\.\//, "")) : void 0;
@@ -39763,13 +39793,13 @@ async function readArchiveImage(file) {
     });
   }
 }
-var import_node_fs51, import_promises20, import_node_zlib2, SMALL;
+var import_node_fs51, import_promises21, import_node_zlib2, SMALL;
 var init_archive_info = __esm({
   "src/test-runner/archive-info.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_fs51 = require("node:fs");
-    import_promises20 = require("node:stream/promises");
+    import_promises21 = require("node:stream/promises");
     import_node_zlib2 = require("node:zlib");
     init_errors();
     init_tar_pax();
@@ -40496,7 +40526,7 @@ function sourceEpoch() {
 }
 async function uncompressedDigest(file) {
   const hash = (0, import_node_crypto14.createHash)("sha256");
-  await (0, import_promises21.pipeline)(
+  await (0, import_promises22.pipeline)(
     (0, import_node_fs54.createReadStream)(file),
     zlib2().createGunzip(),
     new import_node_stream10.Writable({
@@ -40508,7 +40538,7 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto14, import_node_fs54, import_node_stream10, import_promises21;
+var import_node_crypto14, import_node_fs54, import_node_stream10, import_promises22;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
@@ -40516,7 +40546,7 @@ var init_import = __esm({
     import_node_crypto14 = require("node:crypto");
     import_node_fs54 = require("node:fs");
     import_node_stream10 = require("node:stream");
-    import_promises21 = require("node:stream/promises");
+    import_promises22 = require("node:stream/promises");
     init_errors();
     init_platform();
     init_reference();

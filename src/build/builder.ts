@@ -822,6 +822,7 @@ class Builder {
       if (record) this.#cache.set(key, record);
     }
     const cached = record !== undefined;
+    if (cached) this.#options.early?.drop(key); // an early run for a step the cache has (never started so)
     if (!record) {
       const lower = await this.#lower(state);
       const work = await this.#workDir();
@@ -1344,6 +1345,8 @@ class Builder {
       );
       if (seen !== false) return seen;
     }
+    // Started for this step but not the step's own: killed now, before this step runs its own.
+    early?.drop(job.key.key);
     const { Container } = await import('../runtime/container.js');
     // Not kept (ContainerOptions.keep): its upper is read before remove(), and wait() ends with the runner (no
     // record to rewrite, no cgroups to remove first); a build killed meanwhile leaves it to a sweep, which removes it.
@@ -1414,7 +1417,10 @@ class Builder {
   ): Promise<import('../runtime/container.js').Container['upper'] | false> {
     try {
       const exit = await early.exit();
-      if (exit.error !== undefined) return false;
+      // A runner that could not start the container: the step runs its own. One that ended after the command
+      // started, without its exit: the step failed, as it would have with its own container.
+      if (exit.error !== undefined && !exit.started) return false;
+      if (exit.error !== undefined) throw new PetriError(`the early run's runner failed: ${exit.error}`);
       const tail: string[] = [];
       for (const stream of ['stdout', 'stderr'] as const) {
         const data = early.output(stream);

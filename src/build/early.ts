@@ -1,7 +1,19 @@
 import { createHash } from 'node:crypto';
-import { closeSync, lstatSync, readdirSync, readFile, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readFile,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { rmdir } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { containersDir, petriRoot } from '../runtime/paths.js';
 import { removeTree } from '../util/fs.js';
 import { cacheKey, stableJson } from './cache.js';
@@ -336,6 +348,8 @@ export function writeEarlyPlan(file: string, recordSum: string, plan: EarlyPlan 
 interface EarlyExit {
   exitCode: number;
   signal: number | null;
+  /** Whether the command started (then a run that ended without its exit is the step's failure, not redone). */
+  started: boolean;
   error?: string;
   upper?: { plain: boolean; entries?: number };
 }
@@ -368,9 +382,18 @@ export class EarlyRun {
     delete process.env.PETRI_EARLY_RUN;
     const m = /^(\d+):([0-9a-f]{12}):(\/[^\0:]+):(sha256:[0-9a-f]{64}):([0-9a-f]{64})$/.exec(value);
     if (!m) return undefined;
-    const [, fd, id, staging, key, options] = m as unknown as [string, string, string, string, string, string];
-    const run = new EarlyRun(Number(fd), id, staging, key, options, join(containersDir, id));
-    // Its runner's events, read from now on (a thread waits for the socket's end: the runner's exit).
+    const [, given, id, staging, key, options] = m as unknown as [string, string, string, string, string, string];
+    // The pipe's read end, opened again close-on-exec (as Node opens files): no other child of this process
+    // holds it. The inherited one is closed.
+    let fd: number;
+    try {
+      fd = openSync(`/proc/self/fd/${given}`, 'r');
+    } catch {
+      fd = Number(given);
+    }
+    if (fd !== Number(given)) closeSync(Number(given));
+    const run = new EarlyRun(fd, id, staging, key, options, join(containersDir, id));
+    // Its runner's events, read from now on (a thread waits for the pipe's end: the runner's exit).
     run.#events = new Promise<string>((resolve, reject) =>
       readFile(run.#fd, 'utf8', (error, text) => (error ? reject(error) : resolve(text))),
     ).finally(() => {
@@ -424,7 +447,12 @@ export class EarlyRun {
     } catch {
       // no events: a runner that failed to start
     }
-    const exit: EarlyExit = { exitCode: 125, signal: null, error: 'petri-runner ended without an exit event' };
+    const exit: EarlyExit = {
+      exitCode: 125,
+      signal: null,
+      started: false,
+      error: 'petri-runner ended without an exit event',
+    };
     for (const line of text.split('\n')) {
       if (!line.startsWith('{')) continue;
       let event: Record<string, unknown>;
@@ -433,7 +461,8 @@ export class EarlyRun {
       } catch {
         continue;
       }
-      if (event.event === 'upper')
+      if (event.event === 'started') exit.started = true;
+      else if (event.event === 'upper')
         exit.upper = {
           plain: event.plain === true,
           ...(typeof event.entries === 'number' ? { entries: event.entries } : {}),
@@ -493,20 +522,34 @@ export class EarlyRun {
     await removeCgroups(cgroups).catch(() => {});
   }
 
+  /** Removes it now when it is for this step key but was not taken (or the step is cached): it must not run on. */
+  drop(key: string): void {
+    if (!this.#taken && key === this.key) void this.remove().catch(() => {});
+  }
+
   /** Kills what still runs (an early run not taken), waits for the runner, and removes the container and the staging directory. */
   remove(): Promise<void> {
     this.#done ??= (async () => {
-      let cgroups: string[] = [];
-      try {
-        cgroups = (JSON.parse(readFileSync(join(this.dir, 'record.json'), 'utf8')) as { cgroupDirs: string[] })
-          .cgroupDirs;
-      } catch {
-        // no record: the C side made no cgroups
-      }
-      await this.#removeCgroups(cgroups);
+      // Its record names its cgroups; the C side writes it before it makes them. Not there yet (this process
+      // was quick): wait for it, or for the end of the run (the C side failed, or was done and undid it).
+      let ended = false;
+      void this.exit().then(() => {
+        ended = true;
+      });
+      const record = join(this.dir, 'record.json');
+      for (let i = 0; !this.#taken && !ended && !existsSync(record) && i < 2000; i++) await sleep(5);
+      await this.#removeCgroups(this.#cgroups());
       removeTree(this.dir);
       removeTree(this.staging);
     })();
     return this.#done;
+  }
+
+  #cgroups(): string[] {
+    try {
+      return (JSON.parse(readFileSync(join(this.dir, 'record.json'), 'utf8')) as { cgroupDirs: string[] }).cgroupDirs;
+    } catch {
+      return []; // no record: the C side made no cgroups
+    }
   }
 }
