@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
@@ -77,6 +77,9 @@ describeKernel(
  * command (v2vm.sh exits 125 and says so). It stays in this process's group,
  * so that a Ctrl-C reaches qemu too.
  */
+/** How long a VM's vitest may write nothing before it counts as hung. */
+const STALL_MS = 5 * 60_000;
+
 function runVm(
   command: string,
   out: string,
@@ -93,11 +96,25 @@ function runVm(
       stderr += text;
     });
     let timedOut = false;
-    const timer = setTimeout(() => {
+    const kill = () => {
       timedOut = true;
       spawnSync('pkill', ['-KILL', '-P', String(child.pid)]);
       child.kill('SIGKILL');
-    }, timeoutMs);
+    };
+    const timer = setTimeout(kill, timeoutMs);
+    // A VM whose vitest has written nothing new for STALL_MS is hung too (the hangs seen wrote nothing after
+    // vitest's first line; a suite file ends within a minute or two, and vitest then writes its results).
+    const log = join(out, 'vitest.log');
+    let size = -1;
+    let since = Date.now();
+    const watch = setInterval(() => {
+      const now = existsSync(log) ? statSync(log).size : -1;
+      if (now !== size) {
+        size = now;
+        since = Date.now();
+      } else if (Date.now() - since > STALL_MS) kill();
+    }, 5_000);
+    child.on('close', () => clearInterval(watch));
     child.on('error', (error) => {
       clearTimeout(timer);
       resolve({ status: null, stdout, stderr: `${stderr}${error.message}\n`, hung: false });
