@@ -44,8 +44,15 @@ describeKernel(
           // at once. Seen: its vCPUs in a soft lockup from the start, with the host's other test workers busy; and, in
           // 2 of 6 of stop 20's full runs, vitest started in it and then nothing for 10 minutes (the next try passed
           // in a minute). Its suites take ~2.5 min (1.5 of them the early-run suite's), longer with the host busy.
-          let vm = await runVm(command, out, 9 * 60_000);
-          if (vm.hung) vm = await runVm(command, out, 9 * 60_000);
+          // A hung try's console is printed (the kernel's soft-lockup reports, the last lines): for whoever looks
+          // for the cause next.
+          const tell = (vm: { hung: boolean; stdout: string; stderr: string }) => {
+            if (vm.hung)
+              console.log(`v2vm: a try hung; its console's end:\n${`${vm.stdout}\n${vm.stderr}`.slice(-3000)}`);
+            return vm;
+          };
+          let vm = tell(await runVm(command, out, 9 * 60_000));
+          if (vm.hung) vm = tell(await runVm(command, out, 9 * 60_000));
           if (vm.hung) vm = await runVm(command, out, 12 * 60_000);
           const vitestLog = existsSync(join(out, 'vitest.log')) ? readFileSync(join(out, 'vitest.log'), 'utf8') : '';
           const log = `${vm.stdout}\n${vm.stderr}\n${vitestLog}`;
