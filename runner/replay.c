@@ -679,8 +679,13 @@ struct values {
 	int contents; /* groups whose content hash is known */
 };
 
-/* A template with its markers replaced; -1 for a marker it does not know (or one whose value is not yet known). */
-static int expand(const char *t, size_t len, const struct values *v, struct buf *out)
+/*
+ * A template with its `@@petri:NAME@@` markers replaced by what `value` gives
+ * for NAME (at most 32 bytes; `scratch` for a value it formats); -1 for a
+ * marker it gives nothing for.
+ */
+static int expand_marks(const char *t, size_t len, const char *(*value)(const void *ctx, const char *name, char *scratch),
+			const void *ctx, struct buf *out)
 {
 	static const char open_mark[] = "@@petri:";
 	const char *end = t + len;
@@ -697,35 +702,46 @@ static int expand(const char *t, size_t len, const struct values *v, struct buf 
 		const char *close_mark = memmem(name, (size_t)(end - name), "@@", 2);
 		if (!close_mark || close_mark - name > 32)
 			return -1;
-		char key[40], val[80];
+		char key[40], scratch[80];
 		snprintf(key, sizeof key, "%.*s", (int)(close_mark - name), name);
-		int i = -1, n = 0;
-		const char *value = NULL;
-		if (strcmp(key, "id") == 0)
-			value = v->id;
-		else if (strcmp(key, "manifest") == 0)
-			value = v->manifest;
-		else if (strcmp(key, "config-size") == 0 && v->id)
-			snprintf(val, sizeof val, "%zu", v->config_size), value = val;
-		else if (strcmp(key, "manifest-size") == 0 && v->manifest)
-			snprintf(val, sizeof val, "%zu", v->manifest_size), value = val;
-		else if (sscanf(key, "layer:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
-			value = v->d->g[i].new_hex;
-		else if (sscanf(key, "layer-size:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
-			snprintf(val, sizeof val, "%llu", v->d->g[i].new_size), value = val;
-		else if (sscanf(key, "created:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
-			value = v->d->g[i].new_created;
-		else if (sscanf(key, "digest:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->d->files)
-			value = v->d->f[i].digest;
-		else if (sscanf(key, "content:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->contents)
-			value = v->content[i];
-		if (!value)
-			return -1;
-		if (put(out, value, strlen(value)) < 0)
+		const char *v = value(ctx, key, scratch);
+		if (!v || put(out, v, strlen(v)) < 0)
 			return -1;
 		t = close_mark + 2;
 	}
 	return 0;
+}
+
+/* A delta template's marker: NULL for one it does not know (or one whose value is not yet known). */
+static const char *delta_value(const void *ctx, const char *key, char *val)
+{
+	const struct values *v = ctx;
+	int i = -1, n = 0;
+	if (strcmp(key, "id") == 0)
+		return v->id;
+	if (strcmp(key, "manifest") == 0)
+		return v->manifest;
+	if (strcmp(key, "config-size") == 0 && v->id)
+		return snprintf(val, 80, "%zu", v->config_size), val;
+	if (strcmp(key, "manifest-size") == 0 && v->manifest)
+		return snprintf(val, 80, "%zu", v->manifest_size), val;
+	if (sscanf(key, "layer:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+		return v->d->g[i].new_hex;
+	if (sscanf(key, "layer-size:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+		return snprintf(val, 80, "%llu", v->d->g[i].new_size), val;
+	if (sscanf(key, "created:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->known)
+		return v->d->g[i].new_created;
+	if (sscanf(key, "digest:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->d->files)
+		return v->d->f[i].digest;
+	if (sscanf(key, "content:%d%n", &i, &n) == 1 && key[n] == 0 && i >= 0 && i < v->contents)
+		return v->content[i];
+	return NULL;
+}
+
+/* A delta template with its markers replaced; -1 for a marker it does not know (or one whose value is not yet known). */
+static int expand(const char *t, size_t len, const struct values *v, struct buf *out)
+{
+	return expand_marks(t, len, delta_value, v, out);
 }
 
 static int put_field(struct buf *b, const void *s, size_t n)
@@ -1160,34 +1176,28 @@ static int parse_early(const char *spec, size_t len, struct early *x)
 	return 0;
 }
 
+/* An early run's markers: names and their values. */
+struct table {
+	const char *const *names, *const *values;
+	int n;
+};
+
+static const char *table_value(const void *ctx, const char *key, char *scratch)
+{
+	const struct table *tb = ctx;
+	(void)scratch;
+	for (int i = 0; i < tb->n; i++)
+		if (strcmp(tb->names[i], key) == 0)
+			return tb->values[i];
+	return NULL;
+}
+
 /* `@@petri:NAME@@` markers replaced by values[NAME]; -1 for one not in the table. */
 static int expand_early(const char *t, size_t len, const char *const *names, const char *const *values, int n,
 			struct buf *out)
 {
-	static const char open_mark[] = "@@petri:";
-	const char *end = t + len;
-	out->len = 0;
-	if (put(out, "", 0) < 0)
-		return -1;
-	while (t < end) {
-		const char *m = memmem(t, (size_t)(end - t), open_mark, sizeof open_mark - 1);
-		if (!m)
-			return put(out, t, (size_t)(end - t));
-		if (put(out, t, (size_t)(m - t)) < 0)
-			return -1;
-		const char *name = m + sizeof open_mark - 1;
-		const char *close_mark = memmem(name, (size_t)(end - name), "@@", 2);
-		if (!close_mark)
-			return -1;
-		size_t name_len = (size_t)(close_mark - name);
-		int i = 0;
-		while (i < n && (strlen(names[i]) != name_len || memcmp(names[i], name, name_len) != 0))
-			i++;
-		if (i == n || put(out, values[i], strlen(values[i])) < 0)
-			return -1;
-		t = close_mark + 2;
-	}
-	return 0;
+	struct table tb = { names, values, n };
+	return expand_marks(t, len, table_value, &tb, out);
 }
 
 /* The time Node gives a copied file (copy.ts: lutimesSync(path, mtimeMs / 1000)), as libuv makes it of a double. */

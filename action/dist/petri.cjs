@@ -761,14 +761,14 @@ function runnerPath() {
 }
 function buildRunner() {
   const require3 = (0, import_node_module2.createRequire)(petri_import_meta_url);
-  const { createHash: createHash12 } = require3("node:crypto");
+  const { createHash: createHash11 } = require3("node:crypto");
   const { execFileSync } = require3("node:child_process");
   const sourceDir = (0, import_node_path7.join)(packageRoot, "runner");
   if (!(0, import_node_fs8.existsSync)(sourceDir)) {
     throw new PetriError(`petri-runner is missing: neither build/petri-runner nor its sources in ${sourceDir} exist`);
   }
   const files = (0, import_node_fs8.readdirSync)(sourceDir).filter((f) => f.endsWith(".c") || f.endsWith(".h")).sort();
-  const hash = createHash12("sha256");
+  const hash = createHash11("sha256");
   for (const file of files) hash.update(file).update((0, import_node_fs8.readFileSync)((0, import_node_path7.join)(sourceDir, file)));
   const out = (0, import_node_path7.join)(petriRoot(), "runner", `${process.arch}-${hash.digest("hex").slice(0, 16)}`, "petri-runner");
   if (isExecutable(out)) return out;
@@ -4064,11 +4064,11 @@ var require_retry_operation = __commonJS({
       for (var i = 0; i < this._errors.length; i++) {
         var error = this._errors[i];
         var message = error.message;
-        var count3 = (counts[message] || 0) + 1;
-        counts[message] = count3;
-        if (count3 >= mainErrorCount) {
+        var count2 = (counts[message] || 0) + 1;
+        counts[message] = count2;
+        if (count2 >= mainErrorCount) {
           mainError = error;
-          mainErrorCount = count3;
+          mainErrorCount = count2;
         }
       }
       return mainError;
@@ -9394,6 +9394,426 @@ var init_cache = __esm({
   }
 });
 
+// src/build/progress.ts
+var progress_exports = {};
+__export(progress_exports, {
+  progressRenderer: () => progressRenderer
+});
+function progressRenderer(mode, out) {
+  const resolved = mode === "auto" ? out.isTTY ? "tty" : "plain" : mode;
+  if (resolved === "json") return (event) => out.write(`${JSON.stringify(event)}
+`);
+  const color = resolved === "tty";
+  const paint = /* @__PURE__ */ __name((code, text) => color ? `\x1B[${code}m${text}\x1B[0m` : text, "paint");
+  const started = /* @__PURE__ */ new Map();
+  const partial = /* @__PURE__ */ new Map();
+  const tails = /* @__PURE__ */ new Map();
+  const quiet = resolved === "quiet";
+  const flush = /* @__PURE__ */ __name((id) => {
+    const rest = partial.get(id);
+    if (rest) {
+      if (!quiet) out.write(`${paint("2", `#${id} ${elapsed(id)}`)} ${rest}
+`);
+      partial.delete(id);
+    }
+  }, "flush");
+  const elapsed = /* @__PURE__ */ __name((id) => ((Date.now() - (started.get(id) ?? Date.now())) / 1e3).toFixed(3), "elapsed");
+  return (event) => {
+    switch (event.type) {
+      case "step": {
+        const label = `#${event.id} [${event.stage} ${event.index}/${event.total}] ${event.text}`;
+        if (event.status === "start") {
+          started.set(event.id, Date.now());
+          if (!quiet) out.write(`${paint("1;34", label)}
+`);
+        } else if (event.status === "cached") {
+          if (!quiet) out.write(`${paint("34", `#${event.id} CACHED`)}
+`);
+        } else if (event.status === "done") {
+          flush(event.id);
+          if (!quiet) out.write(`${paint("32", `#${event.id} DONE ${seconds(event.durationMs)}`)}
+`);
+        } else {
+          flush(event.id);
+          const tail2 = tails.get(event.id) ?? [];
+          if (quiet && tail2.length > 0) out.write(`${label}
+`);
+          for (const line of tail2) out.write(`${paint("2", `#${event.id}`)} ${line}
+`);
+          if (!quiet) out.write(`${paint("31", `#${event.id} ERROR ${event.error ?? ""}`)}
+`);
+        }
+        break;
+      }
+      case "output": {
+        const text = (partial.get(event.id) ?? "") + event.data;
+        const lines = text.split("\n");
+        partial.set(event.id, lines.pop() ?? "");
+        const tail2 = tails.get(event.id) ?? [];
+        for (const line of lines) {
+          if (!quiet) out.write(`${paint("2", `#${event.id} ${elapsed(event.id)}`)} ${line}
+`);
+          else tail2.push(line);
+        }
+        if (quiet) tails.set(event.id, tail2.slice(-10));
+        break;
+      }
+      case "warning":
+        out.write(`${paint("33", `WARNING: ${event.message}`)}
+`);
+        break;
+      case "cache":
+        if (!quiet) {
+          out.write(
+            `${paint("34", `cache exported to ${event.ref} (${event.digest}): ${event.steps} steps, ${event.layers} layers`)}
+`
+          );
+        }
+        break;
+      case "image":
+        if (!quiet) {
+          const names = event.tags.length ? ` (${event.tags.join(", ")})` : "";
+          out.write(`${paint("1;32", `image ${event.id}${names} built in ${seconds(event.durationMs)}`)}
+`);
+        }
+        break;
+    }
+  };
+}
+function seconds(ms) {
+  return `${((ms ?? 0) / 1e3).toFixed(1)}s`;
+}
+var init_progress = __esm({
+  "src/build/progress.ts"() {
+    "use strict";
+    init_import_meta_url();
+    __name(progressRenderer, "progressRenderer");
+    __name(seconds, "seconds");
+  }
+});
+
+// src/build/delta.ts
+var delta_exports = {};
+__export(delta_exports, {
+  count: () => count,
+  deltaFields: () => deltaFields,
+  deltaPlan: () => deltaPlan,
+  sha256hex: () => sha256hex
+});
+function deltaPlan(trace, manifestDigest, context) {
+  try {
+    return plan(trace, manifestDigest, context);
+  } catch {
+    return void 0;
+  }
+}
+function plan(trace, manifestDigest, context) {
+  const steps = trace.steps.filter((s) => s.stage === trace.target);
+  let start = steps.length;
+  while (start > 0) {
+    const step = steps[start - 1];
+    const before = steps[start - 2];
+    const copy = step.keyword === "COPY" && typeof step.reads === "object";
+    const meta = META.has(step.keyword) && step.reads === void 0 && before?.layers === step.layers;
+    if (!copy && !meta) break;
+    start--;
+  }
+  while (start < steps.length && steps[start]?.keyword !== "COPY") start++;
+  const tail2 = steps.slice(start);
+  if (tail2.length === 0 || start === 0) return void 0;
+  const copies = tail2.filter((s) => s.keyword === "COPY");
+  if (copies.length > MAX_GROUPS || copies.slice(1).some((s) => s.reads.namedChown)) return void 0;
+  const tailIds = new Set(tail2.map((s) => s.id));
+  const elsewhere = /* @__PURE__ */ new Set();
+  for (const step of trace.steps) {
+    if (tailIds.has(step.id) || step.reads === void 0) continue;
+    if (step.reads === "other") return void 0;
+    for (const file of step.reads.files) elsewhere.add(file.hostPath);
+  }
+  const store = (0, import_node_path22.join)(petriRoot(), "images", "blobs", "sha256");
+  const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(store, digest.replace(/^sha256:/, ""))), "blob");
+  const manifest = JSON.parse(blob(manifestDigest).toString("utf8"));
+  const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
+  const epoch = buildEpoch();
+  const result = { parent: "", below: [], groups: [], files: [] };
+  let bytes = 0;
+  let previous = steps[start - 1];
+  let below;
+  for (const step of tail2) {
+    if (step.keyword === "COPY") {
+      const reads = step.reads;
+      const layer = step.layers - 1;
+      const ref = manifest.layers[layer];
+      if (step.layers !== previous.layers + 1 || !ref || ref.mediaType !== LAYER_TAR) return void 0;
+      if (config.rootfs.diff_ids[layer] !== ref.digest || step.layers > manifest.layers.length) return void 0;
+      bytes += ref.size;
+      const text = reads.lines.join("");
+      if (bytes > MAX_TAIL_BYTES || text.length > MAX_SELECTION_TEXT) return void 0;
+      if (below ? reads.parent !== cacheKey(below.parent, JSON.parse(below.step)) : false) return void 0;
+      if (!below) result.parent = reads.parent;
+      below = reads;
+      const content = `sha256:${sha256hex(text)}`;
+      if (count(reads.step, `"content":"${content}"`) !== 1) return void 0;
+      const group = result.groups.length;
+      const entries = tarEntries(blob(ref.digest));
+      const found = [];
+      for (const file of reads.files) {
+        const label = (0, import_node_path22.relative)(context, file.hostPath);
+        if (label.startsWith("..") || label === "" || label === ".dockerignore" || /[\t\n]/.test(label)) continue;
+        if (import_node_path22.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
+        if (reads.digests.filter((d) => d === file.digest).length !== 1) continue;
+        const holding = entries.filter((e) => e.digest === file.digest);
+        const entry = holding[0];
+        if (holding.length !== 1 || !entry || !entry.patchable || entry.mtime !== epoch) continue;
+        if (entry.size !== file.size || count(reads.lines[file.line] ?? "", `"${file.digest}"`) !== 1) continue;
+        found.push({ label, offset: entry.offset, digest: file.digest, line: file.line });
+      }
+      found.sort((a, b) => a.offset - b.offset);
+      const lines = [...reads.lines];
+      for (const file of found.slice(0, Math.max(0, MAX_FILES2 - result.files.length))) {
+        const n = result.files.length;
+        result.files.push({ label: file.label, group, offset: file.offset, digest: file.digest.slice(7) });
+        lines[file.line] = lines[file.line].replace(`"${file.digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+      }
+      result.groups.push({
+        step: step.id,
+        layer,
+        history: previous.history,
+        stepTemplate: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:${group}@@"`),
+        hashTemplate: lines.join(""),
+        createdBy: reads.createdBy
+      });
+    }
+    previous = step;
+  }
+  if (result.files.length === 0 || !trace.chain) return void 0;
+  const at = trace.chain.indexOf(result.parent);
+  if (at >= 0) result.below = trace.chain.slice(at);
+  else if (trace.chain.length > result.groups.length) return void 0;
+  if (result.groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
+  return result;
+}
+function tarEntries(tar) {
+  const entries = [];
+  let offset = 0;
+  let extended = false;
+  while (offset + 512 <= tar.length) {
+    const header = tar.subarray(offset, offset + 512);
+    if (header.every((b) => b === 0)) break;
+    const type = String.fromCharCode(header[156] || 48);
+    const octalSize = header[124] < 128;
+    const size2 = octalSize ? Number.parseInt(header.toString("latin1", 124, 136).trim() || "0", 8) : Number.NaN;
+    const mtime = Number.parseInt(header.toString("latin1", 136, 148).trim() || "0", 8);
+    if (!Number.isFinite(size2)) return [];
+    const entry = { offset, type, size: size2, mtime, patchable: type === "0" && !extended && octalSize };
+    if (type === "0") entry.digest = `sha256:${sha256hex(tar.subarray(offset + 512, offset + 512 + size2))}`;
+    entries.push(entry);
+    extended = type === "x" || type === "L" || type === "K";
+    offset += 512 + Math.ceil(size2 / 512) * 512;
+  }
+  return entries;
+}
+function expand(text, values) {
+  let missing2 = false;
+  const out = text.replace(/@@petri:([a-z0-9:-]+)@@/g, (_m, name) => {
+    const value = values[name];
+    if (value === void 0) missing2 = true;
+    return value ?? "";
+  });
+  return missing2 ? void 0 : out;
+}
+function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
+  const blobs = (0, import_node_path22.join)(root, "images", "blobs", "sha256");
+  const text = /* @__PURE__ */ __name((digest) => (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(blobs, digest.replace(/^sha256:/, "")), "utf8"), "text");
+  const manifestText = text(state.manifestDigest);
+  const manifest = JSON.parse(manifestText);
+  const configText = text(manifest.config.digest);
+  const config = JSON.parse(configText);
+  if (JSON.stringify(manifest) !== manifestText || JSON.stringify(config) !== configText) return void 0;
+  const index = JSON.parse(state.index);
+  if (JSON.stringify(index) !== state.index) return void 0;
+  if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK))) return void 0;
+  const wellFormed = /^[^\0\n]*\0(-|\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+)$/;
+  if (!state.files.split("\n").every((line) => wellFormed.test(line))) return void 0;
+  const history = config.history ?? [];
+  const epoch = buildEpoch();
+  const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
+  const below = (0, import_node_crypto7.createHash)("sha256");
+  for (const key of plan2.below) {
+    below.update(`${key}
+`).update((0, import_node_fs27.readFileSync)((0, import_node_path22.join)(root, "build-cache", "steps", key.slice(7)))).update("\n");
+    lines.push(`below	${key.slice(7)}`);
+  }
+  lines.push(`belowhash	${below.digest("hex")}`);
+  const values = {};
+  for (const [n, file] of plan2.files.entries()) values[`digest:${n}`] = file.digest;
+  const recordTemplates = [];
+  let parent = plan2.parent;
+  let lastCreated = "";
+  for (const [g2, group] of plan2.groups.entries()) {
+    const layer = manifest.layers[group.layer];
+    const end = plan2.groups[g2 + 1]?.history ?? history.length;
+    const created = history[group.history]?.created;
+    if (!created || !/^[\d:.TZ-]+$/.test(created)) return void 0;
+    for (let h = group.history; h < end; h++) {
+      const entry = history[h];
+      if (!entry || entry.created !== created) return void 0;
+      entry.created = `${MARK}created:${g2}@@`;
+    }
+    config.rootfs.diff_ids[group.layer] = `sha256:${MARK}layer:${g2}@@`;
+    manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK}layer:${g2}@@`, size: -(g2 + 1) };
+    lines.push(`group	${layer.digest.slice(7)}	${layer.size}	${created}`);
+    lastCreated = created;
+    const record = JSON.stringify({
+      layer: {
+        digest: `sha256:${MARK}layer:${g2}@@`,
+        size: -1,
+        mediaType: LAYER_TAR,
+        diffId: `sha256:${MARK}layer:${g2}@@`
+      },
+      created: `${MARK}created:${g2}@@`,
+      createdBy: group.createdBy
+    }).replace('"size":-1', `"size":${MARK}layer-size:${g2}@@`);
+    const hashText = expand(group.hashTemplate, values);
+    values[`content:${g2}`] = hashText === void 0 ? "" : sha256hex(hashText);
+    const stepText = expand(group.stepTemplate, values);
+    if (hashText === void 0 || stepText === void 0) return void 0;
+    const key = `sha256:${sha256hex(`${parent}\0${stepText}`)}`;
+    const actual = { ...values, [`layer:${g2}`]: layer.digest.slice(7), [`layer-size:${g2}`]: String(layer.size) };
+    const onDisk = (0, import_node_fs27.readFileSync)((0, import_node_path22.join)(root, "build-cache", "steps", key.slice(7)), "utf8");
+    if (expand(record, { ...actual, [`created:${g2}`]: created }) !== onDisk) return void 0;
+    recordTemplates.push(record);
+    parent = key;
+  }
+  if (config.created !== void 0) {
+    if (config.created !== lastCreated) return void 0;
+    config.created = `${MARK}created:${plan2.groups.length - 1}@@`;
+  }
+  for (const file of plan2.files) {
+    lines.push(`file	${file.group}	${file.offset}	${file.digest}	${file.label}`);
+  }
+  manifest.config = { ...manifest.config, digest: `sha256:${MARK}id@@`, size: -1e3 };
+  const sizes = /* @__PURE__ */ __name((json) => json.replace(
+    /"size":-(\d+)/g,
+    (_m, n) => n === "1000" ? `"size":${MARK}config-size@@` : `"size":${MARK}layer-size:${Number(n) - 1}@@`
+  ), "sizes");
+  const tags = [...new Set(state.tags)];
+  const ref = /* @__PURE__ */ __name((m) => m.annotations?.[REF_NAME_ANNOTATION], "ref");
+  if (!tags.every((tag) => index.manifests.some((m) => ref(m) === tag && m.digest === state.manifestDigest))) {
+    return void 0;
+  }
+  const platform = config.variant ? { architecture: config.architecture, os: config.os, variant: config.variant } : { architecture: config.architecture, os: config.os };
+  const descriptor = {
+    mediaType: MEDIA_TYPES.ociManifest,
+    digest: `sha256:${MARK}manifest@@`,
+    size: -1,
+    platform
+  };
+  index.manifests = [
+    ...index.manifests.filter((m) => !tags.includes(ref(m) ?? "")),
+    ...tags.map((tag) => namedEntry(descriptor, tag))
+  ];
+  const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK}manifest-size@@`);
+  const pieces = [];
+  const render = progressRenderer(mode, { write: /* @__PURE__ */ __name((t) => void pieces.push(t), "write") });
+  const chunk = /* @__PURE__ */ __name((event) => {
+    pieces.length = 0;
+    render(event);
+    return pieces.join("");
+  }, "chunk");
+  const first = state.events.findIndex((e) => e.type === "step" && e.id === plan2.groups[0]?.step);
+  if (first < 0) return void 0;
+  let prefix = "";
+  for (const event of state.events.slice(0, first)) prefix += chunk(event);
+  const cached3 = plan2.groups.map(() => "");
+  const redone = plan2.groups.map(() => "");
+  let g = 0;
+  for (const event of state.events.slice(first)) {
+    if (event.type === "step") {
+      let next = -1;
+      for (const [i, group] of plan2.groups.entries()) if (group.step <= event.id) next = i;
+      if (next < g) return void 0;
+      g = next;
+    } else if (event.type !== "warning") return void 0;
+    cached3[g] += chunk(event);
+    const done = event.type === "step" && event.status === "cached" ? { ...event, status: "done" } : event;
+    redone[g] += chunk(done);
+  }
+  const image = {
+    type: "image",
+    id: `sha256:${MARK}id@@`,
+    manifestDigest: `sha256:${MARK}manifest@@`,
+    tags: state.tags,
+    durationMs: sentinelMs
+  };
+  const suffixCached = chunk({ ...image, resultCache: true });
+  const suffixBuilt = chunk(image);
+  const ids2 = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK}id@@`, state.id.slice(7)).replaceAll(`${MARK}manifest@@`, state.manifestDigest.slice(7)), "ids");
+  if (prefix + cached3.join("") + ids2(suffixCached) !== err) return void 0;
+  return [
+    `${lines.join("\n")}
+`,
+    JSON.stringify(config),
+    sizes(JSON.stringify(manifest)),
+    indexTemplate,
+    `sha256:${MARK}id@@
+`,
+    prefix,
+    ...plan2.groups.flatMap((group, i) => [
+      cached3[i],
+      redone[i],
+      group.stepTemplate,
+      group.hashTemplate,
+      recordTemplates[i]
+    ]),
+    suffixCached,
+    suffixBuilt
+  ];
+}
+var import_node_crypto7, import_node_fs27, import_node_path22, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, MAX_SELECTION_TEXT, META, LAYER_TAR, MARK, sha256hex, count;
+var init_delta = __esm({
+  "src/build/delta.ts"() {
+    "use strict";
+    init_import_meta_url();
+    import_node_crypto7 = require("node:crypto");
+    import_node_fs27 = require("node:fs");
+    import_node_path22 = require("node:path");
+    init_layout();
+    init_types();
+    init_paths();
+    init_cache();
+    init_progress();
+    MAX_GROUPS = 4;
+    MAX_FILES2 = 64;
+    MAX_TAIL_BYTES = 8 << 20;
+    MAX_SELECTION_TEXT = 256 << 10;
+    META = /* @__PURE__ */ new Set([
+      "ARG",
+      "ENV",
+      "LABEL",
+      "MAINTAINER",
+      "EXPOSE",
+      "VOLUME",
+      "STOPSIGNAL",
+      "USER",
+      "SHELL",
+      "ONBUILD",
+      "CMD",
+      "ENTRYPOINT",
+      "HEALTHCHECK"
+    ]);
+    LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
+    MARK = "@@petri:";
+    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto7.createHash)("sha256").update(text).digest("hex"), "sha256hex");
+    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
+    __name(deltaPlan, "deltaPlan");
+    __name(plan, "plan");
+    __name(tarEntries, "tarEntries");
+    __name(expand, "expand");
+    __name(deltaFields, "deltaFields");
+  }
+});
+
 // src/dockerfile/dockerignore.ts
 function parseDockerignore(text) {
   const patterns = [];
@@ -9415,13 +9835,13 @@ function parseDockerignore(text) {
 }
 function readDockerignore(contextDir, dockerfilePath) {
   const candidates = [
-    (0, import_node_path22.join)((0, import_node_path22.dirname)(dockerfilePath), `${(0, import_node_path22.basename)(dockerfilePath)}.dockerignore`),
-    (0, import_node_path22.join)(contextDir, ".dockerignore")
+    (0, import_node_path23.join)((0, import_node_path23.dirname)(dockerfilePath), `${(0, import_node_path23.basename)(dockerfilePath)}.dockerignore`),
+    (0, import_node_path23.join)(contextDir, ".dockerignore")
   ];
   for (const file of candidates) {
     let text;
     try {
-      text = (0, import_node_fs27.readFileSync)(file, "utf8");
+      text = (0, import_node_fs28.readFileSync)(file, "utf8");
     } catch (error) {
       const code = error.code;
       if (code === "ENOENT" || code === "ENOTDIR") continue;
@@ -9569,13 +9989,13 @@ function escaped(chunk, at) {
   if (i + 1 >= chunk.length) throw new BadPattern();
   return { cp: cp2, next: i + 1 };
 }
-var import_node_fs27, import_node_path22, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
+var import_node_fs28, import_node_path23, BadPattern, REGEX_ESCAPED, escapeRegex, Pattern, IgnoreMatcher;
 var init_dockerignore = __esm({
   "src/dockerfile/dockerignore.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs27 = require("node:fs");
-    import_node_path22 = require("node:path");
+    import_node_fs28 = require("node:fs");
+    import_node_path23 = require("node:path");
     init_errors();
     __name(parseDockerignore, "parseDockerignore");
     __name(readDockerignore, "readDockerignore");
@@ -9774,7 +10194,7 @@ function resolvePath(view, path, followFinal = true) {
 }
 function lstatOrUndefined(path) {
   try {
-    return (0, import_node_fs28.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs29.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
@@ -9782,7 +10202,7 @@ function lstatOrUndefined(path) {
 function opaqueDirs(layerDir) {
   const stat2 = lstatOrUndefined(layerDir);
   if (!stat2?.isDirectory()) return /* @__PURE__ */ new Set();
-  const key = `${(0, import_node_path23.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
+  const key = `${(0, import_node_path24.resolve)(layerDir)}\0${stat2.dev}:${stat2.ino}:${stat2.ctimeMs}`;
   const known = opaqueCache.get(key);
   if (known) return known;
   const recorded = recordedOpaqueDirs(layerDir);
@@ -9816,13 +10236,13 @@ function isWhiteoutPath(path) {
 function byteOrder(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
-var import_node_fs28, import_node_path23, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
+var import_node_fs29, import_node_path24, MAX_SYMLINKS2, parentOf, ContextView, opaqueCache, OPAQUE_VALUE, LayeredView;
 var init_fs_view = __esm({
   "src/build/fs-view.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs28 = require("node:fs");
-    import_node_path23 = require("node:path");
+    import_node_fs29 = require("node:fs");
+    import_node_path24 = require("node:path");
     init_dockerignore();
     init_errors();
     init_runner_binary();
@@ -9849,14 +10269,14 @@ var init_fs_view = __esm({
       /** rel of an ignored directory → whether something below it is re-included. */
       #reincluded = /* @__PURE__ */ new Map();
       constructor(dir, ignore = new IgnoreMatcher([])) {
-        this.root = (0, import_node_path23.resolve)(dir);
+        this.root = (0, import_node_path24.resolve)(dir);
         this.ignore = ignore;
       }
       lstat(path) {
         const rel = cleanRel(path);
         if (rel === "") return lstatOrUndefined(this.root);
         if (!this.#isDir(parentOf(rel))) return void 0;
-        const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.root, rel));
+        const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.root, rel));
         if (!stat2 || !this.#visible(rel, stat2.isDirectory())) return void 0;
         return stat2;
       }
@@ -9868,10 +10288,10 @@ var init_fs_view = __esm({
       hostPath(path) {
         const rel = cleanRel(path);
         if (!this.lstat(rel)) throw new PetriError(`${rel}: not in the build context`);
-        return rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel);
+        return rel === "" ? this.root : (0, import_node_path24.join)(this.root, rel);
       }
       readlink(path) {
-        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
       }
       #isDir(rel) {
         const known = this.#dirs.get(rel);
@@ -9879,7 +10299,7 @@ var init_fs_view = __esm({
         let result;
         if (rel === "") result = lstatOrUndefined(this.root)?.isDirectory() ?? false;
         else {
-          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path23.join)(this.root, rel)) : void 0;
+          const stat2 = this.#isDir(parentOf(rel)) ? lstatOrUndefined((0, import_node_path24.join)(this.root, rel)) : void 0;
           result = stat2?.isDirectory() === true && this.#visible(rel, true);
         }
         this.#dirs.set(rel, result);
@@ -9889,7 +10309,7 @@ var init_fs_view = __esm({
       #children(rel) {
         let entries;
         try {
-          entries = (0, import_node_fs28.readdirSync)(rel === "" ? this.root : (0, import_node_path23.join)(this.root, rel), { withFileTypes: true });
+          entries = (0, import_node_fs29.readdirSync)(rel === "" ? this.root : (0, import_node_path24.join)(this.root, rel), { withFileTypes: true });
         } catch {
           return [];
         }
@@ -9924,7 +10344,7 @@ var init_fs_view = __esm({
       /** Merged directory rel → the layers that make it up (top first), or null when it is not a directory. */
       #dirs = /* @__PURE__ */ new Map();
       constructor(lowerDirs, options = {}) {
-        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path23.resolve)(dir));
+        this.lowerDirs = lowerDirs.map((dir) => (0, import_node_path24.resolve)(dir));
         this.description = options.description ?? "the --from stage or image";
         this.#opaque = lowerDirs.map((_, i) => options.opaque?.[i]);
       }
@@ -9938,16 +10358,16 @@ var init_fs_view = __esm({
         const names = /* @__PURE__ */ new Set();
         const hidden = /* @__PURE__ */ new Set();
         for (const i of layers) {
-          const dir = (0, import_node_path23.join)(this.lowerDirs[i], rel);
+          const dir = (0, import_node_path24.join)(this.lowerDirs[i], rel);
           let entries;
           try {
-            entries = (0, import_node_fs28.readdirSync)(dir, { withFileTypes: true });
+            entries = (0, import_node_fs29.readdirSync)(dir, { withFileTypes: true });
           } catch {
             continue;
           }
           for (const entry of entries) {
             if (names.has(entry.name) || hidden.has(entry.name)) continue;
-            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path23.join)(dir, entry.name));
+            const whiteout = entry.isCharacterDevice() && isWhiteoutPath((0, import_node_path24.join)(dir, entry.name));
             (whiteout ? hidden : names).add(entry.name);
           }
         }
@@ -9957,10 +10377,10 @@ var init_fs_view = __esm({
         const rel = cleanRel(path);
         const found = this.#find(rel);
         if (!found) throw new PetriError(`/${rel}: not in ${this.description}`);
-        return (0, import_node_path23.join)(this.lowerDirs[found.layer], rel);
+        return (0, import_node_path24.join)(this.lowerDirs[found.layer], rel);
       }
       readlink(path) {
-        return (0, import_node_fs28.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs29.readlinkSync)(this.hostPath(path), "utf8");
       }
       /** The topmost entry at `rel` and its layer, or undefined when the merged tree has none. */
       #find(rel) {
@@ -9971,7 +10391,7 @@ var init_fs_view = __esm({
         const layers = this.#layersOf(parentOf(rel));
         if (!layers) return void 0;
         for (const i of layers) {
-          const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+          const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.lowerDirs[i], rel));
           if (!stat2) continue;
           if (isOverlayWhiteout(stat2)) return void 0;
           return { stat: stat2, layer: i };
@@ -9987,7 +10407,7 @@ var init_fs_view = __esm({
           result = this.lowerDirs.flatMap((dir, i) => lstatOrUndefined(dir)?.isDirectory() ? [i] : []);
         } else {
           for (const i of this.#layersOf(parentOf(rel)) ?? []) {
-            const stat2 = lstatOrUndefined((0, import_node_path23.join)(this.lowerDirs[i], rel));
+            const stat2 = lstatOrUndefined((0, import_node_path24.join)(this.lowerDirs[i], rel));
             if (!stat2) continue;
             if (!stat2.isDirectory()) break;
             result.push(i);
@@ -10024,18 +10444,19 @@ __export(early_exports, {
   writeEarlyPlan: () => writeEarlyPlan
 });
 function optionsHash(options, lowerTop, resolv) {
-  const text = stableJson(options);
-  const marked = text.split(JSON.stringify(lowerTop).slice(1, -1)).join(`${MARK}LOWER@@`).split(resolv === void 0 ? "\0" : JSON.stringify(resolv).slice(1, -1)).join(`${MARK}RESOLV@@`);
-  return sha256hex(marked);
+  const inJson = /* @__PURE__ */ __name((path) => JSON.stringify(path).slice(1, -1), "inJson");
+  let text = stableJson(options).split(inJson(lowerTop)).join(`${MARK2}LOWER@@`);
+  if (resolv !== void 0) text = text.split(inJson(resolv)).join(`${MARK2}RESOLV@@`);
+  return sha256hex(text);
 }
 function layerTree(dir, below, digests = true) {
   const view = below && new LayeredView(below);
   const out = [];
   let bytes = 0;
   const walk = /* @__PURE__ */ __name((rel) => {
-    for (const name of (0, import_node_fs29.readdirSync)((0, import_node_path24.join)(dir, rel)).sort()) {
+    for (const name of (0, import_node_fs30.readdirSync)((0, import_node_path25.join)(dir, rel)).sort()) {
       const path = rel ? `${rel}/${name}` : name;
-      const st = (0, import_node_fs29.lstatSync)((0, import_node_path24.join)(dir, path), { bigint: true });
+      const st = (0, import_node_fs30.lstatSync)((0, import_node_path25.join)(dir, path), { bigint: true });
       const type = st.isDirectory() ? "dir" : st.isFile() ? "file" : void 0;
       if (!type || out.length >= MAX_ENTRIES || /[\t\n\\"]/.test(path) || st.nlink > (type === "dir" ? 1n << 30n : 1n))
         return false;
@@ -10052,7 +10473,7 @@ function layerTree(dir, below, digests = true) {
       if (type === "file") {
         bytes += entry.size;
         if (bytes > MAX_BYTES) return false;
-        if (digests) entry.digest = sha256hex((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(dir, path)));
+        if (digests) entry.digest = sha256hex((0, import_node_fs30.readFileSync)((0, import_node_path25.join)(dir, path)));
       }
       out.push(entry);
       if (type === "dir" && !walk(path)) return false;
@@ -10076,22 +10497,22 @@ function containerTemplates(c) {
   const plain = /* @__PURE__ */ __name((s) => JSON.stringify(s) === `"${s}"`, "plain");
   if (![c.dir, c.lowerTop, c.resolv ?? ""].every(plain)) return void 0;
   const all = [c.config, c.record, ...c.args, ...c.cgroups];
-  if (all.some((t) => t.includes(MARK) || t.includes("\0"))) return void 0;
+  if (all.some((t) => t.includes(MARK2) || t.includes("\0"))) return void 0;
   const mark = /* @__PURE__ */ __name((text) => {
-    let t = text.split(c.dir).join(`${MARK}DIR@@`);
-    t = t.split(c.lowerTop).join(`${MARK}LOWER@@`);
-    if (c.resolv !== void 0) t = t.split(c.resolv).join(`${MARK}RESOLV@@`);
-    return t.split(c.id).join(`${MARK}ID@@`);
+    let t = text.split(c.dir).join(`${MARK2}DIR@@`);
+    t = t.split(c.lowerTop).join(`${MARK2}LOWER@@`);
+    if (c.resolv !== void 0) t = t.split(c.resolv).join(`${MARK2}RESOLV@@`);
+    return t.split(c.id).join(`${MARK2}ID@@`);
   }, "mark");
   const record = JSON.parse(c.record);
-  record.createdAt = `${MARK}CREATED@@`;
-  record.owner = `${MARK}OWNER@@`;
-  const recordText = mark(JSON.stringify(record)).replace(`"${MARK}OWNER@@"`, `${MARK}OWNER@@`);
+  record.createdAt = `${MARK2}CREATED@@`;
+  record.owner = `${MARK2}OWNER@@`;
+  const recordText = mark(JSON.stringify(record)).replace(`"${MARK2}OWNER@@"`, `${MARK2}OWNER@@`);
   const out = { config: mark(c.config), record: recordText, args: c.args.map(mark), cgroups: c.cgroups.map(mark) };
   const work = c.resolv === void 0 ? void 0 : c.resolv.slice(0, c.resolv.lastIndexOf("/"));
   const texts = [out.config, out.record, ...out.args, ...out.cgroups];
   if (work && texts.some((t) => t.includes(work))) return void 0;
-  if (!out.args.includes(`${MARK}DIR@@`) || !out.config.includes(`${MARK}LOWER@@`)) return void 0;
+  if (!out.args.includes(`${MARK2}DIR@@`) || !out.config.includes(`${MARK2}LOWER@@`)) return void 0;
   return out;
 }
 function earlyPlan(trace, context) {
@@ -10137,16 +10558,16 @@ function planOf(trace, c, context) {
     const file = holding[0];
     if (holding.length !== 1 || !file || file.link || reads.digests.filter((d) => d === digest).length !== 1)
       return void 0;
-    const label = (0, import_node_path24.relative)(context, file.hostPath);
-    if (label.startsWith("..") || label === "" || import_node_path24.sep !== "/" || /[\t\n]/.test(label)) return void 0;
+    const label = (0, import_node_path25.relative)(context, file.hostPath);
+    if (label.startsWith("..") || label === "" || import_node_path25.sep !== "/" || /[\t\n]/.test(label)) return void 0;
     if (count(lines[file.line] ?? "", `"${digest}"`) !== 1) return void 0;
     const n = files.length;
-    lines[file.line] = lines[file.line].replace(`"${digest}"`, `"sha256:${MARK}digest:${n}@@"`);
+    lines[file.line] = lines[file.line].replace(`"${digest}"`, `"sha256:${MARK2}digest:${n}@@"`);
     files.push({ label, digest: entry.digest });
     tree.push({ ...entry, file: n });
   }
   if (files.length === 0 || files.length !== reads.files.length) return void 0;
-  const indexText = (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(petriRoot(), "images", "index.json"), "utf8");
+  const indexText = (0, import_node_fs30.readFileSync)((0, import_node_path25.join)(petriRoot(), "images", "index.json"), "utf8");
   const entries = JSON.parse(indexText).manifests ?? [];
   const index = [];
   for (const digest of new Set(trace.bases ?? [])) {
@@ -10157,7 +10578,7 @@ function planOf(trace, c, context) {
   return {
     index,
     copyParent: reads.parent,
-    copyStep: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK}content:0@@"`),
+    copyStep: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK2}content:0@@"`),
     copyHash: lines.join(""),
     files,
     runStep: c.stepText,
@@ -10177,7 +10598,7 @@ function copyTimes() {
 function writeEarlyPlan(file, recordSum, plan2) {
   try {
     if (!plan2) {
-      (0, import_node_fs29.rmSync)(file, { force: true });
+      (0, import_node_fs30.rmSync)(file, { force: true });
       return;
     }
     const spec = [
@@ -10185,7 +10606,7 @@ function writeEarlyPlan(file, recordSum, plan2) {
       `parent	${plan2.copyParent}`,
       ...plan2.index.map((entry) => `index	${entry}`),
       `containers	${containersDir()}`,
-      `layers	${(0, import_node_path24.join)(petriRoot(), "layers")}`,
+      `layers	${(0, import_node_path25.join)(petriRoot(), "layers")}`,
       ...plan2.files.map((f) => `src	${f.digest}	${f.label}`),
       ...plan2.tree.map(
         (e) => `${e.type}	${e.mode}	${e.uid}	${e.gid}	${e.fresh ? "now" : e.mtimeNs}	${e.file ?? "-"}	${e.digest ?? "-"}	${e.path}`
@@ -10208,30 +10629,28 @@ function writeEarlyPlan(file, recordSum, plan2) {
     const head = Buffer.from(`petri-early 1 ${sha256hex(body)}
 `);
     const tmp = `${file}.${process.pid}.tmp`;
-    (0, import_node_fs29.writeFileSync)(tmp, Buffer.concat([head, body]));
-    (0, import_node_fs29.renameSync)(tmp, file);
+    (0, import_node_fs30.writeFileSync)(tmp, Buffer.concat([head, body]));
+    (0, import_node_fs30.renameSync)(tmp, file);
   } catch {
   }
 }
-var import_node_crypto7, import_node_fs29, import_promises8, import_node_path24, import_promises9, MARK, MAX_ENTRIES, MAX_BYTES, sha256hex, count, EarlyRun;
+var import_node_fs30, import_promises8, import_node_path25, import_promises9, MARK2, MAX_ENTRIES, MAX_BYTES, EarlyRun;
 var init_early = __esm({
   "src/build/early.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto7 = require("node:crypto");
-    import_node_fs29 = require("node:fs");
+    import_node_fs30 = require("node:fs");
     import_promises8 = require("node:fs/promises");
-    import_node_path24 = require("node:path");
+    import_node_path25 = require("node:path");
     import_promises9 = require("node:timers/promises");
     init_paths();
     init_fs();
     init_cache();
+    init_delta();
     init_fs_view();
-    MARK = "@@petri:";
+    MARK2 = "@@petri:";
     MAX_ENTRIES = 64;
     MAX_BYTES = 8 << 20;
-    sha256hex = /* @__PURE__ */ __name((text) => (0, import_node_crypto7.createHash)("sha256").update(text).digest("hex"), "sha256hex");
-    count = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
     __name(optionsHash, "optionsHash");
     __name(layerTree, "layerTree");
     __name(sameTree, "sameTree");
@@ -10271,17 +10690,17 @@ var init_early = __esm({
         const [, given, id, staging, key, options] = m;
         let fd;
         try {
-          fd = (0, import_node_fs29.openSync)(`/proc/self/fd/${given}`, "r");
+          fd = (0, import_node_fs30.openSync)(`/proc/self/fd/${given}`, "r");
         } catch {
           fd = Number(given);
         }
-        if (fd !== Number(given)) (0, import_node_fs29.closeSync)(Number(given));
-        const run = new _EarlyRun(fd, id, staging, key, options, (0, import_node_path24.join)(containersDir2, id));
+        if (fd !== Number(given)) (0, import_node_fs30.closeSync)(Number(given));
+        const run = new _EarlyRun(fd, id, staging, key, options, (0, import_node_path25.join)(containersDir2, id));
         run.#events = new Promise(
-          (resolve10, reject) => (0, import_node_fs29.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
+          (resolve10, reject) => (0, import_node_fs30.readFile)(run.#fd, "utf8", (error, text) => error ? reject(error) : resolve10(text))
         ).finally(() => {
           try {
-            (0, import_node_fs29.closeSync)(run.#fd);
+            (0, import_node_fs30.closeSync)(run.#fd);
           } catch {
           }
         });
@@ -10297,12 +10716,12 @@ var init_early = __esm({
        */
       take(key, options, lower, resolv) {
         if (this.#taken || key !== this.key || options !== this.options) return false;
-        const staged = layerTree((0, import_node_path24.join)(this.staging, "fs"), void 0, false);
+        const staged = layerTree((0, import_node_path25.join)(this.staging, "fs"), void 0, false);
         const own = layerTree(lower[0], lower.slice(1), false);
         if (!staged || !own || !sameTree(staged, own)) return false;
         let copy;
         try {
-          copy = (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, "resolv.conf"));
+          copy = (0, import_node_fs30.readFileSync)((0, import_node_path25.join)(this.staging, "resolv.conf"));
         } catch {
           copy = void 0;
         }
@@ -10312,10 +10731,10 @@ var init_early = __esm({
       }
       /** Paths of the staging directory as the container saw them (its top layer, its resolv.conf copy). */
       get lowerTop() {
-        return (0, import_node_path24.join)(this.staging, "fs");
+        return (0, import_node_path25.join)(this.staging, "fs");
       }
       get resolvPath() {
-        return (0, import_node_path24.join)(this.staging, "resolv.conf");
+        return (0, import_node_path25.join)(this.staging, "resolv.conf");
       }
       /** How the runner ended (once it has), from its events. */
       async exit() {
@@ -10356,7 +10775,7 @@ var init_early = __esm({
       /** The runner's command line (without its control fd), as the C side wrote it down. */
       args() {
         try {
-          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, "args"), "utf8").split("\0");
+          return (0, import_node_fs30.readFileSync)((0, import_node_path25.join)(this.staging, "args"), "utf8").split("\0");
         } catch {
           return [];
         }
@@ -10364,7 +10783,7 @@ var init_early = __esm({
       /** What the command wrote (files in the staging directory). */
       output(stream) {
         try {
-          return (0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.staging, stream), "utf8");
+          return (0, import_node_fs30.readFileSync)((0, import_node_path25.join)(this.staging, stream), "utf8");
         } catch {
           return "";
         }
@@ -10385,8 +10804,8 @@ var init_early = __esm({
             });
           }
           if (!busy) {
-            for (const parent of new Set(cgroups.map((dir) => (0, import_node_path24.dirname)(dir))))
-              if ((0, import_node_path24.basename)(parent) === "petri") await (0, import_promises8.rmdir)(parent).catch(() => {
+            for (const parent of new Set(cgroups.map((dir) => (0, import_node_path25.dirname)(dir))))
+              if ((0, import_node_path25.basename)(parent) === "petri") await (0, import_promises8.rmdir)(parent).catch(() => {
               });
             return;
           }
@@ -10409,8 +10828,8 @@ var init_early = __esm({
           void this.exit().then(() => {
             ended = true;
           });
-          const record = (0, import_node_path24.join)(this.dir, "record.json");
-          for (let i = 0; !this.#taken && !ended && !(0, import_node_fs29.existsSync)(record) && i < 2e3; i++) await (0, import_promises9.setTimeout)(5);
+          const record = (0, import_node_path25.join)(this.dir, "record.json");
+          for (let i = 0; !this.#taken && !ended && !(0, import_node_fs30.existsSync)(record) && i < 2e3; i++) await (0, import_promises9.setTimeout)(5);
           await this.#removeCgroups(this.#cgroups());
           removeTree(this.dir);
           removeTree(this.staging);
@@ -10419,7 +10838,7 @@ var init_early = __esm({
       }
       #cgroups() {
         try {
-          return JSON.parse((0, import_node_fs29.readFileSync)((0, import_node_path24.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
+          return JSON.parse((0, import_node_fs30.readFileSync)((0, import_node_path25.join)(this.dir, "record.json"), "utf8")).cgroupDirs;
         } catch {
           return [];
         }
@@ -10435,8 +10854,8 @@ __export(ssh_agent_exports, {
   parseSshSpec: () => parseSshSpec
 });
 async function agentProxy(agent, dir, name, owner2) {
-  const own = Buffer.byteLength((0, import_node_path25.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs30.mkdtempSync)((0, import_node_path25.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
-  const path = (0, import_node_path25.join)(own ?? dir, name);
+  const own = Buffer.byteLength((0, import_node_path26.join)(dir, name)) > MAX_SOCKET_PATH ? (0, import_node_fs31.mkdtempSync)((0, import_node_path26.join)((0, import_node_os4.tmpdir)(), "petri-ssh-")) : void 0;
+  const path = (0, import_node_path26.join)(own ?? dir, name);
   const server2 = (0, import_node_net2.createServer)({ allowHalfOpen: true }, (client) => {
     const upstream = (0, import_node_net2.connect)({ path: agent, allowHalfOpen: true });
     client.pipe(upstream).pipe(client);
@@ -10451,7 +10870,7 @@ async function agentProxy(agent, dir, name, owner2) {
   });
   const close = /* @__PURE__ */ __name(() => {
     server2.close();
-    if (own) (0, import_node_fs30.rmSync)(own, { recursive: true, force: true });
+    if (own) (0, import_node_fs31.rmSync)(own, { recursive: true, force: true });
   }, "close");
   try {
     await new Promise((resolve10, reject) => {
@@ -10462,8 +10881,8 @@ async function agentProxy(agent, dir, name, owner2) {
       server2.listen(path, () => resolve10());
     });
     server2.unref();
-    (0, import_node_fs30.chownSync)(path, owner2.uid, owner2.gid);
-    (0, import_node_fs30.chmodSync)(path, owner2.mode);
+    (0, import_node_fs31.chownSync)(path, owner2.uid, owner2.gid);
+    (0, import_node_fs31.chmodSync)(path, owner2.mode);
   } catch (error) {
     close();
     throw error;
@@ -10491,7 +10910,7 @@ function parseSshSpec(spec, env = process.env) {
   }
   let isSocket = false;
   try {
-    isSocket = (0, import_node_fs30.statSync)(socket).isSocket();
+    isSocket = (0, import_node_fs31.statSync)(socket).isSocket();
   } catch (error) {
     throw new PetriError(`petri build --ssh ${id}: no agent at ${socket}: ${error.code}`);
   }
@@ -10502,15 +10921,15 @@ function parseSshSpec(spec, env = process.env) {
   }
   return [id, socket];
 }
-var import_node_fs30, import_node_net2, import_node_os4, import_node_path25, MAX_SOCKET_PATH;
+var import_node_fs31, import_node_net2, import_node_os4, import_node_path26, MAX_SOCKET_PATH;
 var init_ssh_agent = __esm({
   "src/build/ssh-agent.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs30 = require("node:fs");
+    import_node_fs31 = require("node:fs");
     import_node_net2 = require("node:net");
     import_node_os4 = require("node:os");
-    import_node_path25 = require("node:path");
+    import_node_path26 = require("node:path");
     init_errors();
     MAX_SOCKET_PATH = 100;
     __name(agentProxy, "agentProxy");
@@ -10562,18 +10981,18 @@ function sameBesides(before, after, tags) {
 }
 function readText(path) {
   try {
-    return (0, import_node_fs31.readFileSync)(path, "utf8");
+    return (0, import_node_fs32.readFileSync)(path, "utf8");
   } catch {
     return void 0;
   }
 }
-var import_node_fs31, import_node_path26, VERSION, MAX_ENTRIES2, LAYER_STEP, RACY_NS, ResultCache;
+var import_node_fs32, import_node_path27, VERSION, MAX_ENTRIES2, LAYER_STEP, RACY_NS, ResultCache;
 var init_result_cache = __esm({
   "src/build/result-cache.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs31 = require("node:fs");
-    import_node_path26 = require("node:path");
+    import_node_fs32 = require("node:fs");
+    import_node_path27 = require("node:path");
     init_paths();
     init_fnv();
     VERSION = 1;
@@ -10607,11 +11026,11 @@ var init_result_cache = __esm({
           [...inputs.tags].sort(),
           process.env.SOURCE_DATE_EPOCH ?? null
         ]);
-        this.#file = (0, import_node_path26.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
+        this.#file = (0, import_node_path27.join)(root, "build-cache", "results", `${fnvName(this.#key)}.json`);
         this.#context = inputs.context;
         this.#dockerfile = inputs.dockerfile;
-        this.#indexFile = (0, import_node_path26.join)(root, "images", "index.json");
-        this.#blobs = (0, import_node_path26.join)(root, "images", "blobs");
+        this.#indexFile = (0, import_node_path27.join)(root, "images", "index.json");
+        this.#blobs = (0, import_node_path27.join)(root, "images", "blobs");
       }
       /** Notes the context and the store's index as they are before a build (what `remember` records). */
       begin() {
@@ -10633,7 +11052,7 @@ var init_result_cache = __esm({
         }
         if (record.key !== this.#key || record.files !== now.files || record.index !== now.index) return void 0;
         const hex = /^sha256:([a-f0-9]{64})$/.exec(record.manifestDigest)?.[1];
-        if (!hex || !(0, import_node_fs31.existsSync)((0, import_node_path26.join)(this.#blobs, "sha256", hex))) return void 0;
+        if (!hex || !(0, import_node_fs32.existsSync)((0, import_node_path27.join)(this.#blobs, "sha256", hex))) return void 0;
         this.verified = record;
         return { id: record.id, manifestDigest: record.manifestDigest, tags: record.tags, events: record.events };
       }
@@ -10675,10 +11094,10 @@ var init_result_cache = __esm({
             ...delta ? { delta } : {},
             ...early ? { early } : {}
           };
-          (0, import_node_fs31.mkdirSync)((0, import_node_path26.join)(this.#file, ".."), { recursive: true });
+          (0, import_node_fs32.mkdirSync)((0, import_node_path27.join)(this.#file, ".."), { recursive: true });
           const tmp = `${this.#file}.${process.pid}.tmp`;
-          (0, import_node_fs31.writeFileSync)(tmp, JSON.stringify(record));
-          (0, import_node_fs31.renameSync)(tmp, this.#file);
+          (0, import_node_fs32.writeFileSync)(tmp, JSON.stringify(record));
+          (0, import_node_fs32.renameSync)(tmp, this.#file);
           this.verified = record;
         } catch {
         }
@@ -10689,7 +11108,7 @@ var init_result_cache = __esm({
         const add2 = /* @__PURE__ */ __name((label, path) => {
           let st;
           try {
-            st = (0, import_node_fs31.lstatSync)(path, { bigint: true });
+            st = (0, import_node_fs32.lstatSync)(path, { bigint: true });
           } catch {
             lines.push(`${label}\0-`);
             return false;
@@ -10706,9 +11125,9 @@ var init_result_cache = __esm({
           ["@dockerignore", `${this.#dockerfile}.dockerignore`]
         ]) {
           if (add2(label, path) || lines.at(-1)?.endsWith("\0-")) continue;
-          if ((0, import_node_fs31.lstatSync)(path).isSymbolicLink()) {
+          if ((0, import_node_fs32.lstatSync)(path).isSymbolicLink()) {
             try {
-              add2(`${label}-target`, (0, import_node_fs31.realpathSync)(path));
+              add2(`${label}-target`, (0, import_node_fs32.realpathSync)(path));
             } catch {
               lines.push(`${label}-target\0-`);
             }
@@ -10718,13 +11137,13 @@ var init_result_cache = __esm({
         const walk = /* @__PURE__ */ __name((dir, rel) => {
           let names;
           try {
-            names = (0, import_node_fs31.readdirSync)(dir).sort();
+            names = (0, import_node_fs32.readdirSync)(dir).sort();
           } catch {
             return false;
           }
           for (const name of names) {
             if (lines.length > MAX_ENTRIES2) return false;
-            const path = (0, import_node_path26.join)(dir, name);
+            const path = (0, import_node_path27.join)(dir, name);
             const relPath = rel ? `${rel}/${name}` : name;
             if (add2(relPath, path) && !walk(path, relPath)) return false;
           }
@@ -10735,104 +11154,6 @@ var init_result_cache = __esm({
     };
     __name(sameBesides, "sameBesides");
     __name(readText, "readText");
-  }
-});
-
-// src/build/progress.ts
-var progress_exports = {};
-__export(progress_exports, {
-  progressRenderer: () => progressRenderer
-});
-function progressRenderer(mode, out) {
-  const resolved = mode === "auto" ? out.isTTY ? "tty" : "plain" : mode;
-  if (resolved === "json") return (event) => out.write(`${JSON.stringify(event)}
-`);
-  const color = resolved === "tty";
-  const paint = /* @__PURE__ */ __name((code, text) => color ? `\x1B[${code}m${text}\x1B[0m` : text, "paint");
-  const started = /* @__PURE__ */ new Map();
-  const partial = /* @__PURE__ */ new Map();
-  const tails = /* @__PURE__ */ new Map();
-  const quiet = resolved === "quiet";
-  const flush = /* @__PURE__ */ __name((id) => {
-    const rest = partial.get(id);
-    if (rest) {
-      if (!quiet) out.write(`${paint("2", `#${id} ${elapsed(id)}`)} ${rest}
-`);
-      partial.delete(id);
-    }
-  }, "flush");
-  const elapsed = /* @__PURE__ */ __name((id) => ((Date.now() - (started.get(id) ?? Date.now())) / 1e3).toFixed(3), "elapsed");
-  return (event) => {
-    switch (event.type) {
-      case "step": {
-        const label = `#${event.id} [${event.stage} ${event.index}/${event.total}] ${event.text}`;
-        if (event.status === "start") {
-          started.set(event.id, Date.now());
-          if (!quiet) out.write(`${paint("1;34", label)}
-`);
-        } else if (event.status === "cached") {
-          if (!quiet) out.write(`${paint("34", `#${event.id} CACHED`)}
-`);
-        } else if (event.status === "done") {
-          flush(event.id);
-          if (!quiet) out.write(`${paint("32", `#${event.id} DONE ${seconds(event.durationMs)}`)}
-`);
-        } else {
-          flush(event.id);
-          const tail2 = tails.get(event.id) ?? [];
-          if (quiet && tail2.length > 0) out.write(`${label}
-`);
-          for (const line of tail2) out.write(`${paint("2", `#${event.id}`)} ${line}
-`);
-          if (!quiet) out.write(`${paint("31", `#${event.id} ERROR ${event.error ?? ""}`)}
-`);
-        }
-        break;
-      }
-      case "output": {
-        const text = (partial.get(event.id) ?? "") + event.data;
-        const lines = text.split("\n");
-        partial.set(event.id, lines.pop() ?? "");
-        const tail2 = tails.get(event.id) ?? [];
-        for (const line of lines) {
-          if (!quiet) out.write(`${paint("2", `#${event.id} ${elapsed(event.id)}`)} ${line}
-`);
-          else tail2.push(line);
-        }
-        if (quiet) tails.set(event.id, tail2.slice(-10));
-        break;
-      }
-      case "warning":
-        out.write(`${paint("33", `WARNING: ${event.message}`)}
-`);
-        break;
-      case "cache":
-        if (!quiet) {
-          out.write(
-            `${paint("34", `cache exported to ${event.ref} (${event.digest}): ${event.steps} steps, ${event.layers} layers`)}
-`
-          );
-        }
-        break;
-      case "image":
-        if (!quiet) {
-          const names = event.tags.length ? ` (${event.tags.join(", ")})` : "";
-          out.write(`${paint("1;32", `image ${event.id}${names} built in ${seconds(event.durationMs)}`)}
-`);
-        }
-        break;
-    }
-  };
-}
-function seconds(ms) {
-  return `${((ms ?? 0) / 1e3).toFixed(1)}s`;
-}
-var init_progress = __esm({
-  "src/build/progress.ts"() {
-    "use strict";
-    init_import_meta_url();
-    __name(progressRenderer, "progressRenderer");
-    __name(seconds, "seconds");
   }
 });
 
@@ -12021,7 +12342,7 @@ function withEnv(config, pairs) {
   return { ...config, Env: [...env].map(([key, value]) => `${key}=${value}`) };
 }
 function resolveWorkdir(current, path) {
-  return import_node_path27.posix.resolve(current || "/", path);
+  return import_node_path28.posix.resolve(current || "/", path);
 }
 function exposedPorts(ports) {
   const keys = [];
@@ -12038,12 +12359,12 @@ function exposedPorts(ports) {
   }
   return keys;
 }
-var import_node_path27;
+var import_node_path28;
 var init_config = __esm({
   "src/build/config.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_path27 = require("node:path");
+    import_node_path28 = require("node:path");
     __name(envMap, "envMap");
     __name(withEnv, "withEnv");
     __name(resolveWorkdir, "resolveWorkdir");
@@ -12208,13 +12529,13 @@ async function checkoutGit(source, dir, options = {}) {
     throw new PetriError(`ADD ${shown}: --checksum wants ${options.checksum}, but ${wanted} is commit ${commit}`);
   }
   await git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit]);
-  if ((0, import_node_fs32.existsSync)((0, import_node_path28.join)(dir, ".gitmodules"))) {
+  if ((0, import_node_fs33.existsSync)((0, import_node_path29.join)(dir, ".gitmodules"))) {
     await git(["submodule", "update", "-q", "--init", "--recursive", "--depth=1"]);
   }
   const time = Number((await git(["log", "-1", "--format=%ct", commit])).trim());
   if (options.keepGitDir) {
     await git(["remote", "add", "origin", redactUrl(remote)]);
-    (0, import_node_fs32.rmSync)((0, import_node_path28.join)(dir, ".git", "FETCH_HEAD"), { force: true });
+    (0, import_node_fs33.rmSync)((0, import_node_path29.join)(dir, ".git", "FETCH_HEAD"), { force: true });
   }
   return { dir, commit, time, ...subdir ? { subdir } : {} };
 }
@@ -12286,13 +12607,13 @@ function runGit(shown, dir, args, env) {
     });
   });
 }
-var import_node_fs32, import_node_path28, FULL_COMMIT, COMMIT_ID;
+var import_node_fs33, import_node_path29, FULL_COMMIT, COMMIT_ID;
 var init_git_source = __esm({
   "src/build/git-source.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs32 = require("node:fs");
-    import_node_path28 = require("node:path");
+    import_node_fs33 = require("node:fs");
+    import_node_path29 = require("node:path");
     init_errors();
     init_lazy_builtins();
     __name(isGitSource, "isGitSource");
@@ -12333,7 +12654,7 @@ async function selectSources(req) {
     const content = Buffer.from(doc.content);
     selection.entries.push({
       role: "top-file",
-      target: import_node_path29.posix.basename(doc.name) || doc.name,
+      target: import_node_path30.posix.basename(doc.name) || doc.name,
       source: `<<${doc.name}`,
       type: "file",
       mode: req.chmod ?? doc.mode ?? 420,
@@ -12386,7 +12707,7 @@ async function fileDigest(path, stat2) {
   const hash = (0, import_node_crypto8.createHash)("sha256");
   try {
     if ((stat2?.size ?? 0) < SMALL_FILE) hash.update(await (0, import_promises10.readFile)(path));
-    else for await (const chunk of (0, import_node_fs33.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
+    else for await (const chunk of (0, import_node_fs34.createReadStream)(path, { highWaterMark: SMALL_FILE })) hash.update(chunk);
   } catch (error) {
     throw new PetriError(`cannot read ${path}: ${error.message}`);
   }
@@ -12416,7 +12737,7 @@ async function download(req, url) {
   if (req.checksum !== void 0) checkDigest(url, content, req.checksum);
   let name = "__unnamed__";
   try {
-    const base = import_node_path29.posix.basename(decodeURIComponent(new URL(url).pathname));
+    const base = import_node_path30.posix.basename(decodeURIComponent(new URL(url).pathname));
     if (base !== "" && base !== "." && base !== "/") name = base;
   } catch {
   }
@@ -12471,7 +12792,7 @@ async function readHead(path, size2) {
   }
 }
 async function decompressedHead(path, compression, what) {
-  const input = (0, import_node_fs33.createReadStream)(path);
+  const input = (0, import_node_fs34.createReadStream)(path);
   const stream = decompressor(compression, what);
   input.on("error", (error) => stream.destroy(error));
   input.pipe(stream);
@@ -12520,20 +12841,20 @@ function tarOwner(header) {
 }
 function lstatOrUndefined2(path) {
   try {
-    return (0, import_node_fs33.lstatSync)(path, { throwIfNoEntry: false });
+    return (0, import_node_fs34.lstatSync)(path, { throwIfNoEntry: false });
   } catch {
     return void 0;
   }
 }
-var import_node_crypto8, import_node_fs33, import_promises10, import_node_path29, import_promises11, isUrl, word, Selection, join27, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
+var import_node_crypto8, import_node_fs34, import_promises10, import_node_path30, import_promises11, isUrl, word, Selection, join28, statOf, digestCache, SMALL_FILE, UpperWriter, parentOf2;
 var init_copy = __esm({
   "src/build/copy.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto8 = require("node:crypto");
-    import_node_fs33 = require("node:fs");
+    import_node_fs34 = require("node:fs");
     import_promises10 = require("node:fs/promises");
-    import_node_path29 = require("node:path");
+    import_node_path30 = require("node:path");
     import_promises11 = require("node:stream/promises");
     init_dockerignore();
     init_errors();
@@ -12598,7 +12919,7 @@ var init_copy = __esm({
         const rel = resolvePath(this.#view, named);
         const stat2 = this.#view.lstat(rel);
         if (!stat2) throw this.#notFound(source);
-        this.#match(rel, stat2, import_node_path29.posix.basename(named), void 0);
+        this.#match(rel, stat2, import_node_path30.posix.basename(named), void 0);
       }
       /** A source with wildcards, resolved like BuildKit: a walk below the part before the first wildcard segment. */
       wildcard(source) {
@@ -12606,7 +12927,7 @@ var init_copy = __esm({
           const rel = resolvePath(this.#view, match2.rel);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) throw this.#notFound(match2.rel);
-          this.#match(rel, stat2, import_node_path29.posix.basename(match2.rel), match2.name);
+          this.#match(rel, stat2, import_node_path30.posix.basename(match2.rel), match2.name);
         }
       }
       /** `--parents`: everything the pattern after the pivot (`a/./b/*`) matches, landing at its path from the pivot. */
@@ -12616,7 +12937,7 @@ var init_copy = __esm({
         const wanted = cleanRel(pattern);
         const pivots = hasWildcards(pivotPath) ? this.#expand(pivotPath).map((m) => resolvePath(this.#view, m.rel)) : [resolvePath(this.#view, cleanRel(pivotPath))];
         if (!hasWildcards(pivotPath) && !hasWildcards(pattern)) {
-          if (!this.#view.lstat(resolvePath(this.#view, join27(pivots[0], wanted)))) throw this.#notFound(source);
+          if (!this.#view.lstat(resolvePath(this.#view, join28(pivots[0], wanted)))) throw this.#notFound(source);
         }
         const include = wanted === "" ? void 0 : new IgnoreMatcher([wanted], `${word(this.#req)} --parents`);
         for (const pivot of pivots) if (this.#view.lstat(pivot)?.isDirectory()) this.#walk(pivot, "", include);
@@ -12632,7 +12953,7 @@ var init_copy = __esm({
           const next = [];
           for (const dir of frontier) {
             for (const entry of this.#view.readdir(dir.rel)) {
-              if (goMatch(pattern, entry)) next.push({ rel: join27(dir.rel, entry), name: join27(dir.name, entry) });
+              if (goMatch(pattern, entry)) next.push({ rel: join28(dir.rel, entry), name: join28(dir.name, entry) });
             }
           }
           frontier = depth < patterns.length - 1 ? next.filter((n) => this.#view.lstat(n.rel)?.isDirectory()) : next;
@@ -12661,9 +12982,9 @@ var init_copy = __esm({
        * what it matches, and the directories on the way there.
        */
       #walk(base, sub, include) {
-        for (const name of this.#view.readdir(join27(base, sub))) {
-          const path = join27(sub, name);
-          const rel = join27(base, path);
+        for (const name of this.#view.readdir(join28(base, sub))) {
+          const path = join28(sub, name);
+          const rel = join28(base, path);
           const stat2 = this.#view.lstat(rel);
           if (!stat2) continue;
           const included = include === void 0 || include.matches(path);
@@ -12717,7 +13038,7 @@ var init_copy = __esm({
         return new PetriError(`${word(this.#req)} failed: file not found in ${where}: stat ${source}: file does not exist`);
       }
     };
-    join27 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
+    join28 = /* @__PURE__ */ __name((a, b) => a === "" ? b : b === "" ? a : `${a}/${b}`, "join2");
     __name(typeOf, "typeOf");
     statOf = /* @__PURE__ */ new WeakMap();
     digestCache = /* @__PURE__ */ new Map();
@@ -12755,8 +13076,8 @@ var init_copy = __esm({
       constructor(req, lower, upper) {
         this.#req = req;
         this.#lower = lower;
-        this.#upper = (0, import_node_path29.resolve)(upper);
-        (0, import_node_fs33.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
+        this.#upper = (0, import_node_path30.resolve)(upper);
+        (0, import_node_fs34.mkdirSync)(this.#upper, { recursive: true, mode: 493 });
         this.#made = { mode: req.chmod === void 0 ? 493 : req.chmod & 511, ...req.chown ?? { uid: 0, gid: 0 } };
       }
       // FsView over the merged tree: upper first, then the lower dirs.
@@ -12766,7 +13087,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         if (parent === "other") return void 0;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path30.join)(this.#upper, rel));
           if (stat2) return stat2;
         }
         return this.#lower.lstat(rel);
@@ -12776,17 +13097,17 @@ var init_copy = __esm({
       }
       hostPath(path) {
         const rel = cleanRel(path);
-        if (this.#inUpper(rel)) return (0, import_node_path29.join)(this.#upper, rel);
+        if (this.#inUpper(rel)) return (0, import_node_path30.join)(this.#upper, rel);
         return this.#lower.hostPath(rel);
       }
       readlink(path) {
-        return (0, import_node_fs33.readlinkSync)(this.hostPath(path), "utf8");
+        return (0, import_node_fs34.readlinkSync)(this.hostPath(path), "utf8");
       }
       async write(entries) {
         if (entries.length === 0) return;
         this.#copyUpRoot();
         const req = this.#req;
-        const dest = import_node_path29.posix.resolve("/", req.workdir || "/", req.dest);
+        const dest = import_node_path30.posix.resolve("/", req.workdir || "/", req.dest);
         const sources = req.sources.length + (req.inline?.length ?? 0);
         const destIsDir = req.dest === "" || req.dest === "." || req.dest.endsWith("/") || req.dest.endsWith("/.") || sources > 1 || req.parents === true || req.sources.some((s) => !isUrl(s) && hasWildcards(s));
         let current = req.dest;
@@ -12805,8 +13126,8 @@ var init_copy = __esm({
       /** Sets the times of the directories written: their source's, or as they were below, or now for new ones. */
       finish() {
         for (const [rel, ms] of this.#times) {
-          const path = rel === "" ? this.#upper : (0, import_node_path29.join)(this.#upper, rel);
-          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs33.lutimesSync)(path, ms / 1e3, ms / 1e3);
+          const path = rel === "" ? this.#upper : (0, import_node_path30.join)(this.#upper, rel);
+          if (lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs34.lutimesSync)(path, ms / 1e3, ms / 1e3);
         }
       }
       close() {
@@ -12832,7 +13153,7 @@ var init_copy = __esm({
           const intoDir = destIsDir || this.lstat(destRel)?.isDirectory() === true;
           if (intoDir) this.#ensureDir(destRel);
           else this.#ensureDir(parentOf2(destRel));
-          return this.#writeEntry(intoDir ? join27(destRel, entry.target) : destRel, entry);
+          return this.#writeEntry(intoDir ? join28(destRel, entry.target) : destRel, entry);
         }
         if (entry.role === "top-dir") {
           const existing = this.lstat(destRel);
@@ -12841,17 +13162,17 @@ var init_copy = __esm({
           this.#times.set(destRel, entry.mtimeMs);
           return;
         }
-        const rel = join27(destRel, entry.target);
+        const rel = join28(destRel, entry.target);
         this.#ensureDir(parentOf2(rel));
         return this.#writeEntry(rel, entry);
       }
       async #writeEntry(rel, entry) {
         this.written++;
-        const path = (0, import_node_path29.join)(this.#upper, rel);
+        const path = (0, import_node_path30.join)(this.#upper, rel);
         const existing = this.lstat(rel);
         if (entry.type === "dir") {
           if (existing && !existing.isDirectory()) throw this.#fail(`cannot copy to non-directory: /${rel}`);
-          if (!this.#inUpper(rel)) (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel)) (0, import_node_fs34.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, entry);
           this.#times.set(rel, entry.mtimeMs);
@@ -12864,14 +13185,14 @@ var init_copy = __esm({
           case "file": {
             const first = entry.link && this.#links.get(entry.link);
             if (first && lstatOrUndefined2(first)?.isFile()) {
-              (0, import_node_fs33.linkSync)(first, path);
+              (0, import_node_fs34.linkSync)(first, path);
               this.#state.set(rel, "other");
               return;
             }
             if (entry.content) {
               const file = await (0, import_promises10.open)(
                 path,
-                import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
+                import_node_fs34.constants.O_WRONLY | import_node_fs34.constants.O_CREAT | import_node_fs34.constants.O_EXCL | import_node_fs34.constants.O_NOFOLLOW,
                 384
               );
               try {
@@ -12880,13 +13201,13 @@ var init_copy = __esm({
                 await file.close();
               }
             } else {
-              await (0, import_promises10.copyFile)(entry.hostPath, path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
+              await (0, import_promises10.copyFile)(entry.hostPath, path, import_node_fs34.constants.COPYFILE_EXCL | import_node_fs34.constants.COPYFILE_FICLONE);
             }
             if (entry.link) this.#links.set(entry.link, path);
             break;
           }
           case "symlink":
-            (0, import_node_fs33.symlinkSync)(entry.linkname, path);
+            (0, import_node_fs34.symlinkSync)(entry.linkname, path);
             break;
           case "char":
           case "block":
@@ -12902,12 +13223,12 @@ var init_copy = __esm({
         this.#state.set(rel, "other");
         this.#attributes(path, entry);
         const seconds3 = entry.mtimeMs / 1e3;
-        (0, import_node_fs33.lutimesSync)(path, seconds3, seconds3);
+        (0, import_node_fs34.lutimesSync)(path, seconds3, seconds3);
       }
       /** Owner, then mode (chown clears setuid): never on a symlink's target. */
       #attributes(path, entry) {
-        (0, import_node_fs33.lchownSync)(path, entry.uid, entry.gid);
-        if (entry.type !== "symlink") (0, import_node_fs33.chmodSync)(path, entry.mode);
+        (0, import_node_fs34.lchownSync)(path, entry.uid, entry.gid);
+        if (entry.type !== "symlink") (0, import_node_fs34.chmodSync)(path, entry.mode);
       }
       /**
        * Makes `rel` (resolved, in the merged tree) a real directory in `upper`:
@@ -12918,20 +13239,20 @@ var init_copy = __esm({
         if (rel === "") return;
         let current = "";
         for (const part of rel.split("/")) {
-          current = join27(current, part);
+          current = join28(current, part);
           if (this.#stateOf(current) === "dir") continue;
           const stat2 = this.lstat(current);
           if (stat2 && !stat2.isDirectory()) throw this.#fail(`/${current} is not a directory`);
-          const path = (0, import_node_path29.join)(this.#upper, current);
-          (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
+          const path = (0, import_node_path30.join)(this.#upper, current);
+          (0, import_node_fs34.mkdirSync)(path, { mode: 448 });
           this.#state.set(current, "dir");
           if (stat2) {
-            (0, import_node_fs33.chownSync)(path, stat2.uid, stat2.gid);
-            (0, import_node_fs33.chmodSync)(path, stat2.mode & 4095);
+            (0, import_node_fs34.chownSync)(path, stat2.uid, stat2.gid);
+            (0, import_node_fs34.chmodSync)(path, stat2.mode & 4095);
             this.#times.set(current, stat2.mtimeMs);
           } else {
-            (0, import_node_fs33.chownSync)(path, made.uid, made.gid);
-            (0, import_node_fs33.chmodSync)(path, made.mode);
+            (0, import_node_fs34.chownSync)(path, made.uid, made.gid);
+            (0, import_node_fs34.chmodSync)(path, made.mode);
             this.#times.set(current, this.#now);
           }
         }
@@ -12940,30 +13261,30 @@ var init_copy = __esm({
       #copyUpRoot() {
         const below = this.#lower.lstat("");
         if (!below) return;
-        (0, import_node_fs33.chownSync)(this.#upper, below.uid, below.gid);
-        (0, import_node_fs33.chmodSync)(this.#upper, below.mode & 4095);
+        (0, import_node_fs34.chownSync)(this.#upper, below.uid, below.gid);
+        (0, import_node_fs34.chmodSync)(this.#upper, below.mode & 4095);
         this.#times.set("", below.mtimeMs);
       }
       /** Removes what `upper/rel` holds (the lower dirs' entry needs nothing: the new one hides it). */
       #remove(rel) {
-        const path = (0, import_node_path29.join)(this.#upper, rel);
+        const path = (0, import_node_path30.join)(this.#upper, rel);
         const stat2 = this.#inUpper(rel) ? lstatOrUndefined2(path) : void 0;
         if (!stat2) return;
         if (stat2.isDirectory()) {
           removeTree(path);
           this.#state.clear();
           for (const key of this.#times.keys()) if (key === rel || key.startsWith(`${rel}/`)) this.#times.delete(key);
-        } else (0, import_node_fs33.unlinkSync)(path);
+        } else (0, import_node_fs34.unlinkSync)(path);
       }
       /** An upper dir holds overlay whiteouts, never files named like the OCI ones: those would delete when exported. */
       #checkName(rel) {
-        if (import_node_path29.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
+        if (import_node_path30.posix.basename(rel).startsWith(WHITEOUT_PREFIX)) {
           throw this.#fail(`/${rel}: names starting with ${WHITEOUT_PREFIX} are reserved for layer whiteouts`);
         }
       }
       #inUpper(rel) {
         if (rel === "") return true;
-        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel)) !== void 0;
+        return this.#stateOf(parentOf2(rel)) === "dir" && lstatOrUndefined2((0, import_node_path30.join)(this.#upper, rel)) !== void 0;
       }
       #stateOf(rel) {
         if (rel === "") return "dir";
@@ -12972,7 +13293,7 @@ var init_copy = __esm({
         const parent = this.#stateOf(parentOf2(rel));
         let state = parent;
         if (parent === "dir") {
-          const stat2 = lstatOrUndefined2((0, import_node_path29.join)(this.#upper, rel));
+          const stat2 = lstatOrUndefined2((0, import_node_path30.join)(this.#upper, rel));
           state = !stat2 ? "missing" : stat2.isDirectory() ? "dir" : "other";
         }
         this.#state.set(rel, state);
@@ -12987,7 +13308,7 @@ var init_copy = __esm({
         const stages = [];
         if (entry.archive && entry.archive !== "tar") stages.push(decompressor(entry.archive, `ADD ${entry.source}`));
         const extract = tarStream2().extract();
-        const input = (0, import_node_fs33.createReadStream)(entry.hostPath);
+        const input = (0, import_node_fs34.createReadStream)(entry.hostPath);
         const feeding = (0, import_promises11.pipeline)([input, ...stages, extract]);
         feeding.catch(() => {
         });
@@ -13020,20 +13341,20 @@ var init_copy = __esm({
           throw this.#fail(`${archive.source}: the archive entry "${header.name}" climbs out of the destination`);
         }
         const inside = name === "." || name === "/" ? "" : name.replace(/^\/+/, "");
-        const base = import_node_path29.posix.basename(inside);
+        const base = import_node_path30.posix.basename(inside);
         if (base.startsWith(WHITEOUT_META_PREFIX)) return;
         const dest = this.#subView(destRel);
-        const parent = join27(destRel, resolvePath(dest, parentOf2(inside)));
+        const parent = join28(destRel, resolvePath(dest, parentOf2(inside)));
         this.#ensureDir(parent, { mode: 493, uid: 0, gid: 0 });
-        const rel = inside === "" ? destRel : join27(parent, base);
-        const path = rel === "" ? this.#upper : (0, import_node_path29.join)(this.#upper, rel);
+        const rel = inside === "" ? destRel : join28(parent, base);
+        const path = rel === "" ? this.#upper : (0, import_node_path30.join)(this.#upper, rel);
         const owner2 = this.#req.chown ?? tarOwner(header);
         const mode = (header.mode ?? 420) & 4095;
         const mtimeMs = (header.mtime ?? /* @__PURE__ */ new Date(0)).getTime();
         if (header.type === "directory") {
           const existing = this.lstat(rel);
           if (existing && !existing.isDirectory()) this.#remove(rel);
-          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs33.mkdirSync)(path, { mode: 448 });
+          if (!this.#inUpper(rel) || !lstatOrUndefined2(path)?.isDirectory()) (0, import_node_fs34.mkdirSync)(path, { mode: 448 });
           this.#state.set(rel, "dir");
           this.#attributes(path, { type: "dir", mode, ...owner2 });
           await this.#xattrs(path, header);
@@ -13049,7 +13370,7 @@ var init_copy = __esm({
           case "contiguous-file": {
             const file = await (0, import_promises10.open)(
               path,
-              import_node_fs33.constants.O_WRONLY | import_node_fs33.constants.O_CREAT | import_node_fs33.constants.O_EXCL | import_node_fs33.constants.O_NOFOLLOW,
+              import_node_fs34.constants.O_WRONLY | import_node_fs34.constants.O_CREAT | import_node_fs34.constants.O_EXCL | import_node_fs34.constants.O_NOFOLLOW,
               384
             );
             try {
@@ -13062,21 +13383,21 @@ var init_copy = __esm({
             break;
           }
           case "symlink":
-            (0, import_node_fs33.symlinkSync)(header.linkname ?? "", path);
+            (0, import_node_fs34.symlinkSync)(header.linkname ?? "", path);
             break;
           case "link": {
-            const targetRel = join27(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
+            const targetRel = join28(destRel, resolvePath(dest, cleanRel(header.linkname ?? ""), false));
             const target = this.lstat(targetRel);
             if (!target || target.isDirectory()) {
               throw this.#fail(
                 `${archive.source}: the hard link "${header.name}" points to "${header.linkname}", which is not an earlier file`
               );
             }
-            if (this.#inUpper(targetRel)) (0, import_node_fs33.linkSync)((0, import_node_path29.join)(this.#upper, targetRel), path);
+            if (this.#inUpper(targetRel)) (0, import_node_fs34.linkSync)((0, import_node_path30.join)(this.#upper, targetRel), path);
             else {
-              await (0, import_promises10.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs33.constants.COPYFILE_EXCL | import_node_fs33.constants.COPYFILE_FICLONE);
+              await (0, import_promises10.copyFile)(this.#lower.hostPath(targetRel), path, import_node_fs34.constants.COPYFILE_EXCL | import_node_fs34.constants.COPYFILE_FICLONE);
               this.#attributes(path, { type: "file", mode: target.mode & 4095, uid: target.uid, gid: target.gid });
-              (0, import_node_fs33.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
+              (0, import_node_fs34.lutimesSync)(path, target.mtimeMs / 1e3, target.mtimeMs / 1e3);
             }
             return;
           }
@@ -13094,16 +13415,16 @@ var init_copy = __esm({
         const kind = header.type === "symlink" ? "symlink" : "file";
         this.#attributes(path, { type: kind, mode, ...owner2 });
         await this.#xattrs(path, header);
-        (0, import_node_fs33.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
+        (0, import_node_fs34.lutimesSync)(path, mtimeMs / 1e3, mtimeMs / 1e3);
       }
       /** The merged tree below `rel`, as a view rooted there. */
       #subView(rel) {
         return {
           description: `/${rel}`,
-          lstat: /* @__PURE__ */ __name((path) => this.lstat(join27(rel, cleanRel(path))), "lstat"),
+          lstat: /* @__PURE__ */ __name((path) => this.lstat(join28(rel, cleanRel(path))), "lstat"),
           readdir: /* @__PURE__ */ __name(() => [], "readdir"),
-          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join27(rel, cleanRel(path))), "hostPath"),
-          readlink: /* @__PURE__ */ __name((path) => this.readlink(join27(rel, cleanRel(path))), "readlink")
+          hostPath: /* @__PURE__ */ __name((path) => this.hostPath(join28(rel, cleanRel(path))), "hostPath"),
+          readlink: /* @__PURE__ */ __name((path) => this.readlink(join28(rel, cleanRel(path))), "readlink")
         };
       }
       /** PAX xattrs, best effort as Docker does (overlayfs' own never). */
@@ -13352,13 +13673,13 @@ var init_auth = __esm({
 
 // src/image/registry/credentials.ts
 function dockerConfigPath() {
-  const dir = process.env.DOCKER_CONFIG || (0, import_node_path30.join)(process.env.HOME || (0, import_node_os5.homedir)(), ".docker");
-  return (0, import_node_path30.join)(dir, "config.json");
+  const dir = process.env.DOCKER_CONFIG || (0, import_node_path31.join)(process.env.HOME || (0, import_node_os5.homedir)(), ".docker");
+  return (0, import_node_path31.join)(dir, "config.json");
 }
 function readConfig(path = dockerConfigPath()) {
   let text;
   try {
-    text = (0, import_node_fs34.readFileSync)(path, "utf8");
+    text = (0, import_node_fs35.readFileSync)(path, "utf8");
   } catch (error) {
     if (error.code === "ENOENT") return {};
     throw new PetriError(`cannot read ${path}: ${errorLine(error)}`, { cause: error });
@@ -13374,11 +13695,11 @@ function readConfig(path = dockerConfigPath()) {
 }
 function writeConfig(config, path = dockerConfigPath()) {
   try {
-    (0, import_node_fs34.mkdirSync)((0, import_node_path30.join)(path, ".."), { recursive: true, mode: 448 });
+    (0, import_node_fs35.mkdirSync)((0, import_node_path31.join)(path, ".."), { recursive: true, mode: 448 });
     const temp = `${path}.${process.pid}.tmp`;
-    (0, import_node_fs34.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
+    (0, import_node_fs35.writeFileSync)(temp, `${JSON.stringify(config, null, "	")}
 `, { mode: 384 });
-    (0, import_node_fs34.renameSync)(temp, path);
+    (0, import_node_fs35.renameSync)(temp, path);
   } catch (error) {
     throw new PetriError(`cannot write ${path}: ${errorLine(error)}`, { cause: error });
   }
@@ -13514,15 +13835,15 @@ function runHelper(name, action, input) {
     child.stdin.end(input);
   });
 }
-var import_node_child_process5, import_node_fs34, import_node_os5, import_node_path30, HelperNotFound;
+var import_node_child_process5, import_node_fs35, import_node_os5, import_node_path31, HelperNotFound;
 var init_credentials = __esm({
   "src/image/registry/credentials.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_child_process5 = require("node:child_process");
-    import_node_fs34 = require("node:fs");
+    import_node_fs35 = require("node:fs");
     import_node_os5 = require("node:os");
-    import_node_path30 = require("node:path");
+    import_node_path31 = require("node:path");
     init_errors();
     init_name();
     __name(dockerConfigPath, "dockerConfigPath");
@@ -14450,7 +14771,7 @@ async function upload(client, store, scope, blob, location, chunkSize) {
           "Content-Range": `${start}-${end}`,
           "Content-Length": String(end - start + 1)
         },
-        body: /* @__PURE__ */ __name(() => (0, import_node_fs35.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
+        body: /* @__PURE__ */ __name(() => (0, import_node_fs36.createReadStream)(store.blobPath(blob.digest), { start, end }), "body")
       });
       if (response2.status !== 202) throw await uploadError(client, response2, blob, `a chunk (bytes ${start}-${end})`);
       discard(response2);
@@ -14502,12 +14823,12 @@ async function mountSources(store, destination) {
   }
   return sources;
 }
-var import_node_fs35, OCTET, RetryUpload;
+var import_node_fs36, OCTET, RetryUpload;
 var init_push = __esm({
   "src/image/registry/push.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs35 = require("node:fs");
+    import_node_fs36 = require("node:fs");
     init_p_limit();
     init_errors();
     init_types();
@@ -15052,11 +15373,11 @@ async function scanTree(dir) {
 function scanOwnTree(dir) {
   const entries = [];
   const walk = /* @__PURE__ */ __name((abs, rel) => {
-    const names = (0, import_node_fs36.readdirSync)(abs).sort(byBytes);
+    const names = (0, import_node_fs37.readdirSync)(abs).sort(byBytes);
     for (const name of names) {
-      const path = (0, import_node_path31.join)(abs, name);
+      const path = (0, import_node_path32.join)(abs, name);
       const relPath = rel ? `${rel}/${name}` : name;
-      const st = (0, import_node_fs36.lstatSync)(path, { bigint: true, throwIfNoEntry: false });
+      const st = (0, import_node_fs37.lstatSync)(path, { bigint: true, throwIfNoEntry: false });
       if (!st) continue;
       const type = st.isFile() ? "f" : st.isDirectory() ? "d" : st.isSymbolicLink() ? "l" : st.isCharacterDevice() ? "c" : st.isBlockDevice() ? "b" : st.isFIFO() ? "p" : "s";
       const ns = st.mtimeNs;
@@ -15073,7 +15394,7 @@ function scanOwnTree(dir) {
         ino: Number(st.ino),
         nlink: Number(st.nlink)
       };
-      if (type === "l") entry.link = (0, import_node_fs36.readlinkSync)(path, "utf8");
+      if (type === "l") entry.link = (0, import_node_fs37.readlinkSync)(path, "utf8");
       entries.push(entry);
       if (type === "d") walk(path, relPath);
     }
@@ -15088,13 +15409,13 @@ function scanOwnTree(dir) {
 function byBytes(a, b) {
   return Buffer.compare(Buffer.from(a), Buffer.from(b));
 }
-var import_node_fs36, import_node_path31;
+var import_node_fs37, import_node_path32;
 var init_scan = __esm({
   "src/snapshot/scan.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs36 = require("node:fs");
-    import_node_path31 = require("node:path");
+    import_node_fs37 = require("node:fs");
+    import_node_path32 = require("node:path");
     init_errors();
     init_runner_binary();
     init_dev();
@@ -15313,11 +15634,11 @@ function bufferPacker(archive) {
   return {
     add: /* @__PURE__ */ __name(async (header) => archive.add(header, header.type === "file" ? Buffer.alloc(0) : void 0), "add"),
     addFile: /* @__PURE__ */ __name(async (header, path) => {
-      const fd = (0, import_node_fs37.openSync)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW);
+      const fd = (0, import_node_fs38.openSync)(path, import_node_fs38.constants.O_RDONLY | import_node_fs38.constants.O_NOFOLLOW);
       try {
-        archive.add(header, (0, import_node_fs37.readFileSync)(fd));
+        archive.add(header, (0, import_node_fs38.readFileSync)(fd));
       } finally {
-        (0, import_node_fs37.closeSync)(fd);
+        (0, import_node_fs38.closeSync)(fd);
       }
     }, "addFile")
   };
@@ -15336,8 +15657,8 @@ async function addEntries(pack, root, entries, epoch) {
       case "c":
       case "b":
         if (entry.type === "c" && entry.rdev[0] === 0 && entry.rdev[1] === 0) {
-          const parent = (0, import_node_path32.dirname)(entry.path);
-          await pack.add(emptyHeader((0, import_node_path32.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
+          const parent = (0, import_node_path33.dirname)(entry.path);
+          await pack.add(emptyHeader((0, import_node_path33.join)(parent === "." ? "" : parent, `${WHITEOUT_PREFIX}${nameOf(entry)}`), mtime));
           break;
         }
         await pack.add({
@@ -15366,7 +15687,7 @@ async function addEntries(pack, root, entries, epoch) {
           break;
         }
         if (entry.nlink > 1) firstPathOfInode.set(entry.ino, entry.path);
-        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path32.join)(root, entry.path));
+        await pack.addFile({ ...base, type: "file", size: entry.size }, (0, import_node_path33.join)(root, entry.path));
         break;
       }
       default:
@@ -15406,18 +15727,18 @@ async function addFile(pack, header, path) {
     finish = /* @__PURE__ */ __name((error) => error ? reject(error) : resolve10(), "finish");
   });
   const sink = pack.entry(header, (error) => finish(error));
-  const file = (await (0, import_promises14.open)(path, import_node_fs37.constants.O_RDONLY | import_node_fs37.constants.O_NOFOLLOW)).createReadStream();
+  const file = (await (0, import_promises14.open)(path, import_node_fs38.constants.O_RDONLY | import_node_fs38.constants.O_NOFOLLOW)).createReadStream();
   await Promise.all([(0, import_promises15.pipeline)(file, sink), done]);
 }
-var import_node_crypto9, import_node_fs37, import_promises14, import_node_path32, import_promises15, USTAR_MAX_ID, OPAQUE_VALUE2;
+var import_node_crypto9, import_node_fs38, import_promises14, import_node_path33, import_promises15, USTAR_MAX_ID, OPAQUE_VALUE2;
 var init_layer_from_dir = __esm({
   "src/snapshot/layer-from-dir.ts"() {
     "use strict";
     init_import_meta_url();
     import_node_crypto9 = require("node:crypto");
-    import_node_fs37 = require("node:fs");
+    import_node_fs38 = require("node:fs");
     import_promises14 = require("node:fs/promises");
-    import_node_path32 = require("node:path");
+    import_node_path33 = require("node:path");
     import_promises15 = require("node:stream/promises");
     init_errors();
     init_digest();
@@ -15525,18 +15846,18 @@ function makeDirs(view, upper, dir, owner2) {
       for (const parent of parts.slice(0, i)) {
         parentRel = parentRel ? `${parentRel}/${parent}` : parent;
         const ps = view.lstat(parentRel);
-        const path2 = (0, import_node_path33.join)(upper, parentRel);
-        (0, import_node_fs38.mkdirSync)(path2);
-        (0, import_node_fs38.chownSync)(path2, ps.uid, ps.gid);
-        (0, import_node_fs38.chmodSync)(path2, ps.mode & 4095);
-        (0, import_node_fs38.utimesSync)(path2, ps.atime, ps.mtime);
+        const path2 = (0, import_node_path34.join)(upper, parentRel);
+        (0, import_node_fs39.mkdirSync)(path2);
+        (0, import_node_fs39.chownSync)(path2, ps.uid, ps.gid);
+        (0, import_node_fs39.chmodSync)(path2, ps.mode & 4095);
+        (0, import_node_fs39.utimesSync)(path2, ps.atime, ps.mtime);
       }
     }
     created = true;
-    const path = (0, import_node_path33.join)(upper, rel);
-    (0, import_node_fs38.mkdirSync)(path, { mode: 493 });
-    (0, import_node_fs38.chmodSync)(path, 493);
-    if (i === parts.length - 1) (0, import_node_fs38.chownSync)(path, owner2.uid, owner2.gid);
+    const path = (0, import_node_path34.join)(upper, rel);
+    (0, import_node_fs39.mkdirSync)(path, { mode: 493 });
+    (0, import_node_fs39.chmodSync)(path, 493);
+    if (i === parts.length - 1) (0, import_node_fs39.chownSync)(path, owner2.uid, owner2.gid);
   }
 }
 function removeMountpoints(upper, lower, targets) {
@@ -15545,35 +15866,35 @@ function removeMountpoints(upper, lower, targets) {
     let rel = target.replace(/^\/+/, "");
     while (rel !== "" && rel !== ".") {
       if (view.lstat(rel)) break;
-      const path = (0, import_node_path33.join)(upper, rel);
+      const path = (0, import_node_path34.join)(upper, rel);
       try {
-        const stat2 = (0, import_node_fs38.lstatSync)(path);
+        const stat2 = (0, import_node_fs39.lstatSync)(path);
         if (stat2.isDirectory()) {
-          if ((0, import_node_fs38.readdirSync)(path).length > 0) break;
-          (0, import_node_fs38.rmdirSync)(path);
-        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs38.unlinkSync)(path);
+          if ((0, import_node_fs39.readdirSync)(path).length > 0) break;
+          (0, import_node_fs39.rmdirSync)(path);
+        } else if (stat2.isFile() && stat2.size === 0) (0, import_node_fs39.unlinkSync)(path);
         else break;
       } catch {
         break;
       }
-      rel = import_node_path33.posix.dirname(rel);
+      rel = import_node_path34.posix.dirname(rel);
     }
   }
 }
 function moveContents(from, to) {
-  for (const name of (0, import_node_fs38.readdirSync)(from)) {
+  for (const name of (0, import_node_fs39.readdirSync)(from)) {
     try {
-      (0, import_node_fs38.renameSync)((0, import_node_path33.join)(from, name), (0, import_node_path33.join)(to, name));
+      (0, import_node_fs39.renameSync)((0, import_node_path34.join)(from, name), (0, import_node_path34.join)(to, name));
     } catch (error) {
       if (error.code !== "EXDEV") throw error;
-      const copied2 = childProcess().spawnSync("cp", ["-a", "--", (0, import_node_path33.join)(from, name), (0, import_node_path33.join)(to, name)], {
+      const copied2 = childProcess().spawnSync("cp", ["-a", "--", (0, import_node_path34.join)(from, name), (0, import_node_path34.join)(to, name)], {
         encoding: "utf8"
       });
       if (copied2.status !== 0) throw new PetriError(`cannot move the step's changes: ${copied2.stderr.trim()}`);
     }
   }
-  const stat2 = (0, import_node_fs38.lstatSync)(from);
-  (0, import_node_fs38.chmodSync)(to, stat2.mode & 4095);
+  const stat2 = (0, import_node_fs39.lstatSync)(from);
+  (0, import_node_fs39.chmodSync)(to, stat2.mode & 4095);
 }
 function expandHeredoc(text, env) {
   return text.replace(/\\\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (match2, a, b) => {
@@ -15581,14 +15902,14 @@ function expandHeredoc(text, env) {
     return env[a ?? b] ?? "";
   });
 }
-var import_node_fs38, import_promises16, import_node_path33, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
+var import_node_fs39, import_promises16, import_node_path34, import_node_stream7, PROXY_ARGS, DEFAULT_SHELL, DEFAULT_PATH2, OWN_SCAN_MAX, Builder;
 var init_builder = __esm({
   "src/build/builder.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_fs38 = require("node:fs");
+    import_node_fs39 = require("node:fs");
     import_promises16 = require("node:fs/promises");
-    import_node_path33 = require("node:path");
+    import_node_path34 = require("node:path");
     import_node_stream7 = require("node:stream");
     init_dockerignore();
     init_dockerfile();
@@ -15668,8 +15989,8 @@ var init_builder = __esm({
         this.#store = options.store ?? ImageStore.open();
         this.#layers = options.layers;
         this.#cache = options.cache ?? new BuildCache();
-        this.#contextDir = (0, import_node_path33.resolve)(options.context);
-        this.#file = options.dockerfile ?? (0, import_node_path33.join)(this.#contextDir, "Dockerfile");
+        this.#contextDir = (0, import_node_path34.resolve)(options.context);
+        this.#file = options.dockerfile ?? (0, import_node_path34.join)(this.#contextDir, "Dockerfile");
         this.#emit = options.onEvent ?? (() => {
         });
         this.#epoch = buildEpoch();
@@ -15762,12 +16083,12 @@ var init_builder = __esm({
         if (this.#remote) await this.#remote.ensure(layers);
       }
       #readInputs() {
-        if (!(0, import_node_fs38.existsSync)(this.#contextDir) || !(0, import_node_fs38.lstatSync)(this.#contextDir).isDirectory()) {
+        if (!(0, import_node_fs39.existsSync)(this.#contextDir) || !(0, import_node_fs39.lstatSync)(this.#contextDir).isDirectory()) {
           throw new PetriError(`the build context ${this.#options.context} is not a directory`);
         }
         let text;
         try {
-          text = (0, import_node_fs38.readFileSync)(this.#file, "utf8");
+          text = (0, import_node_fs39.readFileSync)(this.#file, "utf8");
         } catch (error) {
           const reason = error.code === "ENOENT" ? "no such file" : errorLine(error);
           throw new PetriError(`cannot read the Dockerfile ${this.#file}: ${reason}`);
@@ -16233,11 +16554,11 @@ ${trigger}
         if (!record) {
           const lower = await this.#lower(state);
           const work = await this.#workDir();
-          const upper = (0, import_node_path33.join)(work, "fs");
-          (0, import_node_fs38.mkdirSync)(upper);
+          const upper = (0, import_node_path34.join)(work, "fs");
+          (0, import_node_fs39.mkdirSync)(upper);
           const written = await make(lower, upper);
           const own = written !== void 0 && !written.helper && written.entries <= OWN_SCAN_MAX;
-          const layer = (0, import_node_fs38.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
+          const layer = (0, import_node_fs39.readdirSync)(upper).length === 0 ? null : await this.#commitLayer(state, upper, own);
           const created = new Date(Date.now()).toISOString();
           record = {
             layer,
@@ -16556,28 +16877,28 @@ ${trigger}
         const binds = [];
         const tmpfs = {};
         for (const [i, script] of job.scripts.entries()) {
-          const file = (0, import_node_path33.join)(work, `script-${i}`);
-          (0, import_node_fs38.writeFileSync)(file, script.content, { mode: 493 });
+          const file = (0, import_node_path34.join)(work, `script-${i}`);
+          (0, import_node_fs39.writeFileSync)(file, script.content, { mode: 493 });
           binds.push({ source: file, target: script.target, readonly: true });
         }
         const mountTargets = [];
         const agents2 = [];
         let sshSeen = false;
-        if (job.network === "host" && !job.mounts.some((m) => import_node_path33.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
+        if (job.network === "host" && !job.mounts.some((m) => import_node_path34.posix.normalize(m.target ?? "") === "/etc/resolv.conf")) {
           let resolvConf;
           try {
-            resolvConf = (0, import_node_fs38.readFileSync)("/etc/resolv.conf");
+            resolvConf = (0, import_node_fs39.readFileSync)("/etc/resolv.conf");
           } catch {
           }
           if (resolvConf) {
-            const file = (0, import_node_path33.join)(work, "resolv.conf");
-            (0, import_node_fs38.writeFileSync)(file, resolvConf, { mode: 420 });
+            const file = (0, import_node_path34.join)(work, "resolv.conf");
+            (0, import_node_fs39.writeFileSync)(file, resolvConf, { mode: 420 });
             binds.push({ source: file, target: "/etc/resolv.conf", readonly: false });
             mountTargets.push("/etc/resolv.conf");
           }
         }
         for (const [i, mount] of job.mounts.entries()) {
-          const target = import_node_path33.posix.resolve(
+          const target = import_node_path34.posix.resolve(
             job.workdir,
             mount.target ?? (mount.type === "secret" ? `/run/secrets/${mount.id}` : "")
           );
@@ -16591,7 +16912,7 @@ ${trigger}
           } else if (mount.type === "tmpfs") {
             tmpfs[target] = mount.size ? `size=${mount.size}` : "";
           } else if (mount.type === "secret") {
-            const id = mount.id ?? import_node_path33.posix.basename(target);
+            const id = mount.id ?? import_node_path34.posix.basename(target);
             const secrets = this.#options.secrets;
             const file = secrets && Object.hasOwn(secrets, id) ? secrets[id] : void 0;
             if (file === void 0) {
@@ -16599,10 +16920,10 @@ ${trigger}
                 throw new PetriError(`secret ${id} is required but was not given: pass --secret id=${id},src=FILE`);
               continue;
             }
-            const copy = (0, import_node_path33.join)(work, `secret-${i}`);
-            (0, import_node_fs38.writeFileSync)(copy, (0, import_node_fs38.readFileSync)(file), { mode: mount.mode ?? 256 });
-            (0, import_node_fs38.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
-            if (mount.env) env[mount.env] = (0, import_node_fs38.readFileSync)(file, "utf8");
+            const copy = (0, import_node_path34.join)(work, `secret-${i}`);
+            (0, import_node_fs39.writeFileSync)(copy, (0, import_node_fs39.readFileSync)(file), { mode: mount.mode ?? 256 });
+            (0, import_node_fs39.chownSync)(copy, mount.uid ?? 0, mount.gid ?? 0);
+            if (mount.env) env[mount.env] = (0, import_node_fs39.readFileSync)(file, "utf8");
             if (mount.target !== void 0 || !mount.env) binds.push({ source: copy, target, readonly: true });
             else continue;
           } else if (mount.type === "ssh") {
@@ -16624,8 +16945,8 @@ ${trigger}
           } else if (mount.type === "bind") {
             const expanded = mount.from === void 0 ? void 0 : processWord(mount.from, this.#expansionEnv(state), {});
             const source = await this.#sourceView(expanded, job.run);
-            const dir = (0, import_node_path33.join)(work, `bind-${i}`);
-            (0, import_node_fs38.mkdirSync)(dir);
+            const dir = (0, import_node_path34.join)(work, `bind-${i}`);
+            (0, import_node_fs39.mkdirSync)(dir);
             const request = {
               from: await source.view(),
               sources: [mount.source ?? "/"],
@@ -16634,9 +16955,9 @@ ${trigger}
               preserveOwner: true
             };
             await copyInto(request, await selectSources(request), [], dir);
-            const single2 = (0, import_node_fs38.readdirSync)(dir);
-            const file = single2.length === 1 ? (0, import_node_path33.join)(dir, single2[0]) : void 0;
-            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs38.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
+            const single2 = (0, import_node_fs39.readdirSync)(dir);
+            const file = single2.length === 1 ? (0, import_node_path34.join)(dir, single2[0]) : void 0;
+            const isFile = file !== void 0 && mount.source !== void 0 && !(0, import_node_fs39.lstatSync)(file).isDirectory() && request.from.lstat(cleanRel(mount.source))?.isDirectory() === false;
             binds.push({ source: isFile ? file : dir, target, readonly: mount.readonly });
           }
           mountTargets.push(target);
@@ -16664,16 +16985,16 @@ ${trigger}
         const note = /* @__PURE__ */ __name((c) => {
           if (!plain || !trace || !c.args.includes("--clone-into")) return;
           const tree = layerTree(top, lower.slice(1));
-          const record = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "record.json"), "utf8");
+          const record = (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(c.dir, "record.json"), "utf8");
           const cgroups = JSON.parse(record).cgroupDirs;
-          const config = (0, import_node_fs38.readFileSync)((0, import_node_path33.join)(c.dir, "config.json"), "utf8");
+          const config = (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(c.dir, "config.json"), "utf8");
           const templates = tree && containerTemplates({ ...c, config, record, cgroups });
           if (!tree || !templates) return;
           trace.early ??= [];
           trace.early.push({ runStep: job.stepId, ...job.key, tree, resolv: !!resolvBind, options: hash, ...templates });
         }, "note");
         const early = this.#options.early;
-        if (plain && early?.take(job.key.key, hash, lower, resolvBind && (0, import_node_fs38.readFileSync)(resolvBind.source))) {
+        if (plain && early?.take(job.key.key, hash, lower, resolvBind && (0, import_node_fs39.readFileSync)(resolvBind.source))) {
           const seen = await this.#adoptEarly(
             early,
             job,
@@ -16720,7 +17041,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path33.join)(container.dir, "upper");
+          const upper = (0, import_node_path34.join)(container.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
           return container.upper;
@@ -16760,7 +17081,7 @@ ${trigger}
               { code: "ERUN" }
             );
           }
-          const upper = (0, import_node_path33.join)(early.dir, "upper");
+          const upper = (0, import_node_path34.join)(early.dir, "upper");
           removeMountpoints(upper, lower, mountTargets);
           moveContents(upper, job.upper);
           note();
@@ -16774,8 +17095,8 @@ ${trigger}
         }
       }
       #emptyDir(work) {
-        const dir = (0, import_node_path33.join)(work, "empty-root");
-        (0, import_node_fs38.mkdirSync)(dir, { recursive: true });
+        const dir = (0, import_node_path34.join)(work, "empty-root");
+        (0, import_node_fs39.mkdirSync)(dir, { recursive: true });
         return dir;
       }
       #warnUnusedArgs() {
@@ -16815,326 +17136,6 @@ ${trigger}
     __name(removeMountpoints, "removeMountpoints");
     __name(moveContents, "moveContents");
     __name(expandHeredoc, "expandHeredoc");
-  }
-});
-
-// src/build/delta.ts
-var delta_exports = {};
-__export(delta_exports, {
-  deltaFields: () => deltaFields,
-  deltaPlan: () => deltaPlan
-});
-function deltaPlan(trace, manifestDigest, context) {
-  try {
-    return plan(trace, manifestDigest, context);
-  } catch {
-    return void 0;
-  }
-}
-function plan(trace, manifestDigest, context) {
-  const steps = trace.steps.filter((s) => s.stage === trace.target);
-  let start = steps.length;
-  while (start > 0) {
-    const step = steps[start - 1];
-    const before = steps[start - 2];
-    const copy = step.keyword === "COPY" && typeof step.reads === "object";
-    const meta = META.has(step.keyword) && step.reads === void 0 && before?.layers === step.layers;
-    if (!copy && !meta) break;
-    start--;
-  }
-  while (start < steps.length && steps[start]?.keyword !== "COPY") start++;
-  const tail2 = steps.slice(start);
-  if (tail2.length === 0 || start === 0) return void 0;
-  const copies = tail2.filter((s) => s.keyword === "COPY");
-  if (copies.length > MAX_GROUPS || copies.slice(1).some((s) => s.reads.namedChown)) return void 0;
-  const tailIds = new Set(tail2.map((s) => s.id));
-  const elsewhere = /* @__PURE__ */ new Set();
-  for (const step of trace.steps) {
-    if (tailIds.has(step.id) || step.reads === void 0) continue;
-    if (step.reads === "other") return void 0;
-    for (const file of step.reads.files) elsewhere.add(file.hostPath);
-  }
-  const store = (0, import_node_path34.join)(petriRoot(), "images", "blobs", "sha256");
-  const blob = /* @__PURE__ */ __name((digest) => (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(store, digest.replace(/^sha256:/, ""))), "blob");
-  const manifest = JSON.parse(blob(manifestDigest).toString("utf8"));
-  const config = JSON.parse(blob(manifest.config.digest).toString("utf8"));
-  const epoch = buildEpoch();
-  const result = { parent: "", below: [], groups: [], files: [] };
-  let bytes = 0;
-  let previous = steps[start - 1];
-  let below;
-  for (const step of tail2) {
-    if (step.keyword === "COPY") {
-      const reads = step.reads;
-      const layer = step.layers - 1;
-      const ref = manifest.layers[layer];
-      if (step.layers !== previous.layers + 1 || !ref || ref.mediaType !== LAYER_TAR) return void 0;
-      if (config.rootfs.diff_ids[layer] !== ref.digest || step.layers > manifest.layers.length) return void 0;
-      bytes += ref.size;
-      const text = reads.lines.join("");
-      if (bytes > MAX_TAIL_BYTES || text.length > MAX_SELECTION_TEXT) return void 0;
-      if (below ? reads.parent !== cacheKey(below.parent, JSON.parse(below.step)) : false) return void 0;
-      if (!below) result.parent = reads.parent;
-      below = reads;
-      const content = `sha256:${sha256hex2(text)}`;
-      if (count2(reads.step, `"content":"${content}"`) !== 1) return void 0;
-      const group = result.groups.length;
-      const entries = tarEntries(blob(ref.digest));
-      const found = [];
-      for (const file of reads.files) {
-        const label = (0, import_node_path34.relative)(context, file.hostPath);
-        if (label.startsWith("..") || label === "" || label === ".dockerignore" || /[\t\n]/.test(label)) continue;
-        if (import_node_path34.sep !== "/" || file.link || elsewhere.has(file.hostPath)) continue;
-        if (reads.digests.filter((d) => d === file.digest).length !== 1) continue;
-        const holding = entries.filter((e) => e.digest === file.digest);
-        const entry = holding[0];
-        if (holding.length !== 1 || !entry || !entry.patchable || entry.mtime !== epoch) continue;
-        if (entry.size !== file.size || count2(reads.lines[file.line] ?? "", `"${file.digest}"`) !== 1) continue;
-        found.push({ label, offset: entry.offset, digest: file.digest, line: file.line });
-      }
-      found.sort((a, b) => a.offset - b.offset);
-      const lines = [...reads.lines];
-      for (const file of found.slice(0, Math.max(0, MAX_FILES2 - result.files.length))) {
-        const n = result.files.length;
-        result.files.push({ label: file.label, group, offset: file.offset, digest: file.digest.slice(7) });
-        lines[file.line] = lines[file.line].replace(`"${file.digest}"`, `"sha256:${MARK2}digest:${n}@@"`);
-      }
-      result.groups.push({
-        step: step.id,
-        layer,
-        history: previous.history,
-        stepTemplate: reads.step.replace(`"content":"${content}"`, `"content":"sha256:${MARK2}content:${group}@@"`),
-        hashTemplate: lines.join(""),
-        createdBy: reads.createdBy
-      });
-    }
-    previous = step;
-  }
-  if (result.files.length === 0 || !trace.chain) return void 0;
-  const at = trace.chain.indexOf(result.parent);
-  if (at >= 0) result.below = trace.chain.slice(at);
-  else if (trace.chain.length > result.groups.length) return void 0;
-  if (result.groups.at(-1).layer !== manifest.layers.length - 1) return void 0;
-  return result;
-}
-function tarEntries(tar) {
-  const entries = [];
-  let offset = 0;
-  let extended = false;
-  while (offset + 512 <= tar.length) {
-    const header = tar.subarray(offset, offset + 512);
-    if (header.every((b) => b === 0)) break;
-    const type = String.fromCharCode(header[156] || 48);
-    const octalSize = header[124] < 128;
-    const size2 = octalSize ? Number.parseInt(header.toString("latin1", 124, 136).trim() || "0", 8) : Number.NaN;
-    const mtime = Number.parseInt(header.toString("latin1", 136, 148).trim() || "0", 8);
-    if (!Number.isFinite(size2)) return [];
-    const entry = { offset, type, size: size2, mtime, patchable: type === "0" && !extended && octalSize };
-    if (type === "0") entry.digest = `sha256:${sha256hex2(tar.subarray(offset + 512, offset + 512 + size2))}`;
-    entries.push(entry);
-    extended = type === "x" || type === "L" || type === "K";
-    offset += 512 + Math.ceil(size2 / 512) * 512;
-  }
-  return entries;
-}
-function expand(text, values) {
-  let missing2 = false;
-  const out = text.replace(/@@petri:([a-z0-9:-]+)@@/g, (_m, name) => {
-    const value = values[name];
-    if (value === void 0) missing2 = true;
-    return value ?? "";
-  });
-  return missing2 ? void 0 : out;
-}
-function deltaFields(plan2, state, mode, sentinelMs, err, root = petriRoot()) {
-  const blobs = (0, import_node_path34.join)(root, "images", "blobs", "sha256");
-  const text = /* @__PURE__ */ __name((digest) => (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(blobs, digest.replace(/^sha256:/, "")), "utf8"), "text");
-  const manifestText = text(state.manifestDigest);
-  const manifest = JSON.parse(manifestText);
-  const configText = text(manifest.config.digest);
-  const config = JSON.parse(configText);
-  if (JSON.stringify(manifest) !== manifestText || JSON.stringify(config) !== configText) return void 0;
-  const index = JSON.parse(state.index);
-  if (JSON.stringify(index) !== state.index) return void 0;
-  if ([manifestText, configText, state.index, err].some((t) => t.includes(MARK2))) return void 0;
-  const wellFormed = /^[^\0\n]*\0(-|\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+\0\d+)$/;
-  if (!state.files.split("\n").every((line) => wellFormed.test(line))) return void 0;
-  const history = config.history ?? [];
-  const epoch = buildEpoch();
-  const lines = ["petri-delta 1", "full 1", `epoch	${epoch}`, `parent	${plan2.parent}`];
-  const below = (0, import_node_crypto10.createHash)("sha256");
-  for (const key of plan2.below) {
-    below.update(`${key}
-`).update((0, import_node_fs39.readFileSync)((0, import_node_path34.join)(root, "build-cache", "steps", key.slice(7)))).update("\n");
-    lines.push(`below	${key.slice(7)}`);
-  }
-  lines.push(`belowhash	${below.digest("hex")}`);
-  const values = {};
-  for (const [n, file] of plan2.files.entries()) values[`digest:${n}`] = file.digest;
-  const recordTemplates = [];
-  let parent = plan2.parent;
-  let lastCreated = "";
-  for (const [g2, group] of plan2.groups.entries()) {
-    const layer = manifest.layers[group.layer];
-    const end = plan2.groups[g2 + 1]?.history ?? history.length;
-    const created = history[group.history]?.created;
-    if (!created || !/^[\d:.TZ-]+$/.test(created)) return void 0;
-    for (let h = group.history; h < end; h++) {
-      const entry = history[h];
-      if (!entry || entry.created !== created) return void 0;
-      entry.created = `${MARK2}created:${g2}@@`;
-    }
-    config.rootfs.diff_ids[group.layer] = `sha256:${MARK2}layer:${g2}@@`;
-    manifest.layers[group.layer] = { ...layer, digest: `sha256:${MARK2}layer:${g2}@@`, size: -(g2 + 1) };
-    lines.push(`group	${layer.digest.slice(7)}	${layer.size}	${created}`);
-    lastCreated = created;
-    const record = JSON.stringify({
-      layer: {
-        digest: `sha256:${MARK2}layer:${g2}@@`,
-        size: -1,
-        mediaType: LAYER_TAR,
-        diffId: `sha256:${MARK2}layer:${g2}@@`
-      },
-      created: `${MARK2}created:${g2}@@`,
-      createdBy: group.createdBy
-    }).replace('"size":-1', `"size":${MARK2}layer-size:${g2}@@`);
-    const hashText = expand(group.hashTemplate, values);
-    values[`content:${g2}`] = hashText === void 0 ? "" : sha256hex2(hashText);
-    const stepText = expand(group.stepTemplate, values);
-    if (hashText === void 0 || stepText === void 0) return void 0;
-    const key = `sha256:${sha256hex2(`${parent}\0${stepText}`)}`;
-    const actual = { ...values, [`layer:${g2}`]: layer.digest.slice(7), [`layer-size:${g2}`]: String(layer.size) };
-    const onDisk = (0, import_node_fs39.readFileSync)((0, import_node_path34.join)(root, "build-cache", "steps", key.slice(7)), "utf8");
-    if (expand(record, { ...actual, [`created:${g2}`]: created }) !== onDisk) return void 0;
-    recordTemplates.push(record);
-    parent = key;
-  }
-  if (config.created !== void 0) {
-    if (config.created !== lastCreated) return void 0;
-    config.created = `${MARK2}created:${plan2.groups.length - 1}@@`;
-  }
-  for (const file of plan2.files) {
-    lines.push(`file	${file.group}	${file.offset}	${file.digest}	${file.label}`);
-  }
-  manifest.config = { ...manifest.config, digest: `sha256:${MARK2}id@@`, size: -1e3 };
-  const sizes = /* @__PURE__ */ __name((json) => json.replace(
-    /"size":-(\d+)/g,
-    (_m, n) => n === "1000" ? `"size":${MARK2}config-size@@` : `"size":${MARK2}layer-size:${Number(n) - 1}@@`
-  ), "sizes");
-  const tags = [...new Set(state.tags)];
-  const ref = /* @__PURE__ */ __name((m) => m.annotations?.[REF_NAME_ANNOTATION], "ref");
-  if (!tags.every((tag) => index.manifests.some((m) => ref(m) === tag && m.digest === state.manifestDigest))) {
-    return void 0;
-  }
-  const platform = config.variant ? { architecture: config.architecture, os: config.os, variant: config.variant } : { architecture: config.architecture, os: config.os };
-  const descriptor = {
-    mediaType: MEDIA_TYPES.ociManifest,
-    digest: `sha256:${MARK2}manifest@@`,
-    size: -1,
-    platform
-  };
-  index.manifests = [
-    ...index.manifests.filter((m) => !tags.includes(ref(m) ?? "")),
-    ...tags.map((tag) => namedEntry(descriptor, tag))
-  ];
-  const indexTemplate = JSON.stringify(index).replace(/"size":-1\b/g, `"size":${MARK2}manifest-size@@`);
-  const pieces = [];
-  const render = progressRenderer(mode, { write: /* @__PURE__ */ __name((t) => void pieces.push(t), "write") });
-  const chunk = /* @__PURE__ */ __name((event) => {
-    pieces.length = 0;
-    render(event);
-    return pieces.join("");
-  }, "chunk");
-  const first = state.events.findIndex((e) => e.type === "step" && e.id === plan2.groups[0]?.step);
-  if (first < 0) return void 0;
-  let prefix = "";
-  for (const event of state.events.slice(0, first)) prefix += chunk(event);
-  const cached3 = plan2.groups.map(() => "");
-  const redone = plan2.groups.map(() => "");
-  let g = 0;
-  for (const event of state.events.slice(first)) {
-    if (event.type === "step") {
-      let next = -1;
-      for (const [i, group] of plan2.groups.entries()) if (group.step <= event.id) next = i;
-      if (next < g) return void 0;
-      g = next;
-    } else if (event.type !== "warning") return void 0;
-    cached3[g] += chunk(event);
-    const done = event.type === "step" && event.status === "cached" ? { ...event, status: "done" } : event;
-    redone[g] += chunk(done);
-  }
-  const image = {
-    type: "image",
-    id: `sha256:${MARK2}id@@`,
-    manifestDigest: `sha256:${MARK2}manifest@@`,
-    tags: state.tags,
-    durationMs: sentinelMs
-  };
-  const suffixCached = chunk({ ...image, resultCache: true });
-  const suffixBuilt = chunk(image);
-  const ids2 = /* @__PURE__ */ __name((t) => t.replaceAll(`${MARK2}id@@`, state.id.slice(7)).replaceAll(`${MARK2}manifest@@`, state.manifestDigest.slice(7)), "ids");
-  if (prefix + cached3.join("") + ids2(suffixCached) !== err) return void 0;
-  return [
-    `${lines.join("\n")}
-`,
-    JSON.stringify(config),
-    sizes(JSON.stringify(manifest)),
-    indexTemplate,
-    `sha256:${MARK2}id@@
-`,
-    prefix,
-    ...plan2.groups.flatMap((group, i) => [
-      cached3[i],
-      redone[i],
-      group.stepTemplate,
-      group.hashTemplate,
-      recordTemplates[i]
-    ]),
-    suffixCached,
-    suffixBuilt
-  ];
-}
-var import_node_crypto10, import_node_fs39, import_node_path34, MAX_GROUPS, MAX_FILES2, MAX_TAIL_BYTES, MAX_SELECTION_TEXT, META, LAYER_TAR, MARK2, sha256hex2, count2;
-var init_delta = __esm({
-  "src/build/delta.ts"() {
-    "use strict";
-    init_import_meta_url();
-    import_node_crypto10 = require("node:crypto");
-    import_node_fs39 = require("node:fs");
-    import_node_path34 = require("node:path");
-    init_layout();
-    init_types();
-    init_paths();
-    init_cache();
-    init_progress();
-    MAX_GROUPS = 4;
-    MAX_FILES2 = 64;
-    MAX_TAIL_BYTES = 8 << 20;
-    MAX_SELECTION_TEXT = 256 << 10;
-    META = /* @__PURE__ */ new Set([
-      "ARG",
-      "ENV",
-      "LABEL",
-      "MAINTAINER",
-      "EXPOSE",
-      "VOLUME",
-      "STOPSIGNAL",
-      "USER",
-      "SHELL",
-      "ONBUILD",
-      "CMD",
-      "ENTRYPOINT",
-      "HEALTHCHECK"
-    ]);
-    LAYER_TAR = "application/vnd.oci.image.layer.v1.tar";
-    MARK2 = "@@petri:";
-    sha256hex2 = /* @__PURE__ */ __name((text) => (0, import_node_crypto10.createHash)("sha256").update(text).digest("hex"), "sha256hex");
-    count2 = /* @__PURE__ */ __name((text, part) => text.split(part).length - 1, "count");
-    __name(deltaPlan, "deltaPlan");
-    __name(plan, "plan");
-    __name(tarEntries, "tarEntries");
-    __name(expand, "expand");
-    __name(deltaFields, "deltaFields");
   }
 });
 
@@ -17227,7 +17228,7 @@ function writeReplay(inputs, state, root = petriRoot()) {
 `), bytes, Buffer.from("\n")];
       })
     );
-    const sum = (0, import_node_crypto11.createHash)("sha256").update(body).digest("hex");
+    const sum = (0, import_node_crypto10.createHash)("sha256").update(body).digest("hex");
     const head = Buffer.from(`${MAGIC2} ${sum}
 `);
     const file = (0, import_node_path35.join)(root, "build-cache", "results", `replay-${fnvName(key)}`);
@@ -17239,12 +17240,12 @@ function writeReplay(inputs, state, root = petriRoot()) {
   } catch {
   }
 }
-var import_node_crypto11, import_node_fs40, import_node_path35, MAGIC2, SENTINEL_MS, BOOLEAN;
+var import_node_crypto10, import_node_fs40, import_node_path35, MAGIC2, SENTINEL_MS, BOOLEAN;
 var init_replay = __esm({
   "src/build/replay.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto11 = require("node:crypto");
+    import_node_crypto10 = require("node:crypto");
     import_node_fs40 = require("node:fs");
     import_node_path35 = require("node:path");
     init_paths();
@@ -18426,8 +18427,8 @@ var require_Node = __commonJS({
         };
         const res = toJS.toJS(this, "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count: count3, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count3);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
     };
@@ -18539,13 +18540,13 @@ var require_Alias = __commonJS({
         const anchor = anchors2 && source && anchors2.get(source);
         return anchor ? anchor.count * anchor.aliasCount : 0;
       } else if (identity.isCollection(node)) {
-        let count3 = 0;
+        let count2 = 0;
         for (const item of node.items) {
           const c = getAliasCount(doc, item, anchors2);
-          if (c > count3)
-            count3 = c;
+          if (c > count2)
+            count2 = c;
         }
-        return count3;
+        return count2;
       } else if (identity.isPair(node)) {
         const kc = getAliasCount(doc, node.key, anchors2);
         const vc = getAliasCount(doc, node.value, anchors2);
@@ -21608,8 +21609,8 @@ var require_Document = __commonJS({
         };
         const res = toJS.toJS(this.contents, jsonArg ?? "", ctx);
         if (typeof onAnchor === "function")
-          for (const { count: count3, res: res2 } of ctx.anchors.values())
-            onAnchor(res2, count3);
+          for (const { count: count2, res: res2 } of ctx.anchors.values())
+            onAnchor(res2, count2);
         return typeof reviver === "function" ? applyReviver.applyReviver(reviver, { "": res }, "", res) : res;
       }
       /**
@@ -21697,12 +21698,12 @@ var require_errors2 = __commonJS({
         lineStr = prev + lineStr;
       }
       if (/[^ ]/.test(lineStr)) {
-        let count3 = 1;
+        let count2 = 1;
         const end = error.linePos[1];
         if (end?.line === line && end.col > col) {
-          count3 = Math.max(1, Math.min(end.col - col, 80 - ci));
+          count2 = Math.max(1, Math.min(end.col - col, 80 - ci));
         }
-        const pointer = " ".repeat(ci) + "^".repeat(count3);
+        const pointer = " ".repeat(ci) + "^".repeat(count2);
         error.message += `:
 
 ${lineStr}
@@ -25507,15 +25508,15 @@ __export(select_exports, {
 function parseShard(text) {
   const match2 = /^(\d+)\/(\d+)$/.exec(text.trim());
   const index = Number(match2?.[1]);
-  const count3 = Number(match2?.[2]);
-  if (!match2 || count3 < 1 || index < 1 || index > count3) {
+  const count2 = Number(match2?.[2]);
+  if (!match2 || count2 < 1 || index < 1 || index > count2) {
     throw new PetriError(`invalid --shard "${text}": expected I/N with 1 \u2264 I \u2264 N, like 2/4`);
   }
-  return { index, count: count3 };
+  return { index, count: count2 };
 }
-function shardOf(name, count3) {
-  const hash = (0, import_node_crypto12.createHash)("sha256").update(name).digest();
-  return hash.readUInt32BE(0) % count3 + 1;
+function shardOf(name, count2) {
+  const hash = (0, import_node_crypto11.createHash)("sha256").update(name).digest();
+  return hash.readUInt32BE(0) % count2 + 1;
 }
 function matchesFilter(job, pattern) {
   const candidates = [job.name, ...job.tags];
@@ -25548,12 +25549,12 @@ function selectJobs(jobs, filters, shard) {
     (job) => (filters.length === 0 || filters.some((f) => matchesFilter(job, f))) && (!shard || shardOf(job.name, shard.count) === shard.index)
   );
 }
-var import_node_crypto12;
+var import_node_crypto11;
 var init_select = __esm({
   "src/test-runner/select.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto12 = require("node:crypto");
+    import_node_crypto11 = require("node:crypto");
     init_errors();
     __name(parseShard, "parseShard");
     __name(shardOf, "shardOf");
@@ -25937,14 +25938,14 @@ function summary(results, durationMs, runId, paint = (_, text) => text) {
     String(r.attempts),
     r.status === "passed" ? "" : r.message
   ]);
-  const count3 = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
+  const count2 = /* @__PURE__ */ __name((status) => results.filter((r) => r.status === status).length, "count");
   const totals = [
-    `${count3("passed")} passed`,
-    `${count3("failed")} failed`,
-    ...count3("error") ? [`${count3("error")} error${count3("error") === 1 ? "" : "s"}`] : [],
-    ...count3("interrupted") ? [`${count3("interrupted")} interrupted`] : []
+    `${count2("passed")} passed`,
+    `${count2("failed")} failed`,
+    ...count2("error") ? [`${count2("error")} error${count2("error") === 1 ? "" : "s"}`] : [],
+    ...count2("interrupted") ? [`${count2("interrupted")} interrupted`] : []
   ].join(", ");
-  const ok = count3("passed") === results.length;
+  const ok = count2("passed") === results.length;
   let text = table(["JOB", "IMAGE", "STATUS", "TIME", "ATTEMPTS", "DETAIL"], rows);
   text += `${paint(ok ? "1;32" : "1;31", totals)} in ${formatDuration(durationMs)} (run ${runId})
 `;
@@ -27138,7 +27139,7 @@ __export(run_tests_exports, {
 });
 function newRunId(now = /* @__PURE__ */ new Date()) {
   const stamp = now.toISOString().replace(/[-:]/g, "").replace("T", "-").slice(0, 15);
-  return `${stamp}-${(0, import_node_crypto13.randomBytes)(2).toString("hex")}`;
+  return `${stamp}-${(0, import_node_crypto12.randomBytes)(2).toString("hex")}`;
 }
 function defaultParallelism(jobs, cpus = (0, import_node_os6.availableParallelism)(), free = (0, import_node_os6.freemem)()) {
   const perJob = Math.max(ASSUMED_JOB_MEMORY, ...jobs.map((job) => job.memory ?? 0));
@@ -27260,12 +27261,12 @@ function killOwnContainers() {
     if (record.owner.pid === process.pid && record.state === "running") killCgroups(record.cgroupDirs);
   }
 }
-var import_node_crypto13, import_node_os6, ASSUMED_JOB_MEMORY;
+var import_node_crypto12, import_node_os6, ASSUMED_JOB_MEMORY;
 var init_run_tests = __esm({
   "src/test-runner/run-tests.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto13 = require("node:crypto");
+    import_node_crypto12 = require("node:crypto");
     import_node_os6 = require("node:os");
     init_p_limit();
     init_store();
@@ -31962,16 +31963,16 @@ var require_dist2 = __commonJS({
           }
           __name(setWrapToString, "setWrapToString");
           function shortOut(func) {
-            var count3 = 0, lastCalled = 0;
+            var count2 = 0, lastCalled = 0;
             return function() {
               var stamp = nativeNow(), remaining = HOT_SPAN - (stamp - lastCalled);
               lastCalled = stamp;
               if (remaining > 0) {
-                if (++count3 >= HOT_COUNT) {
+                if (++count2 >= HOT_COUNT) {
                   return arguments[0];
                 }
               } else {
-                count3 = 0;
+                count2 = 0;
               }
               return func.apply(undefined$1, arguments);
             };
@@ -35393,7 +35394,7 @@ var require_dist2 = __commonJS({
               return Object.create(this);
             }
             // DOM level 1 functions to be implemented later
-            substringData(offset, count3) {
+            substringData(offset, count2) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             appendData(arg) {
@@ -35402,10 +35403,10 @@ var require_dist2 = __commonJS({
             insertData(offset, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            deleteData(offset, count3) {
+            deleteData(offset, count2) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
-            replaceData(offset, count3, arg) {
+            replaceData(offset, count2, arg) {
               throw new Error("This DOM method is not implemented." + this.debugInfo());
             }
             isEqualNode(node) {
@@ -39063,7 +39064,7 @@ var require_dist2 = __commonJS({
        */
       _sumTestCaseCounts(counterFunction) {
         var counts = this._children.map(counterFunction);
-        return counts.reduce((sum, count3) => sum + count3, 0);
+        return counts.reduce((sum, count2) => sum + count2, 0);
       }
       /**
        * @param parentElement - the parent element
@@ -40525,7 +40526,7 @@ function sourceEpoch() {
   return process.env.SOURCE_DATE_EPOCH ? { sourceDateEpoch: Number(process.env.SOURCE_DATE_EPOCH) } : {};
 }
 async function uncompressedDigest(file) {
-  const hash = (0, import_node_crypto14.createHash)("sha256");
+  const hash = (0, import_node_crypto13.createHash)("sha256");
   await (0, import_promises22.pipeline)(
     (0, import_node_fs54.createReadStream)(file),
     zlib2().createGunzip(),
@@ -40538,12 +40539,12 @@ async function uncompressedDigest(file) {
   );
   return `sha256:${hash.digest("hex")}`;
 }
-var import_node_crypto14, import_node_fs54, import_node_stream10, import_promises22;
+var import_node_crypto13, import_node_fs54, import_node_stream10, import_promises22;
 var init_import = __esm({
   "src/harness/import.ts"() {
     "use strict";
     init_import_meta_url();
-    import_node_crypto14 = require("node:crypto");
+    import_node_crypto13 = require("node:crypto");
     import_node_fs54 = require("node:fs");
     import_node_stream10 = require("node:stream");
     import_promises22 = require("node:stream/promises");

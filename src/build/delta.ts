@@ -127,8 +127,9 @@ const META = new Set([
 ]);
 const LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
 const MARK = '@@petri:';
-const sha256hex = (text: string | Buffer) => createHash('sha256').update(text).digest('hex');
-const count = (text: string, part: string) => text.split(part).length - 1;
+export const sha256hex = (text: string | Buffer) => createHash('sha256').update(text).digest('hex');
+/** How often `part` occurs in `text`. */
+export const count = (text: string, part: string) => text.split(part).length - 1;
 
 /** The delta plan of a build that ended with `manifestDigest`, or undefined when it has none. Never throws. */
 export function deltaPlan(trace: BuildTrace, manifestDigest: string, context: string): DeltaPlan | undefined {

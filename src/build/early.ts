@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -17,7 +16,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { containersDir, petriRoot } from '../runtime/paths.js';
 import { removeTree } from '../util/fs.js';
 import { cacheKey, stableJson } from './cache.js';
-import type { BuildTrace, TraceCopy, TraceStep } from './delta.js';
+import { type BuildTrace, count, sha256hex, type TraceCopy, type TraceStep } from './delta.js';
 import { LayeredView } from './fs-view.js';
 
 /**
@@ -64,14 +63,8 @@ export interface EarlyEntry {
   fresh?: true;
 }
 
-/** What the builder notes of a RUN that ran over a COPY's layer (BuildTrace.early). */
-export interface EarlyCandidate {
-  runStep: number;
-  /** The RUN's cache key, the key below it (the COPY's), and its step as hashed (stableJson). */
-  key: string;
-  parent: string;
-  stepText: string;
-  tree: EarlyEntry[];
+/** The RUN's container: whether it has a resolv.conf copy, its options' hash, and its templates (containerTemplates). */
+interface EarlyContainer {
   resolv: boolean;
   options: string;
   config: string;
@@ -80,8 +73,18 @@ export interface EarlyCandidate {
   cgroups: string[];
 }
 
+/** What the builder notes of a RUN that ran over a COPY's layer (BuildTrace.early). */
+export interface EarlyCandidate extends EarlyContainer {
+  runStep: number;
+  /** The RUN's cache key, the key below it (the COPY's), and its step as hashed (stableJson). */
+  key: string;
+  parent: string;
+  stepText: string;
+  tree: EarlyEntry[];
+}
+
 /** The plan of an early run (kept in the result cache with the build's record, written beside the replay record). */
-export interface EarlyPlan {
+export interface EarlyPlan extends EarlyContainer {
   /** The store's index entries of the images the build took (as index.json holds them): none moved since. */
   index: string[];
   copyParent: string;
@@ -90,26 +93,14 @@ export interface EarlyPlan {
   files: { label: string; digest: string }[];
   runStep: string;
   tree: (EarlyEntry & { file?: number })[];
-  resolv: boolean;
-  options: string;
-  config: string;
-  record: string;
-  args: string[];
-  cgroups: string[];
 }
-
-const sha256hex = (text: string | Buffer) => createHash('sha256').update(text).digest('hex');
-const count = (text: string, part: string) => text.split(part).length - 1;
 
 /** The hash of a RUN container's options with its top layer and resolv.conf copy left out: the same RUN, the same hash. */
 export function optionsHash(options: object, lowerTop: string, resolv: string | undefined): string {
-  const text = stableJson(options);
-  const marked = text
-    .split(JSON.stringify(lowerTop).slice(1, -1))
-    .join(`${MARK}LOWER@@`)
-    .split(resolv === undefined ? '\0' : JSON.stringify(resolv).slice(1, -1))
-    .join(`${MARK}RESOLV@@`);
-  return sha256hex(marked);
+  const inJson = (path: string) => JSON.stringify(path).slice(1, -1);
+  let text = stableJson(options).split(inJson(lowerTop)).join(`${MARK}LOWER@@`);
+  if (resolv !== undefined) text = text.split(inJson(resolv)).join(`${MARK}RESOLV@@`);
+  return sha256hex(text);
 }
 
 /**
@@ -186,7 +177,7 @@ export function containerTemplates(c: {
   record: string;
   args: string[];
   cgroups: string[];
-}): Pick<EarlyCandidate, 'config' | 'record' | 'args' | 'cgroups'> | undefined {
+}): Omit<EarlyContainer, 'resolv' | 'options'> | undefined {
   const plain = (s: string) => JSON.stringify(s) === `"${s}"`;
   if (![c.dir, c.lowerTop, c.resolv ?? ''].every(plain)) return undefined;
   const all = [c.config, c.record, ...c.args, ...c.cgroups];
